@@ -1,0 +1,118 @@
+"""Frozen settings for training and inference, stored as JSON beside every model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import StonesegError
+
+ENCODERS = (
+    "efficientnet-b0",
+    "efficientnet-b1",
+    "efficientnet-b2",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v2",
+    "timm-efficientnet-b0",
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides how a model is trained.
+
+    ``work_size`` is the model's working scale: every photo is resized so that its longer
+    side is this many pixels, for training and again at inference, so a stone looks the same
+    size to the network in a 400-pixel web photo and in a 4032-pixel phone photo. Random
+    ``crop`` x ``crop`` patches of the resized photo are the training samples.
+    """
+
+    encoder: str = "efficientnet-b0"
+    weights: str = "none"  # "none", "imagenet" or the path of a local encoder weights file
+    work_size: int = 512
+    crop: int = 320
+    batch_size: int = 8
+    epochs: int = 40
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.2
+    val_images: tuple[str, ...] | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"  # "auto", "off", "bf16" or "fp16"
+    samples_per_image: int = 8
+    bn_momentum: float = 0.1
+    bn_recalibration_batches: int = 4
+    threshold: float = 0.5
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise StonesegError("Epochs must be at least 1.")
+        if self.crop < 32 or self.crop % 32:
+            raise StonesegError(f"Crop size must be a multiple of 32 and at least 32, got {self.crop}.")
+        if self.work_size < 32:
+            raise StonesegError(f"Working size must be at least 32 pixels, got {self.work_size}.")
+        if self.batch_size < 1:
+            raise StonesegError("Batch size must be at least 1.")
+        if not 0 < self.lr < 1:
+            raise StonesegError(f"Learning rate must be between 0 and 1, got {self.lr}.")
+        if not 0 <= self.val_fraction < 1:
+            raise StonesegError(f"Validation fraction must be in [0, 1), got {self.val_fraction}.")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise StonesegError(f"Device must be auto, cpu or cuda, got {self.device!r}.")
+        if self.amp not in ("auto", "off", "bf16", "fp16"):
+            raise StonesegError(f"amp must be auto, off, bf16 or fp16, got {self.amp!r}.")
+        if self.val_images is not None and not isinstance(self.val_images, tuple):
+            object.__setattr__(self, "val_images", tuple(self.val_images))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["val_images"] is not None:
+            d["val_images"] = list(d["val_images"])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if kwargs.get("val_images") is not None:
+            kwargs["val_images"] = tuple(kwargs["val_images"])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How a model segments a photo. ``tile`` is in working-scale pixels."""
+
+    threshold: float = 0.5
+    tta: bool = False
+    tile: int = 512
+    overlap: int = 64
+    batch_tiles: int = 4
+    device: str = "auto"
+    amp: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold < 1:
+            raise StonesegError(f"Threshold must be between 0 and 1, got {self.threshold}.")
+        if self.tile < 64 or self.tile % 32:
+            raise StonesegError(f"Tile size must be a multiple of 32 and at least 64, got {self.tile}.")
+        if not 0 <= self.overlap < self.tile // 2:
+            raise StonesegError("Tile overlap must be at least 0 and less than half the tile.")
+
+    def replace(self, **changes: Any) -> InferenceConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=False, default=str)
+
+

@@ -1,0 +1,279 @@
+"""Reading photos and masks, and writing masks atomically.
+
+Every photo becomes an RGB ``uint8`` array in its display orientation (EXIF applied), so the
+network, the canvas and the masks all agree on which pixel is which. Masks are 8-bit arrays
+with 0 = background and 255 = stone.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import ImageReadError, MaskError, StonesegError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+STONE = 255
+BACKGROUND = 0
+
+cv2.setNumThreads(1)  # decoding runs beside torch; let torch have the cores
+
+
+def natural_key(name: str) -> list:
+    """Sort key so that '2.jpg' comes before '10.jpg'."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside ``folder``, in natural order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StonesegError(f"Folder not found: {folder}")
+    return sorted((p for p in folder.iterdir() if is_image_file(p)), key=lambda p: natural_key(p.name))
+
+
+# --------------------------------------------------------------------------------------- images
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def _exif_orientation(path: Path) -> int:
+    """EXIF orientation tag (1..8), read from the header only; 1 when absent."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            value = im.getexif().get(_EXIF_ORIENTATION, 1)
+        return int(value) if value in range(1, 9) else 1
+    except Exception:  # noqa: BLE001 - no EXIF is the normal case, not an error
+        return 1
+
+
+def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Rotate/flip ``arr`` as the EXIF orientation says, giving the display orientation."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1, :],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.rot90(a, k=-1),
+        7: lambda a: np.rot90(a, k=1)[::-1, :],  # transverse
+        8: lambda a: np.rot90(a, k=1),
+    }
+    if orientation in ops:
+        arr = np.ascontiguousarray(ops[orientation](arr))
+    return arr
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Scale 16-bit or float data to 0..255.
+
+    A fixed division by 257 would leave 12-bit camera data (0..4095 stored in 16 bits)
+    nearly black, so the range between the 0.1st and 99.9th percentile is stretched to
+    0..255 instead; a flat image maps to mid-grey rather than dividing by zero.
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    data = arr.astype(np.float32)
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return np.zeros(arr.shape, np.uint8)
+    lo, hi = np.percentile(finite, (0.1, 99.9))
+    if hi <= lo:
+        return np.full(arr.shape, 128 if hi > 0 else 0, np.uint8)
+    data = np.nan_to_num((data - lo) * (255.0 / (hi - lo)), nan=0.0)
+    return np.clip(data + 0.5, 0, 255).astype(np.uint8)
+
+
+def _looks_truncated_jpeg(raw: np.ndarray) -> bool:
+    """True when a JPEG has no end-of-image marker: the download or copy broke off."""
+    tail = raw[-4096:].tobytes().rstrip(b"\x00")
+    return raw[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in tail
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read any supported photo as an RGB uint8 array (H, W, 3) in display orientation.
+
+    Raises ImageReadError, naming the file, when it is missing, empty, truncated or not an
+    image.
+    """
+    path = Path(path)
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise ImageReadError(f"Image not found: {path}") from None
+    except OSError as exc:
+        raise ImageReadError(f"Cannot read image {path.name}: {exc.strerror or exc}") from None
+    if raw.size == 0:
+        raise ImageReadError(f"Cannot read image {path.name}: the file is empty.")
+    if _looks_truncated_jpeg(raw):
+        raise ImageReadError(
+            f"Cannot read image {path.name}: the JPEG file is truncated (copy it again from the camera or source)."
+        )
+    arr = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if arr is None or arr.size == 0:
+        raise ImageReadError(f"Cannot read image {path.name}: the file is damaged or not an image.")
+    arr = _to_uint8(arr)
+    if arr.ndim == 2:
+        arr = cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
+    elif arr.shape[2] == 4:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB)
+    elif arr.shape[2] == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    elif arr.shape[2] == 1:
+        arr = cv2.cvtColor(arr[:, :, 0], cv2.COLOR_GRAY2RGB)
+    else:
+        raise ImageReadError(f"Cannot read image {path.name}: {arr.shape[2]} channels are not supported.")
+    return apply_orientation(arr, _exif_orientation(path))
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) in display orientation, read from the header without decoding."""
+    path = Path(path)
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            w, h = im.size
+        if _exif_orientation(path) in (5, 6, 7, 8):
+            w, h = h, w
+        return w, h
+    except Exception:  # noqa: BLE001 - fall back to a full decode, which names the problem
+        arr = read_image(path)
+        return arr.shape[1], arr.shape[0]
+
+
+# ---------------------------------------------------------------------------------------- masks
+
+
+def mask_path_for(image_path: str | Path, masks_dir: str | Path) -> Path:
+    return Path(masks_dir) / f"{Path(image_path).stem}.png"
+
+
+def binarize_mask(arr: np.ndarray) -> np.ndarray:
+    """Any mask encoding (0/1, 0/255, anti-aliased, RGB, 16-bit) -> uint8 0/255."""
+    if arr.ndim == 3:
+        arr = arr[:, :, :3].max(axis=2) if arr.shape[2] >= 3 else arr[:, :, 0]
+    if arr.size == 0:
+        return arr.astype(np.uint8)
+    top = arr.max()
+    if top <= 1:
+        out = arr > 0
+    elif arr.dtype == np.uint8:
+        out = arr > 127
+    else:
+        out = arr > top / 2
+    return np.where(out, STONE, BACKGROUND).astype(np.uint8)
+
+
+def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a mask as uint8 0/255 (H, W).
+
+    ``expected_size`` is the (height, width) of its image; a mask of another size is an
+    error, because stretching it would silently move every boundary.
+    """
+    path = Path(path)
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise MaskError(f"Mask not found: {path}") from None
+    except OSError as exc:
+        raise MaskError(f"Cannot read mask {path.name}: {exc.strerror or exc}") from None
+    arr = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+    if arr is None:
+        raise MaskError(f"Cannot read mask {path.name}: the file is empty, damaged or not an image.")
+    mask = binarize_mask(arr)
+    if expected_size is not None and mask.shape[:2] != tuple(expected_size):
+        h, w = expected_size
+        raise MaskError(
+            f"Mask {path.name} is {mask.shape[1]}x{mask.shape[0]} pixels but its image is {w}x{h}: "
+            "a mask must have exactly the size of its photo."
+        )
+    return mask
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and move it into place.
+
+    A crash or a full disk leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def describe_os_error(exc: OSError, target: Path) -> str:
+    """A sentence a user can act on for a failed write."""
+    if exc.errno == errno.ENOSPC:
+        return f"Cannot write {target}: the disk is full. Free some space and save again."
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"Cannot write {target}: the folder is read-only or you lack permission."
+    return f"Cannot write {target}: {exc.strerror or exc}"
+
+
+def write_mask(path: str | Path, mask: np.ndarray) -> None:
+    """Write a mask as an 8-bit PNG with values 0 and 255, atomically."""
+    path = Path(path)
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise MaskError(f"A mask must be a 2-D array, got shape {mask.shape}.")
+    out = np.where(mask > 0, STONE, BACKGROUND).astype(np.uint8) if mask.dtype != np.uint8 or mask.max() == 1 else mask
+    if out.dtype == np.uint8 and not np.isin(out, (0, 255)).all():
+        out = binarize_mask(out)
+    ok, buf = cv2.imencode(".png", out, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise MaskError(f"Cannot encode mask {path.name} as PNG.")
+    try:
+        atomic_write_bytes(path, buf.tobytes())
+    except OSError as exc:
+        raise MaskError(describe_os_error(exc, path)) from exc
+
+
+def write_png(path: str | Path, array: np.ndarray) -> None:
+    """Write any uint8/uint16 array as PNG atomically (instance labels, previews)."""
+    path = Path(path)
+    arr = np.asarray(array)
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise StonesegError(f"Cannot encode {path.name} as PNG.")
+    try:
+        atomic_write_bytes(path, buf.tobytes())
+    except OSError as exc:
+        raise StonesegError(describe_os_error(exc, path)) from exc
+
+
+def iter_readable(paths: Iterable[Path]):
+    """Yield (path, image or ImageReadError) so a batch job can report and carry on."""
+    for p in paths:
+        try:
+            yield p, read_image(p)
+        except ImageReadError as exc:
+            yield p, exc

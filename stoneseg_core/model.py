@@ -1,0 +1,282 @@
+"""Building the U-Net, and saving and loading model folders.
+
+A model folder holds ``model.safetensors`` (the weights: plain tensors, never pickled
+code) and ``config.json`` (architecture, normalisation, working scale, threshold, training
+settings, history, metrics, images, versions). A model file is untrusted input: loading
+reads tensors only, and a damaged or foreign folder raises ModelFileError.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .config import TrainConfig
+from .errors import ModelFileError, WeightsUnavailableError
+from .imageio import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+FORMAT = "stoneseg-model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def set_bn_momentum(model: nn.Module, momentum: float | None) -> None:
+    """Give every BatchNorm the same momentum.
+
+    SMP's efficientnet-b0 encoder ships with momentum 0.01: trained from random weights,
+    its running statistics then trail the weights by ~100 batches and eval-mode predictions
+    collapse. 0.1 (PyTorch's default) follows them; ``recalibrate_batchnorm`` fixes the rest.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches, device: torch.device, max_batches: int) -> int:
+    """Recompute BatchNorm running statistics as the plain average over ``batches``.
+
+    Returns the number of batches used. The weights are not touched.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or max_batches <= 0:
+        return 0
+    saved = [(m.momentum) for m in bns]
+    was_training = model.training
+    # Only the BatchNorm layers collect statistics: dropout and stochastic depth stay off,
+    # so the statistics are those of the network exactly as it runs at inference.
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+        m.train()
+    used = 0
+    try:
+        for images in batches:
+            if used >= max_batches:
+                break
+            model(images.to(device, non_blocking=True))
+            used += 1
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+        model.train(was_training)
+    return used
+
+
+def _import_smp():
+    import segmentation_models_pytorch as smp
+
+    return smp
+
+
+def build_model(encoder: str = "efficientnet-b0", weights: str = "none", bn_momentum: float | None = 0.1) -> nn.Module:
+    """A binary U-Net. ``weights``: "none", "imagenet" or a local encoder weights file."""
+    smp = _import_smp()
+    encoder_weights = "imagenet" if weights == "imagenet" else None
+    try:
+        model = smp.Unet(encoder_name=encoder, encoder_weights=encoder_weights, in_channels=3, classes=1)
+    except KeyError as exc:
+        raise ModelFileError(f"Unknown encoder {encoder!r}.") from exc
+    except Exception as exc:  # noqa: BLE001 - network, hub and cache failures all mean the same to the user
+        if encoder_weights is None:
+            raise
+        raise WeightsUnavailableError(
+            f"Could not get the ImageNet weights for {encoder} ({type(exc).__name__}: {exc}). "
+            "Are you offline? Train with weights 'none', or give a local weights file."
+        ) from exc
+    if weights not in ("none", "imagenet"):
+        load_encoder_weights(model, Path(weights))
+    if bn_momentum is not None:
+        set_bn_momentum(model, bn_momentum)
+    return model
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from safetensors, or from a .pth/.pt state dict loaded without pickled code."""
+    if not path.is_file():
+        raise WeightsUnavailableError(f"Weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise WeightsUnavailableError(f"Cannot read weights file {path.name}: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsUnavailableError(f"{path.name} does not hold a plain dictionary of tensors.")
+    return state
+
+
+def load_encoder_weights(model: nn.Module, path: Path) -> None:
+    """Load encoder weights (keys with or without an ``encoder.`` prefix) from a local file."""
+    state = _read_tensors(path)
+    state = {k.removeprefix("encoder."): v for k, v in state.items()}
+    own = model.encoder.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(matched) < 0.9 * len(own):
+        raise WeightsUnavailableError(
+            f"{path.name} does not fit the {type(model.encoder).__name__} encoder "
+            f"({len(matched)} of {len(own)} tensors match)."
+        )
+    model.encoder.load_state_dict(matched, strict=False)
+
+
+@dataclass
+class ModelInfo:
+    """Everything in config.json. ``train`` is the TrainConfig used."""
+
+    encoder: str
+    work_size: int
+    threshold: float = 0.5
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    train: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    train_images: list[str] = field(default_factory=list)
+    val_images: list[str] = field(default_factory=list)
+    created: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    parent: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "architecture": "Unet",
+            "encoder": self.encoder,
+            "in_channels": 3,
+            "classes": 1,
+            "normalization": {"mean": list(self.mean), "std": list(self.std)},
+            "work_size": self.work_size,
+            "threshold": self.threshold,
+            "train_config": self.train,
+            "history": self.history,
+            "metrics": self.metrics,
+            "train_images": self.train_images,
+            "val_images": self.val_images,
+            "created": self.created,
+            "versions": self.versions,
+            "parent": self.parent,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], where: Path) -> ModelInfo:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ModelFileError(f"{where} is not a StoneSeg model (config.json lacks format '{FORMAT}').")
+        if int(d.get("format_version", 0)) > FORMAT_VERSION:
+            raise ModelFileError(f"{where} was written by a newer StoneSeg; update StoneSeg to open it.")
+        if d.get("architecture") != "Unet" or d.get("in_channels") != 3 or d.get("classes") != 1:
+            raise ModelFileError(f"{where} holds an architecture StoneSeg cannot run.")
+        try:
+            norm = d["normalization"]
+            return cls(
+                encoder=str(d["encoder"]),
+                work_size=int(d["work_size"]),
+                threshold=float(d.get("threshold", 0.5)),
+                mean=tuple(float(x) for x in norm["mean"]),
+                std=tuple(float(x) for x in norm["std"]),
+                train=dict(d.get("train_config") or {}),
+                history=list(d.get("history") or []),
+                metrics=dict(d.get("metrics") or {}),
+                train_images=list(d.get("train_images") or []),
+                val_images=list(d.get("val_images") or []),
+                created=str(d.get("created", "")),
+                versions=dict(d.get("versions") or {}),
+                parent=d.get("parent"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{where}/config.json is damaged: {exc}") from exc
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.train) if self.train else TrainConfig(encoder=self.encoder)
+
+
+def versions() -> dict[str, str]:
+    smp = _import_smp()
+    return {
+        "stoneseg": __version__,
+        "torch": torch.__version__,
+        "segmentation_models_pytorch": getattr(smp, "__version__", "?"),
+        "python": platform.python_version(),
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def save_model(model: nn.Module, info: ModelInfo, folder: str | Path) -> Path:
+    """Write weights then config, each atomically. Returns the folder."""
+    from safetensors.torch import save
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if not info.created:
+        info.created = now_iso()
+    if not info.versions:
+        info.versions = versions()
+    atomic_write_bytes(folder / WEIGHTS_FILE, save(state))
+    atomic_write_bytes(folder / CONFIG_FILE, json.dumps(info.to_json(), indent=2, default=str).encode())
+    return folder
+
+
+def read_model_info(folder: str | Path) -> ModelInfo:
+    folder = Path(folder)
+    cfg = folder / CONFIG_FILE
+    if not folder.is_dir():
+        raise ModelFileError(f"Model folder not found: {folder}")
+    if not cfg.is_file():
+        raise ModelFileError(f"{folder} is not a StoneSeg model: it has no {CONFIG_FILE}.")
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{cfg} is damaged: {exc}") from exc
+    return ModelInfo.from_json(data, folder)
+
+
+def load_model(folder: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelInfo]:
+    """Rebuild the U-Net from config.json and fill it from model.safetensors (no pickle)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    info = read_model_info(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelFileError(f"{folder} has no {WEIGHTS_FILE}: the model is incomplete.")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"{weights} is damaged or not a safetensors file: {exc}") from exc
+    try:
+        model = build_model(info.encoder, "none", bn_momentum=None)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelFileError(f"{folder}: cannot build encoder {info.encoder!r}: {exc}") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelFileError(f"{weights} does not match a U-Net with encoder {info.encoder}: {first}") from exc
+    model.to(device).eval()
+    return model, info

@@ -1,0 +1,1 @@
+"""StoneSeg desktop application (PySide6)."""

@@ -1,0 +1,112 @@
+import cv2
+import numpy as np
+import pytest
+
+from conftest import make_scene, write_rgb
+from stoneseg_core.config import InferenceConfig
+from stoneseg_core.imageio import read_mask
+from stoneseg_core.predict import Segmenter, blend_window, iter_segment_folder, tile_starts
+
+
+def test_tiles_cover_everything_with_overlap():
+    assert tile_starts(100, 128, 16) == [0]
+    starts = tile_starts(300, 128, 32)
+    assert starts[0] == 0 and starts[-1] == 300 - 128
+    assert all(b - a <= 128 - 32 for a, b in zip(starts, starts[1:]))
+    w = blend_window(64, 16)
+    assert w.shape == (64, 64) and w[32, 32] == 1 and 0 < w[0, 0] < 0.01
+
+
+def test_output_has_the_photo_size_for_any_size(trained_model):
+    seg = Segmenter.load(trained_model)
+    for h, w in [(37, 51), (200, 90), (96, 128)]:
+        img, _ = make_scene(np.random.default_rng(h), h, w)
+        p = seg.predict(img)
+        assert p.probability.shape == (h, w) and p.mask.shape == (h, w)
+        assert p.probability.dtype == np.float32 and set(np.unique(p.mask)) <= {0, 255}
+
+
+def test_tiled_inference_matches_whole_image(trained_model):
+    img, _ = make_scene(np.random.default_rng(5), 220, 260, n_stones=9)
+    seg_whole = Segmenter.load(trained_model, InferenceConfig(tile=512))
+    seg_whole.info.work_size = 260  # keep native size so that tiling really happens
+    seg_tiled = Segmenter.load(trained_model, InferenceConfig(tile=128, overlap=32, batch_tiles=3))
+    seg_tiled.info.work_size = 260
+    whole = seg_whole.predict(img)
+    tiled = seg_tiled.predict(img)
+    assert np.abs(whole.probability - tiled.probability).mean() < 0.02
+    inter = np.logical_and(whole.mask, tiled.mask).sum()
+    union = np.logical_or(whole.mask, tiled.mask).sum()
+    assert inter / union > 0.97
+
+
+def test_no_seams_in_tiled_probability(trained_model):
+    flat = np.full((192, 192, 3), 70, np.uint8)  # uniform ground: any seam would show as a step
+    seg = Segmenter.load(trained_model, InferenceConfig(tile=128, overlap=32))
+    seg.info.work_size = 192
+    p = seg.predict(flat).probability
+    steps = np.abs(np.diff(p, axis=1))[:, 8:-8]
+    assert steps.max() < 0.1
+
+
+def test_tta_is_flip_invariant(trained_model):
+    img, _ = make_scene(np.random.default_rng(8), 128, 160)
+    seg = Segmenter.load(trained_model, InferenceConfig(tta=True))
+    a = seg.predict(img).probability
+    b = seg.predict(img[:, ::-1].copy()).probability[:, ::-1]
+    np.testing.assert_allclose(a, b, atol=2e-3)
+
+
+def test_segment_folder_reports_bad_files_and_carries_on(trained_model, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_rgb(src / f"p{i}.jpg", make_scene(rng, 64 + 10 * i, 80)[0])
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (src / "notes.txt").write_text("ignored")
+    seg = Segmenter.load(trained_model)
+    gen = iter_segment_folder(seg, src, out)
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            summary = stop.value
+            break
+    assert summary.written == 3 and len(summary.failed) == 1 and "broken.jpg" in summary.failed[0][1]
+    assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png", "p2.png"]
+    for i in range(3):
+        m = cv2.imread(str(out / f"p{i}.png"), cv2.IMREAD_UNCHANGED)
+        assert m.dtype == np.uint8 and m.shape == (64 + 10 * i, 80) and set(np.unique(m)) <= {0, 255}
+    # a second run keeps what is there unless told to overwrite
+    before = (out / "p0.png").stat().st_mtime_ns
+    again = list(iter_segment_folder(seg, src, out))
+    assert [e.status for e in again].count("skipped") == 3 and (out / "p0.png").stat().st_mtime_ns == before
+    over = list(iter_segment_folder(seg, src, out, overwrite=True))
+    assert [e.status for e in over].count("written") == 3
+    read_mask(out / "p0.png", expected_size=(64, 80))
+
+
+def test_segment_folder_can_be_cancelled(trained_model, tmp_path):
+    src = tmp_path / "in"
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        write_rgb(src / f"p{i}.png", make_scene(rng, 64, 64)[0])
+    done = []
+    gen = iter_segment_folder(Segmenter.load(trained_model), src, tmp_path / "out", should_stop=lambda: len(done) >= 2)
+    while True:
+        try:
+            done.append(next(gen))
+        except StopIteration as stop:
+            summary = stop.value
+            break
+    assert summary.cancelled and summary.written == 2
+
+
+def test_inference_settings_are_validated():
+    from stoneseg_core.errors import StonesegError
+
+    with pytest.raises(StonesegError):
+        InferenceConfig(threshold=1.5)
+    with pytest.raises(StonesegError):
+        InferenceConfig(tile=100)

@@ -1,0 +1,127 @@
+"""``stoneseg grains``: segment a folder, split the stones, measure them, write the tables.
+
+Kept apart from cli.py so the grain analysis can grow without touching the other commands;
+cli.py registers it with ``add_parser`` and calls ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+
+from .errors import StonesegError
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL = 0, 1, 2
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``grains`` on the ``stoneseg`` sub-command parser."""
+    p = subparsers.add_parser(
+        "grains",
+        help="measure every stone in the photos of INPUT_DIR and write the grain-size distribution",
+        description=(
+            "Segment every photo of INPUT_DIR, split touching stones, measure each stone (b-axis = grain size) "
+            "and write OUTPUT_DIR/<photo>_instances.png (16-bit labels), <photo>_stones.csv, stones_pooled.csv "
+            "and percentiles.json (D10, D16, D50, D84, D90 by count and by area, in mm and psi). Without a scale, "
+            "sizes are in pixels."
+        ),
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("input_dir", metavar="INPUT_DIR")
+    p.add_argument("output_dir", metavar="OUTPUT_DIR")
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument(
+        "--mm-per-px",
+        type=_positive_float,
+        default=None,
+        metavar="X",
+        help="millimetres per pixel, for every photo",
+    )
+    scale.add_argument(
+        "--scale-csv",
+        default=None,
+        metavar="FILE",
+        help="CSV with a header 'image,mm_per_px' and one row per photo",
+    )
+    p.add_argument(
+        "--exclude-edge", action="store_true", help="leave out stones cut by the photo's edge"
+    )
+    p.add_argument(
+        "--min-size",
+        type=_non_negative_float,
+        default=None,
+        metavar="MM",
+        help="leave out stones whose b-axis is below MM millimetres (needs a scale)",
+    )
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``stoneseg grains``; raises StonesegError for a user's mistake (printed as one line)."""
+    from tqdm import tqdm
+
+    from .grains import GrainOptions, iter_grains_folder, read_scale_csv
+    from .imageio import list_images
+    from .predict import Segmenter
+
+    if args.min_size is not None and args.mm_per_px is None and args.scale_csv is None:
+        raise StonesegError(
+            "--min-size is in millimetres: give the scale with --mm-per-px or --scale-csv."
+        )
+    scales = read_scale_csv(args.scale_csv) if args.scale_csv else None
+    options = GrainOptions(exclude_edge=args.exclude_edge, min_size_mm=args.min_size)
+    total = len(list_images(args.input_dir))
+    if total == 0:  # say so before spending seconds on loading the model
+        raise StonesegError(f"No photos in {args.input_dir}.")
+    segmenter = Segmenter.load(args.model_dir)
+    gen = iter_grains_folder(
+        segmenter, args.input_dir, args.output_dir, options, mm_per_px=args.mm_per_px, scales=scales
+    )
+    with tqdm(total=total, unit="photo", file=sys.stderr, dynamic_ncols=True, disable=None) as bar:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                summary = stop.value
+                break
+            bar.update(1)
+            if event.status == "failed":
+                bar.write(f"FAILED {event.image}: {event.message}", file=sys.stderr)
+    pooled = summary.report["pooled"]
+    block = pooled[f"by_{options.weighting}"]
+    unit = block["unit"]
+    d = "  ".join(f"D{p:g} {_fmt(block.get(f'D{p:g}_{unit}'))}" for p in (16, 50, 84))
+    print(
+        f"{len(summary.results)} photos measured, {len(summary.failed)} failed; "
+        f"{pooled['stones_found']} stones, {block['n_stones']} kept "
+        f"(by {options.weighting}, {unit}): {d} -> {args.output_dir}"
+    )
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"

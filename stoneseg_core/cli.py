@@ -57,19 +57,38 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("data_dir", metavar="DATA_DIR")
     t.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to write the model to")
     t.add_argument("--epochs", type=_positive_int, default=d.epochs, help=f"default {d.epochs}")
-    t.add_argument("--encoder", default=d.encoder, help=f"default {d.encoder}; e.g. {', '.join(ENCODERS)}")
-    t.add_argument("--weights", default=d.weights, help="none (default), imagenet (needs internet) or a local file")
-    t.add_argument("--crop", type=_positive_int, default=d.crop, help=f"training crop in pixels (default {d.crop})")
+    t.add_argument(
+        "--encoder", default=d.encoder, help=f"default {d.encoder}; e.g. {', '.join(ENCODERS)}"
+    )
+    t.add_argument(
+        "--weights",
+        default=d.weights,
+        help="none (default), imagenet (needs internet) or a local file",
+    )
+    t.add_argument(
+        "--crop",
+        type=_positive_int,
+        default=d.crop,
+        help=f"training crop in pixels (default {d.crop})",
+    )
     t.add_argument(
         "--work-size",
         type=_positive_int,
         default=d.work_size,
         help=f"working scale: long side each photo is resized to (default {d.work_size})",
     )
-    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"default {d.batch_size}")
+    t.add_argument(
+        "--batch-size", type=_positive_int, default=d.batch_size, help=f"default {d.batch_size}"
+    )
     t.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
-    t.add_argument("--val-fraction", type=_fraction, default=d.val_fraction, help=f"default {d.val_fraction}")
-    t.add_argument("--val-images", default=None, help="comma-separated stems to validate on instead of a fraction")
+    t.add_argument(
+        "--val-fraction", type=_fraction, default=d.val_fraction, help=f"default {d.val_fraction}"
+    )
+    t.add_argument(
+        "--val-images",
+        default=None,
+        help="comma-separated stems to validate on instead of a fraction",
+    )
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.add_argument("--from-model", default=None, metavar="MODEL_DIR", help="fine-tune this model")
     t.add_argument("--seed", type=int, default=d.seed)
@@ -91,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threshold", type=_threshold, default=None)
     e.add_argument("--tta", action="store_true")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument(
+        "--instances",
+        default=None,
+        metavar="DIR",
+        help="instance ground truth (DIR/<stem>.png, one label per stone): adds stone-level "
+        "precision/recall/F1 at IoU >= 0.5 and the D50 error in psi",
+    )
 
     g = sub.add_parser("gui", help="open the desktop app")
     g.add_argument("folder", nargs="?", default=None, metavar="FOLDER")
@@ -116,7 +142,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if (out / CONFIG_FILE).exists() and not args.overwrite:
-        raise StonesegError(f"{out} already holds a model. Choose another --out, or pass --overwrite to replace it.")
+        raise StonesegError(
+            f"{out} already holds a model. Choose another --out, or pass --overwrite to replace it."
+        )
     cfg = TrainConfig(
         encoder=args.encoder,
         weights=args.weights,
@@ -126,7 +154,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         lr=args.lr,
         val_fraction=args.val_fraction,
-        val_images=tuple(v.strip() for v in args.val_images.split(",") if v.strip()) if args.val_images else None,
+        val_images=tuple(v.strip() for v in args.val_images.split(",") if v.strip())
+        if args.val_images
+        else None,
         seed=args.seed,
         device=args.device,
     )
@@ -148,7 +178,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                 break
             if isinstance(event, BatchProgress):
                 if bar is None:
-                    bar = tqdm(total=event.batches * event.epochs, unit="batch", file=sys.stderr, dynamic_ncols=True)
+                    bar = tqdm(
+                        total=event.batches * event.epochs,
+                        unit="batch",
+                        file=sys.stderr,
+                        dynamic_ncols=True,
+                    )
                 bar.update(1)
                 bar.set_postfix(epoch=f"{event.epoch}/{event.epochs}", loss=f"{event.loss:.3f}")
             elif isinstance(event, EpochSummary):
@@ -218,7 +253,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------- evaluate
 
 
-def evaluate_model(model_dir, data_dir, config: InferenceConfig | None = None, progress=None) -> dict:
+def evaluate_model(
+    model_dir, data_dir, config: InferenceConfig | None = None, progress=None, instances_dir=None
+) -> dict:
     """Score a model on every labelled photo of a folder. Rows say whether the model saw it."""
     from .imageio import read_image, read_mask
     from .metrics import confusion, pooled
@@ -229,10 +266,22 @@ def evaluate_model(model_dir, data_dir, config: InferenceConfig | None = None, p
     project = Project.open(data_dir)
     pairs = project.labelled_pairs()
     if not pairs:
-        raise StonesegError(f"No labelled photos in {data_dir}: it needs images/ and masks/ with the same stems.")
+        raise StonesegError(
+            f"No labelled photos in {data_dir}: it needs images/ and masks/ with the same stems."
+        )
     trained_on = set(seg.info.train_images)
     validated_on = set(seg.info.val_images)
-    rows, counts, unseen, failed = [], [], [], []
+    rows, counts, unseen, failed, stone_evals = [], [], [], [], []
+    if instances_dir is not None:
+        from .grains import (
+            evaluate_instances_detailed,
+            pool_instance_evaluations,
+            read_instance_labels,
+        )
+
+        instances_dir = Path(instances_dir)
+        if not instances_dir.is_dir():
+            raise StonesegError(f"Instance mask folder not found: {instances_dir}")
     for img_path, mask_path in pairs:
         try:
             image = read_image(img_path)
@@ -242,9 +291,28 @@ def evaluate_model(model_dir, data_dir, config: InferenceConfig | None = None, p
             if progress:
                 progress()
             continue
-        c = confusion(seg.predict(image).mask, truth)
-        split = "train" if img_path.stem in trained_on else "validation" if img_path.stem in validated_on else "unseen"
-        rows.append({"image": img_path.name, "split": split, **c.scores().to_dict(), "pixels": c.total})
+        prediction = seg.predict(image)
+        c = confusion(prediction.mask, truth)
+        split = (
+            "train"
+            if img_path.stem in trained_on
+            else "validation"
+            if img_path.stem in validated_on
+            else "unseen"
+        )
+        row = {"image": img_path.name, "split": split, **c.scores().to_dict(), "pixels": c.total}
+        inst_path = instances_dir / f"{img_path.stem}.png" if instances_dir is not None else None
+        if inst_path is not None and inst_path.is_file():
+            try:
+                labels = read_instance_labels(inst_path, expected_size=image.shape[:2])
+                ev = evaluate_instances_detailed(
+                    prediction.probability, labels, threshold=seg.config.threshold
+                )
+                stone_evals.append(ev)
+                row["stones"] = ev.to_dict()
+            except StonesegError as exc:
+                failed.append({"image": inst_path.name, "error": str(exc)})
+        rows.append(row)
         counts.append(c)
         if split != "train":
             unseen.append(c)
@@ -252,8 +320,13 @@ def evaluate_model(model_dir, data_dir, config: InferenceConfig | None = None, p
             progress()
     result: dict = {"model": str(model_dir), "data": str(data_dir), "images": len(rows)}
     result.update(pooled(counts).to_dict() if counts else {})
-    result["not_trained_on"] = {"images": len(unseen), **(pooled(unseen).to_dict() if unseen else {})}
+    result["not_trained_on"] = {
+        "images": len(unseen),
+        **(pooled(unseen).to_dict() if unseen else {}),
+    }
     result["per_image"] = rows
+    if instances_dir is not None:
+        result["stones"] = pool_instance_evaluations(stone_evals)
     result["failed"] = failed
     return result
 
@@ -265,13 +338,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     n = len(Project.open(args.data_dir).labelled_pairs())
     with tqdm(total=n, unit="photo", file=sys.stderr, dynamic_ncols=True, disable=None) as bar:
-        result = evaluate_model(args.model_dir, args.data_dir, _inference_config(args), progress=lambda: bar.update(1))
+        result = evaluate_model(
+            args.model_dir,
+            args.data_dir,
+            _inference_config(args),
+            progress=lambda: bar.update(1),
+            instances_dir=args.instances,
+        )
     for f in result["failed"]:
         print(f"FAILED {f['image']}: {f['error']}", file=sys.stderr)
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{'image':<24} {'split':<10} {'accuracy':>9} {'IoU':>7} {'F1':>7} {'prec.':>7} {'recall':>7}")
+        print(
+            f"{'image':<24} {'split':<10} {'accuracy':>9} {'IoU':>7} {'F1':>7} {'prec.':>7} {'recall':>7}"
+        )
         for r in result["per_image"]:
             print(
                 f"{r['image']:<24} {r['split']:<10} {r['accuracy']:9.4f} {r['iou']:7.4f} {r['f1']:7.4f} "
@@ -290,6 +371,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
         else:
             print("Every photo here was trained on: these figures say nothing about unseen photos.")
+        if "stones" in result:
+            st = result["stones"]
+            print(
+                f"stones (IoU >= 0.5): precision {st['precision']:.4f}  recall {st['recall']:.4f}  "
+                f"F1 {st['f1']:.4f}  D50 error {st.get('d50_psi_error')} psi"
+            )
     return EXIT_SOME_FAILED if result["failed"] else EXIT_OK
 
 
@@ -307,7 +394,10 @@ COMMANDS = {"train": cmd_train, "segment": cmd_segment, "evaluate": cmd_evaluate
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     handler = COMMANDS.get(args.command)
     if handler is None:
         from . import grains_cli

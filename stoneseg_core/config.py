@@ -34,9 +34,9 @@ class TrainConfig:
     encoder: str = "efficientnet-b0"
     weights: str = "none"  # "none", "imagenet" or the path of a local encoder weights file
     work_size: int = 512
-    crop: int = 320
+    crop: int = 256
     batch_size: int = 8
-    epochs: int = 40
+    epochs: int = 15
     lr: float = 3e-3
     weight_decay: float = 1e-4
     val_fraction: float = 0.2
@@ -54,7 +54,9 @@ class TrainConfig:
         if self.epochs < 1:
             raise StonesegError("Epochs must be at least 1.")
         if self.crop < 32 or self.crop % 32:
-            raise StonesegError(f"Crop size must be a multiple of 32 and at least 32, got {self.crop}.")
+            raise StonesegError(
+                f"Crop size must be a multiple of 32 and at least 32, got {self.crop}."
+            )
         if self.work_size < 32:
             raise StonesegError(f"Working size must be at least 32 pixels, got {self.work_size}.")
         if self.batch_size < 1:
@@ -104,7 +106,9 @@ class InferenceConfig:
         if not 0 < self.threshold < 1:
             raise StonesegError(f"Threshold must be between 0 and 1, got {self.threshold}.")
         if self.tile < 64 or self.tile % 32:
-            raise StonesegError(f"Tile size must be a multiple of 32 and at least 64, got {self.tile}.")
+            raise StonesegError(
+                f"Tile size must be a multiple of 32 and at least 64, got {self.tile}."
+            )
         if not 0 <= self.overlap < self.tile // 2:
             raise StonesegError("Tile overlap must be at least 0 and less than half the tile.")
 
@@ -114,5 +118,3 @@ class InferenceConfig:
 
 def dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, sort_keys=False, default=str)
-
-

@@ -59,7 +59,9 @@ class Sample:
     full_mask: np.ndarray | None  # original size, uint8 0/255 (validation only)
 
 
-def load_samples(pairs: list[tuple[Path, Path]], work_size: int, keep_full_mask: bool) -> list[Sample]:
+def load_samples(
+    pairs: list[tuple[Path, Path]], work_size: int, keep_full_mask: bool
+) -> list[Sample]:
     samples = []
     for img_path, mask_path in pairs:
         image = read_image(img_path)
@@ -90,7 +92,9 @@ def train_augmentation(crop: int, seed: int | None = None) -> A.Compose:
             A.HorizontalFlip(p=0.5),
             A.VerticalFlip(p=0.5),
             A.RandomRotate90(p=1.0),
-            A.Affine(scale=(0.8, 1.25), rotate=(-20, 20), shear=(-5, 5), border_mode=reflect, p=0.5),
+            A.Affine(
+                scale=(0.8, 1.25), rotate=(-20, 20), shear=(-5, 5), border_mode=reflect, p=0.5
+            ),
             A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.6),
             A.HueSaturationValue(hue_shift_limit=8, sat_shift_limit=25, val_shift_limit=10, p=0.4),
             A.RandomGamma(gamma_limit=(80, 125), p=0.3),
@@ -111,7 +115,14 @@ class CropDataset(Dataset):
     """``samples_per_image`` random augmented crops of every training photo per epoch."""
 
     def __init__(
-        self, samples: list[Sample], crop: int, samples_per_image: int, mean, std, augment: bool = True, seed: int | None = None
+        self,
+        samples: list[Sample],
+        crop: int,
+        samples_per_image: int,
+        mean,
+        std,
+        augment: bool = True,
+        seed: int | None = None,
     ):
         if not samples:
             raise MaskError("No training images.")
@@ -119,12 +130,18 @@ class CropDataset(Dataset):
         self.crop = crop
         self.per_image = samples_per_image
         self.mean, self.std = mean, std
-        self.transform = train_augmentation(crop, seed) if augment else A.Compose(
-            [
-                A.PadIfNeeded(min_height=crop, min_width=crop, border_mode=cv2.BORDER_REFLECT_101),
-                A.RandomCrop(height=crop, width=crop),
-            ],
-            seed=seed,
+        self.transform = (
+            train_augmentation(crop, seed)
+            if augment
+            else A.Compose(
+                [
+                    A.PadIfNeeded(
+                        min_height=crop, min_width=crop, border_mode=cv2.BORDER_REFLECT_101
+                    ),
+                    A.RandomCrop(height=crop, width=crop),
+                ],
+                seed=seed,
+            )
         )
 
     def __len__(self) -> int:

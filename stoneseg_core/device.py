@@ -23,7 +23,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise StonesegError("CUDA was requested but no CUDA GPU is available; use --device cpu or auto.")
+        raise StonesegError(
+            "CUDA was requested but no CUDA GPU is available; use --device cpu or auto."
+        )
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise StonesegError(f"Unknown device {name!r}: use auto, cpu or cuda.")
     return torch.device(name)

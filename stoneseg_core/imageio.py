@@ -35,7 +35,9 @@ def natural_key(name: str) -> list:
 
 
 def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    return (
+        path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    )
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -43,7 +45,9 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise StonesegError(f"Folder not found: {folder}")
-    return sorted((p for p in folder.iterdir() if is_image_file(p)), key=lambda p: natural_key(p.name))
+    return sorted(
+        (p for p in folder.iterdir() if is_image_file(p)), key=lambda p: natural_key(p.name)
+    )
 
 
 # --------------------------------------------------------------------------------------- images
@@ -137,7 +141,9 @@ def read_image(path: str | Path) -> np.ndarray:
     elif arr.shape[2] == 1:
         arr = cv2.cvtColor(arr[:, :, 0], cv2.COLOR_GRAY2RGB)
     else:
-        raise ImageReadError(f"Cannot read image {path.name}: {arr.shape[2]} channels are not supported.")
+        raise ImageReadError(
+            f"Cannot read image {path.name}: {arr.shape[2]} channels are not supported."
+        )
     return apply_orientation(arr, _exif_orientation(path))
 
 
@@ -195,7 +201,9 @@ def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None) ->
         raise MaskError(f"Cannot read mask {path.name}: {exc.strerror or exc}") from None
     arr = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
     if arr is None:
-        raise MaskError(f"Cannot read mask {path.name}: the file is empty, damaged or not an image.")
+        raise MaskError(
+            f"Cannot read mask {path.name}: the file is empty, damaged or not an image."
+        )
     mask = binarize_mask(arr)
     if expected_size is not None and mask.shape[:2] != tuple(expected_size):
         h, w = expected_size
@@ -243,7 +251,11 @@ def write_mask(path: str | Path, mask: np.ndarray) -> None:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise MaskError(f"A mask must be a 2-D array, got shape {mask.shape}.")
-    out = np.where(mask > 0, STONE, BACKGROUND).astype(np.uint8) if mask.dtype != np.uint8 or mask.max() == 1 else mask
+    out = (
+        np.where(mask > 0, STONE, BACKGROUND).astype(np.uint8)
+        if mask.dtype != np.uint8 or mask.max() == 1
+        else mask
+    )
     if out.dtype == np.uint8 and not np.isin(out, (0, 255)).all():
         out = binarize_mask(out)
     ok, buf = cv2.imencode(".png", out, [cv2.IMWRITE_PNG_COMPRESSION, 3])

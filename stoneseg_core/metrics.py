@@ -19,7 +19,9 @@ class Confusion:
     tn: int = 0
 
     def __add__(self, other: Confusion) -> Confusion:
-        return Confusion(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
+        return Confusion(
+            self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn
+        )
 
     @property
     def total(self) -> int:

@@ -22,7 +22,7 @@ from torch import nn
 from . import __version__
 from .config import TrainConfig
 from .errors import ModelFileError, WeightsUnavailableError
-from .imageio import atomic_write_bytes
+from .imageio import atomic_write_bytes, describe_os_error
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,16 @@ def _import_smp():
     return smp
 
 
-def build_model(encoder: str = "efficientnet-b0", weights: str = "none", bn_momentum: float | None = 0.1) -> nn.Module:
+def build_model(
+    encoder: str = "efficientnet-b0", weights: str = "none", bn_momentum: float | None = 0.1
+) -> nn.Module:
     """A binary U-Net. ``weights``: "none", "imagenet" or a local encoder weights file."""
     smp = _import_smp()
     encoder_weights = "imagenet" if weights == "imagenet" else None
     try:
-        model = smp.Unet(encoder_name=encoder, encoder_weights=encoder_weights, in_channels=3, classes=1)
+        model = smp.Unet(
+            encoder_name=encoder, encoder_weights=encoder_weights, in_channels=3, classes=1
+        )
     except KeyError as exc:
         raise ModelFileError(f"Unknown encoder {encoder!r}.") from exc
     except Exception as exc:  # noqa: BLE001 - network, hub and cache failures all mean the same to the user
@@ -181,9 +185,13 @@ class ModelInfo:
     @classmethod
     def from_json(cls, d: dict[str, Any], where: Path) -> ModelInfo:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise ModelFileError(f"{where} is not a StoneSeg model (config.json lacks format '{FORMAT}').")
+            raise ModelFileError(
+                f"{where} is not a StoneSeg model (config.json lacks format '{FORMAT}')."
+            )
         if int(d.get("format_version", 0)) > FORMAT_VERSION:
-            raise ModelFileError(f"{where} was written by a newer StoneSeg; update StoneSeg to open it.")
+            raise ModelFileError(
+                f"{where} was written by a newer StoneSeg; update StoneSeg to open it."
+            )
         if d.get("architecture") != "Unet" or d.get("in_channels") != 3 or d.get("classes") != 1:
             raise ModelFileError(f"{where} holds an architecture StoneSeg cannot run.")
         try:
@@ -208,7 +216,9 @@ class ModelInfo:
 
     @property
     def train_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.train) if self.train else TrainConfig(encoder=self.encoder)
+        return (
+            TrainConfig.from_dict(self.train) if self.train else TrainConfig(encoder=self.encoder)
+        )
 
 
 def versions() -> dict[str, str]:
@@ -230,14 +240,22 @@ def save_model(model: nn.Module, info: ModelInfo, folder: str | Path) -> Path:
     from safetensors.torch import save
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelFileError(describe_os_error(exc, folder)) from exc
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if not info.created:
         info.created = now_iso()
     if not info.versions:
         info.versions = versions()
-    atomic_write_bytes(folder / WEIGHTS_FILE, save(state))
-    atomic_write_bytes(folder / CONFIG_FILE, json.dumps(info.to_json(), indent=2, default=str).encode())
+    try:
+        atomic_write_bytes(folder / WEIGHTS_FILE, save(state))
+        atomic_write_bytes(
+            folder / CONFIG_FILE, json.dumps(info.to_json(), indent=2, default=str).encode()
+        )
+    except OSError as exc:
+        raise ModelFileError(describe_os_error(exc, folder)) from exc
     return folder
 
 
@@ -255,7 +273,9 @@ def read_model_info(folder: str | Path) -> ModelInfo:
     return ModelInfo.from_json(data, folder)
 
 
-def load_model(folder: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelInfo]:
+def load_model(
+    folder: str | Path, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, ModelInfo]:
     """Rebuild the U-Net from config.json and fill it from model.safetensors (no pickle)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -277,6 +297,8 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> tuple[
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise ModelFileError(f"{weights} does not match a U-Net with encoder {info.encoder}: {first}") from exc
+        raise ModelFileError(
+            f"{weights} does not match a U-Net with encoder {info.encoder}: {first}"
+        ) from exc
     model.to(device).eval()
     return model, info

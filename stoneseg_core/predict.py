@@ -76,7 +76,9 @@ class Prediction:
 class Segmenter:
     """A loaded model plus how to run it. Reuse one for many photos."""
 
-    def __init__(self, model: nn.Module, info: ModelInfo, config: InferenceConfig | None = None, device=None):
+    def __init__(
+        self, model: nn.Module, info: ModelInfo, config: InferenceConfig | None = None, device=None
+    ):
         self.config = config or InferenceConfig(threshold=info.threshold)
         self.device = resolve_device(self.config.device) if device is None else torch.device(device)
         self.dtype = autocast_dtype(self.device, self.config.amp)
@@ -138,7 +140,10 @@ class Segmenter:
                 raise StonesegError("Cancelled.")
             chunk = coords[i : i + cfg.batch_tiles]
             batch = np.stack(
-                [normalize(padded[y : y + tile, x : x + tile], self.info.mean, self.info.std) for y, x in chunk]
+                [
+                    normalize(padded[y : y + tile, x : x + tile], self.info.mean, self.info.std)
+                    for y, x in chunk
+                ]
             )
             probs = self._run_oom_safe(batch)
             for (y, x), p in zip(chunk, probs):
@@ -153,12 +158,16 @@ class Segmenter:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             if len(batch) > 1:
-                return np.concatenate([self._run_oom_safe(batch[i : i + 1]) for i in range(len(batch))])
+                return np.concatenate(
+                    [self._run_oom_safe(batch[i : i + 1]) for i in range(len(batch))]
+                )
             raise OutOfMemoryError(
                 f"The {self.device.type.upper()} ran out of memory on one tile; use a smaller tile or the CPU."
             ) from exc
 
-    def predict(self, image: np.ndarray, should_stop: Callable[[], bool] | None = None) -> Prediction:
+    def predict(
+        self, image: np.ndarray, should_stop: Callable[[], bool] | None = None
+    ) -> Prediction:
         """Probability and 0/255 mask at the photo's own size."""
         h, w = image.shape[:2]
         work = to_work_scale(image, self.info.work_size)
@@ -240,7 +249,9 @@ def iter_segment_folder(
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StonesegError(f"Cannot create output folder {output_dir}: {exc.strerror or exc}") from exc
+        raise StonesegError(
+            f"Cannot create output folder {output_dir}: {exc.strerror or exc}"
+        ) from exc
     todo, skipped = [], []
     for p in paths:
         out = output_dir / f"{p.stem}.png"
@@ -249,7 +260,9 @@ def iter_segment_folder(
     written, failed, index = 0, [], 0
     for p in skipped:
         index += 1
-        yield SegmentEvent(index, total, p, "skipped", output_dir / f"{p.stem}.png", "output exists")
+        yield SegmentEvent(
+            index, total, p, "skipped", output_dir / f"{p.stem}.png", "output exists"
+        )
     cancelled = False
     for p, item in _prefetch(todo):
         if should_stop is not None and should_stop():
@@ -270,7 +283,9 @@ def iter_segment_folder(
                 cancelled = True
                 break
             failed.append((p, str(exc)))
-            yield SegmentEvent(index, total, p, "failed", None, str(exc), time.perf_counter() - start)
+            yield SegmentEvent(
+                index, total, p, "failed", None, str(exc), time.perf_counter() - start
+            )
             if isinstance(exc, OutOfMemoryError):
                 raise
             continue

@@ -154,14 +154,19 @@ class Project:
         else:
             folder = Path(folder)
             try:
-                self.state["active_model"] = str(folder.resolve().relative_to(self.data_dir.resolve()))
+                self.state["active_model"] = str(
+                    folder.resolve().relative_to(self.data_dir.resolve())
+                )
             except ValueError:
                 self.state["active_model"] = str(folder.resolve())
         self.save_state()
 
 
 def split_by_image(
-    stems: list[str], val_fraction: float = 0.2, val_images: tuple[str, ...] | None = None, seed: int = 0
+    stems: list[str],
+    val_fraction: float = 0.2,
+    val_images: tuple[str, ...] | None = None,
+    seed: int = 0,
 ) -> tuple[list[str], list[str]]:
     """Split source images (never augmented copies) into train and validation.
 
@@ -178,10 +183,14 @@ def split_by_image(
         wanted = [Path(v).stem for v in val_images]
         missing = [v for v in wanted if v not in stems]
         if missing:
-            raise DataError(f"Validation images not among the labelled images: {', '.join(missing)}")
+            raise DataError(
+                f"Validation images not among the labelled images: {', '.join(missing)}"
+            )
         val = [s for s in stems if s in set(wanted)]
         if len(val) == len(stems):
-            raise DataError("Every labelled image is in the validation list; none is left to train on.")
+            raise DataError(
+                "Every labelled image is in the validation list; none is left to train on."
+            )
     else:
         n_val = min(len(stems) - 1, max(1, round(len(stems) * val_fraction)))
         shuffled = stems[:]
@@ -189,3 +198,25 @@ def split_by_image(
         val = sorted(shuffled[:n_val], key=stems.index)
     train = [s for s in stems if s not in set(val)]
     return train, val
+
+
+def iter_export_masks(project: Project, out_dir: str | Path, include_predicted: bool = False):
+    """Copy the project's masks as 0/255 PNG into ``out_dir``; yields (index, total, name).
+
+    Masks are re-encoded through ``write_mask`` so the exported files are always clean
+    0/255 8-bit PNGs, whatever tool wrote the originals. Returns the number written.
+    """
+    from .imageio import read_mask, write_mask
+
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StonesegError(describe_os_error(exc, out_dir)) from exc
+    if out_dir.resolve() == project.masks_dir.resolve():
+        raise StonesegError("Choose a folder other than the project's own masks folder.")
+    pairs = project.labelled_pairs(include_predicted=include_predicted)
+    for i, (_img, mask_path) in enumerate(pairs, start=1):
+        write_mask(out_dir / mask_path.name, read_mask(mask_path))
+        yield i, len(pairs), mask_path.name
+    return len(pairs)

@@ -26,14 +26,20 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import TrainConfig
-from .dataset import CropDataset, Sample, load_samples, mask_to_work_scale, seed_worker
+from .config import InferenceConfig, TrainConfig
+from .dataset import CropDataset, Sample, load_samples, seed_worker
 from .device import autocast, autocast_dtype, resolve_device
 from .errors import DataError, OutOfMemoryError, StonesegError
 from .metrics import Confusion, Scores, confusion, pooled
-from .model import ModelInfo, build_model, load_model, recalibrate_batchnorm, save_model, set_bn_momentum
+from .model import (
+    ModelInfo,
+    build_model,
+    load_model,
+    recalibrate_batchnorm,
+    save_model,
+    set_bn_momentum,
+)
 from .predict import Segmenter
-from .config import InferenceConfig
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +121,9 @@ class DiceBCELoss(nn.Module):
         return self.dice(logits, target) + self.bce(logits, target)
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.02) -> Callable[[int], float]:
+def warmup_cosine(
+    total_steps: int, warmup_steps: int, floor: float = 0.02
+) -> Callable[[int], float]:
     """Learning-rate factor: linear warm-up, then cosine decay to ``floor`` of the peak."""
 
     def factor(step: int) -> float:
@@ -162,7 +170,9 @@ def _validate(
         if full is not None and full.shape != prob_work.shape:
             import cv2
 
-            prob_full = cv2.resize(prob_work, (full.shape[1], full.shape[0]), interpolation=cv2.INTER_LINEAR)
+            prob_full = cv2.resize(
+                prob_work, (full.shape[1], full.shape[0]), interpolation=cv2.INTER_LINEAR
+            )
         else:
             prob_full = prob_work
             full = s.mask if full is None else full
@@ -207,12 +217,16 @@ def iter_training(
 
     stems = [img.stem for img, _ in pairs]
     if len(set(stems)) != len(stems):
-        raise DataError("Two labelled images share a file name stem; rename one so masks are unambiguous.")
+        raise DataError(
+            "Two labelled images share a file name stem; rename one so masks are unambiguous."
+        )
     from .project import split_by_image
 
     train_stems, val_stems = split_by_image(stems, cfg.val_fraction, cfg.val_images, cfg.seed)
     by_stem = dict(zip(stems, pairs))
-    train_samples = load_samples([by_stem[s] for s in train_stems], cfg.work_size, keep_full_mask=False)
+    train_samples = load_samples(
+        [by_stem[s] for s in train_stems], cfg.work_size, keep_full_mask=False
+    )
     val_samples = load_samples([by_stem[s] for s in val_stems], cfg.work_size, keep_full_mask=True)
 
     info = ModelInfo(
@@ -230,7 +244,9 @@ def iter_training(
     model.to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    dataset = CropDataset(train_samples, cfg.crop, cfg.samples_per_image, info.mean, info.std, seed=cfg.seed)
+    dataset = CropDataset(
+        train_samples, cfg.crop, cfg.samples_per_image, info.mean, info.std, seed=cfg.seed
+    )
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(
         dataset,
@@ -247,7 +263,8 @@ def iter_training(
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(total_steps, warmup_steps=min(steps_per_epoch, max(1, total_steps // 10)))
+        optimizer,
+        warmup_cosine(total_steps, warmup_steps=min(steps_per_epoch, max(1, total_steps // 10))),
     )
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and dtype == torch.float16)
     loss_fn = DiceBCELoss()
@@ -258,7 +275,9 @@ def iter_training(
         return should_stop is not None and should_stop()
 
     def finish_epoch(epoch: int, train_loss: float, seconds: float) -> EpochSummary:
-        used = recalibrate_batchnorm(model, (x for x, _ in loader), device, cfg.bn_recalibration_batches)
+        used = recalibrate_batchnorm(
+            model, (x for x, _ in loader), device, cfg.bn_recalibration_batches
+        )
         log.debug("recalibrated BatchNorm on %d batches", used)
         val_loss, scores, rows = _validate(model, val_samples, info, loss_fn, device, None)
         is_best = scores.iou > state.best_iou
@@ -322,7 +341,9 @@ def iter_training(
             return
         info.history = state.history
         info.metrics = _metrics_block()
-        atomic_write_bytes(out_dir / CONFIG_FILE, json.dumps(info.to_json(), indent=2, default=str).encode())
+        atomic_write_bytes(
+            out_dir / CONFIG_FILE, json.dumps(info.to_json(), indent=2, default=str).encode()
+        )
 
     model.train()
     seen = 0
@@ -375,7 +396,9 @@ def iter_training(
             if cancelled:
                 if state.best_epoch == 0 and running:
                     # nothing saved yet: keep what this partial epoch learned
-                    yield finish_epoch(epoch, float(np.mean(running)), time.perf_counter() - t_epoch)
+                    yield finish_epoch(
+                        epoch, float(np.mean(running)), time.perf_counter() - t_epoch
+                    )
                 break
             yield finish_epoch(epoch, float(np.mean(running)), time.perf_counter() - t_epoch)
     except GeneratorExit:
@@ -414,5 +437,3 @@ def run_training(
             return stop.value
         if on_event is not None:
             on_event(event)
-
-

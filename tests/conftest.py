@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 
-def make_scene(rng: np.random.Generator, height: int, width: int, n_stones: int = 6) -> tuple[np.ndarray, np.ndarray]:
+def make_scene(
+    rng: np.random.Generator, height: int, width: int, n_stones: int = 6
+) -> tuple[np.ndarray, np.ndarray]:
     """A photo-like scene: textured bright ellipses (stones) on a darker noisy ground."""
     ground = rng.normal(70, 12, (height, width, 3)).clip(0, 255)
     ground[..., 2] += 15  # slightly blue-grey sand
@@ -39,7 +41,9 @@ def write_rgb(path: Path, rgb: np.ndarray, params: list[int] | None = None) -> P
     return path
 
 
-def make_dataset(root: Path, n: int = 4, size: tuple[int, int] = (96, 128), seed: int = 0, ext: str = ".png") -> Path:
+def make_dataset(
+    root: Path, n: int = 4, size: tuple[int, int] = (96, 128), seed: int = 0, ext: str = ".png"
+) -> Path:
     """``root/images`` + ``root/masks`` with ``n`` synthetic labelled photos."""
     rng = np.random.default_rng(seed)
     (root / "masks").mkdir(parents=True, exist_ok=True)
@@ -65,7 +69,9 @@ def trained_model(tmp_path_factory) -> Path:
     # 128-px crops: with 64 px the 5-level encoder's bottleneck is 2x2 and mostly padding,
     # and such a model behaves unlike a real one on larger inputs.
     root = make_dataset(tmp_path_factory.mktemp("train") / "data", n=5, size=(128, 160), seed=1)
-    cfg = TrainConfig(epochs=4, crop=128, work_size=160, batch_size=4, samples_per_image=4, lr=5e-3, seed=0)
+    cfg = TrainConfig(
+        epochs=4, crop=128, work_size=160, batch_size=4, samples_per_image=4, lr=5e-3, seed=0
+    )
     out = tmp_path_factory.mktemp("model") / "model"
     run_training(Project.open(root).labelled_pairs(), out, cfg)
     return out

@@ -92,7 +92,12 @@ def test_bad_files_raise_clear_errors_naming_the_file(tmp_path):
     Image.fromarray(gradient(64, 64)).save(good, quality=90)
     data = good.read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
-    for name, words in [("empty.jpg", "empty"), ("text.png", "damaged"), ("cut.jpg", "truncated"), ("gone.jpg", "not found")]:
+    for name, words in [
+        ("empty.jpg", "empty"),
+        ("text.png", "damaged"),
+        ("cut.jpg", "truncated"),
+        ("gone.jpg", "not found"),
+    ]:
         with pytest.raises(ImageReadError) as err:
             read_image(tmp_path / name)
         assert name in str(err.value) and words in str(err.value)
@@ -141,7 +146,9 @@ def test_write_mask_writes_0_255_png_atomically(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["a.png"]  # no temporary left behind
 
 
-@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "disk is full"), (errno.EROFS, "read-only")])
+@pytest.mark.parametrize(
+    "code, words", [(errno.ENOSPC, "disk is full"), (errno.EROFS, "read-only")]
+)
 def test_failed_write_keeps_old_mask_and_says_why(tmp_path, monkeypatch, code, words):
     path = tmp_path / "a.png"
     old = np.full((4, 4), 255, np.uint8)

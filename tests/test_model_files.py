@@ -14,7 +14,9 @@ from stoneseg_core.model import ModelInfo, build_model, load_encoder_weights, lo
 def saved(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model("efficientnet-b0", "none").eval()
-    info = ModelInfo(encoder="efficientnet-b0", work_size=96, threshold=0.4, train_images=["a"], val_images=["b"])
+    info = ModelInfo(
+        encoder="efficientnet-b0", work_size=96, threshold=0.4, train_images=["a"], val_images=["b"]
+    )
     folder = save_model(model, info, tmp_path_factory.mktemp("m") / "model")
     return model, folder
 
@@ -95,7 +97,10 @@ def test_local_encoder_weights_file_is_loaded(tmp_path):
 
     torch.manual_seed(1)
     donor = build_model("efficientnet-b0", "none")
-    save_file({k: v.contiguous() for k, v in donor.encoder.state_dict().items()}, str(tmp_path / "enc.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in donor.encoder.state_dict().items()},
+        str(tmp_path / "enc.safetensors"),
+    )
     model = build_model("efficientnet-b0", str(tmp_path / "enc.safetensors"))
     for (k, a), b in zip(donor.encoder.state_dict().items(), model.encoder.state_dict().values()):
         assert torch.equal(a, b), k

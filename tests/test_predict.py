@@ -1,8 +1,8 @@
 import cv2
 import numpy as np
 import pytest
-
 from conftest import make_scene, write_rgb
+
 from stoneseg_core.config import InferenceConfig
 from stoneseg_core.imageio import read_mask
 from stoneseg_core.predict import Segmenter, blend_window, iter_segment_folder, tile_starts
@@ -73,15 +73,21 @@ def test_segment_folder_reports_bad_files_and_carries_on(trained_model, tmp_path
         except StopIteration as stop:
             summary = stop.value
             break
-    assert summary.written == 3 and len(summary.failed) == 1 and "broken.jpg" in summary.failed[0][1]
+    assert (
+        summary.written == 3 and len(summary.failed) == 1 and "broken.jpg" in summary.failed[0][1]
+    )
     assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png", "p2.png"]
     for i in range(3):
         m = cv2.imread(str(out / f"p{i}.png"), cv2.IMREAD_UNCHANGED)
-        assert m.dtype == np.uint8 and m.shape == (64 + 10 * i, 80) and set(np.unique(m)) <= {0, 255}
+        assert (
+            m.dtype == np.uint8 and m.shape == (64 + 10 * i, 80) and set(np.unique(m)) <= {0, 255}
+        )
     # a second run keeps what is there unless told to overwrite
     before = (out / "p0.png").stat().st_mtime_ns
     again = list(iter_segment_folder(seg, src, out))
-    assert [e.status for e in again].count("skipped") == 3 and (out / "p0.png").stat().st_mtime_ns == before
+    assert [e.status for e in again].count("skipped") == 3 and (
+        out / "p0.png"
+    ).stat().st_mtime_ns == before
     over = list(iter_segment_folder(seg, src, out, overwrite=True))
     assert [e.status for e in over].count("written") == 3
     read_mask(out / "p0.png", expected_size=(64, 80))
@@ -93,7 +99,9 @@ def test_segment_folder_can_be_cancelled(trained_model, tmp_path):
     for i in range(4):
         write_rgb(src / f"p{i}.png", make_scene(rng, 64, 64)[0])
     done = []
-    gen = iter_segment_folder(Segmenter.load(trained_model), src, tmp_path / "out", should_stop=lambda: len(done) >= 2)
+    gen = iter_segment_folder(
+        Segmenter.load(trained_model), src, tmp_path / "out", should_stop=lambda: len(done) >= 2
+    )
     while True:
         try:
             done.append(next(gen))

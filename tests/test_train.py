@@ -19,8 +19,13 @@ def test_split_is_by_image_reproducible_and_never_empty():
     assert len(va) == 2 and set(tr) | set(va) == set(stems) and not set(tr) & set(va)
     assert split_by_image(stems, 0.2, seed=3) == (tr, va)
     assert split_by_image(stems, 0.2, seed=4) != (tr, va)
-    assert split_by_image(["a", "b"], 0.0)[1] == ["b"] or len(split_by_image(["a", "b"], 0.0)[1]) == 1
-    assert split_by_image(stems, 0.2, val_images=("s3.jpg", "s7")) == ([s for s in stems if s not in ("s3", "s7")], ["s3", "s7"])
+    assert (
+        split_by_image(["a", "b"], 0.0)[1] == ["b"] or len(split_by_image(["a", "b"], 0.0)[1]) == 1
+    )
+    assert split_by_image(stems, 0.2, val_images=("s3.jpg", "s7")) == (
+        [s for s in stems if s not in ("s3", "s7")],
+        ["s3", "s7"],
+    )
     with pytest.raises(DataError, match="at least two"):
         split_by_image(["only"], 0.2)
     with pytest.raises(DataError, match="not among"):
@@ -49,15 +54,21 @@ def test_stop_takes_effect_within_one_batch_and_keeps_a_model(dataset, tmp_path)
     pairs = Project.open(dataset).labelled_pairs()
     seen = []
     cfg = TINY.replace(epochs=5, samples_per_image=4)
-    result = run_training(pairs, tmp_path / "m", cfg, on_event=seen.append, should_stop=lambda: len(seen) >= 2)
+    result = run_training(
+        pairs, tmp_path / "m", cfg, on_event=seen.append, should_stop=lambda: len(seen) >= 2
+    )
     assert result.cancelled
-    assert sum(isinstance(e, BatchProgress) for e in seen) == 2  # stopped right after the batch it was asked in
+    assert (
+        sum(isinstance(e, BatchProgress) for e in seen) == 2
+    )  # stopped right after the batch it was asked in
     load_model(tmp_path / "m")  # the best so far is on disk and loads
     assert json.loads((tmp_path / "m" / "config.json").read_text())["metrics"]["cancelled"] is True
 
 
 def test_closing_the_generator_stops_cleanly(dataset, tmp_path):
-    gen = iter_training(Project.open(dataset).labelled_pairs(), tmp_path / "m", TINY.replace(epochs=3))
+    gen = iter_training(
+        Project.open(dataset).labelled_pairs(), tmp_path / "m", TINY.replace(epochs=3)
+    )
     for e in gen:
         if isinstance(e, EpochSummary):
             break
@@ -76,7 +87,9 @@ def test_one_labelled_image_is_a_clear_error(dataset, tmp_path):
 def test_fine_tuning_starts_from_the_earlier_model(dataset, tmp_path):
     pairs = Project.open(dataset).labelled_pairs()
     run_training(pairs, tmp_path / "a", TINY.replace(epochs=1))
-    result = run_training(pairs, tmp_path / "b", TINY.replace(epochs=1, work_size=256), from_model=tmp_path / "a")
+    result = run_training(
+        pairs, tmp_path / "b", TINY.replace(epochs=1, work_size=256), from_model=tmp_path / "a"
+    )
     cfg = json.loads((tmp_path / "b" / "config.json").read_text())
     assert cfg["parent"] == str(tmp_path / "a")
     assert cfg["work_size"] == 128  # a model keeps its working scale
@@ -91,7 +104,9 @@ def test_batchnorm_recalibration_fixes_lagging_statistics():
     torch.manual_seed(0)
     model = build_model("efficientnet-b0", "none", bn_momentum=None)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert min(m.momentum for m in bns) == pytest.approx(0.01, abs=1e-6)  # the trap this test is about
+    assert min(m.momentum for m in bns) == pytest.approx(
+        0.01, abs=1e-6
+    )  # the trap this test is about
     x = torch.randn(8, 3, 96, 96) * 3 + 2  # data far from the init statistics
     model.train()
     with torch.no_grad():
@@ -101,7 +116,10 @@ def test_batchnorm_recalibration_fixes_lagging_statistics():
         lagging = torch.sigmoid(model(x))
         # the same network using each layer's batch statistics, running stats untouched
         seen = {}
-        hooks = [m.register_forward_pre_hook(lambda m, inp: seen.__setitem__(m, inp[0].detach())) for m in bns]
+        hooks = [
+            m.register_forward_pre_hook(lambda m, inp: seen.__setitem__(m, inp[0].detach()))
+            for m in bns
+        ]
         for m in bns:
             m.train()
             m.momentum = 0.0
@@ -116,7 +134,9 @@ def test_batchnorm_recalibration_fixes_lagging_statistics():
         assert m.momentum == 0.0  # each layer gets its own momentum back
         inp = seen[m]
         torch.testing.assert_close(m.running_mean, inp.mean((0, 2, 3)), atol=1e-4, rtol=1e-3)
-        torch.testing.assert_close(m.running_var, inp.var((0, 2, 3), unbiased=True), atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(
+            m.running_var, inp.var((0, 2, 3), unbiased=True), atol=1e-4, rtol=1e-3
+        )
     assert stale > 0.5  # before: the statistics were far off
     with torch.no_grad():
         fixed = torch.sigmoid(model(x))

@@ -1,0 +1,107 @@
+"""The command line as scripts use it: real folders, real models, exit codes."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from conftest import make_dataset, make_scene, write_rgb
+
+from stoneseg_core.cli import main
+
+
+def test_train_then_segment_then_evaluate(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", n=4, size=(96, 128))
+    model = tmp_path / "model"
+    args = [
+        "train",
+        str(data),
+        "--out",
+        str(model),
+        "--epochs",
+        "1",
+        "--crop",
+        "64",
+        "--work-size",
+        "128",
+    ]
+    assert main(args + ["--batch-size", "4", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Best epoch 1" in out and "Validation on 1 unseen photos" in out
+    cfg = json.loads((model / "config.json").read_text())
+    assert cfg["train_config"]["seed"] == 3 and cfg["train_config"]["crop"] == 64
+    # training again into the same folder would destroy a model: refused unless asked
+    assert main(args) == 2
+    assert "already holds a model" in capsys.readouterr().err
+
+    assert main(["segment", str(model), str(data / "images"), str(tmp_path / "out")]) == 0
+    masks = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert masks == [f"img{i}.png" for i in range(4)]
+    m = cv2.imread(str(tmp_path / "out" / "img0.png"), cv2.IMREAD_UNCHANGED)
+    assert m.shape == (96, 128) and m.dtype == np.uint8 and set(np.unique(m)) <= {0, 255}
+    capsys.readouterr()
+
+    assert main(["evaluate", str(model), str(data), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("accuracy", "iou", "f1", "precision", "recall"):
+        assert 0.0 <= result[key] <= 1.0
+    assert len(result["per_image"]) == 4
+    splits = sorted(r["split"] for r in result["per_image"])
+    assert splits == ["train", "train", "train", "validation"]
+    assert result["not_trained_on"]["images"] == 1
+
+
+def test_segment_names_bad_files_and_exits_1(trained_model, tmp_path, capsys):
+    src = tmp_path / "in"
+    write_rgb(src / "good.jpg", make_scene(np.random.default_rng(0), 64, 80)[0])
+    (src / "bad.jpg").write_bytes(b"garbage")
+    assert main(["segment", str(trained_model), str(src), str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "bad.jpg" in captured.err and "1 written" in captured.out
+    assert (tmp_path / "out" / "good.png").is_file() and not (tmp_path / "out" / "bad.png").exists()
+
+
+def test_user_mistakes_are_one_line_exit_2(trained_model, tmp_path, capsys):
+    assert main(["segment", str(tmp_path / "no-model"), str(tmp_path), str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("stoneseg: error:")
+        and "Traceback" not in err
+        and len(err.strip().splitlines()) == 1
+    )
+    (tmp_path / "empty").mkdir()
+    assert main(["train", str(tmp_path / "empty"), "--out", str(tmp_path / "m")]) == 2
+    assert "No labelled" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train"])  # argparse usage error
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(
+            ["segment", str(trained_model), str(tmp_path), str(tmp_path / "o"), "--threshold", "7"]
+        )
+    assert exc.value.code == 2
+
+
+def test_evaluate_with_instance_masks_reports_stones(trained_model, tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", n=2, size=(128, 160), seed=5)
+    inst = tmp_path / "instances"
+    inst.mkdir()
+    for i in range(2):
+        mask = cv2.imread(str(data / "masks" / f"img{i}.png"), cv2.IMREAD_GRAYSCALE)
+        n, labels = cv2.connectedComponents((mask > 0).astype(np.uint8))
+        cv2.imwrite(str(inst / f"img{i}.png"), labels.astype(np.uint16))
+    assert (
+        main(["evaluate", str(trained_model), str(data), "--json", "--instances", str(inst)]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert {"precision", "recall", "f1"} <= set(result["stones"])
+    assert all("stones" in row for row in result["per_image"])
+
+
+def test_console_script_is_installed():
+    out = subprocess.run(
+        [sys.executable, "-m", "stoneseg_core", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "segment" in out.stdout and "grains" in out.stdout

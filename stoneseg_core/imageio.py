@@ -214,6 +214,23 @@ def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None) ->
     return mask
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import: os.umask cannot be read thread-safely later
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode a replaced file keeps, or what a plain ``open()`` would give a new one."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        return 0o666 & ~_UMASK
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path`` and move it into place.
 
@@ -227,6 +244,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _new_file_mode(path))  # mkstemp makes 0600: colleagues could not read it
         os.replace(tmp, path)
     except BaseException:
         try:

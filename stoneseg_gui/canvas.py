@@ -1,0 +1,891 @@
+"""The photo with its mask as a coloured overlay; the mouse paints through the tools.
+
+Built to stay smooth on a 6000x4000 photo:
+
+- the photo is drawn from a small pyramid (full, 1/2, 1/4 ... size) chosen by the zoom,
+  and only the exposed part of it is drawn;
+- the mask overlay is an 8-bit indexed ``QImage`` that *shares memory* with the
+  ``MaskDocument`` array, so a stroke converts nothing: the canvas repaints only the
+  region the document reports as changed;
+- the outline view is computed at screen resolution for the exposed part only, so it is
+  one or two screen pixels wide at any zoom.
+
+A second overlay (``set_prediction``) shows a model's mask in its own colour.
+``set_interaction`` lends the left button to another mode (the grain tools: draw a
+scale-bar line, pick or cut stones) without touching the painting tool.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QCursor,
+    QFont,
+    QImage,
+    QKeyEvent,
+    QMouseEvent,
+    QPainter,
+    QPainterPath,
+    QPen,
+    QTransform,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import (
+    QFrame,
+    QGraphicsItem,
+    QGraphicsPathItem,
+    QGraphicsScene,
+    QGraphicsView,
+    QStyleOptionGraphicsItem,
+    QWidget,
+)
+
+from stoneseg_core.mask_edit import MaskChange, MaskDocument, Region
+
+from .theme import CANVAS_BACKGROUND as BACKGROUND_COLOR
+from .theme import ERASE_COLOR, PREDICTION_COLOR, STONE_COLOR
+from .tool_settings import ToolSettings
+from .tools import PointerEvent, Tool, ToolKind, make_tool
+
+ZOOM_MAX = 32.0
+FIT_MARGIN = 12  # screen pixels around a fitted photo
+PYRAMID_MIN_SIDE = 1024
+
+
+# ----------------------------------------------------------------------------- photo data
+@dataclass(frozen=True)
+class PyramidLevel:
+    fx: float  # level width / full width
+    fy: float
+    image: QImage
+    array: np.ndarray  # keeps the QImage's memory alive
+
+
+@dataclass(frozen=True)
+class DisplayImage:
+    """A photo ready to show: the RGB array and its pyramid. Safe to build off the GUI thread."""
+
+    rgb: np.ndarray
+    levels: tuple[PyramidLevel, ...]
+
+    @property
+    def width(self) -> int:
+        return self.rgb.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.rgb.shape[0]
+
+
+def _qimage_rgb(arr: np.ndarray) -> QImage:
+    h, w = arr.shape[:2]
+    return QImage(arr.data, w, h, arr.strides[0], QImage.Format.Format_RGB888)
+
+
+def make_display_image(rgb: np.ndarray) -> DisplayImage:
+    """Wrap ``rgb`` (H, W, 3 uint8) and build halved copies down to about 1000 pixels."""
+    arr = np.ascontiguousarray(rgb)
+    h, w = arr.shape[:2]
+    levels = [PyramidLevel(1.0, 1.0, _qimage_rgb(arr), arr)]
+    level = arr
+    while max(level.shape[:2]) > PYRAMID_MIN_SIDE:
+        lh, lw = level.shape[:2]
+        level = cv2.resize(level, (max(1, lw // 2), max(1, lh // 2)), interpolation=cv2.INTER_AREA)
+        level = np.ascontiguousarray(level)
+        levels.append(
+            PyramidLevel(level.shape[1] / w, level.shape[0] / h, _qimage_rgb(level), level)
+        )
+    return DisplayImage(arr, tuple(levels))
+
+
+@dataclass(frozen=True)
+class PixelInfo:
+    """What is under the pointer, for the status bar."""
+
+    x: int
+    y: int
+    stone: bool | None
+    rgb: tuple[int, int, int] | None
+
+
+class CanvasInteraction:
+    """A mode that takes the left button instead of the painting tool; plain Python.
+
+    The canvas calls it with image coordinates (x = column, y = row, in pixels); panning
+    (middle button, Space + drag) and zooming keep working while it is set. ``cancel`` is
+    Escape, and is also called when the interaction is replaced.
+    """
+
+    def press(self, x: float, y: float, ctrl: bool) -> None:
+        """The left button went down (a double-click counts as a press)."""
+
+    def move(self, x: float, y: float, dragging: bool) -> None:
+        """The pointer moved; ``dragging`` while the left button is held."""
+
+    def release(self, x: float, y: float) -> None:
+        """The left button came up."""
+
+    def cancel(self) -> None:
+        """Escape: drop what is in progress."""
+
+
+# ----------------------------------------------------------------------------- items
+class PhotoItem(QGraphicsItem):
+    def __init__(self) -> None:
+        super().__init__()
+        self._display: DisplayImage | None = None
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
+
+    def set_display(self, display: DisplayImage | None) -> None:
+        self.prepareGeometryChange()
+        self._display = display
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        d = self._display
+        return QRectF(0, 0, d.width, d.height) if d else QRectF()
+
+    def paint(
+        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
+    ) -> None:
+        d = self._display
+        if d is None:
+            return
+        view_scale = painter.worldTransform().m11()
+        device = painter.device()
+        scale = view_scale * (device.devicePixelRatioF() if device is not None else 1.0)
+        level = d.levels[0]
+        for candidate in d.levels:  # the smallest level that still has >= 1 pixel per screen pixel
+            if candidate.fx >= scale * 0.99:
+                level = candidate
+        exposed = option.exposedRect.intersected(self.boundingRect())
+        if exposed.isEmpty():
+            return
+        lw, lh = level.array.shape[1], level.array.shape[0]
+        # whole level pixels plus a border, so partial repaints sample like a full one
+        x0 = max(0, math.floor(exposed.left() * level.fx) - 2)
+        y0 = max(0, math.floor(exposed.top() * level.fy) - 2)
+        x1 = min(lw, math.ceil(exposed.right() * level.fx) + 2)
+        y1 = min(lh, math.ceil(exposed.bottom() * level.fy) + 2)
+        source = QRectF(x0, y0, x1 - x0, y1 - y0)
+        target = QRectF(x0 / level.fx, y0 / level.fy, (x1 - x0) / level.fx, (y1 - y0) / level.fy)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, view_scale < 0.999)
+        painter.drawImage(target, level.image, source)
+
+
+class MaskOverlayItem(QGraphicsItem):
+    """A 0/255 mask drawn as a colour overlay, filled or as outlines, sharing the array."""
+
+    def __init__(self, color: QColor) -> None:
+        super().__init__()
+        self._mask: np.ndarray | None = None
+        self._qimage: QImage | None = None
+        self._color = QColor(color)
+        self._opacity = 0.5
+        self._outline = False
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        return self._mask
+
+    def set_mask(self, mask: np.ndarray | None) -> None:
+        self.prepareGeometryChange()
+        self._mask = mask
+        if mask is None:
+            self._qimage = None
+        else:
+            h, w = mask.shape
+            self._qimage = QImage(mask.data, w, h, mask.strides[0], QImage.Format.Format_Indexed8)
+            self._apply_color_table()
+        self.update()
+
+    def _apply_color_table(self) -> None:
+        if self._qimage is None:
+            return
+        table = [0] * 256
+        table[255] = self._color.rgba()
+        self._qimage.setColorTable(table)
+
+    def set_color(self, color: QColor) -> None:
+        self._color = QColor(color)
+        self._apply_color_table()
+        self.update()
+
+    def set_opacity(self, opacity: float) -> None:
+        self._opacity = opacity
+        self.update()
+
+    def set_outline(self, outline: bool) -> None:
+        self._outline = outline
+        self.update()
+
+    def refresh(self, region: Region, margin: float = 1.0) -> None:
+        """Repaint only ``region`` (plus ``margin`` image pixels for the outline view)."""
+        self.update(
+            QRectF(
+                region.left - margin,
+                region.top - margin,
+                region.width + 2 * margin,
+                region.height + 2 * margin,
+            )
+        )
+
+    def boundingRect(self) -> QRectF:
+        if self._mask is None:
+            return QRectF()
+        return QRectF(0, 0, self._mask.shape[1], self._mask.shape[0])
+
+    def paint(
+        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
+    ) -> None:
+        if self._mask is None or self._qimage is None:
+            return
+        exposed = option.exposedRect.intersected(self.boundingRect())
+        if exposed.isEmpty():
+            return
+        if self._outline:
+            self._paint_outline(painter, exposed)
+            return
+        r = exposed.toAlignedRect()
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        painter.setOpacity(self._opacity)
+        painter.drawImage(QRectF(r), self._qimage, QRectF(r))
+
+    def _paint_outline(self, painter: QPainter, exposed: QRectF) -> None:
+        """Stone borders, two screen pixels wide, computed for the exposed part only."""
+        assert self._mask is not None
+        h, w = self._mask.shape
+        x0, y0 = max(0, math.floor(exposed.left()) - 1), max(0, math.floor(exposed.top()) - 1)
+        x1, y1 = min(w, math.ceil(exposed.right()) + 1), min(h, math.ceil(exposed.bottom()) + 1)
+        transform = painter.worldTransform()
+        device = transform.mapRect(QRectF(x0, y0, x1 - x0, y1 - y0))
+        dw, dh = max(1, round(device.width())), max(1, round(device.height()))
+        if dw * dh > 40_000_000:
+            return
+        sub = self._mask[y0:y1, x0:x1]
+        small = cv2.resize(sub, (dw, dh), interpolation=cv2.INTER_NEAREST)
+        kernel = np.ones((3, 3), np.uint8)
+        edge = cv2.morphologyEx(small, cv2.MORPH_GRADIENT, kernel) > 0
+        halo = cv2.dilate(edge.view(np.uint8), kernel) > 0
+        rgba = np.zeros((dh, dw, 4), np.uint8)  # premultiplied BGRA in memory
+        rgba[halo & ~edge] = (0, 0, 0, 150)
+        c = self._color
+        rgba[edge] = (c.blue(), c.green(), c.red(), 255)
+        image = QImage(
+            rgba.data, dw, dh, rgba.strides[0], QImage.Format.Format_ARGB32_Premultiplied
+        )
+        painter.save()
+        painter.setTransform(QTransform())
+        painter.setOpacity(max(0.6, self._opacity))
+        painter.drawImage(device, image)
+        painter.restore()
+
+
+class BrushCursorItem(QGraphicsItem):
+    """A circle of the brush's true size, visible on dark and light photos."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._radius = 10.0
+        self._margin = 2.0
+        self._erase = False
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+
+    @property
+    def radius(self) -> float:
+        return self._radius
+
+    def set_geometry(self, radius: float, margin: float, erase: bool) -> None:
+        if (radius, margin, erase) != (self._radius, self._margin, self._erase):
+            self.prepareGeometryChange()
+            self._radius, self._margin, self._erase = radius, margin, erase
+            self.update()
+
+    def boundingRect(self) -> QRectF:
+        r = self._radius + self._margin
+        return QRectF(-r, -r, 2 * r, 2 * r)
+
+    def paint(
+        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
+    ) -> None:
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        dark = QPen(QColor(0, 0, 0, 170), 3)
+        dark.setCosmetic(True)
+        painter.setPen(dark)
+        painter.drawEllipse(QPointF(0, 0), self._radius, self._radius)
+        light = QPen(ERASE_COLOR if self._erase else QColor(255, 255, 255), 1.2)
+        light.setCosmetic(True)
+        painter.setPen(light)
+        painter.drawEllipse(QPointF(0, 0), self._radius, self._radius)
+
+
+# ----------------------------------------------------------------------------- the view
+class MaskCanvas(QGraphicsView):
+    """Shows one photo and its ``MaskDocument``; mouse and keys edit it through the tools.
+
+    Left button: the tool; right button: its opposite (brush erases, fill removes a stone).
+    Wheel: zoom around the pointer. Middle button, or Space held, and drag: pan.
+    """
+
+    cursor_moved = Signal(object)  # PixelInfo, or None when the pointer is off the photo
+    zoom_changed = Signal(float)
+
+    def __init__(self, tool_settings: ToolSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._settings = tool_settings
+        self._scene = QGraphicsScene(self)
+        self._scene.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
+        self.setScene(self._scene)
+
+        self._photo_item = PhotoItem()
+        self.mask_item = MaskOverlayItem(STONE_COLOR)
+        self.mask_item.setZValue(1)
+        self.prediction_item = MaskOverlayItem(PREDICTION_COLOR)
+        self.prediction_item.setZValue(2)
+        self.prediction_item.setVisible(False)
+        self._cursor_item = BrushCursorItem()
+        self._cursor_item.setZValue(10)
+        self._cursor_item.setVisible(False)
+        self._lasso_item = QGraphicsPathItem()
+        self._lasso_item.setZValue(11)
+        for item in (
+            self._photo_item,
+            self.mask_item,
+            self.prediction_item,
+            self._cursor_item,
+            self._lasso_item,
+        ):
+            self._scene.addItem(item)
+
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.MinimalViewportUpdate)
+        self.setOptimizationFlag(QGraphicsView.OptimizationFlag.DontAdjustForAntialiasing, True)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.NoAnchor)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.NoAnchor)
+        self.setDragMode(QGraphicsView.DragMode.NoDrag)
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setBackgroundBrush(QBrush(BACKGROUND_COLOR))
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setMouseTracking(True)
+        self.viewport().setMouseTracking(True)
+        self.setAcceptDrops(False)
+        self.viewport().setAcceptDrops(False)
+        self.setMinimumSize(200, 150)
+
+        self._document: MaskDocument | None = None
+        self._display: DisplayImage | None = None
+        self._tool: Tool = make_tool(tool_settings.tool)
+        self._message = "Open a folder of photos (Ctrl+O) or drop it here."
+        self._banner = ""
+        self._fit_mode = True
+        self._pan_last: QPointF | None = None
+        self._space_held = False
+        self._pressed: Qt.MouseButton | None = None
+        self._last_pos: QPointF | None = None
+        self._interaction: CanvasInteraction | None = None
+
+        tool_settings.tool_changed.connect(self._on_settings_tool_changed)
+        tool_settings.brush_size_changed.connect(self._on_settings_brush_size_changed)
+        tool_settings.overlay_changed.connect(self._on_settings_overlay_changed)
+        self._on_settings_overlay_changed()
+        self._update_view_cursor()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def document(self) -> MaskDocument | None:
+        return self._document
+
+    @property
+    def display_image(self) -> DisplayImage | None:
+        return self._display
+
+    @property
+    def tool(self) -> Tool:
+        return self._tool
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    def show_image(self, display: DisplayImage, document: MaskDocument) -> None:
+        """Show a photo and its mask, fitted to the window, ready to paint."""
+        if (document.height, document.width) != (display.height, display.width):
+            raise ValueError("The mask and the photo must have the same size.")
+        self._detach_document()
+        self._display = display
+        self._document = document
+        document.add_listener(self._on_document_changed)
+        self._photo_item.set_display(display)
+        self.mask_item.set_mask(document.mask)
+        self.set_prediction(None)
+        self._message = ""
+        self._banner = ""
+        self._on_settings_overlay_changed()
+        self.fit_to_window()
+        self._update_lasso()
+        self._update_view_cursor()
+        self.viewport().update()
+
+    def show_message(self, text: str) -> None:
+        """Show no photo, only ``text`` (loading, unreadable file, empty folder...)."""
+        self._detach_document()
+        self._display = None
+        self._photo_item.set_display(None)
+        self.mask_item.set_mask(None)
+        self.set_prediction(None)
+        self._message = text
+        self._banner = ""
+        self._cursor_item.setVisible(False)
+        self._update_lasso()
+        self._update_view_cursor()
+        self.setSceneRect(QRectF(0, 0, 1, 1))
+        self.viewport().update()
+
+    @property
+    def banner(self) -> str:
+        return self._banner
+
+    def set_banner(self, text: str) -> None:
+        """A short notice drawn over the top of the photo (e.g. 'predicted, not reviewed')."""
+        if text != self._banner:
+            self._banner = text
+            self.viewport().update()
+
+    def set_prediction(self, mask: np.ndarray | None) -> None:
+        """A second overlay in its own colour (a model's mask); None hides it."""
+        if mask is not None and self._display is not None:
+            if mask.shape[:2] != (self._display.height, self._display.width):
+                raise ValueError("The prediction must have the size of the photo.")
+        self.prediction_item.set_mask(mask)
+        self.prediction_item.setVisible(mask is not None and self._settings.overlay_visible)
+
+    def refresh_prediction(self, region: Region | None = None) -> None:
+        if region is None:
+            self.prediction_item.update()
+        else:
+            self.prediction_item.refresh(region, self._outline_margin())
+
+    def zoom(self) -> float:
+        return self.transform().m11()
+
+    def is_fitted(self) -> bool:
+        return self._fit_mode
+
+    def fit_to_window(self) -> None:
+        if self._display is None:
+            return
+        vw, vh = self.viewport().width(), self.viewport().height()
+        w, h = self._display.width, self._display.height
+        scale = min((vw - 2 * FIT_MARGIN) / w, (vh - 2 * FIT_MARGIN) / h)
+        scale = max(scale, 1e-3)
+        self._apply_zoom(scale, None)
+        self.centerOn(w / 2, h / 2)
+        self._fit_mode = True
+
+    def zoom_to_actual_size(self) -> None:
+        """100 %: one photo pixel per screen pixel, around the pointer if it is on the view."""
+        self.set_zoom(1.0, self._pointer_anchor())
+
+    def zoom_in(self) -> None:
+        self.set_zoom(self.zoom() * 1.25, self._pointer_anchor())
+
+    def zoom_out(self) -> None:
+        self.set_zoom(self.zoom() / 1.25, self._pointer_anchor())
+
+    def set_zoom(self, scale: float, anchor: QPointF | None = None) -> None:
+        """Zoom keeping the scene point under ``anchor`` (viewport coordinates) in place."""
+        if self._display is None:
+            return
+        self._apply_zoom(scale, anchor)
+        self._fit_mode = False
+
+    def viewport_to_image(self, pos: QPointF) -> QPointF:
+        inverse, _ = self.viewportTransform().inverted()
+        return inverse.map(QPointF(pos))
+
+    def image_to_viewport(self, x: float, y: float) -> QPointF:
+        return self.viewportTransform().map(QPointF(x, y))
+
+    @property
+    def interaction(self) -> CanvasInteraction | None:
+        return self._interaction
+
+    def set_interaction(self, interaction: CanvasInteraction | None) -> None:
+        """Lend the left button to ``interaction`` instead of the painting tool; None gives it back."""
+        if interaction is self._interaction:
+            return
+        if self._interaction is not None:
+            self._interaction.cancel()
+        if self._document is not None:
+            self._tool.cancel(self._document)
+            self._pressed = None
+        self._interaction = interaction
+        self._update_lasso()
+        self._update_cursor_item(self._last_pos)
+        self._update_view_cursor()
+
+    def finish_polygon(self) -> None:
+        if self._document is not None:
+            self._tool.finish(self._document)
+            self._update_lasso()
+
+    def cancel_tool(self) -> None:
+        if self._document is not None:
+            self._tool.cancel(self._document)
+        self._update_lasso()
+
+    # ------------------------------------------------------------------ internals
+    def _detach_document(self) -> None:
+        if self._document is not None:
+            self._tool.cancel(self._document)
+            self._document.remove_listener(self._on_document_changed)
+        self._document = None
+        self._pressed = None
+
+    def _min_zoom(self) -> float:
+        if self._display is None:
+            return 0.01
+        vw, vh = self.viewport().width(), self.viewport().height()
+        fit = min(vw / self._display.width, vh / self._display.height)
+        return max(1e-3, min(0.05, fit / 4))
+
+    def _apply_zoom(self, scale: float, anchor: QPointF | None) -> None:
+        scale = min(ZOOM_MAX, max(self._min_zoom(), scale))
+        if anchor is None:
+            anchor = QPointF(self.viewport().width() / 2, self.viewport().height() / 2)
+        scene_point = self.viewport_to_image(anchor)
+        self.setTransform(QTransform.fromScale(scale, scale))
+        self._update_scene_rect()
+        moved = self.image_to_viewport(scene_point.x(), scene_point.y()) - anchor
+        hbar, vbar = self.horizontalScrollBar(), self.verticalScrollBar()
+        hbar.setValue(hbar.value() + round(moved.x()))
+        vbar.setValue(vbar.value() + round(moved.y()))
+        self._update_cursor_item(self._last_pos)
+        self.zoom_changed.emit(scale)
+
+    def _update_scene_rect(self) -> None:
+        if self._display is None:
+            return
+        m = FIT_MARGIN / max(self.zoom(), 1e-6)
+        self.setSceneRect(QRectF(-m, -m, self._display.width + 2 * m, self._display.height + 2 * m))
+
+    def _pointer_anchor(self) -> QPointF | None:
+        pos = self.viewport().mapFromGlobal(QCursor.pos())
+        if self.viewport().rect().contains(pos):
+            return QPointF(pos)
+        return None
+
+    def _outline_margin(self) -> float:
+        # the outline view is drawn in screen pixels: repaint a few of them around a change
+        return 1.0 + 3.0 / max(self.zoom(), 1e-6)
+
+    def _pointer_event(self, pos: QPointF, secondary: bool) -> PointerEvent:
+        p = self.viewport_to_image(pos)
+        return PointerEvent(
+            p.x(),
+            p.y(),
+            secondary=secondary,
+            radius=self._settings.brush_radius,
+            tolerance=6.0 / max(self.zoom(), 1e-6),
+        )
+
+    def _on_document_changed(self, change: MaskChange) -> None:
+        self.mask_item.refresh(change.region, self._outline_margin())
+
+    def _update_cursor_item(self, pos: QPointF | None) -> None:
+        item = self._cursor_item
+        show = (
+            pos is not None
+            and self._document is not None
+            and self._settings.tool.uses_brush
+            and self._interaction is None
+            and self._pan_last is None
+            and not self._space_held
+        )
+        if not show:
+            item.setVisible(False)
+            return
+        p = self.viewport_to_image(pos)
+        erase = (
+            self._settings.tool == ToolKind.ERASER or self._pressed == Qt.MouseButton.RightButton
+        )
+        item.set_geometry(self._settings.brush_radius, 4.0 / max(self.zoom(), 1e-6), erase)
+        item.setPos(p)
+        item.setVisible(True)
+
+    def _pixel_info(self, pos: QPointF) -> PixelInfo | None:
+        if self._display is None:
+            return None
+        p = self.viewport_to_image(pos)
+        x, y = math.floor(p.x()), math.floor(p.y())
+        if not (0 <= x < self._display.width and 0 <= y < self._display.height):
+            return None
+        stone = bool(self._document.mask[y, x]) if self._document is not None else None
+        r, g, b = (int(v) for v in self._display.rgb[y, x])
+        return PixelInfo(x, y, stone, (r, g, b))
+
+    def _update_lasso(self) -> None:
+        points = (
+            self._tool.preview() if self._document is not None and self._interaction is None else []
+        )
+        if len(points) < 2:
+            self._lasso_item.setVisible(False)
+            return
+        path = QPainterPath(QPointF(*points[0]))
+        for x, y in points[1:]:
+            path.lineTo(x, y)
+        path.closeSubpath()
+        color = ERASE_COLOR if self._tool.erasing else STONE_COLOR
+        pen = QPen(QColor(255, 255, 255), 1.5, Qt.PenStyle.DashLine)
+        pen.setCosmetic(True)
+        fill = QColor(color)
+        fill.setAlpha(70)
+        self._lasso_item.setPen(pen)
+        self._lasso_item.setBrush(QBrush(fill))
+        self._lasso_item.setPath(path)
+        self._lasso_item.setVisible(True)
+
+    def _update_view_cursor(self) -> None:
+        if self._pan_last is not None:
+            shape = Qt.CursorShape.ClosedHandCursor
+        elif self._space_held:
+            shape = Qt.CursorShape.OpenHandCursor
+        elif self._document is None:
+            shape = Qt.CursorShape.ArrowCursor
+        else:
+            shape = Qt.CursorShape.CrossCursor
+        self.viewport().setCursor(shape)
+
+    # ------------------------------------------------------------------ settings
+    def _on_settings_tool_changed(self, kind: ToolKind) -> None:
+        if self._document is not None:
+            self._tool.cancel(self._document)
+        self._tool = make_tool(kind)
+        self._update_lasso()
+        self._update_cursor_item(self._last_pos)
+
+    def _on_settings_brush_size_changed(self, size: int) -> None:
+        self._update_cursor_item(self._last_pos)
+
+    def _on_settings_overlay_changed(self) -> None:
+        s = self._settings
+        for item in (self.mask_item, self.prediction_item):
+            item.set_opacity(s.opacity)
+            item.set_outline(s.outline_only)
+        self.mask_item.setVisible(s.overlay_visible and self.mask_item.mask is not None)
+        self.prediction_item.setVisible(s.overlay_visible and self.prediction_item.mask is not None)
+
+    # ------------------------------------------------------------------ Qt events
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        button = event.button()
+        pos = event.position()
+        self._last_pos = pos
+        if button == Qt.MouseButton.MiddleButton or (
+            button == Qt.MouseButton.LeftButton and self._space_held
+        ):
+            self._pan_last = pos
+            self._update_cursor_item(None)
+            self._update_view_cursor()
+            event.accept()
+            return
+        if self._interaction is not None and button in (
+            Qt.MouseButton.LeftButton,
+            Qt.MouseButton.RightButton,
+        ):
+            self.setFocus(Qt.FocusReason.MouseFocusReason)
+            if button == Qt.MouseButton.LeftButton and self._display is not None:
+                p = self.viewport_to_image(pos)
+                ctrl = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+                self._interaction.press(p.x(), p.y(), ctrl)
+            event.accept()
+            return
+        if button in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
+            self.setFocus(Qt.FocusReason.MouseFocusReason)
+            if self._document is not None and self._pressed is None:
+                self._pressed = button
+                self._tool.press(
+                    self._document, self._pointer_event(pos, button == Qt.MouseButton.RightButton)
+                )
+                self._update_lasso()
+                self._update_cursor_item(pos)
+            event.accept()
+            return
+        event.ignore()
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        pos = event.position()
+        self._last_pos = pos
+        if self._pan_last is not None:
+            delta = pos - self._pan_last
+            self._pan_last = pos
+            hbar, vbar = self.horizontalScrollBar(), self.verticalScrollBar()
+            hbar.setValue(hbar.value() - round(delta.x()))
+            vbar.setValue(vbar.value() - round(delta.y()))
+            self._fit_mode = False
+            event.accept()
+            return
+        self._update_cursor_item(pos)
+        if self._interaction is not None:
+            if self._display is not None:
+                p = self.viewport_to_image(pos)
+                held = bool(event.buttons() & Qt.MouseButton.LeftButton)
+                self._interaction.move(p.x(), p.y(), held)
+        elif self._document is not None:
+            ev = self._pointer_event(pos, self._pressed == Qt.MouseButton.RightButton)
+            if self._pressed is not None:
+                self._tool.move(self._document, ev)
+            else:
+                self._tool.hover(ev)
+            if self._settings.tool.is_lasso:
+                self._update_lasso()
+        self.cursor_moved.emit(self._pixel_info(pos))  # after the edit: shows what is there now
+        event.accept()
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        pos = event.position()
+        button = event.button()
+        if self._pan_last is not None and button in (
+            Qt.MouseButton.MiddleButton,
+            Qt.MouseButton.LeftButton,
+        ):
+            self._pan_last = None
+            self._update_view_cursor()
+            self._update_cursor_item(pos)
+            event.accept()
+            return
+        if self._interaction is not None:
+            if button == Qt.MouseButton.LeftButton and self._display is not None:
+                p = self.viewport_to_image(pos)
+                self._interaction.release(p.x(), p.y())
+            event.accept()
+            return
+        if self._pressed is not None and button == self._pressed:
+            self._pressed = None
+            if self._document is not None:
+                self._tool.release(
+                    self._document, self._pointer_event(pos, button == Qt.MouseButton.RightButton)
+                )
+            self._update_lasso()
+            self._update_cursor_item(pos)
+        event.accept()
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
+        button = event.button()
+        if self._interaction is not None:
+            self.mousePressEvent(event)
+            return
+        if (
+            button in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton)
+            and not self._space_held
+        ):
+            if self._document is not None and self._pressed is None:
+                if self._settings.tool.uses_brush:
+                    self._pressed = button  # a stroke starts; its release ends it
+                ev = self._pointer_event(event.position(), button == Qt.MouseButton.RightButton)
+                self._tool.double_click(self._document, ev)
+                self._update_lasso()
+            event.accept()
+            return
+        self.mousePressEvent(event)
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        delta = event.angleDelta().y() or event.angleDelta().x()
+        if delta == 0:
+            delta = event.pixelDelta().y()
+        if delta == 0 or self._display is None:
+            event.ignore()
+            return
+        self.set_zoom(self.zoom() * (1.0015**delta), event.position())
+        event.accept()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        key = event.key()
+        if key == Qt.Key.Key_Space:
+            if not event.isAutoRepeat():
+                self._space_held = True
+                self._update_cursor_item(None)
+                self._update_view_cursor()
+            event.accept()
+            return
+        if self._interaction is not None and key == Qt.Key.Key_Escape:
+            self._interaction.cancel()
+            event.accept()
+            return
+        if self._document is not None and self._tool.busy:
+            if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+                self.finish_polygon()
+                event.accept()
+                return
+            if key == Qt.Key.Key_Escape:
+                self.cancel_tool()
+                event.accept()
+                return
+            if key == Qt.Key.Key_Backspace:
+                self._tool.remove_last_point()
+                self._update_lasso()
+                event.accept()
+                return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space_held = False
+            self._update_view_cursor()
+            self._update_cursor_item(self._last_pos)
+            event.accept()
+            return
+        super().keyReleaseEvent(event)
+
+    def focusOutEvent(self, event) -> None:  # noqa: ANN001
+        self._space_held = False
+        self._update_view_cursor()
+        super().focusOutEvent(event)
+
+    def leaveEvent(self, event) -> None:  # noqa: ANN001
+        self._last_pos = None
+        self._cursor_item.setVisible(False)
+        self.cursor_moved.emit(None)
+        super().leaveEvent(event)
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001
+        super().resizeEvent(event)
+        if self._fit_mode:
+            self.fit_to_window()
+
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        if not self._message and not self._banner:
+            return
+        painter.save()
+        painter.setTransform(QTransform())
+        font = QFont(self.font())
+        if self._message:
+            font.setPointSizeF(font.pointSizeF() * 1.25)
+            painter.setFont(font)
+            painter.setPen(QColor(200, 203, 210))
+            area = QRect(self.viewport().rect()).adjusted(40, 40, -40, -40)
+            painter.drawText(
+                area, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, self._message
+            )
+        elif self._banner:
+            font.setBold(True)
+            painter.setFont(font)
+            metrics = painter.fontMetrics()
+            width = min(self.viewport().width() - 20, metrics.horizontalAdvance(self._banner) + 28)
+            box = QRectF((self.viewport().width() - width) / 2, 10, width, metrics.height() + 12)
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(227, 162, 26, 230))
+            painter.drawRoundedRect(box, box.height() / 2, box.height() / 2)
+            painter.setPen(QColor(25, 25, 25))
+            text = metrics.elidedText(self._banner, Qt.TextElideMode.ElideRight, int(width - 24))
+            painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+        painter.restore()

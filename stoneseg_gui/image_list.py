@@ -1,0 +1,505 @@
+"""The image list: thumbnails made in the background, the state of each photo, counts.
+
+States come from the session (labelled, unlabelled, predicted and not reviewed,
+unreadable with the reason); thumbnails from a worker generator, which also finds
+unreadable photos before anyone opens them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QRect,
+    QSize,
+    QSortFilterProxyModel,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDockWidget,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from stoneseg_core.errors import ImageReadError
+from stoneseg_core.imageio import read_image
+from stoneseg_core.project import ImageStatus
+
+from .theme import STATUS_COLORS, STATUS_TEXT
+from .workers import Worker
+
+log = logging.getLogger(__name__)
+
+THUMB_SIZE = 96  # stored; drawn at 56 logical pixels
+ROW_HEIGHT = 64
+
+PathRole = Qt.ItemDataRole.UserRole + 1
+StatusRole = Qt.ItemDataRole.UserRole + 2
+ReasonRole = Qt.ItemDataRole.UserRole + 3
+DirtyRole = Qt.ItemDataRole.UserRole + 4
+ThumbRole = Qt.ItemDataRole.UserRole + 5
+
+
+# ----------------------------------------------------------------------------- thumbnails
+@dataclass(frozen=True)
+class Thumbnail:
+    path: Path
+    rgb: np.ndarray | None
+    error: str | None
+
+
+def _jpeg_is_truncated(path: Path) -> bool:
+    """No end-of-image marker: the file broke off (the core says the same when opening it)."""
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\xff\xd8":
+            return False
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - 4096))
+        tail = fh.read().rstrip(b"\x00")
+    return b"\xff\xd9" not in tail
+
+
+def make_thumbnail(path: Path, size: int = THUMB_SIZE) -> np.ndarray:
+    """A small RGB preview. JPEGs decode at reduced scale (fast on 12 MP photos).
+
+    Raises ImageReadError, with the core's message, when the photo cannot be read.
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        if _jpeg_is_truncated(path):
+            raise OSError("truncated")
+        with Image.open(path) as im:
+            if im.mode not in ("RGB", "RGBA", "L", "LA", "P", "CMYK", "YCbCr"):
+                raise OSError(f"mode {im.mode} needs the full reader")
+            im.draft("RGB", (size * 2, size * 2))
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            im.thumbnail((size, size), Image.Resampling.BILINEAR)
+            return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+    except Exception:  # noqa: BLE001 - the full reader gives the right message, or succeeds
+        rgb = read_image(path)
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = size / max(h, w)
+    if scale < 1:
+        rgb = cv2.resize(
+            rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+        )
+    return np.ascontiguousarray(rgb)
+
+
+def iter_thumbnails(paths: Sequence[Path], size: int = THUMB_SIZE) -> Iterator[Thumbnail]:
+    """Yield one ``Thumbnail`` per photo; an unreadable photo yields its error instead."""
+    for path in paths:
+        try:
+            yield Thumbnail(path, make_thumbnail(path, size), None)
+        except ImageReadError as exc:
+            yield Thumbnail(path, None, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the list
+            log.warning("Thumbnail of %s failed: %s", path, exc)
+            yield Thumbnail(path, None, f"Cannot read image {path.name}: {exc}")
+
+
+def _pixmap_from_rgb(rgb: np.ndarray) -> QPixmap:
+    h, w = rgb.shape[:2]
+    image = QImage(rgb.data, w, h, rgb.strides[0], QImage.Format.Format_RGB888).copy()
+    return QPixmap.fromImage(image)
+
+
+# ----------------------------------------------------------------------------- model
+@dataclass
+class _Row:
+    path: Path
+    status: ImageStatus
+    reason: str = ""
+    dirty: bool = False
+    thumb: QPixmap | None = None
+
+
+class ImageListModel(QAbstractListModel):
+    counts_changed = Signal()
+
+    def __init__(self, parent=None) -> None:  # noqa: ANN001
+        super().__init__(parent)
+        self._rows: list[_Row] = []
+        self._index: dict[Path, int] = {}
+
+    def set_images(self, statuses: Sequence[tuple[Path, ImageStatus]]) -> None:
+        self.beginResetModel()
+        self._rows = [_Row(Path(p), s) for p, s in statuses]
+        self._index = {row.path: i for i, row in enumerate(self._rows)}
+        self.endResetModel()
+        self.counts_changed.emit()
+
+    def paths(self) -> list[Path]:
+        return [row.path for row in self._rows]
+
+    def row_of(self, path: Path) -> int:
+        return self._index.get(Path(path), -1)
+
+    def status_of(self, path: Path) -> ImageStatus | None:
+        i = self.row_of(path)
+        return self._rows[i].status if i >= 0 else None
+
+    def reason_of(self, path: Path) -> str:
+        i = self.row_of(path)
+        return self._rows[i].reason if i >= 0 else ""
+
+    def is_dirty(self, path: Path) -> bool:
+        i = self.row_of(path)
+        return self._rows[i].dirty if i >= 0 else False
+
+    def has_thumbnail(self, path: Path) -> bool:
+        i = self.row_of(path)
+        return i >= 0 and self._rows[i].thumb is not None
+
+    def counts(self) -> dict[ImageStatus, int]:
+        counts = dict.fromkeys(ImageStatus, 0)
+        for row in self._rows:
+            counts[row.status] += 1
+        return counts
+
+    def set_status(self, path: Path, status: ImageStatus, reason: str = "") -> None:
+        i = self.row_of(path)
+        if i < 0:
+            return
+        row = self._rows[i]
+        if row.status == status and row.reason == reason:
+            return
+        row.status, row.reason = status, reason
+        self._changed(i)
+        self.counts_changed.emit()
+
+    def set_dirty(self, path: Path, dirty: bool) -> None:
+        i = self.row_of(path)
+        if i >= 0 and self._rows[i].dirty != dirty:
+            self._rows[i].dirty = dirty
+            self._changed(i)
+
+    def set_thumbnail(self, path: Path, pixmap: QPixmap) -> None:
+        i = self.row_of(path)
+        if i >= 0:
+            self._rows[i].thumb = pixmap
+            self._changed(i)
+
+    def _changed(self, i: int) -> None:
+        index = self.index(i, 0)
+        self.dataChanged.emit(index, index)
+
+    # Qt model interface
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def data(
+        self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole
+    ):  # noqa: ANN201
+        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+            return None
+        row = self._rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return row.path.name + (" *" if row.dirty else "")
+        if role == Qt.ItemDataRole.ToolTipRole:
+            lines = [
+                str(row.path),
+                STATUS_TEXT[row.status] + (" (unsaved edits)" if row.dirty else ""),
+            ]
+            if row.reason:
+                lines.append(row.reason)
+            return "\n".join(lines)
+        if role == PathRole:
+            return row.path
+        if role == StatusRole:
+            return row.status
+        if role == ReasonRole:
+            return row.reason
+        if role == DirtyRole:
+            return row.dirty
+        if role == ThumbRole:
+            return row.thumb
+        return None
+
+
+class StatusFilterModel(QSortFilterProxyModel):
+    """Shows all photos or only those in one state."""
+
+    def __init__(self, parent=None) -> None:  # noqa: ANN001
+        super().__init__(parent)
+        self._status: ImageStatus | None = None
+
+    def set_status(self, status: ImageStatus | None) -> None:
+        if hasattr(self, "endFilterChange"):  # Qt >= 6.10
+            self.beginFilterChange()
+            self._status = status
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self._status = status
+            self.invalidateFilter()
+
+    def filterAcceptsRow(
+        self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex
+    ) -> bool:
+        if self._status is None:
+            return True
+        index = self.sourceModel().index(source_row, 0, source_parent)
+        return index.data(StatusRole) == self._status
+
+
+# ----------------------------------------------------------------------------- delegate
+class ImageDelegate(QStyledItemDelegate):
+    """Thumbnail, name (with * when unsaved) and a coloured state line."""
+
+    def sizeHint(
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> QSize:
+        return QSize(200, ROW_HEIGHT)
+
+    def paint(
+        self,
+        painter: QPainter,
+        option: QStyleOptionViewItem,
+        index: QModelIndex | QPersistentModelIndex,
+    ) -> None:
+        painter.save()
+        style = option.widget.style() if option.widget else None
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        opt.text = ""
+        if style is not None:
+            style.drawPrimitive(
+                QStyle.PrimitiveElement.PE_PanelItemViewItem, opt, painter, option.widget
+            )
+        r = option.rect
+        status: ImageStatus = index.data(StatusRole)
+        color = STATUS_COLORS[status]
+        # state stripe
+        painter.fillRect(QRect(r.left(), r.top() + 4, 3, r.height() - 8), color)
+        # thumbnail
+        thumb_rect = QRect(r.left() + 10, r.top() + 4, ROW_HEIGHT - 8, ROW_HEIGHT - 8)
+        thumb: QPixmap | None = index.data(ThumbRole)
+        painter.fillRect(thumb_rect, QColor(20, 21, 24))
+        if thumb is not None:
+            scaled = thumb.scaled(
+                thumb_rect.size(),
+                Qt.AspectRatioMode.KeepAspectRatio,
+                Qt.TransformationMode.SmoothTransformation,
+            )
+            x = thumb_rect.left() + (thumb_rect.width() - scaled.width()) // 2
+            y = thumb_rect.top() + (thumb_rect.height() - scaled.height()) // 2
+            painter.drawPixmap(x, y, scaled)
+        elif status == ImageStatus.UNREADABLE:
+            painter.setPen(color)
+            painter.drawText(thumb_rect, Qt.AlignmentFlag.AlignCenter, "✕")
+        # text
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        palette = option.palette
+        text_color = palette.highlightedText().color() if selected else palette.text().color()
+        text_left = thumb_rect.right() + 10
+        name_rect = QRect(text_left, r.top() + 8, r.right() - text_left - 6, 20)
+        font = QFont(option.font)
+        font.setBold(True)
+        painter.setFont(font)
+        painter.setPen(text_color)
+        name = index.data(Qt.ItemDataRole.DisplayRole)
+        painter.drawText(
+            name_rect,
+            Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+            painter.fontMetrics().elidedText(name, Qt.TextElideMode.ElideMiddle, name_rect.width()),
+        )
+        state_rect = QRect(text_left, r.top() + 32, r.right() - text_left - 6, 20)
+        painter.setFont(option.font)
+        dot = QRect(state_rect.left(), state_rect.center().y() - 4, 9, 9)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(color)
+        painter.drawEllipse(dot)
+        painter.setPen(text_color if selected else color.lighter(115))
+        text = STATUS_TEXT[status]
+        if index.data(DirtyRole):
+            text += " · unsaved"
+        text_rect = state_rect.adjusted(15, 0, 0, 0)
+        painter.drawText(
+            text_rect,
+            Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+            painter.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, text_rect.width()),
+        )
+        painter.restore()
+
+
+# ----------------------------------------------------------------------------- dock
+FILTERS: list[tuple[str, ImageStatus | None]] = [
+    ("All photos", None),
+    ("Unlabelled", ImageStatus.UNLABELLED),
+    ("Labelled", ImageStatus.LABELLED),
+    ("Predicted, not reviewed", ImageStatus.PREDICTED),
+    ("Unreadable", ImageStatus.UNREADABLE),
+]
+
+
+class ImageListDock(QDockWidget):
+    """A dock listing the project's photos. Emits ``image_activated`` when the user picks one."""
+
+    image_activated = Signal(object)  # Path
+    image_unreadable = Signal(object, str)  # Path, reason (found while making thumbnails)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Images", parent)
+        self.setObjectName("image_list_dock")
+        self.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QDockWidget.DockWidgetFeature.DockWidgetClosable
+        )
+        self.model = ImageListModel(self)
+        self.proxy = StatusFilterModel(self)
+        self.proxy.setSourceModel(self.model)
+
+        self.view = QListView()
+        self.view.setModel(self.proxy)
+        self.view.setItemDelegate(ImageDelegate(self.view))
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setUniformItemSizes(True)
+        self.view.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.view.setMouseTracking(True)
+
+        self.counts_label = QLabel()
+        self.counts_label.setTextFormat(Qt.TextFormat.RichText)
+        self.counts_label.setWordWrap(True)
+        self.filter_combo = QComboBox()
+        for text, _status in FILTERS:
+            self.filter_combo.addItem(text)
+        self.filter_combo.setToolTip("Show only the photos in one state")
+        self.filter_combo.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+
+        header = QHBoxLayout()
+        header.setContentsMargins(6, 4, 6, 0)
+        header.addWidget(QLabel("Show:"))
+        header.addWidget(self.filter_combo, 1)
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(4)
+        layout.addLayout(header)
+        layout.addWidget(self.counts_label)
+        layout.addWidget(self.view, 1)
+        self.counts_label.setContentsMargins(8, 0, 8, 2)
+        self.setWidget(box)
+        self.setMinimumWidth(230)
+
+        self._selecting = False
+        self._thumb_worker: Worker | None = None
+        self.view.selectionModel().currentChanged.connect(self._on_view_current_changed)
+        self.filter_combo.currentIndexChanged.connect(self._on_filter_combo_changed)
+        self.model.counts_changed.connect(self._update_counts)
+        self._update_counts()
+
+    # ------------------------------------------------------------------ public API
+    def set_images(self, statuses: Sequence[tuple[Path, ImageStatus]]) -> None:
+        """Show a new project's photos and start making their thumbnails."""
+        self.stop_thumbnails()
+        self.model.set_images(statuses)
+        paths = [p for p, _ in statuses]
+        if paths:
+            worker = Worker(iter_thumbnails, paths)
+            worker.progressed.connect(self._on_thumbnail_worker_progressed)
+            self._thumb_worker = worker
+            worker.start()
+
+    def stop_thumbnails(self, wait: bool = False) -> None:
+        """Stop making thumbnails (at the next photo); ``wait`` blocks until it has."""
+        worker, self._thumb_worker = self._thumb_worker, None
+        if worker is not None:
+            worker.request_stop()
+            if wait:
+                worker.wait(10_000)
+
+    @property
+    def thumbnail_worker(self) -> Worker | None:
+        return self._thumb_worker
+
+    def set_status(self, path: Path, status: ImageStatus, reason: str = "") -> None:
+        self.model.set_status(path, status, reason)
+
+    def set_dirty(self, path: Path, dirty: bool) -> None:
+        self.model.set_dirty(path, dirty)
+
+    def select_path(self, path: Path | None) -> None:
+        """Highlight ``path`` without emitting ``image_activated``."""
+        self._selecting = True
+        try:
+            if path is None:
+                self.view.clearSelection()
+                return
+            row = self.model.row_of(path)
+            if row < 0:
+                return
+            proxy_index = self.proxy.mapFromSource(self.model.index(row, 0))
+            if not proxy_index.isValid():  # hidden by the filter
+                self.view.clearSelection()
+                return
+            self.view.setCurrentIndex(proxy_index)
+            self.view.scrollTo(proxy_index)
+        finally:
+            self._selecting = False
+
+    def set_filter(self, status: ImageStatus | None) -> None:
+        for i, (_text, s) in enumerate(FILTERS):
+            if s == status:
+                self.filter_combo.setCurrentIndex(i)
+
+    def visible_paths(self) -> list[Path]:
+        return [self.proxy.index(r, 0).data(PathRole) for r in range(self.proxy.rowCount())]
+
+    # ------------------------------------------------------------------ internals
+    def _on_thumbnail_worker_progressed(self, thumb: Thumbnail) -> None:
+        if thumb.rgb is not None:
+            self.model.set_thumbnail(thumb.path, _pixmap_from_rgb(thumb.rgb))
+        else:
+            self.image_unreadable.emit(thumb.path, thumb.error or "Unreadable")
+
+    def _on_view_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        if self._selecting or not current.isValid():
+            return
+        self.image_activated.emit(current.data(PathRole))
+
+    def _on_filter_combo_changed(self, i: int) -> None:
+        self.proxy.set_status(FILTERS[i][1])
+
+    def _update_counts(self) -> None:
+        counts = self.model.counts()
+        total = sum(counts.values())
+        parts = [f"<b>{total}</b> photo{'s' if total != 1 else ''}"]
+        for status in (
+            ImageStatus.LABELLED,
+            ImageStatus.UNLABELLED,
+            ImageStatus.PREDICTED,
+            ImageStatus.UNREADABLE,
+        ):
+            n = counts[status]
+            if n or status in (ImageStatus.LABELLED, ImageStatus.UNLABELLED):
+                color = STATUS_COLORS[status].name()
+                parts.append(
+                    f"<span style='color:{color}'>●</span>&nbsp;{n}&nbsp;{STATUS_TEXT[status].split(',')[0].lower()}"
+                )
+        self.counts_label.setText(" &nbsp; ".join(parts))
+        self.counts_label.setToolTip(
+            "\n".join(f"{STATUS_TEXT[s]}: {counts[s]}" for s in ImageStatus)
+        )

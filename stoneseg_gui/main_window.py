@@ -1,0 +1,505 @@
+"""The main window: composes the canvas, docks, toolbars and actions, and wires signals.
+
+It holds no editing or file logic: that is in ``AnnotationSession`` (files, autosave,
+recovery), ``MaskDocument`` (pixels, undo), ``MaskCanvas`` (view, mouse) and
+``ToolSettings`` (tool, brush, overlay look).
+
+Public API for the parts built on top (training panel, prediction, batch...):
+
+- ``open_folder(path)``, ``project``, ``current_image_path()``, ``current_document()``,
+  ``save_current()``, the ``image_changed`` signal;
+- ``add_dock(widget, area)`` to add a panel, ``add_action_menu(title)`` for a new menu;
+- ``canvas.set_prediction(mask)`` shows a model's mask in its own colour;
+  ``session.accept_prediction(mask)`` makes it the editable mask (predicted, not reviewed);
+- ``dialogs`` for anything that would wait for the user.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QMimeData, QSettings, QSignalBlocker, QSize, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QToolBar, QWidget
+
+from stoneseg_core import __version__
+from stoneseg_core.imageio import IMAGE_EXTENSIONS
+from stoneseg_core.mask_edit import MaskDocument
+from stoneseg_core.project import ImageStatus, Project
+
+from .actions import CANVAS_GESTURES, Actions, create_actions
+from .canvas import MaskCanvas
+from .dialogs import Dialogs, ShortcutsDialog
+from .image_list import ImageListDock
+from .model_panels import ModelSide
+from .session import AnnotationSession
+from .settings import add_recent_folder, clear_recent_folders, recent_folders
+from .status_bar import EditorStatusBar
+from .tool_options import BrushSizeControl, OpacityControl
+from .tool_settings import ToolSettings
+from .tools import ToolKind
+
+log = logging.getLogger(__name__)
+
+
+class MainWindow(QMainWindow):
+    image_changed = Signal(object)  # Path | None: the photo now shown (or failed to show)
+
+    def __init__(
+        self,
+        dialogs: Dialogs | None = None,
+        settings: QSettings | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("main_window")
+        self.setWindowTitle("StoneSeg")
+        self.dialogs = dialogs or Dialogs()
+        if self.dialogs.parent is None:
+            self.dialogs.parent = self
+        self._settings = settings if settings is not None else QSettings()
+
+        self.tool_settings = ToolSettings(self)
+        self.session = AnnotationSession(self.dialogs, self)
+        self.canvas = MaskCanvas(self.tool_settings)
+        self.setCentralWidget(self.canvas)
+        self.image_list = ImageListDock(self)
+        self.add_dock(self.image_list, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.status = EditorStatusBar(self)
+        self.setStatusBar(self.status)
+
+        self.ui_actions: Actions = create_actions(self, self._slots())
+        self.addActions(list(self.ui_actions))
+        self.recent_menu = QMenu("Open &recent", self)
+        self._build_menus()
+        self._build_toolbars()
+        self._connect_signals()
+        self._shortcuts_dialog: ShortcutsDialog | None = None
+
+        self.setAcceptDrops(True)
+        self.resize(1360, 860)
+        # part 2: training, prediction, batch segmentation and export
+        self.model_side = ModelSide(self)
+        self._restore_window_state()
+        self.status.show_tool(self.tool_settings.tool)
+        self.status.show_brush_size(self.tool_settings.brush_size)
+        self.status.show_zoom(None)
+        self._rebuild_recent_menu()
+        self._refresh_title()
+        self._refresh_actions()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def project(self) -> Project | None:
+        return self.session.project
+
+    def open_folder(self, folder: str | Path) -> bool:
+        return self.session.open_folder(folder)
+
+    def open_image(self, path: str | Path) -> bool:
+        return self.session.open_image(path)
+
+    def current_image_path(self) -> Path | None:
+        return self.session.current_image_path()
+
+    def current_document(self) -> MaskDocument | None:
+        return self.session.current_document()
+
+    def save_current(self) -> bool:
+        return self.session.save_current()
+
+    def add_dock(
+        self,
+        widget: QWidget,
+        area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea,
+        title: str | None = None,
+    ) -> QDockWidget:
+        """Add a panel. A QDockWidget is added as is; any other widget is wrapped in one."""
+        if isinstance(widget, QDockWidget):
+            dock = widget
+        else:
+            dock = QDockWidget(title or widget.windowTitle(), self)
+            dock.setObjectName(f"{widget.objectName() or type(widget).__name__}_dock")
+            dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def add_action_menu(self, title: str) -> QMenu:
+        """A new top-level menu placed before Help."""
+        menu = QMenu(title, self)
+        help_action = self._help_menu.menuAction()
+        self.menuBar().insertMenu(help_action, menu)
+        return menu
+
+    def show_shortcuts(self) -> ShortcutsDialog:
+        if self._shortcuts_dialog is None:
+            # every action of the window, including those the model side adds
+            actions = list(self.ui_actions)
+            actions += [
+                a
+                for a in self.findChildren(QAction)
+                if a not in actions and a.shortcuts() and a.text()
+            ]
+            self._shortcuts_dialog = ShortcutsDialog(actions, CANVAS_GESTURES, self)
+        self._shortcuts_dialog.show()
+        self._shortcuts_dialog.raise_()
+        return self._shortcuts_dialog
+
+    def show_masks_folder(self) -> None:
+        project = self.session.project
+        if project is None:
+            return
+        folder = project.masks_dir
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.dialogs.error("Cannot open the masks folder", f"{folder}: {exc}")
+            return
+        self.dialogs.show_folder(folder)
+
+    # ------------------------------------------------------------------ building
+    def _slots(self) -> dict[str, object]:
+        ts, session, canvas = self.tool_settings, self.session, self.canvas
+
+        def tool_slot(kind: ToolKind):  # noqa: ANN202
+            return lambda checked: ts.set_tool(kind) if checked else None
+
+        return {
+            "open_folder": self._on_open_folder_requested,
+            "save": session.save_current,
+            "show_masks_folder": self.show_masks_folder,
+            "quit": self.close,
+            "undo": session.undo,
+            "redo": session.redo,
+            "fill_holes": session.fill_holes,
+            "invert_mask": session.invert_mask,
+            "clear_mask": session.clear_mask,
+            "mark_reviewed": session.mark_reviewed,
+            "tool_brush": tool_slot(ToolKind.BRUSH),
+            "tool_eraser": tool_slot(ToolKind.ERASER),
+            "tool_fill": tool_slot(ToolKind.FILL),
+            "tool_lasso_fill": tool_slot(ToolKind.LASSO_FILL),
+            "tool_lasso_erase": tool_slot(ToolKind.LASSO_ERASE),
+            "brush_smaller": ts.shrink_brush,
+            "brush_bigger": ts.grow_brush,
+            "toggle_overlay": ts.set_overlay_visible,
+            "outline_only": ts.set_outline_only,
+            "opacity_down": lambda: ts.change_opacity(-0.1),
+            "opacity_up": lambda: ts.change_opacity(0.1),
+            "zoom_in": canvas.zoom_in,
+            "zoom_out": canvas.zoom_out,
+            "zoom_fit": canvas.fit_to_window,
+            "zoom_100": canvas.zoom_to_actual_size,
+            "next_image": lambda: session.open_relative(1),
+            "previous_image": lambda: session.open_relative(-1),
+            "toggle_image_list": self.image_list.setVisible,
+            "shortcuts": self.show_shortcuts,
+            "about": self._on_about_requested,
+        }
+
+    def _build_menus(self) -> None:
+        a = self.ui_actions
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        file_menu.addAction(a.open_folder)
+        file_menu.addMenu(self.recent_menu)
+        file_menu.addSeparator()
+        file_menu.addActions([a.save, a.show_masks_folder])
+        file_menu.addSeparator()
+        file_menu.addAction(a.quit)
+        edit_menu = bar.addMenu("&Edit")
+        edit_menu.addActions([a.undo, a.redo])
+        edit_menu.addSeparator()
+        edit_menu.addActions([a.fill_holes, a.invert_mask, a.clear_mask])
+        edit_menu.addSeparator()
+        edit_menu.addAction(a.mark_reviewed)
+        tools_menu = bar.addMenu("&Tools")
+        tools_menu.addActions(
+            [a.tool_brush, a.tool_eraser, a.tool_fill, a.tool_lasso_fill, a.tool_lasso_erase]
+        )
+        tools_menu.addSeparator()
+        tools_menu.addActions([a.brush_smaller, a.brush_bigger])
+        view_menu = self.view_menu = bar.addMenu("&View")
+        view_menu.addActions([a.toggle_overlay, a.outline_only, a.opacity_down, a.opacity_up])
+        view_menu.addSeparator()
+        view_menu.addActions([a.zoom_in, a.zoom_out, a.zoom_fit, a.zoom_100])
+        view_menu.addSeparator()
+        view_menu.addActions([a.previous_image, a.next_image])
+        view_menu.addSeparator()
+        view_menu.addAction(a.toggle_image_list)
+        self._help_menu = bar.addMenu("&Help")
+        self._help_menu.addActions([a.shortcuts, a.about])
+
+    def _build_toolbars(self) -> None:
+        a = self.ui_actions
+        main = QToolBar("Main", self)
+        main.setObjectName("main_toolbar")
+        main.setIconSize(QSize(22, 22))
+        main.addActions([a.open_folder, a.save])
+        main.addSeparator()
+        main.addActions([a.undo, a.redo])
+        main.addSeparator()
+        main.addActions([a.previous_image, a.next_image])
+        main.addSeparator()
+        main.addActions([a.zoom_fit, a.zoom_100])
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, main)
+
+        options = QToolBar("Tool options", self)
+        options.setObjectName("tool_options_toolbar")
+        options.setIconSize(QSize(22, 22))
+        self.brush_control = BrushSizeControl(self.tool_settings)
+        self.opacity_control = OpacityControl(self.tool_settings)
+        options.addWidget(self.brush_control)
+        options.addSeparator()
+        options.addWidget(self.opacity_control)
+        options.addActions([a.toggle_overlay, a.outline_only])
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, options)
+
+        tools = QToolBar("Tools", self)
+        tools.setObjectName("tools_toolbar")
+        tools.setIconSize(QSize(26, 26))
+        tools.setOrientation(Qt.Orientation.Vertical)
+        tools.addActions(
+            [a.tool_brush, a.tool_eraser, a.tool_fill, a.tool_lasso_fill, a.tool_lasso_erase]
+        )
+        tools.addSeparator()
+        tools.addActions([a.fill_holes, a.invert_mask, a.clear_mask])
+        self.addToolBar(Qt.ToolBarArea.LeftToolBarArea, tools)
+
+    def _connect_signals(self) -> None:
+        s, ts, c, lst, st = (
+            self.session,
+            self.tool_settings,
+            self.canvas,
+            self.image_list,
+            self.status,
+        )
+        s.project_opened.connect(self._on_session_project_opened)
+        s.image_load_started.connect(self._on_session_image_load_started)
+        s.image_opened.connect(self._on_session_image_opened)
+        s.image_failed.connect(self._on_session_image_failed)
+        s.image_changed.connect(self._on_session_image_changed)
+        s.status_changed.connect(self._on_session_status_changed)
+        s.dirty_changed.connect(self._on_session_dirty_changed)
+        s.history_changed.connect(self._refresh_actions)
+        s.notice.connect(lambda text: st.showMessage(text, 6000))
+        lst.image_activated.connect(self._on_image_list_image_activated)
+        lst.image_unreadable.connect(s.mark_unreadable)
+        lst.visibilityChanged.connect(self._on_image_list_visibility_changed)
+        c.cursor_moved.connect(st.show_pixel)
+        c.zoom_changed.connect(st.show_zoom)
+        ts.tool_changed.connect(self._on_tool_settings_tool_changed)
+        ts.brush_size_changed.connect(st.show_brush_size)
+        ts.overlay_changed.connect(self._on_tool_settings_overlay_changed)
+        st.masks_folder_clicked.connect(self.show_masks_folder)
+        self.recent_menu.aboutToShow.connect(self._rebuild_recent_menu)
+
+    # ------------------------------------------------------------------ slots
+    def _on_open_folder_requested(self) -> None:
+        start = self.project.root if self.project else None
+        folder = self.dialogs.choose_folder("Open a folder of photos", start)
+        if folder is not None:
+            self.open_folder(folder)
+
+    def _on_about_requested(self) -> None:
+        self.dialogs.info(
+            "About StoneSeg",
+            f"StoneSeg {__version__}\nFind the stones in geological photographs: paint masks, "
+            'train a U-Net, segment folders.\n\nThe bundled sample photos are from the "CDM" rock '
+            "dataset (Roboflow Universe, CC BY 4.0); see the sample project's SOURCE.md.",
+        )
+
+    def _on_session_project_opened(self, project: Project) -> None:
+        self.image_list.set_images(
+            [(p, self.session.image_status(p)) for p in self.session.images()]
+        )
+        self.status.show_masks_folder(
+            project.masks_dir, read_only_source=project.data_dir != project.root
+        )
+        add_recent_folder(self._settings, project.root)
+        self._rebuild_recent_menu()
+        self.tool_settings.set_tool(ToolKind.BRUSH)
+        self._refresh_title()
+        self._refresh_actions()
+
+    def _on_session_image_load_started(self, path: Path) -> None:
+        self.canvas.show_message(f"Opening {path.name}…")
+        self.image_list.select_path(path)
+        self.status.show_image_size(None)
+        self.status.show_zoom(None)
+
+    def _on_session_image_opened(self, path: Path) -> None:
+        display, document = self.session.current_display(), self.session.current_document()
+        if display is None or document is None:
+            return
+        self.canvas.show_image(display, document)
+        self.canvas.setFocus(Qt.FocusReason.OtherFocusReason)
+        self.status.show_image_size((display.width, display.height))
+        self._refresh_banner()
+
+    def _on_session_image_failed(self, path: Path, reason: str) -> None:
+        self.canvas.show_message(f"{reason}\n\nThe other photos still work: pick one in the list.")
+
+    def _on_session_image_changed(self, path: Path | None) -> None:
+        if path is None and self.project is not None:
+            self.canvas.show_message(
+                f"No photos in {self.project.images_dir}.\n"
+                f"StoneSeg reads {', '.join(IMAGE_EXTENSIONS)} files. Open another folder with Ctrl+O."
+            )
+        self.image_list.select_path(path)
+        self._refresh_title()
+        self._refresh_actions()
+        self.image_changed.emit(path)
+
+    def _on_session_status_changed(self, path: Path, status: ImageStatus, reason: str) -> None:
+        self.image_list.set_status(path, status, reason)
+        if path == self.session.current_image_path():
+            self._refresh_actions()
+            self._refresh_banner()
+
+    def _refresh_banner(self) -> None:
+        predicted = (
+            self.session.current_document() is not None
+            and self.session.current_status() == ImageStatus.PREDICTED
+        )
+        self.canvas.set_banner(
+            "Predicted by a model, not reviewed: correct it, or press Ctrl+R to accept it"
+            if predicted
+            else ""
+        )
+
+    def _on_session_dirty_changed(self, path: Path, dirty: bool) -> None:
+        if path is not None:
+            self.image_list.set_dirty(path, dirty)
+        self._refresh_title()
+
+    def _on_image_list_image_activated(self, path: Path) -> None:
+        if not self.session.open_image(path):
+            self.image_list.select_path(self.session.current_image_path())
+
+    def _on_image_list_visibility_changed(self, visible: bool) -> None:
+        if not self.isMinimized():
+            with QSignalBlocker(self.ui_actions.toggle_image_list):
+                self.ui_actions.toggle_image_list.setChecked(self.image_list.isVisible())
+
+    def _on_tool_settings_tool_changed(self, kind: ToolKind) -> None:
+        self.ui_actions.tool_action(kind).setChecked(True)
+        self.status.show_tool(kind)
+
+    def _on_tool_settings_overlay_changed(self) -> None:
+        a, ts = self.ui_actions, self.tool_settings
+        with QSignalBlocker(a.toggle_overlay), QSignalBlocker(a.outline_only):
+            a.toggle_overlay.setChecked(ts.overlay_visible)
+            a.outline_only.setChecked(ts.outline_only)
+
+    def _refresh_title(self) -> None:
+        parts = []
+        path = self.session.current_image_path()
+        if path is not None:
+            parts.append(f"{path.name}[*]")
+        if self.project is not None:
+            parts.append(self.project.root.name or str(self.project.root))
+        parts.append("StoneSeg")
+        self.setWindowTitle(" — ".join(parts))
+        self.setWindowModified(self.session.is_dirty)
+
+    def _refresh_actions(self) -> None:
+        a = self.ui_actions
+        document = self.session.current_document()
+        a.set_group_enabled("project", self.project is not None)
+        a.set_group_enabled("image", document is not None)
+        a.set_group_enabled("document", document is not None)
+        a.undo.setEnabled(document is not None and document.can_undo)
+        a.redo.setEnabled(document is not None and document.can_redo)
+        a.undo.setText(
+            f"&Undo {document.undo_label}"
+            if document is not None and document.undo_label
+            else "&Undo"
+        )
+        a.redo.setText(
+            f"&Redo {document.redo_label}"
+            if document is not None and document.redo_label
+            else "&Redo"
+        )
+        a.mark_reviewed.setEnabled(self.session.current_status() == ImageStatus.PREDICTED)
+
+    def _rebuild_recent_menu(self) -> None:
+        menu = self.recent_menu
+        menu.clear()
+        folders = recent_folders(self._settings)
+        for i, folder in enumerate(folders, start=1):
+            label = f"&{i} {folder}" if i < 10 else str(folder)
+            action: QAction = menu.addAction(label)
+            action.setData(str(folder))
+            action.setEnabled(folder.is_dir())
+            action.triggered.connect(lambda _checked=False, f=folder: self.open_folder(f))
+        if not folders:
+            menu.addAction("(no recent folders)").setEnabled(False)
+        menu.addSeparator()
+        menu.addAction("Clear recent folders").triggered.connect(self._on_clear_recent_requested)
+
+    def _on_clear_recent_requested(self) -> None:
+        clear_recent_folders(self._settings)
+        self._rebuild_recent_menu()
+
+    # ------------------------------------------------------------------ window state
+    def _restore_window_state(self) -> None:
+        geometry = self._settings.value("window/geometry")
+        state = self._settings.value("window/state")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+
+    def _save_window_state(self) -> None:
+        self._settings.setValue("window/geometry", self.saveGeometry())
+        self._settings.setValue("window/state", self.saveState())
+        self._settings.sync()
+
+    # ------------------------------------------------------------------ Qt events
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.model_side.may_close():
+            event.ignore()
+            return
+        if not self.session.shutdown():
+            event.ignore()
+            return
+        self.image_list.stop_thumbnails(wait=True)
+        self._save_window_state()
+        event.accept()
+
+    @staticmethod
+    def _dropped_path(mime: QMimeData) -> Path | None:
+        for url in mime.urls():
+            if url.isLocalFile():
+                path = Path(url.toLocalFile())
+                if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS):
+                    return path
+        return None
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if self._dropped_path(event.mimeData()) is not None:
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:  # noqa: ANN001
+        if self._dropped_path(event.mimeData()) is not None:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        path = self._dropped_path(event.mimeData())
+        if path is None:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        if path.is_dir():
+            self.open_folder(path)
+            return
+        # a photo: open its project (the folder above images/ when there is one), then it
+        folder = path.parent.parent if path.parent.name == "images" else path.parent
+        if self.project is None or self.project.root != folder.resolve():
+            if not self.open_folder(folder):
+                return
+        self.session.open_image(path.resolve())

@@ -1,0 +1,100 @@
+"""Status bar: pixel under the pointer, zoom, tool, brush size, image size, masks folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFontMetrics
+from PySide6.QtWidgets import QLabel, QStatusBar, QToolButton, QWidget
+
+from .canvas import PixelInfo
+from .icons import icon
+from .tools import ToolKind
+
+
+class EditorStatusBar(QStatusBar):
+    masks_folder_clicked = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("status_bar")
+        self.masks_button = QToolButton()
+        self.masks_button.setAutoRaise(True)
+        self.masks_button.setIcon(icon("masks_folder"))
+        self.masks_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.masks_button.clicked.connect(self.masks_folder_clicked)
+        self.pixel_label = self._label(
+            "pixel_label", "x 00000  y 00000  ·  background  ·  RGB 255 255 255"
+        )
+        self.size_label = self._label("size_label", "00000 × 00000 px")
+        self.zoom_label = self._label("zoom_label", "Zoom 3200 %")
+        self.tool_label = self._label("tool_label", "Lasso erase")
+        self.brush_label = self._label("brush_label", "Brush 1000 px")
+        for widget in (
+            self.masks_button,
+            self.pixel_label,
+            self.size_label,
+            self.zoom_label,
+            self.tool_label,
+            self.brush_label,
+        ):
+            self.addPermanentWidget(widget)
+        self.show_masks_folder(None)
+        self.show_pixel(None)
+        self.show_image_size(None)
+
+    def _label(self, name: str, widest: str) -> QLabel:
+        label = QLabel()
+        label.setObjectName(name)
+        label.setMinimumWidth(QFontMetrics(label.font()).horizontalAdvance(widest) + 12)
+        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        return label
+
+    def show_pixel(self, info: PixelInfo | None) -> None:
+        if info is None:
+            self.pixel_label.setText("x –  y –")
+            return
+        parts = [f"x {info.x}  y {info.y}"]
+        if info.stone is not None:
+            parts.append("stone" if info.stone else "background")
+        if info.rgb is not None:
+            parts.append("RGB {} {} {}".format(*info.rgb))
+        self.pixel_label.setText("  ·  ".join(parts))
+
+    def show_zoom(self, zoom: float | None) -> None:
+        if zoom is None:
+            self.zoom_label.setText("Zoom –")
+            return
+        percent = zoom * 100
+        text = f"{percent:.0f} %" if percent >= 10 else f"{percent:.1f} %"
+        self.zoom_label.setText(f"Zoom {text}")
+
+    def show_tool(self, tool: ToolKind) -> None:
+        self.tool_label.setText(tool.title)
+
+    def show_brush_size(self, size: int) -> None:
+        self.brush_label.setText(f"Brush {size} px")
+
+    def show_image_size(self, size: tuple[int, int] | None) -> None:
+        self.size_label.setText("no photo" if size is None else f"{size[0]} × {size[1]} px")
+
+    def show_masks_folder(self, folder: Path | None, read_only_source: bool = False) -> None:
+        if folder is None:
+            self.masks_button.setText("Masks: –")
+            self.masks_button.setToolTip("No folder open")
+            self.masks_button.setEnabled(False)
+            return
+        self.masks_button.setEnabled(True)
+        metrics = QFontMetrics(self.masks_button.font())
+        self.masks_button.setText(
+            metrics.elidedText(f"Masks: {folder}", Qt.TextElideMode.ElideMiddle, 320)
+        )
+        note = (
+            "\nThe photo folder is read-only, so masks are saved here instead."
+            if read_only_source
+            else ""
+        )
+        self.masks_button.setToolTip(
+            f"Masks are saved in {folder}{note}\nClick to open this folder."
+        )

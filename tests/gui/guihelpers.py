@@ -1,0 +1,81 @@
+"""Helpers shared by the GUI tests: real photo and mask files, real mouse drags."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QPoint, Qt
+
+from stoneseg_core.imageio import write_mask
+
+
+def write_photo(path: Path, width: int = 80, height: int = 60, seed: int = 0) -> np.ndarray:
+    """A textured RGB photo written with OpenCV (PNG or JPEG by suffix); returns it as RGB."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(40, 220, size=(max(2, height // 8), max(2, width // 8), 3), dtype=np.uint8)
+    rgb = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return rgb
+
+
+def make_project(
+    root: Path,
+    names: Sequence[str] = ("a.png", "b.png", "c.png"),
+    size: tuple[int, int] = (80, 60),
+    masks: dict[str, np.ndarray] | None = None,
+    layout: str = "images",
+) -> Path:
+    """``layout='images'``: root/images + root/masks; ``'plain'``: photos directly in root."""
+    image_dir = root / "images" if layout == "images" else root
+    for i, name in enumerate(names):
+        write_photo(image_dir / name, *size, seed=i)
+    for stem, mask in (masks or {}).items():
+        write_mask(root / "masks" / f"{stem}.png", mask)
+    return root
+
+
+def read_png(path: Path) -> np.ndarray:
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert arr is not None, f"cannot read {path}"
+    return arr
+
+
+def to_view(canvas, x: float, y: float) -> QPoint:  # noqa: ANN001
+    return canvas.image_to_viewport(x, y).toPoint()
+
+
+def drag(
+    qtbot,
+    canvas,
+    points: Sequence[tuple[float, float]],
+    button=Qt.MouseButton.LeftButton,
+    modifier=Qt.KeyboardModifier.NoModifier,
+) -> None:  # noqa: ANN001
+    """Press at the first image point, move through the others, release at the last."""
+    viewport = canvas.viewport()
+    first = to_view(canvas, *points[0])
+    qtbot.mouseMove(viewport, first)
+    qtbot.mousePress(viewport, button, modifier, first)
+    for x, y in points[1:]:
+        qtbot.mouseMove(viewport, to_view(canvas, x, y))
+    qtbot.mouseRelease(viewport, button, modifier, to_view(canvas, *points[-1]))
+
+
+def click(qtbot, canvas, x: float, y: float, button=Qt.MouseButton.LeftButton) -> None:  # noqa: ANN001
+    qtbot.mouseClick(
+        canvas.viewport(), button, Qt.KeyboardModifier.NoModifier, to_view(canvas, x, y)
+    )
+
+
+def wait_loaded(qtbot, window, path: Path | None = None, timeout: int = 10_000) -> None:  # noqa: ANN001
+    """Wait until the window shows an editable photo (``path`` if given)."""
+
+    def ready() -> bool:
+        doc = window.current_document()
+        return doc is not None and (path is None or window.current_image_path() == Path(path))
+
+    qtbot.waitUntil(ready, timeout=timeout)

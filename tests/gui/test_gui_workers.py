@@ -1,0 +1,87 @@
+"""The generic worker: any core generator or function on a QThread."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from stoneseg_core.errors import DataError
+from stoneseg_gui.workers import Worker, running_workers, start_worker
+
+
+def counting(n: int):  # noqa: ANN201
+    total = 0
+    for i in range(n):
+        total += i
+        yield i
+    return total
+
+
+def test_generator_progress_and_return_value_arrive_in_order(qtbot) -> None:  # noqa: ANN001
+    seen: list[object] = []
+    worker = Worker(counting, 5)
+    worker.progressed.connect(seen.append)
+    worker.succeeded.connect(lambda result: seen.append(("result", result)))
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        worker.start()
+    assert seen == [0, 1, 2, 3, 4, ("result", 10)]
+    assert worker.is_done and not worker.is_running
+    assert worker not in running_workers()
+
+
+def test_plain_function_succeeds_with_its_value(qtbot) -> None:  # noqa: ANN001
+    worker = start_worker(lambda a, b: a * b, 6, b=7)
+    with qtbot.waitSignal(worker.succeeded, timeout=5000) as blocker:
+        pass
+    assert blocker.args == [42]
+
+
+def test_core_errors_become_their_message_and_others_are_named(qtbot) -> None:  # noqa: ANN001
+    def fails():  # noqa: ANN202
+        raise DataError("Training needs at least two labelled images.")
+        yield  # pragma: no cover
+
+    worker = start_worker(fails)
+    with qtbot.waitSignal(worker.failed, timeout=5000) as blocker:
+        pass
+    assert blocker.args == ["Training needs at least two labelled images."]
+
+    worker = start_worker(lambda: 1 / 0)
+    with qtbot.waitSignal(worker.failed, timeout=5000) as blocker:
+        pass
+    assert "ZeroDivisionError" in blocker.args[0]
+
+
+def test_stop_takes_effect_between_yields_and_closes_the_generator(qtbot) -> None:  # noqa: ANN001
+    gate = threading.Event()
+    closed = threading.Event()
+    produced: list[int] = []
+
+    def slow():  # noqa: ANN202
+        try:
+            for i in range(100):
+                produced.append(i)
+                yield i
+                gate.wait(5)
+        finally:
+            closed.set()
+
+    worker = Worker(slow)
+    results: list[object] = []
+    worker.succeeded.connect(results.append)
+    with qtbot.waitSignal(worker.progressed, timeout=5000):
+        worker.start()
+    worker.request_stop()
+    with qtbot.waitSignals([worker.stopped, worker.finished], timeout=5000):
+        gate.set()
+    assert closed.is_set()
+    assert results == []
+    assert len(produced) <= 2
+
+
+def test_a_worker_starts_only_once(qtbot) -> None:  # noqa: ANN001
+    worker = start_worker(counting, 1)
+    with pytest.raises(RuntimeError):
+        worker.start()
+    assert worker.wait(5000)

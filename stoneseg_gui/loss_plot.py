@@ -1,0 +1,117 @@
+"""Live training curves: batch loss (smoothed), epoch train loss, epoch validation loss."""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from stoneseg_core.train import BatchProgress, EpochSummary
+
+pg.setConfigOptions(antialias=True, background="w", foreground="#333")
+
+TRAIN_COLOR = "#1f77b4"
+VAL_COLOR = "#d62728"
+EARLIER_COLORS = ("#9aa7b8", "#c7a6a6", "#a6c7a9", "#c2b59b")
+
+
+class LossPlot(QWidget):
+    """pyqtgraph plot of the current run, with earlier runs shown faintly for comparison."""
+
+    def __init__(self, smoothing: float = 0.9, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("loss_plot")
+        self.setWindowTitle("Training curves")
+        self._alpha = 1.0 - smoothing
+        self.plot = pg.PlotWidget()
+        self.plot.setLabel("bottom", "epoch")
+        self.plot.setLabel("left", "loss (Dice + BCE)")
+        self.plot.showGrid(x=True, y=True, alpha=0.25)
+        self.legend = self.plot.addLegend(offset=(-10, 10))
+        self.batch_curve = self.plot.plot(
+            [], [], pen=pg.mkPen(TRAIN_COLOR, width=1, alpha=120), name="train (batch, smoothed)"
+        )
+        self.train_curve = self.plot.plot(
+            [],
+            [],
+            pen=pg.mkPen(TRAIN_COLOR, width=2),
+            symbol="o",
+            symbolSize=6,
+            symbolBrush=TRAIN_COLOR,
+            name="train (epoch)",
+        )
+        self.val_curve = self.plot.plot(
+            [],
+            [],
+            pen=pg.mkPen(VAL_COLOR, width=2),
+            symbol="s",
+            symbolSize=6,
+            symbolBrush=VAL_COLOR,
+            name="validation (epoch)",
+        )
+        self._earlier: list[pg.PlotDataItem] = []
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.plot)
+        self.clear_run()
+
+    # ------------------------------------------------------------------ current run
+    def clear_run(self) -> None:
+        self._batch_x: list[float] = []
+        self._batch_y: list[float] = []
+        self._ema: float | None = None
+        self._epoch_x: list[float] = []
+        self._train_y: list[float] = []
+        self._val_y: list[float] = []
+        self._redraw()
+
+    def add_batch(self, p: BatchProgress) -> None:
+        self._ema = (
+            p.loss if self._ema is None else self._alpha * p.loss + (1 - self._alpha) * self._ema
+        )
+        self._batch_x.append(p.epoch - 1 + p.batch / p.batches)
+        self._batch_y.append(self._ema)
+        self.batch_curve.setData(self._batch_x, self._batch_y)
+
+    def add_epoch(self, s: EpochSummary) -> None:
+        self._epoch_x.append(float(s.epoch))
+        self._train_y.append(s.train_loss)
+        self._val_y.append(s.val_loss)
+        self.train_curve.setData(self._epoch_x, self._train_y)
+        self.val_curve.setData(self._epoch_x, self._val_y)
+
+    def _redraw(self) -> None:
+        self.batch_curve.setData(self._batch_x, self._batch_y)
+        self.train_curve.setData(self._epoch_x, self._train_y)
+        self.val_curve.setData(self._epoch_x, self._val_y)
+
+    # ------------------------------------------------------------------ earlier runs
+    def show_earlier(self, label: str, history: list[dict]) -> None:
+        """Draw an earlier run's epoch curves faintly (dashed validation)."""
+        if not history:
+            return
+        color = EARLIER_COLORS[len(self._earlier) // 2 % len(EARLIER_COLORS)]
+        x = [float(h["epoch"]) for h in history]
+        train = self.plot.plot(
+            x,
+            [h["train_loss"] for h in history],
+            pen=pg.mkPen(color, width=1.5),
+            name=f"{label} train",
+        )
+        val = self.plot.plot(
+            x,
+            [h["val_loss"] for h in history],
+            pen=pg.mkPen(color, width=1.5, style=Qt.PenStyle.DashLine),
+            name=f"{label} val",
+        )
+        self._earlier += [train, val]
+
+    def clear_earlier(self) -> None:
+        for item in self._earlier:
+            self.plot.removeItem(item)
+            self.legend.removeItem(item)
+        self._earlier.clear()
+
+    # ------------------------------------------------------------------ for tests and export
+    def point_counts(self) -> dict[str, int]:
+        return {"batch": len(self._batch_x), "train": len(self._train_y), "val": len(self._val_y)}

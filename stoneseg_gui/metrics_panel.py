@@ -1,0 +1,126 @@
+"""Validation metrics: pooled scores of the best and the latest epoch, and one row per photo."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from stoneseg_core.metrics import Scores
+from stoneseg_core.train import EpochSummary, ImageScore
+
+NAMES = ("accuracy", "iou", "f1", "precision", "recall")
+HEADERS = ("Accuracy", "IoU", "F1", "Precision", "Recall")
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
+class MetricsPanel(QWidget):
+    """Shows numbers only; choosing a row asks (by signal) to compare that photo."""
+
+    image_comparison_requested = Signal(str)  # the photo's stem
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("metrics_panel")
+        self.setWindowTitle("Validation metrics")
+        self.caption = QLabel(
+            "No model trained yet. Validation uses photos the model never learned from."
+        )
+        self.caption.setWordWrap(True)
+        self.summary = QTableWidget(2, len(NAMES))
+        self.summary.setHorizontalHeaderLabels(HEADERS)
+        self.summary.setVerticalHeaderLabels(["Best epoch", "Latest epoch"])
+        self.summary.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.summary.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.summary.setMaximumHeight(90)
+        self.per_image = QTableWidget(0, len(NAMES) + 1)
+        self.per_image.setHorizontalHeaderLabels(("Photo",) + HEADERS)
+        self.per_image.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.per_image.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.per_image.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.per_image.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.per_image.setToolTip(
+            "Choose a photo to see it beside its ground truth and the prediction"
+        )
+        self.per_image.cellDoubleClicked.connect(self._on_per_image_activated)
+        self.per_image.itemSelectionChanged.connect(self._on_per_image_selection_changed)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.caption)
+        layout.addWidget(self.summary)
+        layout.addWidget(QLabel("Per validation photo (best epoch):"))
+        layout.addWidget(self.per_image, 1)
+
+    def _set_row(self, row: int, scores: Scores | None) -> None:
+        for col, name in enumerate(NAMES):
+            text = pct(getattr(scores, name)) if scores is not None else "–"
+            item = QTableWidgetItem(text)
+            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.summary.setItem(row, col, item)
+
+    def clear(self) -> None:
+        self._set_row(0, None)
+        self._set_row(1, None)
+        self.per_image.setRowCount(0)
+
+    def show_epoch(
+        self, s: EpochSummary, best_scores: Scores | None, best_rows: tuple[ImageScore, ...]
+    ) -> None:
+        self.caption.setText(
+            f"Epoch {s.epoch} of {s.epochs}; best so far: epoch {s.best_epoch}. "
+            f"Scored on {len(s.per_image)} validation photo(s) the model never trained on."
+        )
+        self._set_row(0, best_scores)
+        self._set_row(1, s.val)
+        self.show_rows(best_rows)
+
+    def show_rows(self, rows) -> None:
+        """``rows``: ImageScore objects or dicts with 'image' and the five scores."""
+        self.per_image.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            if isinstance(row, ImageScore):
+                name, values = row.image, row.scores.to_dict()
+            else:
+                name, values = row["image"], row
+            self.per_image.setItem(r, 0, QTableWidgetItem(name))
+            for c, key in enumerate(NAMES, start=1):
+                item = QTableWidgetItem(pct(values[key]))
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.per_image.setItem(r, c, item)
+
+    def show_model_metrics(self, metrics: dict, label: str) -> None:
+        """The record kept in a model's config.json (for the active model)."""
+        val = metrics.get("validation") if metrics else None
+        if not val:
+            self.clear()
+            self.caption.setText(f"{label}: no validation figures recorded.")
+            return
+        self.caption.setText(
+            f"{label}: best epoch {metrics.get('best_epoch')}, on photos it never trained on."
+        )
+        self._set_row(0, Scores(**{k: val[k] for k in NAMES}))
+        self._set_row(1, None)
+        self.show_rows(metrics.get("per_image", []))
+
+    def _on_per_image_activated(self, row: int, _col: int) -> None:
+        item = self.per_image.item(row, 0)
+        if item is not None:
+            self.image_comparison_requested.emit(item.text())
+
+    def _on_per_image_selection_changed(self) -> None:
+        rows = {i.row() for i in self.per_image.selectedItems()}
+        if len(rows) == 1:
+            self._on_per_image_activated(rows.pop(), 0)
+
+    def summary_text(self, row: int, name: str) -> str:
+        item = self.summary.item(row, NAMES.index(name))
+        return item.text() if item else ""

@@ -1,0 +1,219 @@
+"""Adds the model side to the main window: docks, the Model menu, its actions, close guard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QCheckBox, QFileDialog, QMessageBox
+
+from .actions import make_action
+from .batch_dialog import BatchDialog
+from .loss_plot import LossPlot
+from .metrics_panel import MetricsPanel
+from .model_history import ModelHistory, list_runs
+from .train_panel import TrainPanel
+from .training import ModelController
+
+
+@dataclass
+class ModelActions:
+    train: QAction
+    stop_training: QAction
+    predict: QAction
+    accept_prediction: QAction
+    predict_unlabelled: QAction
+    segment_folder: QAction
+    export_masks: QAction
+    cancel_task: QAction
+
+
+class ModelSide:
+    """Owns the model panels and actions of one MainWindow."""
+
+    def __init__(self, window) -> None:
+        self.window = window
+        self.panel = TrainPanel(ModelController.devices_text(), torch.cuda.is_available())
+        self.plot = LossPlot()
+        self.metrics = MetricsPanel()
+        self.history = ModelHistory()
+        self.controller = ModelController(
+            window.session,
+            window.canvas,
+            window.dialogs,
+            self.panel,
+            self.plot,
+            self.metrics,
+            self.history,
+            window,
+        )
+        self.batch_dialog: BatchDialog | None = None
+        self.train_dock = window.add_dock(
+            self.panel, Qt.DockWidgetArea.RightDockWidgetArea, "Training"
+        )
+        self.plot_dock = window.add_dock(
+            self.plot, Qt.DockWidgetArea.BottomDockWidgetArea, "Training curves"
+        )
+        self.metrics_dock = window.add_dock(
+            self.metrics, Qt.DockWidgetArea.BottomDockWidgetArea, "Validation metrics"
+        )
+        self.history_dock = window.add_dock(
+            self.history, Qt.DockWidgetArea.BottomDockWidgetArea, "Models"
+        )
+        window.tabifyDockWidget(self.metrics_dock, self.history_dock)
+        window.tabifyDockWidget(self.plot_dock, self.metrics_dock)
+        self.plot_dock.raise_()
+        # the photo list keeps the full height; Training is one tab beside it
+        image_list_dock = getattr(window, "image_list", None)
+        if image_list_dock is not None:
+            window.tabifyDockWidget(image_list_dock, self.train_dock)
+            image_list_dock.raise_()
+
+        c = self.controller
+        self.actions = ModelActions(
+            train=make_action(
+                window,
+                "&Train",
+                self._on_train_triggered,
+                ("Ctrl+T",),
+                "Train (or fine-tune the active model) on every labelled photo",
+                None,
+            ),
+            stop_training=make_action(
+                window,
+                "S&top training",
+                c.stop_training,
+                ("Ctrl+Shift+T",),
+                "Stop after the current batch; the best model so far is kept",
+            ),
+            predict=make_action(
+                window,
+                "&Predict this photo",
+                c.predict_current,
+                ("Ctrl+P",),
+                "Let the active model segment the photo shown (in its own colour)",
+            ),
+            accept_prediction=make_action(
+                window,
+                "&Accept prediction",
+                c.accept_prediction,
+                ("Ctrl+Return",),
+                "Turn the shown prediction into the editable mask",
+            ),
+            predict_unlabelled=make_action(
+                window,
+                "Predict all &unlabelled",
+                c.predict_unlabelled,
+                ("Ctrl+Shift+P",),
+                "Segment every photo without a mask",
+            ),
+            segment_folder=make_action(
+                window,
+                "&Segment a folder…",
+                self.open_batch_dialog,
+                ("Ctrl+Shift+B",),
+                "Write masks for a whole folder of photos",
+            ),
+            export_masks=make_action(
+                window,
+                "&Export masks…",
+                self.export_masks,
+                ("Ctrl+E",),
+                "Copy the masks as 0/255 PNG files to a folder",
+            ),
+            cancel_task=make_action(
+                window,
+                "&Cancel background task",
+                c.cancel_task,
+                ("Ctrl+.",),
+                "Cancel predicting or exporting",
+            ),
+        )
+        menu = window.add_action_menu("&Model")
+        for name in (
+            "train",
+            "stop_training",
+            None,
+            "predict",
+            "accept_prediction",
+            "predict_unlabelled",
+            None,
+            "segment_folder",
+            "export_masks",
+            "cancel_task",
+        ):
+            if name is None:
+                menu.addSeparator()
+            else:
+                menu.addAction(getattr(self.actions, name))
+        window.addActions(list(vars(self.actions).values()))
+        view_menu = getattr(window, "view_menu", None)
+        if view_menu is not None:
+            for dock in (self.train_dock, self.plot_dock, self.metrics_dock, self.history_dock):
+                view_menu.addAction(dock.toggleViewAction())
+        c.training_started.connect(self._refresh_actions)
+        c.training_finished.connect(self._refresh_actions)
+        c.notice.connect(self._on_controller_notice)
+        self._refresh_actions()
+
+    # ------------------------------------------------------------------ slots
+    def _on_train_triggered(self) -> None:
+        self.controller.start_training(self.panel.config(), self.panel.afresh.isChecked())
+
+    def _on_controller_notice(self, text: str) -> None:
+        self.window.statusBar().showMessage(text, 8000)
+
+    def _refresh_actions(self, *_args) -> None:
+        training = self.controller.is_training
+        self.actions.train.setEnabled(not training)
+        self.actions.stop_training.setEnabled(training)
+
+    def open_batch_dialog(self) -> BatchDialog:
+        project = self.window.project
+        runs = list_runs(project.models_dir) if project is not None else []
+        models = [(r.label, r.folder) for r in runs]
+        active = project.active_model if project is not None else None
+        if self.batch_dialog is None or not self.batch_dialog.is_running():
+            self.batch_dialog = BatchDialog(
+                models, active, project.images_dir if project else None, self.window
+            )
+        self.batch_dialog.show()
+        self.batch_dialog.raise_()
+        return self.batch_dialog
+
+    def export_masks(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.window, "Export masks to")
+        if not folder:
+            return
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Export masks",
+            "Export the masks of labelled photos.",
+            QMessageBox.StandardButton.Ok | QMessageBox.StandardButton.Cancel,
+            self.window,
+        )
+        also = QCheckBox("Also export predicted masks that nobody has reviewed")
+        box.setCheckBox(also)
+        if box.exec() == QMessageBox.StandardButton.Ok:
+            self.controller.export_masks(Path(folder), also.isChecked())
+
+    # ------------------------------------------------------------------ closing
+    def may_close(self) -> bool:
+        """Called by the window before it closes: asks when training runs, then stops it cleanly."""
+        if self.controller.is_training:
+            answer = self.window.dialogs.ask(
+                "Training is running",
+                "Stop training and quit? The best model so far is kept.",
+                ["Stop and quit", "Keep training"],
+                default="Keep training",
+            )
+            if answer != "Stop and quit":
+                return False
+        if self.batch_dialog is not None and self.batch_dialog.is_running():
+            self.batch_dialog.cancel()
+            self.batch_dialog.worker.wait(60_000)
+        self.controller.shutdown()
+        return True

@@ -1,0 +1,181 @@
+"""The training settings that matter, Train and Stop, and the progress of a run."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from stoneseg_core.config import ENCODERS, TrainConfig
+from stoneseg_core.train import BatchProgress, EpochSummary
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    m, s = divmod(seconds, 60)
+    if m < 60:
+        return f"{m} min {s:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+class TrainPanel(QWidget):
+    """Reads its values from typed widgets (never from text) into a TrainConfig."""
+
+    train_requested = Signal(object, bool)  # TrainConfig, start afresh
+    stop_requested = Signal()
+
+    def __init__(
+        self,
+        devices_text: str,
+        cuda_available: bool,
+        defaults: TrainConfig | None = None,
+        parent=None,
+    ):
+        super().__init__(parent)
+        self.setObjectName("train_panel")
+        self.setWindowTitle("Training")
+        self.encoder = QComboBox()
+        self.encoder.addItems(ENCODERS)
+        self.epochs = QSpinBox(minimum=1, maximum=1000)
+        self.crop = QSpinBox(minimum=64, maximum=2048, singleStep=32)
+        self.work_size = QSpinBox(minimum=128, maximum=8192, singleStep=64)
+        self.work_size.setToolTip(
+            "Working scale: every photo is resized so its long side has this many pixels"
+        )
+        self.batch_size = QSpinBox(minimum=1, maximum=256)
+        self.lr = QDoubleSpinBox(decimals=5, minimum=0.00001, maximum=0.1, singleStep=0.0005)
+        self.val_fraction = QDoubleSpinBox(decimals=2, minimum=0.05, maximum=0.9, singleStep=0.05)
+        self.pretrained = QCheckBox("ImageNet weights (needs internet)")
+        self.device = QComboBox()
+        self.device.addItem("Auto", "auto")
+        self.device.addItem("CPU", "cpu")
+        self.device.addItem("CUDA", "cuda")
+        self.device.model().item(2).setEnabled(cuda_available)
+        self.afresh = QCheckBox("Start afresh (ignore the active model)")
+        self.afresh.setToolTip("Unchecked: fine-tune the active model on the labelled photos")
+        self.detected = QLabel(f"Detected: {devices_text}")
+        self.detected.setWordWrap(True)
+        self.set_config(defaults or TrainConfig())
+
+        form = QFormLayout()
+        form.addRow("Encoder", self.encoder)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Crop (px)", self.crop)
+        form.addRow("Working size (px)", self.work_size)
+        form.addRow("Batch size", self.batch_size)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Validation fraction", self.val_fraction)
+        form.addRow("Device", self.device)
+        form.addRow("", self.detected)
+        form.addRow("", self.pretrained)
+        form.addRow("", self.afresh)
+
+        self.train_button = QPushButton("Train")
+        self.train_button.setToolTip(
+            "Train on every photo whose mask you made or reviewed (Ctrl+T)"
+        )
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop after the current batch and keep the best model so far")
+        self.stop_button.setEnabled(False)
+        self.train_button.clicked.connect(self._on_train_button_clicked)
+        self.stop_button.clicked.connect(self.stop_requested)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.stop_button)
+
+        self.progress = QProgressBar()
+        self.progress.setFormat("%p %")
+        self.status = QLabel("Label at least two photos, then Train.")
+        self.status.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+    # ------------------------------------------------------------------ config
+    def set_config(self, c: TrainConfig) -> None:
+        idx = self.encoder.findText(c.encoder)
+        self.encoder.setCurrentIndex(max(0, idx))
+        self.epochs.setValue(c.epochs)
+        self.crop.setValue(c.crop)
+        self.work_size.setValue(c.work_size)
+        self.batch_size.setValue(c.batch_size)
+        self.lr.setValue(c.lr)
+        self.val_fraction.setValue(c.val_fraction)
+        self.pretrained.setChecked(c.weights == "imagenet")
+        self.device.setCurrentIndex(max(0, self.device.findData(c.device)))
+
+    def config(self) -> TrainConfig:
+        crop = self.crop.value() // 32 * 32
+        return TrainConfig(
+            encoder=self.encoder.currentText(),
+            weights="imagenet" if self.pretrained.isChecked() else "none",
+            epochs=self.epochs.value(),
+            crop=crop,
+            work_size=self.work_size.value(),
+            batch_size=self.batch_size.value(),
+            lr=self.lr.value(),
+            val_fraction=self.val_fraction.value(),
+            device=self.device.currentData(),
+        )
+
+    def _on_train_button_clicked(self) -> None:
+        self.train_requested.emit(self.config(), self.afresh.isChecked())
+
+    # ------------------------------------------------------------------ run state
+    def set_running(self, running: bool) -> None:
+        self.train_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+        for w in (
+            self.encoder,
+            self.epochs,
+            self.crop,
+            self.work_size,
+            self.batch_size,
+            self.lr,
+            self.val_fraction,
+            self.pretrained,
+            self.device,
+            self.afresh,
+        ):
+            w.setEnabled(not running)
+        if running:
+            self.progress.setValue(0)
+            self.status.setText("Preparing the photos…")
+
+    def show_batch(self, p: BatchProgress) -> None:
+        done = (p.epoch - 1) * p.batches + p.batch
+        total = p.epochs * p.batches
+        self.progress.setMaximum(total)
+        self.progress.setValue(done)
+        remaining = p.elapsed / max(done, 1) * (total - done)
+        self.status.setText(
+            f"Epoch {p.epoch}/{p.epochs}, batch {p.batch}/{p.batches}: loss {p.loss:.3f}, "
+            f"{p.images_per_second:.1f} crops/s, about {format_seconds(remaining)} left"
+        )
+
+    def show_epoch(self, s: EpochSummary) -> None:
+        self.status.setText(
+            f"Epoch {s.epoch}/{s.epochs}: validation IoU {100 * s.val.iou:.1f} % "
+            f"(best {100 * s.best_iou:.1f} % at epoch {s.best_epoch})"
+        )
+
+    def show_message(self, text: str) -> None:
+        self.status.setText(text)

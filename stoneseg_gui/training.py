@@ -1,0 +1,427 @@
+"""Train, predict, predict-all, batch-segment and export: the model side of the window.
+
+The controller owns the background workers; widgets get what they need through
+``__init__`` and talk to it through signals. Every core error becomes a dialog, and the
+user's masks are never touched by a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from stoneseg_core.config import TrainConfig
+from stoneseg_core.device import describe_devices
+from stoneseg_core.errors import StonesegError
+from stoneseg_core.imageio import read_image, write_mask
+from stoneseg_core.predict import Prediction, Segmenter
+from stoneseg_core.project import ImageStatus, Project, iter_export_masks
+from stoneseg_core.train import BatchProgress, EpochSummary, TrainResult, iter_training
+
+from .compare_dialog import CompareDialog, comparison_job
+from .loss_plot import LossPlot
+from .metrics_panel import MetricsPanel
+from .model_history import ModelHistory, Run, list_runs
+from .train_panel import TrainPanel
+from .workers import Worker, start_worker
+
+log = logging.getLogger(__name__)
+
+
+def predict_image_job(model_dir: Path, image_path: Path) -> tuple[Path, Prediction]:
+    return image_path, Segmenter.load(model_dir).predict(read_image(image_path))
+
+
+def predict_all_job(model_dir: Path, images: list[Path], masks_dir: Path, should_stop):
+    """Write a predicted mask for each photo; yields (index, total, path, error or None)."""
+    segmenter = Segmenter.load(model_dir)
+    done = 0
+    for i, path in enumerate(images, start=1):
+        if should_stop():
+            break
+        try:
+            mask = segmenter.predict(read_image(path), should_stop).mask
+            write_mask(masks_dir / f"{path.stem}.png", mask)
+            done += 1
+            yield i, len(images), path, None
+        except StonesegError as exc:
+            if should_stop():
+                break
+            yield i, len(images), path, str(exc)
+    return done
+
+
+class ModelController(QObject):
+    training_started = Signal()
+    training_finished = Signal(object)  # TrainResult or None when it failed
+    prediction_ready = Signal(object)  # Path of the photo predicted
+    notice = Signal(str)
+
+    def __init__(
+        self,
+        session,
+        canvas,
+        dialogs,
+        panel: TrainPanel,
+        plot: LossPlot,
+        metrics: MetricsPanel,
+        history: ModelHistory,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.session, self.canvas, self.dialogs = session, canvas, dialogs
+        self.panel, self.plot, self.metrics, self.history = panel, plot, metrics, history
+        self._train_worker: Worker | None = None
+        self._train_stop = threading.Event()
+        self._train_out: Path | None = None
+        self._best_scores = None
+        self._best_rows = ()
+        self._task: Worker | None = None  # prediction / export / predict-all: one at a time
+        self._task_stop = threading.Event()
+        self.prediction: Prediction | None = None
+        self._prediction_path: Path | None = None
+        self._dialogs_open: list = []
+        panel.train_requested.connect(self._on_panel_train_requested)
+        panel.stop_requested.connect(self.stop_training)
+        history.activate_requested.connect(self.set_active_model)
+        history.compare_requested.connect(self._on_history_compare_requested)
+        metrics.image_comparison_requested.connect(self.compare_validation_image)
+        session.project_opened.connect(self._on_session_project_opened)
+        session.image_changed.connect(self._on_session_image_changed)
+
+    @staticmethod
+    def devices_text() -> str:
+        return describe_devices()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def project(self) -> Project | None:
+        return self.session.project
+
+    @property
+    def is_training(self) -> bool:
+        return self._train_worker is not None and self._train_worker.is_running
+
+    @property
+    def is_busy(self) -> bool:
+        return self._task is not None and self._task.is_running
+
+    def active_model(self) -> Path | None:
+        return self.project.active_model if self.project else None
+
+    def refresh_history(self) -> None:
+        if self.project is None:
+            self.history.set_runs([], None)
+            return
+        self.history.set_runs(list_runs(self.project.models_dir), self.active_model())
+
+    def _on_session_project_opened(self, project: Project) -> None:
+        self.plot.clear_run()
+        self.plot.clear_earlier()
+        self.refresh_history()
+        active = self.active_model()
+        if active is not None:
+            runs = [r for r in self.history.runs() if r.folder.resolve() == active.resolve()]
+            if runs:
+                self.metrics.show_model_metrics(
+                    runs[0].info.metrics, f"Active model {runs[0].label}"
+                )
+                self.plot.show_earlier(runs[0].label, runs[0].info.history)
+        else:
+            self.metrics.clear()
+
+    def _on_session_image_changed(self, path) -> None:
+        if path != self._prediction_path:
+            self.prediction = None
+            self._prediction_path = None
+
+    # ------------------------------------------------------------------ training
+    def _on_panel_train_requested(self, config: TrainConfig, afresh: bool) -> None:
+        self.start_training(config, afresh)
+
+    def start_training(self, config: TrainConfig, afresh: bool = False) -> bool:
+        project = self.project
+        if self.is_training:
+            return False
+        if project is None:
+            self.dialogs.error("Cannot train", "Open a folder of photos first.")
+            return False
+        if not self.session.save_current():
+            return False  # the session has said why
+        pairs = project.labelled_pairs()
+        if len(pairs) < 2:
+            self.dialogs.error(
+                "Not enough labelled photos",
+                f"Training needs at least two photos whose masks you made or reviewed (one to learn "
+                f"from, one to check on); this project has {len(pairs)}. Paint another mask first.",
+            )
+            return False
+        from_model = None if afresh else self.active_model()
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = project.models_dir / f"run-{stamp}"
+        n = 2
+        while out.exists():
+            out = project.models_dir / f"run-{stamp}-{n}"
+            n += 1
+        self._train_out = out
+        self._train_stop.clear()
+        self._best_scores, self._best_rows = None, ()
+        self.plot.clear_run()
+        self.panel.set_running(True)
+        self.panel.show_message(
+            f"Training on {len(pairs)} labelled photos"
+            + (f", fine-tuning {from_model.name}" if from_model else ", from scratch")
+            + "…"
+        )
+        self._train_worker = start_worker(
+            iter_training, pairs, out, config, from_model, self._train_stop.is_set
+        )
+        self._train_worker.progressed.connect(self._on_train_worker_progressed)
+        self._train_worker.succeeded.connect(self._on_train_worker_succeeded)
+        self._train_worker.failed.connect(self._on_train_worker_failed)
+        self._train_worker.finished.connect(self._on_train_worker_finished)
+        self.training_started.emit()
+        return True
+
+    def stop_training(self) -> None:
+        if self.is_training:
+            self._train_stop.set()
+            self.panel.show_message("Stopping after this batch; the best model so far is kept…")
+
+    def wait_for_training(self, timeout_ms: int = 120_000) -> bool:
+        return self._train_worker.wait(timeout_ms) if self._train_worker is not None else True
+
+    def _on_train_worker_progressed(self, event) -> None:
+        if isinstance(event, BatchProgress):
+            self.plot.add_batch(event)
+            self.panel.show_batch(event)
+        elif isinstance(event, EpochSummary):
+            if event.is_best:
+                self._best_scores, self._best_rows = event.val, event.per_image
+            self.plot.add_epoch(event)
+            self.metrics.show_epoch(event, self._best_scores, self._best_rows)
+            self.panel.show_epoch(event)
+
+    def _on_train_worker_succeeded(self, result: TrainResult) -> None:
+        project = self.project
+        if (
+            result.best is not None
+            and project is not None
+            and (result.model_dir / "config.json").is_file()
+        ):
+            project.set_active_model(result.model_dir)
+            words = "Stopped" if result.cancelled else "Finished"
+            self.panel.show_message(
+                f"{words}: best epoch {result.best_epoch}, validation IoU {100 * result.best.iou:.1f} %, "
+                f"F1 {100 * result.best.f1:.1f} %. {result.model_dir.name} is now the active model."
+            )
+            self.notice.emit(
+                f"Model {result.model_dir.name} is ready: press Ctrl+P to predict this photo."
+            )
+        else:
+            self.panel.show_message("Stopped before a model could be kept.")
+        self.refresh_history()
+        self.training_finished.emit(result)
+
+    def _on_train_worker_failed(self, message: str) -> None:
+        self.panel.show_message(f"Training failed: {message}")
+        self.refresh_history()
+        self.dialogs.error("Training failed", message)
+        self.training_finished.emit(None)
+
+    def _on_train_worker_finished(self) -> None:
+        self.panel.set_running(False)
+
+    def set_active_model(self, folder: Path) -> None:
+        if self.project is None:
+            return
+        try:
+            self.project.set_active_model(Path(folder))
+        except StonesegError as exc:
+            self.dialogs.error("Cannot change the active model", str(exc))
+            return
+        self.refresh_history()
+        runs = [r for r in self.history.runs() if r.folder == Path(folder)]
+        if runs:
+            self.metrics.show_model_metrics(runs[0].info.metrics, f"Active model {runs[0].label}")
+        self.notice.emit(f"{Path(folder).name} is now the active model.")
+
+    def _on_history_compare_requested(self, run: Run) -> None:
+        self.plot.show_earlier(run.label, run.info.history)
+
+    # ------------------------------------------------------------------ one-off tasks
+    def _start_task(
+        self, fn, *args, on_progress=None, on_success=None, what: str = ""
+    ) -> Worker | None:
+        if self.is_busy:
+            self.notice.emit("Another task is running; wait for it or cancel it.")
+            return None
+        self._task_stop.clear()
+        worker = start_worker(fn, *args)
+        if on_progress is not None:
+            worker.progressed.connect(on_progress)
+        if on_success is not None:
+            worker.succeeded.connect(on_success)
+        worker.failed.connect(lambda message: self.dialogs.error(f"{what} failed", message))
+        self._task = worker
+        return worker
+
+    def cancel_task(self) -> None:
+        self._task_stop.set()
+        if self._task is not None:
+            self._task.request_stop()
+
+    def _need_model(self) -> Path | None:
+        model = self.active_model()
+        if model is None:
+            self.dialogs.error(
+                "No model yet", "Train a model first (or choose one in the Models panel)."
+            )
+        return model
+
+    def predict_current(self) -> bool:
+        path = self.session.current_image_path()
+        model = self._need_model()
+        if path is None or model is None:
+            return False
+        self.notice.emit(f"Predicting {path.name}…")
+        return (
+            self._start_task(
+                predict_image_job,
+                model,
+                path,
+                on_success=self._on_prediction_ready,
+                what="Prediction",
+            )
+            is not None
+        )
+
+    def _on_prediction_ready(self, result) -> None:
+        path, prediction = result
+        if path != self.session.current_image_path():
+            return  # the user moved on; nothing to show
+        self.prediction, self._prediction_path = prediction, path
+        self.canvas.set_prediction(prediction.mask)
+        self.notice.emit(
+            "Prediction shown in its own colour: Accept it (Ctrl+Return) to edit it as the mask."
+        )
+        self.prediction_ready.emit(path)
+
+    def accept_prediction(self) -> bool:
+        if self.prediction is None or self._prediction_path != self.session.current_image_path():
+            self.notice.emit("No prediction for this photo: press Ctrl+P first.")
+            return False
+        self.session.accept_prediction(self.prediction.mask)
+        self.canvas.set_prediction(None)
+        self.prediction = None
+        self.notice.emit(
+            "Prediction accepted: correct it, then save; it stays 'not reviewed' until you do."
+        )
+        return True
+
+    def predict_unlabelled(self) -> bool:
+        project, model = self.project, self._need_model()
+        if project is None or model is None:
+            return False
+        current = self.session.current_image_path()
+        todo = [
+            p
+            for p in project.image_paths()
+            if self.session.image_status(p) == ImageStatus.UNLABELLED and p != current
+        ]
+        if not todo:
+            self.notice.emit("Every readable photo already has a mask.")
+            return False
+        self.notice.emit(f"Predicting {len(todo)} unlabelled photos… (Esc cancels)")
+        self._t0 = time.monotonic()
+        return (
+            self._start_task(
+                predict_all_job,
+                model,
+                todo,
+                project.masks_dir,
+                self._task_stop.is_set,
+                on_progress=self._on_predict_all_progressed,
+                on_success=self._on_predict_all_succeeded,
+                what="Predicting all",
+            )
+            is not None
+        )
+
+    def _on_predict_all_progressed(self, item) -> None:
+        i, total, path, error = item
+        if error is None and self.project is not None:
+            self.project.set_predicted(path.stem, True)
+            self.session.status_changed.emit(path, ImageStatus.PREDICTED, "")
+            self.notice.emit(f"Predicted {i} of {total}: {path.name}")
+        else:
+            self.session.mark_unreadable(path, error or "")
+
+    def _on_predict_all_succeeded(self, done: int) -> None:
+        self.notice.emit(f"Predicted {done} photos; they are marked 'predicted, not reviewed'.")
+
+    def export_masks(self, folder: Path, include_predicted: bool) -> bool:
+        project = self.project
+        if project is None or not self.session.save_current():
+            return False
+        return (
+            self._start_task(
+                iter_export_masks,
+                project,
+                folder,
+                include_predicted,
+                on_progress=lambda item: self.notice.emit(
+                    f"Exported {item[0]} of {item[1]}: {item[2]}"
+                ),
+                on_success=lambda n: self.notice.emit(f"Exported {n} masks to {folder}"),
+                what="Export",
+            )
+            is not None
+        )
+
+    def compare_validation_image(self, stem: str) -> None:
+        project, model = self.project, self.active_model()
+        if project is None or model is None:
+            return
+        matches = [p for p in project.image_paths() if p.stem == Path(stem).stem]
+        if not matches or not project.mask_path(matches[0]).is_file():
+            return
+        self._start_task(
+            comparison_job,
+            model,
+            matches[0],
+            project.mask_path(matches[0]),
+            on_success=self._on_comparison_ready,
+            what="Comparison",
+        )
+
+    def _on_comparison_ready(self, result) -> None:
+        dialog = CompareDialog(result, self.canvas.window())
+        self._dialogs_open.append(dialog)
+        dialog.finished.connect(
+            lambda *_: self._dialogs_open.remove(dialog) if dialog in self._dialogs_open else None
+        )
+        dialog.show()
+
+    # ------------------------------------------------------------------ closing
+    def shutdown(self, timeout_ms: int = 120_000) -> None:
+        """Stop everything cleanly (the best model so far is kept)."""
+        was_training = self.is_training
+        self._train_stop.set()
+        self.cancel_task()
+        self.wait_for_training(timeout_ms)
+        if self._task is not None:
+            self._task.wait(timeout_ms)
+        # The window is closing: the queued "succeeded" may never be delivered, so make the
+        # stopped run active here, as it would have been.
+        out, project = self._train_out, self.project
+        if was_training and out is not None and project is not None and (out / "config.json").is_file():
+            try:
+                project.set_active_model(out)
+            except StonesegError as exc:
+                log.warning("Could not record the active model: %s", exc)

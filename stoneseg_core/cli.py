@@ -224,8 +224,25 @@ def _inference_config(args: argparse.Namespace) -> InferenceConfig | None:
     return InferenceConfig(threshold=threshold, tta=args.tta, device=args.device)
 
 
-def cmd_segment(args: argparse.Namespace) -> int:
+def run_photo_loop(gen, total: int):
+    """Drive a folder generator (events with .status/.image/.message) with a progress bar.
+
+    Each failure is named on stderr as it happens; returns the generator's summary.
+    """
     from tqdm import tqdm
+
+    with tqdm(total=total, unit="photo", file=sys.stderr, dynamic_ncols=True, disable=None) as bar:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            bar.update(1)
+            if event.status == "failed":
+                bar.write(f"FAILED {event.image}: {event.message}", file=sys.stderr)
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
 
     from .imageio import list_images
     from .predict import Segmenter, iter_segment_folder
@@ -233,16 +250,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     segmenter = Segmenter.load(args.model_dir, _inference_config(args))
     total = len(list_images(args.input_dir))
     gen = iter_segment_folder(segmenter, args.input_dir, args.output_dir, overwrite=args.overwrite)
-    with tqdm(total=total, unit="photo", file=sys.stderr, dynamic_ncols=True) as bar:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                summary = stop.value
-                break
-            bar.update(1)
-            if event.status == "failed":
-                bar.write(f"FAILED {event.image}: {event.message}", file=sys.stderr)
+    summary = run_photo_loop(gen, total)
     print(
         f"{summary.written} written, {summary.skipped} skipped (already there), {len(summary.failed)} failed "
         f"-> {args.output_dir}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
 
 from .errors import StonesegError
 
@@ -82,7 +81,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``stoneseg grains``; raises StonesegError for a user's mistake (printed as one line)."""
-    from tqdm import tqdm
 
     from .grains import GrainOptions, iter_grains_folder, read_scale_csv
     from .imageio import list_images
@@ -101,16 +99,9 @@ def run(args: argparse.Namespace) -> int:
     gen = iter_grains_folder(
         segmenter, args.input_dir, args.output_dir, options, mm_per_px=args.mm_per_px, scales=scales
     )
-    with tqdm(total=total, unit="photo", file=sys.stderr, dynamic_ncols=True, disable=None) as bar:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                summary = stop.value
-                break
-            bar.update(1)
-            if event.status == "failed":
-                bar.write(f"FAILED {event.image}: {event.message}", file=sys.stderr)
+    from .cli import run_photo_loop
+
+    summary = run_photo_loop(gen, total)
     pooled = summary.report["pooled"]
     block = pooled[f"by_{options.weighting}"]
     unit = block["unit"]

@@ -186,6 +186,22 @@ def binarize_mask(arr: np.ndarray) -> np.ndarray:
     return np.where(out, STONE, BACKGROUND).astype(np.uint8)
 
 
+def decode_mask_file(path: Path, what: str = "mask") -> np.ndarray:
+    """Decode a mask-like PNG as stored (any depth, any channels); MaskError naming the file."""
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise MaskError(f"{what.capitalize()} not found: {path}") from None
+    except OSError as exc:
+        raise MaskError(f"Cannot read {what} {path.name}: {exc.strerror or exc}") from None
+    arr = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+    if arr is None:
+        raise MaskError(
+            f"Cannot read {what} {path.name}: the file is empty, damaged or not an image."
+        )
+    return arr
+
+
 def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
     """Read a mask as uint8 0/255 (H, W).
 
@@ -193,17 +209,7 @@ def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None) ->
     error, because stretching it would silently move every boundary.
     """
     path = Path(path)
-    try:
-        raw = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError:
-        raise MaskError(f"Mask not found: {path}") from None
-    except OSError as exc:
-        raise MaskError(f"Cannot read mask {path.name}: {exc.strerror or exc}") from None
-    arr = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
-    if arr is None:
-        raise MaskError(
-            f"Cannot read mask {path.name}: the file is empty, damaged or not an image."
-        )
+    arr = decode_mask_file(path, "mask")
     mask = binarize_mask(arr)
     if expected_size is not None and mask.shape[:2] != tuple(expected_size):
         h, w = expected_size

@@ -8,10 +8,12 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from stoneseg_core.train import BatchProgress, EpochSummary
 
-pg.setConfigOptions(antialias=True, background="w", foreground="#333")
+pg.setConfigOptions(
+    antialias=True, background="#202226", foreground="#d0d0d0"
+)  # matches the dark theme
 
-TRAIN_COLOR = "#1f77b4"
-VAL_COLOR = "#d62728"
+TRAIN_COLOR = "#4da3ff"
+VAL_COLOR = "#ff6b5e"
 EARLIER_COLORS = ("#9aa7b8", "#c7a6a6", "#a6c7a9", "#c2b59b")
 
 

@@ -420,7 +420,12 @@ class ModelController(QObject):
         # The window is closing: the queued "succeeded" may never be delivered, so make the
         # stopped run active here, as it would have been.
         out, project = self._train_out, self.project
-        if was_training and out is not None and project is not None and (out / "config.json").is_file():
+        if (
+            was_training
+            and out is not None
+            and project is not None
+            and (out / "config.json").is_file()
+        ):
             try:
                 project.set_active_model(out)
             except StonesegError as exc:

@@ -7,7 +7,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import make_dataset, make_scene, write_rgb
+from synthetic import make_dataset, make_scene, write_rgb
 
 from stoneseg_core.cli import main
 

@@ -1,7 +1,7 @@
 import cv2
 import numpy as np
 import pytest
-from conftest import make_scene, write_rgb
+from synthetic import make_scene, write_rgb
 
 from stoneseg_core.config import InferenceConfig
 from stoneseg_core.imageio import read_mask

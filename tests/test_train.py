@@ -153,7 +153,7 @@ def test_momentum_is_set_for_training():
 
 
 def test_trained_model_beats_chance_on_held_out_scene(trained_model, tmp_path):
-    from conftest import make_scene
+    from synthetic import make_scene
 
     from stoneseg_core.metrics import confusion
     from stoneseg_core.predict import Segmenter

@@ -9,9 +9,9 @@ os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before anything imports Qt
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from guihelpers import FakeDialogs  # noqa: E402
 from PySide6.QtCore import QCoreApplication, QSettings  # noqa: E402
 
-from stoneseg_gui.dialogs import Dialogs  # noqa: E402
 from stoneseg_gui.workers import stop_all_workers  # noqa: E402
 
 QCoreApplication.setOrganizationName("StoneSeg")
@@ -30,49 +30,6 @@ def isolated_user_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     )
     yield
     assert stop_all_workers(20_000), "a background worker did not stop"
-
-
-class FakeDialogs(Dialogs):
-    """Records what would have been shown and answers questions from ``answers``."""
-
-    def __init__(self) -> None:
-        super().__init__(None)
-        self.errors: list[tuple[str, str]] = []
-        self.infos: list[tuple[str, str]] = []
-        self.questions: list[tuple[str, str, tuple[str, ...]]] = []
-        self.answers: dict[str, str] = {}
-        self.folders_to_choose: list[Path] = []
-        self.shown_folders: list[Path] = []
-        self.files_to_open: list[Path] = []
-        self.files_to_save: list[Path] = []
-        self.numbers: list[float | None] = []  # answers to ask_number, in order
-        self.number_questions: list[tuple[str, str]] = []
-
-    def error(self, title: str, text: str) -> None:
-        self.errors.append((title, text))
-
-    def info(self, title: str, text: str) -> None:
-        self.infos.append((title, text))
-
-    def ask(self, title, text, choices, default):  # noqa: ANN001, ANN201
-        self.questions.append((title, text, tuple(choices)))
-        return self.answers.get(title, default)
-
-    def choose_folder(self, title, start=None):  # noqa: ANN001, ANN201
-        return self.folders_to_choose.pop(0) if self.folders_to_choose else None
-
-    def show_folder(self, folder: Path) -> None:
-        self.shown_folders.append(Path(folder))
-
-    def choose_open_file(self, title, start=None, filters=""):  # noqa: ANN001, ANN201
-        return self.files_to_open.pop(0) if self.files_to_open else None
-
-    def choose_save_file(self, title, suggested, filters=""):  # noqa: ANN001, ANN201
-        return self.files_to_save.pop(0) if self.files_to_save else None
-
-    def ask_number(self, title, text, value, minimum, maximum, decimals=3):  # noqa: ANN001, ANN201
-        self.number_questions.append((title, text))
-        return self.numbers.pop(0) if self.numbers else None
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import numpy as np
 from PySide6.QtCore import QPoint, Qt
 
 from stoneseg_core.imageio import write_mask
+from stoneseg_gui.dialogs import Dialogs
 
 
 def write_photo(path: Path, width: int = 80, height: int = 60, seed: int = 0) -> np.ndarray:
@@ -79,3 +80,46 @@ def wait_loaded(qtbot, window, path: Path | None = None, timeout: int = 10_000) 
         return doc is not None and (path is None or window.current_image_path() == Path(path))
 
     qtbot.waitUntil(ready, timeout=timeout)
+
+
+class FakeDialogs(Dialogs):
+    """Records what would have been shown and answers questions from ``answers``."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.errors: list[tuple[str, str]] = []
+        self.infos: list[tuple[str, str]] = []
+        self.questions: list[tuple[str, str, tuple[str, ...]]] = []
+        self.answers: dict[str, str] = {}
+        self.folders_to_choose: list[Path] = []
+        self.shown_folders: list[Path] = []
+        self.files_to_open: list[Path] = []
+        self.files_to_save: list[Path] = []
+        self.numbers: list[float | None] = []  # answers to ask_number, in order
+        self.number_questions: list[tuple[str, str]] = []
+
+    def error(self, title: str, text: str) -> None:
+        self.errors.append((title, text))
+
+    def info(self, title: str, text: str) -> None:
+        self.infos.append((title, text))
+
+    def ask(self, title, text, choices, default):  # noqa: ANN001, ANN201
+        self.questions.append((title, text, tuple(choices)))
+        return self.answers.get(title, default)
+
+    def choose_folder(self, title, start=None):  # noqa: ANN001, ANN201
+        return self.folders_to_choose.pop(0) if self.folders_to_choose else None
+
+    def show_folder(self, folder: Path) -> None:
+        self.shown_folders.append(Path(folder))
+
+    def choose_open_file(self, title, start=None, filters=""):  # noqa: ANN001, ANN201
+        return self.files_to_open.pop(0) if self.files_to_open else None
+
+    def choose_save_file(self, title, suggested, filters=""):  # noqa: ANN001, ANN201
+        return self.files_to_save.pop(0) if self.files_to_save else None
+
+    def ask_number(self, title, text, value, minimum, maximum, decimals=3):  # noqa: ANN001, ANN201
+        self.number_questions.append((title, text))
+        return self.numbers.pop(0) if self.numbers else None

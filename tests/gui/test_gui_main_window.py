@@ -324,7 +324,7 @@ def test_a_mask_of_the_wrong_size_is_reported_and_kept(qtbot, window, dialogs, t
 def test_recovery_file_after_a_stroke_restored_at_the_next_opening(
     qtbot, make_window, dialogs, tmp_path
 ) -> None:  # noqa: ANN001
-    from conftest import FakeDialogs
+    from guihelpers import FakeDialogs
 
     root = make_project(tmp_path / "proj")
     crashed = make_window()
@@ -353,7 +353,7 @@ def test_recovery_file_after_a_stroke_restored_at_the_next_opening(
 def test_saving_deletes_the_recovery_file_and_discard_is_honoured(
     qtbot, window, make_window, tmp_path
 ) -> None:  # noqa: ANN001
-    from conftest import FakeDialogs
+    from guihelpers import FakeDialogs
 
     root = make_project(tmp_path / "proj")
     window.open_folder(root)

@@ -462,7 +462,7 @@ def test_dropping_a_folder_or_a_photo_opens_it(qtbot, window, tmp_path) -> None:
             Qt.MouseButton.LeftButton,
             Qt.KeyboardModifier.NoModifier,
         )
-        enter = QDragEnterEvent(QPointF(300, 300), *args)
+        enter = QDragEnterEvent(QPoint(300, 300), *args)  # 6.11 takes QPoint here
         QApplication.sendEvent(window, enter)
         assert enter.isAccepted()
         QApplication.sendEvent(window, QDropEvent(QPointF(300, 300), *args))

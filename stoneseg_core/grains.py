@@ -390,18 +390,49 @@ def _check_scale(mm_per_px: float | None) -> None:
         )
 
 
+def _exclusion_reasons(
+    b_axis_px: float,
+    touches_edge: bool,
+    mm_per_px: float | None,
+    exclude_edge: bool,
+    min_size_px: float,
+    min_size_mm: float | None,
+) -> str:
+    reasons = []
+    if exclude_edge and touches_edge:
+        reasons.append("cut by the image edge")
+    if min_size_px > 0 and b_axis_px < min_size_px:
+        reasons.append(f"b-axis below {min_size_px:g} px")
+    if min_size_mm is not None and mm_per_px is not None and b_axis_px * mm_per_px < min_size_mm:
+        reasons.append(f"b-axis below {min_size_mm:g} mm")
+    return "; ".join(reasons)
+
+
+def _check_min_size_scale(mm_per_px: float | None, min_size_mm: float | None) -> None:
+    if min_size_mm is not None and mm_per_px is None:
+        raise StonesegError(
+            "A minimum size in millimetres needs a scale: give the millimetres per pixel, or set the minimum in pixels."
+        )
+
+
 def measure_stones(
     labels: np.ndarray,
     mm_per_px: float | None = None,
     exclude_edge: bool = False,
     min_size_px: float = 0.0,
     min_size_mm: float | None = None,
+    only: Iterable[int] | None = None,
+    box: tuple[int, int, int, int] | None = None,
 ) -> list[Stone]:
     """Measure every stone of a label image (0 = background), in label order.
 
     Excluded stones are kept in the list, flagged with the reason, so an export can show
     what was left out and why. ``min_size_px``/``min_size_mm`` apply to the b-axis, the
     same size the distribution is built from; a stone shorter than either is excluded.
+    ``only`` measures just those labels (after an edit cuts or merges a few stones),
+    looking at the smallest box around them instead of the whole photo; ``box`` (row0,
+    col0, row1, col1, end exclusive), when the caller knows one that holds them all,
+    spares even the search for that box.
     """
     from skimage.measure import regionprops
 
@@ -411,13 +442,24 @@ def measure_stones(
     if labels.dtype.kind not in "iub":
         raise StonesegError(f"A label image must hold integers, got {labels.dtype}.")
     _check_scale(mm_per_px)
-    if min_size_mm is not None and mm_per_px is None:
-        raise StonesegError(
-            "A minimum size in millimetres needs a scale: give the millimetres per pixel, or set the minimum in pixels."
-        )
+    _check_min_size_scale(mm_per_px, min_size_mm)
     h, w = labels.shape
+    row0 = col0 = 0
+    region = labels
+    if only is not None:
+        wanted = np.array(sorted({int(v) for v in only if int(v) > 0}), dtype=np.int64)
+        r0, c0, r1, c1 = (0, 0, h, w) if box is None else box
+        r0, c0, r1, c1 = max(0, r0), max(0, c0), min(h, r1), min(w, c1)
+        window = labels[r0:r1, c0:c1]
+        chosen = np.isin(window, wanted) if wanted.size else np.zeros(window.shape, bool)
+        rows, cols = np.flatnonzero(chosen.any(axis=1)), np.flatnonzero(chosen.any(axis=0))
+        if rows.size == 0:
+            return []
+        row0, col0 = r0 + int(rows[0]), c0 + int(cols[0])
+        inner = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+        region = np.where(chosen[inner], window[inner], 0)
     stones = []
-    for p in regionprops(labels.astype(np.int32, copy=False)):
+    for p in regionprops(region.astype(np.int32, copy=False)):
         area = int(p.num_pixels)
         ev = p.inertia_tensor_eigvals
         a_axis = 4.0 * math.sqrt(max(ev[0], 0.0) + _PIXEL_MOMENT)
@@ -425,14 +467,11 @@ def measure_stones(
         perimeter = float(p.perimeter_crofton)
         circularity = min(1.0, 4.0 * math.pi * area / perimeter**2) if perimeter > 0 else 1.0
         r0, c0, r1, c1 = (int(v) for v in p.bbox)
+        r0, r1, c0, c1 = r0 + row0, r1 + row0, c0 + col0, c1 + col0
         touches = r0 == 0 or c0 == 0 or r1 == h or c1 == w
-        reasons = []
-        if exclude_edge and touches:
-            reasons.append("cut by the image edge")
-        if min_size_px > 0 and b_axis < min_size_px:
-            reasons.append(f"b-axis below {min_size_px:g} px")
-        if min_size_mm is not None and mm_per_px is not None and b_axis * mm_per_px < min_size_mm:
-            reasons.append(f"b-axis below {min_size_mm:g} mm")
+        reason = _exclusion_reasons(
+            b_axis, touches, mm_per_px, exclude_edge, min_size_px, min_size_mm
+        )
         cy, cx = p.centroid
         stones.append(
             Stone(
@@ -443,16 +482,153 @@ def measure_stones(
                 b_axis_px=b_axis,
                 perimeter_px=perimeter,
                 circularity=circularity,
-                centroid_x=float(cx),
-                centroid_y=float(cy),
+                centroid_x=float(cx) + col0,
+                centroid_y=float(cy) + row0,
                 bbox=(r0, c0, r1, c1),
                 touches_edge=touches,
                 mm_per_px=mm_per_px,
-                excluded=bool(reasons),
-                exclusion_reason="; ".join(reasons),
+                excluded=bool(reason),
+                exclusion_reason=reason,
             )
         )
     return stones
+
+
+def with_scale_and_exclusions(
+    stones: Iterable[Stone],
+    mm_per_px: float | None,
+    exclude_edge: bool = False,
+    min_size_px: float = 0.0,
+    min_size_mm: float | None = None,
+) -> list[Stone]:
+    """The same stones at another scale or under other exclusion rules, without measuring again.
+
+    What a window calls when the user types a new scale or ticks "exclude edge": the pixel
+    measurements do not change, only the millimetre twins and the exclusion flags.
+    """
+    _check_scale(mm_per_px)
+    _check_min_size_scale(mm_per_px, min_size_mm)
+    out = []
+    for s in stones:
+        reason = _exclusion_reasons(
+            s.b_axis_px, s.touches_edge, mm_per_px, exclude_edge, min_size_px, min_size_mm
+        )
+        out.append(
+            dataclasses.replace(
+                s, mm_per_px=mm_per_px, excluded=bool(reason), exclusion_reason=reason
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------- editing labels
+
+
+def _pixel(point: tuple[float, float]) -> tuple[int, int]:
+    """(x, y) in image coordinates -> (column, row) of the pixel it falls in."""
+    x, y = point
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise StonesegError(f"A point must have finite coordinates, got {point}.")
+    return int(math.floor(x)), int(math.floor(y))
+
+
+def _label_box(labels: np.ndarray, label: int, pad: int = 0) -> tuple[slice, slice]:
+    rows = np.flatnonzero((labels == label).any(axis=1))
+    if rows.size == 0:
+        raise StonesegError(f"There is no stone number {label}.")
+    cols = np.flatnonzero((labels[rows[0] : rows[-1] + 1] == label).any(axis=0))
+    h, w = labels.shape
+    return (
+        slice(max(0, int(rows[0]) - pad), min(h, int(rows[-1]) + 1 + pad)),
+        slice(max(0, int(cols[0]) - pad), min(w, int(cols[-1]) + 1 + pad)),
+    )
+
+
+def label_on_line(labels: np.ndarray, p0: tuple[float, float], p1: tuple[float, float]) -> int:
+    """The stone a segment (x, y points) runs over most; 0 when it crosses none."""
+    from skimage.draw import line
+
+    labels = np.asarray(labels)
+    (c0, r0), (c1, r1) = _pixel(p0), _pixel(p1)
+    rr, cc = line(r0, c0, r1, c1)
+    h, w = labels.shape
+    inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+    values = labels[rr[inside], cc[inside]]
+    values = values[values > 0]
+    if values.size == 0:
+        return 0
+    ids, counts = np.unique(values, return_counts=True)
+    return int(ids[np.argmax(counts)])
+
+
+def cut_label(
+    labels: np.ndarray,
+    label: int,
+    p0: tuple[float, float],
+    p1: tuple[float, float],
+    width: int = 1,
+    min_piece_px: int = 4,
+) -> list[int]:
+    """Cut stone ``label`` along the segment p0-p1 (x, y in pixels), **in place**.
+
+    Returns the labels of the pieces, largest first: it keeps ``label``, the others get
+    new numbers above the largest label in use. The segment is drawn 4-connected, which is
+    what separates 8-connected pieces; its pixels, and slivers smaller than
+    ``min_piece_px`` that a cut grazing the outline chips off, then join the nearest
+    piece, so ``labels > 0`` does not change (no stone pixel is dropped). Raises when the
+    segment does not cut the stone in two: it must cross it from background to background.
+    """
+    if labels.ndim != 2 or labels.dtype.kind not in "iu":
+        raise StonesegError("Stones can only be cut in a 2-D integer label image.")
+    if width < 1:
+        raise StonesegError(f"The width of a cut must be at least 1 pixel, got {width}.")
+    box = _label_box(labels, label)
+    sub = labels[box]
+    stone = sub == label
+    (c0, r0), (c1, r1) = _pixel(p0), _pixel(p1)
+    line_mask = np.zeros(stone.shape, np.uint8)
+    off_r, off_c = box[0].start, box[1].start
+    cv2.line(
+        line_mask, (c0 - off_c, r0 - off_r), (c1 - off_c, r1 - off_r), 1, int(width), cv2.LINE_4
+    )
+    pieces, n = ndi.label(stone & (line_mask == 0), structure=np.ones((3, 3), bool))
+    sizes = np.bincount(pieces.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    kept = [int(i) for i in np.argsort(-sizes, kind="stable") if sizes[i] >= max(1, min_piece_px)]
+    if len(kept) < 2:
+        raise StonesegError(
+            f"The line does not cut stone {label} in two: draw it right across the stone, "
+            "from the background on one side to the background on the other."
+        )
+    top = int(labels.max())
+    new_ids = [int(label)] + list(range(top + 1, top + len(kept)))
+    out = np.zeros(stone.shape, np.int32)
+    for piece, new_id in zip(kept, new_ids, strict=True):
+        out[pieces == piece] = new_id
+    loose = stone & (out == 0)
+    if loose.any():
+        _, (ri, ci) = ndi.distance_transform_edt(out == 0, return_indices=True)
+        out[loose] = out[ri[loose], ci[loose]]
+    sub[stone] = out[stone]
+    return new_ids
+
+
+def merge_labels(labels: np.ndarray, keep: int, other: int) -> None:
+    """Make stone ``other`` part of stone ``keep``, **in place**; they must touch."""
+    if keep == other:
+        raise StonesegError("Choose two different stones to merge.")
+    if keep <= 0 or other <= 0:
+        raise StonesegError("Only stones can be merged, not the background.")
+    box = _label_box(labels, other, pad=1)
+    _label_box(labels, keep)  # raises when there is no such stone
+    sub = labels[box]
+    gone = sub == other
+    near = ndi.binary_dilation(gone, structure=np.ones((3, 3), bool))
+    if not np.any(sub[near] == keep):
+        raise StonesegError(
+            f"Stones {keep} and {other} do not touch; only neighbouring stones can be merged."
+        )
+    sub[gone] = keep
 
 
 # ---------------------------------------------------------------------- size distribution
@@ -1304,6 +1480,77 @@ def iter_grains_folder(
     return GrainSummary(tuple(results), tuple(failed), report, cancelled)
 
 
+def iter_grains_masks(
+    pairs: Sequence[tuple[Path, Path]],
+    scales: dict[str, float | None] | None = None,
+    options: GrainOptions | None = None,
+    labels: dict[str, np.ndarray] | None = None,
+) -> Generator[GrainEvent, None, GrainSummary]:
+    """Split and measure the saved masks of a project's photos, and pool the percentiles.
+
+    ``pairs`` are (photo, mask) paths; ``scales`` maps a photo's stem to its mm per pixel
+    (every photo, or none: millimetres and pixels do not pool); ``labels`` gives stones
+    already split (and perhaps cut or merged by hand) for some stems, which are then only
+    measured. Nothing is written: the caller exports what it wants. A mask that cannot
+    be read is reported and skipped.
+    """
+    from .imageio import read_mask
+
+    options = options or GrainOptions()
+    scales = scales or {}
+    labels = labels or {}
+    pairs = list(pairs)
+    missing = [img.name for img, _ in pairs if scales.get(img.stem) is None]
+    if missing and len(missing) < len(pairs):
+        shown = ", ".join(missing[:8]) + (
+            f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        )
+        raise StonesegError(
+            f"Photos with and without a scale cannot be pooled; set the scale of: {shown}."
+        )
+    if missing and options.min_size_mm is not None:
+        raise StonesegError(
+            "A minimum size in millimetres needs a scale: set the scale of the photos, or give the minimum in pixels."
+        )
+    results: list[ImageGrains] = []
+    failed: list[tuple[Path, str]] = []
+    for index, (image, mask_path) in enumerate(pairs, start=1):
+        start = time.perf_counter()
+        scale = scales.get(image.stem)
+        try:
+            given = labels.get(image.stem)
+            if given is None:
+                _, result = analyse_mask(read_mask(mask_path), None, scale, options, image.name)
+            else:
+                stones = measure_stones(
+                    given, scale, options.exclude_edge, options.min_size_px, options.min_size_mm
+                )
+                result = ImageGrains(image.name, scale, tuple(stones))
+        except StonesegError as exc:
+            failed.append((image, str(exc)))
+            yield GrainEvent(
+                index,
+                len(pairs),
+                image,
+                "failed",
+                message=str(exc),
+                seconds=time.perf_counter() - start,
+            )
+            continue
+        results.append(result)
+        yield GrainEvent(
+            index,
+            len(pairs),
+            image,
+            "measured",
+            len(result.stones),
+            seconds=time.perf_counter() - start,
+        )
+    report = percentiles_report(results, options)
+    report["failed"] = [{"image": p.name, "error": m} for p, m in failed]
+    return GrainSummary(tuple(results), tuple(failed), report)
+
+
 __all__ = [
     "CSV_COLUMNS",
     "DEFAULT_PERCENTILES",
@@ -1317,6 +1564,7 @@ __all__ = [
     "Stone",
     "WEIGHTINGS",
     "analyse_mask",
+    "cut_label",
     "d50_psi_error",
     "distribution_of",
     "evaluate_instances",
@@ -1324,9 +1572,12 @@ __all__ = [
     "grain_size_distribution",
     "included",
     "iter_grains_folder",
+    "iter_grains_masks",
+    "label_on_line",
     "line_length_px",
     "match_instances",
     "measure_stones",
+    "merge_labels",
     "mm_per_px_from_line",
     "percentiles",
     "percentiles_report",
@@ -1336,6 +1587,7 @@ __all__ = [
     "read_scale_csv",
     "split_stones",
     "stones_csv",
+    "with_scale_and_exclusions",
     "write_instance_png",
     "write_json",
     "write_text",

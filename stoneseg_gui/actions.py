@@ -260,6 +260,12 @@ CANVAS_GESTURES: tuple[tuple[str, str, str], ...] = (
     ("Remove last corner", "Backspace", "Lasso tools"),
     ("Cancel polygon", "Esc", "Lasso tools: drop the outline"),
     ("Recent folders", "Alt+F, R, then 1–9", "File ▸ Open recent"),
+    (
+        "Draw a line (grain tools)",
+        "Two clicks, or a drag",
+        "Measure scale bar and Split stone; Esc drops the line, Esc again leaves the tool",
+    ),
+    ("Choose a second stone", "Ctrl+click", "Pick stones: add a stone to the choice, to merge"),
 )
 
 

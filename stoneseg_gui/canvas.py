@@ -120,7 +120,7 @@ class CanvasInteraction:
 
     The canvas calls it with image coordinates (x = column, y = row, in pixels); panning
     (middle button, Space + drag) and zooming keep working while it is set. ``cancel`` is
-    Escape, and is also called when the interaction is replaced.
+    Escape; ``reset`` is called when the interaction is replaced.
     """
 
     def press(self, x: float, y: float, ctrl: bool) -> None:
@@ -133,7 +133,10 @@ class CanvasInteraction:
         """The left button came up."""
 
     def cancel(self) -> None:
-        """Escape: drop what is in progress."""
+        """Escape: drop what is in progress (or leave the mode when nothing is)."""
+
+    def reset(self) -> None:
+        """The canvas no longer uses this interaction: drop what is in progress, quietly."""
 
 
 # ----------------------------------------------------------------------------- items
@@ -523,12 +526,12 @@ class MaskCanvas(QGraphicsView):
         """Lend the left button to ``interaction`` instead of the painting tool; None gives it back."""
         if interaction is self._interaction:
             return
-        if self._interaction is not None:
-            self._interaction.cancel()
+        previous, self._interaction = self._interaction, interaction
+        if previous is not None:
+            previous.reset()
         if self._document is not None:
             self._tool.cancel(self._document)
             self._pressed = None
-        self._interaction = interaction
         self._update_lasso()
         self._update_cursor_item(self._last_pos)
         self._update_view_cursor()

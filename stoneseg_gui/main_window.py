@@ -31,6 +31,7 @@ from stoneseg_core.project import ImageStatus, Project
 from .actions import CANVAS_GESTURES, Actions, create_actions
 from .canvas import MaskCanvas
 from .dialogs import Dialogs, ShortcutsDialog
+from .grains_side import GrainSide
 from .image_list import ImageListDock
 from .model_panels import ModelSide
 from .session import AnnotationSession
@@ -81,6 +82,7 @@ class MainWindow(QMainWindow):
         self.resize(1360, 860)
         # part 2: training, prediction, batch segmentation and export
         self.model_side = ModelSide(self)
+        self.grain_side = GrainSide(self)
         self._restore_window_state()
         self.status.show_tool(self.tool_settings.tool)
         self.status.show_brush_size(self.tool_settings.brush_size)

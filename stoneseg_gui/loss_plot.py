@@ -29,6 +29,8 @@ class LossPlot(QWidget):
         self.plot.setLabel("bottom", "epoch")
         self.plot.setLabel("left", "loss (Dice + BCE)")
         self.plot.showGrid(x=True, y=True, alpha=0.25)
+        for axis in ("bottom", "left"):  # never "epoch (x0.001)" with ticks 100..500
+            self.plot.getAxis(axis).enableAutoSIPrefix(False)
         self.legend = self.plot.addLegend(offset=(-10, 10))
         self.batch_curve = self.plot.plot(
             [], [], pen=pg.mkPen(TRAIN_COLOR, width=1, alpha=120), name="train (batch, smoothed)"

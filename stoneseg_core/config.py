@@ -33,7 +33,7 @@ class TrainConfig:
 
     encoder: str = "efficientnet-b0"
     weights: str = "none"  # "none", "imagenet" or the path of a local encoder weights file
-    work_size: int = 512
+    work_size: int = 384
     crop: int = 256
     batch_size: int = 8
     epochs: int = 15

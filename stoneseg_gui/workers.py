@@ -1,7 +1,8 @@
 """Run any core function or generator on a QThread, so the window never freezes.
 
 The house pattern: long work is a core generator that yields small progress objects and
-returns its result. ``Worker`` runs it on its own thread and re-emits, in the GUI thread:
+returns its result. ``Worker`` runs it on its own QThread and emits, in the GUI thread
+(collected from a queue every ``POLL_MS``; the worker thread itself never calls Qt):
 
 - ``progressed(item)`` for every yielded item,
 - exactly one of ``succeeded(result)``, ``failed(message)`` or ``stopped()``,
@@ -23,75 +24,38 @@ from __future__ import annotations
 
 import inspect
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QDeadlineTimer, QObject, QThread, QTimer, Signal, Slot
 
 from stoneseg_core.errors import StonesegError, TrainingCancelled
 
 log = logging.getLogger(__name__)
 
 
-class _Runner(QObject):
-    """Lives on the worker thread; its signals are relayed by ``Worker`` to the GUI thread."""
+class _Thread(QThread):
+    """A QThread that runs one Python callable and touches no Qt object while doing so.
 
-    progressed = Signal(object)
-    succeeded = Signal(object)
-    failed = Signal(str)
-    stopped = Signal()
-    done = Signal()
+    The worker thread never calls into Qt (no signal emitted, no moveToThread): Qt calls
+    made there hold the Python GIL while waiting for Qt's internal mutexes, and the GUI
+    thread takes those mutexes and then waits for the GIL (destroying a QObject asks
+    PySide for Python overrides). That lock-order inversion froze the whole application
+    once (a worker's final moveToThread against an animation being deleted). Results go
+    through a plain queue instead, which the GUI thread drains on a timer.
+    """
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict, stop: threading.Event):
+    def __init__(self, job: Callable[[], None]):
         super().__init__()
-        self._fn, self._args, self._kwargs, self._stop = fn, args, kwargs, stop
+        self._job = job
 
-    @Slot()
     def run(self) -> None:
-        try:
-            self._run()
-        finally:
-            app = QCoreApplication.instance()
-            if app is not None:
-                self.moveToThread(app.thread())  # so the GUI thread may delete us safely
-            self.done.emit()
+        self._job()
 
-    def _run(self) -> None:
-        try:
-            if self._stop.is_set():
-                self.stopped.emit()
-                return
-            result = self._fn(*self._args, **self._kwargs)
-            if inspect.isgenerator(result):
-                gen = result
-                while True:
-                    if self._stop.is_set():
-                        gen.close()
-                        self.stopped.emit()
-                        return
-                    try:
-                        item = next(gen)
-                    except StopIteration as stop:
-                        result = stop.value
-                        break
-                    self.progressed.emit(item)
-            self.succeeded.emit(result)
-        except TrainingCancelled:
-            self.stopped.emit()
-        except StonesegError as exc:
-            log.info("Background task failed: %s", exc)
-            self.failed.emit(str(exc))
-        except MemoryError:
-            log.exception("Background task ran out of memory")
-            self.failed.emit(
-                "The computer ran out of memory. Close other programs or use smaller images."
-            )
-        except Exception as exc:  # noqa: BLE001 - the one place an unexpected error becomes a message
-            log.exception(
-                "Unexpected error in background task %s", getattr(self._fn, "__name__", self._fn)
-            )
-            self.failed.emit(f"Unexpected error: {exc.__class__.__name__}: {exc}")
+
+POLL_MS = 25  # how often the GUI thread collects a worker's progress (about 40 times a second)
 
 
 class Worker(QObject):
@@ -106,11 +70,13 @@ class Worker(QObject):
     def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         super().__init__()
         self._stop = threading.Event()
-        self._thread: QThread | None = None
-        self._runner: _Runner | None = None
+        self._thread: _Thread | None = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._timer: QTimer | None = None
         self._fn, self._args, self._kwargs = fn, args, kwargs
         self._running = False
         self._done = False
+        self._outcome_seen = False
         self.name = getattr(fn, "__name__", "task")
 
     @property
@@ -128,20 +94,14 @@ class Worker(QObject):
     def start(self) -> Worker:
         if self._thread is not None:
             raise RuntimeError("A Worker can only be started once.")
-        self._thread = QThread()
+        self._thread = _Thread(self._run)
         self._thread.setObjectName(f"stoneseg-{self.name}")
-        self._runner = _Runner(self._fn, self._args, self._kwargs, self._stop)
-        self._runner.moveToThread(self._thread)
-        self._thread.started.connect(self._runner.run)
-        # signal-to-signal: queued into this object's (the GUI) thread
-        self._runner.progressed.connect(self.progressed)
-        self._runner.succeeded.connect(self.succeeded)
-        self._runner.failed.connect(self.failed)
-        self._runner.stopped.connect(self.stopped)
-        self._runner.done.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
-        self._thread.finished.connect(self._on_thread_finished)
+        self._timer = QTimer(self)
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._drain)
         _LIVE.add(self)
         self._running = True
+        self._timer.start()
         self._thread.start()
         return self
 
@@ -150,21 +110,91 @@ class Worker(QObject):
         self._stop.set()
 
     def wait(self, timeout_ms: int = 30_000) -> bool:
-        """Block until the thread has ended (for shutdown and tests). True if it ended."""
+        """Block until the thread has ended (for shutdown and tests). True if it ended.
+
+        The job's last signals are delivered by the next pass of the event loop.
+        """
         if self._thread is None:
             return True
         return self._thread.wait(QDeadlineTimer(timeout_ms))
 
+    # ------------------------------------------------------------------ worker thread
+    def _run(self) -> None:
+        put = self._queue.put
+        try:
+            if self._stop.is_set():
+                put(("stopped", None))
+                return
+            result = self._fn(*self._args, **self._kwargs)
+            if inspect.isgenerator(result):
+                gen = result
+                while True:
+                    if self._stop.is_set():
+                        gen.close()
+                        put(("stopped", None))
+                        return
+                    try:
+                        item = next(gen)
+                    except StopIteration as stop:
+                        result = stop.value
+                        break
+                    put(("progressed", item))
+            put(("succeeded", result))
+        except TrainingCancelled:
+            put(("stopped", None))
+        except StonesegError as exc:
+            log.info("Background task failed: %s", exc)
+            put(("failed", str(exc)))
+        except MemoryError:
+            log.exception("Background task ran out of memory")
+            put(
+                (
+                    "failed",
+                    "The computer ran out of memory. Close other programs or use smaller images.",
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - the one place an unexpected error becomes a message
+            log.exception(
+                "Unexpected error in background task %s", getattr(self._fn, "__name__", self._fn)
+            )
+            put(("failed", f"Unexpected error: {exc.__class__.__name__}: {exc}"))
+        finally:
+            put(("done", None))
+
+    # --------------------------------------------------------------------- GUI thread
     @Slot()
-    def _on_thread_finished(self) -> None:
+    def _drain(self) -> None:
+        """Deliver what the job has reported, in order; end once the thread has ended."""
+        while True:
+            try:
+                kind, value = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "progressed":
+                self.progressed.emit(value)
+            elif kind == "succeeded":
+                self.succeeded.emit(value)
+            elif kind == "failed":
+                self.failed.emit(value)
+            elif kind == "stopped":
+                self.stopped.emit()
+            elif kind == "done":
+                self._outcome_seen = True
+            if self._thread is None:  # a slot above ended us re-entrantly
+                return
+        if self._outcome_seen and self._thread is not None and self._thread.isFinished():
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
         self._running = False
         self._done = True
         _LIVE.discard(self)
+        thread, self._thread = self._thread, None
         self.finished.emit()
-        self._runner = None
-        if self._thread is not None:
-            self._thread.deleteLater()
-            self._thread = None
+        if thread is not None:
+            thread.deleteLater()
 
 
 _LIVE: set[Worker] = set()  # keeps running workers (and their threads) alive

@@ -118,3 +118,96 @@ def test_inference_settings_are_validated():
         InferenceConfig(threshold=1.5)
     with pytest.raises(StonesegError):
         InferenceConfig(tile=100)
+
+
+# ------------------------------------------------------------ fused CPU network, device tiling
+
+
+def _logits(net, x):
+    import torch
+
+    with torch.inference_mode():
+        return net(x.contiguous(memory_format=torch.channels_last))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 128, 160), (2, 3, 96, 224), (1, 3, 64, 64)])
+def test_fused_cpu_network_computes_what_the_model_does(trained_model, shape):
+    import torch
+
+    from stoneseg_core.model import load_model
+    from stoneseg_core.predict import (
+        _FusedConv,
+        _FusedMBConv,
+        _FusedUpBlock,
+        fuse_for_cpu_inference,
+    )
+
+    model, _ = load_model(trained_model)
+    model.eval()
+    fused = fuse_for_cpu_inference(model)
+    assert fused is not None, "the default efficientnet-b0 U-Net must be fusable on this CPU"
+    kinds = {type(m) for m in fused.modules()}
+    assert {_FusedConv, _FusedMBConv, _FusedUpBlock} <= kinds
+    ran = []  # BatchNorm layers still run by the fused network (all are folded away)
+    for m in fused.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.register_forward_hook(lambda mod, i, o: ran.append(mod))
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    ref, out = _logits(model, x), _logits(fused, x)
+    assert ran == []
+    assert out.shape == ref.shape
+    assert float((ref - out).abs().max()) < 1e-3 * (1 + float(ref.abs().max()))
+    # the model itself is untouched: its BatchNorm layers are still there
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_segmenter_refuses_stale_fused_weights(trained_model):
+    """After the model's weights change in place (a training step, a load), the next
+    prediction uses the new weights, not a fused copy of the old ones."""
+    import torch
+
+    seg = Segmenter.load(trained_model, InferenceConfig(device="cpu"))
+    img, _ = make_scene(np.random.default_rng(3), 128, 160)
+    first = seg.predict(img).probability
+    second = seg.predict(img).probability  # second pass: the fused network
+    assert seg._fused is not None
+    np.testing.assert_allclose(first, second, atol=1e-4)
+    with torch.no_grad():
+        seg.model.segmentation_head[0].bias += 3.0  # every logit + 3: probabilities rise
+    third = seg.predict(img).probability
+    fourth = seg.predict(img).probability  # fused again from the new weights
+    assert third.mean() > second.mean() + 0.05
+    np.testing.assert_allclose(third, fourth, atol=1e-4)
+
+
+def test_fusion_of_another_encoder_is_right_or_not_used(tmp_path):
+    """A resnet encoder has no MBConv blocks: whatever is fused must still agree exactly."""
+    import torch
+
+    from stoneseg_core.model import build_model
+    from stoneseg_core.predict import fuse_for_cpu_inference
+
+    torch.manual_seed(0)
+    model = build_model("resnet18").eval()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    fused = fuse_for_cpu_inference(model)
+    x = torch.randn(1, 3, 96, 128)
+    ref = _logits(model, x)
+    out = _logits(fused if fused is not None else model, x)
+    assert float((ref - out).abs().max()) < 1e-3 * (1 + float(ref.abs().max()))
+
+
+def test_tiling_on_the_device_matches_the_host_path(trained_model):
+    """The GPU path (whole photo uploaded once, tiles and blending on the device) is plain
+    torch code: on the CPU it must give the host path's probabilities."""
+    from stoneseg_core.predict import _pad_to
+
+    seg = Segmenter.load(trained_model, InferenceConfig(tile=128, overlap=32, batch_tiles=3))
+    img, _ = make_scene(np.random.default_rng(11), 200, 300, n_stones=8)
+    host = seg.probability_at_work_scale(img)
+    dev = seg._tiles_on_device(_pad_to(img, 200, 300), None)[:200, :300]
+    np.testing.assert_allclose(host, dev, atol=1e-4)

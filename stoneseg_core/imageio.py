@@ -237,9 +237,10 @@ def _new_file_mode(path: Path) -> int:
         return 0o666 & ~_UMASK
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data) -> None:
     """Write ``data`` to a temporary file beside ``path`` and move it into place.
 
+    ``data``: bytes, or a list of bytes-like chunks written one after the other.
     A crash or a full disk leaves either the old file or the new one, never half of one.
     """
     path = Path(path)
@@ -247,7 +248,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+                fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, _new_file_mode(path))  # mkstemp makes 0600: colleagues could not read it

@@ -158,6 +158,9 @@ def _validate(
     """Loss at working scale; metrics at each photo's own size, against its own mask."""
     model.eval()
     seg = Segmenter(model, info, InferenceConfig(threshold=info.threshold, amp="off"), device)
+    # no fused CPU copy: the weights change every epoch, so building one (a deep copy of
+    # the network, ~one pass of work, holding the interpreter) would not pay for itself
+    seg.fuse_on_cpu = False
     losses, rows = [], []
     for s in samples:
         if should_stop is not None and should_stop():

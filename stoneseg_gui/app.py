@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from importlib import resources
 from pathlib import Path
 
@@ -90,6 +91,41 @@ def create_application(argv: list[str] | None = None) -> QApplication:
     return app  # type: ignore[return-value]
 
 
+def share_cores_with_window() -> int:
+    """Leave one core to the window: PyTorch may use the others. Returns the thread count.
+
+    With as many PyTorch threads as cores, a training kept the window waiting up to
+    120 ms at a time on a 2-core machine (tests/benchmarks/bench_gui.py). Someone who sets
+    OMP_NUM_THREADS keeps their choice.
+    """
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, min(torch.get_num_threads(), (cores or 1) - 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def preload_model_libraries() -> threading.Thread:
+    """Import segmentation_models_pytorch (and timm, torch._dynamo under it) in the
+    background now, while the window opens, not when the user first clicks Train: that
+    import holds the interpreter for a quarter of a second at a time."""
+
+    def load() -> None:
+        try:
+            from stoneseg_core.model import _import_smp
+
+            _import_smp()
+        except Exception:  # noqa: BLE001 - the training reports a missing library itself
+            log.debug("preloading the model libraries failed", exc_info=True)
+
+    thread = threading.Thread(target=load, name="stoneseg-preload", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(folder: str | None = None, argv: list[str] | None = None) -> int:
     """Run the app on ``folder`` (or the sample project) until the window closes."""
     from .main_window import MainWindow
@@ -99,8 +135,10 @@ def main(folder: str | None = None, argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = create_application(argv)
     apply_theme(app)
+    share_cores_with_window()
     window = MainWindow()
     window.show()
+    QTimer.singleShot(300, preload_model_libraries)
 
     def open_start_folder() -> None:
         if folder:

@@ -133,3 +133,31 @@ def test_core_imports_no_qt():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_weights_written_chunk_by_chunk_are_a_valid_safetensors_file(tmp_path):
+    """safetensors_chunks writes the format by hand (so the window keeps running while a
+    model is saved); the safetensors library must read back every tensor exactly."""
+    import torch
+    from safetensors.torch import load_file
+
+    from stoneseg_core.imageio import atomic_write_bytes
+    from stoneseg_core.model import safetensors_chunks
+
+    g = torch.Generator().manual_seed(0)
+    state = {
+        "conv.weight": torch.randn(8, 3, 3, 3, generator=g),
+        "bn.num_batches_tracked": torch.tensor(17),  # a 0-d int64, as BatchNorm has
+        "half": torch.randn(5, generator=g).half(),
+        "brain": torch.randn(3, 7, generator=g).bfloat16(),
+        "flags": torch.tensor([True, False, True]),
+        "empty": torch.zeros(0, 4),
+        "strided": torch.arange(12.0).reshape(3, 4).t(),  # not contiguous
+    }
+    path = tmp_path / "w.safetensors"
+    atomic_write_bytes(path, safetensors_chunks(state))
+    back = load_file(str(path))
+    assert set(back) == set(state)
+    for name, t in state.items():
+        assert back[name].dtype == t.dtype and back[name].shape == t.shape, name
+        assert torch.equal(back[name], t), name

@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated stems to validate on instead of a fraction",
     )
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.add_argument(
+        "--amp",
+        default="auto",
+        choices=["auto", "off", "bf16", "fp16"],
+        help="mixed precision: auto (fp32 on CUDA and on CPUs without native bf16), off, bf16, fp16",
+    )
     t.add_argument("--from-model", default=None, metavar="MODEL_DIR", help="fine-tune this model")
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
@@ -101,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=_threshold, default=None, help="default: the model's own")
     s.add_argument("--tta", action="store_true", help="average over flips (slower, smoother)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument(
+        "--amp",
+        default="auto",
+        choices=["auto", "off", "bf16", "fp16"],
+        help="mixed precision: auto (fp32 on CUDA and on CPUs without native bf16), off, bf16, fp16",
+    )
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
     e = sub.add_parser("evaluate", help="score a model on the labelled photos of DATA_DIR")
@@ -159,6 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         else None,
         seed=args.seed,
         device=args.device,
+        amp=args.amp,
     )
     project = Project.open(args.data_dir)
     pairs = project.labelled_pairs()
@@ -221,7 +234,9 @@ def _inference_config(args: argparse.Namespace) -> InferenceConfig | None:
 
     info = read_model_info(args.model_dir)
     threshold = args.threshold if args.threshold is not None else info.threshold
-    return InferenceConfig(threshold=threshold, tta=args.tta, device=args.device)
+    return InferenceConfig(
+        threshold=threshold, tta=args.tta, device=args.device, amp=getattr(args, "amp", "auto")
+    )
 
 
 def run_photo_loop(gen, total: int):

@@ -26,7 +26,46 @@ def test_output_has_the_photo_size_for_any_size(trained_model):
         assert p.probability.dtype == np.float32 and set(np.unique(p.mask)) <= {0, 255}
 
 
-def test_tiled_inference_matches_whole_image(trained_model):
+def _local_net():
+    """A fully convolutional net that sees 7x7 pixels: tiling cannot change what it sees
+    except within 3 px of a tile's edge, where the blending weight is nearly zero."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 1, 3, padding=1),
+    )
+    return net.eval()
+
+
+def test_tiles_are_placed_and_blended_exactly():
+    """Tiled inference of a local network equals one pass over the whole image: any tile
+    put in the wrong place, dropped, or weighted wrongly would show."""
+    from stoneseg_core.model import ModelInfo
+
+    img, _ = make_scene(np.random.default_rng(5), 220, 260, n_stones=9)
+    info = ModelInfo(encoder="local", work_size=260)
+    whole = Segmenter(_local_net(), info, InferenceConfig(tile=512), "cpu")
+    tiled = Segmenter(
+        _local_net(), info, InferenceConfig(tile=128, overlap=32, batch_tiles=3), "cpu"
+    )
+    a = whole.probability_at_work_scale(img)
+    b = tiled.probability_at_work_scale(img)
+    assert a.shape == b.shape == (220, 260)
+    # the photo's own last pixels differ a little: one pass pads the image to a multiple
+    # of 32 (the tiles do not), and the net sees 3 px into that padding
+    inner = np.abs(a - b)[4:-4, 4:-4]
+    assert inner.max() < 0.01 and np.abs(a - b).mean() < 1e-3
+
+
+def test_tiled_inference_of_a_trained_unet_is_close_to_whole_image(trained_model):
+    """A U-Net's deepest layers see the whole input, so tiles (less context) may answer
+    differently; the masks must still agree closely."""
     img, _ = make_scene(np.random.default_rng(5), 220, 260, n_stones=9)
     seg_whole = Segmenter.load(trained_model, InferenceConfig(tile=512))
     seg_whole.info.work_size = 260  # keep native size so that tiling really happens
@@ -34,10 +73,10 @@ def test_tiled_inference_matches_whole_image(trained_model):
     seg_tiled.info.work_size = 260
     whole = seg_whole.predict(img)
     tiled = seg_tiled.predict(img)
-    assert np.abs(whole.probability - tiled.probability).mean() < 0.02
+    assert np.abs(whole.probability - tiled.probability).mean() < 0.1
     inter = np.logical_and(whole.mask, tiled.mask).sum()
     union = np.logical_or(whole.mask, tiled.mask).sum()
-    assert inter / union > 0.97
+    assert inter / union > 0.9
 
 
 def test_no_seams_in_tiled_probability(trained_model):

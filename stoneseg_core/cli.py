@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import ENCODERS, InferenceConfig, TrainConfig
+from .config import ENCODERS, TARGETS, InferenceConfig, TrainConfig
 from .errors import StonesegError
 
 log = logging.getLogger("stoneseg")
@@ -96,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "off", "bf16", "fp16"],
         help="mixed precision: auto (fp32 on CUDA and on CPUs without native bf16), off, bf16, fp16",
     )
+    t.add_argument(
+        "--target",
+        default=d.target,
+        choices=list(TARGETS),
+        help="what the model learns: 'mask' (default) or 'mask+boundary', which adds each "
+        "stone's boundary band (from DATA_DIR/instances/<stem>.png, 16-bit ids, where there "
+        "is one; else from the mask's pieces) to help split touching stones",
+    )
+    t.add_argument(
+        "--boundary-px",
+        type=_positive_int,
+        default=d.boundary_px,
+        help=f"width of the boundary band at working scale (default {d.boundary_px})",
+    )
     t.add_argument("--from-model", default=None, metavar="MODEL_DIR", help="fine-tune this model")
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
@@ -172,9 +186,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         amp=args.amp,
+        target=args.target,
+        boundary_px=args.boundary_px,
     )
     project = Project.open(args.data_dir)
     pairs = project.labelled_pairs()
+    if cfg.classes > 1:
+        inst_dir = Path(args.data_dir) / "instances"
+        pairs = [(img, m, inst_dir / f"{img.stem}.png") for img, m in pairs]
+        pairs = [p if p[2].is_file() else p[:2] for p in pairs]
+        print(
+            f"Boundary target: {sum(len(p) > 2 for p in pairs)} of {len(pairs)} photos have "
+            f"instance labels in {inst_dir}; the others use the mask's pieces.",
+            file=sys.stderr,
+        )
     print(
         f"Training on {len(pairs)} labelled photos from {project.images_dir} "
         f"(encoder {cfg.encoder}, {cfg.epochs} epochs, working size {cfg.work_size}px, crop {cfg.crop}px)",
@@ -329,7 +354,10 @@ def evaluate_model(
             try:
                 labels = read_instance_labels(inst_path, expected_size=image.shape[:2])
                 ev = evaluate_instances_detailed(
-                    prediction.probability, labels, threshold=seg.config.threshold
+                    prediction.probability,
+                    labels,
+                    threshold=seg.config.threshold,
+                    boundary=getattr(prediction, "boundary", None),
                 )
                 stone_evals.append(ev)
                 row["stones"] = ev.to_dict()

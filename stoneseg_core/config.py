@@ -20,6 +20,11 @@ ENCODERS = (
     "timm-efficientnet-b0",
 )
 
+# What the network learns: "mask" = one channel, stone or not (the default, as always);
+# "mask+boundary" = a second channel, the band of each stone within ``boundary_px`` pixels
+# of another stone or of the ground, which helps ``split_stones`` cut touching stones.
+TARGETS = {"mask": 1, "mask+boundary": 2}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -49,6 +54,13 @@ class TrainConfig:
     bn_recalibration_batches: int = 4
     threshold: float = 0.5
     num_workers: int = 0
+    target: str = "mask"  # "mask" or "mask+boundary" (see TARGETS)
+    boundary_px: int = 2  # width of the boundary band, in working-scale pixels
+
+    @property
+    def classes(self) -> int:
+        """Output channels of the network for this target."""
+        return TARGETS[self.target]
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -69,6 +81,10 @@ class TrainConfig:
             raise StonesegError(f"Device must be auto, cpu or cuda, got {self.device!r}.")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise StonesegError(f"amp must be auto, off, bf16 or fp16, got {self.amp!r}.")
+        if self.target not in TARGETS:
+            raise StonesegError(f"Target must be one of {', '.join(TARGETS)}, got {self.target!r}.")
+        if not 1 <= self.boundary_px <= 16:
+            raise StonesegError(f"Boundary width must be 1 to 16 pixels, got {self.boundary_px}.")
         if self.val_images is not None and not isinstance(self.val_images, tuple):
             object.__setattr__(self, "val_images", tuple(self.val_images))
 

@@ -2,6 +2,12 @@
 
 Decoded photos are resized to the model's working scale once and kept in memory, so an
 epoch never touches the disk again (the notebook decoded every full-size JPEG at every step).
+
+A training pair is ``(image, mask)`` or ``(image, mask, instances)``: ``instances`` is an
+optional label image of the same size (a 16-bit PNG, 0 = ground, one id per stone; see
+``grains.read_instance_labels``). It is only used by the "mask+boundary" target, whose
+second channel is the band of each stone within ``boundary_px`` of another stone or of the
+ground (``boundary_band``); without instances the stones are the mask's connected pieces.
 """
 
 from __future__ import annotations
@@ -42,6 +48,61 @@ def mask_to_work_scale(mask: np.ndarray, work_size: int) -> np.ndarray:
     return np.where(scaled >= 128, 255, 0).astype(np.uint8)
 
 
+def instances_to_work_scale(labels: np.ndarray, work_size: int) -> np.ndarray:
+    """Resize instance labels with nearest interpolation: ids are names, never averaged."""
+    h, w = labels.shape[:2]
+    f = scale_factor(h, w, work_size)
+    labels = labels.astype(np.uint16) if labels.max(initial=0) <= 65535 else labels
+    if abs(f - 1.0) < 1e-6:
+        return labels
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    if labels.dtype == np.uint16:
+        return cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
+    ys = np.minimum(((np.arange(size[1]) + 0.5) / f).astype(np.int64), h - 1)
+    xs = np.minimum(((np.arange(size[0]) + 0.5) / f).astype(np.int64), w - 1)
+    return labels[ys[:, None], xs[None, :]]
+
+
+def _disk(radius: int) -> np.ndarray:
+    y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return (x * x + y * y <= radius * radius).astype(np.uint8)
+
+
+def boundary_band(labels: np.ndarray, width: int) -> np.ndarray:
+    """Pixels of a stone (label > 0) within ``width`` px (Euclidean) of a pixel with another label.
+
+    "Another label" is the ground (0) or another stone; the photo's edge is neither, so a
+    stone cut by the edge of the photo (or of a training crop) has no band there. With
+    ``width`` 1 the band is the stone pixels with a 4-neighbour of another label. Bool (H, W).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise MaskError(f"Instance labels must be a 2-D image, got shape {labels.shape}.")
+    if width < 1:
+        raise MaskError(f"The boundary width must be at least 1 pixel, got {width}.")
+    # float32 holds every id up to 2**24 exactly; cv2's min/max filters are fast on it
+    lab = labels.astype(np.float32)
+    kernel = _disk(int(width))
+    hi = cv2.dilate(lab, kernel, borderType=cv2.BORDER_REPLICATE)
+    lo = cv2.erode(lab, kernel, borderType=cv2.BORDER_REPLICATE)
+    return (labels > 0) & ((hi != lab) | (lo != lab))
+
+
+def mask_components(mask: np.ndarray) -> np.ndarray:
+    """The 8-connected pieces of a binary mask as labels, for when no instance labels exist."""
+    n, labels = cv2.connectedComponents((np.asarray(mask) > 0).view(np.uint8), connectivity=8)
+    return labels
+
+
+def stone_and_boundary(
+    mask: np.ndarray, instances: np.ndarray | None, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two training targets (bool): stone = the mask; boundary = band of the instances, inside the mask."""
+    stone = np.asarray(mask) > 127
+    labels = mask_components(stone) if instances is None else instances
+    return stone, boundary_band(labels, width) & stone
+
+
 def normalize(image: np.ndarray, mean, std) -> np.ndarray:
     """uint8 RGB (H, W, 3) -> float32 CHW normalised."""
     x = image.astype(np.float32) * (1.0 / 255.0)
@@ -57,24 +118,46 @@ class Sample:
     image: np.ndarray  # working scale, uint8 RGB
     mask: np.ndarray  # working scale, uint8 0/255
     full_mask: np.ndarray | None  # original size, uint8 0/255 (validation only)
+    instances: np.ndarray | None = None  # working scale, uint16 (or int32) ids, 0 = ground
 
 
 def load_samples(
-    pairs: list[tuple[Path, Path]], work_size: int, keep_full_mask: bool
+    pairs: list[tuple[Path, ...]],
+    work_size: int,
+    keep_full_mask: bool,
+    with_instances: bool = True,
 ) -> list[Sample]:
+    """Decode pairs ``(image, mask)`` or ``(image, mask, instances or None)`` at working scale.
+
+    Instance labels are read only when ``with_instances`` (the boundary target needs them).
+    """
     samples = []
-    for img_path, mask_path in pairs:
+    for pair in pairs:
+        img_path, mask_path = pair[0], pair[1]
+        inst_path = pair[2] if len(pair) > 2 else None
         image = read_image(img_path)
         mask = read_mask(mask_path, expected_size=image.shape[:2])
+        instances = None
+        if with_instances and inst_path is not None:
+            from .grains import read_instance_labels
+
+            labels = read_instance_labels(inst_path, expected_size=image.shape[:2])
+            instances = instances_to_work_scale(labels, work_size)
         samples.append(
             Sample(
                 stem=img_path.stem,
                 image=to_work_scale(image, work_size),
                 mask=mask_to_work_scale(mask, work_size),
                 full_mask=mask if keep_full_mask else None,
+                instances=instances,
             )
         )
     return samples
+
+
+# instance labels travel through every geometric transform as a second mask (nearest
+# interpolation, the same crop, flip, turn and affine as the image and the mask)
+ADDITIONAL_TARGETS = {"instances": "mask"}
 
 
 def train_augmentation(crop: int, seed: int | None = None) -> A.Compose:
@@ -107,12 +190,18 @@ def train_augmentation(crop: int, seed: int | None = None) -> A.Compose:
                 p=0.3,
             ),
         ],
+        additional_targets=ADDITIONAL_TARGETS,
         seed=seed,
     )
 
 
 class CropDataset(Dataset):
-    """``samples_per_image`` random augmented crops of every training photo per epoch."""
+    """``samples_per_image`` random augmented crops of every training photo per epoch.
+
+    An item is ``(image (3, H, W), target (C, H, W))``: C = 1 (stone) by default; with
+    ``boundary_px`` > 0, C = 2 (stone, boundary band ``boundary_px`` wide, computed on the
+    augmented crop so its width is the same at every scale jitter).
+    """
 
     def __init__(
         self,
@@ -123,6 +212,7 @@ class CropDataset(Dataset):
         std,
         augment: bool = True,
         seed: int | None = None,
+        boundary_px: int = 0,
     ):
         if not samples:
             raise MaskError("No training images.")
@@ -130,6 +220,7 @@ class CropDataset(Dataset):
         self.crop = crop
         self.per_image = samples_per_image
         self.mean, self.std = mean, std
+        self.boundary_px = int(boundary_px)
         self.transform = (
             train_augmentation(crop, seed)
             if augment
@@ -140,6 +231,7 @@ class CropDataset(Dataset):
                     ),
                     A.RandomCrop(height=crop, width=crop),
                 ],
+                additional_targets=ADDITIONAL_TARGETS,
                 seed=seed,
             )
         )
@@ -149,10 +241,19 @@ class CropDataset(Dataset):
 
     def __getitem__(self, index: int):
         s = self.samples[index % len(self.samples)]
-        out = self.transform(image=s.image, mask=s.mask)
+        if self.boundary_px <= 0:
+            out = self.transform(image=s.image, mask=s.mask)
+            image = torch.from_numpy(normalize(out["image"], self.mean, self.std))
+            mask = torch.from_numpy((out["mask"] > 127).astype(np.float32))[None]
+            return image, mask
+        if s.instances is not None:
+            out = self.transform(image=s.image, mask=s.mask, instances=s.instances)
+        else:
+            out = self.transform(image=s.image, mask=s.mask)
+        stone, band = stone_and_boundary(out["mask"], out.get("instances"), self.boundary_px)
         image = torch.from_numpy(normalize(out["image"], self.mean, self.std))
-        mask = torch.from_numpy((out["mask"] > 127).astype(np.float32))[None]
-        return image, mask
+        target = torch.from_numpy(np.stack([stone, band]).astype(np.float32))
+        return image, target
 
 
 def seed_worker(worker_id: int) -> None:

@@ -207,8 +207,20 @@ def split_stones(
     min_separation_px: int = 5,
     neck_ratio: float = 0.9,
     min_fragment_px: int | None = None,
+    boundary: np.ndarray | None = None,
+    boundary_threshold: float = 0.5,
+    boundary_split: Literal["seams", "cores"] = "seams",
 ) -> np.ndarray:
     """Split a stone mask into single stones; returns int32 labels 1..N, 0 = background.
+
+    ``boundary``: the stone-boundary probability of a model trained with the
+    "mask+boundary" target. With ``boundary_split="seams"`` (the default) the split below
+    runs on the distance transform x probability x (1 - boundary): the model's boundaries
+    cut where the mask's shape has no neck (overlapping stones), and the shape still cuts
+    where the model missed a boundary. ``"cores"`` splits on the boundary map alone (see
+    ``_split_on_boundary``; ``boundary_threshold`` applies to it only). On synthetic piles
+    "seams" was as good as "cores" when the seams were visible and far better when they
+    were faint (tests/benchmarks/bench_boundary.py). Without ``boundary``, as follows.
 
     Why each step:
 
@@ -243,7 +255,17 @@ def split_stones(
     labels = np.zeros(fg.shape, np.int32)
     if not fg.any():
         return labels
+    if min_fragment_px is None:
+        min_fragment_px = int(round(math.pi * (min_separation_px / 2.0) ** 2))
+    if boundary is not None:
+        if boundary_split not in ("seams", "cores"):
+            raise StonesegError(
+                f"The boundary split must be 'seams' or 'cores', got {boundary_split!r}."
+            )
+        if boundary_split == "cores":
+            return _split_on_boundary(fg, boundary, boundary_threshold, int(min_fragment_px))
     landscape = ndi.distance_transform_edt(fg).astype(np.float32)
+    weight = None
     if probability is not None:
         prob = np.asarray(probability, dtype=np.float32)
         if prob.shape != fg.shape:
@@ -251,9 +273,19 @@ def split_stones(
                 f"The probability map is {prob.shape[1]}x{prob.shape[0]} pixels but the mask is "
                 f"{fg.shape[1]}x{fg.shape[0]}: they must come from the same photo."
             )
+        weight = np.clip(np.nan_to_num(prob, nan=0.0), 0.0, 1.0)
+    if boundary is not None:
+        b = np.asarray(boundary, dtype=np.float32)
+        if b.shape != fg.shape:
+            raise StonesegError(
+                f"The boundary map is {b.shape[1] if b.ndim > 1 else b.size}x{b.shape[0]} pixels "
+                f"but the mask is {fg.shape[1]}x{fg.shape[0]}: they must come from the same photo."
+            )
+        inside = 1.0 - np.clip(np.nan_to_num(b, nan=1.0), 0.0, 1.0)
+        weight = inside if weight is None else weight * inside
+    if weight is not None:
         # smoothed over ~1 pixel: a seam is a line a few pixels wide, speckle is not
-        prob = ndi.gaussian_filter(np.clip(np.nan_to_num(prob, nan=0.0), 0.0, 1.0), 1.0)
-        landscape *= prob
+        landscape *= ndi.gaussian_filter(weight, 1.0)
 
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
@@ -283,16 +315,77 @@ def split_stones(
     areas = np.bincount(pieces.ravel(), minlength=n + 1)
     merger = _Merger(n, piece_peaks, areas, _pair_stats(pieces, landscape))
     merger.merge_shallow_necks(neck_ratio)
-    if min_fragment_px is None:
-        min_fragment_px = int(round(math.pi * (min_separation_px / 2.0) ** 2))
     merger.absorb_fragments(int(min_fragment_px))
-    merged = merger.lookup()[pieces]
-    # number the stones in reading order (by their first pixel), so a table row is easy to find
+    return _reading_order(merger.lookup()[pieces], n)
+
+
+def _reading_order(merged: np.ndarray, n: int) -> np.ndarray:
+    """Number the stones 1..N in reading order (by their first pixel), so a table row is easy to find."""
     ids, first = np.unique(merged, return_index=True)
     ids, first = ids[ids > 0], first[ids > 0]
     relabel = np.zeros(n + 1, np.int32)
     relabel[ids[np.argsort(first)]] = np.arange(1, ids.size + 1, dtype=np.int32)
     return relabel[merged]
+
+
+def _split_on_boundary(
+    fg: np.ndarray, boundary: np.ndarray, threshold: float, min_fragment_px: int
+) -> np.ndarray:
+    """Split with the model's boundary probability alone (``boundary_split="cores"``).
+
+    - Cores: the stone pixels the model does not call boundary (``boundary < threshold``);
+      each 8-connected core is one stone's seed. Where two stones overlap or press
+      together there is no neck in the mask's shape, but there is a boundary band between
+      them, so their cores are apart. Cores smaller than a quarter of ``min_fragment_px``
+      are speckle and seed nothing.
+    - Watershed over the boundary probability, inside the mask, grows the cores out to
+      the boundary ridges; a piece of the mask with no core is one stone.
+    - Pieces smaller than ``min_fragment_px`` join the neighbour they share the longest
+      border with, as in the distance-transform split. Neck merging is not used: a wide
+      "neck" is exactly what two overlapping stones have. ``labels > 0`` equals the mask.
+    """
+    b = np.asarray(boundary, dtype=np.float32)
+    if b.shape != fg.shape:
+        raise StonesegError(
+            f"The boundary map is {b.shape[1] if b.ndim > 1 else b.size}x{b.shape[0]} pixels "
+            f"but the mask is {fg.shape[1]}x{fg.shape[0]}: they must come from the same photo."
+        )
+    if not 0 < threshold < 1:
+        raise StonesegError(f"The boundary threshold must be in (0, 1), got {threshold}.")
+    b = np.clip(np.nan_to_num(b, nan=1.0), 0.0, 1.0)
+    eight = np.ones((3, 3), bool)
+    cores, n_cores = ndi.label(fg & (b < threshold), structure=eight)
+    if n_cores:
+        core_area = np.bincount(cores.ravel(), minlength=n_cores + 1)
+        keep = core_area >= max(1, min_fragment_px // 4)
+        keep[0] = False
+        lut = np.zeros(n_cores + 1, np.int32)
+        lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        cores = lut[cores]
+    markers = cores.astype(np.int32)
+    n_markers = int(markers.max())
+    # a piece of the mask without a core (all boundary, or only speckle) is one stone
+    components, n_components = ndi.label(fg, structure=eight)
+    seeded = np.zeros(n_components + 1, bool)
+    seeded[components[markers > 0]] = True
+    unseeded = np.flatnonzero(~seeded[1:]) + 1
+    if unseeded.size:
+        ids, first = np.unique(components.ravel(), return_index=True)
+        at = first[np.isin(ids, unseeded)]
+        markers.ravel()[at] = n_markers + 1 + np.arange(at.size, dtype=np.int32)
+    from skimage.segmentation import watershed
+
+    pieces = watershed(b, markers, mask=fg, connectivity=2).astype(np.int32)
+    n = int(pieces.max())
+    if n <= 1:
+        return pieces
+    landscape = ndi.distance_transform_edt(fg).astype(np.float32)
+    index = np.arange(1, n + 1)
+    piece_peaks = np.r_[0.0, ndi.maximum(landscape, pieces, index)]
+    areas = np.bincount(pieces.ravel(), minlength=n + 1)
+    merger = _Merger(n, piece_peaks, areas, _pair_stats(pieces, landscape))
+    merger.absorb_fragments(int(min_fragment_px))
+    return _reading_order(merger.lookup()[pieces], n)
 
 
 # ------------------------------------------------------------------------------ measuring
@@ -1009,11 +1102,13 @@ def evaluate_instances_detailed(
     min_separation_px: int = 5,
     neck_ratio: float = 0.9,
     threshold: float = 0.5,
+    boundary: np.ndarray | None = None,
 ) -> InstanceEvaluation:
     """Split a prediction into stones and compare them with instance ground truth.
 
     A float array is taken as the model's probability (thresholded at ``threshold`` and
-    used to split); anything else as a mask (> 0 is stone).
+    used to split); anything else as a mask (> 0 is stone). ``boundary``: the model's
+    stone-boundary probability, when it has one (then the split follows it).
     """
     _check_scale(mm_per_px)
     pred = np.asarray(pred_mask_or_prob)
@@ -1024,9 +1119,11 @@ def evaluate_instances_detailed(
             f"{true.shape[1]}x{true.shape[0]}: they must come from the same photo."
         )
     if pred.dtype.kind == "f":
-        labels = split_stones(pred >= threshold, pred, min_separation_px, neck_ratio)
+        labels = split_stones(
+            pred >= threshold, pred, min_separation_px, neck_ratio, boundary=boundary
+        )
     else:
-        labels = split_stones(pred, None, min_separation_px, neck_ratio)
+        labels = split_stones(pred, None, min_separation_px, neck_ratio, boundary=boundary)
     scores = match_instances(labels, true, iou_threshold)
     ps, ts = measure_stones(labels), measure_stones(true)
     return InstanceEvaluation(
@@ -1156,7 +1253,9 @@ class GrainOptions:
     Every export states these, so a number in a paper can be traced to its settings.
     ``min_size_px``/``min_size_mm`` are minimum b-axes; ``weighting`` is the curve shown
     and plotted (exports give percentiles both by count and by area);
-    ``use_probability`` lets the model's probability deepen the seams when splitting.
+    ``use_probability`` lets the model's outputs guide the split: its probability deepens
+    the seams, and so does the boundary map of a model trained with the boundary target
+    (when there is one).
     Change one with ``options.replace(exclude_edge=True)``.
     """
 
@@ -1210,12 +1309,18 @@ def analyse_mask(
     mm_per_px: float | None = None,
     options: GrainOptions | None = None,
     name: str = "",
+    boundary: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ImageGrains]:
-    """Split and measure one photo's mask: (labels, ImageGrains). What the GUI calls per photo."""
+    """Split and measure one photo's mask: (labels, ImageGrains). What the GUI calls per photo.
+
+    ``boundary``: the model's stone-boundary probability, if it has one (used only with
+    ``options.use_probability``).
+    """
     options = options or GrainOptions()
     _check_scale(mm_per_px)
     prob = probability if options.use_probability else None
-    labels = split_stones(mask, prob, options.min_separation_px, options.neck_ratio)
+    bnd = boundary if options.use_probability else None
+    labels = split_stones(mask, prob, options.min_separation_px, options.neck_ratio, boundary=bnd)
     stones = measure_stones(
         labels, mm_per_px, options.exclude_edge, options.min_size_px, options.min_size_mm
     )
@@ -1455,7 +1560,14 @@ def iter_grains_folder(
                     )
             image = read_image(p)
             pred = segmenter.predict(image, should_stop)
-            labels, result = analyse_mask(pred.mask, pred.probability, scale, options, p.name)
+            labels, result = analyse_mask(
+                pred.mask,
+                pred.probability,
+                scale,
+                options,
+                p.name,
+                boundary=getattr(pred, "boundary", None),  # None: a 1-channel model
+            )
             write_instance_png(output_dir / f"{p.stem}_instances.png", labels)
             write_text(output_dir / f"{p.stem}_stones.csv", stones_csv([result], options))
         except (ImageReadError, StonesegError) as exc:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .config import TrainConfig
+from .config import TARGETS, TrainConfig
 from .errors import ModelFileError, WeightsUnavailableError
 from .imageio import atomic_write_bytes, describe_os_error
 
@@ -86,14 +86,22 @@ def _import_smp():
 
 
 def build_model(
-    encoder: str = "efficientnet-b0", weights: str = "none", bn_momentum: float | None = 0.1
+    encoder: str = "efficientnet-b0",
+    weights: str = "none",
+    bn_momentum: float | None = 0.1,
+    classes: int = 1,
 ) -> nn.Module:
-    """A binary U-Net. ``weights``: "none", "imagenet" or a local encoder weights file."""
+    """A U-Net. ``weights``: "none", "imagenet" or a local encoder weights file.
+
+    ``classes``: 1 (stone) or 2 (stone, stone boundary band); see config.TARGETS.
+    """
+    if classes not in TARGETS.values():
+        raise ModelFileError(f"StoneSeg builds U-Nets with 1 or 2 output channels, not {classes}.")
     smp = _import_smp()
     encoder_weights = "imagenet" if weights == "imagenet" else None
     try:
         model = smp.Unet(
-            encoder_name=encoder, encoder_weights=encoder_weights, in_channels=3, classes=1
+            encoder_name=encoder, encoder_weights=encoder_weights, in_channels=3, classes=classes
         )
     except KeyError as exc:
         raise ModelFileError(f"Unknown encoder {encoder!r}.") from exc
@@ -161,6 +169,12 @@ class ModelInfo:
     created: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     parent: str | None = None
+    target: str = "mask"  # what the output channels mean: a key of config.TARGETS
+
+    @property
+    def classes(self) -> int:
+        """Output channels: channel 0 is always the stone; channel 1 (if any) the boundary band."""
+        return TARGETS[self.target]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -169,7 +183,8 @@ class ModelInfo:
             "architecture": "Unet",
             "encoder": self.encoder,
             "in_channels": 3,
-            "classes": 1,
+            "classes": self.classes,
+            "target": self.target,
             "normalization": {"mean": list(self.mean), "std": list(self.std)},
             "work_size": self.work_size,
             "threshold": self.threshold,
@@ -193,8 +208,21 @@ class ModelInfo:
             raise ModelFileError(
                 f"{where} was written by a newer StoneSeg; update StoneSeg to open it."
             )
-        if d.get("architecture") != "Unet" or d.get("in_channels") != 3 or d.get("classes") != 1:
+        classes = d.get("classes")
+        if (
+            d.get("architecture") != "Unet"
+            or d.get("in_channels") != 3
+            or type(classes) is not int
+            or classes not in TARGETS.values()
+        ):
             raise ModelFileError(f"{where} holds an architecture StoneSeg cannot run.")
+        # files written before the boundary target have no "target": they are 1-channel masks
+        target = d.get("target", "mask")
+        if target not in TARGETS or TARGETS[target] != classes:
+            raise ModelFileError(
+                f"{where} has {classes} output channel(s) but target {target!r}: "
+                "StoneSeg cannot tell what its outputs mean."
+            )
         try:
             norm = d["normalization"]
             return cls(
@@ -211,6 +239,7 @@ class ModelInfo:
                 created=str(d.get("created", "")),
                 versions=dict(d.get("versions") or {}),
                 parent=d.get("parent"),
+                target=target,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{where}/config.json is damaged: {exc}") from exc
@@ -331,7 +360,7 @@ def load_model(
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{weights} is damaged or not a safetensors file: {exc}") from exc
     try:
-        model = build_model(info.encoder, "none", bn_momentum=None)
+        model = build_model(info.encoder, "none", bn_momentum=None, classes=info.classes)
     except Exception as exc:  # noqa: BLE001
         raise ModelFileError(f"{folder}: cannot build encoder {info.encoder!r}: {exc}") from exc
     try:
@@ -339,7 +368,36 @@ def load_model(
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise ModelFileError(
-            f"{weights} does not match a U-Net with encoder {info.encoder}: {first}"
+            f"{weights} does not match a U-Net with encoder {info.encoder} and "
+            f"{info.classes} output channel(s): {first}"
         ) from exc
     model.to(device).eval()
     return model, info
+
+
+def set_output_channels(model: nn.Module, classes: int) -> nn.Module:
+    """Give a U-Net ``classes`` output channels, keeping what it has learnt for the stone channel.
+
+    For fine-tuning a 1-channel model with the boundary target (or back): channel 0 (stone)
+    keeps its weights; a new boundary channel starts from PyTorch's default initialisation.
+    Returns the model, changed in place.
+    """
+    if classes not in TARGETS.values():
+        raise ModelFileError(f"StoneSeg builds U-Nets with 1 or 2 output channels, not {classes}.")
+    conv = model.segmentation_head[0]
+    if conv.out_channels == classes:
+        return model
+    new = nn.Conv2d(
+        conv.in_channels,
+        classes,
+        conv.kernel_size,
+        padding=conv.padding,
+        bias=conv.bias is not None,
+    ).to(conv.weight.device, conv.weight.dtype)
+    with torch.no_grad():
+        keep = min(classes, conv.out_channels)
+        new.weight[:keep] = conv.weight[:keep]
+        if conv.bias is not None:
+            new.bias[:keep] = conv.bias[:keep]
+    model.segmentation_head[0] = new
+    return model

@@ -4,7 +4,8 @@ A photo is brought to the model's working scale, cut into overlapping tiles padd
 network's multiple of 32, predicted in small batches, blended with a weight that falls off
 towards each tile's edge (so no seams), and the probability is resized back to the photo's
 own size. Memory stays bounded: the full-size photo is only ever held as uint8 and the
-probability as one float32 plane.
+probability as one float32 plane (two for a model trained with the boundary target: channel
+0 is always the stone probability, channel 1 the stone-boundary probability).
 """
 
 from __future__ import annotations
@@ -428,8 +429,11 @@ def fuse_for_cpu_inference(model: nn.Module, decoder_phases: bool = True) -> nn.
 
 @dataclass(frozen=True)
 class Prediction:
-    probability: np.ndarray  # float32 (H, W) in [0, 1] at the photo's own size
+    probability: np.ndarray  # float32 (H, W) in [0, 1] at the photo's own size: stone
     mask: np.ndarray  # uint8 0/255 (H, W)
+    # float32 (H, W) in [0, 1]: the stone-boundary probability, for a model trained with
+    # the "mask+boundary" target; None for a 1-channel model
+    boundary: np.ndarray | None = None
 
 
 class Segmenter:
@@ -478,13 +482,18 @@ class Segmenter:
             self._fused_version = version
         return self._fused if self._fused is not None else self.model
 
+    @property
+    def classes(self) -> int:
+        """Output channels of the model: 1 (stone) or 2 (stone, boundary)."""
+        return self.info.classes
+
     def _forward(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, H, W) normalised float32 -> (N, H, W) probabilities, with optional flip TTA."""
+        """(N, 3, H, W) normalised float32 -> (N, C, H, W) probabilities, with optional flip TTA."""
         x = torch.from_numpy(batch).to(self.device)
         return self._forward_tensor(x).cpu().numpy()
 
     def _forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) normalised float32 on the device -> (N, H, W) probabilities there."""
+        """(N, 3, H, W) normalised float32 on the device -> (N, C, H, W) probabilities there."""
         net = self._network()
         with torch.inference_mode():
             if self.channels_last:
@@ -499,12 +508,18 @@ class Segmenter:
                     prob = torch.sigmoid(net(xi).float())
                     prob = torch.flip(prob, back) if back else prob
                     total = prob if total is None else total + prob
-            return (total / len(views))[:, 0]
+            return total / len(views)
 
     def probability_at_work_scale(
         self, work: np.ndarray, should_stop: Callable[[], bool] | None = None
     ) -> np.ndarray:
-        """Probability for an image already at working scale."""
+        """Stone probability (H, W) for an image already at working scale."""
+        return self.probabilities_at_work_scale(work, should_stop)[0]
+
+    def probabilities_at_work_scale(
+        self, work: np.ndarray, should_stop: Callable[[], bool] | None = None
+    ) -> np.ndarray:
+        """Every output channel's probability (C, H, W) for an image already at working scale."""
         cfg = self.config
         h, w = work.shape[:2]
         tile = cfg.tile
@@ -512,14 +527,14 @@ class Segmenter:
             # one pass over the whole image, padded to the network's multiple of 32
             ph, pw = _round_up(h), _round_up(w)
             x = normalize(_pad_to(work, ph, pw), self.info.mean, self.info.std)[None]
-            return self._run_oom_safe(x)[0, :h, :w]
+            return self._run_oom_safe(x)[0, :, :h, :w]
         ph, pw = max(h, tile), max(w, tile)
         padded = _pad_to(work, ph, pw)
         if self.device.type == "cuda":
-            return self._tiles_on_device(padded, should_stop)[:h, :w]
+            return self._tiles_on_device(padded, should_stop)[:, :h, :w]
         ys, xs = tile_starts(ph, tile, cfg.overlap), tile_starts(pw, tile, cfg.overlap)
         weight = blend_window(tile, cfg.overlap)
-        acc = np.zeros((ph, pw), np.float32)
+        acc = np.zeros((self.classes, ph, pw), np.float32)
         norm = np.zeros((ph, pw), np.float32)
         coords = [(y, x) for y in ys for x in xs]
         for i in range(0, len(coords), cfg.batch_tiles):
@@ -534,9 +549,9 @@ class Segmenter:
             )
             probs = self._run_oom_safe(batch)
             for (y, x), p in zip(chunk, probs):
-                acc[y : y + tile, x : x + tile] += p * weight
+                acc[:, y : y + tile, x : x + tile] += p * weight
                 norm[y : y + tile, x : x + tile] += weight
-        return (acc / np.maximum(norm, 1e-6))[:h, :w]
+        return (acc / np.maximum(norm, 1e-6))[:, :h, :w]
 
     def _tiles_on_device(
         self, padded: np.ndarray, should_stop: Callable[[], bool] | None
@@ -546,6 +561,7 @@ class Segmenter:
         The photo goes up once (uint8, from pinned memory) and the probability comes down
         once, instead of a normalised float copy of every tile going up and its result
         coming down (64 small copies from pageable memory for a 24 MP photo).
+        Returns (C, H, W).
         """
         cfg, dev, tile = self.config, self.device, self.config.tile
         ph, pw = padded.shape[:2]
@@ -559,8 +575,8 @@ class Segmenter:
             x = (img.permute(2, 0, 1).float() / 255.0 - mean) / std
             del img
             weight = torch.from_numpy(blend_window(tile, cfg.overlap)).to(dev)
-            acc = torch.zeros((ph, pw), dtype=torch.float32, device=dev)
-            norm = torch.zeros_like(acc)
+            acc = torch.zeros((self.classes, ph, pw), dtype=torch.float32, device=dev)
+            norm = torch.zeros((ph, pw), dtype=torch.float32, device=dev)
             ys, xs = tile_starts(ph, tile, cfg.overlap), tile_starts(pw, tile, cfg.overlap)
             coords = [(y, x0) for y in ys for x0 in xs]
             for i in range(0, len(coords), cfg.batch_tiles):
@@ -570,7 +586,7 @@ class Segmenter:
                 batch = torch.stack([x[:, y : y + tile, x0 : x0 + tile] for y, x0 in chunk])
                 probs = self._run_oom_safe_tensor(batch)
                 for (y, x0), p in zip(chunk, probs):
-                    acc[y : y + tile, x0 : x0 + tile] += p * weight
+                    acc[:, y : y + tile, x0 : x0 + tile] += p * weight
                     norm[y : y + tile, x0 : x0 + tile] += weight
             out = (acc / norm.clamp_min(1e-6)).cpu().numpy()
         return out
@@ -605,17 +621,21 @@ class Segmenter:
     def predict(
         self, image: np.ndarray, should_stop: Callable[[], bool] | None = None
     ) -> Prediction:
-        """Probability and 0/255 mask at the photo's own size."""
+        """Probability and 0/255 mask (and boundary probability, if the model has it) at the photo's own size."""
         h, w = image.shape[:2]
         work = to_work_scale(image, self.info.work_size)
-        prob = self.probability_at_work_scale(work, should_stop)
+        probs = self.probabilities_at_work_scale(work, should_stop)
+        prob, boundary = probs[0], probs[1] if len(probs) > 1 else None
+        del probs
         if prob.shape != (h, w):
             prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+            if boundary is not None:
+                boundary = cv2.resize(boundary, (w, h), interpolation=cv2.INTER_LINEAR)
         # bool viewed as 0/1 bytes, times 255 in place: one byte per pixel and no temporary
         # (np.where(...).astype(np.uint8) made an int64 plane: 192 MB and ~14x the time at 24 MP)
         mask = (prob >= self.config.threshold).view(np.uint8)
         mask *= 255
-        return Prediction(probability=prob, mask=mask)
+        return Prediction(probability=prob, mask=mask, boundary=boundary)
 
 
 # ------------------------------------------------------------------------ folder segmentation

@@ -38,6 +38,7 @@ from .model import (
     recalibrate_batchnorm,
     save_model,
     set_bn_momentum,
+    set_output_channels,
 )
 from .predict import Segmenter
 
@@ -121,6 +122,25 @@ class DiceBCELoss(nn.Module):
         return self.dice(logits, target) + self.bce(logits, target)
 
 
+class StoneBoundaryLoss(nn.Module):
+    """For the "mask+boundary" target: Dice + BCE on the stone channel (exactly the loss of
+    a 1-channel model) plus ``boundary_weight`` x (Dice + BCE) on the boundary channel.
+
+    Each channel gets its own Dice: SMP's binary Dice pools every channel of an image
+    together, which would let the large stone channel drown the thin boundary band.
+    """
+
+    def __init__(self, boundary_weight: float = 1.0) -> None:
+        super().__init__()
+        self.stone = DiceBCELoss()
+        self.boundary = DiceBCELoss()
+        self.boundary_weight = boundary_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        stone = self.stone(logits[:, :1], target[:, :1])
+        return stone + self.boundary_weight * self.boundary(logits[:, 1:2], target[:, 1:2])
+
+
 def warmup_cosine(
     total_steps: int, warmup_steps: int, floor: float = 0.02
 ) -> Callable[[int], float]:
@@ -141,7 +161,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _check_pairs(pairs: list[tuple[Path, Path]]) -> None:
+def _check_pairs(pairs: list[tuple[Path, ...]]) -> None:
     if not pairs:
         raise DataError("No labelled images: paint (or import) at least two masks before training.")
 
@@ -155,7 +175,11 @@ def _validate(
     device: torch.device,
     should_stop: Callable[[], bool] | None,
 ) -> tuple[float, Scores, tuple[ImageScore, ...]]:
-    """Loss at working scale; metrics at each photo's own size, against its own mask."""
+    """Loss at working scale; metrics at each photo's own size, against its own mask.
+
+    Both are of the stone channel only (``loss_fn`` is the 1-channel loss), so validation
+    figures mean the same for every target.
+    """
     model.eval()
     seg = Segmenter(model, info, InferenceConfig(threshold=info.threshold, amp="off"), device)
     # no fused CPU copy: the weights change every epoch, so building one (a deep copy of
@@ -191,7 +215,7 @@ def _validate(
 
 
 def iter_training(
-    pairs: list[tuple[Path, Path]],
+    pairs: list[tuple[Path, ...]],
     out_dir: str | Path,
     config: TrainConfig = TrainConfig(),
     from_model: str | Path | None = None,
@@ -199,7 +223,12 @@ def iter_training(
 ) -> Generator[BatchProgress | EpochSummary, None, TrainResult]:
     """Train a U-Net on (image, mask) pairs and save the best model in ``out_dir``.
 
-    ``from_model`` fine-tunes an earlier model (its encoder and working scale are kept).
+    A pair may carry a third path, instance labels (or None), used by the boundary target
+    (``TrainConfig.target = "mask+boundary"``); see dataset.py.
+
+    ``from_model`` fine-tunes an earlier model (its encoder and working scale are kept, and
+    so is its boundary channel if it has one; a 1-channel model gets one when
+    ``config.target`` asks for it).
     ``should_stop`` is polled after every batch; closing the generator also stops cleanly.
     """
     t_start = time.perf_counter()
@@ -214,11 +243,21 @@ def iter_training(
     if from_model is not None:
         model, parent_info = load_model(from_model, "cpu")
         cfg = cfg.replace(encoder=parent_info.encoder, work_size=parent_info.work_size)
+        if parent_info.classes > cfg.classes:
+            # a boundary model stays one (the default target "mask" would drop what it learnt)
+            cfg = cfg.replace(target=parent_info.target)
         set_bn_momentum(model, cfg.bn_momentum)
+        if parent_info.classes != cfg.classes:
+            log.info(
+                "fine-tuning a %s model for the %s target: new output layer for the extra channel",
+                parent_info.target,
+                cfg.target,
+            )
+            set_output_channels(model, cfg.classes)
     else:
-        model = build_model(cfg.encoder, cfg.weights, cfg.bn_momentum)
+        model = build_model(cfg.encoder, cfg.weights, cfg.bn_momentum, classes=cfg.classes)
 
-    stems = [img.stem for img, _ in pairs]
+    stems = [pair[0].stem for pair in pairs]
     if len(set(stems)) != len(stems):
         raise DataError(
             "Two labelled images share a file name stem; rename one so masks are unambiguous."
@@ -227,10 +266,16 @@ def iter_training(
 
     train_stems, val_stems = split_by_image(stems, cfg.val_fraction, cfg.val_images, cfg.seed)
     by_stem = dict(zip(stems, pairs))
+    boundary = cfg.classes > 1
     train_samples = load_samples(
-        [by_stem[s] for s in train_stems], cfg.work_size, keep_full_mask=False
+        [by_stem[s] for s in train_stems],
+        cfg.work_size,
+        keep_full_mask=False,
+        with_instances=boundary,
     )
-    val_samples = load_samples([by_stem[s] for s in val_stems], cfg.work_size, keep_full_mask=True)
+    val_samples = load_samples(
+        [by_stem[s] for s in val_stems], cfg.work_size, keep_full_mask=True, with_instances=False
+    )
 
     info = ModelInfo(
         encoder=cfg.encoder,
@@ -240,6 +285,7 @@ def iter_training(
         train_images=train_stems,
         val_images=val_stems,
         parent=str(from_model) if from_model else None,
+        target=cfg.target,
     )
     if parent_info is not None:
         info.mean, info.std = parent_info.mean, parent_info.std
@@ -248,7 +294,13 @@ def iter_training(
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     dataset = CropDataset(
-        train_samples, cfg.crop, cfg.samples_per_image, info.mean, info.std, seed=cfg.seed
+        train_samples,
+        cfg.crop,
+        cfg.samples_per_image,
+        info.mean,
+        info.std,
+        seed=cfg.seed,
+        boundary_px=cfg.boundary_px if boundary else 0,
     )
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(
@@ -270,7 +322,8 @@ def iter_training(
         warmup_cosine(total_steps, warmup_steps=min(steps_per_epoch, max(1, total_steps // 10))),
     )
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and dtype == torch.float16)
-    loss_fn = DiceBCELoss()
+    loss_fn = StoneBoundaryLoss() if boundary else DiceBCELoss()
+    val_loss_fn = DiceBCELoss()
     state = _State()
     cancelled = False
 
@@ -282,7 +335,7 @@ def iter_training(
             model, (x for x, _ in loader), device, cfg.bn_recalibration_batches
         )
         log.debug("recalibrated BatchNorm on %d batches", used)
-        val_loss, scores, rows = _validate(model, val_samples, info, loss_fn, device, None)
+        val_loss, scores, rows = _validate(model, val_samples, info, val_loss_fn, device, None)
         is_best = scores.iou > state.best_iou
         lr = optimizer.param_groups[0]["lr"]
         state.history.append(
@@ -424,7 +477,7 @@ def iter_training(
 
 
 def run_training(
-    pairs: list[tuple[Path, Path]],
+    pairs: list[tuple[Path, ...]],
     out_dir: str | Path,
     config: TrainConfig = TrainConfig(),
     from_model: str | Path | None = None,

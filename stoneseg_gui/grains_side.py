@@ -594,6 +594,11 @@ class GrainSide(QObject):
             return False
         mask, probability, source = self._source(document, path)
         options = options.replace(use_probability=probability is not None)
+        # a model trained with the boundary target also gives where stones meet: split on it
+        pred = self._prediction[1] if self._prediction and self._prediction[0] == path else None
+        boundary = None
+        if probability is not None and pred is not None and probability is pred.probability:
+            boundary = getattr(pred, "boundary", None)
         state = (
             None
             if probability is not None and source.startswith("the model")
@@ -601,7 +606,9 @@ class GrainSide(QObject):
         )
         self._analysing = (path, state, source, options)
         self.panel.set_status(f"Analysing {path.name}…")
-        worker = start_worker(analyse_mask, mask, probability, self._scale, options, path.name)
+        worker = start_worker(
+            analyse_mask, mask, probability, self._scale, options, path.name, boundary=boundary
+        )
         worker.succeeded.connect(self._on_analyse_succeeded)
         worker.failed.connect(self._on_analyse_failed)
         worker.finished.connect(self._refresh_actions)

@@ -248,5 +248,5 @@ def test_tiling_on_the_device_matches_the_host_path(trained_model):
     seg = Segmenter.load(trained_model, InferenceConfig(tile=128, overlap=32, batch_tiles=3))
     img, _ = make_scene(np.random.default_rng(11), 200, 300, n_stones=8)
     host = seg.probability_at_work_scale(img)
-    dev = seg._tiles_on_device(_pad_to(img, 200, 300), None)[:200, :300]
+    dev = seg._tiles_on_device(_pad_to(img, 200, 300), None)[0, :200, :300]
     np.testing.assert_allclose(host, dev, atol=1e-4)

@@ -201,6 +201,18 @@ class _Merger:
         return lut
 
 
+def _unit_map(values, fg: np.ndarray, what: str, nan: float) -> np.ndarray:
+    """A per-pixel map in [0, 1] of the mask's size (NaN read as ``nan``), or a clear error."""
+    a = np.asarray(values, dtype=np.float32)
+    if a.shape != fg.shape:
+        size = f"{a.shape[1]}x{a.shape[0]}" if a.ndim > 1 else f"{a.size}"
+        raise StonesegError(
+            f"The {what} map is {size} pixels but the mask is "
+            f"{fg.shape[1]}x{fg.shape[0]}: they must come from the same photo."
+        )
+    return np.clip(np.nan_to_num(a, nan=nan), 0.0, 1.0)
+
+
 def split_stones(
     mask: np.ndarray,
     probability: np.ndarray | None = None,
@@ -267,21 +279,9 @@ def split_stones(
     landscape = ndi.distance_transform_edt(fg).astype(np.float32)
     weight = None
     if probability is not None:
-        prob = np.asarray(probability, dtype=np.float32)
-        if prob.shape != fg.shape:
-            raise StonesegError(
-                f"The probability map is {prob.shape[1]}x{prob.shape[0]} pixels but the mask is "
-                f"{fg.shape[1]}x{fg.shape[0]}: they must come from the same photo."
-            )
-        weight = np.clip(np.nan_to_num(prob, nan=0.0), 0.0, 1.0)
+        weight = _unit_map(probability, fg, "probability", nan=0.0)
     if boundary is not None:
-        b = np.asarray(boundary, dtype=np.float32)
-        if b.shape != fg.shape:
-            raise StonesegError(
-                f"The boundary map is {b.shape[1] if b.ndim > 1 else b.size}x{b.shape[0]} pixels "
-                f"but the mask is {fg.shape[1]}x{fg.shape[0]}: they must come from the same photo."
-            )
-        inside = 1.0 - np.clip(np.nan_to_num(b, nan=1.0), 0.0, 1.0)
+        inside = 1.0 - _unit_map(boundary, fg, "boundary", nan=1.0)
         weight = inside if weight is None else weight * inside
     if weight is not None:
         # smoothed over ~1 pixel: a seam is a line a few pixels wide, speckle is not

@@ -487,11 +487,6 @@ class Segmenter:
         """Output channels of the model: 1 (stone) or 2 (stone, boundary)."""
         return self.info.classes
 
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, H, W) normalised float32 -> (N, C, H, W) probabilities, with optional flip TTA."""
-        x = torch.from_numpy(batch).to(self.device)
-        return self._forward_tensor(x).cpu().numpy()
-
     def _forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) normalised float32 on the device -> (N, C, H, W) probabilities there."""
         net = self._network()
@@ -592,10 +587,12 @@ class Segmenter:
         return out
 
     def _run_oom_safe_tensor(self, batch: torch.Tensor) -> torch.Tensor:
+        """Forward a batch; out of memory, again one tile at a time; a tile alone: a message."""
         try:
             return self._forward_tensor(batch)
         except torch.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
             if len(batch) > 1:
                 return torch.cat(
                     [self._run_oom_safe_tensor(batch[i : i + 1]) for i in range(len(batch))]
@@ -605,18 +602,8 @@ class Segmenter:
             ) from exc
 
     def _run_oom_safe(self, batch: np.ndarray) -> np.ndarray:
-        try:
-            return self._forward(batch)
-        except torch.OutOfMemoryError as exc:
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if len(batch) > 1:
-                return np.concatenate(
-                    [self._run_oom_safe(batch[i : i + 1]) for i in range(len(batch))]
-                )
-            raise OutOfMemoryError(
-                f"The {self.device.type.upper()} ran out of memory on one tile; use a smaller tile or the CPU."
-            ) from exc
+        x = torch.from_numpy(batch).to(self.device)
+        return self._run_oom_safe_tensor(x).cpu().numpy()
 
     def predict(
         self, image: np.ndarray, should_stop: Callable[[], bool] | None = None

@@ -250,3 +250,35 @@ def test_tiling_on_the_device_matches_the_host_path(trained_model):
     host = seg.probability_at_work_scale(img)
     dev = seg._tiles_on_device(_pad_to(img, 200, 300), None)[0, :200, :300]
     np.testing.assert_allclose(host, dev, atol=1e-4)
+
+
+def test_out_of_memory_retries_tile_by_tile_then_says_so(trained_model, monkeypatch):
+    """A batch of tiles that does not fit is run again one tile at a time (same result);
+    a single tile that does not fit is a clear message, not a crash."""
+    import torch
+
+    from stoneseg_core.errors import OutOfMemoryError
+
+    seg = Segmenter.load(trained_model, InferenceConfig(tile=128, overlap=32, batch_tiles=4))
+    img, _ = make_scene(np.random.default_rng(4), 200, 300, n_stones=8)
+    expected = seg.probability_at_work_scale(img)
+    real = seg._forward_tensor
+    sizes = []
+
+    def tight(x):
+        sizes.append(len(x))
+        if len(x) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(x)
+
+    monkeypatch.setattr(seg, "_forward_tensor", tight)
+    got = seg.probability_at_work_scale(img)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert max(sizes) == 4 and sizes.count(1) >= 4
+
+    def none_fits(x):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(seg, "_forward_tensor", none_fits)
+    with pytest.raises(OutOfMemoryError, match="ran out of memory on one tile"):
+        seg.probability_at_work_scale(img)

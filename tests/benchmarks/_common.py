@@ -287,11 +287,27 @@ class NotebookDataset:
         return torch.from_numpy(x.transpose(2, 0, 1).copy()), torch.from_numpy(y)
 
 
-def notebook_model():
-    """The notebook's network: SMP's U-Net as it comes (efficientnet-b0, random weights here)."""
+def notebook_model(bn_momentum: float | None = None):
+    """The notebook's network: SMP's U-Net as it comes (efficientnet-b0, random weights here),
+    optionally with another BatchNorm momentum (--notebook-bn-momentum)."""
     import segmentation_models_pytorch as smp
+    import torch
 
-    return smp.Unet("efficientnet-b0", encoder_weights=None, in_channels=3, classes=1)
+    model = smp.Unet("efficientnet-b0", encoder_weights=None, in_channels=3, classes=1)
+    if bn_momentum is not None:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = bn_momentum
+    return model
+
+
+def add_notebook_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--notebook-bn-momentum",
+        type=float,
+        default=None,
+        help="give the notebook's U-Net this BatchNorm momentum (default: as SMP ships it)",
+    )
 
 
 class NotebookLoss:

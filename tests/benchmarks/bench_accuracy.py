@@ -42,6 +42,7 @@ from _common import (
     NOTEBOOK_COPIES,
     NOTEBOOK_SIZE,
     add_common_args,
+    add_notebook_args,
     data_dir,
     device,
     emit,
@@ -173,11 +174,7 @@ def run_notebook(
     n_val = max(1, round(0.2 * len(copies)))
     val, train = copies[:n_val], copies[n_val:]
     torch.manual_seed(seed)
-    model = notebook_model()
-    if bn_momentum is not None:
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.momentum = bn_momentum
+    model = notebook_model(bn_momentum)
     steps = list(iter_notebook_training(model, _Arrays(train), epochs=epochs, seed=seed))
     seen = steps[-1][0] if steps else 0
     train_s = time.perf_counter() - t
@@ -243,12 +240,7 @@ def main() -> None:
         help="change a StoneSeg TrainConfig field",
     )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--notebook-bn-momentum",
-        type=float,
-        default=None,
-        help="give the notebook's U-Net this BatchNorm momentum (default: as SMP ships it)",
-    )
+    add_notebook_args(ap)
     args = ap.parse_args()
     setup(args)
     load_before = load_average()

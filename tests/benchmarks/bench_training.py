@@ -32,6 +32,7 @@ from _common import (
     NOTEBOOK_SIZE,
     NotebookDataset,
     add_common_args,
+    add_notebook_args,
     data_dir,
     emit,
     interleaved,
@@ -132,12 +133,7 @@ def main() -> None:
         "--epochs", type=int, default=3, help="StoneSeg epochs (the notebook gets as many samples)"
     )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--notebook-bn-momentum",
-        type=float,
-        default=None,
-        help="give the notebook's U-Net this BatchNorm momentum (default: as SMP ships it)",
-    )
+    add_notebook_args(ap)
     ap.add_argument("--no-layout-check", action="store_true")
     ap.add_argument("--layout-reps", type=int, default=5)
     args = ap.parse_args()
@@ -165,11 +161,7 @@ def main() -> None:
         tmp = Path(tmp)
         copies = write_notebook_copies(train_pairs, tmp / "notebook_copies")
         torch.manual_seed(args.seed)
-        nb_model = notebook_model()
-        if args.notebook_bn_momentum is not None:
-            for m in nb_model.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.momentum = args.notebook_bn_momentum
+        nb_model = notebook_model(args.notebook_bn_momentum)
         nb_ds = NotebookDataset(copies)
         gens = {
             "stoneseg": iter_training(pairs, tmp / "model", cfg),

@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     t = sub.add_parser("train", help="train a model on DATA_DIR/images + DATA_DIR/masks")
+    t.set_defaults(handler=cmd_train)
     t.add_argument("data_dir", metavar="DATA_DIR")
     t.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to write the model to")
     t.add_argument("--epochs", type=_positive_int, default=d.epochs, help=f"default {d.epochs}")
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
 
     s = sub.add_parser("segment", help="write a 0/255 PNG mask for every photo in INPUT_DIR")
+    s.set_defaults(handler=cmd_segment)
     s.add_argument("model_dir", metavar="MODEL_DIR")
     s.add_argument("input_dir", metavar="INPUT_DIR")
     s.add_argument("output_dir", metavar="OUTPUT_DIR")
@@ -130,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
     e = sub.add_parser("evaluate", help="score a model on the labelled photos of DATA_DIR")
+    e.set_defaults(handler=cmd_evaluate)
     e.add_argument("model_dir", metavar="MODEL_DIR")
     e.add_argument("data_dir", metavar="DATA_DIR")
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -146,13 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gui", help="open the desktop app")
     g.add_argument("folder", nargs="?", default=None, metavar="FOLDER")
+    g.set_defaults(handler=cmd_gui)
 
-    try:
-        from . import grains_cli
-    except ImportError:  # pragma: no cover - grain analysis is optional while it is developed
-        grains_cli = None
-    if grains_cli is not None:
-        grains_cli.add_parser(sub)
+    from . import grains_cli
+
+    grains_cli.add_parser(sub).set_defaults(handler=grains_cli.run)
     return parser
 
 
@@ -431,15 +432,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if result["failed"] else EXIT_OK
 
 
+APP_ENTRY_POINTS = "stoneseg.apps"  # the desktop app plugs in here (pyproject.toml): the
+# library never imports it, so it runs where Qt is missing or broken
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
+    from importlib.metadata import entry_points
+
+    found = entry_points(group=APP_ENTRY_POINTS, name="gui")
+    if not found:
+        raise StonesegError(
+            "The desktop app is not installed with this StoneSeg. "
+            "Install StoneSeg with pip (pip install -e . in its folder) to get it."
+        )
     try:
-        from stoneseg_gui.app import main as gui_main
+        launch = next(iter(found)).load()
     except ImportError as exc:
         raise StonesegError(f"The desktop app cannot start: {exc}") from exc
-    return int(gui_main(args.folder) or 0)
-
-
-COMMANDS = {"train": cmd_train, "segment": cmd_segment, "evaluate": cmd_evaluate, "gui": cmd_gui}
+    return int(launch(args.folder) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -449,13 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    handler = COMMANDS.get(args.command)
-    if handler is None:
-        from . import grains_cli
-
-        handler = grains_cli.run
     try:
-        return handler(args)
+        return args.handler(args)
     except StonesegError as exc:
         print(f"stoneseg: error: {exc}", file=sys.stderr)
         return EXIT_FATAL

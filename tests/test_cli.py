@@ -148,3 +148,20 @@ def test_amp_auto_is_float32_on_cuda():
     assert autocast_dtype(cuda, "off") is None
     assert autocast_dtype(cuda, "bf16") is torch.bfloat16
     assert autocast_dtype(cuda, "fp16") is torch.float16
+
+
+def test_gui_command_reaches_the_app_through_its_entry_point(tmp_path, monkeypatch, capsys):
+    """The library never imports the desktop app: `stoneseg gui` finds it through the
+    installed "stoneseg.apps" entry point, and says so clearly when it is not installed."""
+    import importlib.metadata
+
+    import stoneseg_gui.app
+
+    opened = []
+    monkeypatch.setattr(stoneseg_gui.app, "main", lambda folder=None: opened.append(folder) or 0)
+    assert main(["gui", str(tmp_path)]) == 0
+    assert opened == [str(tmp_path)]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [])
+    assert main(["gui"]) == 2
+    assert "desktop app is not installed" in capsys.readouterr().err

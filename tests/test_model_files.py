@@ -129,6 +129,7 @@ def test_core_imports_no_qt():
         "import importlib.util\n"
         "for m in ('stoneseg_core.mask_edit', 'stoneseg_core.grains', 'stoneseg_core.grains_cli'):\n"
         "    importlib.util.find_spec(m) and __import__(m)\n"
+        "stoneseg_core.cli.build_parser().parse_args(['gui', 'somewhere'])\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'pyqtgraph', 'stoneseg_gui')]\n"
         "assert not bad, bad\n"
     )

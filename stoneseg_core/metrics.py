@@ -81,3 +81,54 @@ def pooled(counts: list[Confusion]) -> Scores:
     for c in counts:
         total = total + c
     return total.scores()
+
+
+# Candidate thresholds for choosing a model's own: 0.10, 0.15, ..., 0.90. Finer steps would
+# fit the few validation photos of a small project rather than the model.
+THRESHOLDS = tuple(round(0.1 + 0.05 * i, 2) for i in range(17))
+_BINS = 1000  # probabilities are counted in bins of 0.001
+
+
+@dataclass
+class ThresholdSweep:
+    """Confusion counts at every candidate threshold, from one pass over each photo.
+
+    Each photo adds two histograms of its probabilities (stone pixels, ground pixels), so
+    the counts at any threshold are cumulative sums: no second pass, no copies of the photos.
+    """
+
+    stone: np.ndarray = None  # type: ignore[assignment]
+    ground: np.ndarray = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.stone is None:
+            self.stone = np.zeros(_BINS + 1, np.int64)
+        if self.ground is None:
+            self.ground = np.zeros(_BINS + 1, np.int64)
+
+    def add(self, prob: np.ndarray, truth: np.ndarray) -> None:
+        prob = np.asarray(prob, np.float32)
+        truth = np.asarray(truth) > 0
+        if prob.shape != truth.shape:
+            raise ValueError(f"Probability {prob.shape} and truth {truth.shape} differ in size.")
+        # bin b holds p in [b/1000, (b+1)/1000): "p >= t" for t = k/1000 is bins k and up
+        bins = np.clip((prob * _BINS).astype(np.int32), 0, _BINS)
+        self.stone += np.bincount(bins[truth], minlength=_BINS + 1)
+        self.ground += np.bincount(bins[~truth], minlength=_BINS + 1)
+
+    def confusion_at(self, threshold: float) -> Confusion:
+        k = int(round(threshold * _BINS))
+        tp = int(self.stone[k:].sum())
+        fn = int(self.stone[:k].sum())
+        fp = int(self.ground[k:].sum())
+        tn = int(self.ground[:k].sum())
+        return Confusion(tp=tp, fp=fp, fn=fn, tn=tn)
+
+    def best(self, candidates: tuple[float, ...] = THRESHOLDS) -> tuple[float, Scores]:
+        """The candidate with the highest pooled IoU; ties go to the one nearest 0.5."""
+        ranked = sorted(
+            candidates,
+            key=lambda t: (-self.confusion_at(t).scores().iou, abs(t - 0.5)),
+        )
+        t = ranked[0]
+        return t, self.confusion_at(t).scores()

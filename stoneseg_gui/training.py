@@ -79,6 +79,7 @@ class ModelController(QObject):
         self._train_worker: Worker | None = None
         self._train_stop = threading.Event()
         self._train_out: Path | None = None
+        self._train_result: TrainResult | None = None
         self._best_scores = None
         self._best_rows = ()
         self._task: Worker | None = None  # prediction / export / predict-all: one at a time
@@ -178,8 +179,17 @@ class ModelController(QObject):
             + (f", fine-tuning {from_model.name}" if from_model else ", from scratch")
             + "…"
         )
+        self._train_result = None
+        # the new run is compared with the active model on the validation photos that the
+        # active model never trained on; it replaces it only if it is not worse there
         self._train_worker = start_worker(
-            iter_training, pairs, out, config, from_model, self._train_stop.is_set
+            iter_training,
+            pairs,
+            out,
+            config,
+            from_model,
+            self._train_stop.is_set,
+            self.active_model(),
         )
         self._train_worker.progressed.connect(self._on_train_worker_progressed)
         self._train_worker.succeeded.connect(self._on_train_worker_succeeded)
@@ -214,28 +224,54 @@ class ModelController(QObject):
             and project is not None
             and (result.model_dir / "config.json").is_file()
         ):
-            project.set_active_model(result.model_dir)
             words = "Stopped" if result.cancelled else "Finished"
-            self.panel.show_message(
+            head = (
                 f"{words}: best epoch {result.best_epoch}, validation IoU {100 * result.best.iou:.1f} %, "
-                f"F1 {100 * result.best.f1:.1f} %. {result.model_dir.name} is now the active model."
+                f"F1 {100 * result.best.f1:.1f} %."
             )
-            self.notice.emit(
-                f"Model {result.model_dir.name} is ready: press Ctrl+P to predict this photo."
-            )
+            cmp = result.comparison
+            if cmp is not None and not cmp.new_is_not_worse:
+                # a worse model never replaces the active one by itself
+                self.panel.show_message(
+                    f"{head} On the same {len(cmp.images)} validation photo(s) ({', '.join(cmp.images)}) "
+                    f"it scored IoU {100 * cmp.new.iou:.1f} % against {100 * cmp.other_scores.iou:.1f} % "
+                    f"for the active model {cmp.other.name}, which stays active. "
+                    f"Make {result.model_dir.name} active in Models to use it anyway."
+                )
+                self.notice.emit(
+                    f"{result.model_dir.name} is worse than {cmp.other.name} on the same photos: "
+                    f"{cmp.other.name} stays active."
+                )
+            else:
+                project.set_active_model(result.model_dir)
+                same = (
+                    f" On the same {len(cmp.images)} photo(s) the previous model scored "
+                    f"IoU {100 * cmp.other_scores.iou:.1f} %."
+                    if cmp is not None
+                    else ""
+                )
+                self.panel.show_message(
+                    f"{head}{same} {result.model_dir.name} is now the active model."
+                )
+                self.notice.emit(
+                    f"Model {result.model_dir.name} is ready: press Ctrl+P to predict this photo."
+                )
         else:
             self.panel.show_message("Stopped before a model could be kept.")
         self.refresh_history()
-        self.training_finished.emit(result)
+        self._train_result = result
 
     def _on_train_worker_failed(self, message: str) -> None:
         self.panel.show_message(f"Training failed: {message}")
         self.refresh_history()
         self.dialogs.error("Training failed", message)
-        self.training_finished.emit(None)
+        self._train_result = None
 
     def _on_train_worker_finished(self) -> None:
+        # only now is the worker no longer running: what listens (the Train and Stop
+        # actions) sees the run as over
         self.panel.set_running(False)
+        self.training_finished.emit(self._train_result)
 
     def set_active_model(self, folder: Path) -> None:
         if self.project is None:
@@ -417,13 +453,15 @@ class ModelController(QObject):
         self.wait_for_training(timeout_ms)
         if self._task is not None:
             self._task.wait(timeout_ms)
-        # The window is closing: the queued "succeeded" may never be delivered, so make the
-        # stopped run active here, as it would have been.
+        # The window is closing: the queued "succeeded" may never be delivered. A stopped
+        # run becomes active here only where there was no active model to compare it with
+        # (the comparison needs the finished run; a better model is never replaced blind).
         out, project = self._train_out, self.project
         if (
             was_training
             and out is not None
             and project is not None
+            and project.active_model is None
             and (out / "config.json").is_file()
         ):
             try:

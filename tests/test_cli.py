@@ -150,6 +150,22 @@ def test_amp_auto_is_float32_on_cuda():
     assert autocast_dtype(cuda, "fp16") is torch.float16
 
 
+def test_cpu_auto_precision_trains_in_bf16_only_where_native_and_infers_in_fp32(monkeypatch):
+    import torch
+
+    import stoneseg_core.device as dev
+
+    cpu = torch.device("cpu")
+    for native in (False, True):
+        monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda native=native: native)
+        assert dev.autocast_dtype(cpu, "auto") is None  # inference: the fused fp32 network
+        assert dev.autocast_dtype(cpu, "auto", training=True) is (
+            torch.bfloat16 if native else None
+        )
+        assert dev.autocast_dtype(cpu, "off", training=True) is None
+        assert dev.autocast_dtype(cpu, "bf16") is torch.bfloat16
+
+
 def test_gui_command_reaches_the_app_through_its_entry_point(tmp_path, monkeypatch, capsys):
     """The library never imports the desktop app: `stoneseg gui` finds it through the
     installed "stoneseg.apps" entry point, and says so clearly when it is not installed."""

@@ -371,12 +371,18 @@ def iter_notebook_training(
             return
 
 
-def notebook_predict(model, image: np.ndarray, size: int = NOTEBOOK_SIZE) -> np.ndarray:
+def notebook_predict(
+    model,
+    image: np.ndarray,
+    size: int = NOTEBOOK_SIZE,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+) -> np.ndarray:
     """Probability at the photo's own size: squash to 320x320, predict in eval mode, resize back."""
     import torch
 
-    mean = np.array([0.485, 0.456, 0.406], np.float32)
-    std = np.array([0.229, 0.224, 0.225], np.float32)
+    mean = np.array(mean, np.float32)
+    std = np.array(std, np.float32)
     h, w = image.shape[:2]
     x = (cv2.resize(image, (size, size)).astype(np.float32) / 255.0 - mean) / std
     model.eval()

@@ -1,0 +1,124 @@
+"""Train, then train again: the actions come back, fine-tuning validates honestly, and a
+worse run never replaces the active model by itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from guihelpers import make_project, wait_loaded, write_photo
+from PySide6.QtCore import Qt
+
+from stoneseg_core.imageio import write_mask
+from stoneseg_core.metrics import Scores
+from stoneseg_core.model import read_model_info
+from stoneseg_core.train import Comparison, TrainResult
+
+TRAIN_TIMEOUT = 120_000
+
+
+def _labelled_project(tmp_path: Path, n: int = 5) -> Path:
+    names = tuple(f"p{i}.png" for i in range(n))
+    root = make_project(tmp_path / "proj", names=names)
+    for i, name in enumerate(names):
+        mask = (np.arange(80)[None, :].repeat(60, 0) > 20 + 6 * i).astype(np.uint8) * 255
+        write_mask(root / "masks" / f"{Path(name).stem}.png", mask)
+    return root
+
+
+def _tiny(window, epochs: int, afresh: bool) -> None:
+    panel = window.model_side.panel
+    panel.epochs.setValue(epochs)
+    panel.crop.setValue(64)
+    panel.work_size.setValue(96)
+    panel.batch_size.setValue(2)
+    panel.afresh.setChecked(afresh)
+
+
+def _train_with_ctrl_t(qtbot, window) -> None:
+    side = window.model_side
+    assert side.actions.train.isEnabled() and not side.actions.stop_training.isEnabled()
+    qtbot.keyClick(window, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier)
+    assert side.controller.is_training
+    assert not side.actions.train.isEnabled() and side.actions.stop_training.isEnabled()
+    qtbot.waitUntil(lambda: not side.controller.is_training, timeout=TRAIN_TIMEOUT)
+    qtbot.waitUntil(lambda: side.actions.train.isEnabled(), timeout=5_000)
+
+
+def test_train_then_fine_tune_again_with_an_honest_validation(qtbot, window, tmp_path):
+    root = _labelled_project(tmp_path)
+    window.open_folder(root)
+    wait_loaded(qtbot, window)
+    side = window.model_side
+
+    _tiny(window, epochs=1, afresh=True)
+    _train_with_ctrl_t(qtbot, window)
+    # the run is over: Train and Ctrl+T work again, Stop does not
+    assert side.actions.train.isEnabled() and not side.actions.stop_training.isEnabled()
+    assert side.panel.train_button.isEnabled() and not side.panel.stop_button.isEnabled()
+    first = window.project.active_model
+    assert first is not None
+    a = read_model_info(first)
+
+    # label two more photos, then fine-tune the active model (Start afresh unchecked)
+    for name in ("n1.png", "n2.png"):
+        write_photo(root / "images" / name, seed=7)
+        mask = (np.arange(80)[None, :].repeat(60, 0) > 40).astype(np.uint8) * 255
+        write_mask(root / "masks" / f"{Path(name).stem}.png", mask)
+    _tiny(window, epochs=1, afresh=False)
+    _train_with_ctrl_t(qtbot, window)
+    runs = sorted(p for p in window.project.models_dir.iterdir() if (p / "config.json").is_file())
+    assert len(runs) == 2
+    b = read_model_info(runs[-1])
+    assert b.parent is not None and Path(b.parent) == first
+    assert not set(b.val_images) & set(a.train_images)  # never a photo its parent learnt
+    assert set(a.val_images) <= set(b.val_images)  # the same validation photos, and more
+    assert b.trained_before == a.train_images
+    # the panel says how the new model did against the previous one on the same photos
+    assert "same" in side.panel.status.text()
+    assert side.actions.train.isEnabled() and not side.actions.stop_training.isEnabled()
+    assert not window.dialogs.errors
+
+
+def _scores(iou: float) -> Scores:
+    return Scores(accuracy=iou, iou=iou, f1=iou, precision=iou, recall=iou)
+
+
+def test_a_worse_run_does_not_become_active(qtbot, window, tmp_path):
+    root = _labelled_project(tmp_path, n=3)
+    window.open_folder(root)
+    wait_loaded(qtbot, window)
+    side = window.model_side
+    _tiny(window, epochs=1, afresh=True)
+    _train_with_ctrl_t(qtbot, window)
+    good = window.project.active_model
+    _tiny(window, epochs=1, afresh=True)
+    _train_with_ctrl_t(qtbot, window)
+    runs = sorted(p for p in window.project.models_dir.iterdir() if (p / "config.json").is_file())
+    newer = [r for r in runs if r != good][0]
+    window.project.set_active_model(good)
+
+    def result_with(new_iou: float, other_iou: float) -> TrainResult:
+        info = read_model_info(newer)
+        return TrainResult(
+            model_dir=newer,
+            best_epoch=1,
+            best=_scores(new_iou),
+            best_per_image=(),
+            history=tuple(info.history),
+            train_images=tuple(info.train_images),
+            val_images=tuple(info.val_images),
+            cancelled=False,
+            seconds=1.0,
+            comparison=Comparison(good, ("p1",), _scores(new_iou), _scores(other_iou)),
+        )
+
+    # 54 % against the active model's 68 % on the same photos: the active model stays
+    side.controller._on_train_worker_succeeded(result_with(0.54, 0.68))
+    assert window.project.active_model == good
+    text = side.panel.status.text()
+    assert "54.0 %" in text and "68.0 %" in text and "stays active" in text
+    # not worse: the new run takes over
+    side.controller._on_train_worker_succeeded(result_with(0.70, 0.68))
+    assert window.project.active_model == newer
+    assert "now the active model" in side.panel.status.text()

@@ -197,6 +197,15 @@ class AnnotationSession(QObject):
         worker.start()
         return True
 
+    def reload_current(self) -> bool:
+        """Read the current photo's mask again from disk (another job wrote it). Refused
+        (False) while it has unsaved edits: the user's strokes always win."""
+        path = self._current
+        if path is None or self.is_dirty:
+            return False
+        self._close_image()
+        return self.open_image(path)
+
     def open_relative(self, step: int) -> bool:
         """Open the next (+1) or previous (-1) photo."""
         if not self._images:

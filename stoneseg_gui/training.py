@@ -352,6 +352,18 @@ class ModelController(QObject):
         if self.prediction is None or self._prediction_path != self.session.current_image_path():
             self.notice.emit("No prediction for this photo: press Ctrl+P first.")
             return False
+        if self.session.current_status() == ImageStatus.LABELLED or (
+            self.session.is_dirty and self.session.current_document().mask.any()
+        ):
+            answer = self.dialogs.ask(
+                "Replace your mask?",
+                "This photo has a mask you made. Replace it with the model's prediction? "
+                "(Ctrl+Z brings yours back.)",
+                ["Replace", "Keep my mask"],
+                default="Keep my mask",
+            )
+            if answer != "Replace":
+                return False
         self.session.accept_prediction(self.prediction.mask)
         self.canvas.set_prediction(None)
         self.prediction = None
@@ -365,10 +377,12 @@ class ModelController(QObject):
         if project is None or model is None:
             return False
         current = self.session.current_image_path()
+        # the photo on screen too, unless the user has started painting on it
         todo = [
             p
             for p in project.image_paths()
-            if self.session.image_status(p) == ImageStatus.UNLABELLED and p != current
+            if self.session.image_status(p) == ImageStatus.UNLABELLED
+            and not (p == current and self.session.is_dirty)
         ]
         if not todo:
             self.notice.emit("Every readable photo already has a mask.")
@@ -395,6 +409,9 @@ class ModelController(QObject):
             self.project.set_predicted(path.stem, True)
             self.session.status_changed.emit(path, ImageStatus.PREDICTED, "")
             self.notice.emit(f"Predicted {i} of {total}: {path.name}")
+            if path == self.session.current_image_path():
+                # show it: the editor reads the new mask (unless the user has begun painting)
+                self.session.reload_current()
         else:
             self.session.mark_unreadable(path, error or "")
 
@@ -426,6 +443,15 @@ class ModelController(QObject):
             return
         matches = [p for p in project.image_paths() if p.stem == Path(stem).stem]
         if not matches or not project.mask_path(matches[0]).is_file():
+            return
+        if matches[0] == self.session.current_image_path() and not self.session.save_current():
+            return
+        if project.status(matches[0]) != ImageStatus.LABELLED:
+            # an unreviewed prediction is the model's own answer, not ground truth
+            self.notice.emit(
+                f"{matches[0].name}: its mask is a prediction nobody has reviewed, so there is "
+                "no ground truth to compare with. Review it (Ctrl+R) or correct it first."
+            )
             return
         self._start_task(
             comparison_job,

@@ -69,7 +69,9 @@ def main() -> None:
     ratios: dict[str, list[float]] = {n: [] for n in names[1:]}
     for stem, image in photos:
         times = interleaved(
-            {n: (lambda s=segs[n], im=image: s.predict(im)) for n in names}, reps=args.reps, warmup=1
+            {n: (lambda s=segs[n], im=image: s.predict(im)) for n in names},
+            reps=args.reps,
+            warmup=1,
         )
         for n in names:
             per_photo[n][stem] = r3(median(times[n]))

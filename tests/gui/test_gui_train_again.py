@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from guihelpers import make_project, wait_loaded, write_photo
+from guihelpers import make_project, read_png, wait_loaded, write_photo
 from PySide6.QtCore import Qt
 
 from stoneseg_core.imageio import write_mask
@@ -122,3 +122,50 @@ def test_a_worse_run_does_not_become_active(qtbot, window, tmp_path):
     side.controller._on_train_worker_succeeded(result_with(0.70, 0.68))
     assert window.project.active_model == newer
     assert "now the active model" in side.panel.status.text()
+
+
+def test_accept_asks_before_replacing_a_hand_made_mask_and_predict_all_includes_the_photo_on_screen(
+    qtbot, window, tmp_path
+):
+    root = _labelled_project(tmp_path, n=3)
+    write_photo(root / "images" / "u.png", seed=9)  # unlabelled
+    window.open_folder(root)
+    wait_loaded(qtbot, window)
+    side = window.model_side
+    _tiny(window, epochs=1, afresh=True)
+    _train_with_ctrl_t(qtbot, window)
+
+    # a hand-made mask: accepting a prediction over it asks first
+    p0 = root / "images" / "p0.png"
+    window.open_image(p0)
+    wait_loaded(qtbot, window, p0)
+    mine = window.current_document().mask.copy()
+    side.actions.predict.trigger()
+    qtbot.waitUntil(lambda: side.controller.prediction is not None, timeout=30_000)
+    predicted = side.controller.prediction.mask.copy()
+    window.dialogs.answers["Replace your mask?"] = "Keep my mask"
+    assert not side.controller.accept_prediction()
+    assert window.dialogs.questions[-1][0] == "Replace your mask?"
+    np.testing.assert_array_equal(window.current_document().mask, mine)
+    window.dialogs.answers["Replace your mask?"] = "Replace"
+    assert side.controller.accept_prediction()
+    np.testing.assert_array_equal(window.current_document().mask, predicted)
+
+    # Predict all, with the unlabelled photo on screen: it is predicted and shown too
+    u = root / "images" / "u.png"
+    window.open_image(u)
+    wait_loaded(qtbot, window, u)
+    assert not window.current_document().mask.any()
+    assert side.controller.predict_unlabelled()
+    qtbot.waitUntil(lambda: not side.controller.is_busy, timeout=30_000)
+    assert (root / "masks" / "u.png").is_file()
+    assert window.project.status(u).name == "PREDICTED"
+    wait_loaded(qtbot, window, u)
+    np.testing.assert_array_equal(
+        window.current_document().mask, read_png(root / "masks" / "u.png")
+    )
+
+    # its mask is an unreviewed prediction: no ground truth to compare with
+    side.controller.compare_validation_image("u")
+    assert not side.controller.is_busy
+    assert not side.controller._dialogs_open

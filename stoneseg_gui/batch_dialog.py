@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from stoneseg_core.config import InferenceConfig
 from stoneseg_core.errors import StonesegError
+from stoneseg_core.model import read_model_info
 from stoneseg_core.predict import Segmenter, SegmentEvent, SegmentSummary, iter_segment_folder
 
 from .train_panel import format_seconds
@@ -92,6 +93,12 @@ class BatchDialog(QDialog):
         self.threshold = QDoubleSpinBox(
             decimals=2, minimum=0.01, maximum=0.99, singleStep=0.05, value=0.5
         )
+        self.threshold.setToolTip(
+            "Stone where the model's probability is at least this; each model brings the "
+            "threshold chosen on its validation photos"
+        )
+        self.model.currentIndexChanged.connect(self._on_model_current_index_changed)
+        self._on_model_current_index_changed()
         self.tta = QCheckBox("Test-time augmentation (flips; 4x slower, smoother)")
         self.overwrite = QCheckBox("Replace masks already in the output folder")
         form = QFormLayout()
@@ -126,6 +133,16 @@ class BatchDialog(QDialog):
         self._stop = threading.Event()
         self._t0 = 0.0
         self.summary: SegmentSummary | None = None
+
+    def _on_model_current_index_changed(self, *_args) -> None:
+        # the model's own threshold (chosen on its validation photos) as the starting value
+        folder = self.model.currentData()
+        if not folder:
+            return
+        try:
+            self.threshold.setValue(read_model_info(folder).threshold)
+        except StonesegError:
+            pass  # a damaged model says so when the batch starts
 
     def start(self) -> None:
         src, dst = self.input_row.path(), self.output_row.path()

@@ -69,19 +69,22 @@ def test_bundled_weights_load_with_no_network(no_network):
     )
 
 
-def test_key_mapping_is_exact():
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_key_mapping_is_exact(n):
+    """Lite0 is a dependency; Lite1 and Lite2 come with the "lite" extra (and the tests)."""
     import timm
 
-    raw = torch.load(str(pretrained.checkpoint_file(LITE0)), weights_only=True)
-    layout = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
-    mapped = pretrained.encoder_weights(LITE0).state
-    assert len(raw) == len(layout) == len(mapped) == 296
+    encoder = f"tu-tf_efficientnet_lite{n}"
+    raw = torch.load(str(pretrained.checkpoint_file(encoder)), weights_only=True)
+    layout = timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False).state_dict()
+    mapped = pretrained.encoder_weights(encoder).state
+    assert len(raw) == len(layout) == len(mapped)
     assert list(mapped) == list(layout)
     for (their, t), (ours, o) in zip(raw.items(), mapped.items()):
         assert t.shape == o.shape and torch.equal(t, o), (their, ours)
         assert their.rsplit(".", 1)[-1] == ours.rsplit(".", 1)[-1]
     # every encoder tensor is given; only the classification head is left over
-    unet = build_model(LITE0, "none")
+    unet = build_model(encoder, "none")
     enc = {k.removeprefix("model.") for k in unet.encoder.state_dict()}
     left = set(mapped) - enc
     assert enc <= set(mapped)
@@ -119,11 +122,12 @@ def _top1(net, image: np.ndarray) -> tuple[int, float]:
     return int(p.argmax()), float(p.max())
 
 
-def test_weights_are_imagenets(no_network):
+@pytest.mark.parametrize("n", [0, 2])
+def test_weights_are_imagenets(no_network, n):
     """With its head, the bundled network names scikit-image's cat and espresso photos."""
     import skimage.data
 
-    net = pretrained.imagenet_classifier(LITE0)
+    net = pretrained.imagenet_classifier(f"tu-tf_efficientnet_lite{n}")
     cls, p = _top1(net, skimage.data.chelsea())
     assert cls == 285 and p > 0.5  # Egyptian cat
     cls, p = _top1(net, skimage.data.coffee())

@@ -169,3 +169,20 @@ def test_accept_asks_before_replacing_a_hand_made_mask_and_predict_all_includes_
     side.controller.compare_validation_image("u")
     assert not side.controller.is_busy
     assert not side.controller._dialogs_open
+
+
+def test_batch_dialog_starts_at_the_models_own_threshold(qtbot, window, tmp_path):
+    import json
+
+    root = _labelled_project(tmp_path, n=3)
+    window.open_folder(root)
+    wait_loaded(qtbot, window)
+    _tiny(window, epochs=1, afresh=True)
+    _train_with_ctrl_t(qtbot, window)
+    active = window.project.active_model
+    cfg = json.loads((active / "config.json").read_text())
+    cfg["threshold"] = 0.35  # as if chosen on its validation photos
+    (active / "config.json").write_text(json.dumps(cfg))
+    dialog = window.model_side.open_batch_dialog()
+    assert dialog.threshold.value() == 0.35
+    dialog.close()

@@ -37,7 +37,16 @@ def describe_devices() -> str:
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         return f"CUDA: {names}"
-    return f"CPU only ({torch.get_num_threads()} threads)"
+    import os
+
+    cores = os.cpu_count() or 1
+    threads = torch.get_num_threads()
+    bf16 = ", native bf16" if cpu_has_native_bf16() else ""
+    return (
+        f"no GPU; CPU with {cores} core{'s' if cores != 1 else ''}{bf16}, training on "
+        f"{threads} thread{'s' if threads != 1 else ''}"
+        + (" (one core is left to the window)" if threads < cores else "")
+    )
 
 
 @functools.lru_cache(maxsize=1)

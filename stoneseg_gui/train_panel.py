@@ -101,7 +101,7 @@ class TrainPanel(QWidget):
 
         self.progress = QProgressBar()
         self.progress.setFormat("%p %")
-        self.status = QLabel("Label at least two photos, then Train.")
+        self.status = QLabel("Open a folder of photos, label at least two, then Train.")
         self.status.setWordWrap(True)
 
         layout = QVBoxLayout(self)
@@ -177,6 +177,9 @@ class TrainPanel(QWidget):
         if running:
             self.progress.setValue(0)
             self.status.setText("Preparing the photos…")
+        else:
+            # a finished or stopped run leaves no half-full bar behind
+            self.progress.setValue(0)
 
     def show_batch(self, p: BatchProgress) -> None:
         done = (p.epoch - 1) * p.batches + p.batch
@@ -197,3 +200,13 @@ class TrainPanel(QWidget):
 
     def show_message(self, text: str) -> None:
         self.status.setText(text)
+
+    def show_labelled_count(self, labelled: int) -> None:
+        """What Train will do, in words that match the project."""
+        if labelled < 2:
+            self.status.setText(
+                f"{labelled} labelled photo{'s' if labelled != 1 else ''}: label at least two, "
+                "then Train."
+            )
+        else:
+            self.status.setText(f"{labelled} labelled photos: ready to Train (Ctrl+T).")

@@ -93,6 +93,7 @@ class ModelController(QObject):
         history.compare_requested.connect(self._on_history_compare_requested)
         metrics.image_comparison_requested.connect(self.compare_validation_image)
         session.project_opened.connect(self._on_session_project_opened)
+        session.mask_saved.connect(self._on_session_mask_saved)
         session.image_changed.connect(self._on_session_image_changed)
 
     @staticmethod
@@ -122,6 +123,8 @@ class ModelController(QObject):
         self.history.set_runs(list_runs(self.project.models_dir), self.active_model())
 
     def _on_session_project_opened(self, project: Project) -> None:
+        self._train_out = None
+        self.panel.show_labelled_count(len(project.labelled_pairs()))
         self.plot.clear_run()
         self.plot.clear_earlier()
         self.refresh_history()
@@ -135,6 +138,11 @@ class ModelController(QObject):
                 self.plot.show_earlier(runs[0].label, runs[0].info.history)
         else:
             self.metrics.clear()
+
+    def _on_session_mask_saved(self, _path) -> None:
+        # keep the count current until a run has something more useful to say
+        if self.project is not None and not self.is_training and self._train_out is None:
+            self.panel.show_labelled_count(len(self.project.labelled_pairs()))
 
     def _on_session_image_changed(self, path) -> None:
         if path != self._prediction_path:

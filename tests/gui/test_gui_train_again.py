@@ -186,3 +186,24 @@ def test_batch_dialog_starts_at_the_models_own_threshold(qtbot, window, tmp_path
     dialog = window.model_side.open_batch_dialog()
     assert dialog.threshold.value() == 0.35
     dialog.close()
+
+
+def test_panel_texts_match_the_project_and_stop_leaves_no_half_bar(qtbot, window, tmp_path):
+    root = _labelled_project(tmp_path, n=4)
+    window.open_folder(root)
+    wait_loaded(qtbot, window)
+    panel = window.model_side.panel
+    assert panel.status.text().startswith("4 labelled photos")
+    detected = panel.detected.text()
+    assert "core" in detected and "thread" in detected and "threads)" not in detected
+    _tiny(window, epochs=200, afresh=True)
+    qtbot.keyClick(window, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=TRAIN_TIMEOUT)
+    qtbot.keyClick(
+        window,
+        Qt.Key.Key_T,
+        Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier,
+    )
+    qtbot.waitUntil(lambda: not window.model_side.controller.is_training, timeout=TRAIN_TIMEOUT)
+    assert panel.progress.value() == 0
+    assert window.model_side.actions.train.isEnabled()

@@ -109,3 +109,23 @@ def test_user_data_folder_can_be_redirected(tmp_path, monkeypatch) -> None:  # n
     monkeypatch.delenv("STONESEG_DATA_DIR")
     location = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
     assert app_data_dir() == Path(location)
+
+
+def test_run_leaves_with_mains_code_and_flushed_output(tmp_path):
+    """``stoneseg gui`` runs ``run``: main's exit code, its output written, and no slow
+    interpreter teardown (an atexit hook never runs, which is how it skips it)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, stoneseg_gui.app as app\n"
+        "atexit.register(lambda: print('teardown ran'))\n"
+        "def fake_main(folder):\n"
+        "    print('saved everything in', folder, end='')\n"
+        "    return 3\n"
+        "app.main = fake_main\n"
+        "app.run('somewhere')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3
+    assert done.stdout == "saved everything in somewhere"

@@ -78,6 +78,7 @@ class GrainActions:
     pool: QAction
     measure_scale: QAction
     import_scales: QAction
+    folder_scale: QAction
     pick: QAction
     split: QAction
     merge: QAction

@@ -68,6 +68,8 @@ from .workers import Worker, start_worker
 log = logging.getLogger(__name__)
 
 SCALES_KEY = "scale_mm_per_px"  # project.state[SCALES_KEY][photo stem] = mm per pixel
+# one mm per pixel for every photo of the folder (a fixed camera); a photo's own overrides it
+FOLDER_SCALE_KEY = "folder_mm_per_px"
 
 Point = tuple[float, float]
 
@@ -295,6 +297,13 @@ class GrainSide(QObject):
                 (),
                 "Set the scale of many photos from a CSV with the columns image, mm_per_px",
             ),
+            folder_scale=make_action(
+                w,
+                "Use this scale for the &whole folder",
+                self.use_scale_for_folder,
+                (),
+                "A fixed camera: every photo without a scale of its own gets this photo's scale",
+            ),
             pick=make_action(
                 w,
                 "Pic&k stones",
@@ -352,6 +361,7 @@ class GrainSide(QObject):
             None,
             a.measure_scale,
             a.import_scales,
+            a.folder_scale,
             None,
             a.pick,
             a.split,
@@ -404,6 +414,45 @@ class GrainSide(QObject):
         project = self.project
         table = project.state.get(SCALES_KEY, {}) if project is not None else {}
         return {str(k): float(v) for k, v in table.items() if isinstance(v, (int, float))}
+
+    def folder_scale(self) -> float | None:
+        """The folder's own mm per pixel (for photos without one of their own), or None."""
+        value = self.project.state.get(FOLDER_SCALE_KEY) if self.project is not None else None
+        return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+    def scale_of(self, stem: str) -> float | None:
+        """A photo's scale: its own, else the folder's."""
+        return self.project_scales().get(stem, self.folder_scale())
+
+    def set_folder_scale(self, mm_per_px: float | None) -> bool:
+        project = self.project
+        if project is None:
+            return False
+        if mm_per_px is None:
+            project.state.pop(FOLDER_SCALE_KEY, None)
+        else:
+            project.state[FOLDER_SCALE_KEY] = float(mm_per_px)
+        try:
+            project.save_state()
+        except StonesegError as exc:
+            self.dialogs.error("Cannot save the scale", str(exc))
+            return False
+        return True
+
+    def use_scale_for_folder(self) -> bool:
+        """Make the current photo's scale the folder's (photos with their own keep theirs)."""
+        if self._scale is None:
+            self.notice.emit("Set this photo's scale first (type it or measure a scale bar, K).")
+            return False
+        if not self.set_folder_scale(self._scale):
+            return False
+        own = len(self.project_scales())
+        self.notice.emit(
+            f"{self._scale:.6g} mm per pixel for every photo of the folder without a scale of "
+            f"its own ({own} photo{'s have' if own != 1 else ' has'} one)."
+        )
+        self._refresh_status()
+        return True
 
     def _options(self) -> GrainOptions:
         return self.panel.options()
@@ -684,16 +733,15 @@ class GrainSide(QObject):
     def _restate_pooled(self, options: GrainOptions) -> None:
         if self.pooled is None:
             return
-        scales = self.project_scales()
         try:
             results = tuple(
                 ImageGrains(
                     r.name,
-                    scales.get(Path(r.name).stem),
+                    self.scale_of(Path(r.name).stem),
                     tuple(
                         with_scale_and_exclusions(
                             r.stones,
-                            scales.get(Path(r.name).stem),
+                            self.scale_of(Path(r.name).stem),
                             options.exclude_edge,
                             options.min_size_px,
                             options.min_size_mm,
@@ -829,8 +877,28 @@ class GrainSide(QObject):
             )
             return False
         options = self._options().replace(use_probability=False)
-        scales = self.project_scales()
         stems = {image.stem for image, _ in pairs}
+        unscaled = sorted(image.name for image, _ in pairs if self.scale_of(image.stem) is None)
+        if unscaled and len(unscaled) < len(pairs):
+            # one question, naming every unscaled photo, with a scale to give them all
+            known = [self.scale_of(s) for s in stems if self.scale_of(s) is not None]
+            offer = self._scale or max(set(known), key=known.count)
+            shown = ", ".join(unscaled[:10]) + (
+                f" and {len(unscaled) - 10} more" if len(unscaled) > 10 else ""
+            )
+            choice = f"Use {offer:.6g} mm/px for them"
+            answer = self.dialogs.ask(
+                "Photos without a scale",
+                f"{len(unscaled)} of {len(pairs)} photos have no scale, and millimetres and "
+                f"pixels do not pool: {shown}.\nGive them {offer:.6g} mm per pixel (saved as "
+                "the folder's scale, for a fixed camera)?",
+                [choice, "Cancel"],
+                default="Cancel",
+            )
+            if answer != choice or not self.set_folder_scale(offer):
+                self.notice.emit("Not pooled: set the scale of those photos first.")
+                return False
+        scales = {s: self.scale_of(s) for s in stems}
         given = {}
         a = self.analysis
         if a is not None and self._is_fresh() and a.state_id is not None and a.image.stem in stems:
@@ -838,7 +906,7 @@ class GrainSide(QObject):
         worker = start_worker(
             iter_grains_masks,
             pairs,
-            {s: scales.get(s) for s in stems},
+            scales,
             options,
             given,
         )
@@ -1009,7 +1077,7 @@ class GrainSide(QObject):
             self.panel.show_stones([])
             self.panel.show_details(None)
             self.analysis_changed.emit()
-        self._scale = self.project_scales().get(path.stem) if path is not None else None
+        self._scale = self.scale_of(path.stem) if path is not None else None
         self.panel.set_scale(self._scale)
         self._show_outlines()
         self._refresh_distribution()

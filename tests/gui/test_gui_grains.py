@@ -323,3 +323,35 @@ def test_line_and_pick_interactions_without_a_mouse():
     pick = PickInteraction(lambda x, y, ctrl: picks.append((x, y, ctrl)), lambda: left.append(1))
     pick.press(3, 4, True)
     assert picks == [(3, 4, True)]
+
+
+def test_one_scale_for_the_whole_folder_and_one_question_for_unscaled_photos(
+    qtbot, window, tmp_path
+):
+    from stoneseg_gui.grains_side import FOLDER_SCALE_KEY
+
+    root = open_project(qtbot, window, tmp_path)
+    side = window.grain_side
+    side.set_scale(0.4)  # photo a
+    assert saved_state(root)[SCALES_KEY] == {"a": 0.4}
+    # pooling with b unscaled: one question naming b, offering a's scale
+    window.dialogs.answers["Photos without a scale"] = "Cancel"
+    assert not side.pool()
+    title, text, choices = window.dialogs.questions[-1]
+    assert title == "Photos without a scale" and "b.png" in text and "a.png" not in text
+    assert "1 of 2" in text and choices[0] == "Use 0.4 mm/px for them"
+    assert FOLDER_SCALE_KEY not in saved_state(root)
+    window.dialogs.answers["Photos without a scale"] = "Use 0.4 mm/px for them"
+    assert side.pool()
+    qtbot.waitUntil(lambda: side.pooled is not None and not side.is_pooling, timeout=20_000)
+    assert [r.mm_per_px for r in side.pooled.results] == [0.4, 0.4]
+    assert saved_state(root)[FOLDER_SCALE_KEY] == 0.4
+
+    # a fixed camera: the folder's scale from a photo's, and a photo's own still wins
+    side.set_scale(0.25)  # a's own
+    side.actions.folder_scale.trigger()
+    assert saved_state(root)[FOLDER_SCALE_KEY] == 0.25
+    window.open_image(root / "images" / "b.png")
+    wait_loaded(qtbot, window, root / "images" / "b.png")
+    assert side.scale == 0.25 and side.panel.scale.value() == 0.25
+    assert side.scale_of("a") == 0.25 and side.scale_of("zzz") == 0.25

@@ -1327,6 +1327,70 @@ def analyse_mask(
     return labels, ImageGrains(name, mm_per_px, tuple(stones))
 
 
+# ------------------------------------------------------------------- hand edits, replayed
+#
+# A user's cuts and merges are kept as operations in image coordinates, not as a label
+# image: replayed on the automatic split of the same mask they give the same stones, and
+# replayed on a mask edited since, each still lands where it was drawn (or is reported as
+# no longer fitting) instead of being silently lost.
+
+
+def stone_point(labels: np.ndarray, label: int) -> tuple[float, float]:
+    """A pixel centre (x, y) inside stone ``label``: its centroid if that lies inside it."""
+    rr, cc = np.nonzero(np.asarray(labels) == label)
+    if rr.size == 0:
+        raise StonesegError(f"There is no stone {label}.")
+    r, c = int(round(rr.mean())), int(round(cc.mean()))
+    if labels[r, c] != label:
+        i = int(np.argmin((rr - rr.mean()) ** 2 + (cc - cc.mean()) ** 2))
+        r, c = int(rr[i]), int(cc[i])
+    return float(c), float(r)
+
+
+def _label_at_point(labels: np.ndarray, point) -> int:
+    x, y = int(point[0]), int(point[1])
+    h, w = labels.shape[:2]
+    return int(labels[y, x]) if 0 <= y < h and 0 <= x < w else 0
+
+
+def apply_edit(labels: np.ndarray, edit: dict) -> list[int]:
+    """Apply one hand edit **in place**; returns the labels it touched. StonesegError when it
+    no longer fits (the line crosses no stone, a point lies on the ground, ...)."""
+    op = edit.get("op")
+    if op == "split":
+        p0, p1 = tuple(edit["p0"]), tuple(edit["p1"])
+        label = label_on_line(labels, p0, p1)
+        if label == 0:
+            raise StonesegError("the cut crosses no stone any more")
+        return cut_label(labels, label, p0, p1)
+    if op == "merge":
+        a, b = _label_at_point(labels, edit["a"]), _label_at_point(labels, edit["b"])
+        if a == 0 or b == 0:
+            raise StonesegError("a merged stone is no longer there")
+        if a == b:
+            return [a]  # already one stone
+        keep, gone = sorted((a, b))
+        merge_labels(labels, keep, gone)
+        return [keep]
+    raise StonesegError(f"unknown grain edit {op!r}")
+
+
+def replay_edits(
+    labels: np.ndarray, edits: Sequence[dict]
+) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """Apply ``edits`` in order, **in place**: (applied, [(edit, why it no longer fits)])."""
+    applied: list[dict] = []
+    failed: list[tuple[dict, str]] = []
+    for edit in edits:
+        try:
+            apply_edit(labels, edit)
+        except (StonesegError, KeyError, TypeError, ValueError) as exc:
+            failed.append((edit, str(exc)))
+        else:
+            applied.append(edit)
+    return applied, failed
+
+
 CSV_COLUMNS = (
     "image",
     "label",
@@ -1597,14 +1661,16 @@ def iter_grains_masks(
     scales: dict[str, float | None] | None = None,
     options: GrainOptions | None = None,
     labels: dict[str, np.ndarray] | None = None,
+    edits: dict[str, Sequence[dict]] | None = None,
 ) -> Generator[GrainEvent, None, GrainSummary]:
     """Split and measure the saved masks of a project's photos, and pool the percentiles.
 
     ``pairs`` are (photo, mask) paths; ``scales`` maps a photo's stem to its mm per pixel
     (every photo, or none: millimetres and pixels do not pool); ``labels`` gives stones
     already split (and perhaps cut or merged by hand) for some stems, which are then only
-    measured. Nothing is written: the caller exports what it wants. A mask that cannot
-    be read is reported and skipped.
+    measured. ``edits`` gives the hand cuts and merges of some stems (see ``replay_edits``),
+    replayed on their automatic split. Nothing is written: the caller exports what it
+    wants. A mask that cannot be read is reported and skipped.
     """
     from .imageio import read_mask
 
@@ -1631,6 +1697,9 @@ def iter_grains_masks(
         scale = scales.get(image.stem)
         try:
             given = labels.get(image.stem)
+            if given is None and edits and edits.get(image.stem):
+                given, _ = analyse_mask(read_mask(mask_path), None, scale, options, image.name)
+                replay_edits(given, edits[image.stem])
             if given is None:
                 _, result = analyse_mask(read_mask(mask_path), None, scale, options, image.name)
             else:

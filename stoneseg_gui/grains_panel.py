@@ -82,6 +82,7 @@ class GrainActions:
     pick: QAction
     split: QAction
     merge: QAction
+    undo_edit: QAction
     export_csv: QAction
     export_png: QAction
     cancel: QAction

@@ -12,12 +12,13 @@ cancel. The scale of each photo is kept in the project's ``stoneseg.json`` under
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QActionGroup
 from PySide6.QtWidgets import QMainWindow, QTabBar
 
@@ -39,6 +40,8 @@ from stoneseg_core.grains import (
     mm_per_px_from_line,
     percentiles_report,
     read_scale_csv,
+    replay_edits,
+    stone_point,
     stones_csv,
     with_scale_and_exclusions,
     write_json,
@@ -70,6 +73,28 @@ log = logging.getLogger(__name__)
 SCALES_KEY = "scale_mm_per_px"  # project.state[SCALES_KEY][photo stem] = mm per pixel
 # one mm per pixel for every photo of the folder (a fixed camera); a photo's own overrides it
 FOLDER_SCALE_KEY = "folder_mm_per_px"
+# project.state[GRAIN_EDITS_KEY][photo stem] = {"edits": [...], "mask_sha1": ...}: the
+# user's cuts and merges (grains.replay_edits), replayed whenever the photo is analysed
+GRAIN_EDITS_KEY = "grain_edits"
+UNDO_STEPS = 100
+
+
+def mask_digest(mask: np.ndarray) -> str:
+    """Names the mask an analysis split, so a replay can tell when it has changed."""
+    return hashlib.sha1(np.ascontiguousarray(mask).tobytes()).hexdigest()
+
+
+def analyse_with_edits(mask, probability, mm_per_px, options, name, boundary=None, edits=()):  # noqa: ANN001, ANN201
+    """Worker job: the automatic split, then the user's edits replayed and measured."""
+    labels, grains = analyse_mask(mask, probability, mm_per_px, options, name, boundary=boundary)
+    applied, failed = replay_edits(labels, edits) if edits else ([], [])
+    if edits:
+        stones = measure_stones(
+            labels, mm_per_px, options.exclude_edge, options.min_size_px, options.min_size_mm
+        )
+        grains = ImageGrains(grains.name, grains.mm_per_px, tuple(stones))
+    return labels, grains, applied, failed, mask_digest(mask)
+
 
 Point = tuple[float, float]
 
@@ -93,9 +118,40 @@ class GrainAnalysis:
     options: GrainOptions
     source: str  # what was split, in words
     state_id: int | None = None
+    edits: list[dict] = field(default_factory=list)  # the user's cuts and merges, in order
+    digest: str = ""  # mask_digest of the mask that was split
+    replay_note: str = ""  # what became of the stored edits when this analysis replayed them
 
     def __post_init__(self) -> None:
         self._index = {s.label: s for s in self.stones}
+        # each step: (box, the labels there before, the stones before); bounded
+        self._undo: list[tuple[tuple[int, int, int, int], np.ndarray, list[Stone]]] = []
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo) and bool(self.edits)
+
+    def _remember(self, box: tuple[int, int, int, int] | None) -> None:
+        if box is None:
+            box = (0, 0, *self.labels.shape[:2])
+        r0, c0, r1, c1 = (int(v) for v in box)
+        r0, c0 = max(0, r0 - 2), max(0, c0 - 2)
+        r1, c1 = min(self.labels.shape[0], r1 + 2), min(self.labels.shape[1], c1 + 2)
+        self._undo.append(((r0, c0, r1, c1), self.labels[r0:r1, c0:c1].copy(), list(self.stones)))
+        del self._undo[:-UNDO_STEPS]
+
+    def undo(self) -> list[int]:
+        """Take back the last cut or merge; returns the labels to redraw."""
+        if not self.can_undo:
+            raise StonesegError("No cut or merge to undo.")
+        (r0, c0, r1, c1), before, stones = self._undo.pop()
+        touched = set(np.unique(self.labels[r0:r1, c0:c1]).tolist()) | set(
+            np.unique(before).tolist()
+        )
+        self.labels[r0:r1, c0:c1] = before
+        self._set_stones(stones)
+        self.edits.pop()
+        return sorted(int(t) for t in touched if t)
 
     def stone(self, label: int) -> Stone | None:
         return self._index.get(label)
@@ -125,8 +181,14 @@ class GrainAnalysis:
         if label == 0:
             raise StonesegError("The line crosses no stone: draw it across the stone to cut.")
         box = self._index[label].bbox if label in self._index else None
-        pieces = cut_label(self.labels, label, p0, p1)
+        self._remember(box)
+        try:
+            pieces = cut_label(self.labels, label, p0, p1)
+        except StonesegError:
+            self._undo.pop()
+            raise
         self._remeasure(pieces, gone=(), box=box)  # the pieces lie in the stone's box
+        self.edits.append({"op": "split", "p0": list(map(float, p0)), "p1": list(map(float, p1))})
         return pieces
 
     def merge(self, first: int, second: int) -> int:
@@ -136,8 +198,15 @@ class GrainAnalysis:
         box = None
         if len(boxes) == 2:
             box = tuple(f(a, b) for f, a, b in zip((min, min, max, max), *boxes, strict=True))
-        merge_labels(self.labels, keep, gone)
+        points = [list(stone_point(self.labels, keep)), list(stone_point(self.labels, gone))]
+        self._remember(box)
+        try:
+            merge_labels(self.labels, keep, gone)
+        except StonesegError:
+            self._undo.pop()
+            raise
         self._remeasure([keep], gone=[gone], box=box)
+        self.edits.append({"op": "merge", "a": points[0], "b": points[1]})
         return keep
 
     def _remeasure(self, labels: list[int], gone, box=None) -> None:  # noqa: ANN001
@@ -253,6 +322,7 @@ class GrainSide(QObject):
         p.stones_chosen.connect(self._on_panel_stones_chosen)
         self.distribution.view_changed.connect(self._on_distribution_view_changed)
         window.image_changed.connect(self._on_window_image_changed)
+        self.session.image_opened.connect(self._on_session_image_opened)
         self.session.project_opened.connect(self._on_session_project_opened)
         self.session.history_changed.connect(self._refresh_status)
         self.dock.visibilityChanged.connect(self._on_dock_visibility_changed)
@@ -327,6 +397,13 @@ class GrainSide(QObject):
                 ("M",),
                 "Merge the two chosen stones (Ctrl+click the second) into one",
             ),
+            undo_edit=make_action(
+                w,
+                "&Undo cut or merge",
+                self.undo_edit,
+                ("Ctrl+Alt+Z",),
+                "Take back the last cut or merge of stones on this photo",
+            ),
             export_csv=make_action(
                 w,
                 "Export &CSV…",
@@ -366,6 +443,7 @@ class GrainSide(QObject):
             a.pick,
             a.split,
             a.merge,
+            a.undo_edit,
             None,
             a.export_csv,
             a.export_png,
@@ -643,6 +721,17 @@ class GrainSide(QObject):
             return False
         mask, probability, source = self._source(document, path)
         options = options.replace(use_probability=probability is not None)
+        stored = self.stored_edits(path.stem)
+        kept_sep = stored.get("min_separation_px")
+        if (
+            stored.get("edits")
+            and isinstance(kept_sep, int)
+            and kept_sep != options.min_separation_px
+        ):
+            # the hand edits were made on the split at this separation: replay them on it
+            options = options.replace(min_separation_px=kept_sep)
+            with QSignalBlocker(self.panel.separation):
+                self.panel.separation.setValue(kept_sep)
         # a model trained with the boundary target also gives where stones meet: split on it
         pred = self._prediction[1] if self._prediction and self._prediction[0] == path else None
         boundary = None
@@ -656,7 +745,14 @@ class GrainSide(QObject):
         self._analysing = (path, state, source, options)
         self.panel.set_status(f"Analysing {path.name}…")
         worker = start_worker(
-            analyse_mask, mask, probability, self._scale, options, path.name, boundary=boundary
+            analyse_with_edits,
+            mask,
+            probability,
+            self._scale,
+            options,
+            path.name,
+            boundary=boundary,
+            edits=stored.get("edits", []),
         )
         worker.succeeded.connect(self._on_analyse_succeeded)
         worker.failed.connect(self._on_analyse_failed)
@@ -671,7 +767,7 @@ class GrainSide(QObject):
         self._refresh_status()
 
     def _on_analyse_succeeded(self, result) -> None:  # noqa: ANN001
-        labels, grains = result
+        labels, grains, applied, failed, digest = result
         if self._analysing is None:
             return
         path, state, source, options = self._analysing
@@ -679,8 +775,39 @@ class GrainSide(QObject):
         if path != self.window.current_image_path():
             return  # the user moved on
         self.analysis = GrainAnalysis(
-            path, labels, list(grains.stones), grains.mm_per_px, options, source, state
+            path,
+            labels,
+            list(grains.stones),
+            grains.mm_per_px,
+            options,
+            source,
+            state,
+            edits=list(applied),
+            digest=digest,
         )
+        stored = self.stored_edits(path.stem)
+        replayed = ""
+        if stored.get("edits"):
+            changed = stored.get("mask_sha1") not in (None, digest)
+            replayed = f"Your {len(applied)} cut(s) and merge(s) on this photo are back."
+            if changed or failed:
+                replayed = (
+                    f"The mask changed since your {len(stored['edits'])} cut(s) and merge(s): "
+                    f"{len(applied)} re-applied"
+                    + (
+                        f", {len(failed)} no longer fit ({'; '.join(why for _, why in failed)})"
+                        if failed
+                        else ""
+                    )
+                    + "."
+                )
+            if changed:
+                self._save_edits(dropped=[e for e, _ in failed])
+            elif failed:
+                # the same mask: the edits did not fit this split's options; keep them all
+                self.analysis.edits = list(stored["edits"])
+        self.analysis.replay_note = replayed
+        self._refresh_status()
         now = self._options()
         if (
             self._scale != grains.mm_per_px
@@ -706,6 +833,7 @@ class GrainSide(QObject):
         kept = sum(not s.excluded for s in self.analysis.stones)
         self.notice.emit(
             f"{len(self.analysis.stones)} stones in {path.name} ({kept} counted): click one to see it."
+            + (f" {replayed}" if replayed else "")
         )
         self.analysis_changed.emit()
 
@@ -835,14 +963,61 @@ class GrainSide(QObject):
         self.notice.emit(f"Stones {min(first, second)} and {max(first, second)} merged.")
         return True
 
+    # ------------------------------------------------------------------ hand edits
+    def stored_edits(self, stem: str) -> dict:
+        """The cuts and merges kept with the project for this photo ({} when none)."""
+        table = self.project.state.get(GRAIN_EDITS_KEY, {}) if self.project is not None else {}
+        entry = table.get(stem)
+        return dict(entry) if isinstance(entry, dict) else {}
+
+    def _save_edits(self, dropped: list[dict] | None = None) -> bool:
+        """Keep the current photo's edits with the project (the project file, atomically)."""
+        a, project = self.analysis, self.project
+        if a is None or project is None:
+            return False
+        table = dict(project.state.get(GRAIN_EDITS_KEY, {}))
+        entry = {
+            "edits": list(a.edits),
+            "mask_sha1": a.digest,
+            "min_separation_px": int(a.options.min_separation_px),
+        }
+        old = table.get(a.image.stem, {})
+        kept_aside = list(old.get("dropped", [])) + list(dropped or [])
+        if kept_aside:
+            entry["dropped"] = kept_aside  # edits that no longer fit: told, never erased
+        if a.edits or kept_aside:
+            table[a.image.stem] = entry
+        else:
+            table.pop(a.image.stem, None)
+        project.state[GRAIN_EDITS_KEY] = table
+        try:
+            project.save_state()
+        except StonesegError as exc:
+            self.dialogs.error("Cannot save the stone edits", str(exc))
+            return False
+        return True
+
+    def undo_edit(self) -> bool:
+        a = self.analysis
+        if a is None or not a.can_undo:
+            self.notice.emit("No cut or merge to undo on this photo.")
+            return False
+        touched = a.undo()
+        self._selected = []
+        self._after_edit(touched, [])
+        self.notice.emit("Last cut or merge undone.")
+        return True
+
     def _after_edit(self, changed: list[int], chosen: list[int]) -> None:
         a = self.analysis
         assert a is not None
+        self._save_edits()
         self.outlines.update_stones(a.labels, a.stones, changed)
         self.panel.show_stones(a.stones)
         self.choose(chosen)
         self._refresh_distribution()
         self._refresh_status()
+        self._refresh_actions()
         self.analysis_changed.emit()
 
     # ------------------------------------------------------------------ pooling
@@ -903,12 +1078,18 @@ class GrainSide(QObject):
         a = self.analysis
         if a is not None and self._is_fresh() and a.state_id is not None and a.image.stem in stems:
             given[a.image.stem] = a.labels.copy()  # the stones as cut and merged by hand
+        edits = {
+            s: self.stored_edits(s).get("edits", [])
+            for s in stems
+            if s not in given and self.stored_edits(s).get("edits")
+        }
         worker = start_worker(
             iter_grains_masks,
             pairs,
             scales,
             options,
             given,
+            edits,
         )
         worker.progressed.connect(self._on_pool_progressed)
         worker.succeeded.connect(lambda summary: self._on_pool_succeeded(summary, options))
@@ -1084,6 +1265,16 @@ class GrainSide(QObject):
         self._refresh_status()
         self._refresh_actions()
 
+    def _on_session_image_opened(self, path: Path) -> None:
+        # a photo cut or merged by hand earlier: show its stones as the user left them
+        if (
+            self.stored_edits(path.stem).get("edits")
+            and self.analysis is None
+            and not self.is_analysing
+            and self.dock.isVisible()
+        ):
+            self.analyse()
+
     def _on_session_project_opened(self, _project: Project) -> None:
         self._drop_pooled()
         self.distribution.set_view("photo")
@@ -1125,7 +1316,8 @@ class GrainSide(QObject):
         text = f"{len(a.stones)} stones, {kept} counted · {scale} · split from {a.source}."
         if self.panel.separation.value() != a.options.min_separation_px:
             text += " The separation changed: press Analyse to split again."
-        self.panel.set_status(text)
+        note = getattr(a, "replay_note", "")
+        self.panel.set_status(f"{note} {text}" if note else text, warning="no longer fit" in note)
 
     def _refresh_actions(self, *_args) -> None:  # noqa: ANN002
         a = self.actions
@@ -1139,6 +1331,7 @@ class GrainSide(QObject):
         a.pick.setEnabled(has_analysis)
         a.split.setEnabled(has_analysis)
         a.merge.setEnabled(has_analysis and len(self._selected) == 2)
+        a.undo_edit.setEnabled(has_analysis and self.analysis.can_undo)
         can_export = self._export_source() is not None
         a.export_csv.setEnabled(can_export)
         a.export_png.setEnabled(can_export)

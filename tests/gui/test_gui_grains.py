@@ -355,3 +355,68 @@ def test_one_scale_for_the_whole_folder_and_one_question_for_unscaled_photos(
     wait_loaded(qtbot, window, root / "images" / "b.png")
     assert side.scale == 0.25 and side.panel.scale.value() == 0.25
     assert side.scale_of("a") == 0.25 and side.scale_of("zzz") == 0.25
+
+
+def test_cuts_survive_switching_photo_and_reopening_undo_and_a_changed_mask(
+    qtbot, make_window, tmp_path
+):
+    from stoneseg_gui.grains_side import GRAIN_EDITS_KEY
+
+    window = make_window()
+    root = open_project(qtbot, window, tmp_path)
+    side, canvas = window.grain_side, window.canvas
+    side.dock.show()
+    side.panel.separation.setValue(30)  # the touching pair is one stone until cut
+    analyse(qtbot, window)
+    (r0, c0), (r1, c1) = TOUCHING
+    assert stone_at(side, c0, r0) == stone_at(side, c1, r1)
+    qtbot.keyClick(canvas, Qt.Key.Key_X)
+    neck = (c0 + c1) / 2 + 0.5
+    drag(qtbot, canvas, [(neck, r0 - 15), (neck, r0), (neck, r0 + 15)])
+    assert stone_at(side, c0, r0) != stone_at(side, c1, r1)
+    assert len(saved_state(root)[GRAIN_EDITS_KEY]["a"]["edits"]) == 1
+
+    # undo takes the cut back (and the project forgets it), redo by cutting again
+    assert side.actions.undo_edit.isEnabled()
+    side.actions.undo_edit.trigger()
+    assert stone_at(side, c0, r0) == stone_at(side, c1, r1) and len(side.analysis.stones) == 4
+    assert "a" not in saved_state(root).get(GRAIN_EDITS_KEY, {})
+    side.set_mode("split")
+    drag(qtbot, canvas, [(neck, r0 - 15), (neck, r0), (neck, r0 + 15)])
+    assert len(side.analysis.stones) == 5
+
+    # switch photo and back: the stones come back as they were cut
+    window.open_image(root / "images" / "b.png")
+    wait_loaded(qtbot, window, root / "images" / "b.png")
+    window.open_image(root / "images" / "a.png")
+    wait_loaded(qtbot, window, root / "images" / "a.png")
+    qtbot.waitUntil(lambda: side.analysis is not None and not side.is_analysing, timeout=10_000)
+    assert len(side.analysis.stones) == 5 and stone_at(side, c0, r0) != stone_at(side, c1, r1)
+    assert "are back" in side.panel.status.text()
+
+    # quit and reopen: the same
+    window.close()
+    again = make_window()
+    again.open_folder(root)
+    wait_loaded(qtbot, again, root / "images" / "a.png")
+    side2 = again.grain_side
+    side2.dock.show()
+    side2.panel.separation.setValue(30)
+    analyse(qtbot, again)
+    assert len(side2.analysis.stones) == 5
+    assert stone_at(side2, c0, r0) != stone_at(side2, c1, r1)
+
+    # the mask changes under the cut (the touching pair erased): the cut no longer fits,
+    # and the status says so; the edit is kept aside in the project, not erased
+    doc = again.current_document()
+    labels = disc_labels()
+    pair = (labels[r0, c0], labels[r1, c1])
+    changed = np.where((labels > 0) & ~np.isin(labels, pair), 255, 0).astype(np.uint8)
+    doc.replace(changed, "test edit")
+    assert again.save_current()
+    qtbot.waitUntil(lambda: not side2.is_analysing, timeout=10_000)
+    side2.analysis = None
+    assert side2.analyse()
+    qtbot.waitUntil(lambda: side2.analysis is not None, timeout=10_000)
+    assert "no longer fit" in side2.panel.status.text()
+    assert saved_state(root)[GRAIN_EDITS_KEY]["a"]["dropped"][0]["op"] == "split"

@@ -830,7 +830,8 @@ class DistributionPanel(QWidget):
         side.addWidget(self.export_png_button)
         side_box = QWidget()
         side_box.setLayout(side)
-        side_box.setFixedWidth(330)
+        side_box.setMinimumWidth(170)  # narrow windows: the panel shrinks, the plot stays
+        side_box.setMaximumWidth(330)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(8, 6, 8, 6)
         layout.addWidget(side_box)

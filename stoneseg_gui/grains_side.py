@@ -284,7 +284,9 @@ class GrainSide(QObject):
         self.actions = self._make_actions()
         self.panel = GrainPanel(self.actions)
         self.distribution = DistributionPanel(self.actions)
-        self.dock = window.add_dock(self.panel, Qt.DockWidgetArea.RightDockWidgetArea, "Grains")
+        self.dock = window.add_dock(
+            self.panel, Qt.DockWidgetArea.RightDockWidgetArea, "Grains", scroll=True
+        )
         self.distribution_dock = window.add_dock(
             self.distribution, Qt.DockWidgetArea.BottomDockWidgetArea, "Grain sizes"
         )

@@ -19,9 +19,26 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QMimeData, QSettings, QSignalBlocker, QSize, Qt, Signal
+from PySide6.QtCore import (
+    QByteArray,
+    QMimeData,
+    QSettings,
+    QSignalBlocker,
+    QSize,
+    Qt,
+    QTimer,
+    Signal,
+)
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QToolBar, QWidget
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFrame,
+    QMainWindow,
+    QMenu,
+    QScrollArea,
+    QToolBar,
+    QWidget,
+)
 
 from stoneseg_core import __version__
 from stoneseg_core.imageio import IMAGE_EXTENSIONS
@@ -31,7 +48,7 @@ from stoneseg_core.project import ImageStatus, Project
 from .actions import CANVAS_GESTURES, Actions, create_actions
 from .canvas import MaskCanvas
 from .dialogs import Dialogs, ShortcutsDialog
-from .grains_side import GrainSide
+from .grains_side import GrainSide, hide_stale_tab_bars
 from .image_list import ImageListDock
 from .model_panels import ModelSide
 from .session import AnnotationSession
@@ -83,6 +100,23 @@ class MainWindow(QMainWindow):
         # part 2: training, prediction, batch segmentation and export
         self.model_side = ModelSide(self)
         self.grain_side = GrainSide(self)
+        self.arrange_docks()
+        # the first size, once the docks are in (adding them grows the window): fits the
+        # screen, a 1366 x 768 laptop included
+        screen = self.screen().availableGeometry() if self.screen() is not None else None
+        self.resize(
+            min(1360, screen.width()) if screen else 1360,
+            min(860, screen.height()) if screen else 860,
+        )
+        self._default_state = self.saveState()
+        reset = QAction("&Reset layout", self)
+        reset.setToolTip(
+            "Put every panel back where it starts: the photo large, panels at the right"
+        )
+        reset.triggered.connect(self.reset_layout)
+        self.reset_layout_action = reset
+        self.view_menu.addSeparator()
+        self.view_menu.addAction(reset)
         self._restore_window_state()
         self.status.show_tool(self.tool_settings.tool)
         self.status.show_brush_size(self.tool_settings.brush_size)
@@ -116,16 +150,82 @@ class MainWindow(QMainWindow):
         widget: QWidget,
         area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea,
         title: str | None = None,
+        scroll: bool = False,
     ) -> QDockWidget:
-        """Add a panel. A QDockWidget is added as is; any other widget is wrapped in one."""
+        """Add a panel. A QDockWidget is added as is; any other widget is wrapped in one
+        (inside a scroll area with ``scroll``, so a tall form never makes the window taller
+        than a small screen)."""
         if isinstance(widget, QDockWidget):
             dock = widget
         else:
             dock = QDockWidget(title or widget.windowTitle(), self)
             dock.setObjectName(f"{widget.objectName() or type(widget).__name__}_dock")
-            dock.setWidget(widget)
+            if scroll:
+                scroller = QScrollArea()
+                scroller.setObjectName(f"{widget.objectName() or type(widget).__name__}_scroll")
+                scroller.setWidgetResizable(True)
+                scroller.setFrameShape(QFrame.Shape.NoFrame)
+                scroller.setWidget(widget)
+                dock.setWidget(scroller)
+            else:
+                dock.setWidget(widget)
         self.addDockWidget(area, dock)
         return dock
+
+    # ------------------------------------------------------------------ layout
+    def _docks_in_order(self) -> tuple[list[QDockWidget], list[QDockWidget]]:
+        """(upper group, lower group) of the right-hand column, as tabs, in tab order."""
+        m, g = self.model_side, self.grain_side
+        upper = [self.image_list, m.train_dock, g.dock]
+        lower = [m.plot_dock, m.metrics_dock, m.history_dock, g.distribution_dock]
+        return upper, lower
+
+    def arrange_docks(self) -> None:
+        """The default layout, drawn for a 1366 x 768 field laptop and usable at 800 x 600:
+        the photo takes the whole height and most of the width; every panel is a tab in one
+        column at the right (photos, training and grains above; curves, metrics, models and
+        grain sizes below). Panels scroll rather than push the window larger."""
+        upper, lower = self._docks_in_order()
+        right = Qt.DockWidgetArea.RightDockWidgetArea
+        for dock in (*upper, *lower):
+            dock.setFloating(False)
+            self.addDockWidget(right, dock)
+            dock.show()
+        self.splitDockWidget(upper[0], lower[0], Qt.Orientation.Vertical)
+        for group in (upper, lower):
+            for a, b in zip(group, group[1:]):
+                self.tabifyDockWidget(a, b)
+            group[0].raise_()
+        hide_stale_tab_bars(self)
+        if self.isVisible():
+            self._size_docks()
+
+    def _size_docks(self) -> None:
+        """The right-hand column: a third of the window (280 to 440 px), split 55:45.
+        Only on a shown window: before that, sizes would grow the window instead."""
+        upper, lower = self._docks_in_order()
+        width = max(280, min(440, self.width() // 3))
+        self.resizeDocks([upper[0]], [width], Qt.Orientation.Horizontal)
+        # what the window leaves to the docks: less the menus, tool bar, status bar, and
+        # the two groups' title bars and tabs
+        chrome = self.menuBar().sizeHint().height() + self.statusBar().sizeHint().height() + 150
+        height = max(200, self.height() - chrome)
+        self.resizeDocks(
+            [upper[0], lower[0]], [int(height * 0.55), int(height * 0.45)], Qt.Orientation.Vertical
+        )
+
+    def showEvent(self, event) -> None:  # noqa: ANN001
+        super().showEvent(event)
+        if not self._layout_sized:
+            # first start (no remembered layout): size the column for the real window
+            self._layout_sized = True
+            QTimer.singleShot(0, self._size_docks)
+
+    def reset_layout(self) -> None:
+        """View > Reset layout: every panel back in its place (the photo list in front)."""
+        self.restoreState(self._default_state)
+        self.arrange_docks()
+        self._save_window_state()
 
     def add_action_menu(self, title: str) -> QMenu:
         """A new top-level menu placed before Help."""
@@ -449,10 +549,11 @@ class MainWindow(QMainWindow):
     def _restore_window_state(self) -> None:
         geometry = self._settings.value("window/geometry")
         state = self._settings.value("window/state")
+        self._layout_sized = False
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
-        if isinstance(state, QByteArray):
-            self.restoreState(state)
+        if isinstance(state, QByteArray) and self.restoreState(state):
+            self._layout_sized = True  # the user's own layout, remembered
 
     def _save_window_state(self) -> None:
         self._settings.setValue("window/geometry", self.saveGeometry())
@@ -460,6 +561,10 @@ class MainWindow(QMainWindow):
         self._settings.sync()
 
     # ------------------------------------------------------------------ Qt events
+    def resizeEvent(self, event) -> None:  # noqa: ANN001
+        super().resizeEvent(event)
+        self.status.fit_width(event.size().width())
+
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self.model_side.may_close():
             event.ignore()

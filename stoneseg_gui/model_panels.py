@@ -52,7 +52,7 @@ class ModelSide:
         )
         self.batch_dialog: BatchDialog | None = None
         self.train_dock = window.add_dock(
-            self.panel, Qt.DockWidgetArea.RightDockWidgetArea, "Training"
+            self.panel, Qt.DockWidgetArea.RightDockWidgetArea, "Training", scroll=True
         )
         self.plot_dock = window.add_dock(
             self.plot, Qt.DockWidgetArea.BottomDockWidgetArea, "Training curves"

@@ -24,9 +24,7 @@ class EditorStatusBar(QStatusBar):
         self.masks_button.setIcon(icon("masks_folder"))
         self.masks_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.masks_button.clicked.connect(self.masks_folder_clicked)
-        self.pixel_label = self._label(
-            "pixel_label", "x 00000  y 00000  ·  background  ·  RGB 255 255 255"
-        )
+        self.pixel_label = self._label("pixel_label", "x 00000  y 00000  ·  background")
         self.size_label = self._label("size_label", "00000 × 00000 px")
         self.zoom_label = self._label("zoom_label", "Zoom 3200 %")
         self.tool_label = self._label("tool_label", "Lasso erase")
@@ -43,6 +41,24 @@ class EditorStatusBar(QStatusBar):
         self.show_masks_folder(None)
         self.show_pixel(None)
         self.show_image_size(None)
+
+    def minimumSizeHint(self):  # noqa: ANN201, N802 - Qt's name
+        # never the reason a window cannot shrink to a small screen: fit_width drops labels
+        hint = super().minimumSizeHint()
+        hint.setWidth(min(hint.width(), 480))
+        return hint
+
+    def fit_width(self, width: int) -> None:
+        """A narrow window (a small laptop screen) keeps what matters: under the pointer,
+        zoom and brush; the tool (shown in the tool bar) and the photo size go."""
+        narrow = width < 1100
+        self.tool_label.setVisible(not narrow)
+        self.size_label.setVisible(not narrow)
+        self.masks_button.setToolButtonStyle(
+            Qt.ToolButtonStyle.ToolButtonIconOnly
+            if width < 900
+            else Qt.ToolButtonStyle.ToolButtonTextBesideIcon
+        )
 
     def _label(self, name: str, widest: str) -> QLabel:
         label = QLabel()

@@ -141,8 +141,15 @@ def main(folder: str | None = None, argv: list[str] | None = None) -> int:
     QTimer.singleShot(300, preload_model_libraries)
 
     def open_start_folder() -> None:
+        from PySide6.QtCore import QSettings
+
+        from .settings import recent_folders
+
+        last = [p for p in recent_folders(QSettings()) if p.is_dir()]
         if folder:
             target = Path(folder).expanduser()
+        elif last:
+            target = last[0]  # where the user left off; the sample only on a first start
         else:
             try:
                 target = ensure_sample_project()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from PySide6.QtCore import (
     QByteArray,
+    QEvent,
     QMimeData,
     QSettings,
     QSignalBlocker,
@@ -52,7 +53,13 @@ from .grains_side import GrainSide, hide_stale_tab_bars
 from .image_list import ImageListDock
 from .model_panels import ModelSide
 from .session import AnnotationSession
-from .settings import add_recent_folder, clear_recent_folders, recent_folders
+from .settings import (
+    add_recent_folder,
+    clear_recent_folders,
+    last_image,
+    recent_folders,
+    remember_last_image,
+)
 from .status_bar import EditorStatusBar
 from .tool_options import BrushSizeControl, OpacityControl
 from .tool_settings import ToolSettings
@@ -306,6 +313,13 @@ class MainWindow(QMainWindow):
         file_menu = bar.addMenu("&File")
         file_menu.addAction(a.open_folder)
         file_menu.addMenu(self.recent_menu)
+        rescan = QAction("&Rescan the folder", self)
+        rescan.setShortcut("F5")
+        rescan.setToolTip("Show photos added to the folder since it was opened")
+        rescan.triggered.connect(self.session.rescan)
+        self.rescan_action = rescan
+        self.addAction(rescan)
+        file_menu.addAction(rescan)
         file_menu.addSeparator()
         file_menu.addActions([a.save, a.show_masks_folder])
         file_menu.addSeparator()
@@ -378,6 +392,8 @@ class MainWindow(QMainWindow):
             self.status,
         )
         s.project_opened.connect(self._on_session_project_opened)
+        s.images_rescanned.connect(self._on_session_images_rescanned)
+        s.start_image_name = lambda project: last_image(self._settings, project.root)
         s.image_load_started.connect(self._on_session_image_load_started)
         s.image_opened.connect(self._on_session_image_opened)
         s.image_failed.connect(self._on_session_image_failed)
@@ -431,13 +447,27 @@ class MainWindow(QMainWindow):
         self.status.show_image_size(None)
         self.status.show_zoom(None)
 
+    def _on_session_images_rescanned(self, images: list[Path]) -> None:
+        self.image_list.set_images([(p, self.session.image_status(p)) for p in images])
+        self.image_list.select_path(self.session.current_image_path())
+        self._refresh_actions()
+
+    def changeEvent(self, event) -> None:  # noqa: ANN001
+        super().changeEvent(event)
+        # back in the window (after copying photos into the folder, say): look again
+        if event.type() == QEvent.Type.ActivationChange and self.isActiveWindow():
+            self.session.rescan()
+
     def _on_session_image_opened(self, path: Path) -> None:
         display, document = self.session.current_display(), self.session.current_document()
         if display is None or document is None:
             return
+        self.tool_settings.fit_brush_to_photo(display.width, display.height)
         self.canvas.show_image(display, document)
         self.canvas.setFocus(Qt.FocusReason.OtherFocusReason)
         self.status.show_image_size((display.width, display.height))
+        if self.project is not None:
+            remember_last_image(self._settings, self.project.root, path)
         self._refresh_banner()
 
     def _on_session_image_failed(self, path: Path, reason: str) -> None:

@@ -10,11 +10,15 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QCheckBox, QFileDialog, QMessageBox
 
+from stoneseg_core.config import TrainConfig
+from stoneseg_core.errors import StonesegError
+
 from .actions import make_action
 from .batch_dialog import BatchDialog
 from .loss_plot import LossPlot
 from .metrics_panel import MetricsPanel
 from .model_history import ModelHistory, list_runs
+from .settings import load_train_settings, save_train_settings
 from .train_panel import TrainPanel
 from .training import ModelController
 
@@ -36,7 +40,9 @@ class ModelSide:
 
     def __init__(self, window) -> None:
         self.window = window
-        self.panel = TrainPanel(ModelController.devices_text(), torch.cuda.is_available())
+        self.panel = TrainPanel(
+            ModelController.devices_text(), torch.cuda.is_available(), _remembered_config(window)
+        )
         self.plot = LossPlot()
         self.metrics = MetricsPanel()
         self.history = ModelHistory()
@@ -155,11 +161,17 @@ class ModelSide:
             for dock in (self.train_dock, self.plot_dock, self.metrics_dock, self.history_dock):
                 view_menu.addAction(dock.toggleViewAction())
         c.training_started.connect(self._refresh_actions)
+        c.training_started.connect(self._remember_training_settings)
         c.training_finished.connect(self._refresh_actions)
         c.notice.connect(self._on_controller_notice)
         self._refresh_actions()
 
     # ------------------------------------------------------------------ slots
+    def _remember_training_settings(self) -> None:
+        settings = getattr(self.window, "_settings", None)
+        if settings is not None:
+            save_train_settings(settings, self.panel.config().to_dict())
+
     def _on_train_triggered(self) -> None:
         self.controller.start_training(self.panel.config(), self.panel.afresh.isChecked())
 
@@ -217,3 +229,15 @@ class ModelSide:
             self.batch_dialog.worker.wait(60_000)
         self.controller.shutdown()
         return True
+
+
+def _remembered_config(window) -> TrainConfig | None:  # noqa: ANN001
+    """The Training panel's values from the last run the user started, if any still valid."""
+    settings = getattr(window, "_settings", None)
+    values = load_train_settings(settings) if settings is not None else None
+    if not values:
+        return None
+    try:
+        return TrainConfig.from_dict(values)
+    except (StonesegError, TypeError, ValueError):
+        return None

@@ -74,10 +74,13 @@ class AnnotationSession(QObject):
     dirty_changed = Signal(object, bool)  # Path, has unsaved edits
     history_changed = Signal()  # undo/redo availability may have changed
     mask_saved = Signal(object)  # Path of the photo whose mask was written
+    images_rescanned = Signal(object)  # list[Path]: the folder's photos, looked up again
     notice = Signal(str)  # a short message for the status bar
 
     def __init__(self, dialogs: Dialogs, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        # Callable[[Project], str | None]: the photo to open first (the window remembers it)
+        self.start_image_name = None
         self._dialogs = dialogs
         self.project: Project | None = None
         self._images: list[Path] = []
@@ -161,10 +164,35 @@ class AnnotationSession(QObject):
             self.notice.emit(f"This folder is read-only: masks are saved in {project.masks_dir}")
         self._offer_recovery()
         if images:
-            self.open_image(images[0])
+            wanted = self.start_image_name(project) if self.start_image_name else None
+            start = next((p for p in images if p.name == wanted), images[0])
+            self.open_image(start)
         else:
             self.image_changed.emit(None)
         return True
+
+    def rescan(self) -> list[Path]:
+        """Look again for photos in the folder (added or removed since); returns the new ones."""
+        project = self.project
+        if project is None:
+            return []
+        try:
+            images = project.image_paths()
+        except (StonesegError, OSError) as exc:
+            log.warning("Cannot rescan %s: %s", project.images_dir, exc)
+            return []
+        if images == self._images:
+            return []
+        added = [p for p in images if p not in set(self._images)]
+        self._images = images
+        self.images_rescanned.emit(images)
+        if added:
+            self.notice.emit(
+                f"{len(added)} new photo{'s' if len(added) != 1 else ''} in the folder: "
+                + ", ".join(p.name for p in added[:5])
+                + (" …" if len(added) > 5 else "")
+            )
+        return added
 
     def mark_unreadable(self, path: Path, reason: str) -> None:
         """Another part (the thumbnails) found that a photo cannot be read."""

@@ -63,3 +63,40 @@ def add_recent_folder(settings: QSettings, folder: Path) -> list[Path]:
 def clear_recent_folders(settings: QSettings) -> None:
     settings.remove(RECENT_KEY)
     settings.sync()
+
+
+def _project_key(root: Path) -> str:
+    return hashlib.sha1(str(Path(root).expanduser().resolve()).encode("utf-8")).hexdigest()[:16]
+
+
+def remember_last_image(settings: QSettings, root: Path, image: Path) -> None:
+    """The photo last shown in a project, to reopen it there next time."""
+    settings.setValue(f"last_image/{_project_key(root)}", Path(image).name)
+
+
+def last_image(settings: QSettings, root: Path) -> str | None:
+    value = settings.value(f"last_image/{_project_key(root)}")
+    return str(value) if value else None
+
+
+TRAIN_SETTINGS_KEY = "training/settings"
+
+
+def save_train_settings(settings: QSettings, values: dict) -> None:
+    """The Training panel's values (a TrainConfig's dict), for the next start."""
+    import json
+
+    settings.setValue(TRAIN_SETTINGS_KEY, json.dumps(values, default=str))
+
+
+def load_train_settings(settings: QSettings) -> dict | None:
+    import json
+
+    raw = settings.value(TRAIN_SETTINGS_KEY)
+    if not raw:
+        return None
+    try:
+        value = json.loads(str(raw))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -48,10 +48,10 @@ class BrushSizeControl(QWidget):
         self._on_settings_brush_size_changed(settings.brush_size)
 
     def _on_slider_value_changed(self, value: int) -> None:
-        self._settings.set_brush_size(slider_to_size(value))
+        self._settings.choose_brush_size(slider_to_size(value))
 
     def _on_spin_value_changed(self, value: int) -> None:
-        self._settings.set_brush_size(value)
+        self._settings.choose_brush_size(value)
 
     def _on_settings_brush_size_changed(self, size: int) -> None:
         with QSignalBlocker(self.slider), QSignalBlocker(self.spin):

@@ -31,6 +31,7 @@ class ToolSettings(QObject):
         super().__init__(parent)
         self._tool = ToolKind.BRUSH
         self._brush_size = DEFAULT_BRUSH
+        self._brush_chosen = False  # the user set a size: photos no longer resize the brush
         self._opacity = 0.5
         self._overlay_visible = True
         self._outline_only = False
@@ -61,11 +62,22 @@ class ToolSettings(QObject):
             self._brush_size = size
             self.brush_size_changed.emit(size)
 
+    def choose_brush_size(self, size: int) -> None:
+        """The user's own size (slider, box, [ ]): kept from photo to photo."""
+        self._brush_chosen = True
+        self.set_brush_size(size)
+
+    def fit_brush_to_photo(self, width: int, height: int) -> None:
+        """Until the user picks a size, the brush is about 1/50 of the photo's long side
+        (a 4032-px photo at fit zoom showed the fixed default as a 3-pixel dot)."""
+        if not self._brush_chosen:
+            self.set_brush_size(max(DEFAULT_BRUSH, round(max(width, height) / 50)))
+
     def grow_brush(self) -> None:
-        self.set_brush_size(next_brush_size(self._brush_size, True))
+        self.choose_brush_size(next_brush_size(self._brush_size, True))
 
     def shrink_brush(self) -> None:
-        self.set_brush_size(next_brush_size(self._brush_size, False))
+        self.choose_brush_size(next_brush_size(self._brush_size, False))
 
     # ---------------------------------------------------------------- overlay
     @property

@@ -97,6 +97,15 @@ def test_main_without_a_folder_opens_a_copy_of_the_sample(qapp) -> None:  # noqa
     assert seen and seen[0].parent == app_data_dir() / "sample-project" / "images"
 
 
+def test_main_without_a_folder_reopens_the_last_project(qapp, tmp_path) -> None:  # noqa: ANN001
+    """The sample opens on a first start only; after that, the folder the user left."""
+    root = make_project(tmp_path / "proj")
+    code, seen = run_main_until_loaded(str(root))
+    assert code == 0 and seen[0].parent == root / "images"
+    code, seen = run_main_until_loaded(None)
+    assert code == 0 and seen and seen[0].parent == root / "images"
+
+
 def test_python_dash_m_reads_an_optional_folder() -> None:
     from stoneseg_gui.__main__ import _parse
 

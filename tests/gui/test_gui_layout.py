@@ -57,3 +57,59 @@ def test_reset_layout_and_a_remembered_layout(qtbot, make_window):
     for dock in _docks(again):
         assert again.dockWidgetArea(dock) == RIGHT and not dock.isFloating()
     assert "Reset layout" in [a.text().replace("&", "") for a in again.view_menu.actions()]
+
+
+def test_reopening_remembers_the_photo_and_training_settings_and_rescan_finds_new_photos(
+    qtbot, make_window, tmp_path
+):
+    import numpy as np
+    from guihelpers import make_project, wait_loaded, write_photo
+
+    from stoneseg_core.imageio import write_mask
+
+    root = make_project(tmp_path / "proj", names=("a.png", "b.png", "c.png"))
+    for stem in "ab":
+        write_mask(root / "masks" / f"{stem}.png", np.zeros((60, 80), np.uint8))
+    window = make_window()
+    window.open_folder(root)
+    wait_loaded(qtbot, window, root / "images" / "a.png")
+    window.open_image(root / "images" / "c.png")
+    wait_loaded(qtbot, window, root / "images" / "c.png")
+    panel = window.model_side.panel
+    panel.epochs.setValue(1)
+    panel.crop.setValue(64)
+    panel.work_size.setValue(128)
+    panel.lr.setValue(0.0007)
+    panel.afresh.setChecked(True)
+    qtbot.keyClick(window, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: not window.model_side.controller.is_training, timeout=120_000)
+
+    # a photo copied into the folder appears on F5 (and when the window is activated)
+    write_photo(root / "images" / "d.png", seed=3)
+    qtbot.keyClick(window, Qt.Key.Key_F5)
+    names = [p.name for p in window.session.images()]
+    assert "d.png" in names and len(window.image_list.model.paths()) == 4
+    window.close()
+
+    again = make_window()
+    again.open_folder(root)  # as `stoneseg gui` does with the last project
+    wait_loaded(qtbot, again, root / "images" / "c.png")  # the photo left on screen
+    p2 = again.model_side.panel
+    assert p2.epochs.value() == 1 and p2.crop.value() == 64 and p2.work_size.value() == 128
+    assert abs(p2.lr.value() - 0.0007) < 1e-9
+
+
+def test_the_default_brush_fits_the_photo_until_the_user_picks_a_size(qtbot, window, tmp_path):
+    from guihelpers import make_project, wait_loaded, write_photo
+
+    root = make_project(tmp_path / "proj", names=("small.png",))
+    write_photo(root / "images" / "big.png", width=2000, height=1500, seed=1)
+    window.open_folder(root)
+    wait_loaded(qtbot, window)
+    window.open_image(root / "images" / "big.png")
+    wait_loaded(qtbot, window, root / "images" / "big.png")
+    assert window.tool_settings.brush_size == 40  # 1/50 of the long side
+    window.tool_settings.choose_brush_size(12)
+    window.open_image(root / "images" / "small.png")
+    wait_loaded(qtbot, window, root / "images" / "small.png")
+    assert window.tool_settings.brush_size == 12  # the user's size stays

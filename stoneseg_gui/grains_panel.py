@@ -618,6 +618,9 @@ class GrainPanel(QWidget):
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.details.setFrameShape(QFrame.Shape.StyledPanel)
         self.details.setMargin(6)
+        # as tall as a stone's measurements, from the start: choosing a stone must not
+        # resize the panels (or, through them, the photo's zoom)
+        self.details.setMinimumHeight(128)
         self.details.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.details.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
         self.show_details(None)

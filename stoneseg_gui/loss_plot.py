@@ -41,7 +41,9 @@ class LossPlot(QWidget):
             axis.setTickPen(pg.mkPen(GRID_COLOR))
             axis.setStyle(tickAlpha=255, maxTickLevel=1)
             axis.setZValue(-200)  # below the ViewBox (-100): the grid under the curves
-        self.legend = self.plot.addLegend(offset=(-10, 10))
+        # the legend sits above the curves, in one row, and lists only series with points
+        self.legend = self.plot.addLegend(offset=(10, 1), colCount=3)
+        self.plot.getPlotItem().layout.setRowFixedHeight(0, 24)
         self.batch_curve = self.plot.plot(
             [], [], pen=pg.mkPen(TRAIN_COLOR, width=1, alpha=120), name="train (batch, smoothed)"
         )
@@ -86,6 +88,7 @@ class LossPlot(QWidget):
         self._batch_x.append(p.epoch - 1 + p.batch / p.batches)
         self._batch_y.append(self._ema)
         self.batch_curve.setData(self._batch_x, self._batch_y)
+        self._fit_axes()
 
     def add_epoch(self, s: EpochSummary) -> None:
         self._epoch_x.append(float(s.epoch))
@@ -93,11 +96,31 @@ class LossPlot(QWidget):
         self._val_y.append(s.val_loss)
         self.train_curve.setData(self._epoch_x, self._train_y)
         self.val_curve.setData(self._epoch_x, self._val_y)
+        self._fit_axes()
 
     def _redraw(self) -> None:
         self.batch_curve.setData(self._batch_x, self._batch_y)
         self.train_curve.setData(self._epoch_x, self._train_y)
         self.val_curve.setData(self._epoch_x, self._val_y)
+        self._fit_axes()
+
+    def _fit_axes(self) -> None:
+        """Epochs from 0 to at least 1 (one batch must not stretch to -0.3..0.5); the
+        legend names only the series that have points."""
+        xs = self._batch_x + self._epoch_x
+        self.plot.setXRange(0, max(1.0, max(xs, default=1.0)), padding=0.02)
+        self.plot.enableAutoRange(axis="y")
+        for curve, name in (
+            (self.batch_curve, "train (batch, smoothed)"),
+            (self.train_curve, "train (epoch)"),
+            (self.val_curve, "validation (epoch)"),
+        ):
+            has = bool(curve.xData is not None and len(curve.xData))
+            listed = any(sample.item is curve for sample, _ in self.legend.items)
+            if has and not listed:
+                self.legend.addItem(curve, name)
+            elif not has and listed:
+                self.legend.removeItem(curve)
 
     # ------------------------------------------------------------------ earlier runs
     def show_earlier(self, label: str, history: list[dict]) -> None:

@@ -58,7 +58,8 @@ def list_runs(models_dir: Path) -> list[Run]:
     return runs
 
 
-COLUMNS = ("Run", "Date", "Encoder", "Photos (train/val)", "Epochs", "Val IoU", "Val F1")
+# the figures first: a narrow panel shows the run and its validation IoU without scrolling
+COLUMNS = ("Run", "Val IoU", "Val F1", "Photos (train/val)", "Epochs", "Date", "Encoder")
 
 
 class ModelHistory(QWidget):
@@ -103,13 +104,13 @@ class ModelHistory(QWidget):
             is_active = active is not None and run.folder.resolve() == Path(active).resolve()
             cells = (
                 ("● " if is_active else "") + run.label,
-                info.created.replace("T", " ")[:16],
-                info.encoder,
+                f"{100 * val['iou']:.1f} %" if "iou" in val else "–",
+                f"{100 * val['f1']:.1f} %" if "f1" in val else "–",
                 f"{len(info.train_images)}/{len(info.val_images)}",
                 f"{metrics.get('best_epoch', '?')} of {len(info.history)}"
                 + (" (stopped)" if metrics.get("cancelled") else ""),
-                f"{100 * val['iou']:.1f} %" if "iou" in val else "–",
-                f"{100 * val['f1']:.1f} %" if "f1" in val else "–",
+                info.created.replace("T", " ")[:16],
+                info.encoder,
             )
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -120,7 +121,7 @@ class ModelHistory(QWidget):
                 item.setToolTip(
                     f"{run.folder}\nTrained on: {', '.join(info.train_images)}\nValidated on: {', '.join(info.val_images)}"
                 )
-                if c >= 4:
+                if c in (1, 2, 4):
                     item.setTextAlignment(
                         Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
                     )

@@ -351,9 +351,7 @@ class ModelController(QObject):
             return  # the user moved on; nothing to show
         self.prediction, self._prediction_path = prediction, path
         self.canvas.set_prediction(prediction.mask)
-        self.notice.emit(
-            "Prediction shown in its own colour: Accept it (Ctrl+Return) to edit it as the mask."
-        )
+        self.notice.emit("Prediction shown: Ctrl+Return makes it the mask to correct.")
         self.prediction_ready.emit(path)
 
     def accept_prediction(self) -> bool:

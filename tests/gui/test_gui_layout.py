@@ -113,3 +113,27 @@ def test_the_default_brush_fits_the_photo_until_the_user_picks_a_size(qtbot, win
     window.open_image(root / "images" / "small.png")
     wait_loaded(qtbot, window, root / "images" / "small.png")
     assert window.tool_settings.brush_size == 12  # the user's size stays
+
+
+def test_loss_plot_axis_and_legend_follow_the_run(qtbot):
+    from stoneseg_core.metrics import Scores
+    from stoneseg_core.train import BatchProgress, EpochSummary
+    from stoneseg_gui.loss_plot import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    names = lambda: [label.text for _, label in plot.legend.items]  # noqa: E731
+    assert names() == []  # nothing drawn, nothing listed
+    plot.add_batch(BatchProgress(1, 3, 1, 10, 0.9, 1e-3, 1.0, 1.0))
+    x0, x1 = plot.plot.getViewBox().viewRange()[0]
+    assert -0.05 <= x0 <= 0.0 and x1 >= 1.0  # not -0.3..0.5 around one point
+    assert names() == ["train (batch, smoothed)"]
+    s = Scores(0.8, 0.6, 0.7, 0.7, 0.7)
+    plot.add_epoch(EpochSummary(1, 3, 0.8, 0.85, s, (), 1, 0.6, True, 1.0, 1e-3))
+    assert names() == ["train (batch, smoothed)", "train (epoch)", "validation (epoch)"]
+
+
+def test_the_models_table_shows_validation_iou_beside_the_run():
+    from stoneseg_gui.model_history import COLUMNS
+
+    assert COLUMNS[:2] == ("Run", "Val IoU")

@@ -66,6 +66,7 @@ class LossPlot(QWidget):
             name="validation (epoch)",
         )
         self._earlier: list[pg.PlotDataItem] = []
+        self._earlier_xy: list[tuple[float, float]] = []  # their points, for the axes
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot)
@@ -107,9 +108,17 @@ class LossPlot(QWidget):
     def _fit_axes(self) -> None:
         """Epochs from 0 to at least 1 (one batch must not stretch to -0.3..0.5); the
         legend names only the series that have points."""
-        xs = self._batch_x + self._epoch_x
+        xs = self._batch_x + self._epoch_x + [x for x, _ in self._earlier_xy]
         self.plot.setXRange(0, max(1.0, max(xs, default=1.0)), padding=0.02)
-        self.plot.enableAutoRange(axis="y")
+        ys = self._batch_y + self._train_y + self._val_y + [y for _, y in self._earlier_xy]
+        ys = [y for y in ys if y == y]  # no NaN
+        if ys:
+            # head-room at the top, where the legend is: it never covers a curve
+            lo, hi = min(ys), max(ys)
+            span = max(hi - lo, 1e-3)
+            self.plot.setYRange(lo - 0.05 * span, hi + 0.35 * span, padding=0)
+        else:
+            self.plot.enableAutoRange(axis="y")
         for curve, name in (
             (self.batch_curve, "train (batch, smoothed)"),
             (self.train_curve, "train (epoch)"),
@@ -142,12 +151,20 @@ class LossPlot(QWidget):
             name=f"{label} val",
         )
         self._earlier += [train, val]
+        for h in history:
+            for key in ("train_loss", "val_loss"):
+                value = h.get(key)
+                if isinstance(value, (int, float)):
+                    self._earlier_xy.append((float(h["epoch"]), float(value)))
+        self._fit_axes()
 
     def clear_earlier(self) -> None:
         for item in self._earlier:
             self.plot.removeItem(item)
             self.legend.removeItem(item)
         self._earlier.clear()
+        self._earlier_xy.clear()
+        self._fit_axes()
 
     # ------------------------------------------------------------------ for tests and export
     def point_counts(self) -> dict[str, int]:

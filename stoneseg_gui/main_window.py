@@ -111,6 +111,7 @@ class MainWindow(QMainWindow):
         # the first size, once the docks are in (adding them grows the window): fits the
         # screen, a 1366 x 768 laptop included
         screen = self.screen().availableGeometry() if self.screen() is not None else None
+        self.layout().activate()  # else the not-yet-laid-out docks hold the window taller
         self.resize(
             min(1360, screen.width()) if screen else 1360,
             min(860, screen.height()) if screen else 860,

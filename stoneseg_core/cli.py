@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_threshold_or_auto,
         default="auto",
         help="the model's stone threshold: auto (default: the best IoU on the validation "
-        "photos, 0.10 to 0.90) or a fixed value",
+        "photos, 0.10 to 0.90, when there are at least 5 of them, else 0.5) or a fixed value",
     )
     t.add_argument(
         "--crop",
@@ -267,7 +267,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .model import read_model_info
 
         info = read_model_info(out)
-        how = "chosen on those photos" if cfg.choose_threshold else "fixed"
+        how = info.threshold_choice.get("why") or "chosen on those photos"
         print(f"Threshold {info.threshold:.2f} ({how}); segment, grains and the app use it.")
         cmp = result.comparison
         if cmp is not None:

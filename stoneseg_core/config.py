@@ -58,7 +58,8 @@ class TrainConfig:
     bn_momentum: float = 0.1
     bn_recalibration_batches: int = 4
     threshold: float = 0.5  # the model's threshold when it is not chosen on validation
-    choose_threshold: bool = True  # pick the threshold with the best validation IoU
+    choose_threshold: bool = True  # pick the threshold with the best validation IoU ...
+    threshold_min_val_images: int = 5  # ... when there are at least this many validation photos
     num_workers: int = 0
     target: str = "mask"  # "mask" or "mask+boundary" (see TARGETS)
     boundary_px: int = 2  # width of the boundary band, in working-scale pixels

@@ -447,7 +447,11 @@ def iter_training(
         log.debug("recalibrated BatchNorm on %d batches", used)
         val = _validate(model, val_samples, info, val_loss_fn, device, None)
         val_loss = val.loss
-        threshold = val.best_threshold() if cfg.choose_threshold else cfg.threshold
+        best_t = val.best_threshold()
+        # a threshold chosen on one or two photos fitted those photos, not the model: on
+        # held-out photos it lost IoU (README, "Threshold"), so it takes enough of them
+        choose = cfg.choose_threshold and len(val.stems) >= cfg.threshold_min_val_images
+        threshold = best_t if choose else cfg.threshold
         scores, rows = val.at(threshold)
         at_default = val.at(cfg.threshold)[0]
         is_best = scores.iou > state.best_iou
@@ -466,17 +470,28 @@ def iter_training(
         )
         if is_best:
             info.threshold = threshold
-            info.threshold_choice = (
-                {
+            if choose:
+                info.threshold_choice = {
                     "method": "best pooled IoU on the validation photos",
                     "candidates": f"{THRESHOLDS[0]:.2f} to {THRESHOLDS[-1]:.2f} in steps of 0.05",
                     "images": list(val.stems),
                     "iou": scores.iou,
                     f"iou_at_{cfg.threshold:g}": at_default.iou,
                 }
-                if cfg.choose_threshold
-                else {"method": "fixed", "value": cfg.threshold}
-            )
+            else:
+                why = (
+                    f"{len(val.stems)} validation photo(s): fewer than "
+                    f"{cfg.threshold_min_val_images} to choose one on"
+                    if cfg.choose_threshold
+                    else "fixed by the user"
+                )
+                info.threshold_choice = {
+                    "method": "fixed",
+                    "value": cfg.threshold,
+                    "why": why,
+                    "best_on_validation": best_t,
+                    "images": list(val.stems),
+                }
             state.best_iou, state.best_epoch, state.best_scores, state.best_per_image = (
                 scores.iou,
                 epoch,

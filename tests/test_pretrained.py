@@ -212,7 +212,15 @@ def test_short_training_from_pretrained_weights_saves_a_model_that_segments(tmp_
     from synthetic import make_dataset
 
     root = make_dataset(tmp_path / "data", n=4, size=(128, 160), seed=4)
-    cfg = TrainConfig(epochs=2, crop=128, work_size=160, batch_size=2, samples_per_image=2)
+    # one validation photo here: let it choose (the default needs five, see the next test)
+    cfg = TrainConfig(
+        epochs=2,
+        crop=128,
+        work_size=160,
+        batch_size=2,
+        samples_per_image=2,
+        threshold_min_val_images=1,
+    )
     result = run_training(Project.open(root).labelled_pairs(), tmp_path / "m", cfg)
     model, info = load_model(result.model_dir)
     assert info.encoder == LITE0
@@ -259,7 +267,25 @@ def test_fixed_threshold_is_kept(tmp_path):
     )
     result = run_training(Project.open(root).labelled_pairs(), tmp_path / "m", cfg)
     info = load_model(result.model_dir)[1]
-    assert info.threshold == 0.42 and info.threshold_choice == {"method": "fixed", "value": 0.42}
+    assert info.threshold == 0.42
+    assert info.threshold_choice["method"] == "fixed" and info.threshold_choice["value"] == 0.42
+    assert info.threshold_choice["why"] == "fixed by the user"
+
+
+def test_too_few_validation_photos_keep_the_default_threshold(tmp_path):
+    """On one or two validation photos a chosen threshold fits those photos (held out, it
+    lost IoU): the model keeps 0.5 and records what the sweep would have chosen."""
+    from synthetic import make_dataset
+
+    root = make_dataset(tmp_path / "data", n=3, size=(96, 96), seed=8)
+    cfg = TrainConfig(epochs=1, crop=64, work_size=96, batch_size=2, samples_per_image=1)
+    assert cfg.choose_threshold and cfg.threshold_min_val_images == 5
+    result = run_training(Project.open(root).labelled_pairs(), tmp_path / "m", cfg)
+    info = load_model(result.model_dir)[1]
+    assert info.threshold == 0.5
+    choice = info.threshold_choice
+    assert choice["method"] == "fixed" and "fewer than 5" in choice["why"]
+    assert choice["best_on_validation"] in THRESHOLDS
 
 
 def test_every_bad_mask_is_named_at_once(tmp_path):

@@ -495,6 +495,15 @@ class GrainSide(QObject):
         table = project.state.get(SCALES_KEY, {}) if project is not None else {}
         return {str(k): float(v) for k, v in table.items() if isinstance(v, (int, float))}
 
+    def _save_project_state(self, what: str) -> bool:
+        """Write the project file (atomically); on failure say what could not be saved."""
+        try:
+            self.project.save_state()
+        except StonesegError as exc:
+            self.dialogs.error(f"Cannot save {what}", str(exc))
+            return False
+        return True
+
     def folder_scale(self) -> float | None:
         """The folder's own mm per pixel (for photos without one of their own), or None."""
         value = self.project.state.get(FOLDER_SCALE_KEY) if self.project is not None else None
@@ -512,12 +521,7 @@ class GrainSide(QObject):
             project.state.pop(FOLDER_SCALE_KEY, None)
         else:
             project.state[FOLDER_SCALE_KEY] = float(mm_per_px)
-        try:
-            project.save_state()
-        except StonesegError as exc:
-            self.dialogs.error("Cannot save the scale", str(exc))
-            return False
-        return True
+        return self._save_project_state("the scale")
 
     def use_scale_for_folder(self) -> bool:
         """Make the current photo's scale the folder's (photos with their own keep theirs)."""
@@ -596,10 +600,7 @@ class GrainSide(QObject):
             else:
                 table[stem] = mm_per_px
             project.state[SCALES_KEY] = table
-            try:
-                project.save_state()
-            except StonesegError as exc:
-                self.dialogs.error("Cannot save the scale", str(exc))
+            if not self._save_project_state("the scale"):
                 return False
         self._restate()
         return True
@@ -992,12 +993,7 @@ class GrainSide(QObject):
         else:
             table.pop(a.image.stem, None)
         project.state[GRAIN_EDITS_KEY] = table
-        try:
-            project.save_state()
-        except StonesegError as exc:
-            self.dialogs.error("Cannot save the stone edits", str(exc))
-            return False
-        return True
+        return self._save_project_state("the stone edits")
 
     def undo_edit(self) -> bool:
         a = self.analysis

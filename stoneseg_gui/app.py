@@ -173,10 +173,15 @@ def run(folder: str | None = None) -> int:
     the streams are flushed and the process ends without that teardown.
     """
     code = main(folder)
+    return _leave(int(code or 0))
+
+
+def _leave(code: int) -> int:
+    """Flush what was written and end the process now, with ``code``."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(int(code or 0))
+    os._exit(code)

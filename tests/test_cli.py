@@ -173,10 +173,12 @@ def test_gui_command_reaches_the_app_through_its_entry_point(tmp_path, monkeypat
 
     import stoneseg_gui.app
 
-    opened = []
+    opened, left = [], []
     monkeypatch.setattr(stoneseg_gui.app, "main", lambda folder=None: opened.append(folder) or 0)
+    # the real command ends the process at once after the window closed; not the test's
+    monkeypatch.setattr(stoneseg_gui.app, "_leave", lambda code: left.append(code) or code)
     assert main(["gui", str(tmp_path)]) == 0
-    assert opened == [str(tmp_path)]
+    assert opened == [str(tmp_path)] and left == [0]
 
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [])
     assert main(["gui"]) == 2

@@ -137,3 +137,29 @@ def test_the_models_table_shows_validation_iou_beside_the_run():
     from stoneseg_gui.model_history import COLUMNS
 
     assert COLUMNS[:2] == ("Run", "Val IoU")
+
+
+def test_choosing_a_stone_keeps_the_panels_and_the_zoom(qtbot, window, tmp_path):
+    import numpy as np
+    from guihelpers import make_project, wait_loaded
+    from skimage.draw import disk
+
+    mask = np.zeros((100, 160), np.uint8)
+    for r, c in ((30, 30), (60, 100)):
+        rr, cc = disk((r, c), 15, shape=mask.shape)
+        mask[rr, cc] = 255
+    root = make_project(tmp_path / "proj", names=("a.png",), size=(160, 100), masks={"a": mask})
+    _at(qtbot, window, 1366, 768)
+    window.open_folder(root)
+    wait_loaded(qtbot, window)
+    side = window.grain_side
+    side.dock.raise_()
+    side.analyse()
+    qtbot.waitUntil(lambda: side.analysis is not None, timeout=10_000)
+    qtbot.wait(200)
+    zoom, canvas = window.canvas.zoom(), window.canvas.size()
+    docks = [d.size() for d in _docks(window)]
+    side.choose([side.analysis.stones[0].label])
+    qtbot.wait(200)
+    assert window.canvas.zoom() == zoom and window.canvas.size() == canvas
+    assert [d.size() for d in _docks(window)] == docks

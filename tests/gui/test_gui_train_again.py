@@ -196,6 +196,12 @@ def test_panel_texts_match_the_project_and_stop_leaves_no_half_bar(qtbot, window
     assert panel.status.text().startswith("4 labelled photos")
     detected = panel.detected.text()
     assert "core" in detected and "thread" in detected and "threads)" not in detected
+    # pretrained by default, from the weights installed with StoneSeg (no internet)
+    assert panel.pretrained.isChecked() and "installed with StoneSeg" in panel.pretrained.text()
+    assert panel.config().encoder == "tu-tf_efficientnet_lite0"
+    panel.encoder.setCurrentText("efficientnet-b0")
+    assert "needs internet" in panel.pretrained.text()
+    panel.encoder.setCurrentText("tu-tf_efficientnet_lite0")
     _tiny(window, epochs=200, afresh=True)
     qtbot.keyClick(window, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=TRAIN_TIMEOUT)

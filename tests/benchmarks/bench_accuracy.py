@@ -412,6 +412,7 @@ def main() -> None:
         if m == "stoneseg" and args.protocol == "user":
             summary[m]["mean_iou_at_0.5"] = r3(np.mean([r["held_out_at_0.5"]["iou"] for r in rows]))
             summary[m]["mean_iou_tta"] = r3(np.mean([r["held_out_tta"]["iou"] for r in rows]))
+        if m == "stoneseg":
             per_epoch = np.mean([r["wall_s"] / r["epochs"] for r in rows])
             summary[m]["default_training_minutes"] = r3(per_epoch * TrainConfig().epochs / 60)
             summary[m]["default_training_minutes_is"] = (

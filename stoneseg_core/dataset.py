@@ -13,6 +13,7 @@ ground (``boundary_band``); without instances the stones are the mask's connecte
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,13 +125,20 @@ class Sample:
 def load_samples(
     pairs: list[tuple[Path, ...]],
     work_size: int,
-    keep_full_mask: bool,
+    keep_full_mask: bool | Collection[str],
     with_instances: bool = True,
 ) -> list[Sample]:
     """Decode pairs ``(image, mask)`` or ``(image, mask, instances or None)`` at working scale.
 
-    Instance labels are read only when ``with_instances`` (the boundary target needs them).
+    ``keep_full_mask``: True/False for every pair, or the stems whose full-size mask to keep
+    (the validation photos, scored at their own size). Instance labels are read only when
+    ``with_instances`` (the boundary target needs them). Every unusable file is named in
+    one DataError.
     """
+    if isinstance(keep_full_mask, bool):
+        keep = lambda _stem, k=keep_full_mask: k  # noqa: E731
+    else:
+        keep = set(keep_full_mask).__contains__
     samples = []
     problems: list[str] = []
     for pair in pairs:
@@ -154,7 +162,7 @@ def load_samples(
                 stem=img_path.stem,
                 image=to_work_scale(image, work_size),
                 mask=mask_to_work_scale(mask, work_size),
-                full_mask=mask if keep_full_mask else None,
+                full_mask=mask if keep(img_path.stem) else None,
                 instances=instances,
             )
         )

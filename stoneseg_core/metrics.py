@@ -6,7 +6,7 @@ photo weighs as many pixels as it has; the per-image rows show how uneven a set 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -97,14 +97,8 @@ class ThresholdSweep:
     the counts at any threshold are cumulative sums: no second pass, no copies of the photos.
     """
 
-    stone: np.ndarray = None  # type: ignore[assignment]
-    ground: np.ndarray = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        if self.stone is None:
-            self.stone = np.zeros(_BINS + 1, np.int64)
-        if self.ground is None:
-            self.ground = np.zeros(_BINS + 1, np.int64)
+    stone: np.ndarray = field(default_factory=lambda: np.zeros(_BINS + 1, np.int64))
+    ground: np.ndarray = field(default_factory=lambda: np.zeros(_BINS + 1, np.int64))
 
     def add(self, prob: np.ndarray, truth: np.ndarray) -> None:
         prob = np.asarray(prob, np.float32)

@@ -271,35 +271,6 @@ def _param_groups(model: nn.Module, lr: float, encoder_factor: float) -> list[di
     return [{"params": encoder, "lr": lr * encoder_factor}, {"params": rest, "lr": lr}]
 
 
-def _load_split(
-    train_pairs: list[tuple[Path, ...]],
-    val_pairs: list[tuple[Path, ...]],
-    work_size: int,
-    boundary: bool,
-) -> tuple[list[Sample], list[Sample]]:
-    """Decode both sides of the split; every unreadable file of either is named in one error."""
-    problems: list[str] = []
-    loaded: list[list[Sample]] = []
-    for pairs, is_val in ((train_pairs, False), (val_pairs, True)):
-        try:
-            loaded.append(
-                load_samples(
-                    pairs, work_size, keep_full_mask=is_val, with_instances=boundary and not is_val
-                )
-            )
-        except DataError as exc:
-            problems.extend(line for line in str(exc).splitlines()[1:] if line.strip())
-            loaded.append([])
-    if problems:
-        total = len(train_pairs) + len(val_pairs)
-        listed = "\n".join(problems)
-        raise DataError(
-            f"{len(problems)} of {total} labelled photos cannot be used; fix or remove them "
-            f"and train again:\n{listed}"
-        )
-    return loaded[0], loaded[1]
-
-
 # --------------------------------------------------------------------------------- training
 
 
@@ -369,9 +340,16 @@ def iter_training(
         )
     by_stem = dict(zip(stems, pairs))
     boundary = cfg.classes > 1
-    train_samples, val_samples = _load_split(
-        [by_stem[s] for s in train_stems], [by_stem[s] for s in val_stems], cfg.work_size, boundary
+    # one pass over both sides, so every unusable file is named in one message
+    loaded = load_samples(
+        [by_stem[s] for s in stems],
+        cfg.work_size,
+        keep_full_mask=set(val_stems),
+        with_instances=boundary,
     )
+    by_sample = {sample.stem: sample for sample in loaded}
+    train_samples = [by_sample[s] for s in train_stems]
+    val_samples = [by_sample[s] for s in val_stems]
 
     info = ModelInfo(
         encoder=cfg.encoder,
@@ -636,12 +614,11 @@ def compare_on_validation(
     that ``other`` and its ancestors never trained on, beside the new model's own scores.
     None when no such photo is left or ``other`` cannot be read."""
     from .imageio import read_image, read_mask
-    from .model import read_model_info
 
     try:
+        net, info = load_model(other, device)
         # each model at its own threshold: what it does when it segments a photo
-        threshold = read_model_info(other).threshold
-        seg = Segmenter.load(other, InferenceConfig(threshold=threshold, device=str(device)))
+        seg = Segmenter(net, info, InferenceConfig(threshold=info.threshold), device)
     except StonesegError as exc:
         log.warning("cannot compare with %s: %s", other, exc)
         return None

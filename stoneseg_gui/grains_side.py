@@ -290,17 +290,7 @@ class GrainSide(QObject):
         self.distribution_dock = window.add_dock(
             self.distribution, Qt.DockWidgetArea.BottomDockWidgetArea, "Grain sizes"
         )
-        image_list = getattr(window, "image_list", None)
-        if image_list is not None:  # the photo list keeps the full height; Grains is a tab
-            window.tabifyDockWidget(image_list, self.dock)
-            image_list.raise_()
-        plot_dock = getattr(model_side, "plot_dock", None)
-        if plot_dock is not None:
-            window.tabifyDockWidget(plot_dock, self.distribution_dock)
-            plot_dock.raise_()
-        hide_stale_tab_bars(window)
-        # wide enough for every column of the stone table without scrolling
-        window.resizeDocks([self.dock], [430], Qt.Orientation.Horizontal)
+        # where the docks go is the window's one layout (MainWindow.arrange_docks)
         self._build_menu()
 
         scene = self.canvas.scene()

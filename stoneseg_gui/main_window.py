@@ -231,8 +231,11 @@ class MainWindow(QMainWindow):
 
     def reset_layout(self) -> None:
         """View > Reset layout: every panel back in its place (the photo list in front)."""
+        size = self.size()  # the panels go back; the window keeps its size
         self.restoreState(self._default_state)
         self.arrange_docks()
+        self.resize(size)
+        self._size_docks()
         self._save_window_state()
 
     def add_action_menu(self, title: str) -> QMenu:

@@ -69,14 +69,7 @@ class ModelSide:
         self.history_dock = window.add_dock(
             self.history, Qt.DockWidgetArea.BottomDockWidgetArea, "Models"
         )
-        window.tabifyDockWidget(self.metrics_dock, self.history_dock)
-        window.tabifyDockWidget(self.plot_dock, self.metrics_dock)
-        self.plot_dock.raise_()
-        # the photo list keeps the full height; Training is one tab beside it
-        image_list_dock = getattr(window, "image_list", None)
-        if image_list_dock is not None:
-            window.tabifyDockWidget(image_list_dock, self.train_dock)
-            image_list_dock.raise_()
+        # where the docks go is the window's one layout (MainWindow.arrange_docks)
 
         c = self.controller
         self.actions = ModelActions(

@@ -47,12 +47,15 @@ from stoneseg_core.mask_edit import MaskDocument
 from stoneseg_core.project import ImageStatus, Project
 
 from .actions import CANVAS_GESTURES, Actions, create_actions
-from .canvas import MaskCanvas
-from .dialogs import Dialogs, ShortcutsDialog
-from .grains_side import GrainSide, hide_stale_tab_bars
-from .image_list import ImageListDock
-from .model_panels import ModelSide
-from .session import AnnotationSession
+from .editor.canvas import MaskCanvas
+from .editor.image_list import ImageListDock
+from .editor.session import AnnotationSession
+from .editor.status_bar import EditorStatusBar
+from .editor.tool_options import BrushSizeControl, OpacityControl
+from .editor.tool_settings import ToolSettings
+from .editor.tools import ToolKind
+from .grains.side import GrainSide, hide_stale_tab_bars
+from .model.side import ModelSide
 from .settings import (
     add_recent_folder,
     clear_recent_folders,
@@ -60,10 +63,7 @@ from .settings import (
     recent_folders,
     remember_last_image,
 )
-from .status_bar import EditorStatusBar
-from .tool_options import BrushSizeControl, OpacityControl
-from .tool_settings import ToolSettings
-from .tools import ToolKind
+from .widgets.dialogs import Dialogs, ShortcutsDialog
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ from stoneseg_core.predict import Prediction, Segmenter
 from stoneseg_core.project import ImageStatus, Project, iter_export_masks
 from stoneseg_core.train import BatchProgress, EpochSummary, TrainResult, iter_training
 
+from ..workers import Worker, start_worker
 from .compare_dialog import CompareDialog, comparison_job
+from .history import ModelHistory, Run, list_runs
 from .loss_plot import LossPlot
 from .metrics_panel import MetricsPanel
-from .model_history import ModelHistory, Run, list_runs
 from .train_panel import TrainPanel
-from .workers import Worker, start_worker
 
 log = logging.getLogger(__name__)
 

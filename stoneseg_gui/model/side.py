@@ -13,14 +13,14 @@ from PySide6.QtWidgets import QCheckBox, QFileDialog, QMessageBox
 from stoneseg_core.config import TrainConfig
 from stoneseg_core.errors import StonesegError
 
-from .actions import make_action
+from ..actions import make_action
+from ..settings import load_train_settings, save_train_settings
 from .batch_dialog import BatchDialog
+from .controller import ModelController
+from .history import ModelHistory, list_runs
 from .loss_plot import LossPlot
 from .metrics_panel import MetricsPanel
-from .model_history import ModelHistory, list_runs
-from .settings import load_train_settings, save_train_settings
 from .train_panel import TrainPanel
-from .training import ModelController
 
 
 @dataclass

@@ -8,8 +8,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QLabel, QStatusBar, QToolButton, QWidget
 
+from ..widgets.icons import icon
 from .canvas import PixelInfo
-from .icons import icon
 from .tools import ToolKind
 
 

@@ -49,8 +49,8 @@ from PySide6.QtWidgets import (
 
 from stoneseg_core.mask_edit import MaskChange, MaskDocument, Region
 
-from .theme import CANVAS_BACKGROUND as BACKGROUND_COLOR
-from .theme import ERASE_COLOR, PREDICTION_COLOR, STONE_COLOR
+from ..widgets.theme import CANVAS_BACKGROUND as BACKGROUND_COLOR
+from ..widgets.theme import ERASE_COLOR, PREDICTION_COLOR, STONE_COLOR
 from .tool_settings import ToolSettings
 from .tools import PointerEvent, Tool, ToolKind, make_tool
 

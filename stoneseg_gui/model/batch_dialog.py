@@ -30,8 +30,8 @@ from stoneseg_core.errors import StonesegError
 from stoneseg_core.model import read_model_info
 from stoneseg_core.predict import Segmenter, SegmentEvent, SegmentSummary, iter_segment_folder
 
+from ..workers import Worker, start_worker
 from .train_panel import format_seconds
-from .workers import Worker, start_worker
 
 
 def segment_folder_job(model_dir, config, input_dir, output_dir, overwrite, should_stop):

@@ -50,15 +50,16 @@ from stoneseg_core.grains import (
 from stoneseg_core.imageio import atomic_write_bytes, describe_os_error
 from stoneseg_core.project import Project
 
-from .actions import make_action
-from .grains_canvas import (
+from ..actions import make_action
+from ..workers import Worker, start_worker
+from .canvas import (
     LineGuideItem,
     LineInteraction,
     PickInteraction,
     StoneOutlineItem,
     label_at,
 )
-from .grains_panel import (
+from .panel import (
     CurveView,
     DistributionPanel,
     GrainActions,
@@ -66,7 +67,6 @@ from .grains_panel import (
     fmt_size,
     render_plot_png,
 )
-from .workers import Worker, start_worker
 
 log = logging.getLogger(__name__)
 

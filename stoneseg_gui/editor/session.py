@@ -29,11 +29,11 @@ from stoneseg_core.imageio import describe_os_error, read_image, read_mask, writ
 from stoneseg_core.mask_edit import MaskChange, MaskDocument
 from stoneseg_core.project import ImageStatus, Project
 
+from ..settings import fallback_data_dir
+from ..widgets.dialogs import Dialogs
+from ..workers import Worker
 from .canvas import DisplayImage, make_display_image
-from .dialogs import Dialogs
 from .recovery import discard_recovery, list_recoveries, restore_recovery, write_recovery
-from .settings import fallback_data_dir
-from .workers import Worker
 
 log = logging.getLogger(__name__)
 

@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
 )
 
 from stoneseg_core import __version__
+from stoneseg_core.editing_tools import ToolKind
 from stoneseg_core.imageio import IMAGE_EXTENSIONS
 from stoneseg_core.mask_edit import MaskDocument
 from stoneseg_core.project import ImageStatus, Project
@@ -53,7 +54,6 @@ from .editor.session import AnnotationSession
 from .editor.status_bar import EditorStatusBar
 from .editor.tool_options import BrushSizeControl, OpacityControl
 from .editor.tool_settings import ToolSettings
-from .editor.tools import ToolKind
 from .grains.side import GrainSide, hide_stale_tab_bars
 from .model.side import ModelSide
 from .settings import (

@@ -47,12 +47,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from stoneseg_core.editing_tools import PointerEvent, Tool, ToolKind, make_tool
 from stoneseg_core.mask_edit import MaskChange, MaskDocument, Region
 
 from ..widgets.theme import CANVAS_BACKGROUND as BACKGROUND_COLOR
 from ..widgets.theme import ERASE_COLOR, PREDICTION_COLOR, STONE_COLOR
 from .tool_settings import ToolSettings
-from .tools import PointerEvent, Tool, ToolKind, make_tool
 
 ZOOM_MAX = 32.0
 FIT_MARGIN = 12  # screen pixels around a fitted photo

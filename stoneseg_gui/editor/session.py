@@ -28,12 +28,17 @@ from stoneseg_core.errors import MaskError, StonesegError
 from stoneseg_core.imageio import describe_os_error, read_image, read_mask, write_mask
 from stoneseg_core.mask_edit import MaskChange, MaskDocument
 from stoneseg_core.project import ImageStatus, Project
+from stoneseg_core.recovery import (
+    discard_recovery,
+    list_recoveries,
+    restore_recovery,
+    write_recovery,
+)
 
 from ..settings import fallback_data_dir
 from ..widgets.dialogs import Dialogs
 from ..workers import Worker
 from .canvas import DisplayImage, make_display_image
-from .recovery import discard_recovery, list_recoveries, restore_recovery, write_recovery
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QColor, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
+from stoneseg_core.editing_tools import ToolKind
 from stoneseg_core.mask_edit import MaskDocument
 from stoneseg_gui.editor.canvas import MaskCanvas, make_display_image
 from stoneseg_gui.editor.tool_settings import ToolSettings
-from stoneseg_gui.editor.tools import ToolKind
 
 GREY = 120
 

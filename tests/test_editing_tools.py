@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stoneseg_core.mask_edit import MaskDocument
-from stoneseg_gui.editor.tools import (
+from stoneseg_core.editing_tools import (
     BrushTool,
     FillTool,
     LassoTool,
@@ -13,6 +12,7 @@ from stoneseg_gui.editor.tools import (
     ToolKind,
     make_tool,
 )
+from stoneseg_core.mask_edit import MaskDocument
 
 
 def ev(x: float, y: float, secondary: bool = False, radius: float = 2.0) -> PointerEvent:

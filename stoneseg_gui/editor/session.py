@@ -38,7 +38,7 @@ from stoneseg_core.recovery import (
 from ..settings import fallback_data_dir
 from ..widgets.dialogs import Dialogs
 from ..workers import Worker
-from .canvas import DisplayImage, make_display_image
+from .display import DisplayImage, make_display_image
 
 log = logging.getLogger(__name__)
 

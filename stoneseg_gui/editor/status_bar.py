@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QLabel, QStatusBar, QToolButton, QWidget
 from stoneseg_core.editing_tools import ToolKind
 
 from ..widgets.icons import icon
-from .canvas import PixelInfo
+from .display import PixelInfo
 
 
 class EditorStatusBar(QStatusBar):

@@ -54,14 +54,9 @@ from .canvas import (
     PickInteraction,
     StoneOutlineItem,
 )
-from .panel import (
-    CurveView,
-    DistributionPanel,
-    GrainActions,
-    GrainPanel,
-    fmt_size,
-    render_plot_png,
-)
+from .panel import DistributionPanel, GrainActions, GrainPanel
+from .plot import CurveView, render_plot_png
+from .table import fmt_size
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from PySide6.QtWidgets import QApplication
 
 from stoneseg_core.editing_tools import ToolKind
 from stoneseg_core.mask_edit import MaskDocument
-from stoneseg_gui.editor.canvas import MaskCanvas, make_display_image
+from stoneseg_gui.editor.canvas import MaskCanvas
+from stoneseg_gui.editor.display import make_display_image
 from stoneseg_gui.editor.tool_settings import ToolSettings
 
 GREY = 120

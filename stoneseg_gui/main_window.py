@@ -54,7 +54,7 @@ from .editor.session import AnnotationSession
 from .editor.status_bar import EditorStatusBar
 from .editor.tool_options import BrushSizeControl, OpacityControl
 from .editor.tool_settings import ToolSettings
-from .grains.side import GrainSide, hide_stale_tab_bars
+from .grains.side import GrainSide
 from .model.side import ModelSide
 from .settings import (
     add_recent_folder,
@@ -64,6 +64,7 @@ from .settings import (
     remember_last_image,
 )
 from .widgets.dialogs import Dialogs, ShortcutsDialog
+from .widgets.docks import hide_stale_tab_bars
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ Its buttons are the side's actions (one source of truth for text, keys and enabl
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from PySide6.QtCore import (
     QItemSelection,
@@ -42,27 +41,9 @@ from PySide6.QtWidgets import (
 
 from stoneseg_core.grains import DEFAULT_PERCENTILES, GrainOptions, Stone
 
+from .actions import GrainActions
 from .plot import CurveView, GrainPlot, percentile_rows
 from .table import StoneTableModel, fmt_psi, fmt_size
-
-
-@dataclass
-class GrainActions:
-    """The grain side's actions; the panel's buttons show them."""
-
-    analyse: QAction
-    pool: QAction
-    measure_scale: QAction
-    import_scales: QAction
-    folder_scale: QAction
-    pick: QAction
-    split: QAction
-    merge: QAction
-    undo_edit: QAction
-    export_csv: QAction
-    export_png: QAction
-    cancel: QAction
-
 
 # ------------------------------------------------------------------------------ the panel
 
@@ -502,4 +483,4 @@ class DistributionPanel(QWidget):
         return self.view_choice.currentData()
 
 
-__all__ = ["DistributionPanel", "GrainActions", "GrainPanel"]
+__all__ = ["DistributionPanel", "GrainPanel"]

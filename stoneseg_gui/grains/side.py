@@ -1,24 +1,22 @@
 """Adds grain analysis to the main window: the Grains dock, its menu, actions and canvas tools.
 
 The way the data travels: the photo's mask (or the model's prediction, with its
-probability) -> ``analyse_mask`` on a worker thread -> a ``GrainAnalysis`` (labels the user
-may cut and merge, and their ``Stone`` measurements) -> the table, the numbered outlines
-on the canvas and the cumulative curve -> CSV / PNG exports. "Pool folder" runs
+probability) -> ``analyse_with_edits`` on a worker thread -> a ``GrainAnalysis`` (labels the
+user may cut and merge, and their ``Stone`` measurements) -> the table, the numbered
+outlines on the canvas and the cumulative curve -> CSV / PNG exports. "Pool folder" runs
 ``iter_grains_masks`` over the project's saved masks on a worker, with progress and
-cancel. The scale of each photo is kept in the project's ``stoneseg.json`` under
-``scale_mm_per_px``.
+cancel. ``GrainSide`` is the view: it wires the widgets, actions and workers, asks and
+tells the user; the state and its core calls live in ``GrainsController``
+(``controller.py``), which keeps each photo's scale and hand edits in the project's
+``stoneseg.json``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import QObject, QSignalBlocker, Qt, Signal
-from PySide6.QtGui import QActionGroup
-from PySide6.QtWidgets import QMainWindow, QTabBar
 
 from stoneseg_core.errors import StonesegError
 from stoneseg_core.grains import (
@@ -26,14 +24,11 @@ from stoneseg_core.grains import (
     GrainOptions,
     GrainSummary,
     ImageGrains,
-    distribution_of,
     iter_grains_masks,
     line_length_px,
     mm_per_px_from_line,
     percentiles_report,
-    read_scale_csv,
     stones_csv,
-    with_scale_and_exclusions,
     write_json,
     write_text,
 )
@@ -41,32 +36,24 @@ from stoneseg_core.grains_analysis import (
     GrainAnalysis,
     Point,
     analyse_with_edits,
-    describe_options,
 )
 from stoneseg_core.imageio import atomic_write_bytes, describe_os_error
 from stoneseg_core.project import Project
 
-from ..actions import make_action
 from ..workers import Worker, start_worker
+from .actions import GrainActions, create_grain_actions
 from .canvas import (
     LineGuideItem,
     LineInteraction,
     PickInteraction,
     StoneOutlineItem,
 )
-from .panel import DistributionPanel, GrainActions, GrainPanel
+from .controller import AnalysisRequest, GrainsController
+from .panel import DistributionPanel, GrainPanel
 from .plot import CurveView, render_plot_png
 from .table import fmt_size
 
 log = logging.getLogger(__name__)
-
-SCALES_KEY = "scale_mm_per_px"  # project.state[SCALES_KEY][photo stem] = mm per pixel
-# one mm per pixel for every photo of the folder (a fixed camera); a photo's own overrides it
-FOLDER_SCALE_KEY = "folder_mm_per_px"
-# project.state[GRAIN_EDITS_KEY][photo stem] = {"edits": [...], "mask_sha1": ...}: the
-# user's cuts and merges (grains.replay_edits), replayed whenever the photo is analysed
-GRAIN_EDITS_KEY = "grain_edits"
-
 
 # ------------------------------------------------------------------------------ the side
 
@@ -87,17 +74,11 @@ class GrainSide(QObject):
         self.dialogs = window.dialogs
         model_side = getattr(window, "model_side", None)
         self._model = model_side.controller if model_side is not None else None
-        self.analysis: GrainAnalysis | None = None
-        self.pooled: GrainSummary | None = None
-        self._pooled_options: GrainOptions | None = None
-        self._selected: list[int] = []
+        self.controller = GrainsController(lambda: self.window.project)
         self._mode: str | None = None
         self._syncing_modes = False
-        self._scale: float | None = None  # exact; the spin box shows it rounded
-        self._last_bar_mm = 10.0
-        self._prediction = None  # (Path, Prediction): the latest one the model side showed
         self._analyse_worker: Worker | None = None
-        self._analysing: tuple[Path, int | None, str, GrainOptions] | None = None
+        self._analysing: AnalysisRequest | None = None
         self._pool_worker: Worker | None = None
 
         self.actions = self._make_actions()
@@ -147,97 +128,7 @@ class GrainSide(QObject):
 
     # ------------------------------------------------------------------ building
     def _make_actions(self) -> GrainActions:
-        w = self.window
-        actions = GrainActions(
-            analyse=make_action(
-                w,
-                "&Analyse grains",
-                self.analyse,
-                ("Ctrl+G",),
-                "Split this photo's mask into stones and measure them",
-            ),
-            pool=make_action(
-                w,
-                "&Pool folder",
-                self.pool,
-                ("Ctrl+Shift+G",),
-                "Measure the stones of every photo with a mask and pool the distribution",
-            ),
-            measure_scale=make_action(
-                w,
-                "&Measure scale bar",
-                lambda checked: self._on_mode_toggled("scale", checked),
-                ("K",),
-                "Click both ends of a scale bar (or drag along it), then type its length in mm",
-                checkable=True,
-            ),
-            import_scales=make_action(
-                w,
-                "&Import scale CSV…",
-                self.import_scales,
-                (),
-                "Set the scale of many photos from a CSV with the columns image, mm_per_px",
-            ),
-            folder_scale=make_action(
-                w,
-                "Use this scale for the &whole folder",
-                self.use_scale_for_folder,
-                (),
-                "A fixed camera: every photo without a scale of its own gets this photo's scale",
-            ),
-            pick=make_action(
-                w,
-                "Pic&k stones",
-                lambda checked: self._on_mode_toggled("pick", checked),
-                ("G",),
-                "Click a stone to see its measurements; Ctrl+click chooses a second one",
-                checkable=True,
-            ),
-            split=make_action(
-                w,
-                "&Split stone",
-                lambda checked: self._on_mode_toggled("split", checked),
-                ("X",),
-                "Draw a line across a stone (two clicks or a drag) to cut it in two",
-                checkable=True,
-            ),
-            merge=make_action(
-                w,
-                "&Merge stones",
-                self.merge_selected,
-                ("M",),
-                "Merge the two chosen stones (Ctrl+click the second) into one",
-            ),
-            undo_edit=make_action(
-                w,
-                "&Undo cut or merge",
-                self.undo_edit,
-                ("Ctrl+Alt+Z",),
-                "Take back the last cut or merge of stones on this photo",
-            ),
-            export_csv=make_action(
-                w,
-                "Export &CSV…",
-                self.export_csv,
-                (),
-                "One row per stone with the options on every row, and the percentiles as JSON beside it",
-            ),
-            export_png=make_action(
-                w,
-                "Export plot &PNG…",
-                self.export_png,
-                (),
-                "The distribution with its percentiles and options, as a PNG for a report",
-            ),
-            cancel=make_action(
-                w, "Cancel pooling", self.cancel_pooling, (), "Stop after the photo being measured"
-            ),
-        )
-        group = QActionGroup(self)
-        group.setExclusionPolicy(QActionGroup.ExclusionPolicy.ExclusiveOptional)
-        for action in (actions.measure_scale, actions.pick, actions.split):
-            group.addAction(action)
-        self._mode_group = group
+        actions, self._mode_group = create_grain_actions(self.window, self)
         return actions
 
     def _build_menu(self) -> None:
@@ -276,8 +167,20 @@ class GrainSide(QObject):
         return self.window.project
 
     @property
+    def analysis(self) -> GrainAnalysis | None:
+        return self.controller.analysis
+
+    @analysis.setter
+    def analysis(self, analysis: GrainAnalysis | None) -> None:
+        self.controller.analysis = analysis
+
+    @property
+    def pooled(self) -> GrainSummary | None:
+        return self.controller.pooled
+
+    @property
     def selected(self) -> tuple[int, ...]:
-        return tuple(self._selected)
+        return tuple(self.controller.selected)
 
     @property
     def mode(self) -> str | None:
@@ -285,7 +188,7 @@ class GrainSide(QObject):
 
     @property
     def scale(self) -> float | None:
-        return self._scale
+        return self.controller.scale
 
     @property
     def is_analysing(self) -> bool:
@@ -299,49 +202,42 @@ class GrainSide(QObject):
         path = self.window.current_image_path()
         return path.stem if path is not None else None
 
-    def project_scales(self) -> dict[str, float]:
-        project = self.project
-        table = project.state.get(SCALES_KEY, {}) if project is not None else {}
-        return {str(k): float(v) for k, v in table.items() if isinstance(v, (int, float))}
-
-    def _save_project_state(self, what: str) -> bool:
-        """Write the project file (atomically); on failure say what could not be saved."""
+    def _saved(self, what: str, save) -> bool:  # noqa: ANN001
+        """Run ``save`` (it writes the project file); on failure say what could not be saved."""
         try:
-            self.project.save_state()
+            save()
         except StonesegError as exc:
             self.dialogs.error(f"Cannot save {what}", str(exc))
             return False
         return True
 
+    def project_scales(self) -> dict[str, float]:
+        return self.controller.project_scales()
+
     def folder_scale(self) -> float | None:
         """The folder's own mm per pixel (for photos without one of their own), or None."""
-        value = self.project.state.get(FOLDER_SCALE_KEY) if self.project is not None else None
-        return float(value) if isinstance(value, (int, float)) and value > 0 else None
+        return self.controller.folder_scale()
 
     def scale_of(self, stem: str) -> float | None:
         """A photo's scale: its own, else the folder's."""
-        return self.project_scales().get(stem, self.folder_scale())
+        return self.controller.scale_of(stem)
 
     def set_folder_scale(self, mm_per_px: float | None) -> bool:
-        project = self.project
-        if project is None:
+        if self.project is None:
             return False
-        if mm_per_px is None:
-            project.state.pop(FOLDER_SCALE_KEY, None)
-        else:
-            project.state[FOLDER_SCALE_KEY] = float(mm_per_px)
-        return self._save_project_state("the scale")
+        return self._saved("the scale", lambda: self.controller.set_folder_scale(mm_per_px))
 
     def use_scale_for_folder(self) -> bool:
         """Make the current photo's scale the folder's (photos with their own keep theirs)."""
-        if self._scale is None:
+        scale = self.controller.scale
+        if scale is None:
             self.notice.emit("Set this photo's scale first (type it or measure a scale bar, K).")
             return False
-        if not self.set_folder_scale(self._scale):
+        if not self.set_folder_scale(scale):
             return False
         own = len(self.project_scales())
         self.notice.emit(
-            f"{self._scale:.6g} mm per pixel for every photo of the folder without a scale of "
+            f"{scale:.6g} mm per pixel for every photo of the folder without a scale of "
             f"its own ({own} photo{'s have' if own != 1 else ' has'} one)."
         )
         self._refresh_status()
@@ -352,13 +248,10 @@ class GrainSide(QObject):
 
     def _is_fresh(self) -> bool:
         """The analysis still matches the mask being edited."""
-        a, doc = self.analysis, self.window.current_document()
-        if a is None or doc is None:
-            return False
-        return a.state_id is None or a.state_id == doc.state_id
+        return self.controller.is_fresh(self.window.current_document())
 
     # ------------------------------------------------------------------ modes
-    def _on_mode_toggled(self, mode: str, checked: bool) -> None:
+    def on_mode_toggled(self, mode: str, checked: bool) -> None:
         if self._syncing_modes:
             return
         if checked:
@@ -399,17 +292,13 @@ class GrainSide(QObject):
         """Set the current photo's scale, save it with the project, and restate the stones."""
         if mm_per_px is not None and not mm_per_px > 0:
             mm_per_px = None
-        self._scale = mm_per_px
+        self.controller.scale = mm_per_px
         self.panel.set_scale(mm_per_px)
-        stem, project = self._current_stem(), self.project
-        if save and stem is not None and project is not None:
-            table = dict(project.state.get(SCALES_KEY, {}))
-            if mm_per_px is None:
-                table.pop(stem, None)
-            else:
-                table[stem] = mm_per_px
-            project.state[SCALES_KEY] = table
-            if not self._save_project_state("the scale"):
+        stem = self._current_stem()
+        if save and stem is not None and self.project is not None:
+            if not self._saved(
+                "the scale", lambda: self.controller.set_photo_scale(stem, mm_per_px)
+            ):
                 return False
         self._restate()
         return True
@@ -431,7 +320,7 @@ class GrainSide(QObject):
         known = self.dialogs.ask_number(
             "Scale bar length",
             f"The line is {length:.1f} pixels long.\nHow many millimetres does the scale bar span?",
-            self._last_bar_mm,
+            self.controller.last_bar_mm,
             0.001,
             1_000_000.0,
             3,
@@ -444,7 +333,7 @@ class GrainSide(QObject):
         except StonesegError as exc:
             self.dialogs.error("Cannot set the scale", str(exc))
             return
-        self._last_bar_mm = known
+        self.controller.last_bar_mm = known
         if self.set_scale(scale):
             self.notice.emit(
                 f"Scale: {scale:.6g} mm per pixel ({known:g} mm over {length:.1f} px), "
@@ -465,14 +354,10 @@ class GrainSide(QObject):
         if path is None:
             return False
         try:
-            scales = read_scale_csv(path)
+            scales, matched, unknown, missing = self.controller.import_scales(path)
         except StonesegError as exc:
             self.dialogs.error("Cannot read the scale file", str(exc))
             return False
-        stems = {p.stem for p in project.image_paths()}
-        matched = {k: v for k, v in scales.items() if k in stems}
-        unknown = sorted(set(scales) - stems)
-        missing = sorted(stems - set(scales))
         if not matched:
             self.dialogs.error(
                 "No photo matches the scale file",
@@ -480,11 +365,8 @@ class GrainSide(QObject):
                 f"(for example {', '.join(unknown[:3])}).",
             )
             return False
-        table = dict(project.state.get(SCALES_KEY, {}))
-        table.update(matched)
-        project.state[SCALES_KEY] = table
         try:
-            project.save_state()
+            self.controller.keep_scales(matched)
         except StonesegError as exc:
             self.dialogs.error("Cannot save the scales", str(exc))
             return False
@@ -500,21 +382,6 @@ class GrainSide(QObject):
         return True
 
     # ------------------------------------------------------------------ analysing
-    def _source(self, document, path: Path):  # noqa: ANN001, ANN202
-        """(mask, probability, words): the prediction when one is shown, else the mask."""
-        pred = self._prediction[1] if self._prediction and self._prediction[0] == path else None
-        shown = pred is not None and self._model is not None and self._model.prediction is pred
-        if shown:
-            return (
-                pred.mask.copy(),
-                pred.probability,
-                "the model's prediction (with its probability)",
-            )
-        mask = np.array(document.mask, copy=True)
-        if pred is not None and np.array_equal(mask, pred.mask):
-            return mask, pred.probability, "the accepted prediction (with its probability)"
-        return mask, None, "the mask"
-
     def analyse(self) -> bool:
         """Split and measure the photo shown, on a worker thread."""
         document, path = self.window.current_document(), self.window.current_image_path()
@@ -524,47 +391,29 @@ class GrainSide(QObject):
         if self.is_analysing:
             return False
         options = self._options()
-        if options.min_size_mm is not None and self._scale is None:
+        if options.min_size_mm is not None and self.controller.scale is None:
             self.dialogs.error(
                 "Set the scale first",
                 "The minimum size is in millimetres, so this photo needs a scale: type it, "
                 "measure a scale bar (K), or give the minimum in pixels.",
             )
             return False
-        mask, probability, source = self._source(document, path)
-        options = options.replace(use_probability=probability is not None)
-        stored = self.stored_edits(path.stem)
-        kept_sep = stored.get("min_separation_px")
-        if (
-            stored.get("edits")
-            and isinstance(kept_sep, int)
-            and kept_sep != options.min_separation_px
-        ):
-            # the hand edits were made on the split at this separation: replay them on it
-            options = options.replace(min_separation_px=kept_sep)
+        shown = self._model.prediction if self._model is not None else None
+        request = self.controller.request(document, path, options, shown)
+        if request.options.min_separation_px != options.min_separation_px:
             with QSignalBlocker(self.panel.separation):
-                self.panel.separation.setValue(kept_sep)
-        # a model trained with the boundary target also gives where stones meet: split on it
-        pred = self._prediction[1] if self._prediction and self._prediction[0] == path else None
-        boundary = None
-        if probability is not None and pred is not None and probability is pred.probability:
-            boundary = getattr(pred, "boundary", None)
-        state = (
-            None
-            if probability is not None and source.startswith("the model")
-            else document.state_id
-        )
-        self._analysing = (path, state, source, options)
+                self.panel.separation.setValue(request.options.min_separation_px)
+        self._analysing = request
         self.panel.set_status(f"Analysing {path.name}…")
         worker = start_worker(
             analyse_with_edits,
-            mask,
-            probability,
-            self._scale,
-            options,
+            request.mask,
+            request.probability,
+            self.controller.scale,
+            request.options,
             path.name,
-            boundary=boundary,
-            edits=stored.get("edits", []),
+            boundary=request.boundary,
+            edits=request.edits,
         )
         worker.succeeded.connect(self._on_analyse_succeeded)
         worker.failed.connect(self._on_analyse_failed)
@@ -579,58 +428,16 @@ class GrainSide(QObject):
         self._refresh_status()
 
     def _on_analyse_succeeded(self, result) -> None:  # noqa: ANN001
-        labels, grains, applied, failed, digest = result
-        if self._analysing is None:
+        request, self._analysing = self._analysing, None
+        if request is None:
             return
-        path, state, source, options = self._analysing
-        self._analysing = None
+        path = request.path
         if path != self.window.current_image_path():
             return  # the user moved on
-        self.analysis = GrainAnalysis(
-            path,
-            labels,
-            list(grains.stones),
-            grains.mm_per_px,
-            options,
-            source,
-            state,
-            edits=list(applied),
-            digest=digest,
-        )
-        stored = self.stored_edits(path.stem)
-        replayed = ""
-        if stored.get("edits"):
-            changed = stored.get("mask_sha1") not in (None, digest)
-            replayed = f"Your {len(applied)} cut(s) and merge(s) on this photo are back."
-            if changed or failed:
-                replayed = (
-                    f"The mask changed since your {len(stored['edits'])} cut(s) and merge(s): "
-                    f"{len(applied)} re-applied"
-                    + (
-                        f", {len(failed)} no longer fit ({'; '.join(why for _, why in failed)})"
-                        if failed
-                        else ""
-                    )
-                    + "."
-                )
-            if changed:
-                self._save_edits(dropped=[e for e, _ in failed])
-            elif failed:
-                # the same mask: the edits did not fit this split's options; keep them all
-                self.analysis.edits = list(stored["edits"])
-        self.analysis.replay_note = replayed
-        self._refresh_status()
-        now = self._options()
-        if (
-            self._scale != grains.mm_per_px
-            or now.replace(
-                min_separation_px=options.min_separation_px, use_probability=options.use_probability
-            )
-            != options
-        ):  # the scale or the options changed while it ran
-            if now.min_size_mm is None or self._scale is not None:
-                self.analysis.restate(self._scale, now)
-        self._selected = []
+        replayed, save_error = self.controller.accept(request, result, self._options())
+        if save_error is not None:
+            self.dialogs.error("Cannot save the stone edits", save_error)
+        labels = self.analysis.labels
         self.outlines.set_stones(labels, self.analysis.stones)
         self.panel.show_stones(self.analysis.stones)
         self.panel.show_details(None)
@@ -651,19 +458,19 @@ class GrainSide(QObject):
 
     def _restate(self) -> None:
         """Scale or sampling options changed: restate the stones without splitting again."""
-        options = self._options()
-        if options.min_size_mm is not None and self._scale is None:
+        options, c = self._options(), self.controller
+        if options.min_size_mm is not None and c.scale is None:
             self.panel.set_status(
                 "The minimum size is in mm but this photo has no scale: set the scale, "
                 "or give the minimum in px.",
                 warning=True,
             )
             return
-        if self.analysis is not None:
-            self.analysis.restate(self._scale, options)
-            self.panel.show_stones(self.analysis.stones)
-            self.panel.choose_stones(self._selected)
-            self.outlines.set_excluded(self.analysis.stones)
+        if c.analysis is not None:
+            c.analysis.restate(c.scale, options)
+            self.panel.show_stones(c.analysis.stones)
+            self.panel.choose_stones(c.selected)
+            self.outlines.set_excluded(c.analysis.stones)
             self._show_chosen_details()
         self._restate_pooled(options)
         self._refresh_distribution()
@@ -671,35 +478,10 @@ class GrainSide(QObject):
         self.analysis_changed.emit()
 
     def _restate_pooled(self, options: GrainOptions) -> None:
-        if self.pooled is None:
-            return
         try:
-            results = tuple(
-                ImageGrains(
-                    r.name,
-                    self.scale_of(Path(r.name).stem),
-                    tuple(
-                        with_scale_and_exclusions(
-                            r.stones,
-                            self.scale_of(Path(r.name).stem),
-                            options.exclude_edge,
-                            options.min_size_px,
-                            options.min_size_mm,
-                        )
-                    ),
-                )
-                for r in self.pooled.results
-            )
-            pooled_options = options.replace(
-                min_separation_px=self._pooled_options.min_separation_px,
-                use_probability=False,
-            )
-            report = percentiles_report(results, pooled_options)
+            self.controller.restate_pooled(options)
         except StonesegError as exc:
             self._drop_pooled(f"The pooled distribution no longer holds ({exc}); pool again.")
-            return
-        self.pooled = dataclasses.replace(self.pooled, results=results, report=report)
-        self._pooled_options = pooled_options
 
     def _on_panel_options_edited(self, *_args) -> None:  # noqa: ANN002
         self._restate()
@@ -708,35 +490,23 @@ class GrainSide(QObject):
     def _on_pick(self, x: float, y: float, ctrl: bool) -> None:
         if self.analysis is None:
             return
-        label = self.analysis.label_at(x, y)
-        chosen = list(self._selected)
-        if ctrl:
-            if label in chosen:
-                chosen.remove(label)
-            elif label:
-                chosen.append(label)
-        else:
-            chosen = [label] if label else []
-        self.choose(chosen)
+        self.choose(self.controller.picked(x, y, ctrl))
 
     def choose(self, labels, from_table: bool = False) -> None:  # noqa: ANN001
         """Choose stones (on the photo and in the table); the last one's measurements are shown."""
-        if self.analysis is None:
-            labels = []
-        self._selected = [int(k) for k in labels if self.analysis.stone(int(k)) is not None]
-        self.outlines.set_selected(self._selected)
+        chosen = self.controller.choose(labels)
+        self.outlines.set_selected(chosen)
         if not from_table:
-            self.panel.choose_stones(self._selected)
+            self.panel.choose_stones(chosen)
         self._show_chosen_details()
         self._refresh_actions()
 
     def _show_chosen_details(self) -> None:
-        if self.analysis is None or not self._selected:
+        chosen = self.controller.selected
+        if self.analysis is None or not chosen:
             self.panel.show_details(None)
             return
-        self.panel.show_details(
-            self.analysis.stone(self._selected[-1]), more=len(self._selected) - 1
-        )
+        self.panel.show_details(self.analysis.stone(chosen[-1]), more=len(chosen) - 1)
 
     def _on_panel_stones_chosen(self, labels) -> None:  # noqa: ANN001
         self.choose(labels, from_table=True)
@@ -748,7 +518,7 @@ class GrainSide(QObject):
         if self.analysis is None:
             return
         try:
-            pieces = self.analysis.split(p0, p1)
+            pieces = self.controller.split(p0, p1)
         except StonesegError as exc:
             self.notice.emit(str(exc))
             self.panel.set_status(str(exc), warning=True)
@@ -759,14 +529,13 @@ class GrainSide(QObject):
         )
 
     def merge_selected(self) -> bool:
-        if self.analysis is None or len(self._selected) != 2:
+        if self.analysis is None or len(self.controller.selected) != 2:
             self.notice.emit(
                 "Choose two touching stones to merge: click one, Ctrl+click the other."
             )
             return False
-        first, second = self._selected
         try:
-            keep = self.analysis.merge(first, second)
+            first, second, keep = self.controller.merge_selected()
         except StonesegError as exc:
             self.notice.emit(str(exc))
             self.panel.set_status(str(exc), warning=True)
@@ -778,39 +547,20 @@ class GrainSide(QObject):
     # ------------------------------------------------------------------ hand edits
     def stored_edits(self, stem: str) -> dict:
         """The cuts and merges kept with the project for this photo ({} when none)."""
-        table = self.project.state.get(GRAIN_EDITS_KEY, {}) if self.project is not None else {}
-        entry = table.get(stem)
-        return dict(entry) if isinstance(entry, dict) else {}
+        return self.controller.stored_edits(stem)
 
-    def _save_edits(self, dropped: list[dict] | None = None) -> bool:
+    def _save_edits(self) -> bool:
         """Keep the current photo's edits with the project (the project file, atomically)."""
-        a, project = self.analysis, self.project
-        if a is None or project is None:
+        if self.analysis is None or self.project is None:
             return False
-        table = dict(project.state.get(GRAIN_EDITS_KEY, {}))
-        entry = {
-            "edits": list(a.edits),
-            "mask_sha1": a.digest,
-            "min_separation_px": int(a.options.min_separation_px),
-        }
-        old = table.get(a.image.stem, {})
-        kept_aside = list(old.get("dropped", [])) + list(dropped or [])
-        if kept_aside:
-            entry["dropped"] = kept_aside  # edits that no longer fit: told, never erased
-        if a.edits or kept_aside:
-            table[a.image.stem] = entry
-        else:
-            table.pop(a.image.stem, None)
-        project.state[GRAIN_EDITS_KEY] = table
-        return self._save_project_state("the stone edits")
+        return self._saved("the stone edits", self.controller.save_edits)
 
     def undo_edit(self) -> bool:
         a = self.analysis
         if a is None or not a.can_undo:
             self.notice.emit("No cut or merge to undo on this photo.")
             return False
-        touched = a.undo()
-        self._selected = []
+        touched = self.controller.undo()
         self._after_edit(touched, [])
         self.notice.emit("Last cut or merge undone.")
         return True
@@ -864,7 +614,7 @@ class GrainSide(QObject):
         if unscaled and len(unscaled) < len(pairs):
             # one question, naming every unscaled photo, with a scale to give them all
             known = [self.scale_of(s) for s in stems if self.scale_of(s) is not None]
-            offer = self._scale or max(set(known), key=known.count)
+            offer = self.controller.scale or max(set(known), key=known.count)
             shown = ", ".join(unscaled[:10]) + (
                 f" and {len(unscaled) - 10} more" if len(unscaled) > 10 else ""
             )
@@ -880,16 +630,9 @@ class GrainSide(QObject):
             if answer != choice or not self.set_folder_scale(offer):
                 self.notice.emit("Not pooled: set the scale of those photos first.")
                 return False
-        scales = {s: self.scale_of(s) for s in stems}
-        given = {}
-        a = self.analysis
-        if a is not None and self._is_fresh() and a.state_id is not None and a.image.stem in stems:
-            given[a.image.stem] = a.labels.copy()  # the stones as cut and merged by hand
-        edits = {
-            s: self.stored_edits(s).get("edits", [])
-            for s in stems
-            if s not in given and self.stored_edits(s).get("edits")
-        }
+        scales, given, edits = self.controller.pool_inputs(
+            pairs, stems, self.window.current_document()
+        )
         worker = start_worker(
             iter_grains_masks,
             pairs,
@@ -921,8 +664,8 @@ class GrainSide(QObject):
         )
 
     def _on_pool_succeeded(self, summary: GrainSummary, options: GrainOptions) -> None:
-        self.pooled = summary
-        self._pooled_options = options
+        self.controller.pooled = summary
+        self.controller.pooled_options = options
         n = len(summary.results)
         stones = sum(len(r.stones) for r in summary.results)
         self.distribution.set_pooled_choice(f"Pooled: {n} photo{'s' if n != 1 else ''}")
@@ -947,8 +690,7 @@ class GrainSide(QObject):
         self._refresh_actions()
 
     def _drop_pooled(self, why: str = "") -> None:
-        self.pooled = None
-        self._pooled_options = None
+        self.controller.drop_pooled()
         self.distribution.set_pooled_choice(None)
         if why:
             self.notice.emit(why)
@@ -956,30 +698,11 @@ class GrainSide(QObject):
     # ------------------------------------------------------------------ the distribution
     def curve_view(self) -> CurveView | None:
         """What the plot shows: this photo's stones, or the pooled folder's."""
-        options = self._options()
-        if self.distribution.view() == "pooled" and self.pooled is not None:
-            results = self.pooled.results
-            stones = [s for r in results for s in r.stones]
-            scaled = bool(results) and all(r.mm_per_px is not None for r in results)
-            n = len(results)
-            title = f"Pooled: {n} photo{'s' if n != 1 else ''}"
-            words = describe_options(
-                self._pooled_options or options, "scale per photo" if scaled else None
-            )
-            unit = "mm" if scaled else "px"
-        elif self.analysis is not None:
-            stones = self.analysis.stones
-            title = self.analysis.image.name
-            words = describe_options(self.analysis.options, self.analysis.mm_per_px)
-            unit = "mm" if self.analysis.mm_per_px is not None else "px"
-        else:
-            return None
         try:
-            curve = distribution_of(stones, options.weighting, unit)
+            return self.controller.curve_view(self.distribution.view(), self._options())
         except StonesegError as exc:
             log.info("No distribution: %s", exc)
             return None
-        return CurveView(curve, title, len(stones), words, curve.percentiles(options.percentiles))
 
     def _refresh_distribution(self) -> None:
         view = self.curve_view()
@@ -992,12 +715,7 @@ class GrainSide(QObject):
 
     # ------------------------------------------------------------------ exporting
     def _export_source(self) -> tuple[list[ImageGrains], GrainOptions, str] | None:
-        if self.distribution.view() == "pooled" and self.pooled is not None:
-            options = self._pooled_options or self._options()
-            return list(self.pooled.results), options, "stones_pooled"
-        if self.analysis is not None:
-            return [self.analysis.result()], self.analysis.options, self.analysis.image.stem
-        return None
+        return self.controller.export_source(self.distribution.view(), self._options())
 
     def _export_folder(self) -> Path:
         project = self.project
@@ -1059,14 +777,13 @@ class GrainSide(QObject):
     def _on_window_image_changed(self, path: Path | None) -> None:
         self.set_mode(None)
         if self.analysis is not None and self.analysis.image != path:
-            self.analysis = None
-            self._selected = []
+            self.controller.forget_analysis()
             self.outlines.clear()
             self.panel.show_stones([])
             self.panel.show_details(None)
             self.analysis_changed.emit()
-        self._scale = self.scale_of(path.stem) if path is not None else None
-        self.panel.set_scale(self._scale)
+        self.controller.scale = self.scale_of(path.stem) if path is not None else None
+        self.panel.set_scale(self.controller.scale)
         self._show_outlines()
         self._refresh_distribution()
         self._refresh_status()
@@ -1088,7 +805,7 @@ class GrainSide(QObject):
 
     def _on_model_prediction_ready(self, path: Path) -> None:
         if self._model is not None and self._model.prediction is not None:
-            self._prediction = (path, self._model.prediction)
+            self.controller.prediction = (path, self._model.prediction)
 
     def _on_dock_visibility_changed(self, _visible: bool) -> None:
         self._show_outlines()
@@ -1137,26 +854,11 @@ class GrainSide(QObject):
         a.import_scales.setEnabled(self.project is not None)
         a.pick.setEnabled(has_analysis)
         a.split.setEnabled(has_analysis)
-        a.merge.setEnabled(has_analysis and len(self._selected) == 2)
+        a.merge.setEnabled(has_analysis and len(self.controller.selected) == 2)
         a.undo_edit.setEnabled(has_analysis and self.analysis.can_undo)
         can_export = self._export_source() is not None
         a.export_csv.setEnabled(can_export)
         a.export_png.setEnabled(can_export)
-
-
-def hide_stale_tab_bars(window: QMainWindow) -> int:
-    """Hide dock tab bars that a later tab group has superseded; returns how many.
-
-    Qt 6.11 quirk: once a window has one group of tabbed docks, tabifying another dock
-    leaves the group's previous tab bar behind, visible, where the group used to end; a
-    bar whose tabs are a strict subset of another bar's is such a leftover.
-    """
-    bars = [b for b in window.findChildren(QTabBar) if b.parent() is window]
-    tabs = {b: {b.tabText(i) for i in range(b.count())} for b in bars}
-    stale = [b for b in bars if any(tabs[b] < tabs[o] for o in bars if o is not b)]
-    for bar in stale:
-        bar.hide()
-    return len(stale)
 
 
 def _few(names: list[str], n: int = 5) -> str:

@@ -40,6 +40,7 @@ from stoneseg_core.grains_analysis import (
 from stoneseg_core.imageio import atomic_write_bytes, describe_os_error
 from stoneseg_core.project import Project
 
+from ..host import WindowHost
 from ..workers import Worker, start_worker
 from .actions import GrainActions, create_grain_actions
 from .canvas import (
@@ -66,14 +67,13 @@ class GrainSide(QObject):
 
     MODES = ("scale", "pick", "split")
 
-    def __init__(self, window) -> None:  # noqa: ANN001
+    def __init__(self, window: WindowHost) -> None:
         super().__init__(window)
         self.window = window
         self.session = window.session
         self.canvas = window.canvas
         self.dialogs = window.dialogs
-        model_side = getattr(window, "model_side", None)
-        self._model = model_side.controller if model_side is not None else None
+        self._model = window.model_side.controller
         self.controller = GrainsController(lambda: self.window.project)
         self._mode: str | None = None
         self._syncing_modes = False
@@ -118,11 +118,10 @@ class GrainSide(QObject):
         self.session.project_opened.connect(self._on_session_project_opened)
         self.session.history_changed.connect(self._refresh_status)
         self.dock.visibilityChanged.connect(self._on_dock_visibility_changed)
-        tool_group = getattr(getattr(window, "ui_actions", None), "tool_group", None)
+        tool_group = window.ui_actions.tool_group
         if tool_group is not None:  # choosing a painting tool leaves the grain tools
             tool_group.triggered.connect(lambda _action: self.set_mode(None))
-        if self._model is not None:
-            self._model.prediction_ready.connect(self._on_model_prediction_ready)
+        self._model.prediction_ready.connect(self._on_model_prediction_ready)
         self.notice.connect(lambda text: window.statusBar().showMessage(text, 8000))
         self._refresh_actions()
 
@@ -156,10 +155,8 @@ class GrainSide(QObject):
                 menu.addAction(action)
         self.menu = menu
         w.addActions([x for x in vars(a).values()])
-        view_menu = getattr(w, "view_menu", None)
-        if view_menu is not None:
-            view_menu.addAction(self.dock.toggleViewAction())
-            view_menu.addAction(self.distribution_dock.toggleViewAction())
+        w.view_menu.addAction(self.dock.toggleViewAction())
+        w.view_menu.addAction(self.distribution_dock.toggleViewAction())
 
     # ------------------------------------------------------------------ state
     @property
@@ -398,7 +395,7 @@ class GrainSide(QObject):
                 "measure a scale bar (K), or give the minimum in pixels.",
             )
             return False
-        shown = self._model.prediction if self._model is not None else None
+        shown = self._model.prediction
         request = self.controller.request(document, path, options, shown)
         if request.options.min_separation_px != options.min_separation_px:
             with QSignalBlocker(self.panel.separation):
@@ -804,7 +801,7 @@ class GrainSide(QObject):
         self.distribution.set_view("photo")
 
     def _on_model_prediction_ready(self, path: Path) -> None:
-        if self._model is not None and self._model.prediction is not None:
+        if self._model.prediction is not None:
             self.controller.prediction = (path, self._model.prediction)
 
     def _on_dock_visibility_changed(self, _visible: bool) -> None:
@@ -840,7 +837,7 @@ class GrainSide(QObject):
         text = f"{len(a.stones)} stones, {kept} counted · {scale} · split from {a.source}."
         if self.panel.separation.value() != a.options.min_separation_px:
             text += " The separation changed: press Analyse to split again."
-        note = getattr(a, "replay_note", "")
+        note = a.replay_note
         self.panel.set_status(f"{note} {text}" if note else text, warning="no longer fit" in note)
 
     def _refresh_actions(self, *_args) -> None:  # noqa: ANN002

@@ -43,7 +43,7 @@ from PySide6.QtWidgets import (
 )
 
 from stoneseg_core.editing_tools import PointerEvent, Tool, ToolKind, make_tool
-from stoneseg_core.mask_edit import MaskChange, MaskDocument, Region
+from stoneseg_core.mask_edit import MaskChange, MaskDocument
 
 from ..widgets.theme import CANVAS_BACKGROUND as BACKGROUND_COLOR
 from ..widgets.theme import ERASE_COLOR, PREDICTION_COLOR, STONE_COLOR
@@ -218,12 +218,6 @@ class MaskCanvas(QGraphicsView):
                 raise ValueError("The prediction must have the size of the photo.")
         self.prediction_item.set_mask(mask)
         self.prediction_item.setVisible(mask is not None and self._settings.overlay_visible)
-
-    def refresh_prediction(self, region: Region | None = None) -> None:
-        if region is None:
-            self.prediction_item.update()
-        else:
-            self.prediction_item.refresh(region, self._outline_margin())
 
     def zoom(self) -> float:
         return self.transform().m11()

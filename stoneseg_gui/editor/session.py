@@ -133,9 +133,6 @@ class AnnotationSession(QObject):
             return ImageStatus.UNLABELLED
         return self.project.status(path)
 
-    def unreadable_reason(self, path: Path) -> str:
-        return self._unreadable.get(path, "")
-
     def current_status(self) -> ImageStatus | None:
         return self.image_status(self._current) if self._current is not None else None
 

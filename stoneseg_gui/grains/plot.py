@@ -222,10 +222,6 @@ class GrainPlot(QWidget):
     def mark_names(self) -> list[str]:
         return [m.textItem.toPlainText() for m in self._marks if isinstance(m, pg.TextItem)]
 
-    def png_bytes(self, width_px: int = 2000) -> bytes:
-        """The shown curve as a PNG ready for a report: title, options and percentiles written on it."""
-        return render_plot_png(self.view, width_px)
-
 
 def percentile_rows(view: CurveView) -> list[tuple[str, str, str]]:
     return [

@@ -27,17 +27,12 @@ from stoneseg_core.grains import (
     iter_grains_masks,
     line_length_px,
     mm_per_px_from_line,
-    percentiles_report,
-    stones_csv,
-    write_json,
-    write_text,
 )
 from stoneseg_core.grains_analysis import (
     GrainAnalysis,
     Point,
     analyse_with_edits,
 )
-from stoneseg_core.imageio import atomic_write_bytes, describe_os_error
 from stoneseg_core.project import Project
 
 from ..host import WindowHost
@@ -50,8 +45,9 @@ from .canvas import (
     StoneOutlineItem,
 )
 from .controller import AnalysisRequest, GrainsController
+from .exports import export_plot_png, export_stones_csv
 from .panel import DistributionPanel, GrainPanel
-from .plot import CurveView, render_plot_png
+from .plot import CurveView
 from .table import fmt_size
 
 log = logging.getLogger(__name__)
@@ -724,27 +720,10 @@ class GrainSide(QObject):
         if source is None:
             self.notice.emit("Nothing to export yet: press Analyse (Ctrl+G) or Pool folder.")
             return False
-        results, options, stem = source
-        suggested = self._export_folder() / f"{stem}_stones.csv"
-        path = self.dialogs.choose_save_file(
-            "Export the stones as CSV", suggested, "CSV files (*.csv)"
-        )
-        if path is None:
-            return False
-        if not path.suffix:
-            path = path.with_suffix(".csv")
-        report_path = path.with_name(f"{path.stem}_percentiles.json")
-        try:
-            write_text(path, stones_csv(results, options))
-            write_json(report_path, percentiles_report(results, options))
-        except StonesegError as exc:
-            self.dialogs.error("Cannot export the stones", str(exc))
-            return False
-        rows = sum(len(r.stones) for r in results)
-        self.notice.emit(
-            f"Wrote {rows} stones to {path.name} and the percentiles to {report_path.name}."
-        )
-        return True
+        text = export_stones_csv(self.dialogs, *source, self._export_folder())
+        if text is not None:
+            self.notice.emit(text)
+        return text is not None
 
     def export_png(self) -> bool:
         view = self.curve_view()
@@ -753,22 +732,10 @@ class GrainSide(QObject):
             return False
         source = self._export_source()
         stem = source[2] if source is not None else "grains"
-        path = self.dialogs.choose_save_file(
-            "Export the plot as PNG",
-            self._export_folder() / f"{stem}_grain_sizes.png",
-            "PNG images (*.png)",
-        )
-        if path is None:
-            return False
-        if not path.suffix:
-            path = path.with_suffix(".png")
-        try:
-            atomic_write_bytes(path, render_plot_png(view))
-        except OSError as exc:
-            self.dialogs.error("Cannot export the plot", describe_os_error(exc, path))
-            return False
-        self.notice.emit(f"Wrote the plot to {path.name}.")
-        return True
+        text = export_plot_png(self.dialogs, view, stem, self._export_folder())
+        if text is not None:
+            self.notice.emit(text)
+        return text is not None
 
     # ------------------------------------------------------------------ window events
     def _on_window_image_changed(self, path: Path | None) -> None:

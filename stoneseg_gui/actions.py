@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 
-from .icons import icon
-from .tools import ToolKind
+from stoneseg_core.editing_tools import ToolKind
+
+from .widgets.icons import icon
 
 
 @dataclass(frozen=True)

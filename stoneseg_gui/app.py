@@ -129,7 +129,7 @@ def preload_model_libraries() -> threading.Thread:
 def main(folder: str | None = None, argv: list[str] | None = None) -> int:
     """Run the app on ``folder`` (or the sample project) until the window closes."""
     from .main_window import MainWindow
-    from .theme import apply_theme
+    from .widgets.theme import apply_theme
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -4,7 +4,8 @@ It holds no editing or file logic: that is in ``AnnotationSession`` (files, auto
 recovery), ``MaskDocument`` (pixels, undo), ``MaskCanvas`` (view, mouse) and
 ``ToolSettings`` (tool, brush, overlay look).
 
-Public API for the parts built on top (training panel, prediction, batch...):
+Public API for the parts built on top (the sides: ``WindowHost`` in ``host.py`` names what
+they use and the order the window builds them in):
 
 - ``open_folder(path)``, ``project``, ``current_image_path()``, ``current_document()``,
   ``save_current()``, the ``image_changed`` signal;
@@ -42,17 +43,20 @@ from PySide6.QtWidgets import (
 )
 
 from stoneseg_core import __version__
+from stoneseg_core.editing_tools import ToolKind
 from stoneseg_core.imageio import IMAGE_EXTENSIONS
 from stoneseg_core.mask_edit import MaskDocument
 from stoneseg_core.project import ImageStatus, Project
 
 from .actions import CANVAS_GESTURES, Actions, create_actions
-from .canvas import MaskCanvas
-from .dialogs import Dialogs, ShortcutsDialog
-from .grains_side import GrainSide, hide_stale_tab_bars
-from .image_list import ImageListDock
-from .model_panels import ModelSide
-from .session import AnnotationSession
+from .editor.canvas import MaskCanvas
+from .editor.image_list import ImageListDock
+from .editor.session import AnnotationSession
+from .editor.status_bar import EditorStatusBar
+from .editor.tool_options import BrushSizeControl, OpacityControl
+from .editor.tool_settings import ToolSettings
+from .grains.side import GrainSide
+from .model.side import ModelSide
 from .settings import (
     add_recent_folder,
     clear_recent_folders,
@@ -60,10 +64,8 @@ from .settings import (
     recent_folders,
     remember_last_image,
 )
-from .status_bar import EditorStatusBar
-from .tool_options import BrushSizeControl, OpacityControl
-from .tool_settings import ToolSettings
-from .tools import ToolKind
+from .widgets.dialogs import Dialogs, ShortcutsDialog
+from .widgets.docks import hide_stale_tab_bars
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ class MainWindow(QMainWindow):
         self.dialogs = dialogs or Dialogs()
         if self.dialogs.parent is None:
             self.dialogs.parent = self
-        self._settings = settings if settings is not None else QSettings()
+        self.settings = settings if settings is not None else QSettings()
 
         self.tool_settings = ToolSettings(self)
         self.session = AnnotationSession(self.dialogs, self)
@@ -104,9 +106,10 @@ class MainWindow(QMainWindow):
 
         self.setAcceptDrops(True)
         self.resize(1360, 860)
-        # part 2: training, prediction, batch segmentation and export
-        self.model_side = ModelSide(self)
-        self.grain_side = GrainSide(self)
+        # the sides, in the order WindowHost (host.py) documents: each is given this window
+        # and uses only what that protocol names, the sides built before it included
+        self.model_side = ModelSide(self)  # training, prediction, batch segmentation, export
+        self.grain_side = GrainSide(self)  # grain analysis; uses model_side's predictions
         self.arrange_docks()
         # the first size, once the docks are in (adding them grows the window): fits the
         # screen, a 1366 x 768 laptop included
@@ -397,7 +400,7 @@ class MainWindow(QMainWindow):
         )
         s.project_opened.connect(self._on_session_project_opened)
         s.images_rescanned.connect(self._on_session_images_rescanned)
-        s.start_image_name = lambda project: last_image(self._settings, project.root)
+        s.start_image_name = lambda project: last_image(self.settings, project.root)
         s.image_load_started.connect(self._on_session_image_load_started)
         s.image_opened.connect(self._on_session_image_opened)
         s.image_failed.connect(self._on_session_image_failed)
@@ -439,7 +442,7 @@ class MainWindow(QMainWindow):
         self.status.show_masks_folder(
             project.masks_dir, read_only_source=project.data_dir != project.root
         )
-        add_recent_folder(self._settings, project.root)
+        add_recent_folder(self.settings, project.root)
         self._rebuild_recent_menu()
         self.tool_settings.set_tool(ToolKind.BRUSH)
         self._refresh_title()
@@ -471,7 +474,7 @@ class MainWindow(QMainWindow):
         self.canvas.setFocus(Qt.FocusReason.OtherFocusReason)
         self.status.show_image_size((display.width, display.height))
         if self.project is not None:
-            remember_last_image(self._settings, self.project.root, path)
+            remember_last_image(self.settings, self.project.root, path)
         self._refresh_banner()
 
     def _on_session_image_failed(self, path: Path, reason: str) -> None:
@@ -563,7 +566,7 @@ class MainWindow(QMainWindow):
     def _rebuild_recent_menu(self) -> None:
         menu = self.recent_menu
         menu.clear()
-        folders = recent_folders(self._settings)
+        folders = recent_folders(self.settings)
         for i, folder in enumerate(folders, start=1):
             label = f"&{i} {folder}" if i < 10 else str(folder)
             action: QAction = menu.addAction(label)
@@ -576,13 +579,13 @@ class MainWindow(QMainWindow):
         menu.addAction("Clear recent folders").triggered.connect(self._on_clear_recent_requested)
 
     def _on_clear_recent_requested(self) -> None:
-        clear_recent_folders(self._settings)
+        clear_recent_folders(self.settings)
         self._rebuild_recent_menu()
 
     # ------------------------------------------------------------------ window state
     def _restore_window_state(self) -> None:
-        geometry = self._settings.value("window/geometry")
-        state = self._settings.value("window/state")
+        geometry = self.settings.value("window/geometry")
+        state = self.settings.value("window/state")
         self._layout_sized = False
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
@@ -590,9 +593,9 @@ class MainWindow(QMainWindow):
             self._layout_sized = True  # the user's own layout, remembered
 
     def _save_window_state(self) -> None:
-        self._settings.setValue("window/geometry", self.saveGeometry())
-        self._settings.setValue("window/state", self.saveState())
-        self._settings.sync()
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.sync()
 
     # ------------------------------------------------------------------ Qt events
     def resizeEvent(self, event) -> None:  # noqa: ANN001

@@ -8,9 +8,15 @@ returns its result. ``Worker`` runs it on its own QThread and emits, in the GUI 
 - exactly one of ``succeeded(result)``, ``failed(message)`` or ``stopped()``,
 - then ``finished()``.
 
-``request_stop()`` takes effect between two yields (the generator is closed, so its
-``finally`` blocks run). A plain function (not a generator) simply succeeds with its
-return value. Workers never touch widgets: connect their signals to slots instead.
+Stopping: ``request_stop()`` sets the worker's one stop flag (a ``threading.Event``);
+nothing else stops a job. A job that takes a ``should_stop`` parameter (as the core's
+``iter_training``, ``iter_segment_folder``, ``iter_grains_folder`` do) is given the flag
+as that callable, asks it at its own checkpoints (a batch, a tile, a photo) and ends
+itself, returning what it has (the best model so far, the photos done): the worker
+reports ``succeeded`` with it and never closes such a job. Any other generator is closed
+at its next yield (so its ``finally`` blocks run) and the worker reports ``stopped``.
+A plain function (not a generator) simply succeeds with its return value. Workers never
+touch widgets: connect their signals to slots instead.
 
 Example::
 
@@ -31,7 +37,7 @@ from typing import Any
 
 from PySide6.QtCore import QDeadlineTimer, QObject, QThread, QTimer, Signal, Slot
 
-from stoneseg_core.errors import StonesegError, TrainingCancelled
+from stoneseg_core.errors import StonesegError
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +80,10 @@ class Worker(QObject):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._timer: QTimer | None = None
         self._fn, self._args, self._kwargs = fn, args, kwargs
+        # a job that checks for itself gets the stop flag and is left to end on its own
+        self._stops_itself = _takes_should_stop(fn, args, kwargs)
+        if self._stops_itself:
+            self._kwargs = {**kwargs, "should_stop": self._stop.is_set}
         self._running = False
         self._done = False
         self._outcome_seen = False
@@ -106,7 +116,7 @@ class Worker(QObject):
         return self
 
     def request_stop(self) -> None:
-        """Ask the job to stop at its next yield."""
+        """Ask the job to stop: at its next check of ``should_stop``, else its next yield."""
         self._stop.set()
 
     def wait(self, timeout_ms: int = 30_000) -> bool:
@@ -129,7 +139,7 @@ class Worker(QObject):
             if inspect.isgenerator(result):
                 gen = result
                 while True:
-                    if self._stop.is_set():
+                    if self._stop.is_set() and not self._stops_itself:
                         gen.close()
                         put(("stopped", None))
                         return
@@ -140,8 +150,6 @@ class Worker(QObject):
                         break
                     put(("progressed", item))
             put(("succeeded", result))
-        except TrainingCancelled:
-            put(("stopped", None))
         except StonesegError as exc:
             log.info("Background task failed: %s", exc)
             put(("failed", str(exc)))
@@ -195,6 +203,21 @@ class Worker(QObject):
         self.finished.emit()
         if thread is not None:
             thread.deleteLater()
+
+
+def _takes_should_stop(fn: Callable[..., Any], args: tuple, kwargs: dict) -> bool:
+    """``fn`` has a ``should_stop`` parameter that the caller left for the worker to give."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    if "should_stop" not in signature.parameters:
+        return False
+    try:
+        bound = signature.bind_partial(*args, **kwargs)
+    except TypeError:
+        return False
+    return "should_stop" not in bound.arguments
 
 
 _LIVE: set[Worker] = set()  # keeps running workers (and their threads) alive

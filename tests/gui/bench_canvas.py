@@ -24,9 +24,9 @@ from PySide6.QtGui import QMouseEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from stoneseg_core.mask_edit import MaskDocument  # noqa: E402
-from stoneseg_gui.canvas import MaskCanvas  # noqa: E402
-from stoneseg_gui.session import load_for_editing  # noqa: E402
-from stoneseg_gui.tool_settings import ToolSettings  # noqa: E402
+from stoneseg_gui.editor.canvas import MaskCanvas  # noqa: E402
+from stoneseg_gui.editor.session import load_for_editing  # noqa: E402
+from stoneseg_gui.editor.tool_settings import ToolSettings  # noqa: E402
 
 
 def synthetic_photo(width: int, height: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 from PySide6.QtCore import QPoint, Qt
 
 from stoneseg_core.imageio import write_mask
-from stoneseg_gui.dialogs import Dialogs
+from stoneseg_gui.widgets.dialogs import Dialogs
 
 
 def write_photo(path: Path, width: int = 80, height: int = 60, seed: int = 0) -> np.ndarray:

@@ -21,7 +21,7 @@ from skimage.draw import disk
 
 from stoneseg_core.grains import CSV_COLUMNS, distribution_of
 from stoneseg_core.predict import Prediction
-from stoneseg_gui.grains_side import SCALES_KEY
+from stoneseg_gui.grains.controller import SCALES_KEY
 
 SIZE = (160, 100)  # width, height
 SEPARATE = {6: (25, 20), 9: (25, 60), 12: (30, 120)}  # radius: (row, col)
@@ -293,7 +293,7 @@ def test_a_shown_prediction_is_split_with_its_probability(qtbot, window, tmp_pat
 
 
 def test_line_and_pick_interactions_without_a_mouse():
-    from stoneseg_gui.grains_canvas import LineInteraction, PickInteraction
+    from stoneseg_gui.grains.canvas import LineInteraction, PickInteraction
 
     lines, previews, left = [], [], []
     tool = LineInteraction(
@@ -328,7 +328,7 @@ def test_line_and_pick_interactions_without_a_mouse():
 def test_one_scale_for_the_whole_folder_and_one_question_for_unscaled_photos(
     qtbot, window, tmp_path
 ):
-    from stoneseg_gui.grains_side import FOLDER_SCALE_KEY
+    from stoneseg_gui.grains.controller import FOLDER_SCALE_KEY
 
     root = open_project(qtbot, window, tmp_path)
     side = window.grain_side
@@ -360,7 +360,7 @@ def test_one_scale_for_the_whole_folder_and_one_question_for_unscaled_photos(
 def test_cuts_survive_switching_photo_and_reopening_undo_and_a_changed_mask(
     qtbot, make_window, tmp_path
 ):
-    from stoneseg_gui.grains_side import GRAIN_EDITS_KEY
+    from stoneseg_gui.grains.controller import GRAIN_EDITS_KEY
 
     window = make_window()
     root = open_project(qtbot, window, tmp_path)

@@ -118,7 +118,7 @@ def test_the_default_brush_fits_the_photo_until_the_user_picks_a_size(qtbot, win
 def test_loss_plot_axis_and_legend_follow_the_run(qtbot):
     from stoneseg_core.metrics import Scores
     from stoneseg_core.train import BatchProgress, EpochSummary
-    from stoneseg_gui.loss_plot import LossPlot
+    from stoneseg_gui.model.loss_plot import LossPlot
 
     plot = LossPlot()
     qtbot.addWidget(plot)
@@ -134,7 +134,7 @@ def test_loss_plot_axis_and_legend_follow_the_run(qtbot):
 
 
 def test_the_models_table_shows_validation_iou_beside_the_run():
-    from stoneseg_gui.model_history import COLUMNS
+    from stoneseg_gui.model.history import COLUMNS
 
     assert COLUMNS[:2] == ("Run", "Val IoU")
 

@@ -13,12 +13,12 @@ from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import QApplication
 
 import stoneseg_core.project as project_module
+from stoneseg_core.editing_tools import ToolKind
 from stoneseg_core.imageio import write_mask
 from stoneseg_core.project import ImageStatus
+from stoneseg_core.recovery import recovery_dir
 from stoneseg_gui.actions import ACTION_SPECS
-from stoneseg_gui.recovery import recovery_dir
 from stoneseg_gui.settings import fallback_data_dir, recent_folders
-from stoneseg_gui.tools import ToolKind
 
 
 def paint_line(qtbot, window, y: float = 30.5, x0: float = 10.5, x1: float = 60.5) -> None:  # noqa: ANN001
@@ -575,7 +575,7 @@ def test_saved_masks_are_readable_by_colleagues(qtbot, window, tmp_path) -> None
 def test_continuous_editing_still_writes_a_recovery_copy(
     qtbot, window, tmp_path, monkeypatch
 ) -> None:  # noqa: ANN001
-    import stoneseg_gui.session as session_module
+    import stoneseg_gui.editor.session as session_module
 
     monkeypatch.setattr(session_module, "RECOVERY_MAX_WAIT_S", 0.0)  # "long ago"
     window.session._recovery_timer.setInterval(3_600_000)  # the quiet-time timer never fires

@@ -85,3 +85,30 @@ def test_a_worker_starts_only_once(qtbot) -> None:  # noqa: ANN001
     with pytest.raises(RuntimeError):
         worker.start()
     assert worker.wait(5000)
+
+
+def test_a_job_that_takes_should_stop_is_given_the_stop_flag_and_ends_itself(qtbot) -> None:  # noqa: ANN001
+    gate = threading.Event()
+
+    def checks(n: int, should_stop=None):  # noqa: ANN001, ANN202
+        done = 0
+        for i in range(n):
+            if should_stop():
+                return ("stopped after", done)
+            done += 1
+            yield i
+            gate.wait(5)
+        return ("all", done)
+
+    worker = Worker(checks, 100)
+    results: list[object] = []
+    stopped: list[bool] = []
+    worker.succeeded.connect(results.append)
+    worker.stopped.connect(lambda: stopped.append(True))
+    with qtbot.waitSignal(worker.progressed, timeout=5000):
+        worker.start()
+    worker.request_stop()
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        gate.set()
+    assert stopped == []  # not closed: the job returned what it had
+    assert results and results[0][0] == "stopped after" and results[0][1] <= 2

@@ -6,21 +6,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QCheckBox, QFileDialog, QMessageBox
 
 from stoneseg_core.config import TrainConfig
 from stoneseg_core.errors import StonesegError
 
-from .actions import make_action
+from ..actions import make_action
+from ..host import WindowHost
+from ..settings import load_train_settings, save_train_settings
 from .batch_dialog import BatchDialog
+from .controller import ModelController
+from .history import ModelHistory, list_runs
 from .loss_plot import LossPlot
 from .metrics_panel import MetricsPanel
-from .model_history import ModelHistory, list_runs
-from .settings import load_train_settings, save_train_settings
 from .train_panel import TrainPanel
-from .training import ModelController
 
 
 @dataclass
@@ -38,10 +39,12 @@ class ModelActions:
 class ModelSide:
     """Owns the model panels and actions of one MainWindow."""
 
-    def __init__(self, window) -> None:
+    def __init__(self, window: WindowHost) -> None:
         self.window = window
         self.panel = TrainPanel(
-            ModelController.devices_text(), torch.cuda.is_available(), _remembered_config(window)
+            ModelController.devices_text(),
+            torch.cuda.is_available(),
+            _remembered_config(window.settings),
         )
         self.plot = LossPlot()
         self.metrics = MetricsPanel()
@@ -149,10 +152,8 @@ class ModelSide:
             else:
                 menu.addAction(getattr(self.actions, name))
         window.addActions(list(vars(self.actions).values()))
-        view_menu = getattr(window, "view_menu", None)
-        if view_menu is not None:
-            for dock in (self.train_dock, self.plot_dock, self.metrics_dock, self.history_dock):
-                view_menu.addAction(dock.toggleViewAction())
+        for dock in (self.train_dock, self.plot_dock, self.metrics_dock, self.history_dock):
+            window.view_menu.addAction(dock.toggleViewAction())
         c.training_started.connect(self._refresh_actions)
         c.training_started.connect(self._remember_training_settings)
         c.training_finished.connect(self._refresh_actions)
@@ -161,9 +162,7 @@ class ModelSide:
 
     # ------------------------------------------------------------------ slots
     def _remember_training_settings(self) -> None:
-        settings = getattr(self.window, "_settings", None)
-        if settings is not None:
-            save_train_settings(settings, self.panel.config().to_dict())
+        save_train_settings(self.window.settings, self.panel.config().to_dict())
 
     def _on_train_triggered(self) -> None:
         self.controller.start_training(self.panel.config(), self.panel.afresh.isChecked())
@@ -224,10 +223,9 @@ class ModelSide:
         return True
 
 
-def _remembered_config(window) -> TrainConfig | None:  # noqa: ANN001
+def _remembered_config(settings: QSettings) -> TrainConfig | None:
     """The Training panel's values from the last run the user started, if any still valid."""
-    settings = getattr(window, "_settings", None)
-    values = load_train_settings(settings) if settings is not None else None
+    values = load_train_settings(settings)
     if not values:
         return None
     try:

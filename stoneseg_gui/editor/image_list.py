@@ -42,8 +42,8 @@ from stoneseg_core.errors import ImageReadError
 from stoneseg_core.imageio import read_image
 from stoneseg_core.project import ImageStatus
 
-from .theme import STATUS_COLORS, STATUS_TEXT
-from .workers import Worker
+from ..widgets.theme import STATUS_COLORS, STATUS_TEXT
+from ..workers import Worker
 
 log = logging.getLogger(__name__)
 

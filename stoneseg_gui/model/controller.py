@@ -8,7 +8,6 @@ user's masks are never touched by a failure.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,17 +17,18 @@ from PySide6.QtCore import QObject, Signal
 from stoneseg_core.config import TrainConfig
 from stoneseg_core.device import describe_devices
 from stoneseg_core.errors import StonesegError
-from stoneseg_core.imageio import read_image, write_mask
-from stoneseg_core.predict import Prediction, Segmenter
+from stoneseg_core.imageio import read_image
+from stoneseg_core.predict import Prediction, Segmenter, SegmentEvent, SegmentSummary
 from stoneseg_core.project import ImageStatus, Project, iter_export_masks
+from stoneseg_core.segment_images import iter_segment_images
 from stoneseg_core.train import BatchProgress, EpochSummary, TrainResult, iter_training
 
+from ..workers import Worker, start_worker
 from .compare_dialog import CompareDialog, comparison_job
+from .history import ModelHistory, Run, list_runs
 from .loss_plot import LossPlot
 from .metrics_panel import MetricsPanel
-from .model_history import ModelHistory, Run, list_runs
 from .train_panel import TrainPanel
-from .workers import Worker, start_worker
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +37,10 @@ def predict_image_job(model_dir: Path, image_path: Path) -> tuple[Path, Predicti
     return image_path, Segmenter.load(model_dir).predict(read_image(image_path))
 
 
-def predict_all_job(model_dir: Path, images: list[Path], masks_dir: Path, should_stop):
-    """Write a predicted mask for each photo; yields (index, total, path, error or None)."""
+def predict_all_job(model_dir: Path, images: list[Path], masks_dir: Path, should_stop=None):  # noqa: ANN001, ANN201
+    """Write a predicted mask for each photo (``iter_segment_images``); yields SegmentEvent."""
     segmenter = Segmenter.load(model_dir)
-    done = 0
-    for i, path in enumerate(images, start=1):
-        if should_stop():
-            break
-        try:
-            mask = segmenter.predict(read_image(path), should_stop).mask
-            write_mask(masks_dir / f"{path.stem}.png", mask)
-            done += 1
-            yield i, len(images), path, None
-        except StonesegError as exc:
-            if should_stop():
-                break
-            yield i, len(images), path, str(exc)
-    return done
+    return (yield from iter_segment_images(segmenter, images, masks_dir, should_stop))
 
 
 class ModelController(QObject):
@@ -77,13 +64,11 @@ class ModelController(QObject):
         self.session, self.canvas, self.dialogs = session, canvas, dialogs
         self.panel, self.plot, self.metrics, self.history = panel, plot, metrics, history
         self._train_worker: Worker | None = None
-        self._train_stop = threading.Event()
         self._train_out: Path | None = None
         self._train_result: TrainResult | None = None
         self._best_scores = None
         self._best_rows = ()
         self._task: Worker | None = None  # prediction / export / predict-all: one at a time
-        self._task_stop = threading.Event()
         self.prediction: Prediction | None = None
         self._prediction_path: Path | None = None
         self._dialogs_open: list = []
@@ -178,7 +163,6 @@ class ModelController(QObject):
             out = project.models_dir / f"run-{stamp}-{n}"
             n += 1
         self._train_out = out
-        self._train_stop.clear()
         self._best_scores, self._best_rows = None, ()
         self.plot.clear_run()
         self.panel.set_running(True)
@@ -196,9 +180,8 @@ class ModelController(QObject):
             out,
             config,
             from_model,
-            self._train_stop.is_set,
-            self.active_model(),
-        )
+            compare_with=self.active_model(),
+        )  # the worker gives it should_stop: Stop ends it after the batch, its result kept
         self._train_worker.progressed.connect(self._on_train_worker_progressed)
         self._train_worker.succeeded.connect(self._on_train_worker_succeeded)
         self._train_worker.failed.connect(self._on_train_worker_failed)
@@ -208,7 +191,7 @@ class ModelController(QObject):
 
     def stop_training(self) -> None:
         if self.is_training:
-            self._train_stop.set()
+            self._train_worker.request_stop()
             self.panel.show_message("Stopping after this batch; the best model so far is kept…")
 
     def wait_for_training(self, timeout_ms: int = 120_000) -> bool:
@@ -305,7 +288,6 @@ class ModelController(QObject):
         if self.is_busy:
             self.notice.emit("Another task is running; wait for it or cancel it.")
             return None
-        self._task_stop.clear()
         worker = start_worker(fn, *args)
         if on_progress is not None:
             worker.progressed.connect(on_progress)
@@ -316,7 +298,6 @@ class ModelController(QObject):
         return worker
 
     def cancel_task(self) -> None:
-        self._task_stop.set()
         if self._task is not None:
             self._task.request_stop()
 
@@ -401,7 +382,6 @@ class ModelController(QObject):
                 model,
                 todo,
                 project.masks_dir,
-                self._task_stop.is_set,
                 on_progress=self._on_predict_all_progressed,
                 on_success=self._on_predict_all_succeeded,
                 what="Predicting all",
@@ -409,8 +389,9 @@ class ModelController(QObject):
             is not None
         )
 
-    def _on_predict_all_progressed(self, item) -> None:
-        i, total, path, error = item
+    def _on_predict_all_progressed(self, event: SegmentEvent) -> None:
+        i, total, path = event.index, event.total, event.image
+        error = event.message if event.status == "failed" else None
         if error is None and self.project is not None:
             self.project.set_predicted(path.stem, True)
             self.session.status_changed.emit(path, ImageStatus.PREDICTED, "")
@@ -421,8 +402,12 @@ class ModelController(QObject):
         else:
             self.session.mark_unreadable(path, error or "")
 
-    def _on_predict_all_succeeded(self, done: int) -> None:
-        self.notice.emit(f"Predicted {done} photos; they are marked 'predicted, not reviewed'.")
+    def _on_predict_all_succeeded(self, summary: SegmentSummary) -> None:
+        done = summary.written
+        self.notice.emit(
+            ("Stopped: predicted" if summary.cancelled else "Predicted")
+            + f" {done} photos; they are marked 'predicted, not reviewed'."
+        )
 
     def export_masks(self, folder: Path, include_predicted: bool) -> bool:
         project = self.project
@@ -480,7 +465,8 @@ class ModelController(QObject):
     def shutdown(self, timeout_ms: int = 120_000) -> None:
         """Stop everything cleanly (the best model so far is kept)."""
         was_training = self.is_training
-        self._train_stop.set()
+        if self._train_worker is not None:
+            self._train_worker.request_stop()
         self.cancel_task()
         self.wait_for_training(timeout_ms)
         if self._task is not None:

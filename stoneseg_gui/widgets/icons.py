@@ -12,9 +12,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPainterPath, QPen, QPixmap, QPolygonF
 from PySide6.QtWidgets import QApplication
 
-from stoneseg_core.project import ImageStatus
-
-from .theme import ERASE_COLOR, GOOD_COLOR, STATUS_COLORS, STONE_COLOR
+from .theme import ERASE_COLOR, GOOD_COLOR, STONE_COLOR
 
 STONE = STONE_COLOR
 ERASE = ERASE_COLOR
@@ -319,16 +317,3 @@ def icon(name: str) -> QIcon:
         p.end()
         result.addPixmap(pixmap, mode)
     return result
-
-
-@cache
-def status_icon(status: ImageStatus, size: int = 12) -> QIcon:
-    pixmap = QPixmap(size * 2, size * 2)
-    pixmap.fill(Qt.GlobalColor.transparent)
-    p = QPainter(pixmap)
-    p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-    p.setPen(Qt.PenStyle.NoPen)
-    p.setBrush(STATUS_COLORS[status])
-    p.drawEllipse(QRectF(2, 2, size * 2 - 4, size * 2 - 4))
-    p.end()
-    return QIcon(pixmap)

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
 from stoneseg_core.grains import Stone
 
-from .canvas import CanvasInteraction
+from ..editor.canvas import CanvasInteraction
 
 Point = tuple[float, float]
 
@@ -380,19 +380,9 @@ class PickInteraction(CanvasInteraction):
         self._on_leave()
 
 
-def label_at(labels: np.ndarray, x: float, y: float) -> int:
-    """The stone label under image point (x, y); 0 off the photo or on background."""
-    col, row = math.floor(x), math.floor(y)
-    h, w = labels.shape
-    if not (0 <= row < h and 0 <= col < w):
-        return 0
-    return int(labels[row, col])
-
-
 __all__ = [
     "LineGuideItem",
     "LineInteraction",
     "PickInteraction",
     "StoneOutlineItem",
-    "label_at",
 ]

@@ -28,12 +28,17 @@ from stoneseg_core.errors import MaskError, StonesegError
 from stoneseg_core.imageio import describe_os_error, read_image, read_mask, write_mask
 from stoneseg_core.mask_edit import MaskChange, MaskDocument
 from stoneseg_core.project import ImageStatus, Project
+from stoneseg_core.recovery import (
+    discard_recovery,
+    list_recoveries,
+    restore_recovery,
+    write_recovery,
+)
 
-from .canvas import DisplayImage, make_display_image
-from .dialogs import Dialogs
-from .recovery import discard_recovery, list_recoveries, restore_recovery, write_recovery
-from .settings import fallback_data_dir
-from .workers import Worker
+from ..settings import fallback_data_dir
+from ..widgets.dialogs import Dialogs
+from ..workers import Worker
+from .display import DisplayImage, make_display_image
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +132,6 @@ class AnnotationSession(QObject):
         if self.project is None:
             return ImageStatus.UNLABELLED
         return self.project.status(path)
-
-    def unreadable_reason(self, path: Path) -> str:
-        return self._unreadable.get(path, "")
 
     def current_status(self) -> ImageStatus | None:
         return self.image_status(self._current) if self._current is not None else None

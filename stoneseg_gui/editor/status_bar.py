@@ -8,9 +8,10 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QLabel, QStatusBar, QToolButton, QWidget
 
-from .canvas import PixelInfo
-from .icons import icon
-from .tools import ToolKind
+from stoneseg_core.editing_tools import ToolKind
+
+from ..widgets.icons import icon
+from .display import PixelInfo
 
 
 class EditorStatusBar(QStatusBar):

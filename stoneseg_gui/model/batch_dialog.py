@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -30,8 +29,8 @@ from stoneseg_core.errors import StonesegError
 from stoneseg_core.model import read_model_info
 from stoneseg_core.predict import Segmenter, SegmentEvent, SegmentSummary, iter_segment_folder
 
+from ..workers import Worker, start_worker
 from .train_panel import format_seconds
-from .workers import Worker, start_worker
 
 
 def segment_folder_job(model_dir, config, input_dir, output_dir, overwrite, should_stop):
@@ -130,7 +129,6 @@ class BatchDialog(QDialog):
         layout.addWidget(self.log, 1)
         layout.addLayout(buttons)
         self.worker: Worker | None = None
-        self._stop = threading.Event()
         self._t0 = 0.0
         self.summary: SegmentSummary | None = None
 
@@ -161,7 +159,6 @@ class BatchDialog(QDialog):
         except StonesegError as exc:
             self.status.setText(str(exc))
             return
-        self._stop.clear()
         self.summary = None
         self.log.clear()
         self.progress.setValue(0)
@@ -176,15 +173,15 @@ class BatchDialog(QDialog):
             src,
             dst,
             self.overwrite.isChecked(),
-            self._stop.is_set,
-        )
+        )  # the worker gives the job its should_stop
         self.worker.progressed.connect(self._on_worker_progressed)
         self.worker.succeeded.connect(self._on_worker_succeeded)
         self.worker.failed.connect(self._on_worker_failed)
         self.worker.finished.connect(self._on_worker_finished)
 
     def cancel(self) -> None:
-        self._stop.set()
+        if self.worker is not None:
+            self.worker.request_stop()
         self.status.setText("Cancelling after the current photo…")
 
     def is_running(self) -> bool:

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from stoneseg_core.editing_tools import (
+    BrushTool,
+    FillTool,
+    LassoTool,
+    PointerEvent,
+    ToolKind,
+    make_tool,
+)
 from stoneseg_core.mask_edit import MaskDocument
-from stoneseg_gui.tools import BrushTool, FillTool, LassoTool, PointerEvent, ToolKind, make_tool
 
 
 def ev(x: float, y: float, secondary: bool = False, radius: float = 2.0) -> PointerEvent:

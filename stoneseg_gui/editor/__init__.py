@@ -1,0 +1,1 @@
+"""The mask editor: the canvas and its painting tools, the editing session, the photo list."""

@@ -1,0 +1,221 @@
+"""What the canvas draws: the photo (from its pyramid), the mask and prediction overlays, the brush cursor.
+
+Only the exposed part is drawn, at screen resolution for the outline view.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import (
+    QColor,
+    QImage,
+    QPainter,
+    QPen,
+    QTransform,
+)
+from PySide6.QtWidgets import (
+    QGraphicsItem,
+    QStyleOptionGraphicsItem,
+    QWidget,
+)
+
+from stoneseg_core.mask_edit import Region
+
+from ..widgets.theme import ERASE_COLOR
+from .display import DisplayImage
+
+
+# ----------------------------------------------------------------------------- items
+class PhotoItem(QGraphicsItem):
+    def __init__(self) -> None:
+        super().__init__()
+        self._display: DisplayImage | None = None
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
+
+    def set_display(self, display: DisplayImage | None) -> None:
+        self.prepareGeometryChange()
+        self._display = display
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        d = self._display
+        return QRectF(0, 0, d.width, d.height) if d else QRectF()
+
+    def paint(
+        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
+    ) -> None:
+        d = self._display
+        if d is None:
+            return
+        view_scale = painter.worldTransform().m11()
+        device = painter.device()
+        scale = view_scale * (device.devicePixelRatioF() if device is not None else 1.0)
+        level = d.levels[0]
+        for candidate in d.levels:  # the smallest level that still has >= 1 pixel per screen pixel
+            if candidate.fx >= scale * 0.99:
+                level = candidate
+        exposed = option.exposedRect.intersected(self.boundingRect())
+        if exposed.isEmpty():
+            return
+        lw, lh = level.array.shape[1], level.array.shape[0]
+        # whole level pixels plus a border, so partial repaints sample like a full one
+        x0 = max(0, math.floor(exposed.left() * level.fx) - 2)
+        y0 = max(0, math.floor(exposed.top() * level.fy) - 2)
+        x1 = min(lw, math.ceil(exposed.right() * level.fx) + 2)
+        y1 = min(lh, math.ceil(exposed.bottom() * level.fy) + 2)
+        source = QRectF(x0, y0, x1 - x0, y1 - y0)
+        target = QRectF(x0 / level.fx, y0 / level.fy, (x1 - x0) / level.fx, (y1 - y0) / level.fy)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, view_scale < 0.999)
+        painter.drawImage(target, level.image, source)
+
+
+class MaskOverlayItem(QGraphicsItem):
+    """A 0/255 mask drawn as a colour overlay, filled or as outlines, sharing the array."""
+
+    def __init__(self, color: QColor) -> None:
+        super().__init__()
+        self._mask: np.ndarray | None = None
+        self._qimage: QImage | None = None
+        self._color = QColor(color)
+        self._opacity = 0.5
+        self._outline = False
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        return self._mask
+
+    def set_mask(self, mask: np.ndarray | None) -> None:
+        self.prepareGeometryChange()
+        self._mask = mask
+        if mask is None:
+            self._qimage = None
+        else:
+            h, w = mask.shape
+            self._qimage = QImage(mask.data, w, h, mask.strides[0], QImage.Format.Format_Indexed8)
+            self._apply_color_table()
+        self.update()
+
+    def _apply_color_table(self) -> None:
+        if self._qimage is None:
+            return
+        table = [0] * 256
+        table[255] = self._color.rgba()
+        self._qimage.setColorTable(table)
+
+    def set_color(self, color: QColor) -> None:
+        self._color = QColor(color)
+        self._apply_color_table()
+        self.update()
+
+    def set_opacity(self, opacity: float) -> None:
+        self._opacity = opacity
+        self.update()
+
+    def set_outline(self, outline: bool) -> None:
+        self._outline = outline
+        self.update()
+
+    def refresh(self, region: Region, margin: float = 1.0) -> None:
+        """Repaint only ``region`` (plus ``margin`` image pixels for the outline view)."""
+        self.update(
+            QRectF(
+                region.left - margin,
+                region.top - margin,
+                region.width + 2 * margin,
+                region.height + 2 * margin,
+            )
+        )
+
+    def boundingRect(self) -> QRectF:
+        if self._mask is None:
+            return QRectF()
+        return QRectF(0, 0, self._mask.shape[1], self._mask.shape[0])
+
+    def paint(
+        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
+    ) -> None:
+        if self._mask is None or self._qimage is None:
+            return
+        exposed = option.exposedRect.intersected(self.boundingRect())
+        if exposed.isEmpty():
+            return
+        if self._outline:
+            self._paint_outline(painter, exposed)
+            return
+        r = exposed.toAlignedRect()
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        painter.setOpacity(self._opacity)
+        painter.drawImage(QRectF(r), self._qimage, QRectF(r))
+
+    def _paint_outline(self, painter: QPainter, exposed: QRectF) -> None:
+        """Stone borders, two screen pixels wide, computed for the exposed part only."""
+        assert self._mask is not None
+        h, w = self._mask.shape
+        x0, y0 = max(0, math.floor(exposed.left()) - 1), max(0, math.floor(exposed.top()) - 1)
+        x1, y1 = min(w, math.ceil(exposed.right()) + 1), min(h, math.ceil(exposed.bottom()) + 1)
+        transform = painter.worldTransform()
+        device = transform.mapRect(QRectF(x0, y0, x1 - x0, y1 - y0))
+        dw, dh = max(1, round(device.width())), max(1, round(device.height()))
+        if dw * dh > 40_000_000:
+            return
+        sub = self._mask[y0:y1, x0:x1]
+        small = cv2.resize(sub, (dw, dh), interpolation=cv2.INTER_NEAREST)
+        kernel = np.ones((3, 3), np.uint8)
+        edge = cv2.morphologyEx(small, cv2.MORPH_GRADIENT, kernel) > 0
+        halo = cv2.dilate(edge.view(np.uint8), kernel) > 0
+        rgba = np.zeros((dh, dw, 4), np.uint8)  # premultiplied BGRA in memory
+        rgba[halo & ~edge] = (0, 0, 0, 150)
+        c = self._color
+        rgba[edge] = (c.blue(), c.green(), c.red(), 255)
+        image = QImage(
+            rgba.data, dw, dh, rgba.strides[0], QImage.Format.Format_ARGB32_Premultiplied
+        )
+        painter.save()
+        painter.setTransform(QTransform())
+        painter.setOpacity(max(0.6, self._opacity))
+        painter.drawImage(device, image)
+        painter.restore()
+
+
+class BrushCursorItem(QGraphicsItem):
+    """A circle of the brush's true size, visible on dark and light photos."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._radius = 10.0
+        self._margin = 2.0
+        self._erase = False
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+
+    @property
+    def radius(self) -> float:
+        return self._radius
+
+    def set_geometry(self, radius: float, margin: float, erase: bool) -> None:
+        if (radius, margin, erase) != (self._radius, self._margin, self._erase):
+            self.prepareGeometryChange()
+            self._radius, self._margin, self._erase = radius, margin, erase
+            self.update()
+
+    def boundingRect(self) -> QRectF:
+        r = self._radius + self._margin
+        return QRectF(-r, -r, 2 * r, 2 * r)
+
+    def paint(
+        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
+    ) -> None:
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        dark = QPen(QColor(0, 0, 0, 170), 3)
+        dark.setCosmetic(True)
+        painter.setPen(dark)
+        painter.drawEllipse(QPointF(0, 0), self._radius, self._radius)
+        light = QPen(ERASE_COLOR if self._erase else QColor(255, 255, 255), 1.2)
+        light.setCosmetic(True)
+        painter.setPen(light)
+        painter.drawEllipse(QPointF(0, 0), self._radius, self._radius)

@@ -1,0 +1,1 @@
+"""Grain analysis in the window: the Grains dock, its distribution plot and canvas tools."""

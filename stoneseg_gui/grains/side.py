@@ -1,0 +1,829 @@
+"""Adds grain analysis to the main window: the Grains dock, its menu, actions and canvas tools.
+
+The way the data travels: the photo's mask (or the model's prediction, with its
+probability) -> ``analyse_with_edits`` on a worker thread -> a ``GrainAnalysis`` (labels the
+user may cut and merge, and their ``Stone`` measurements) -> the table, the numbered
+outlines on the canvas and the cumulative curve -> CSV / PNG exports. "Pool folder" runs
+``iter_grains_masks`` over the project's saved masks on a worker, with progress and
+cancel. ``GrainSide`` is the view: it wires the widgets, actions and workers, asks and
+tells the user; the state and its core calls live in ``GrainsController``
+(``controller.py``), which keeps each photo's scale and hand edits in the project's
+``stoneseg.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QSignalBlocker, Qt, Signal
+
+from stoneseg_core.errors import StonesegError
+from stoneseg_core.grains import (
+    GrainEvent,
+    GrainOptions,
+    GrainSummary,
+    ImageGrains,
+    iter_grains_masks,
+    line_length_px,
+    mm_per_px_from_line,
+)
+from stoneseg_core.grains_analysis import (
+    GrainAnalysis,
+    Point,
+    analyse_with_edits,
+)
+from stoneseg_core.project import Project
+
+from ..host import WindowHost
+from ..workers import Worker, start_worker
+from .actions import GrainActions, create_grain_actions
+from .canvas import (
+    LineGuideItem,
+    LineInteraction,
+    PickInteraction,
+    StoneOutlineItem,
+)
+from .controller import AnalysisRequest, GrainsController
+from .exports import export_plot_png, export_stones_csv
+from .panel import DistributionPanel, GrainPanel
+from .plot import CurveView
+from .table import fmt_size
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------------------ the side
+
+
+class GrainSide(QObject):
+    """Owns the Grains dock, its actions and canvas tools for one MainWindow."""
+
+    notice = Signal(str)  # a short message for the status bar
+    analysis_changed = Signal()  # analysed, cut, merged, restated or cleared
+
+    MODES = ("scale", "pick", "split")
+
+    def __init__(self, window: WindowHost) -> None:
+        super().__init__(window)
+        self.window = window
+        self.session = window.session
+        self.canvas = window.canvas
+        self.dialogs = window.dialogs
+        self._model = window.model_side.controller
+        self.controller = GrainsController(lambda: self.window.project)
+        self._mode: str | None = None
+        self._syncing_modes = False
+        self._analyse_worker: Worker | None = None
+        self._analysing: AnalysisRequest | None = None
+        self._pool_worker: Worker | None = None
+
+        self.actions = self._make_actions()
+        self.panel = GrainPanel(self.actions)
+        self.distribution = DistributionPanel(self.actions)
+        self.dock = window.add_dock(
+            self.panel, Qt.DockWidgetArea.RightDockWidgetArea, "Grains", scroll=True
+        )
+        self.distribution_dock = window.add_dock(
+            self.distribution, Qt.DockWidgetArea.BottomDockWidgetArea, "Grain sizes"
+        )
+        # where the docks go is the window's one layout (MainWindow.arrange_docks)
+        self._build_menu()
+
+        scene = self.canvas.scene()
+        self.outlines = StoneOutlineItem()
+        self.guide = LineGuideItem()
+        scene.addItem(self.outlines)
+        scene.addItem(self.guide)
+        threshold = lambda: 4.0 / max(self.canvas.zoom(), 1e-6)  # noqa: E731
+        self._scale_tool = LineInteraction(
+            self._on_scale_line, self._on_scale_preview, lambda: self.set_mode(None), threshold
+        )
+        self._split_tool = LineInteraction(
+            self._on_cut_line, self._on_cut_preview, lambda: self.set_mode(None), threshold
+        )
+        self._pick_tool = PickInteraction(self._on_pick, lambda: self.set_mode(None))
+
+        p = self.panel
+        p.scale_edited.connect(self._on_panel_scale_edited)
+        p.options_edited.connect(self._on_panel_options_edited)
+        p.weighting_changed.connect(self._on_panel_options_edited)
+        p.stones_chosen.connect(self._on_panel_stones_chosen)
+        self.distribution.view_changed.connect(self._on_distribution_view_changed)
+        window.image_changed.connect(self._on_window_image_changed)
+        self.session.image_opened.connect(self._on_session_image_opened)
+        self.session.project_opened.connect(self._on_session_project_opened)
+        self.session.history_changed.connect(self._refresh_status)
+        self.dock.visibilityChanged.connect(self._on_dock_visibility_changed)
+        tool_group = window.ui_actions.tool_group
+        if tool_group is not None:  # choosing a painting tool leaves the grain tools
+            tool_group.triggered.connect(lambda _action: self.set_mode(None))
+        self._model.prediction_ready.connect(self._on_model_prediction_ready)
+        self.notice.connect(lambda text: window.statusBar().showMessage(text, 8000))
+        self._refresh_actions()
+
+    # ------------------------------------------------------------------ building
+    def _make_actions(self) -> GrainActions:
+        actions, self._mode_group = create_grain_actions(self.window, self)
+        return actions
+
+    def _build_menu(self) -> None:
+        a, w = self.actions, self.window
+        menu = w.add_action_menu("&Grains")
+        for action in (
+            a.analyse,
+            a.pool,
+            None,
+            a.measure_scale,
+            a.import_scales,
+            a.folder_scale,
+            None,
+            a.pick,
+            a.split,
+            a.merge,
+            a.undo_edit,
+            None,
+            a.export_csv,
+            a.export_png,
+        ):
+            if action is None:
+                menu.addSeparator()
+            else:
+                menu.addAction(action)
+        self.menu = menu
+        w.addActions([x for x in vars(a).values()])
+        w.view_menu.addAction(self.dock.toggleViewAction())
+        w.view_menu.addAction(self.distribution_dock.toggleViewAction())
+
+    # ------------------------------------------------------------------ state
+    @property
+    def project(self) -> Project | None:
+        return self.window.project
+
+    @property
+    def analysis(self) -> GrainAnalysis | None:
+        return self.controller.analysis
+
+    @analysis.setter
+    def analysis(self, analysis: GrainAnalysis | None) -> None:
+        self.controller.analysis = analysis
+
+    @property
+    def pooled(self) -> GrainSummary | None:
+        return self.controller.pooled
+
+    @property
+    def selected(self) -> tuple[int, ...]:
+        return tuple(self.controller.selected)
+
+    @property
+    def mode(self) -> str | None:
+        return self._mode
+
+    @property
+    def scale(self) -> float | None:
+        return self.controller.scale
+
+    @property
+    def is_analysing(self) -> bool:
+        return self._analyse_worker is not None and self._analyse_worker.is_running
+
+    @property
+    def is_pooling(self) -> bool:
+        return self._pool_worker is not None and self._pool_worker.is_running
+
+    def _current_stem(self) -> str | None:
+        path = self.window.current_image_path()
+        return path.stem if path is not None else None
+
+    def _saved(self, what: str, save) -> bool:  # noqa: ANN001
+        """Run ``save`` (it writes the project file); on failure say what could not be saved."""
+        try:
+            save()
+        except StonesegError as exc:
+            self.dialogs.error(f"Cannot save {what}", str(exc))
+            return False
+        return True
+
+    def project_scales(self) -> dict[str, float]:
+        return self.controller.project_scales()
+
+    def folder_scale(self) -> float | None:
+        """The folder's own mm per pixel (for photos without one of their own), or None."""
+        return self.controller.folder_scale()
+
+    def scale_of(self, stem: str) -> float | None:
+        """A photo's scale: its own, else the folder's."""
+        return self.controller.scale_of(stem)
+
+    def set_folder_scale(self, mm_per_px: float | None) -> bool:
+        if self.project is None:
+            return False
+        return self._saved("the scale", lambda: self.controller.set_folder_scale(mm_per_px))
+
+    def use_scale_for_folder(self) -> bool:
+        """Make the current photo's scale the folder's (photos with their own keep theirs)."""
+        scale = self.controller.scale
+        if scale is None:
+            self.notice.emit("Set this photo's scale first (type it or measure a scale bar, K).")
+            return False
+        if not self.set_folder_scale(scale):
+            return False
+        own = len(self.project_scales())
+        self.notice.emit(
+            f"{scale:.6g} mm per pixel for every photo of the folder without a scale of "
+            f"its own ({own} photo{'s have' if own != 1 else ' has'} one)."
+        )
+        self._refresh_status()
+        return True
+
+    def _options(self) -> GrainOptions:
+        return self.panel.options()
+
+    def _is_fresh(self) -> bool:
+        """The analysis still matches the mask being edited."""
+        return self.controller.is_fresh(self.window.current_document())
+
+    # ------------------------------------------------------------------ modes
+    def on_mode_toggled(self, mode: str, checked: bool) -> None:
+        if self._syncing_modes:
+            return
+        if checked:
+            self.set_mode(mode)
+        elif self._mode == mode:
+            self.set_mode(None)
+
+    def set_mode(self, mode: str | None) -> None:
+        """Lend the canvas's left button to a grain tool (None gives it back to painting)."""
+        if mode in ("pick", "split") and self.analysis is None:
+            self.notice.emit("Analyse the photo first (Ctrl+G).")
+            mode = None
+        if mode == "scale" and self.window.current_document() is None:
+            mode = None
+        self._mode = mode
+        for name, action in (
+            ("scale", self.actions.measure_scale),
+            ("pick", self.actions.pick),
+            ("split", self.actions.split),
+        ):
+            self._syncing_modes = True  # not a user's toggle: the buttons still follow
+            try:
+                action.setChecked(mode == name)
+            finally:
+                self._syncing_modes = False
+        self.guide.set_line(None)
+        tool = {"scale": self._scale_tool, "pick": self._pick_tool, "split": self._split_tool}
+        self.canvas.set_interaction(tool.get(mode) if mode else None)
+        if mode == "scale":
+            self.notice.emit("Click both ends of the scale bar (Esc cancels).")
+        elif mode == "split":
+            self.notice.emit("Draw a line across the stone to cut (Esc cancels).")
+        elif mode == "pick":
+            self.notice.emit("Click a stone; Ctrl+click a second, M merges them.")
+
+    # ------------------------------------------------------------------ scale
+    def set_scale(self, mm_per_px: float | None, save: bool = True) -> bool:
+        """Set the current photo's scale, save it with the project, and restate the stones."""
+        if mm_per_px is not None and not mm_per_px > 0:
+            mm_per_px = None
+        self.controller.scale = mm_per_px
+        self.panel.set_scale(mm_per_px)
+        stem = self._current_stem()
+        if save and stem is not None and self.project is not None:
+            if not self._saved(
+                "the scale", lambda: self.controller.set_photo_scale(stem, mm_per_px)
+            ):
+                return False
+        self._restate()
+        return True
+
+    def _on_panel_scale_edited(self, value: float | None) -> None:
+        self.set_scale(value)
+
+    def _on_scale_preview(self, p0: Point | None, p1: Point | None) -> None:
+        if p0 is None or p1 is None:
+            self.guide.set_line(None)
+            return
+        self.guide.set_line(p0, p1, f"{line_length_px(*p0, *p1):.1f} px")
+
+    def _on_scale_line(self, p0: Point, p1: Point) -> None:
+        length = line_length_px(*p0, *p1)
+        if length < 2:
+            self.notice.emit("That line is too short: click both ends of the scale bar.")
+            return
+        known = self.dialogs.ask_number(
+            "Scale bar length",
+            f"The line is {length:.1f} pixels long.\nHow many millimetres does the scale bar span?",
+            self.controller.last_bar_mm,
+            0.001,
+            1_000_000.0,
+            3,
+        )
+        if known is None:
+            self.notice.emit("Scale not changed.")
+            return
+        try:
+            scale = mm_per_px_from_line(length, known)
+        except StonesegError as exc:
+            self.dialogs.error("Cannot set the scale", str(exc))
+            return
+        self.controller.last_bar_mm = known
+        if self.set_scale(scale):
+            self.notice.emit(
+                f"Scale: {scale:.6g} mm per pixel ({known:g} mm over {length:.1f} px), "
+                "saved with the project."
+            )
+        self.set_mode("pick" if self.analysis is not None else None)
+
+    def import_scales(self) -> bool:
+        project = self.project
+        if project is None:
+            self.notice.emit("Open a folder first.")
+            return False
+        path = self.dialogs.choose_open_file(
+            "Import scales (image, mm_per_px)",
+            project.root,
+            "CSV files (*.csv *.txt);;All files (*)",
+        )
+        if path is None:
+            return False
+        try:
+            scales, matched, unknown, missing = self.controller.import_scales(path)
+        except StonesegError as exc:
+            self.dialogs.error("Cannot read the scale file", str(exc))
+            return False
+        if not matched:
+            self.dialogs.error(
+                "No photo matches the scale file",
+                f"None of the {len(scales)} names in {path.name} is a photo of this folder "
+                f"(for example {', '.join(unknown[:3])}).",
+            )
+            return False
+        try:
+            self.controller.keep_scales(matched)
+        except StonesegError as exc:
+            self.dialogs.error("Cannot save the scales", str(exc))
+            return False
+        stem = self._current_stem()
+        if stem in matched:
+            self.set_scale(matched[stem], save=False)
+        text = f"Scales set for {len(matched)} photo{'s' if len(matched) != 1 else ''} from {path.name}."
+        if unknown:
+            text += f"\n{len(unknown)} row(s) name no photo of this folder: {_few(unknown)}."
+        if missing:
+            text += f"\n{len(missing)} photo(s) have no row: {_few(missing)}."
+        self.dialogs.info("Scales imported", text)
+        return True
+
+    # ------------------------------------------------------------------ analysing
+    def analyse(self) -> bool:
+        """Split and measure the photo shown, on a worker thread."""
+        document, path = self.window.current_document(), self.window.current_image_path()
+        if document is None or path is None:
+            self.notice.emit("Open a photo first.")
+            return False
+        if self.is_analysing:
+            return False
+        options = self._options()
+        if options.min_size_mm is not None and self.controller.scale is None:
+            self.dialogs.error(
+                "Set the scale first",
+                "The minimum size is in millimetres, so this photo needs a scale: type it, "
+                "measure a scale bar (K), or give the minimum in pixels.",
+            )
+            return False
+        shown = self._model.prediction
+        request = self.controller.request(document, path, options, shown)
+        if request.options.min_separation_px != options.min_separation_px:
+            with QSignalBlocker(self.panel.separation):
+                self.panel.separation.setValue(request.options.min_separation_px)
+        self._analysing = request
+        self.panel.set_status(f"Analysing {path.name}…")
+        worker = start_worker(
+            analyse_with_edits,
+            request.mask,
+            request.probability,
+            self.controller.scale,
+            request.options,
+            path.name,
+            boundary=request.boundary,
+            edits=request.edits,
+        )
+        worker.succeeded.connect(self._on_analyse_succeeded)
+        worker.failed.connect(self._on_analyse_failed)
+        worker.finished.connect(self._refresh_actions)
+        self._analyse_worker = worker
+        self._refresh_actions()
+        return True
+
+    def _on_analyse_failed(self, message: str) -> None:
+        self._analysing = None
+        self.dialogs.error("Grain analysis failed", message)
+        self._refresh_status()
+
+    def _on_analyse_succeeded(self, result) -> None:  # noqa: ANN001
+        request, self._analysing = self._analysing, None
+        if request is None:
+            return
+        path = request.path
+        if path != self.window.current_image_path():
+            return  # the user moved on
+        replayed, save_error = self.controller.accept(request, result, self._options())
+        if save_error is not None:
+            self.dialogs.error("Cannot save the stone edits", save_error)
+        labels = self.analysis.labels
+        self.outlines.set_stones(labels, self.analysis.stones)
+        self.panel.show_stones(self.analysis.stones)
+        self.panel.show_details(None)
+        self.distribution.set_view("photo")
+        self.dock.raise_()
+        self.distribution_dock.raise_()
+        self._show_outlines()
+        self._refresh_distribution()
+        self._refresh_status()
+        self._refresh_actions()
+        self.set_mode("pick")
+        kept = sum(not s.excluded for s in self.analysis.stones)
+        self.notice.emit(
+            f"{len(self.analysis.stones)} stones in {path.name} ({kept} counted): click one to see it."
+            + (f" {replayed}" if replayed else "")
+        )
+        self.analysis_changed.emit()
+
+    def _restate(self) -> None:
+        """Scale or sampling options changed: restate the stones without splitting again."""
+        options, c = self._options(), self.controller
+        if options.min_size_mm is not None and c.scale is None:
+            self.panel.set_status(
+                "The minimum size is in mm but this photo has no scale: set the scale, "
+                "or give the minimum in px.",
+                warning=True,
+            )
+            return
+        if c.analysis is not None:
+            c.analysis.restate(c.scale, options)
+            self.panel.show_stones(c.analysis.stones)
+            self.panel.choose_stones(c.selected)
+            self.outlines.set_excluded(c.analysis.stones)
+            self._show_chosen_details()
+        self._restate_pooled(options)
+        self._refresh_distribution()
+        self._refresh_status()
+        self.analysis_changed.emit()
+
+    def _restate_pooled(self, options: GrainOptions) -> None:
+        try:
+            self.controller.restate_pooled(options)
+        except StonesegError as exc:
+            self._drop_pooled(f"The pooled distribution no longer holds ({exc}); pool again.")
+
+    def _on_panel_options_edited(self, *_args) -> None:  # noqa: ANN002
+        self._restate()
+
+    # ------------------------------------------------------------------ choosing and editing
+    def _on_pick(self, x: float, y: float, ctrl: bool) -> None:
+        if self.analysis is None:
+            return
+        self.choose(self.controller.picked(x, y, ctrl))
+
+    def choose(self, labels, from_table: bool = False) -> None:  # noqa: ANN001
+        """Choose stones (on the photo and in the table); the last one's measurements are shown."""
+        chosen = self.controller.choose(labels)
+        self.outlines.set_selected(chosen)
+        if not from_table:
+            self.panel.choose_stones(chosen)
+        self._show_chosen_details()
+        self._refresh_actions()
+
+    def _show_chosen_details(self) -> None:
+        chosen = self.controller.selected
+        if self.analysis is None or not chosen:
+            self.panel.show_details(None)
+            return
+        self.panel.show_details(self.analysis.stone(chosen[-1]), more=len(chosen) - 1)
+
+    def _on_panel_stones_chosen(self, labels) -> None:  # noqa: ANN001
+        self.choose(labels, from_table=True)
+
+    def _on_cut_preview(self, p0: Point | None, p1: Point | None) -> None:
+        self.guide.set_line(p0, p1, "cut" if p0 is not None else "")
+
+    def _on_cut_line(self, p0: Point, p1: Point) -> None:
+        if self.analysis is None:
+            return
+        try:
+            pieces = self.controller.split(p0, p1)
+        except StonesegError as exc:
+            self.notice.emit(str(exc))
+            self.panel.set_status(str(exc), warning=True)
+            return
+        self._after_edit(pieces, pieces)
+        self.notice.emit(
+            f"Stone {pieces[0]} cut in {len(pieces)}: stones {', '.join(map(str, pieces))}."
+        )
+
+    def merge_selected(self) -> bool:
+        if self.analysis is None or len(self.controller.selected) != 2:
+            self.notice.emit(
+                "Choose two touching stones to merge: click one, Ctrl+click the other."
+            )
+            return False
+        try:
+            first, second, keep = self.controller.merge_selected()
+        except StonesegError as exc:
+            self.notice.emit(str(exc))
+            self.panel.set_status(str(exc), warning=True)
+            return False
+        self._after_edit([first, second], [keep])
+        self.notice.emit(f"Stones {min(first, second)} and {max(first, second)} merged.")
+        return True
+
+    # ------------------------------------------------------------------ hand edits
+    def stored_edits(self, stem: str) -> dict:
+        """The cuts and merges kept with the project for this photo ({} when none)."""
+        return self.controller.stored_edits(stem)
+
+    def _save_edits(self) -> bool:
+        """Keep the current photo's edits with the project (the project file, atomically)."""
+        if self.analysis is None or self.project is None:
+            return False
+        return self._saved("the stone edits", self.controller.save_edits)
+
+    def undo_edit(self) -> bool:
+        a = self.analysis
+        if a is None or not a.can_undo:
+            self.notice.emit("No cut or merge to undo on this photo.")
+            return False
+        touched = self.controller.undo()
+        self._after_edit(touched, [])
+        self.notice.emit("Last cut or merge undone.")
+        return True
+
+    def _after_edit(self, changed: list[int], chosen: list[int]) -> None:
+        a = self.analysis
+        assert a is not None
+        self._save_edits()
+        self.outlines.update_stones(a.labels, a.stones, changed)
+        self.panel.show_stones(a.stones)
+        self.choose(chosen)
+        self._refresh_distribution()
+        self._refresh_status()
+        self._refresh_actions()
+        self.analysis_changed.emit()
+
+    # ------------------------------------------------------------------ pooling
+    def pool(self) -> bool:
+        """Measure every photo with a mask and pool the distribution, on a worker thread."""
+        project = self.project
+        if project is None:
+            self.notice.emit("Open a folder first.")
+            return False
+        if self.is_pooling:
+            return False
+        if self.session.is_dirty and not self.window.save_current():
+            return False
+        reviewed = project.labelled_pairs(include_predicted=False)
+        every = project.labelled_pairs(include_predicted=True)
+        pairs = reviewed
+        if len(every) > len(reviewed):
+            unreviewed = len(every) - len(reviewed)
+            answer = self.dialogs.ask(
+                "Pool the folder",
+                f"{unreviewed} photo{'s have' if unreviewed != 1 else ' has'} a model's mask that "
+                "nobody has reviewed. Pool them too?",
+                ["Include them", "Reviewed masks only"],
+                default="Reviewed masks only",
+            )
+            if answer == "Include them":
+                pairs = every
+        if not pairs:
+            self.dialogs.error(
+                "Nothing to pool",
+                "No photo of this folder has a mask yet: paint one, or let a model predict them.",
+            )
+            return False
+        options = self._options().replace(use_probability=False)
+        stems = {image.stem for image, _ in pairs}
+        unscaled = sorted(image.name for image, _ in pairs if self.scale_of(image.stem) is None)
+        if unscaled and len(unscaled) < len(pairs):
+            # one question, naming every unscaled photo, with a scale to give them all
+            known = [self.scale_of(s) for s in stems if self.scale_of(s) is not None]
+            offer = self.controller.scale or max(set(known), key=known.count)
+            shown = ", ".join(unscaled[:10]) + (
+                f" and {len(unscaled) - 10} more" if len(unscaled) > 10 else ""
+            )
+            choice = f"Use {offer:.6g} mm/px for them"
+            answer = self.dialogs.ask(
+                "Photos without a scale",
+                f"{len(unscaled)} of {len(pairs)} photos have no scale, and millimetres and "
+                f"pixels do not pool: {shown}.\nGive them {offer:.6g} mm per pixel (saved as "
+                "the folder's scale, for a fixed camera)?",
+                [choice, "Cancel"],
+                default="Cancel",
+            )
+            if answer != choice or not self.set_folder_scale(offer):
+                self.notice.emit("Not pooled: set the scale of those photos first.")
+                return False
+        scales, given, edits = self.controller.pool_inputs(
+            pairs, stems, self.window.current_document()
+        )
+        worker = start_worker(
+            iter_grains_masks,
+            pairs,
+            scales,
+            options,
+            given,
+            edits,
+        )
+        worker.progressed.connect(self._on_pool_progressed)
+        worker.succeeded.connect(lambda summary: self._on_pool_succeeded(summary, options))
+        worker.failed.connect(lambda message: self.dialogs.error("Pooling failed", message))
+        worker.stopped.connect(lambda: self.notice.emit("Pooling cancelled; nothing was pooled."))
+        worker.finished.connect(self._on_pool_finished)
+        self._pool_worker = worker
+        self.panel.show_progress(0, len(pairs), f"Measuring 0 of {len(pairs)} photos…")
+        self._refresh_actions()
+        return True
+
+    def cancel_pooling(self) -> None:
+        if self._pool_worker is not None:
+            self._pool_worker.request_stop()
+            self.panel.show_progress(
+                self.panel.progress.value(), self.panel.progress.maximum(), "Cancelling…"
+            )
+
+    def _on_pool_progressed(self, event: GrainEvent) -> None:
+        self.panel.show_progress(
+            event.index, event.total, f"{event.index} of {event.total}: {event.image.name}"
+        )
+
+    def _on_pool_succeeded(self, summary: GrainSummary, options: GrainOptions) -> None:
+        self.controller.pooled = summary
+        self.controller.pooled_options = options
+        n = len(summary.results)
+        stones = sum(len(r.stones) for r in summary.results)
+        self.distribution.set_pooled_choice(f"Pooled: {n} photo{'s' if n != 1 else ''}")
+        self._restate_pooled(self._options())
+        if self.distribution.view() == "pooled":
+            self._refresh_distribution()
+        else:
+            self.distribution.set_view("pooled")
+        self.dock.raise_()
+        self.distribution_dock.raise_()
+        self.notice.emit(f"Pooled {stones} stones from {n} photo{'s' if n != 1 else ''}.")
+        if summary.failed:
+            lines = "\n".join(f"{p.name}: {m}" for p, m in summary.failed[:10])
+            self.dialogs.error(
+                "Some photos were not pooled",
+                f"{len(summary.failed)} photo(s) could not be measured:\n{lines}",
+            )
+        self._refresh_actions()
+
+    def _on_pool_finished(self) -> None:
+        self.panel.hide_progress()
+        self._refresh_actions()
+
+    def _drop_pooled(self, why: str = "") -> None:
+        self.controller.drop_pooled()
+        self.distribution.set_pooled_choice(None)
+        if why:
+            self.notice.emit(why)
+
+    # ------------------------------------------------------------------ the distribution
+    def curve_view(self) -> CurveView | None:
+        """What the plot shows: this photo's stones, or the pooled folder's."""
+        try:
+            return self.controller.curve_view(self.distribution.view(), self._options())
+        except StonesegError as exc:
+            log.info("No distribution: %s", exc)
+            return None
+
+    def _refresh_distribution(self) -> None:
+        view = self.curve_view()
+        empty = "" if view is not None else "No distribution yet: press Analyse (Ctrl+G)."
+        self.distribution.show_distribution(view, empty)
+        self._refresh_actions()
+
+    def _on_distribution_view_changed(self, _which: str) -> None:
+        self._refresh_distribution()
+
+    # ------------------------------------------------------------------ exporting
+    def _export_source(self) -> tuple[list[ImageGrains], GrainOptions, str] | None:
+        return self.controller.export_source(self.distribution.view(), self._options())
+
+    def _export_folder(self) -> Path:
+        project = self.project
+        return project.data_dir if project is not None else Path.home()
+
+    def export_csv(self) -> bool:
+        """One row per stone, options on every row; the percentiles JSON is written beside it."""
+        source = self._export_source()
+        if source is None:
+            self.notice.emit("Nothing to export yet: press Analyse (Ctrl+G) or Pool folder.")
+            return False
+        text = export_stones_csv(self.dialogs, *source, self._export_folder())
+        if text is not None:
+            self.notice.emit(text)
+        return text is not None
+
+    def export_png(self) -> bool:
+        view = self.curve_view()
+        if view is None:
+            self.notice.emit("Nothing to plot yet: press Analyse (Ctrl+G) or Pool folder.")
+            return False
+        source = self._export_source()
+        stem = source[2] if source is not None else "grains"
+        text = export_plot_png(self.dialogs, view, stem, self._export_folder())
+        if text is not None:
+            self.notice.emit(text)
+        return text is not None
+
+    # ------------------------------------------------------------------ window events
+    def _on_window_image_changed(self, path: Path | None) -> None:
+        self.set_mode(None)
+        if self.analysis is not None and self.analysis.image != path:
+            self.controller.forget_analysis()
+            self.outlines.clear()
+            self.panel.show_stones([])
+            self.panel.show_details(None)
+            self.analysis_changed.emit()
+        self.controller.scale = self.scale_of(path.stem) if path is not None else None
+        self.panel.set_scale(self.controller.scale)
+        self._show_outlines()
+        self._refresh_distribution()
+        self._refresh_status()
+        self._refresh_actions()
+
+    def _on_session_image_opened(self, path: Path) -> None:
+        # a photo cut or merged by hand earlier: show its stones as the user left them
+        if (
+            self.stored_edits(path.stem).get("edits")
+            and self.analysis is None
+            and not self.is_analysing
+            and self.dock.isVisible()
+        ):
+            self.analyse()
+
+    def _on_session_project_opened(self, _project: Project) -> None:
+        self._drop_pooled()
+        self.distribution.set_view("photo")
+
+    def _on_model_prediction_ready(self, path: Path) -> None:
+        if self._model.prediction is not None:
+            self.controller.prediction = (path, self._model.prediction)
+
+    def _on_dock_visibility_changed(self, _visible: bool) -> None:
+        self._show_outlines()
+        if not self.panel.isVisible() and self._mode in ("pick", "split"):
+            self.set_mode(None)
+
+    def _show_outlines(self) -> None:
+        a = self.analysis
+        current = a is not None and a.image == self.window.current_image_path()
+        self.outlines.setVisible(current and self.panel.isVisible())
+
+    def _refresh_status(self) -> None:
+        if self._analysing is not None:
+            return
+        a = self.analysis
+        if a is None:
+            doc = self.window.current_document()
+            self.panel.set_status(
+                "Set the scale, then press Analyse (Ctrl+G) to split the mask into stones."
+                if doc is not None
+                else "Open a photo to measure its stones."
+            )
+            return
+        if not self._is_fresh():
+            self.panel.set_status(
+                "The mask was edited after this analysis: press Analyse (Ctrl+G) to measure it again.",
+                warning=True,
+            )
+            return
+        kept = sum(not s.excluded for s in a.stones)
+        scale = f"{fmt_size(a.mm_per_px)} mm/px" if a.mm_per_px else "no scale: sizes in px"
+        text = f"{len(a.stones)} stones, {kept} counted · {scale} · split from {a.source}."
+        if self.panel.separation.value() != a.options.min_separation_px:
+            text += " The separation changed: press Analyse to split again."
+        note = a.replay_note
+        self.panel.set_status(f"{note} {text}" if note else text, warning="no longer fit" in note)
+
+    def _refresh_actions(self, *_args) -> None:  # noqa: ANN002
+        a = self.actions
+        has_doc = self.window.current_document() is not None
+        has_analysis = self.analysis is not None
+        a.analyse.setEnabled(has_doc and not self.is_analysing)
+        a.pool.setEnabled(self.project is not None and not self.is_pooling)
+        a.cancel.setEnabled(self.is_pooling)
+        a.measure_scale.setEnabled(has_doc)
+        a.import_scales.setEnabled(self.project is not None)
+        a.pick.setEnabled(has_analysis)
+        a.split.setEnabled(has_analysis)
+        a.merge.setEnabled(has_analysis and len(self.controller.selected) == 2)
+        a.undo_edit.setEnabled(has_analysis and self.analysis.can_undo)
+        can_export = self._export_source() is not None
+        a.export_csv.setEnabled(can_export)
+        a.export_png.setEnabled(can_export)
+
+
+def _few(names: list[str], n: int = 5) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")

@@ -1,0 +1,1 @@
+"""The model side: training, its plots and history, predicting, batch segmentation."""

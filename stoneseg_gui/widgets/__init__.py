@@ -1,0 +1,1 @@
+"""Shared pieces of the window: icons, the colour theme, the dialogs seam."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -37,8 +38,6 @@ def describe_devices() -> str:
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         return f"CUDA: {names}"
-    import os
-
     cores = os.cpu_count() or 1
     threads = torch.get_num_threads()
     bf16 = ", native bf16" if cpu_has_native_bf16() else ""

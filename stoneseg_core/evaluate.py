@@ -15,8 +15,8 @@ from typing import Any
 
 from .config import InferenceConfig
 from .errors import StonesegError
-from .grains import evaluate_instances_detailed, pool_instance_evaluations, read_instance_labels
-from .imageio import read_image, read_mask
+from .grains import evaluate_instances_detailed, pool_instance_evaluations
+from .imageio import read_image, read_instance_labels, read_mask
 from .metrics import confusion, pooled
 from .predict import Segmenter
 from .project import Project

@@ -7,9 +7,6 @@ import argparse
 import json
 import sys
 
-from tqdm import tqdm
-
-from ..project import Project
 from .common import (
     DEVICES,
     EXIT_OK,
@@ -40,7 +37,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import iter_evaluation  # torch: only when the command runs
+    # heavy (torch, tqdm): only when the command runs, see common.py
+    from tqdm import tqdm
+
+    from ..evaluate import iter_evaluation
+    from ..project import Project
 
     n = len(Project.open(args.data_dir).labelled_pairs())
     gen = iter_evaluation(

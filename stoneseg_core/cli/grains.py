@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from ..errors import StonesegError
-from ..grains import GrainOptions, iter_grains_folder, read_scale_csv
-from ..imageio import list_images
 from .common import EXIT_OK, EXIT_SOME_FAILED, _non_negative_float, _positive_float, run_photo_loop
 
 
@@ -55,7 +53,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``stoneseg grains``; raises StonesegError for a user's mistake (printed as one line)."""
-    from ..predict import Segmenter  # torch: only when the command runs (see common.py)
+    # heavy (torch, SciPy, OpenCV): only when the command runs, see common.py
+    from ..grains import GrainOptions, iter_grains_folder, read_scale_csv
+    from ..imageio import list_images
+    from ..predict import Segmenter
 
     if args.min_size is not None and args.mm_per_px is None and args.scale_csv is None:
         raise StonesegError(

@@ -20,6 +20,7 @@ APP_ENTRY_POINTS = "stoneseg.apps"  # the desktop app plugs in here (pyproject.t
 
 
 def run(args: argparse.Namespace) -> int:
+    # looked up when the command runs: 0.1 s to import, and a test replaces it
     from importlib.metadata import entry_points
 
     found = entry_points(group=APP_ENTRY_POINTS, name="gui")

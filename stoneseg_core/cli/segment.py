@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..imageio import list_images
 from .common import (
     AMP_CHOICES,
     AMP_HELP,
@@ -38,7 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..predict import Segmenter, iter_segment_folder  # torch: only when the command runs
+    # heavy (torch, OpenCV): only when the command runs, see common.py
+    from ..imageio import list_images
+    from ..predict import Segmenter, iter_segment_folder
 
     segmenter = Segmenter.load(args.model_dir, inference_config(args))
     total = len(list_images(args.input_dir))

@@ -6,11 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..config import ENCODERS, TARGETS, TrainConfig
 from ..errors import StonesegError
-from ..project import Project
 from .common import (
     AMP_CHOICES,
     AMP_HELP,
@@ -99,8 +96,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    # torch: loaded only when the command runs (see common.py)
+    # heavy (torch, tqdm): only when the command runs, see common.py
+    from tqdm import tqdm
+
     from ..model import CONFIG_FILE, read_model_info
+    from ..project import Project
     from ..train import BatchProgress, EpochSummary, iter_training
 
     out = Path(args.out)

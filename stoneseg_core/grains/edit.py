@@ -35,7 +35,7 @@ def _label_box(labels: np.ndarray, label: int, pad: int = 0) -> tuple[slice, sli
 
 def label_on_line(labels: np.ndarray, p0: tuple[float, float], p1: tuple[float, float]) -> int:
     """The stone a segment (x, y points) runs over most; 0 when it crosses none."""
-    from skimage.draw import line
+    from skimage.draw import line  # scikit-image: loaded when first used (see split.py)
 
     labels = np.asarray(labels)
     (c0, r0), (c1, r1) = _pixel(p0), _pixel(p1)

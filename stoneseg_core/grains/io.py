@@ -1,57 +1,37 @@
-"""Exporting and reading: instance-label PNGs, the per-stone CSV, the percentiles JSON."""
+"""Exporting: instance-label PNGs, the per-stone CSV, the percentiles JSON.
+
+``read_instance_labels`` (their reader) is imageio's, re-exported here: training reads
+instance labels too, and the dataset must not depend on the grain analysis."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import MaskError, StonesegError
-from ..imageio import atomic_write_bytes, decode_mask_file, describe_os_error, write_png
+from ..errors import StonesegError
+from ..imageio import atomic_write_bytes, describe_os_error, read_instance_labels, write_png
 from .analyse import GrainOptions, ImageGrains
 from .distribution import WEIGHTINGS, _percentile_block, distribution_of
 from .measure import Stone
 
-log = logging.getLogger(__name__)
-
 MAX_INSTANCES_PNG = 65535  # a 16-bit PNG holds labels 1..65535
 
-
-def read_instance_labels(
-    path: str | Path, expected_size: tuple[int, int] | None = None
-) -> np.ndarray:
-    """Read instance ground truth as int32 labels: a 16- or 8-bit label PNG, or one colour per stone.
-
-    ``expected_size`` is the photo's (height, width).
-    """
-    path = Path(path)
-    arr = decode_mask_file(path, "instance mask")
-    if arr.ndim == 3:
-        colours = arr[:, :, :3].reshape(-1, 3).astype(np.int64)
-        packed = (colours[:, 0] << 32) | (colours[:, 1] << 16) | colours[:, 2]
-        uniq, inv = np.unique(packed, return_inverse=True)
-        labels = inv.reshape(arr.shape[:2]).astype(np.int32)
-        if uniq[0] != 0:  # black is background; without black every colour is a stone
-            labels += 1
-    else:
-        labels = arr.astype(np.int32)
-    if expected_size is not None and labels.shape != tuple(expected_size):
-        h, w = expected_size
-        raise MaskError(
-            f"Instance mask {path.name} is {labels.shape[1]}x{labels.shape[0]} pixels but its image is {w}x{h}."
-        )
-    if labels.max() == 255 and np.isin(labels, (0, 255)).all():
-        log.warning(
-            "%s holds only 0 and 255: it reads as a single stone, not one label per stone.",
-            path.name,
-        )
-    return labels
+__all__ = [
+    "CSV_COLUMNS",
+    "MAX_INSTANCES_PNG",
+    "percentiles_report",
+    "read_instance_labels",  # lives in imageio: training reads it too
+    "stones_csv",
+    "write_instance_png",
+    "write_json",
+    "write_text",
+]
 
 
 def write_instance_png(path: str | Path, labels: np.ndarray) -> None:

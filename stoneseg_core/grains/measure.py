@@ -156,7 +156,7 @@ def measure_stones(
     col0, row1, col1, end exclusive), when the caller knows one that holds them all,
     spares even the search for that box.
     """
-    from skimage.measure import regionprops
+    from skimage.measure import regionprops  # ~0.3 s to import: at the first measurement
 
     labels = np.asarray(labels)
     if labels.ndim != 2:

@@ -232,6 +232,7 @@ def split_stones(
         # smoothed over ~1 pixel: a seam is a line a few pixels wide, speckle is not
         landscape *= ndi.gaussian_filter(weight, 1.0)
 
+    # scikit-image's modules take ~0.3 s to import: loaded at the first split, not at import
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
@@ -318,7 +319,7 @@ def _split_on_boundary(
         ids, first = np.unique(components.ravel(), return_index=True)
         at = first[np.isin(ids, unseeded)]
         markers.ravel()[at] = n_markers + 1 + np.arange(at.size, dtype=np.int32)
-    from skimage.segmentation import watershed
+    from skimage.segmentation import watershed  # see split_stones
 
     pieces = watershed(b, markers, mask=fg, connectivity=2).astype(np.int32)
     n = int(pieces.max())

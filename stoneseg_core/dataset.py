@@ -12,7 +12,6 @@ ground (``boundary_band``); without instances the stones are the mask's connecte
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -26,8 +25,6 @@ from torch.utils.data import Dataset
 
 from .errors import DataError, MaskError, StonesegError
 from .imageio import read_image, read_instance_labels, read_mask
-
-log = logging.getLogger(__name__)
 
 
 def scale_factor(height: int, width: int, work_size: int) -> float:

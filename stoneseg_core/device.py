@@ -9,7 +9,6 @@ bf16 instructions. On a CUDA GPU "auto" means float32 too (see autocast_dtype).
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from contextlib import nullcontext
 from pathlib import Path
@@ -17,8 +16,6 @@ from pathlib import Path
 import torch
 
 from .errors import StonesegError
-
-log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -8,7 +8,7 @@ window can drive the same generator.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,22 +105,4 @@ def iter_evaluation(
     return result
 
 
-def evaluate_model(
-    model_dir: str | Path,
-    data_dir: str | Path,
-    config: InferenceConfig | None = None,
-    progress: Callable[[], Any] | None = None,
-    instances_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """``iter_evaluation`` run to the end, calling ``progress()`` once per photo."""
-    gen = iter_evaluation(model_dir, data_dir, config, instances_dir)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress:
-            progress()
-
-
-__all__ = ["EvaluationProgress", "evaluate_model", "iter_evaluation"]
+__all__ = ["EvaluationProgress", "iter_evaluation"]

@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -338,11 +337,3 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
     except OSError as exc:
         raise StonesegError(describe_os_error(exc, path)) from exc
 
-
-def iter_readable(paths: Iterable[Path]):
-    """Yield (path, image or ImageReadError) so a batch job can report and carry on."""
-    for p in paths:
-        try:
-            yield p, read_image(p)
-        except ImageReadError as exc:
-            yield p, exc

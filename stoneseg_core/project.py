@@ -43,14 +43,6 @@ class ImageStatus(str, Enum):
     UNREADABLE = "unreadable"
 
 
-def folder_is_writable(folder: Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK | os.X_OK)
-
-
 @dataclass
 class Project:
     root: Path

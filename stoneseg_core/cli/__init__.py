@@ -16,7 +16,7 @@ import sys
 from .. import __version__
 from ..errors import StonesegError
 from . import evaluate, grains, gui, segment, train
-from .common import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, log, run_photo_loop
+from .common import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, run_photo_loop
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +55,6 @@ __all__ = [
     "EXIT_OK",
     "EXIT_SOME_FAILED",
     "build_parser",
-    "log",
     "main",
     "run_photo_loop",
 ]

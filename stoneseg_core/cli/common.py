@@ -10,13 +10,10 @@ second instead of loading seconds of libraries they never use.
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import sys
 
 from ..config import InferenceConfig
-
-log = logging.getLogger("stoneseg")
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL = 0, 1, 2
 

@@ -5,14 +5,14 @@ epoch never touches the disk again (the notebook decoded every full-size JPEG at
 
 A training pair is ``(image, mask)`` or ``(image, mask, instances)``: ``instances`` is an
 optional label image of the same size (a 16-bit PNG, 0 = ground, one id per stone; see
-``grains.read_instance_labels``). It is only used by the "mask+boundary" target, whose
+``imageio.read_instance_labels``). It is only used by the "mask+boundary" target, whose
 second channel is the band of each stone within ``boundary_px`` of another stone or of the
 ground (``boundary_band``); without instances the stones are the mask's connected pieces.
 """
 
 from __future__ import annotations
 
-import logging
+import random
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DataError, MaskError, StonesegError
-from .imageio import read_image, read_mask
-
-log = logging.getLogger(__name__)
+from .imageio import read_image, read_instance_labels, read_mask
 
 
 def scale_factor(height: int, width: int, work_size: int) -> float:
@@ -149,8 +147,6 @@ def load_samples(
             mask = read_mask(mask_path, expected_size=image.shape[:2])
             instances = None
             if with_instances and inst_path is not None:
-                from .grains import read_instance_labels
-
                 labels = read_instance_labels(inst_path, expected_size=image.shape[:2])
                 instances = instances_to_work_scale(labels, work_size)
         except StonesegError as exc:
@@ -279,6 +275,4 @@ class CropDataset(Dataset):
 def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
-    import random
-
     random.seed(seed)

@@ -9,15 +9,13 @@ bf16 instructions. On a CUDA GPU "auto" means float32 too (see autocast_dtype).
 from __future__ import annotations
 
 import functools
-import logging
+import os
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from .errors import StonesegError
-
-log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -37,8 +35,6 @@ def describe_devices() -> str:
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         return f"CUDA: {names}"
-    import os
-
     cores = os.cpu_count() or 1
     threads = torch.get_num_threads()
     bf16 = ", native bf16" if cpu_has_native_bf16() else ""

@@ -28,7 +28,8 @@ class WeightsUnavailableError(StonesegError):
 
 
 class TrainingCancelled(StonesegError):
-    """Raised inside training when the caller asked it to stop."""
+    """Never raised: a stopped training ends cleanly with ``TrainResult.cancelled``. Kept
+    importable only while stoneseg_gui/workers.py still catches it; remove it with that."""
 
 
 class OutOfMemoryError(StonesegError):

@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -220,6 +219,37 @@ def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None) ->
     return mask
 
 
+def read_instance_labels(
+    path: str | Path, expected_size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Read instance ground truth as int32 labels: a 16- or 8-bit label PNG, or one colour per stone.
+
+    ``expected_size`` is the photo's (height, width).
+    """
+    path = Path(path)
+    arr = decode_mask_file(path, "instance mask")
+    if arr.ndim == 3:
+        colours = arr[:, :, :3].reshape(-1, 3).astype(np.int64)
+        packed = (colours[:, 0] << 32) | (colours[:, 1] << 16) | colours[:, 2]
+        uniq, inv = np.unique(packed, return_inverse=True)
+        labels = inv.reshape(arr.shape[:2]).astype(np.int32)
+        if uniq[0] != 0:  # black is background; without black every colour is a stone
+            labels += 1
+    else:
+        labels = arr.astype(np.int32)
+    if expected_size is not None and labels.shape != tuple(expected_size):
+        h, w = expected_size
+        raise MaskError(
+            f"Instance mask {path.name} is {labels.shape[1]}x{labels.shape[0]} pixels but its image is {w}x{h}."
+        )
+    if labels.max() == 255 and np.isin(labels, (0, 255)).all():
+        log.warning(
+            "%s holds only 0 and 255: it reads as a single stone, not one label per stone.",
+            path.name,
+        )
+    return labels
+
+
 def _read_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -307,11 +337,3 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
     except OSError as exc:
         raise StonesegError(describe_os_error(exc, path)) from exc
 
-
-def iter_readable(paths: Iterable[Path]):
-    """Yield (path, image or ImageReadError) so a batch job can report and carry on."""
-    for p in paths:
-        try:
-            yield p, read_image(p)
-        except ImageReadError as exc:
-            yield p, exc

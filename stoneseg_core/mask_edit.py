@@ -14,7 +14,6 @@ This module never imports Qt.
 from __future__ import annotations
 
 import itertools
-import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ import cv2
 import numpy as np
 
 from .imageio import BACKGROUND, STONE
-
-log = logging.getLogger(__name__)
 
 Point = tuple[float, float]
 
@@ -289,9 +286,6 @@ class MaskDocument:
     def undo_nbytes(self) -> int:
         """Memory held by the undo and redo history."""
         return self._undo_bytes + sum(r.nbytes for r in self._redo)
-
-    def stone_fraction(self) -> float:
-        return float(np.count_nonzero(self._mask)) / max(1, self._mask.size)
 
     # ------------------------------------------------------------------ listeners
     def add_listener(self, fn: Callable[[MaskChange], None]) -> None:

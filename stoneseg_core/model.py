@@ -8,6 +8,7 @@ reads tensors only, and a damaged or foreign folder raises ModelFileError.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
-from . import __version__
+from . import __version__, pretrained
 from .config import TARGETS, TrainConfig
 from .errors import ModelFileError, WeightsUnavailableError
 from .imageio import atomic_write_bytes, describe_os_error
@@ -81,6 +84,7 @@ def recalibrate_batchnorm(model: nn.Module, batches, device: torch.device, max_b
 
 
 def _import_smp():
+    # SMP loads timm (1.5 s): only when a model is built, not when one is merely read about
     import segmentation_models_pytorch as smp
 
     return smp
@@ -100,8 +104,6 @@ def build_model(
     where the weights came from (``weights_provenance``).
     ``classes``: 1 (stone) or 2 (stone, stone boundary band); see config.TARGETS.
     """
-    from . import pretrained
-
     if classes not in TARGETS.values():
         raise ModelFileError(f"StoneSeg builds U-Nets with 1 or 2 output channels, not {classes}.")
     smp = _import_smp()
@@ -148,8 +150,6 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsUnavailableError(f"Weights file not found: {path}")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             return load_file(str(path))
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
@@ -168,8 +168,6 @@ def load_encoder_weights(model: nn.Module, path: Path) -> dict[str, Any]:
     ``num_batches_tracked`` counters are bookkeeping, and files saved without them (as many
     exporters do) are complete. Returns the provenance (file name, sha256).
     """
-    import hashlib
-
     state = _read_tensors(path)
     state = {k.removeprefix("encoder."): v for k, v in state.items()}
     own = model.encoder.state_dict()
@@ -419,9 +417,6 @@ def load_model(
     folder: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, ModelInfo]:
     """Rebuild the U-Net from config.json and fill it from model.safetensors (no pickle)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     info = read_model_info(folder)
     weights = folder / WEIGHTS_FILE

@@ -15,13 +15,21 @@ import json
 import logging
 import os
 import random
+import shutil
 import zlib
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 from .errors import DataError, StonesegError
-from .imageio import atomic_write_bytes, describe_os_error, list_images, mask_path_for
+from .imageio import (
+    atomic_write_bytes,
+    describe_os_error,
+    list_images,
+    mask_path_for,
+    read_mask,
+    write_mask,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +41,6 @@ class ImageStatus(str, Enum):
     LABELLED = "labelled"
     PREDICTED = "predicted"  # a model's mask, not yet reviewed
     UNREADABLE = "unreadable"
-
-
-def folder_is_writable(folder: Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK | os.X_OK)
 
 
 @dataclass
@@ -79,8 +79,6 @@ class Project:
                 existing = root / "masks"
                 if existing.is_dir() and not (data_dir / "masks").exists():
                     # start from the masks the read-only folder already has
-                    import shutil
-
                     shutil.copytree(existing, data_dir / "masks")
         project = cls(root=root, images_dir=images_dir, data_dir=data_dir)
         project.state = project._read_state()
@@ -261,8 +259,6 @@ def iter_export_masks(project: Project, out_dir: str | Path, include_predicted: 
     Masks are re-encoded through ``write_mask`` so the exported files are always clean
     0/255 8-bit PNGs, whatever tool wrote the originals. Returns the number written.
     """
-    from .imageio import read_mask, write_mask
-
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -127,7 +127,7 @@ def test_core_imports_no_qt():
         "import sys, stoneseg_core, stoneseg_core.cli, stoneseg_core.train, stoneseg_core.predict, "
         "stoneseg_core.project, stoneseg_core.imageio, stoneseg_core.metrics, stoneseg_core.model\n"
         "import importlib.util\n"
-        "for m in ('stoneseg_core.mask_edit', 'stoneseg_core.grains', 'stoneseg_core.grains_cli'):\n"
+        "for m in ('stoneseg_core.mask_edit', 'stoneseg_core.grains', 'stoneseg_core.cli.grains'):\n"
         "    importlib.util.find_spec(m) and __import__(m)\n"
         "stoneseg_core.cli.build_parser().parse_args(['gui', 'somewhere'])\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'pyqtgraph', 'stoneseg_gui')]\n"

@@ -1,40 +1,11 @@
-"""``stoneseg grains``: segment a folder, split the stones, measure them, write the tables.
-
-Kept apart from cli.py so the grain analysis can grow without touching the other commands;
-cli.py registers it with ``add_parser`` and calls ``run``.
-"""
+"""``stoneseg grains``: segment a folder, split the stones, measure them, write the tables."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import math
 
-from .errors import StonesegError
-
-log = logging.getLogger(__name__)
-
-EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL = 0, 1, 2
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
-    return value
+from ..errors import StonesegError
+from .common import EXIT_OK, EXIT_SOME_FAILED, _non_negative_float, _positive_float, run_photo_loop
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -76,15 +47,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="MM",
         help="leave out stones whose b-axis is below MM millimetres (needs a scale)",
     )
+    p.set_defaults(handler=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``stoneseg grains``; raises StonesegError for a user's mistake (printed as one line)."""
-
-    from .grains import GrainOptions, iter_grains_folder, read_scale_csv
-    from .imageio import list_images
-    from .predict import Segmenter
+    # heavy (torch, SciPy, OpenCV): only when the command runs, see common.py
+    from ..grains import GrainOptions, iter_grains_folder, read_scale_csv
+    from ..imageio import list_images
+    from ..predict import Segmenter
 
     if args.min_size is not None and args.mm_per_px is None and args.scale_csv is None:
         raise StonesegError(
@@ -99,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
     gen = iter_grains_folder(
         segmenter, args.input_dir, args.output_dir, options, mm_per_px=args.mm_per_px, scales=scales
     )
-    from .cli import run_photo_loop
-
     summary = run_photo_loop(gen, total)
     pooled = summary.report["pooled"]
     block = pooled[f"by_{options.weighting}"]

@@ -1,0 +1,102 @@
+"""What the ``stoneseg`` sub-commands share: exit codes, argument types, the photo loop.
+
+The command modules import at their top only what building the parser needs (config,
+errors, this module). The rest of the core -- torch (train, predict, evaluate, model),
+numpy, OpenCV and SciPy (imageio, project, grains) -- and tqdm are imported inside the
+``run`` handlers: ``stoneseg --help`` and ``stoneseg gui`` then start in a fraction of a
+second instead of loading seconds of libraries they never use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from ..config import InferenceConfig
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL = 0, 1, 2
+
+DEVICES = ["auto", "cpu", "cuda"]
+AMP_CHOICES = ["auto", "off", "bf16", "fp16"]
+AMP_HELP = "mixed precision: auto (fp32 on CUDA and on CPUs without native bf16), off, bf16, fp16"
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _threshold_or_auto(text: str) -> float | str:
+    return "auto" if text.strip().lower() == "auto" else _threshold(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
+    return value
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def inference_config(args: argparse.Namespace) -> InferenceConfig | None:
+    """The model's own threshold unless ``--threshold`` overrides it, with --tta/--device/--amp."""
+    from ..model import read_model_info  # torch: only when a command runs (module docstring)
+
+    info = read_model_info(args.model_dir)
+    threshold = args.threshold if args.threshold is not None else info.threshold
+    return InferenceConfig(
+        threshold=threshold, tta=args.tta, device=args.device, amp=getattr(args, "amp", "auto")
+    )
+
+
+def run_photo_loop(gen, total: int):
+    """Drive a folder generator (events with .status/.image/.message) with a progress bar.
+
+    Each failure is named on stderr as it happens; returns the generator's summary.
+    """
+    from tqdm import tqdm  # 0.25 s to import: only when a command runs
+
+    with tqdm(total=total, unit="photo", file=sys.stderr, dynamic_ncols=True, disable=None) as bar:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            bar.update(1)
+            if event.status == "failed":
+                bar.write(f"FAILED {event.image}: {event.message}", file=sys.stderr)

@@ -1,0 +1,52 @@
+"""``stoneseg segment``: write a 0/255 PNG mask for every photo of a folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import (
+    AMP_CHOICES,
+    AMP_HELP,
+    DEVICES,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    _threshold,
+    inference_config,
+    run_photo_loop,
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``segment`` on the ``stoneseg`` sub-command parser."""
+    s = subparsers.add_parser("segment", help="write a 0/255 PNG mask for every photo in INPUT_DIR")
+    s.set_defaults(handler=run)
+    s.add_argument("model_dir", metavar="MODEL_DIR")
+    s.add_argument("input_dir", metavar="INPUT_DIR")
+    s.add_argument("output_dir", metavar="OUTPUT_DIR")
+    s.add_argument("--threshold", type=_threshold, default=None, help="default: the model's own")
+    s.add_argument("--tta", action="store_true", help="average over flips (slower, smoother)")
+    s.add_argument("--device", default="auto", choices=DEVICES)
+    s.add_argument(
+        "--amp",
+        default="auto",
+        choices=AMP_CHOICES,
+        help=AMP_HELP,
+    )
+    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    return s
+
+
+def run(args: argparse.Namespace) -> int:
+    # heavy (torch, OpenCV): only when the command runs, see common.py
+    from ..imageio import list_images
+    from ..predict import Segmenter, iter_segment_folder
+
+    segmenter = Segmenter.load(args.model_dir, inference_config(args))
+    total = len(list_images(args.input_dir))
+    gen = iter_segment_folder(segmenter, args.input_dir, args.output_dir, overwrite=args.overwrite)
+    summary = run_photo_loop(gen, total)
+    print(
+        f"{summary.written} written, {summary.skipped} skipped (already there), {len(summary.failed)} failed "
+        f"-> {args.output_dir}"
+    )
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK

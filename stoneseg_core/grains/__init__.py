@@ -1,0 +1,137 @@
+"""Grain analysis: split a stone mask into single stones, measure them, and summarise sizes.
+
+The way the data travels: a 0/255 mask (and, when there is one, the model's probability)
+-> ``split_stones`` (watershed on the distance transform) -> an int32 label image, 0 =
+background -> ``measure_stones`` (scikit-image ``regionprops``) -> one frozen ``Stone`` per
+label -> ``grain_size_distribution`` / ``percentiles`` (D10 ... D90, in mm and psi) ->
+CSV and JSON exports. ``iter_grains_folder`` runs the whole chain over a folder as a
+generator, for the ``stoneseg grains`` command and for the desktop app.
+
+Conventions, stated once:
+
+- The grain size of a stone is its **b-axis**: the minor axis (full length, not the
+  semi-axis) of the ellipse with the same second moments as the stone. It is the
+  geologist's standard intermediate axis as seen from above.
+- psi = log2(size in mm) (Krumbein's phi is -psi). A psi *difference* does not depend on
+  the scale, so errors in psi can be computed in pixels.
+- D_p (``percentiles``): the cumulative curve passes through the points (size_k, fraction of
+  all stones -- or of the total area -- whose size is <= size_k); D_p is read off that curve
+  by linear interpolation, and is the smallest size when p lies below the first point.
+  So for 100 stones of sizes 1, 2, ..., 100 by count, D_p = p exactly.
+
+The modules, each one step of that chain: ``split`` (mask -> labels), ``measure`` (labels
+-> stones), ``distribution`` (curves and percentiles), ``scale`` (mm per pixel), ``edit``
+(cutting and merging stones by hand, and replaying those edits), ``instances`` (checks
+against instance ground truth), ``analyse`` (options and one photo's chain), ``io``
+(instance PNGs, CSV and JSON exports) and ``folder`` (the folder jobs). Everything public
+is importable from here; the folder jobs are loaded on first use, so importing this
+package loads neither torch nor the predictor.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .analyse import GrainOptions, ImageGrains, analyse_mask
+from .distribution import (
+    DEFAULT_PERCENTILES,
+    WEIGHTINGS,
+    GrainSizeCurve,
+    Weighting,
+    distribution_of,
+    grain_size_distribution,
+    included,
+    percentiles,
+    psi,
+)
+from .edit import apply_edit, cut_label, label_on_line, merge_labels, replay_edits, stone_point
+from .instances import (
+    InstanceEvaluation,
+    InstanceScores,
+    d50_psi_error,
+    evaluate_instances,
+    evaluate_instances_detailed,
+    match_instances,
+    pool_instance_evaluations,
+)
+from .io import (
+    CSV_COLUMNS,
+    MAX_INSTANCES_PNG,
+    percentiles_report,
+    read_instance_labels,
+    stones_csv,
+    write_instance_png,
+    write_json,
+    write_text,
+)
+from .measure import Stone, measure_stones, with_scale_and_exclusions
+from .scale import line_length_px, mm_per_px_from_line, read_scale_csv
+from .split import split_stones
+
+# the folder jobs' names, loaded from .folder on first use (module __getattr__, PEP 562)
+_LAZY = {
+    name: "folder"
+    for name in ("GrainEvent", "GrainSummary", "iter_grains_folder", "iter_grains_masks")
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "CSV_COLUMNS",
+    "DEFAULT_PERCENTILES",
+    "GrainEvent",
+    "GrainOptions",
+    "GrainSizeCurve",
+    "GrainSummary",
+    "ImageGrains",
+    "InstanceEvaluation",
+    "InstanceScores",
+    "Stone",
+    "WEIGHTINGS",
+    "Weighting",
+    "MAX_INSTANCES_PNG",
+    "analyse_mask",
+    "apply_edit",
+    "cut_label",
+    "d50_psi_error",
+    "distribution_of",
+    "evaluate_instances",
+    "evaluate_instances_detailed",
+    "grain_size_distribution",
+    "included",
+    "iter_grains_folder",
+    "iter_grains_masks",
+    "label_on_line",
+    "line_length_px",
+    "match_instances",
+    "measure_stones",
+    "merge_labels",
+    "mm_per_px_from_line",
+    "percentiles",
+    "percentiles_report",
+    "pool_instance_evaluations",
+    "psi",
+    "read_instance_labels",
+    "read_scale_csv",
+    "replay_edits",
+    "split_stones",
+    "stone_point",
+    "stones_csv",
+    "with_scale_and_exclusions",
+    "write_instance_png",
+    "write_json",
+    "write_text",
+]

@@ -1,0 +1,227 @@
+"""The folder jobs, as generators: ``iter_grains_folder`` segments, splits and measures every
+photo of a folder with a model; ``iter_grains_masks`` splits and measures a project's saved masks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import DataError, ImageReadError, OutOfMemoryError, StonesegError
+from ..imageio import IMAGE_EXTENSIONS, list_images, read_image, read_mask
+from .analyse import GrainOptions, ImageGrains, analyse_mask
+from .edit import replay_edits
+from .io import percentiles_report, stones_csv, write_instance_png, write_json, write_text
+from .measure import _check_scale, measure_stones
+
+if TYPE_CHECKING:  # predict imports torch; only the caller of iter_grains_folder needs it
+    from ..predict import Segmenter
+
+
+@dataclass(frozen=True)
+class GrainEvent:
+    """One photo handled by ``iter_grains_folder``."""
+
+    index: int  # 1-based
+    total: int
+    image: Path
+    status: str  # "measured" or "failed"
+    stones: int = 0
+    message: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class GrainSummary:
+    results: tuple[ImageGrains, ...]
+    failed: tuple[tuple[Path, str], ...]
+    report: dict[str, Any]
+    cancelled: bool = False
+
+
+def _unique_stems(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    seen: dict[str, Path] = {}
+    todo, clash = [], []
+    for p in paths:
+        if p.stem in seen:
+            clash.append(
+                (
+                    p,
+                    f"{p.name} has the same name as {seen[p.stem].name}; its outputs would overwrite them.",
+                )
+            )
+        else:
+            seen[p.stem] = p
+            todo.append(p)
+    return todo, clash
+
+
+def iter_grains_folder(
+    segmenter: Segmenter,
+    input_dir: str | Path,
+    output_dir: str | Path,
+    options: GrainOptions | None = None,
+    mm_per_px: float | None = None,
+    scales: dict[str, float] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[GrainEvent, None, GrainSummary]:
+    """Segment, split and measure every photo of ``input_dir``; write the instance masks and tables.
+
+    Writes ``<stem>_instances.png`` (16-bit labels), ``<stem>_stones.csv``,
+    ``stones_pooled.csv`` and ``percentiles.json`` in ``output_dir``. The scale is
+    ``mm_per_px`` for all photos, or per photo from ``scales`` (a photo missing from it
+    fails, named); without either, sizes are in pixels. Bad photos are reported and
+    skipped; the pooled files cover the others.
+    """
+    options = options or GrainOptions()
+    if mm_per_px is not None and scales is not None:
+        raise StonesegError("Give either one scale for every photo or a scale table, not both.")
+    _check_scale(mm_per_px)
+    if options.min_size_mm is not None and mm_per_px is None and scales is None:
+        raise StonesegError(
+            "A minimum size in mm needs a scale: give the millimetres per pixel or a scale CSV."
+        )
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    paths = list_images(input_dir)
+    if not paths:
+        raise DataError(f"No photos in {input_dir} (looked for {', '.join(IMAGE_EXTENSIONS)}).")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StonesegError(
+            f"Cannot create output folder {output_dir}: {exc.strerror or exc}"
+        ) from exc
+    todo, clash = _unique_stems(paths)
+    total = len(paths)
+    failed: list[tuple[Path, str]] = []
+    results: list[ImageGrains] = []
+    index = 0
+    for p, message in clash:
+        index += 1
+        failed.append((p, message))
+        yield GrainEvent(index, total, p, "failed", message=message)
+    cancelled = False
+    for p in todo:
+        if should_stop is not None and should_stop():
+            cancelled = True
+            break
+        index += 1
+        start = time.perf_counter()
+        try:
+            scale = mm_per_px
+            if scales is not None:
+                scale = scales.get(p.stem)
+                if scale is None:
+                    raise DataError(
+                        f"{p.name} has no row in the scale CSV; add 'image,mm_per_px' for it."
+                    )
+            image = read_image(p)
+            pred = segmenter.predict(image, should_stop)
+            labels, result = analyse_mask(
+                pred.mask,
+                pred.probability,
+                scale,
+                options,
+                p.name,
+                boundary=getattr(pred, "boundary", None),  # None: a 1-channel model
+            )
+            write_instance_png(output_dir / f"{p.stem}_instances.png", labels)
+            write_text(output_dir / f"{p.stem}_stones.csv", stones_csv([result], options))
+        except (ImageReadError, StonesegError) as exc:
+            if should_stop is not None and should_stop():
+                cancelled = True
+                break
+            failed.append((p, str(exc)))
+            yield GrainEvent(
+                index, total, p, "failed", message=str(exc), seconds=time.perf_counter() - start
+            )
+            if isinstance(exc, OutOfMemoryError):
+                raise
+            continue
+        results.append(result)
+        yield GrainEvent(
+            index, total, p, "measured", len(result.stones), seconds=time.perf_counter() - start
+        )
+    report = percentiles_report(results, options)
+    report["failed"] = [{"image": p.name, "error": m} for p, m in failed]
+    write_text(output_dir / "stones_pooled.csv", stones_csv(results, options))
+    write_json(output_dir / "percentiles.json", report)
+    return GrainSummary(tuple(results), tuple(failed), report, cancelled)
+
+
+def iter_grains_masks(
+    pairs: Sequence[tuple[Path, Path]],
+    scales: dict[str, float | None] | None = None,
+    options: GrainOptions | None = None,
+    labels: dict[str, np.ndarray] | None = None,
+    edits: dict[str, Sequence[dict]] | None = None,
+) -> Generator[GrainEvent, None, GrainSummary]:
+    """Split and measure the saved masks of a project's photos, and pool the percentiles.
+
+    ``pairs`` are (photo, mask) paths; ``scales`` maps a photo's stem to its mm per pixel
+    (every photo, or none: millimetres and pixels do not pool); ``labels`` gives stones
+    already split (and perhaps cut or merged by hand) for some stems, which are then only
+    measured. ``edits`` gives the hand cuts and merges of some stems (see ``replay_edits``),
+    replayed on their automatic split. Nothing is written: the caller exports what it
+    wants. A mask that cannot be read is reported and skipped.
+    """
+    options = options or GrainOptions()
+    scales = scales or {}
+    labels = labels or {}
+    pairs = list(pairs)
+    missing = [img.name for img, _ in pairs if scales.get(img.stem) is None]
+    if missing and len(missing) < len(pairs):
+        shown = ", ".join(missing[:8]) + (
+            f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        )
+        raise StonesegError(
+            f"Photos with and without a scale cannot be pooled; set the scale of: {shown}."
+        )
+    if missing and options.min_size_mm is not None:
+        raise StonesegError(
+            "A minimum size in millimetres needs a scale: set the scale of the photos, or give the minimum in pixels."
+        )
+    results: list[ImageGrains] = []
+    failed: list[tuple[Path, str]] = []
+    for index, (image, mask_path) in enumerate(pairs, start=1):
+        start = time.perf_counter()
+        scale = scales.get(image.stem)
+        try:
+            given = labels.get(image.stem)
+            if given is None and edits and edits.get(image.stem):
+                given, _ = analyse_mask(read_mask(mask_path), None, scale, options, image.name)
+                replay_edits(given, edits[image.stem])
+            if given is None:
+                _, result = analyse_mask(read_mask(mask_path), None, scale, options, image.name)
+            else:
+                stones = measure_stones(
+                    given, scale, options.exclude_edge, options.min_size_px, options.min_size_mm
+                )
+                result = ImageGrains(image.name, scale, tuple(stones))
+        except StonesegError as exc:
+            failed.append((image, str(exc)))
+            yield GrainEvent(
+                index,
+                len(pairs),
+                image,
+                "failed",
+                message=str(exc),
+                seconds=time.perf_counter() - start,
+            )
+            continue
+        results.append(result)
+        yield GrainEvent(
+            index,
+            len(pairs),
+            image,
+            "measured",
+            len(result.stones),
+            seconds=time.perf_counter() - start,
+        )
+    report = percentiles_report(results, options)
+    report["failed"] = [{"image": p.name, "error": m} for p, m in failed]
+    return GrainSummary(tuple(results), tuple(failed), report)

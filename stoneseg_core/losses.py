@@ -1,0 +1,45 @@
+"""The training losses: Dice + BCE-with-logits for the stone mask, and its two-channel twin for
+the "mask+boundary" target."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DiceBCELoss(nn.Module):
+    """Dice + BCE-with-logits: Dice handles the stone/background imbalance, BCE the calibration."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # segmentation_models_pytorch pulls in timm and more: loaded when a loss is made
+        from segmentation_models_pytorch.losses import DiceLoss
+
+        self.dice = DiceLoss(mode="binary", from_logits=True)
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        return self.dice(logits, target) + self.bce(logits, target)
+
+
+class StoneBoundaryLoss(nn.Module):
+    """For the "mask+boundary" target: Dice + BCE on the stone channel (exactly the loss of
+    a 1-channel model) plus ``boundary_weight`` x (Dice + BCE) on the boundary channel.
+
+    Each channel gets its own Dice: SMP's binary Dice pools every channel of an image
+    together, which would let the large stone channel drown the thin boundary band.
+    """
+
+    def __init__(self, boundary_weight: float = 1.0) -> None:
+        super().__init__()
+        self.stone = DiceBCELoss()
+        self.boundary = DiceBCELoss()
+        self.boundary_weight = boundary_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        stone = self.stone(logits[:, :1], target[:, :1])
+        return stone + self.boundary_weight * self.boundary(logits[:, 1:2], target[:, 1:2])
+
+
+__all__ = ["DiceBCELoss", "StoneBoundaryLoss"]

@@ -27,10 +27,5 @@ class WeightsUnavailableError(StonesegError):
     """Pretrained encoder weights could not be downloaded or read."""
 
 
-class TrainingCancelled(StonesegError):
-    """Never raised: a stopped training ends cleanly with ``TrainResult.cancelled``. Kept
-    importable only while stoneseg_gui/workers.py still catches it; remove it with that."""
-
-
 class OutOfMemoryError(StonesegError):
     """The device ran out of memory; the message says what to reduce."""

@@ -26,7 +26,6 @@ from stoneseg_core.grains import (
     ImageGrains,
     iter_grains_masks,
     line_length_px,
-    mm_per_px_from_line,
 )
 from stoneseg_core.grains_analysis import (
     GrainAnalysis,
@@ -48,6 +47,7 @@ from .controller import AnalysisRequest, GrainsController
 from .exports import export_plot_png, export_stones_csv
 from .panel import DistributionPanel, GrainPanel
 from .plot import CurveView
+from .scale_steps import ScaleSteps
 from .table import fmt_size
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class GrainSide(QObject):
         self.dialogs = window.dialogs
         self._model = window.model_side.controller
         self.controller = GrainsController(lambda: self.window.project)
+        self._scales = ScaleSteps(window, self.controller, self.notice.emit)
         self._mode: str | None = None
         self._syncing_modes = False
         self._analyse_worker: Worker | None = None
@@ -197,12 +198,7 @@ class GrainSide(QObject):
 
     def _saved(self, what: str, save) -> bool:  # noqa: ANN001
         """Run ``save`` (it writes the project file); on failure say what could not be saved."""
-        try:
-            save()
-        except StonesegError as exc:
-            self.dialogs.error(f"Cannot save {what}", str(exc))
-            return False
-        return True
+        return self._scales.saved(what, save)
 
     def project_scales(self) -> dict[str, float]:
         return self.controller.project_scales()
@@ -216,23 +212,12 @@ class GrainSide(QObject):
         return self.controller.scale_of(stem)
 
     def set_folder_scale(self, mm_per_px: float | None) -> bool:
-        if self.project is None:
-            return False
-        return self._saved("the scale", lambda: self.controller.set_folder_scale(mm_per_px))
+        return self._scales.set_folder_scale(mm_per_px)
 
     def use_scale_for_folder(self) -> bool:
         """Make the current photo's scale the folder's (photos with their own keep theirs)."""
-        scale = self.controller.scale
-        if scale is None:
-            self.notice.emit("Set this photo's scale first (type it or measure a scale bar, K).")
+        if not self._scales.use_for_folder():
             return False
-        if not self.set_folder_scale(scale):
-            return False
-        own = len(self.project_scales())
-        self.notice.emit(
-            f"{scale:.6g} mm per pixel for every photo of the folder without a scale of "
-            f"its own ({own} photo{'s have' if own != 1 else ' has'} one)."
-        )
         self._refresh_status()
         return True
 
@@ -306,72 +291,23 @@ class GrainSide(QObject):
         self.guide.set_line(p0, p1, f"{line_length_px(*p0, *p1):.1f} px")
 
     def _on_scale_line(self, p0: Point, p1: Point) -> None:
-        length = line_length_px(*p0, *p1)
-        if length < 2:
-            self.notice.emit("That line is too short: click both ends of the scale bar.")
+        measured = self._scales.bar_scale(p0, p1)
+        if measured is None:
             return
-        known = self.dialogs.ask_number(
-            "Scale bar length",
-            f"The line is {length:.1f} pixels long.\nHow many millimetres does the scale bar span?",
-            self.controller.last_bar_mm,
-            0.001,
-            1_000_000.0,
-            3,
-        )
-        if known is None:
-            self.notice.emit("Scale not changed.")
-            return
-        try:
-            scale = mm_per_px_from_line(length, known)
-        except StonesegError as exc:
-            self.dialogs.error("Cannot set the scale", str(exc))
-            return
-        self.controller.last_bar_mm = known
+        scale, text = measured
         if self.set_scale(scale):
-            self.notice.emit(
-                f"Scale: {scale:.6g} mm per pixel ({known:g} mm over {length:.1f} px), "
-                "saved with the project."
-            )
+            self.notice.emit(text)
         self.set_mode("pick" if self.analysis is not None else None)
 
     def import_scales(self) -> bool:
-        project = self.project
-        if project is None:
-            self.notice.emit("Open a folder first.")
+        imported = self._scales.import_scales()
+        if imported is None:
             return False
-        path = self.dialogs.choose_open_file(
-            "Import scales (image, mm_per_px)",
-            project.root,
-            "CSV files (*.csv *.txt);;All files (*)",
-        )
-        if path is None:
-            return False
-        try:
-            scales, matched, unknown, missing = self.controller.import_scales(path)
-        except StonesegError as exc:
-            self.dialogs.error("Cannot read the scale file", str(exc))
-            return False
-        if not matched:
-            self.dialogs.error(
-                "No photo matches the scale file",
-                f"None of the {len(scales)} names in {path.name} is a photo of this folder "
-                f"(for example {', '.join(unknown[:3])}).",
-            )
-            return False
-        try:
-            self.controller.keep_scales(matched)
-        except StonesegError as exc:
-            self.dialogs.error("Cannot save the scales", str(exc))
-            return False
+        matched, report = imported
         stem = self._current_stem()
         if stem in matched:
             self.set_scale(matched[stem], save=False)
-        text = f"Scales set for {len(matched)} photo{'s' if len(matched) != 1 else ''} from {path.name}."
-        if unknown:
-            text += f"\n{len(unknown)} row(s) name no photo of this folder: {_few(unknown)}."
-        if missing:
-            text += f"\n{len(missing)} photo(s) have no row: {_few(missing)}."
-        self.dialogs.info("Scales imported", text)
+        self.dialogs.info("Scales imported", report)
         return True
 
     # ------------------------------------------------------------------ analysing
@@ -823,7 +759,3 @@ class GrainSide(QObject):
         can_export = self._export_source() is not None
         a.export_csv.setEnabled(can_export)
         a.export_png.setEnabled(can_export)
-
-
-def _few(names: list[str], n: int = 5) -> str:
-    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")

@@ -3,12 +3,12 @@
 The way the data travels: the photo's mask (or the model's prediction, with its
 probability) -> ``analyse_with_edits`` on a worker thread -> a ``GrainAnalysis`` (labels the
 user may cut and merge, and their ``Stone`` measurements) -> the table, the numbered
-outlines on the canvas and the cumulative curve -> CSV / PNG exports. "Pool folder" runs
-``iter_grains_masks`` over the project's saved masks on a worker, with progress and
-cancel. ``GrainSide`` is the view: it wires the widgets, actions and workers, asks and
-tells the user; the state and its core calls live in ``GrainsController``
-(``controller.py``), which keeps each photo's scale and hand edits in the project's
-``stoneseg.json``.
+outlines on the canvas and the cumulative curve -> CSV / PNG exports (``exports.py``).
+"Pool folder" (``pooling.py``) runs ``iter_grains_masks`` over the project's saved masks on
+a worker, with progress and cancel. ``GrainSide`` is the view: it wires the widgets,
+actions and workers and tells the user; the scale questions are in ``scale_steps.py``, the
+state and its core calls in ``GrainsController`` (``controller.py``), which keeps each
+photo's scale and hand edits in the project's ``stoneseg.json``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from PySide6.QtCore import QObject, QSignalBlocker, Qt, Signal
 
 from stoneseg_core.errors import StonesegError
 from stoneseg_core.grains import (
-    GrainEvent,
     GrainOptions,
     GrainSummary,
     ImageGrains,
-    iter_grains_masks,
     line_length_px,
 )
 from stoneseg_core.grains_analysis import (
@@ -47,6 +45,7 @@ from .controller import AnalysisRequest, GrainsController
 from .exports import export_plot_png, export_stones_csv
 from .panel import DistributionPanel, GrainPanel
 from .plot import CurveView
+from .pooling import Pooling
 from .scale_steps import ScaleSteps
 from .table import fmt_size
 
@@ -76,11 +75,13 @@ class GrainSide(QObject):
         self._syncing_modes = False
         self._analyse_worker: Worker | None = None
         self._analysing: AnalysisRequest | None = None
-        self._pool_worker: Worker | None = None
 
         self.actions = self._make_actions()
         self.panel = GrainPanel(self.actions)
         self.distribution = DistributionPanel(self.actions)
+        self._pooling = Pooling(
+            window, self.controller, self._scales, self.panel, self.notice.emit, self
+        )
         self.dock = window.add_dock(
             self.panel, Qt.DockWidgetArea.RightDockWidgetArea, "Grains", scroll=True
         )
@@ -118,6 +119,8 @@ class GrainSide(QObject):
         tool_group = window.ui_actions.tool_group
         if tool_group is not None:  # choosing a painting tool leaves the grain tools
             tool_group.triggered.connect(lambda _action: self.set_mode(None))
+        self._pooling.pooled.connect(self._on_pool_succeeded)
+        self._pooling.running_changed.connect(self._refresh_actions)
         self._model.prediction_ready.connect(self._on_model_prediction_ready)
         self.notice.connect(lambda text: window.statusBar().showMessage(text, 8000))
         self._refresh_actions()
@@ -190,7 +193,7 @@ class GrainSide(QObject):
 
     @property
     def is_pooling(self) -> bool:
-        return self._pool_worker is not None and self._pool_worker.is_running
+        return self._pooling.is_running
 
     def _current_stem(self) -> str | None:
         path = self.window.current_image_path()
@@ -509,92 +512,12 @@ class GrainSide(QObject):
     # ------------------------------------------------------------------ pooling
     def pool(self) -> bool:
         """Measure every photo with a mask and pool the distribution, on a worker thread."""
-        project = self.project
-        if project is None:
-            self.notice.emit("Open a folder first.")
-            return False
-        if self.is_pooling:
-            return False
-        if self.session.is_dirty and not self.window.save_current():
-            return False
-        reviewed = project.labelled_pairs(include_predicted=False)
-        every = project.labelled_pairs(include_predicted=True)
-        pairs = reviewed
-        if len(every) > len(reviewed):
-            unreviewed = len(every) - len(reviewed)
-            answer = self.dialogs.ask(
-                "Pool the folder",
-                f"{unreviewed} photo{'s have' if unreviewed != 1 else ' has'} a model's mask that "
-                "nobody has reviewed. Pool them too?",
-                ["Include them", "Reviewed masks only"],
-                default="Reviewed masks only",
-            )
-            if answer == "Include them":
-                pairs = every
-        if not pairs:
-            self.dialogs.error(
-                "Nothing to pool",
-                "No photo of this folder has a mask yet: paint one, or let a model predict them.",
-            )
-            return False
-        options = self._options().replace(use_probability=False)
-        stems = {image.stem for image, _ in pairs}
-        unscaled = sorted(image.name for image, _ in pairs if self.scale_of(image.stem) is None)
-        if unscaled and len(unscaled) < len(pairs):
-            # one question, naming every unscaled photo, with a scale to give them all
-            known = [self.scale_of(s) for s in stems if self.scale_of(s) is not None]
-            offer = self.controller.scale or max(set(known), key=known.count)
-            shown = ", ".join(unscaled[:10]) + (
-                f" and {len(unscaled) - 10} more" if len(unscaled) > 10 else ""
-            )
-            choice = f"Use {offer:.6g} mm/px for them"
-            answer = self.dialogs.ask(
-                "Photos without a scale",
-                f"{len(unscaled)} of {len(pairs)} photos have no scale, and millimetres and "
-                f"pixels do not pool: {shown}.\nGive them {offer:.6g} mm per pixel (saved as "
-                "the folder's scale, for a fixed camera)?",
-                [choice, "Cancel"],
-                default="Cancel",
-            )
-            if answer != choice or not self.set_folder_scale(offer):
-                self.notice.emit("Not pooled: set the scale of those photos first.")
-                return False
-        scales, given, edits = self.controller.pool_inputs(
-            pairs, stems, self.window.current_document()
-        )
-        worker = start_worker(
-            iter_grains_masks,
-            pairs,
-            scales,
-            options,
-            given,
-            edits,
-        )
-        worker.progressed.connect(self._on_pool_progressed)
-        worker.succeeded.connect(lambda summary: self._on_pool_succeeded(summary, options))
-        worker.failed.connect(lambda message: self.dialogs.error("Pooling failed", message))
-        worker.stopped.connect(lambda: self.notice.emit("Pooling cancelled; nothing was pooled."))
-        worker.finished.connect(self._on_pool_finished)
-        self._pool_worker = worker
-        self.panel.show_progress(0, len(pairs), f"Measuring 0 of {len(pairs)} photos…")
-        self._refresh_actions()
-        return True
+        return self._pooling.start()
 
     def cancel_pooling(self) -> None:
-        if self._pool_worker is not None:
-            self._pool_worker.request_stop()
-            self.panel.show_progress(
-                self.panel.progress.value(), self.panel.progress.maximum(), "Cancelling…"
-            )
+        self._pooling.cancel()
 
-    def _on_pool_progressed(self, event: GrainEvent) -> None:
-        self.panel.show_progress(
-            event.index, event.total, f"{event.index} of {event.total}: {event.image.name}"
-        )
-
-    def _on_pool_succeeded(self, summary: GrainSummary, options: GrainOptions) -> None:
-        self.controller.pooled = summary
-        self.controller.pooled_options = options
+    def _on_pool_succeeded(self, summary: GrainSummary) -> None:
         n = len(summary.results)
         stones = sum(len(r.stones) for r in summary.results)
         self.distribution.set_pooled_choice(f"Pooled: {n} photo{'s' if n != 1 else ''}")
@@ -612,10 +535,6 @@ class GrainSide(QObject):
                 "Some photos were not pooled",
                 f"{len(summary.failed)} photo(s) could not be measured:\n{lines}",
             )
-        self._refresh_actions()
-
-    def _on_pool_finished(self) -> None:
-        self.panel.hide_progress()
         self._refresh_actions()
 
     def _drop_pooled(self, why: str = "") -> None:

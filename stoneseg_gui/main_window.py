@@ -2,7 +2,9 @@
 
 It holds no editing or file logic: that is in ``AnnotationSession`` (files, autosave,
 recovery), ``MaskDocument`` (pixels, undo), ``MaskCanvas`` (view, mouse) and
-``ToolSettings`` (tool, brush, overlay look).
+``ToolSettings`` (tool, brush, overlay look). Its menus and tool bars are built in
+``menus.py``; where the docks go (the default layout, its reset, the remembered one) is
+``DockLayout`` in ``layout.py``.
 
 Public API for the parts built on top (the sides: ``WindowHost`` in ``host.py`` names what
 they use and the order the window builds them in):
@@ -21,12 +23,10 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import (
-    QByteArray,
     QEvent,
     QMimeData,
     QSettings,
     QSignalBlocker,
-    QSize,
     Qt,
     QTimer,
     Signal,
@@ -38,7 +38,6 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMenu,
     QScrollArea,
-    QToolBar,
     QWidget,
 )
 
@@ -53,9 +52,10 @@ from .editor.canvas import MaskCanvas
 from .editor.image_list import ImageListDock
 from .editor.session import AnnotationSession
 from .editor.status_bar import EditorStatusBar
-from .editor.tool_options import BrushSizeControl, OpacityControl
 from .editor.tool_settings import ToolSettings
 from .grains.side import GrainSide
+from .layout import DockLayout
+from .menus import build_menus, build_toolbars, fill_recent_menu
 from .model.side import ModelSide
 from .settings import (
     add_recent_folder,
@@ -65,7 +65,6 @@ from .settings import (
     remember_last_image,
 )
 from .widgets.dialogs import Dialogs, ShortcutsDialog
-from .widgets.docks import hide_stale_tab_bars
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +98,9 @@ class MainWindow(QMainWindow):
         self.ui_actions: Actions = create_actions(self, self._slots())
         self.addActions(list(self.ui_actions))
         self.recent_menu = QMenu("Open &recent", self)
-        self._build_menus()
-        self._build_toolbars()
+        menus = build_menus(self)
+        self.view_menu, self._help_menu, self.rescan_action = menus.view, menus.help, menus.rescan
+        self.brush_control, self.opacity_control = build_toolbars(self)
         self._connect_signals()
         self._shortcuts_dialog: ShortcutsDialog | None = None
 
@@ -110,6 +110,7 @@ class MainWindow(QMainWindow):
         # and uses only what that protocol names, the sides built before it included
         self.model_side = ModelSide(self)  # training, prediction, batch segmentation, export
         self.grain_side = GrainSide(self)  # grain analysis; uses model_side's predictions
+        self.dock_layout = DockLayout(self, self.settings)
         self.arrange_docks()
         # the first size, once the docks are in (adding them grows the window): fits the
         # screen, a 1366 x 768 laptop included
@@ -119,16 +120,10 @@ class MainWindow(QMainWindow):
             min(1360, screen.width()) if screen else 1360,
             min(860, screen.height()) if screen else 860,
         )
-        self._default_state = self.saveState()
-        reset = QAction("&Reset layout", self)
-        reset.setToolTip(
-            "Put every panel back where it starts: the photo large, panels at the right"
-        )
-        reset.triggered.connect(self.reset_layout)
-        self.reset_layout_action = reset
+        self.reset_layout_action = self.dock_layout.keep_default()
         self.view_menu.addSeparator()
-        self.view_menu.addAction(reset)
-        self._restore_window_state()
+        self.view_menu.addAction(self.reset_layout_action)
+        self.dock_layout.restore()
         self.status.show_tool(self.tool_settings.tool)
         self.status.show_brush_size(self.tool_settings.brush_size)
         self.status.show_zoom(None)
@@ -185,61 +180,25 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ layout
     def _docks_in_order(self) -> tuple[list[QDockWidget], list[QDockWidget]]:
-        """(upper group, lower group) of the right-hand column, as tabs, in tab order."""
-        m, g = self.model_side, self.grain_side
-        upper = [self.image_list, m.train_dock, g.dock]
-        lower = [m.plot_dock, m.metrics_dock, m.history_dock, g.distribution_dock]
-        return upper, lower
+        return self.dock_layout.docks_in_order()
 
     def arrange_docks(self) -> None:
-        """The default layout, drawn for a 1366 x 768 field laptop and usable at 800 x 600:
-        the photo takes the whole height and most of the width; every panel is a tab in one
-        column at the right (photos, training and grains above; curves, metrics, models and
-        grain sizes below). Panels scroll rather than push the window larger."""
-        upper, lower = self._docks_in_order()
-        right = Qt.DockWidgetArea.RightDockWidgetArea
-        for dock in (*upper, *lower):
-            dock.setFloating(False)
-            self.addDockWidget(right, dock)
-            dock.show()
-        self.splitDockWidget(upper[0], lower[0], Qt.Orientation.Vertical)
-        for group in (upper, lower):
-            for a, b in zip(group, group[1:]):
-                self.tabifyDockWidget(a, b)
-            group[0].raise_()
-        hide_stale_tab_bars(self)
-        if self.isVisible():
-            self._size_docks()
+        """The default layout (``DockLayout.arrange`` in ``layout.py``)."""
+        self.dock_layout.arrange()
 
     def _size_docks(self) -> None:
-        """The right-hand column: a third of the window (280 to 440 px), split 55:45.
-        Only on a shown window: before that, sizes would grow the window instead."""
-        upper, lower = self._docks_in_order()
-        width = max(280, min(440, self.width() // 3))
-        self.resizeDocks([upper[0]], [width], Qt.Orientation.Horizontal)
-        # what the window leaves to the docks: less the menus, tool bar, status bar, and
-        # the two groups' title bars and tabs
-        chrome = self.menuBar().sizeHint().height() + self.statusBar().sizeHint().height() + 150
-        height = max(200, self.height() - chrome)
-        self.resizeDocks(
-            [upper[0], lower[0]], [int(height * 0.55), int(height * 0.45)], Qt.Orientation.Vertical
-        )
+        self.dock_layout.size_docks()
 
     def showEvent(self, event) -> None:  # noqa: ANN001
         super().showEvent(event)
-        if not self._layout_sized:
+        if not self.dock_layout.sized:
             # first start (no remembered layout): size the column for the real window
-            self._layout_sized = True
+            self.dock_layout.sized = True
             QTimer.singleShot(0, self._size_docks)
 
     def reset_layout(self) -> None:
         """View > Reset layout: every panel back in its place (the photo list in front)."""
-        size = self.size()  # the panels go back; the window keeps its size
-        self.restoreState(self._default_state)
-        self.arrange_docks()
-        self.resize(size)
-        self._size_docks()
-        self._save_window_state()
+        self.dock_layout.reset()
 
     def add_action_menu(self, title: str) -> QMenu:
         """A new top-level menu placed before Help."""
@@ -313,82 +272,6 @@ class MainWindow(QMainWindow):
             "shortcuts": self.show_shortcuts,
             "about": self._on_about_requested,
         }
-
-    def _build_menus(self) -> None:
-        a = self.ui_actions
-        bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        file_menu.addAction(a.open_folder)
-        file_menu.addMenu(self.recent_menu)
-        rescan = QAction("&Rescan the folder", self)
-        rescan.setShortcut("F5")
-        rescan.setToolTip("Show photos added to the folder since it was opened")
-        rescan.triggered.connect(self.session.rescan)
-        self.rescan_action = rescan
-        self.addAction(rescan)
-        file_menu.addAction(rescan)
-        file_menu.addSeparator()
-        file_menu.addActions([a.save, a.show_masks_folder])
-        file_menu.addSeparator()
-        file_menu.addAction(a.quit)
-        edit_menu = bar.addMenu("&Edit")
-        edit_menu.addActions([a.undo, a.redo])
-        edit_menu.addSeparator()
-        edit_menu.addActions([a.fill_holes, a.invert_mask, a.clear_mask])
-        edit_menu.addSeparator()
-        edit_menu.addAction(a.mark_reviewed)
-        tools_menu = bar.addMenu("&Tools")
-        tools_menu.addActions(
-            [a.tool_brush, a.tool_eraser, a.tool_fill, a.tool_lasso_fill, a.tool_lasso_erase]
-        )
-        tools_menu.addSeparator()
-        tools_menu.addActions([a.brush_smaller, a.brush_bigger])
-        view_menu = self.view_menu = bar.addMenu("&View")
-        view_menu.addActions([a.toggle_overlay, a.outline_only, a.opacity_down, a.opacity_up])
-        view_menu.addSeparator()
-        view_menu.addActions([a.zoom_in, a.zoom_out, a.zoom_fit, a.zoom_100])
-        view_menu.addSeparator()
-        view_menu.addActions([a.previous_image, a.next_image])
-        view_menu.addSeparator()
-        view_menu.addAction(a.toggle_image_list)
-        self._help_menu = bar.addMenu("&Help")
-        self._help_menu.addActions([a.shortcuts, a.about])
-
-    def _build_toolbars(self) -> None:
-        a = self.ui_actions
-        main = QToolBar("Main", self)
-        main.setObjectName("main_toolbar")
-        main.setIconSize(QSize(22, 22))
-        main.addActions([a.open_folder, a.save])
-        main.addSeparator()
-        main.addActions([a.undo, a.redo])
-        main.addSeparator()
-        main.addActions([a.previous_image, a.next_image])
-        main.addSeparator()
-        main.addActions([a.zoom_fit, a.zoom_100])
-        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, main)
-
-        options = QToolBar("Tool options", self)
-        options.setObjectName("tool_options_toolbar")
-        options.setIconSize(QSize(22, 22))
-        self.brush_control = BrushSizeControl(self.tool_settings)
-        self.opacity_control = OpacityControl(self.tool_settings)
-        options.addWidget(self.brush_control)
-        options.addSeparator()
-        options.addWidget(self.opacity_control)
-        options.addActions([a.toggle_overlay, a.outline_only])
-        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, options)
-
-        tools = QToolBar("Tools", self)
-        tools.setObjectName("tools_toolbar")
-        tools.setIconSize(QSize(26, 26))
-        tools.setOrientation(Qt.Orientation.Vertical)
-        tools.addActions(
-            [a.tool_brush, a.tool_eraser, a.tool_fill, a.tool_lasso_fill, a.tool_lasso_erase]
-        )
-        tools.addSeparator()
-        tools.addActions([a.fill_holes, a.invert_mask, a.clear_mask])
-        self.addToolBar(Qt.ToolBarArea.LeftToolBarArea, tools)
 
     def _connect_signals(self) -> None:
         s, ts, c, lst, st = (
@@ -564,38 +447,14 @@ class MainWindow(QMainWindow):
         a.mark_reviewed.setEnabled(self.session.current_status() == ImageStatus.PREDICTED)
 
     def _rebuild_recent_menu(self) -> None:
-        menu = self.recent_menu
-        menu.clear()
         folders = recent_folders(self.settings)
-        for i, folder in enumerate(folders, start=1):
-            label = f"&{i} {folder}" if i < 10 else str(folder)
-            action: QAction = menu.addAction(label)
-            action.setData(str(folder))
-            action.setEnabled(folder.is_dir())
-            action.triggered.connect(lambda _checked=False, f=folder: self.open_folder(f))
-        if not folders:
-            menu.addAction("(no recent folders)").setEnabled(False)
-        menu.addSeparator()
-        menu.addAction("Clear recent folders").triggered.connect(self._on_clear_recent_requested)
+        fill_recent_menu(
+            self.recent_menu, folders, self.open_folder, self._on_clear_recent_requested
+        )
 
     def _on_clear_recent_requested(self) -> None:
         clear_recent_folders(self.settings)
         self._rebuild_recent_menu()
-
-    # ------------------------------------------------------------------ window state
-    def _restore_window_state(self) -> None:
-        geometry = self.settings.value("window/geometry")
-        state = self.settings.value("window/state")
-        self._layout_sized = False
-        if isinstance(geometry, QByteArray):
-            self.restoreGeometry(geometry)
-        if isinstance(state, QByteArray) and self.restoreState(state):
-            self._layout_sized = True  # the user's own layout, remembered
-
-    def _save_window_state(self) -> None:
-        self.settings.setValue("window/geometry", self.saveGeometry())
-        self.settings.setValue("window/state", self.saveState())
-        self.settings.sync()
 
     # ------------------------------------------------------------------ Qt events
     def resizeEvent(self, event) -> None:  # noqa: ANN001
@@ -610,7 +469,7 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self.image_list.stop_thumbnails(wait=True)
-        self._save_window_state()
+        self.dock_layout.save()
         event.accept()
 
     @staticmethod

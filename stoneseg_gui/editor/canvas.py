@@ -45,6 +45,7 @@ from PySide6.QtWidgets import (
 from stoneseg_core.editing_tools import PointerEvent, Tool, ToolKind, make_tool
 from stoneseg_core.mask_edit import MaskChange, MaskDocument
 
+from ..widgets.interaction import CanvasInteraction
 from ..widgets.theme import CANVAS_BACKGROUND as BACKGROUND_COLOR
 from ..widgets.theme import ERASE_COLOR, PREDICTION_COLOR, STONE_COLOR
 from .canvas_items import BrushCursorItem, MaskOverlayItem, PhotoItem
@@ -53,30 +54,6 @@ from .tool_settings import ToolSettings
 
 ZOOM_MAX = 32.0
 FIT_MARGIN = 12  # screen pixels around a fitted photo
-
-
-class CanvasInteraction:
-    """A mode that takes the left button instead of the painting tool; plain Python.
-
-    The canvas calls it with image coordinates (x = column, y = row, in pixels); panning
-    (middle button, Space + drag) and zooming keep working while it is set. ``cancel`` is
-    Escape; ``reset`` is called when the interaction is replaced.
-    """
-
-    def press(self, x: float, y: float, ctrl: bool) -> None:
-        """The left button went down (a double-click counts as a press)."""
-
-    def move(self, x: float, y: float, dragging: bool) -> None:
-        """The pointer moved; ``dragging`` while the left button is held."""
-
-    def release(self, x: float, y: float) -> None:
-        """The left button came up."""
-
-    def cancel(self) -> None:
-        """Escape: drop what is in progress (or leave the mode when nothing is)."""
-
-    def reset(self) -> None:
-        """The canvas no longer uses this interaction: drop what is in progress, quietly."""
 
 
 # ----------------------------------------------------------------------------- the view

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
 from stoneseg_core.grains import Stone
 
-from ..editor.canvas import CanvasInteraction
+from ..widgets.interaction import CanvasInteraction
 
 Point = tuple[float, float]
 

@@ -1,14 +1,15 @@
 """Adds grain analysis to the main window: the Grains dock, its menu, actions and canvas tools.
 
 The way the data travels: the photo's mask (or the model's prediction, with its
-probability) -> ``analyse_with_edits`` on a worker thread -> a ``GrainAnalysis`` (labels the
-user may cut and merge, and their ``Stone`` measurements) -> the table, the numbered
-outlines on the canvas and the cumulative curve -> CSV / PNG exports. "Pool folder" runs
-``iter_grains_masks`` over the project's saved masks on a worker, with progress and
-cancel. ``GrainSide`` is the view: it wires the widgets, actions and workers, asks and
-tells the user; the state and its core calls live in ``GrainsController``
-(``controller.py``), which keeps each photo's scale and hand edits in the project's
-``stoneseg.json``.
+probability) -> ``analyse_with_edits`` on a worker thread (``analysing.py``) -> a
+``GrainAnalysis`` (labels the user may cut and merge on the canvas, ``stone_tools.py``, and
+their ``Stone`` measurements) -> the table, the numbered outlines on the canvas and the
+cumulative curve -> CSV / PNG exports (``exports.py``). "Pool folder" (``pooling.py``) runs
+``iter_grains_masks`` over the project's saved masks on a worker, with progress and cancel.
+``GrainSide`` is the view: it wires the widgets, actions and jobs and tells the user; the
+scale questions are in ``scale_steps.py``, the state and its core calls in
+``GrainsController`` (``controller.py``), which keeps each photo's scale and hand edits in
+the project's ``stoneseg.json``.
 """
 
 from __future__ import annotations
@@ -16,38 +17,23 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QSignalBlocker, Qt, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 
 from stoneseg_core.errors import StonesegError
-from stoneseg_core.grains import (
-    GrainEvent,
-    GrainOptions,
-    GrainSummary,
-    ImageGrains,
-    iter_grains_masks,
-    line_length_px,
-    mm_per_px_from_line,
-)
-from stoneseg_core.grains_analysis import (
-    GrainAnalysis,
-    Point,
-    analyse_with_edits,
-)
+from stoneseg_core.grains import GrainOptions, GrainSummary, ImageGrains
+from stoneseg_core.grains_analysis import GrainAnalysis, Point
 from stoneseg_core.project import Project
 
 from ..host import WindowHost
-from ..workers import Worker, start_worker
 from .actions import GrainActions, create_grain_actions
-from .canvas import (
-    LineGuideItem,
-    LineInteraction,
-    PickInteraction,
-    StoneOutlineItem,
-)
-from .controller import AnalysisRequest, GrainsController
+from .analysing import Analysing
+from .controller import GrainsController
 from .exports import export_plot_png, export_stones_csv
 from .panel import DistributionPanel, GrainPanel
 from .plot import CurveView
+from .pooling import Pooling
+from .scale_steps import ScaleSteps
+from .stone_tools import StoneTools
 from .table import fmt_size
 
 log = logging.getLogger(__name__)
@@ -71,15 +57,15 @@ class GrainSide(QObject):
         self.dialogs = window.dialogs
         self._model = window.model_side.controller
         self.controller = GrainsController(lambda: self.window.project)
-        self._mode: str | None = None
-        self._syncing_modes = False
-        self._analyse_worker: Worker | None = None
-        self._analysing: AnalysisRequest | None = None
-        self._pool_worker: Worker | None = None
+        self._scales = ScaleSteps(window, self.controller, self.notice.emit)
 
         self.actions = self._make_actions()
         self.panel = GrainPanel(self.actions)
         self.distribution = DistributionPanel(self.actions)
+        self._analysing = Analysing(window, self.controller, self.panel, self.notice.emit, self)
+        self._pooling = Pooling(
+            window, self.controller, self._scales, self.panel, self.notice.emit, self
+        )
         self.dock = window.add_dock(
             self.panel, Qt.DockWidgetArea.RightDockWidgetArea, "Grains", scroll=True
         )
@@ -89,25 +75,22 @@ class GrainSide(QObject):
         # where the docks go is the window's one layout (MainWindow.arrange_docks)
         self._build_menu()
 
-        scene = self.canvas.scene()
-        self.outlines = StoneOutlineItem()
-        self.guide = LineGuideItem()
-        scene.addItem(self.outlines)
-        scene.addItem(self.guide)
-        threshold = lambda: 4.0 / max(self.canvas.zoom(), 1e-6)  # noqa: E731
-        self._scale_tool = LineInteraction(
-            self._on_scale_line, self._on_scale_preview, lambda: self.set_mode(None), threshold
+        self.tools = StoneTools(
+            window,
+            self.controller,
+            self.actions,
+            self.panel,
+            self._scales,
+            self.notice.emit,
+            self._on_scale_line,
+            self,
         )
-        self._split_tool = LineInteraction(
-            self._on_cut_line, self._on_cut_preview, lambda: self.set_mode(None), threshold
-        )
-        self._pick_tool = PickInteraction(self._on_pick, lambda: self.set_mode(None))
+        self.outlines, self.guide = self.tools.outlines, self.tools.guide
 
         p = self.panel
         p.scale_edited.connect(self._on_panel_scale_edited)
         p.options_edited.connect(self._on_panel_options_edited)
         p.weighting_changed.connect(self._on_panel_options_edited)
-        p.stones_chosen.connect(self._on_panel_stones_chosen)
         self.distribution.view_changed.connect(self._on_distribution_view_changed)
         window.image_changed.connect(self._on_window_image_changed)
         self.session.image_opened.connect(self._on_session_image_opened)
@@ -117,6 +100,13 @@ class GrainSide(QObject):
         tool_group = window.ui_actions.tool_group
         if tool_group is not None:  # choosing a painting tool leaves the grain tools
             tool_group.triggered.connect(lambda _action: self.set_mode(None))
+        self.tools.chosen.connect(self._refresh_actions)
+        self.tools.edited.connect(self._on_tools_edited)
+        self._analysing.analysed.connect(self._on_analysed)
+        self._analysing.failed.connect(self._refresh_status)
+        self._analysing.running_changed.connect(self._refresh_actions)
+        self._pooling.pooled.connect(self._on_pool_succeeded)
+        self._pooling.running_changed.connect(self._refresh_actions)
         self._model.prediction_ready.connect(self._on_model_prediction_ready)
         self.notice.connect(lambda text: window.statusBar().showMessage(text, 8000))
         self._refresh_actions()
@@ -177,7 +167,7 @@ class GrainSide(QObject):
 
     @property
     def mode(self) -> str | None:
-        return self._mode
+        return self.tools.mode
 
     @property
     def scale(self) -> float | None:
@@ -185,11 +175,11 @@ class GrainSide(QObject):
 
     @property
     def is_analysing(self) -> bool:
-        return self._analyse_worker is not None and self._analyse_worker.is_running
+        return self._analysing.is_running
 
     @property
     def is_pooling(self) -> bool:
-        return self._pool_worker is not None and self._pool_worker.is_running
+        return self._pooling.is_running
 
     def _current_stem(self) -> str | None:
         path = self.window.current_image_path()
@@ -197,12 +187,7 @@ class GrainSide(QObject):
 
     def _saved(self, what: str, save) -> bool:  # noqa: ANN001
         """Run ``save`` (it writes the project file); on failure say what could not be saved."""
-        try:
-            save()
-        except StonesegError as exc:
-            self.dialogs.error(f"Cannot save {what}", str(exc))
-            return False
-        return True
+        return self._scales.saved(what, save)
 
     def project_scales(self) -> dict[str, float]:
         return self.controller.project_scales()
@@ -216,23 +201,12 @@ class GrainSide(QObject):
         return self.controller.scale_of(stem)
 
     def set_folder_scale(self, mm_per_px: float | None) -> bool:
-        if self.project is None:
-            return False
-        return self._saved("the scale", lambda: self.controller.set_folder_scale(mm_per_px))
+        return self._scales.set_folder_scale(mm_per_px)
 
     def use_scale_for_folder(self) -> bool:
         """Make the current photo's scale the folder's (photos with their own keep theirs)."""
-        scale = self.controller.scale
-        if scale is None:
-            self.notice.emit("Set this photo's scale first (type it or measure a scale bar, K).")
+        if not self._scales.use_for_folder():
             return False
-        if not self.set_folder_scale(scale):
-            return False
-        own = len(self.project_scales())
-        self.notice.emit(
-            f"{scale:.6g} mm per pixel for every photo of the folder without a scale of "
-            f"its own ({own} photo{'s have' if own != 1 else ' has'} one)."
-        )
         self._refresh_status()
         return True
 
@@ -243,42 +217,29 @@ class GrainSide(QObject):
         """The analysis still matches the mask being edited."""
         return self.controller.is_fresh(self.window.current_document())
 
-    # ------------------------------------------------------------------ modes
+    # ------------------------------------------------------------------ the canvas tools
     def on_mode_toggled(self, mode: str, checked: bool) -> None:
-        if self._syncing_modes:
-            return
-        if checked:
-            self.set_mode(mode)
-        elif self._mode == mode:
-            self.set_mode(None)
+        self.tools.on_mode_toggled(mode, checked)
 
     def set_mode(self, mode: str | None) -> None:
         """Lend the canvas's left button to a grain tool (None gives it back to painting)."""
-        if mode in ("pick", "split") and self.analysis is None:
-            self.notice.emit("Analyse the photo first (Ctrl+G).")
-            mode = None
-        if mode == "scale" and self.window.current_document() is None:
-            mode = None
-        self._mode = mode
-        for name, action in (
-            ("scale", self.actions.measure_scale),
-            ("pick", self.actions.pick),
-            ("split", self.actions.split),
-        ):
-            self._syncing_modes = True  # not a user's toggle: the buttons still follow
-            try:
-                action.setChecked(mode == name)
-            finally:
-                self._syncing_modes = False
-        self.guide.set_line(None)
-        tool = {"scale": self._scale_tool, "pick": self._pick_tool, "split": self._split_tool}
-        self.canvas.set_interaction(tool.get(mode) if mode else None)
-        if mode == "scale":
-            self.notice.emit("Click both ends of the scale bar (Esc cancels).")
-        elif mode == "split":
-            self.notice.emit("Draw a line across the stone to cut (Esc cancels).")
-        elif mode == "pick":
-            self.notice.emit("Click a stone; Ctrl+click a second, M merges them.")
+        self.tools.set_mode(mode)
+
+    def choose(self, labels, from_table: bool = False) -> None:  # noqa: ANN001
+        """Choose stones (on the photo and in the table); the last one's measurements are shown."""
+        self.tools.choose(labels, from_table)
+
+    def merge_selected(self) -> bool:
+        return self.tools.merge_selected()
+
+    def undo_edit(self) -> bool:
+        return self.tools.undo_edit()
+
+    def _on_tools_edited(self) -> None:  # a cut, merge or undo
+        self._refresh_distribution()
+        self._refresh_status()
+        self._refresh_actions()
+        self.analysis_changed.emit()
 
     # ------------------------------------------------------------------ scale
     def set_scale(self, mm_per_px: float | None, save: bool = True) -> bool:
@@ -299,137 +260,32 @@ class GrainSide(QObject):
     def _on_panel_scale_edited(self, value: float | None) -> None:
         self.set_scale(value)
 
-    def _on_scale_preview(self, p0: Point | None, p1: Point | None) -> None:
-        if p0 is None or p1 is None:
-            self.guide.set_line(None)
-            return
-        self.guide.set_line(p0, p1, f"{line_length_px(*p0, *p1):.1f} px")
-
     def _on_scale_line(self, p0: Point, p1: Point) -> None:
-        length = line_length_px(*p0, *p1)
-        if length < 2:
-            self.notice.emit("That line is too short: click both ends of the scale bar.")
+        measured = self._scales.bar_scale(p0, p1)
+        if measured is None:
             return
-        known = self.dialogs.ask_number(
-            "Scale bar length",
-            f"The line is {length:.1f} pixels long.\nHow many millimetres does the scale bar span?",
-            self.controller.last_bar_mm,
-            0.001,
-            1_000_000.0,
-            3,
-        )
-        if known is None:
-            self.notice.emit("Scale not changed.")
-            return
-        try:
-            scale = mm_per_px_from_line(length, known)
-        except StonesegError as exc:
-            self.dialogs.error("Cannot set the scale", str(exc))
-            return
-        self.controller.last_bar_mm = known
+        scale, text = measured
         if self.set_scale(scale):
-            self.notice.emit(
-                f"Scale: {scale:.6g} mm per pixel ({known:g} mm over {length:.1f} px), "
-                "saved with the project."
-            )
+            self.notice.emit(text)
         self.set_mode("pick" if self.analysis is not None else None)
 
     def import_scales(self) -> bool:
-        project = self.project
-        if project is None:
-            self.notice.emit("Open a folder first.")
+        imported = self._scales.import_scales()
+        if imported is None:
             return False
-        path = self.dialogs.choose_open_file(
-            "Import scales (image, mm_per_px)",
-            project.root,
-            "CSV files (*.csv *.txt);;All files (*)",
-        )
-        if path is None:
-            return False
-        try:
-            scales, matched, unknown, missing = self.controller.import_scales(path)
-        except StonesegError as exc:
-            self.dialogs.error("Cannot read the scale file", str(exc))
-            return False
-        if not matched:
-            self.dialogs.error(
-                "No photo matches the scale file",
-                f"None of the {len(scales)} names in {path.name} is a photo of this folder "
-                f"(for example {', '.join(unknown[:3])}).",
-            )
-            return False
-        try:
-            self.controller.keep_scales(matched)
-        except StonesegError as exc:
-            self.dialogs.error("Cannot save the scales", str(exc))
-            return False
+        matched, report = imported
         stem = self._current_stem()
         if stem in matched:
             self.set_scale(matched[stem], save=False)
-        text = f"Scales set for {len(matched)} photo{'s' if len(matched) != 1 else ''} from {path.name}."
-        if unknown:
-            text += f"\n{len(unknown)} row(s) name no photo of this folder: {_few(unknown)}."
-        if missing:
-            text += f"\n{len(missing)} photo(s) have no row: {_few(missing)}."
-        self.dialogs.info("Scales imported", text)
+        self.dialogs.info("Scales imported", report)
         return True
 
     # ------------------------------------------------------------------ analysing
     def analyse(self) -> bool:
         """Split and measure the photo shown, on a worker thread."""
-        document, path = self.window.current_document(), self.window.current_image_path()
-        if document is None or path is None:
-            self.notice.emit("Open a photo first.")
-            return False
-        if self.is_analysing:
-            return False
-        options = self._options()
-        if options.min_size_mm is not None and self.controller.scale is None:
-            self.dialogs.error(
-                "Set the scale first",
-                "The minimum size is in millimetres, so this photo needs a scale: type it, "
-                "measure a scale bar (K), or give the minimum in pixels.",
-            )
-            return False
-        shown = self._model.prediction
-        request = self.controller.request(document, path, options, shown)
-        if request.options.min_separation_px != options.min_separation_px:
-            with QSignalBlocker(self.panel.separation):
-                self.panel.separation.setValue(request.options.min_separation_px)
-        self._analysing = request
-        self.panel.set_status(f"Analysing {path.name}…")
-        worker = start_worker(
-            analyse_with_edits,
-            request.mask,
-            request.probability,
-            self.controller.scale,
-            request.options,
-            path.name,
-            boundary=request.boundary,
-            edits=request.edits,
-        )
-        worker.succeeded.connect(self._on_analyse_succeeded)
-        worker.failed.connect(self._on_analyse_failed)
-        worker.finished.connect(self._refresh_actions)
-        self._analyse_worker = worker
-        self._refresh_actions()
-        return True
+        return self._analysing.start()
 
-    def _on_analyse_failed(self, message: str) -> None:
-        self._analysing = None
-        self.dialogs.error("Grain analysis failed", message)
-        self._refresh_status()
-
-    def _on_analyse_succeeded(self, result) -> None:  # noqa: ANN001
-        request, self._analysing = self._analysing, None
-        if request is None:
-            return
-        path = request.path
-        if path != self.window.current_image_path():
-            return  # the user moved on
-        replayed, save_error = self.controller.accept(request, result, self._options())
-        if save_error is not None:
-            self.dialogs.error("Cannot save the stone edits", save_error)
+    def _on_analysed(self, path: Path, replayed: str) -> None:
         labels = self.analysis.labels
         self.outlines.set_stones(labels, self.analysis.stones)
         self.panel.show_stones(self.analysis.stones)
@@ -464,7 +320,7 @@ class GrainSide(QObject):
             self.panel.show_stones(c.analysis.stones)
             self.panel.choose_stones(c.selected)
             self.outlines.set_excluded(c.analysis.stones)
-            self._show_chosen_details()
+            self.tools.show_chosen_details()
         self._restate_pooled(options)
         self._refresh_distribution()
         self._refresh_status()
@@ -479,186 +335,20 @@ class GrainSide(QObject):
     def _on_panel_options_edited(self, *_args) -> None:  # noqa: ANN002
         self._restate()
 
-    # ------------------------------------------------------------------ choosing and editing
-    def _on_pick(self, x: float, y: float, ctrl: bool) -> None:
-        if self.analysis is None:
-            return
-        self.choose(self.controller.picked(x, y, ctrl))
-
-    def choose(self, labels, from_table: bool = False) -> None:  # noqa: ANN001
-        """Choose stones (on the photo and in the table); the last one's measurements are shown."""
-        chosen = self.controller.choose(labels)
-        self.outlines.set_selected(chosen)
-        if not from_table:
-            self.panel.choose_stones(chosen)
-        self._show_chosen_details()
-        self._refresh_actions()
-
-    def _show_chosen_details(self) -> None:
-        chosen = self.controller.selected
-        if self.analysis is None or not chosen:
-            self.panel.show_details(None)
-            return
-        self.panel.show_details(self.analysis.stone(chosen[-1]), more=len(chosen) - 1)
-
-    def _on_panel_stones_chosen(self, labels) -> None:  # noqa: ANN001
-        self.choose(labels, from_table=True)
-
-    def _on_cut_preview(self, p0: Point | None, p1: Point | None) -> None:
-        self.guide.set_line(p0, p1, "cut" if p0 is not None else "")
-
-    def _on_cut_line(self, p0: Point, p1: Point) -> None:
-        if self.analysis is None:
-            return
-        try:
-            pieces = self.controller.split(p0, p1)
-        except StonesegError as exc:
-            self.notice.emit(str(exc))
-            self.panel.set_status(str(exc), warning=True)
-            return
-        self._after_edit(pieces, pieces)
-        self.notice.emit(
-            f"Stone {pieces[0]} cut in {len(pieces)}: stones {', '.join(map(str, pieces))}."
-        )
-
-    def merge_selected(self) -> bool:
-        if self.analysis is None or len(self.controller.selected) != 2:
-            self.notice.emit(
-                "Choose two touching stones to merge: click one, Ctrl+click the other."
-            )
-            return False
-        try:
-            first, second, keep = self.controller.merge_selected()
-        except StonesegError as exc:
-            self.notice.emit(str(exc))
-            self.panel.set_status(str(exc), warning=True)
-            return False
-        self._after_edit([first, second], [keep])
-        self.notice.emit(f"Stones {min(first, second)} and {max(first, second)} merged.")
-        return True
-
     # ------------------------------------------------------------------ hand edits
     def stored_edits(self, stem: str) -> dict:
         """The cuts and merges kept with the project for this photo ({} when none)."""
         return self.controller.stored_edits(stem)
 
-    def _save_edits(self) -> bool:
-        """Keep the current photo's edits with the project (the project file, atomically)."""
-        if self.analysis is None or self.project is None:
-            return False
-        return self._saved("the stone edits", self.controller.save_edits)
-
-    def undo_edit(self) -> bool:
-        a = self.analysis
-        if a is None or not a.can_undo:
-            self.notice.emit("No cut or merge to undo on this photo.")
-            return False
-        touched = self.controller.undo()
-        self._after_edit(touched, [])
-        self.notice.emit("Last cut or merge undone.")
-        return True
-
-    def _after_edit(self, changed: list[int], chosen: list[int]) -> None:
-        a = self.analysis
-        assert a is not None
-        self._save_edits()
-        self.outlines.update_stones(a.labels, a.stones, changed)
-        self.panel.show_stones(a.stones)
-        self.choose(chosen)
-        self._refresh_distribution()
-        self._refresh_status()
-        self._refresh_actions()
-        self.analysis_changed.emit()
-
     # ------------------------------------------------------------------ pooling
     def pool(self) -> bool:
         """Measure every photo with a mask and pool the distribution, on a worker thread."""
-        project = self.project
-        if project is None:
-            self.notice.emit("Open a folder first.")
-            return False
-        if self.is_pooling:
-            return False
-        if self.session.is_dirty and not self.window.save_current():
-            return False
-        reviewed = project.labelled_pairs(include_predicted=False)
-        every = project.labelled_pairs(include_predicted=True)
-        pairs = reviewed
-        if len(every) > len(reviewed):
-            unreviewed = len(every) - len(reviewed)
-            answer = self.dialogs.ask(
-                "Pool the folder",
-                f"{unreviewed} photo{'s have' if unreviewed != 1 else ' has'} a model's mask that "
-                "nobody has reviewed. Pool them too?",
-                ["Include them", "Reviewed masks only"],
-                default="Reviewed masks only",
-            )
-            if answer == "Include them":
-                pairs = every
-        if not pairs:
-            self.dialogs.error(
-                "Nothing to pool",
-                "No photo of this folder has a mask yet: paint one, or let a model predict them.",
-            )
-            return False
-        options = self._options().replace(use_probability=False)
-        stems = {image.stem for image, _ in pairs}
-        unscaled = sorted(image.name for image, _ in pairs if self.scale_of(image.stem) is None)
-        if unscaled and len(unscaled) < len(pairs):
-            # one question, naming every unscaled photo, with a scale to give them all
-            known = [self.scale_of(s) for s in stems if self.scale_of(s) is not None]
-            offer = self.controller.scale or max(set(known), key=known.count)
-            shown = ", ".join(unscaled[:10]) + (
-                f" and {len(unscaled) - 10} more" if len(unscaled) > 10 else ""
-            )
-            choice = f"Use {offer:.6g} mm/px for them"
-            answer = self.dialogs.ask(
-                "Photos without a scale",
-                f"{len(unscaled)} of {len(pairs)} photos have no scale, and millimetres and "
-                f"pixels do not pool: {shown}.\nGive them {offer:.6g} mm per pixel (saved as "
-                "the folder's scale, for a fixed camera)?",
-                [choice, "Cancel"],
-                default="Cancel",
-            )
-            if answer != choice or not self.set_folder_scale(offer):
-                self.notice.emit("Not pooled: set the scale of those photos first.")
-                return False
-        scales, given, edits = self.controller.pool_inputs(
-            pairs, stems, self.window.current_document()
-        )
-        worker = start_worker(
-            iter_grains_masks,
-            pairs,
-            scales,
-            options,
-            given,
-            edits,
-        )
-        worker.progressed.connect(self._on_pool_progressed)
-        worker.succeeded.connect(lambda summary: self._on_pool_succeeded(summary, options))
-        worker.failed.connect(lambda message: self.dialogs.error("Pooling failed", message))
-        worker.stopped.connect(lambda: self.notice.emit("Pooling cancelled; nothing was pooled."))
-        worker.finished.connect(self._on_pool_finished)
-        self._pool_worker = worker
-        self.panel.show_progress(0, len(pairs), f"Measuring 0 of {len(pairs)} photos…")
-        self._refresh_actions()
-        return True
+        return self._pooling.start()
 
     def cancel_pooling(self) -> None:
-        if self._pool_worker is not None:
-            self._pool_worker.request_stop()
-            self.panel.show_progress(
-                self.panel.progress.value(), self.panel.progress.maximum(), "Cancelling…"
-            )
+        self._pooling.cancel()
 
-    def _on_pool_progressed(self, event: GrainEvent) -> None:
-        self.panel.show_progress(
-            event.index, event.total, f"{event.index} of {event.total}: {event.image.name}"
-        )
-
-    def _on_pool_succeeded(self, summary: GrainSummary, options: GrainOptions) -> None:
-        self.controller.pooled = summary
-        self.controller.pooled_options = options
+    def _on_pool_succeeded(self, summary: GrainSummary) -> None:
         n = len(summary.results)
         stones = sum(len(r.stones) for r in summary.results)
         self.distribution.set_pooled_choice(f"Pooled: {n} photo{'s' if n != 1 else ''}")
@@ -676,10 +366,6 @@ class GrainSide(QObject):
                 "Some photos were not pooled",
                 f"{len(summary.failed)} photo(s) could not be measured:\n{lines}",
             )
-        self._refresh_actions()
-
-    def _on_pool_finished(self) -> None:
-        self.panel.hide_progress()
         self._refresh_actions()
 
     def _drop_pooled(self, why: str = "") -> None:
@@ -773,7 +459,7 @@ class GrainSide(QObject):
 
     def _on_dock_visibility_changed(self, _visible: bool) -> None:
         self._show_outlines()
-        if not self.panel.isVisible() and self._mode in ("pick", "split"):
+        if not self.panel.isVisible() and self.tools.mode in ("pick", "split"):
             self.set_mode(None)
 
     def _show_outlines(self) -> None:
@@ -782,7 +468,7 @@ class GrainSide(QObject):
         self.outlines.setVisible(current and self.panel.isVisible())
 
     def _refresh_status(self) -> None:
-        if self._analysing is not None:
+        if self._analysing.request is not None:
             return
         a = self.analysis
         if a is None:
@@ -823,7 +509,3 @@ class GrainSide(QObject):
         can_export = self._export_source() is not None
         a.export_csv.setEnabled(can_export)
         a.export_png.setEnabled(can_export)
-
-
-def _few(names: list[str], n: int = 5) -> str:
-    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")

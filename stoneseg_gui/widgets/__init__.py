@@ -1,1 +1,1 @@
-"""Shared pieces of the window: icons, the colour theme, the dialogs seam."""
+"""Shared pieces of the window: icons, colour theme, dialogs seam, canvas-mode contract."""

@@ -23,7 +23,8 @@ The modules, each one step of that chain: ``split`` (mask -> labels), ``measure`
 -> stones), ``distribution`` (curves and percentiles), ``scale`` (mm per pixel), ``edit``
 (cutting and merging stones by hand, and replaying those edits), ``instances`` (checks
 against instance ground truth), ``analyse`` (options and one photo's chain), ``io``
-(instance PNGs, CSV and JSON exports) and ``folder`` (the folder jobs). Everything public
+(instance PNGs, CSV and JSON exports), ``document`` (one photo's analysis as the window
+edits it: cuts and merges with undo) and ``folder`` (the folder jobs). Everything public
 is importable from here; the folder jobs are loaded on first use, so importing this
 package loads neither torch nor the predictor.
 """

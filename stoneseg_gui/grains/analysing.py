@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QSignalBlocker, Signal
 
-from stoneseg_core.grains_analysis import analyse_with_edits
+from stoneseg_core.grains.document import analyse_with_edits
 
 from ..host import WindowHost
 from ..workers import Worker, start_worker

@@ -24,7 +24,7 @@ from stoneseg_core.grains import (
     read_scale_csv,
     with_scale_and_exclusions,
 )
-from stoneseg_core.grains_analysis import GrainAnalysis, Point, describe_options
+from stoneseg_core.grains.document import GrainAnalysis, Point, describe_options
 from stoneseg_core.project import Project
 
 from .plot import CurveView

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from stoneseg_core.errors import StonesegError
 from stoneseg_core.grains import line_length_px, mm_per_px_from_line
-from stoneseg_core.grains_analysis import Point
+from stoneseg_core.grains.document import Point
 
 from ..host import WindowHost
 from .controller import GrainsController

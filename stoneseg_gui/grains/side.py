@@ -21,7 +21,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 
 from stoneseg_core.errors import StonesegError
 from stoneseg_core.grains import GrainOptions, GrainSummary, ImageGrains
-from stoneseg_core.grains_analysis import GrainAnalysis, Point
+from stoneseg_core.grains.document import GrainAnalysis, Point
 from stoneseg_core.project import Project
 
 from ..host import WindowHost

@@ -15,7 +15,7 @@ from PySide6.QtCore import QObject, Signal
 
 from stoneseg_core.errors import StonesegError
 from stoneseg_core.grains import line_length_px
-from stoneseg_core.grains_analysis import Point
+from stoneseg_core.grains.document import Point
 
 from ..host import WindowHost
 from .actions import GrainActions

@@ -15,20 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import StonesegError
-from .grains import (
-    GrainOptions,
-    ImageGrains,
-    Stone,
-    analyse_mask,
-    cut_label,
-    label_on_line,
-    measure_stones,
-    merge_labels,
-    replay_edits,
-    stone_point,
-    with_scale_and_exclusions,
-)
+from ..errors import StonesegError
+from .analyse import GrainOptions, ImageGrains, analyse_mask
+from .edit import cut_label, label_on_line, merge_labels, replay_edits, stone_point
+from .measure import Stone, measure_stones, with_scale_and_exclusions
 
 UNDO_STEPS = 100  # cuts and merges one analysis can take back
 

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from .config import InferenceConfig
 from .dataset import normalize, to_work_scale
 from .device import autocast, autocast_dtype, resolve_device
 from .errors import ImageReadError, OutOfMemoryError, StonesegError
-from .imageio import list_images, read_image, write_mask
+from .imageio import image_size, jpeg_reduction, list_images, read_image, write_mask
 from .model import ModelInfo, load_model
 from .runtime import OnnxNetwork, onnx_network
 
@@ -276,6 +277,31 @@ class Segmenter:
         mask *= 255
         return Prediction(probability=prob, mask=mask, boundary=boundary)
 
+    def predict_mask(
+        self,
+        image: np.ndarray,
+        should_stop: Callable[[], bool] | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """The 0/255 stone mask only, at ``size`` (H, W; default: the image's own size).
+
+        ``image`` may be the photo decoded smaller (``read_image(..., reduce=k)``) with
+        ``size`` its full size: it is brought to the working scale all the same. No
+        full-size float plane is made: the working-scale probability becomes uint8
+        (0..255), is resized with linear interpolation as uint8 and thresholded in place;
+        the mask differs from ``predict(...).mask`` only where the probability is within
+        ~1/255 of the threshold.
+        """
+        h, w = size if size is not None else image.shape[:2]
+        work = to_work_scale(image, self.info.work_size)
+        prob = self.probabilities_at_work_scale(work, should_stop)[0]
+        q = cv2.convertScaleAbs(prob, alpha=255.0)  # round(255 p), saturated to 0..255
+        if q.shape != (h, w):
+            q = cv2.resize(q, (w, h), interpolation=cv2.INTER_LINEAR)
+        # q >= 255 t (q is within half a step of 255 p): the prediction's p >= t
+        cv2.threshold(q, 255.0 * self.config.threshold - 0.5, 255, cv2.THRESH_BINARY, dst=q)
+        return q
+
 
 # ------------------------------------------------------------------------ folder segmentation
 
@@ -301,8 +327,28 @@ class SegmentSummary:
     cancelled: bool = False
 
 
-def _prefetch(paths: list[Path], depth: int = 2) -> Iterator[tuple[Path, np.ndarray | Exception]]:
-    """Decode the next photos on a background thread while the model runs."""
+def _read_for_scale(path: Path, long_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """(photo, its full (H, W)): a JPEG decoded as small as ``long_side`` allows (see
+    ``jpeg_reduction``), anything else, or with ``long_side`` None, at full size."""
+    k = jpeg_reduction(path, long_side) if long_side else 1
+    if k > 1:
+        w, h = image_size(path)
+        image = read_image(path, reduce=k)
+        if image.shape[:2] == (-(-h // k), -(-w // k)):
+            return image, (h, w)
+        log.debug("%s: reduced decode gave %s, not 1/%d of %dx%d", path.name, image.shape, k, w, h)
+    image = read_image(path)
+    return image, image.shape[:2]
+
+
+def _prefetch(
+    paths: list[Path], depth: int = 2, long_side: int | None = None
+) -> Iterator[tuple[Path, tuple[np.ndarray, tuple[int, int]] | Exception]]:
+    """Decode the next photos on a background thread while the model runs.
+
+    ``long_side``: decode JPEGs at reduced size down to this longer side (the working scale).
+    Yields (path, (photo, full (H, W))) or (path, the error).
+    """
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -311,7 +357,7 @@ def _prefetch(paths: list[Path], depth: int = 2) -> Iterator[tuple[Path, np.ndar
             if stop.is_set():
                 return
             try:
-                item = (p, read_image(p))
+                item = (p, _read_for_scale(p, long_side))
             except (ImageReadError, StonesegError) as exc:
                 item = (p, exc)
             except Exception as exc:  # noqa: BLE001 - report and carry on with the next photo
@@ -363,31 +409,67 @@ def iter_segment_folder(
             index, total, p, "skipped", output_dir / f"{p.stem}.png", "output exists"
         )
     cancelled = False
-    for p, item in _prefetch(todo):
-        if should_stop is not None and should_stop():
-            cancelled = True
-            break
-        index += 1
-        out = output_dir / f"{p.stem}.png"
-        start = time.perf_counter()
-        if isinstance(item, Exception):
-            failed.append((p, str(item)))
-            yield SegmentEvent(index, total, p, "failed", None, str(item))
-            continue
+    stopping = (lambda: False) if should_stop is None else should_stop
+    # the PNG of one photo is encoded and written on this thread while the network runs on
+    # the next; its event comes once the file is in place (or the write failed)
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stoneseg-writer")
+    pending: tuple[int, Path, Path, Future, float] | None = None
+
+    def finish(job: tuple[int, Path, Path, Future, float]) -> SegmentEvent:
+        nonlocal written
+        i, p, out, fut, start = job
         try:
-            mask = segmenter.predict(item, should_stop).mask
-            write_mask(out, mask)
+            fut.result()
         except StonesegError as exc:
-            if should_stop is not None and should_stop():
+            failed.append((p, str(exc)))
+            return SegmentEvent(i, total, p, "failed", None, str(exc), time.perf_counter() - start)
+        written += 1
+        return SegmentEvent(i, total, p, "written", out, "", time.perf_counter() - start)
+
+    try:
+        for p, item in _prefetch(todo, long_side=segmenter.info.work_size):
+            if stopping():
                 cancelled = True
                 break
-            failed.append((p, str(exc)))
-            yield SegmentEvent(
-                index, total, p, "failed", None, str(exc), time.perf_counter() - start
-            )
-            if isinstance(exc, OutOfMemoryError):
-                raise
-            continue
-        written += 1
-        yield SegmentEvent(index, total, p, "written", out, "", time.perf_counter() - start)
+            index += 1
+            out = output_dir / f"{p.stem}.png"
+            start = time.perf_counter()
+            if isinstance(item, Exception):
+                if pending is not None:
+                    yield finish(pending)
+                    pending = None
+                failed.append((p, str(item)))
+                yield SegmentEvent(index, total, p, "failed", None, str(item))
+                continue
+            try:
+                image, size = item
+                mask = segmenter.predict_mask(image, should_stop, size)
+                del image, item
+            except StonesegError as exc:
+                if stopping():
+                    cancelled = True
+                    break
+                if pending is not None:
+                    yield finish(pending)
+                    pending = None
+                failed.append((p, str(exc)))
+                yield SegmentEvent(
+                    index, total, p, "failed", None, str(exc), time.perf_counter() - start
+                )
+                if isinstance(exc, OutOfMemoryError):
+                    raise
+                continue
+            if pending is not None:
+                yield finish(pending)
+                pending = None
+                if stopping():  # asked to stop on seeing that event: this mask is not written
+                    cancelled = True
+                    break
+            pending = (index, p, out, writer.submit(write_mask, out, mask), start)
+            del mask
+        if pending is not None:
+            yield finish(pending)
+            pending = None
+    finally:
+        writer.shutdown(wait=True)
     return SegmentSummary(written=written, skipped=len(skipped), failed=failed, cancelled=cancelled)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import builtins
 import logging
 
+import cv2
 import numpy as np
 import pytest
 import torch
-from synthetic import make_scene
+from synthetic import make_scene, write_rgb
 
 from stoneseg_core import runtime
 from stoneseg_core.config import InferenceConfig
@@ -224,3 +225,88 @@ def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     if runtime.sys.platform.startswith("linux"):
         assert runtime.cache_dir() == tmp_path / "xdg" / "stoneseg" / "onnx"
+
+
+# ----------------------------------------------------------------- the folder, end to end
+
+
+def _exif_jpeg(path, rgb: np.ndarray, orientation: int) -> None:
+    from PIL import Image
+
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    im.save(path, quality=95, exif=exif)
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_reduced_jpeg_decode_keeps_orientation_and_full_mask_size(
+    trained_model, tmp_path, orientation
+):
+    from stoneseg_core.imageio import image_size, jpeg_reduction, read_image
+    from stoneseg_core.predict import iter_segment_folder
+
+    seg = Segmenter.load(trained_model, InferenceConfig(device="cpu"))  # working scale 160
+    stored, _ = make_scene(np.random.default_rng(7), 480, 720)  # as stored, before EXIF
+    src = tmp_path / "in"
+    src.mkdir()
+    path = src / "photo.jpg"
+    _exif_jpeg(path, stored, orientation)
+    full = read_image(path)
+    assert full.shape[:2] == ((720, 480) if orientation == 6 else (480, 720))
+    k = jpeg_reduction(path, seg.info.work_size)
+    assert k == 4 and image_size(path) == (full.shape[1], full.shape[0])
+    small = read_image(path, reduce=k)
+    assert small.shape[:2] == (-(-full.shape[0] // k), -(-full.shape[1] // k))
+    # the same picture, the same way up: close to the full decode shrunk by area
+    area = cv2.resize(full, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - area).mean() < 4
+    summary = list(iter_segment_folder(seg, src, tmp_path / "out"))
+    assert [e.status for e in summary] == ["written"]
+    mask = cv2.imread(str(tmp_path / "out" / "photo.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == full.shape[:2]
+    ref = seg.predict(full).mask
+    inter = np.count_nonzero((mask > 0) & (ref > 0))
+    union = np.count_nonzero((mask > 0) | (ref > 0))
+    assert union and inter / union > 0.97
+
+
+def test_mask_without_full_size_float_matches_predict(trained_model):
+    seg = Segmenter.load(trained_model, InferenceConfig(device="cpu"))
+    img, _ = make_scene(np.random.default_rng(8), 333, 517)
+    ref = seg.predict(img).mask
+    got = seg.predict_mask(img)
+    assert got.shape == ref.shape and got.dtype == np.uint8 and set(np.unique(got)) <= {0, 255}
+    assert (got != ref).mean() < 2e-3
+    # the photo decoded smaller, mask at the full size
+    small = cv2.resize(img, (259, 167), interpolation=cv2.INTER_AREA)
+    assert seg.predict_mask(small, size=(333, 517)).shape == (333, 517)
+
+
+def test_write_failures_are_reported_per_file_while_the_others_are_written(trained_model, tmp_path):
+
+    from stoneseg_core.predict import iter_segment_folder
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    rng = np.random.default_rng(2)
+    for i in range(4):
+        write_rgb(src / f"p{i}.jpg", make_scene(rng, 64, 96)[0])
+    (out / "p1.png").mkdir(parents=True)  # a folder where the mask should go: cannot write
+    seg = Segmenter.load(trained_model, InferenceConfig(device="cpu"))
+    gen = iter_segment_folder(seg, src, out, overwrite=True)
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            summary = stop.value
+            break
+    assert [(e.index, e.image.name, e.status) for e in events] == [
+        (1, "p0.jpg", "written"),
+        (2, "p1.jpg", "failed"),
+        (3, "p2.jpg", "written"),
+        (4, "p3.jpg", "written"),
+    ]
+    assert "p1.png" in events[1].message
+    assert summary.written == 3 and [p.name for p, _ in summary.failed] == ["p1.jpg"]
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files

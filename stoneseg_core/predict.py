@@ -427,7 +427,8 @@ def iter_segment_folder(
         return SegmentEvent(i, total, p, "written", out, "", time.perf_counter() - start)
 
     try:
-        for p, item in _prefetch(todo, long_side=segmenter.info.work_size):
+        long_side = segmenter.info.work_size if segmenter.config.reduced_decode else None
+        for p, item in _prefetch(todo, long_side=long_side):
             if stopping():
                 cancelled = True
                 break

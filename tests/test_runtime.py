@@ -246,7 +246,8 @@ def test_reduced_jpeg_decode_keeps_orientation_and_full_mask_size(
     from stoneseg_core.imageio import image_size, jpeg_reduction, read_image
     from stoneseg_core.predict import iter_segment_folder
 
-    seg = Segmenter.load(trained_model, InferenceConfig(device="cpu"))  # working scale 160
+    # working scale 160; JPEGs decoded smaller where that allows
+    seg = Segmenter.load(trained_model, InferenceConfig(device="cpu", reduced_decode=True))
     stored, _ = make_scene(np.random.default_rng(7), 480, 720)  # as stored, before EXIF
     src = tmp_path / "in"
     src.mkdir()

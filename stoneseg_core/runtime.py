@@ -14,6 +14,7 @@ EfficientNet-Lite encoders), with the batch, height and width left free, and cac
 * named by a hash of the weights, their names and shapes (so the architecture and the number
   of output channels too), the torch version and this file's export format: new weights
   mean a new file, and a file never serves another model;
+* at most ``MAX_CACHED`` of them, the least recently used removed after each export;
 * beside a ``.sha256`` file holding the checksum of the ONNX file: a damaged file is refused,
   with a logged message naming it, and built again.
 
@@ -43,6 +44,8 @@ CACHE_DIR_ENV = "STONESEG_CACHE_DIR"
 EXPORT_FORMAT = "stoneseg-onnx-1"  # change when the export itself changes: old files go unused
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
+# exported networks kept (~21 MB each for lite0); the least recently used go first
+MAX_CACHED = 16
 # largest |ORT - PyTorch| logit difference accepted on the probe, relative to 1 + max |logit|
 PROBE_TOLERANCE = 1e-3
 
@@ -128,6 +131,20 @@ def _digest_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def _prune(folder: Path, keep: int) -> None:
+    """Remove all but the ``keep`` most recently used networks in ``folder``."""
+    try:
+        files = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    for old in files[keep:]:
+        for p in (old, _digest_path(old)):
+            try:
+                p.unlink(missing_ok=True)
+            except OSError as exc:  # another process may hold it open (Windows): next time
+                log.debug("cannot remove %s: %s", p, exc)
+
+
 def _intact(path: Path) -> bool:
     """True when ``path`` still has the checksum written beside it when it was exported."""
     try:
@@ -198,7 +215,12 @@ def onnx_network(model: nn.Module, threads: int | None = None) -> OnnxNetwork | 
         if path.exists():
             if _intact(path):
                 try:
-                    return OnnxNetwork(path, threads)
+                    net = OnnxNetwork(path, threads)
+                    try:
+                        os.utime(path)  # used now: the last to be pruned
+                    except OSError:
+                        pass
+                    return net
                 except Exception as exc:  # noqa: BLE001 - a file ORT cannot read is rebuilt
                     log.warning(
                         "Cached ONNX network %s cannot be loaded (%s: %s); building it again.",
@@ -224,6 +246,7 @@ def onnx_network(model: nn.Module, threads: int | None = None) -> OnnxNetwork | 
                 p.unlink(missing_ok=True)
             return None
         log.info("Exported the model for ONNX Runtime: %s (probe difference %.2g).", path, err)
+        _prune(path.parent, MAX_CACHED)
         return net
     except Exception as exc:  # noqa: BLE001 - no ONNX is never worse than PyTorch
         log.warning(

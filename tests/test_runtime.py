@@ -311,3 +311,21 @@ def test_write_failures_are_reported_per_file_while_the_others_are_written(train
     assert "p1.png" in events[1].message
     assert summary.written == 3 and [p.name for p, _ in summary.failed] == ["p1.jpg"]
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_cache_keeps_only_the_most_recently_used(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv(runtime.CACHE_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(runtime, "MAX_CACHED", 2)
+    models = [_model("efficientnet-b0", 1, seed=s) for s in range(3)]
+    paths = []
+    for i, m in enumerate(models[:2]):
+        paths.append(runtime.onnx_network(m).path)
+        os.utime(paths[-1], (1000 + i, 1000 + i))  # distinct, old times
+    runtime.onnx_network(models[0])  # a cache hit: now the most recent
+    paths.append(runtime.onnx_network(models[2]).path)  # exported: the oldest (model 1) goes
+    left = sorted(p.name for p in (tmp_path / "onnx").iterdir())
+    assert left == sorted(
+        [paths[0].name, paths[0].name + ".sha256", paths[2].name, paths[2].name + ".sha256"]
+    )

@@ -329,3 +329,25 @@ def test_cache_keeps_only_the_most_recently_used(tmp_path, monkeypatch):
     assert left == sorted(
         [paths[0].name, paths[0].name + ".sha256", paths[2].name, paths[2].name + ".sha256"]
     )
+
+
+def test_a_model_folder_with_a_cached_export_runs_without_building_the_model(
+    trained_model, monkeypatch
+):
+    from stoneseg_core import predict
+
+    img, _ = make_scene(np.random.default_rng(9), 96, 128)
+    first = Segmenter.load(trained_model, InferenceConfig(device="cpu"))
+    want = first.predict(img)  # exports (or finds) the network, and notes it for the folder
+    assert first.runtime_in_use == "onnxruntime"
+    built = []
+    real = predict.load_model
+    monkeypatch.setattr(predict, "load_model", lambda *a, **k: built.append(1) or real(*a, **k))
+    again = Segmenter.load(trained_model, InferenceConfig(device="cpu"))
+    got = again.predict(img)
+    assert built == [] and again.runtime_in_use == "onnxruntime"
+    np.testing.assert_array_equal(got.probability, want.probability)
+    # the PyTorch model is still there when asked for, and PyTorch gives the same
+    assert isinstance(again.model, torch.nn.Module) and built == [1]
+    ref = Segmenter.load(trained_model, InferenceConfig(device="cpu", runtime="torch"))
+    np.testing.assert_allclose(got.probability, ref.predict(img).probability, atol=1e-4)

@@ -60,7 +60,7 @@ def autocast_dtype(device: torch.device, amp: str, training: bool = False) -> to
     On a CPU with native bf16 (AVX512-BF16 or AMX), "auto" trains in bf16 (1.6x faster per
     step on a 2-core Zen 4 EPYC with avx512_bf16, tu-tf_efficientnet_lite0, 256-px crops) but
     infers in fp32: bf16 inference was no faster there (94 ms against 87 ms eager fp32 per
-    384-px tile) and would leave out the fused fp32 network, which is faster than both.
+    384-px tile) and would leave out ONNX Runtime (float32 only), which is faster than both.
     """
     if amp == "off":
         return None

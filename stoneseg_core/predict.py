@@ -3,34 +3,35 @@
 A photo is brought to the model's working scale, cut into overlapping tiles padded to the
 network's multiple of 32, predicted in small batches, blended with a weight that falls off
 towards each tile's edge (so no seams), and the probability is resized back to the photo's
-own size. Memory stays bounded: the full-size photo is only ever held as uint8 and the
+own size. On the CPU in float32 the network runs in ONNX Runtime (runtime.py), elsewhere in
+PyTorch. Memory stays bounded: the full-size photo is only ever held as uint8 and the
 probability as one float32 plane (two for a model trained with the boundary target: channel
 0 is always the stone probability, channel 1 the stone-boundary probability).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import InferenceConfig
 from .dataset import normalize, to_work_scale
 from .device import autocast, autocast_dtype, resolve_device
 from .errors import ImageReadError, OutOfMemoryError, StonesegError
-from .imageio import list_images, read_image, write_mask
-from .model import ModelInfo, load_model
+from .imageio import image_size, jpeg_reduction, list_images, read_image, write_mask
+from .model import ModelInfo, load_model, read_model_info
+from .runtime import OnnxNetwork, onnx_network, onnx_network_for_folder, remember_folder
 
 log = logging.getLogger(__name__)
 
@@ -70,361 +71,9 @@ def _round_up(x: int, m: int = MULTIPLE) -> int:
     return -(-x // m) * m
 
 
-# --------------------------------------------------------------------- fused CPU inference
-#
-# On the CPU the U-Net's time goes to its convolutions and to the passes over memory between
-# them: every BatchNorm, SiLU/ReLU and residual add reads and writes a whole activation
-# tensor, and eager PyTorch reorders each convolution's weights into oneDNN's blocked layout
-# on every call. For inference each BatchNorm is folded into its convolution, the activation
-# or residual add that follows runs inside the convolution as a oneDNN post-op, the weights
-# are reordered once per input shape, and the decoder's "upsample 2x, then 3x3 conv" runs
-# as four 2x2 convolutions at the low resolution (see _FusedUpBlock). It is the same
-# float32 network (logits differ by ~1e-5). On the 2-core AVX2 EPYC, network only, 512x384:
-# 1.7x faster than channels_last eager, 1.9x faster than plain NCHW eager, and far less
-# slowed down when another process shares the cores (tests/benchmarks/bench_inference.py).
-# Layers it does not recognise run as they were.
-
-
-def _fusion_available() -> bool:
-    mk = getattr(torch.ops, "mkldnn", None)
-    return (
-        torch.backends.mkldnn.is_available()
-        and hasattr(mk, "_convolution_pointwise")
-        and hasattr(mk, "_reorder_convolution_weight")
-    )
-
-
-PACKED_SHAPES = 4  # the input shapes whose reordered weights each fused convolution keeps
-
-
-class _FusedConv(nn.Module):
-    """A convolution run by oneDNN with its BatchNorm folded in and a post-op.
-
-    ``activation``: "none", "relu" or "swish". ``forward(x, residual)`` adds ``residual``
-    to the convolution's output before the activation, in the same pass.
-    """
-
-    def __init__(
-        self,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        padding: list[int],
-        stride: list[int],
-        activation: str,
-        groups: int = 1,
-        dilation: list[int] | None = None,
-        pre_pad: tuple[int, int, int, int] | None = None,
-    ):
-        super().__init__()
-        self.weight = weight.detach().contiguous(memory_format=torch.channels_last)
-        self.bias = bias.detach() if bias is not None else torch.zeros(weight.shape[0])
-        self.padding, self.stride, self.groups = list(padding), list(stride), groups
-        self.dilation = list(dilation or [1, 1])
-        self.pre_pad = pre_pad
-        self.activation = activation
-        self._packed: dict[tuple[int, ...], torch.Tensor] = {}
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, activation: str) -> _FusedConv:
-        weight, bias = _folded(conv, bn)
-        padding, pre_pad = list(conv.padding), None
-        pad = getattr(conv, "static_padding", None)  # efficientnet's TensorFlow-style "same"
-        if isinstance(pad, nn.ZeroPad2d):
-            left, right, top, bottom = pad.padding
-            if left == right and top == bottom and padding == [0, 0]:
-                padding = [top, left]  # symmetric: the convolution pads, no extra copy
-            else:
-                pre_pad = (left, right, top, bottom)
-        return cls(
-            weight,
-            bias,
-            padding,
-            list(conv.stride),
-            activation,
-            conv.groups,
-            list(conv.dilation),
-            pre_pad,
-        )
-
-    @staticmethod
-    def supports(conv: nn.Module) -> bool:
-        """A plain zero-padded Conv2d, or efficientnet's conv with a fixed "same" padding."""
-        static = type(conv).__name__ == "Conv2dStaticSamePadding"
-        pad = getattr(conv, "static_padding", None)
-        return (
-            isinstance(conv, nn.Conv2d)
-            and (type(conv) is nn.Conv2d or static)
-            and isinstance(conv.padding, tuple)
-            and conv.padding_mode == "zeros"
-            and (not static or isinstance(pad, (nn.ZeroPad2d, nn.Identity)))
-        )
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        mk = torch.ops.mkldnn
-        if self.pre_pad is not None:
-            x = F.pad(x, self.pre_pad)
-        shape = tuple(x.shape)
-        packed = self._packed.get(shape)
-        if packed is None:
-            # oneDNN's layout for the weights depends on the input's shape: reorder once per
-            # shape (tiles, or a folder of same-size photos, keep one) and keep the last few
-            if len(self._packed) >= PACKED_SHAPES:
-                self._packed.pop(next(iter(self._packed)))
-            packed = mk._reorder_convolution_weight(
-                self.weight, self.padding, self.stride, self.dilation, self.groups, list(shape)
-            )
-            self._packed[shape] = packed
-        args = (packed, self.bias, self.padding, self.stride, self.dilation, self.groups)
-        if residual is not None:
-            unary = None if self.activation == "none" else self.activation
-            return mk._convolution_pointwise.binary(
-                x, residual, *args, "add", None, unary, [], None
-            )
-        return mk._convolution_pointwise(x, *args, self.activation, [], "")
-
-
-def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    weight = conv.weight.detach()
-    bias = conv.bias.detach() if conv.bias is not None else None
-    if bn is None:
-        return weight, bias
-    weight, bias = torch.nn.utils.fusion.fuse_conv_bn_weights(
-        weight, bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
-    )
-    return weight.detach(), bias.detach()
-
-
-def _conv_bn_relu(seq: nn.Module) -> tuple[nn.Conv2d, nn.BatchNorm2d | None] | None:
-    """(conv, BatchNorm or nothing) of an SMP Conv2dReLU (conv, norm, ReLU), else None."""
-    if not isinstance(seq, nn.Sequential) or len(seq) != 3 or type(seq[2]) is not nn.ReLU:
-        return None
-    conv, norm = seq[0], seq[1]
-    if type(conv) is not nn.Conv2d or not _FusedConv.supports(conv):
-        return None
-    if type(norm) is nn.BatchNorm2d:
-        return conv, norm
-    return (conv, None) if isinstance(norm, nn.Identity) else None
-
-
-# Nearest 2x upsampling then a 3x3 convolution: each of the four output phases (even/odd
-# row, even/odd column) only ever sees two distinct input rows and two input columns, so it
-# is a 2x2 convolution of the small input with summed taps. All four phases are one 2x2
-# convolution with 4x the output channels, interleaved afterwards: 16 instead of 36
-# multiply-adds per output channel and pixel, and no upsampled copy or concatenation.
-_PHASE_TAPS = (
-    torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]),  # even output row/column: taps (-1 | 0, +1)
-    torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),  # odd: taps (-1, 0 | +1)
-)
-_PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
-
-
-class _FusedUpBlock(nn.Module):
-    """SMP's U-Net decoder block (nearest 2x up, concat skip, conv-BN-ReLU twice), fused."""
-
-    def __init__(self, block: nn.Module):
-        super().__init__()
-        conv1, bn1 = _conv_bn_relu(block.conv1)
-        conv2, bn2 = _conv_bn_relu(block.conv2)
-        self.weight1, self.bias1 = _folded(conv1, bn1)
-        self.conv1 = _FusedConv.from_conv(conv1, bn1, "relu")  # for sizes that are not 2x
-        self.conv2 = _FusedConv.from_conv(conv2, bn2, "relu")
-        self._phase: tuple[int, _FusedConv, _FusedConv | None] | None = None
-
-    @staticmethod
-    def supports(block: nn.Module) -> bool:
-        names = ("conv1", "conv2", "attention1", "attention2", "interpolation_mode")
-        if type(block).__name__ != "UnetDecoderBlock" or not all(hasattr(block, n) for n in names):
-            return False
-        plain = lambda a: isinstance(getattr(a, "attention", None), nn.Identity)  # noqa: E731
-        convs = [_conv_bn_relu(block.conv1), _conv_bn_relu(block.conv2)]
-        return (
-            block.interpolation_mode == "nearest"
-            and plain(block.attention1)
-            and plain(block.attention2)
-            and all(
-                c is not None and c[0].kernel_size == (3, 3) and c[0].padding == (1, 1)
-                for c in convs
-            )
-            and all(
-                c[0].stride == (1, 1) and c[0].dilation == (1, 1) and c[0].groups == 1
-                for c in convs
-            )
-        )
-
-    def _phase_convs(self, up_channels: int) -> tuple[_FusedConv, _FusedConv | None]:
-        if self._phase is None or self._phase[0] != up_channels:
-            w_up, w_skip = self.weight1[:, :up_channels], self.weight1[:, up_channels:]
-            kernels = [
-                torch.einsum("ty,ocyx,ux->octu", _PHASE_TAPS[a], w_up, _PHASE_TAPS[b])
-                for a, b in _PHASES
-            ]
-            has_skip = w_skip.shape[1] > 0
-            bias = None if has_skip else (self.bias1.repeat(4) if self.bias1 is not None else None)
-            up = _FusedConv(
-                torch.cat(kernels), bias, [1, 1], [1, 1], "none" if has_skip else "relu"
-            )
-            skip = _FusedConv(w_skip, self.bias1, [1, 1], [1, 1], "relu") if has_skip else None
-            self._phase = (up_channels, up, skip)
-        return self._phase[1], self._phase[2]
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        target_height: int,
-        target_width: int,
-        skip_connection: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        n, c, h, w = x.shape
-        skip_ok = skip_connection is None or skip_connection.shape[-2:] == (2 * h, 2 * w)
-        if (target_height, target_width) != (2 * h, 2 * w) or not skip_ok:
-            x = F.interpolate(x, size=(target_height, target_width), mode="nearest")
-            if skip_connection is not None:
-                x = torch.cat([x, skip_connection], dim=1)
-            return self.conv2(self.conv1(x))
-        up, skip = self._phase_convs(c)
-        phases = up(x)  # (n, 4 * out, h + 1, w + 1)
-        out = self.weight1.shape[0]
-        y = torch.empty((n, out, 2 * h, 2 * w), dtype=x.dtype, memory_format=torch.channels_last)
-        for k, (a, b) in enumerate(_PHASES):
-            y[:, :, a::2, b::2] = phases[:, k * out : (k + 1) * out, a : a + h, b : b + w]
-        if skip is not None:
-            y = skip(skip_connection, y)  # relu(conv(skip) + bias + upsampled part), one pass
-        return self.conv2(y)
-
-
-class _FusedMBConv(nn.Module):
-    """efficientnet's MBConv block (expand, depthwise, squeeze-excite, project, skip), fused."""
-
-    def __init__(self, block: nn.Module):
-        super().__init__()
-        expand = block._has_expansion
-        self.expand = (
-            _FusedConv.from_conv(block._expand_conv, block._bn0, "swish") if expand else None
-        )
-        self.depthwise = _FusedConv.from_conv(block._depthwise_conv, block._bn1, "swish")
-        self.se = None
-        if block._has_se:
-            r, e = block._se_reduce, block._se_expand
-            self.se = (
-                r.weight.detach().flatten(1),
-                r.bias.detach(),
-                e.weight.detach().flatten(1),
-                e.bias.detach(),
-            )
-        self.project = _FusedConv.from_conv(block._project_conv, block._bn2, "none")
-        self.skip = bool(block._has_drop_connect)  # drop-connect itself is off in eval mode
-
-    def forward(self, inputs: torch.Tensor, drop_connect_rate: float | None = None) -> torch.Tensor:
-        x = self.expand(inputs) if self.expand is not None else inputs
-        x = self.depthwise(x)
-        if self.se is not None:
-            w1, b1, w2, b2 = self.se
-            s = F.silu(F.linear(x.mean((2, 3)), w1, b1))
-            x = x * torch.sigmoid(F.linear(s, w2, b2))[:, :, None, None]
-        return self.project(x, inputs if self.skip else None)
-
-
-def _is_mbconv(m: nn.Module) -> bool:
-    names = (
-        "_expand_conv",
-        "_bn0",
-        "_depthwise_conv",
-        "_bn1",
-        "_project_conv",
-        "_bn2",
-        "_has_se",
-        "_has_drop_connect",
-    )
-    if not all(hasattr(m, n) for n in names) or type(m).__name__ != "MBConvBlock":
-        return False
-    convs = [m._depthwise_conv, m._project_conv] + ([m._expand_conv] if m._has_expansion else [])
-    bns = [m._bn1, m._bn2] + ([m._bn0] if m._has_expansion else [])
-    return all(_FusedConv.supports(c) for c in convs) and all(
-        type(b) is nn.BatchNorm2d for b in bns
-    )
-
-
-def _fuse_children(module: nn.Module, decoder_phases: bool = True) -> int:
-    """Replace the patterns this file knows, in place; returns how many convolutions were fused."""
-    fused = 0
-    if (
-        hasattr(module, "_conv_stem")
-        and type(getattr(module, "_bn0", None)) is nn.BatchNorm2d
-        and isinstance(getattr(module, "_swish", None), nn.SiLU)
-        and _FusedConv.supports(module._conv_stem)
-    ):
-        module._conv_stem = _FusedConv.from_conv(module._conv_stem, module._bn0, "swish")
-        module._bn0, module._swish = nn.Identity(), nn.Identity()
-        fused += 1
-    if isinstance(module, nn.Sequential) and len(module) and _FusedConv.supports(module[0]):
-        # (conv, BatchNorm?, ReLU?, ...): SMP's Conv2dReLU, the segmentation head, and the like
-        items = list(module)
-        bn = items[1] if len(items) > 1 and type(items[1]) is nn.BatchNorm2d else None
-        after = 1 if bn is None else 2
-        relu = len(items) > after and type(items[after]) is nn.ReLU
-        module[0] = _FusedConv.from_conv(items[0], bn, "relu" if relu else "none")
-        if bn is not None:
-            module[1] = nn.Identity()
-        if relu:
-            module[after] = nn.Identity()
-        fused += 1
-    for name, child in list(module.named_children()):
-        if _is_mbconv(child):
-            setattr(module, name, _FusedMBConv(child))
-            fused += 3 if child._has_expansion else 2
-        elif decoder_phases and _FusedUpBlock.supports(child):
-            setattr(module, name, _FusedUpBlock(child))
-            fused += 2
-        else:
-            fused += _fuse_children(child, decoder_phases)
-    return fused
-
-
 def _weights_version(model: nn.Module) -> int:
     """Grows whenever a weight or BatchNorm statistic is changed in place (training, loading)."""
     return sum(t._version for t in model.parameters()) + sum(t._version for t in model.buffers())
-
-
-def fuse_for_cpu_inference(model: nn.Module, decoder_phases: bool = True) -> nn.Module | None:
-    """A fused copy of ``model`` for float32 CPU inference, checked against it; None if unsupported.
-
-    ``decoder_phases``: run the U-Net decoder's upsample + 3x3 convolution as four 2x2 phases.
-    """
-    if not _fusion_available():
-        return None
-    was_training = model.training
-    try:
-        with torch.inference_mode(False), torch.no_grad():
-            model.eval()
-            # a copy of the module tree that shares the model's tensors: the layers that are
-            # fused get new (folded) weights, the others read the model's own, unchanged
-            shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
-            net = copy.deepcopy(model, memo=shared)
-            if _fuse_children(net, decoder_phases) == 0:
-                return None
-            # one check that the fused network computes what the model does; small, because
-            # it costs a full pass of every layer
-            probe = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-            probe = probe.contiguous(memory_format=torch.channels_last)
-            ref, out = model(probe), net(probe)
-            for m in net.modules():  # weights packed for the probe's shape: of no use later
-                if isinstance(m, _FusedConv):
-                    m._packed.clear()
-                elif isinstance(m, _FusedUpBlock):
-                    m._phase = None
-        err = float((ref - out).abs().max())
-        if not err <= 1e-3 * (1.0 + float(ref.abs().max())):
-            log.warning(
-                "Fused CPU network disagrees with the model (max diff %.3g); using the model as is.",
-                err,
-            )
-            return None
-        return net
-    except Exception as exc:  # noqa: BLE001 - an unknown layer or an older oneDNN: run the model as is
-        log.info("CPU fusion not used: %s: %s", type(exc).__name__, exc)
-        return None
-    finally:
-        model.train(was_training)
 
 
 @dataclass(frozen=True)
@@ -440,47 +89,94 @@ class Segmenter:
     """A loaded model plus how to run it. Reuse one for many photos."""
 
     def __init__(
-        self, model: nn.Module, info: ModelInfo, config: InferenceConfig | None = None, device=None
+        self,
+        model: nn.Module | None,
+        info: ModelInfo,
+        config: InferenceConfig | None = None,
+        device=None,
     ):
         self.config = config or InferenceConfig(threshold=info.threshold)
         self.device = resolve_device(self.config.device) if device is None else torch.device(device)
         self.dtype = autocast_dtype(self.device, self.config.amp)
         self.info = info
-        self.model = model.to(self.device).eval()
         # channels_last made fp32 CPU inference 1.2-1.7x faster here (oneDNN kernels); on a
         # GPU it pays only with reduced precision (tensor-core layouts)
         self.channels_last = self.device.type == "cpu" or self.dtype is not None
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        # float32 on the CPU: a fused copy of the network (see fuse_for_cpu_inference), made
-        # at the second pass and again whenever the model's weights have changed since
-        self.fuse_on_cpu = self.device.type == "cpu" and self.dtype is None
-        self._fused: nn.Module | None = None
-        self._fused_version = self._seen_version = -1
+        # None only for a Segmenter.load whose ONNX export is cached: built when first asked for
+        self._model = self._prepare(model) if model is not None else None
+        self._folder: Path | None = None  # the model folder, for Segmenter.load
+        self._folder_version = -1  # the weights as loaded from it
+        # float32 on the CPU: the network in ONNX Runtime (runtime.py), from the cache or
+        # exported at the first pass, and again whenever the model's weights have changed
+        cpu_fp32 = self.device.type == "cpu" and self.dtype is None
+        self.use_onnx = self.config.runtime != "torch" and cpu_fp32
+        if self.config.runtime == "onnx" and not cpu_fp32:
+            log.info("ONNX Runtime runs float32 on the CPU only; this model runs in PyTorch.")
+        self._onnx: OnnxNetwork | None = None
+        self._onnx_version = -1
+
+    def _prepare(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device).eval()
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    @property
+    def model(self) -> nn.Module:
+        """The PyTorch model (built from the model folder the first time it is needed)."""
+        if self._model is None:
+            self._model = self._prepare(load_model(self._folder, self.device)[0])
+        return self._model
 
     @classmethod
     def load(cls, folder: str | Path, config: InferenceConfig | None = None) -> Segmenter:
+        """The model in ``folder``. On the CPU with its ONNX export cached, the PyTorch model
+        is not built until something needs it (it saves ~2.5 s of imports)."""
+        folder = Path(folder)
         cfg = config or InferenceConfig()
         device = resolve_device(cfg.device)
-        model, info = load_model(folder, device)
+        onnx = None
+        if (
+            device.type == "cpu"
+            and cfg.runtime != "torch"
+            and autocast_dtype(device, cfg.amp) is None
+        ):
+            onnx = onnx_network_for_folder(folder)
+        if onnx is not None:
+            model, info = None, read_model_info(folder)
+        else:
+            model, info = load_model(folder, device)
         if config is None:
             cfg = cfg.replace(threshold=info.threshold)
-        return cls(model, info, cfg, device)
+        seg = cls(model, info, cfg, device)
+        seg._folder = folder
+        if onnx is not None and seg.use_onnx:
+            seg._onnx = onnx
+        elif seg._model is not None:
+            seg._folder_version = _weights_version(seg._model)
+        return seg
 
     # ----------------------------------------------------------------------------- core
-    def _network(self) -> nn.Module:
-        if not self.fuse_on_cpu:
+    def _network(self) -> nn.Module | OnnxNetwork:
+        """What runs the network now: the ONNX Runtime session for these weights, or the model."""
+        if not self.use_onnx:
             return self.model
+        if self._model is None and self._onnx is not None:
+            return self._onnx  # the cached export of the model folder's weights
         version = _weights_version(self.model)
-        if version != self._fused_version:
-            if version != self._seen_version:
-                # the first pass with these weights runs the model as is: fusing costs about
-                # one pass, which a one-off prediction would not earn back
-                self._seen_version = version
-                return self.model
-            self._fused = fuse_for_cpu_inference(self.model)
-            self._fused_version = version
-        return self._fused if self._fused is not None else self.model
+        if version != self._onnx_version:
+            self._onnx = onnx_network(self.model)
+            self._onnx_version = version
+            if (
+                self._onnx is not None
+                and self._folder is not None
+                and version == self._folder_version
+            ):
+                remember_folder(self._folder, self._onnx)  # the weights as in the folder's files
+        return self._onnx if self._onnx is not None else self.model
+
+    @property
+    def runtime_in_use(self) -> str:
+        """ "onnxruntime" or "torch": what ran (or will run) the last pass, for logs and tests."""
+        return "onnxruntime" if self.use_onnx and self._onnx is not None else "torch"
 
     @property
     def classes(self) -> int:
@@ -491,7 +187,7 @@ class Segmenter:
         """(N, 3, H, W) normalised float32 on the device -> (N, C, H, W) probabilities there."""
         net = self._network()
         with torch.inference_mode():
-            if self.channels_last:
+            if self.channels_last and net is self._model:
                 x = x.contiguous(memory_format=torch.channels_last)
             views = [((), ())]
             if self.config.tta:
@@ -624,6 +320,31 @@ class Segmenter:
         mask *= 255
         return Prediction(probability=prob, mask=mask, boundary=boundary)
 
+    def predict_mask(
+        self,
+        image: np.ndarray,
+        should_stop: Callable[[], bool] | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """The 0/255 stone mask only, at ``size`` (H, W; default: the image's own size).
+
+        ``image`` may be the photo decoded smaller (``read_image(..., reduce=k)``) with
+        ``size`` its full size: it is brought to the working scale all the same. No
+        full-size float plane is made: the working-scale probability becomes uint8
+        (0..255), is resized with linear interpolation as uint8 and thresholded in place;
+        the mask differs from ``predict(...).mask`` only where the probability is within
+        ~1/255 of the threshold.
+        """
+        h, w = size if size is not None else image.shape[:2]
+        work = to_work_scale(image, self.info.work_size)
+        prob = self.probabilities_at_work_scale(work, should_stop)[0]
+        q = cv2.convertScaleAbs(prob, alpha=255.0)  # round(255 p), saturated to 0..255
+        if q.shape != (h, w):
+            q = cv2.resize(q, (w, h), interpolation=cv2.INTER_LINEAR)
+        # q >= 255 t (q is within half a step of 255 p): the prediction's p >= t
+        cv2.threshold(q, 255.0 * self.config.threshold - 0.5, 255, cv2.THRESH_BINARY, dst=q)
+        return q
+
 
 # ------------------------------------------------------------------------ folder segmentation
 
@@ -649,8 +370,28 @@ class SegmentSummary:
     cancelled: bool = False
 
 
-def _prefetch(paths: list[Path], depth: int = 2) -> Iterator[tuple[Path, np.ndarray | Exception]]:
-    """Decode the next photos on a background thread while the model runs."""
+def _read_for_scale(path: Path, long_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """(photo, its full (H, W)): a JPEG decoded as small as ``long_side`` allows (see
+    ``jpeg_reduction``), anything else, or with ``long_side`` None, at full size."""
+    k = jpeg_reduction(path, long_side) if long_side else 1
+    if k > 1:
+        w, h = image_size(path)
+        image = read_image(path, reduce=k)
+        if image.shape[:2] == (-(-h // k), -(-w // k)):
+            return image, (h, w)
+        log.debug("%s: reduced decode gave %s, not 1/%d of %dx%d", path.name, image.shape, k, w, h)
+    image = read_image(path)
+    return image, image.shape[:2]
+
+
+def _prefetch(
+    paths: list[Path], depth: int = 2, long_side: int | None = None
+) -> Iterator[tuple[Path, tuple[np.ndarray, tuple[int, int]] | Exception]]:
+    """Decode the next photos on a background thread while the model runs.
+
+    ``long_side``: decode JPEGs at reduced size down to this longer side (the working scale).
+    Yields (path, (photo, full (H, W))) or (path, the error).
+    """
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -659,7 +400,7 @@ def _prefetch(paths: list[Path], depth: int = 2) -> Iterator[tuple[Path, np.ndar
             if stop.is_set():
                 return
             try:
-                item = (p, read_image(p))
+                item = (p, _read_for_scale(p, long_side))
             except (ImageReadError, StonesegError) as exc:
                 item = (p, exc)
             except Exception as exc:  # noqa: BLE001 - report and carry on with the next photo
@@ -711,31 +452,68 @@ def iter_segment_folder(
             index, total, p, "skipped", output_dir / f"{p.stem}.png", "output exists"
         )
     cancelled = False
-    for p, item in _prefetch(todo):
-        if should_stop is not None and should_stop():
-            cancelled = True
-            break
-        index += 1
-        out = output_dir / f"{p.stem}.png"
-        start = time.perf_counter()
-        if isinstance(item, Exception):
-            failed.append((p, str(item)))
-            yield SegmentEvent(index, total, p, "failed", None, str(item))
-            continue
+    stopping = (lambda: False) if should_stop is None else should_stop
+    # the PNG of one photo is encoded and written on this thread while the network runs on
+    # the next; its event comes once the file is in place (or the write failed)
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stoneseg-writer")
+    pending: tuple[int, Path, Path, Future, float] | None = None
+
+    def finish(job: tuple[int, Path, Path, Future, float]) -> SegmentEvent:
+        nonlocal written
+        i, p, out, fut, start = job
         try:
-            mask = segmenter.predict(item, should_stop).mask
-            write_mask(out, mask)
+            fut.result()
         except StonesegError as exc:
-            if should_stop is not None and should_stop():
+            failed.append((p, str(exc)))
+            return SegmentEvent(i, total, p, "failed", None, str(exc), time.perf_counter() - start)
+        written += 1
+        return SegmentEvent(i, total, p, "written", out, "", time.perf_counter() - start)
+
+    try:
+        long_side = segmenter.info.work_size if segmenter.config.reduced_decode else None
+        for p, item in _prefetch(todo, long_side=long_side):
+            if stopping():
                 cancelled = True
                 break
-            failed.append((p, str(exc)))
-            yield SegmentEvent(
-                index, total, p, "failed", None, str(exc), time.perf_counter() - start
-            )
-            if isinstance(exc, OutOfMemoryError):
-                raise
-            continue
-        written += 1
-        yield SegmentEvent(index, total, p, "written", out, "", time.perf_counter() - start)
+            index += 1
+            out = output_dir / f"{p.stem}.png"
+            start = time.perf_counter()
+            if isinstance(item, Exception):
+                if pending is not None:
+                    yield finish(pending)
+                    pending = None
+                failed.append((p, str(item)))
+                yield SegmentEvent(index, total, p, "failed", None, str(item))
+                continue
+            try:
+                image, size = item
+                mask = segmenter.predict_mask(image, should_stop, size)
+                del image, item
+            except StonesegError as exc:
+                if stopping():
+                    cancelled = True
+                    break
+                if pending is not None:
+                    yield finish(pending)
+                    pending = None
+                failed.append((p, str(exc)))
+                yield SegmentEvent(
+                    index, total, p, "failed", None, str(exc), time.perf_counter() - start
+                )
+                if isinstance(exc, OutOfMemoryError):
+                    raise
+                continue
+            if pending is not None:
+                yield finish(pending)
+                pending = None
+                if stopping():  # asked to stop on seeing that event: this mask is not written
+                    cancelled = True
+                    break
+            pending = (index, p, out, writer.submit(write_mask, out, mask), start)
+            del mask
+        if pending is not None:
+            yield finish(pending)
+            pending = None
+    finally:
+        writer.shutdown(wait=True)
     return SegmentSummary(written=written, skipped=len(skipped), failed=failed, cancelled=cancelled)

@@ -162,10 +162,10 @@ def _validate(
     figures mean the same for every target.
     """
     model.eval()
-    seg = Segmenter(model, info, InferenceConfig(threshold=info.threshold, amp="off"), device)
-    # no fused CPU copy: the weights change every epoch, so building one (a deep copy of
-    # the network, ~one pass of work, holding the interpreter) would not pay for itself
-    seg.fuse_on_cpu = False
+    # PyTorch, never ONNX Runtime: the weights change every epoch, so an export (seconds,
+    # and a cache file per epoch) would not pay for itself
+    cfg = InferenceConfig(threshold=info.threshold, amp="off", runtime="torch")
+    seg = Segmenter(model, info, cfg, device)
     losses, stems, sweeps = [], [], []
     for s in samples:
         if should_stop is not None and should_stop():

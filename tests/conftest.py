@@ -11,6 +11,15 @@ import pytest
 from synthetic import make_dataset, make_scene, write_rgb  # noqa: E402,F401
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory) -> Path:
+    """Exported ONNX networks go to a folder of the test session, never the user's cache
+    (keyed by the weights, so tests that share a model share its export)."""
+    folder = tmp_path_factory.mktemp("stoneseg-cache")
+    os.environ["STONESEG_CACHE_DIR"] = str(folder)  # subprocesses (the CLI tests) too
+    return folder
+
+
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "data")

@@ -1,5 +1,5 @@
 """The optional boundary-aware target ("mask+boundary"): targets, augmentation, model files,
-inference (whole, tiled, TTA, fused CPU) and the boundary-aware split. Real files, real U-Nets."""
+inference (whole, tiled, TTA, ONNX Runtime on the CPU) and the boundary-aware split. Real files, real U-Nets."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from stoneseg_core.grains import (
     write_instance_png,
 )
 from stoneseg_core.model import ModelInfo, build_model, load_model, save_model
-from stoneseg_core.predict import Segmenter, fuse_for_cpu_inference
+from stoneseg_core.predict import Segmenter
 from stoneseg_core.project import Project
 from stoneseg_core.train import run_training
 
@@ -258,24 +258,15 @@ def test_two_channel_prediction_whole_and_tiled(two_channel_model, tta):
         np.testing.assert_allclose(c.probability, flipped.probability[:, ::-1], atol=2e-3)
 
 
-def test_fused_cpu_network_agrees_for_two_channels(two_channel_model):
-    model, folder = two_channel_model
-    fused = fuse_for_cpu_inference(model)
-    assert fused is not None
-    x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(2))
-    x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        ref, out = model(x), fused(x)
-    assert out.shape == ref.shape == (2, 2, 96, 128)
-    assert float((ref - out).abs().max()) < 1e-3 * (1 + float(ref.abs().max()))
-    # through the Segmenter: the first pass runs the model, the second the fused copy
-    seg = Segmenter.load(folder, InferenceConfig(device="cpu"))
+def test_onnx_runtime_agrees_for_two_channels(two_channel_model):
+    _, folder = two_channel_model
     img, _ = make_scene(np.random.default_rng(6), 96, 96)
-    first = seg.predict(img)
-    second = seg.predict(img)
-    assert seg._fused is not None
-    np.testing.assert_allclose(first.probability, second.probability, atol=1e-4)
-    np.testing.assert_allclose(first.boundary, second.boundary, atol=1e-4)
+    seg = Segmenter.load(folder, InferenceConfig(device="cpu"))
+    ref = Segmenter.load(folder, InferenceConfig(device="cpu", runtime="torch"))
+    got, want = seg.predict(img), ref.predict(img)
+    assert seg.runtime_in_use == "onnxruntime" and ref.runtime_in_use == "torch"
+    np.testing.assert_allclose(got.probability, want.probability, atol=1e-4)
+    np.testing.assert_allclose(got.boundary, want.boundary, atol=1e-4)
 
 
 # --------------------------------------------------------------------------------- training

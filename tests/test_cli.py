@@ -158,7 +158,7 @@ def test_cpu_auto_precision_trains_in_bf16_only_where_native_and_infers_in_fp32(
     cpu = torch.device("cpu")
     for native in (False, True):
         monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda native=native: native)
-        assert dev.autocast_dtype(cpu, "auto") is None  # inference: the fused fp32 network
+        assert dev.autocast_dtype(cpu, "auto") is None  # inference: fp32 (ONNX Runtime)
         assert dev.autocast_dtype(cpu, "auto", training=True) is (
             torch.bfloat16 if native else None
         )

@@ -2,7 +2,7 @@
 
 Each encoder's U-Net (random weights: the speed of a network does not depend on its
 values) segments every dev photo through ``Segmenter.predict`` exactly as ``stoneseg
-segment`` does (working scale, the fused CPU network from the second pass on, back to the
+segment`` does (working scale, ONNX Runtime on the CPU, back to the
 photo's size, threshold). Photos are decoded once beforehand; the encoders alternate photo
 by photo, so background load hits them alike. Reported: seconds per photo and the speed
 ratio b0 / candidate (> 1: the candidate is faster), per photo and as the median.

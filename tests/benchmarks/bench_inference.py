@@ -57,7 +57,6 @@ from stoneseg_core.predict import (
     _pad_to,
     _round_up,
     blend_window,
-    fuse_for_cpu_inference,
     tile_starts,
 )
 
@@ -111,7 +110,7 @@ class Plain:
 
 
 def warm(seg: Segmenter) -> Segmenter:
-    """Two small passes: Segmenter builds its fused CPU network at the second one."""
+    """Two small passes: Segmenter exports (or loads) its ONNX Runtime network at the first."""
     for _ in range(2):
         seg.predict(np.full((96, 128, 3), 90, np.uint8))
     return seg
@@ -224,8 +223,11 @@ def ablation(model_dir, work: np.ndarray, reps: int, try_compile: bool) -> dict:
             if isinstance(m[0], torch.nn.Conv2d) and isinstance(m[1], torch.nn.BatchNorm2d):
                 m[0], m[1] = fuse_conv_bn_eval(m[0], m[1]), torch.nn.Identity()
     folded = folded.to(memory_format=torch.channels_last)
-    fused = fuse_for_cpu_inference(cl)
-    fused_no_phases = fuse_for_cpu_inference(cl, decoder_phases=False)
+    from stoneseg_core.runtime import onnx_network
+
+    onnx = onnx_network(
+        model
+    )  # what Segmenter runs on the CPU (the hand-fused network's successor)
     threads = torch.get_num_threads()
 
     def run(net, inp, mode="inference", nthreads=None):
@@ -246,12 +248,10 @@ def ablation(model_dir, work: np.ndarray, reps: int, try_compile: bool) -> dict:
         "nchw_inference_mode": run(model, x),
         "channels_last": run(cl, xcl),
         "channels_last_bn_folded": run(folded, xcl),
-        "fused_onednn_no_decoder_phases": run(fused_no_phases, xcl) if fused_no_phases else None,
-        "fused_onednn": run(fused, xcl) if fused is not None else None,
+        "onnxruntime": (lambda: onnx(x)) if onnx is not None else None,
     }
     if threads > 1:
         cands["plain_1_thread"] = run(model, x, "no_grad", 1)
-        cands["fused_onednn_1_thread"] = run(fused, xcl, nthreads=1) if fused is not None else None
     cands = {k: v for k, v in cands.items() if v is not None}
     compile_s = None
     if try_compile:

@@ -62,7 +62,7 @@ def _exif_orientation(path: Path) -> int:
         with Image.open(path) as im:
             value = im.getexif().get(_EXIF_ORIENTATION, 1)
         return int(value) if value in range(1, 9) else 1
-    except Exception:  # noqa: BLE001 - no EXIF is the normal case, not an error
+    except Exception:
         return 1
 
 
@@ -189,7 +189,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
         if _exif_orientation(path) in (5, 6, 7, 8):
             w, h = h, w
         return w, h
-    except Exception:  # noqa: BLE001 - fall back to a full decode, which names the problem
+    except Exception:
         arr = read_image(path)
         return arr.shape[1], arr.shape[0]
 

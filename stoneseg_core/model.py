@@ -152,7 +152,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             return load_file(str(path))
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise WeightsUnavailableError(f"Cannot read weights file {path.name}: {exc}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -428,7 +428,7 @@ def load_model(
         raise ModelFileError(f"{weights} is damaged or not a safetensors file: {exc}") from exc
     try:
         model = build_model(info.encoder, "none", bn_momentum=None, classes=info.classes)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelFileError(f"{folder}: cannot build encoder {info.encoder!r}: {exc}") from exc
     try:
         model.load_state_dict(state, strict=True)

@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -403,7 +403,7 @@ def _prefetch(
                 item = (p, _read_for_scale(p, long_side))
             except (ImageReadError, StonesegError) as exc:
                 item = (p, exc)
-            except Exception as exc:  # noqa: BLE001 - report and carry on with the next photo
+            except Exception as exc:
                 item = (p, ImageReadError(f"Cannot read image {p.name}: {exc}"))
             while not stop.is_set():
                 try:
@@ -432,8 +432,27 @@ def iter_segment_folder(
 
     Bad files are reported and skipped; existing outputs are kept unless ``overwrite``.
     """
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    paths = list_images(input_dir)
+    paths = list_images(Path(input_dir))
+    return (yield from iter_segment_images(segmenter, paths, output_dir, overwrite, should_stop))
+
+
+def iter_segment_images(
+    segmenter: Segmenter,
+    images: Sequence[str | Path],
+    output_dir: str | Path,
+    overwrite: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[SegmentEvent, None, SegmentSummary]:
+    """Segment each photo of ``images`` into ``output_dir/<stem>.png`` (0/255).
+
+    The folder job's loop, for photos the caller picks (the window's "Predict all" segments
+    the photos without a mask). An existing output is replaced only with ``overwrite``. A
+    photo that cannot be read or segmented is reported (status "failed") and skipped; running
+    out of memory ends the run after it is reported. ``should_stop`` is asked before each
+    photo and between the tiles of one; when it says stop the run ends with
+    ``cancelled=True``. Closing the generator stops it too.
+    """
+    paths, output_dir = [Path(p) for p in images], Path(output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

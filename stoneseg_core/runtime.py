@@ -217,7 +217,7 @@ def onnx_network_for_folder(folder: Path, threads: int | None = None) -> OnnxNet
         net = OnnxNetwork(path, threads)
         os.utime(path)
         return net
-    except Exception as exc:  # noqa: BLE001 - the model is built and exported as usual
+    except Exception as exc:
         log.debug("no cached ONNX network for %s: %s: %s", folder, type(exc).__name__, exc)
         return None
 
@@ -267,7 +267,7 @@ def onnx_network(model: nn.Module, threads: int | None = None) -> OnnxNetwork | 
                     except OSError:
                         pass
                     return net
-                except Exception as exc:  # noqa: BLE001 - a file ORT cannot read is rebuilt
+                except Exception as exc:
                     log.warning(
                         "Cached ONNX network %s cannot be loaded (%s: %s); building it again.",
                         path,
@@ -294,7 +294,7 @@ def onnx_network(model: nn.Module, threads: int | None = None) -> OnnxNetwork | 
         log.info("Exported the model for ONNX Runtime: %s (probe difference %.2g).", path, err)
         _prune(path.parent, MAX_CACHED)
         return net
-    except Exception as exc:  # noqa: BLE001 - no ONNX is never worse than PyTorch
+    except Exception as exc:
         log.warning(
             "ONNX Runtime not used (%s: %s); inference runs in PyTorch.", type(exc).__name__, exc
         )

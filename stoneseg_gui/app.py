@@ -118,7 +118,7 @@ def preload_model_libraries() -> threading.Thread:
             from stoneseg_core.model import _import_smp
 
             _import_smp()
-        except Exception:  # noqa: BLE001 - the training reports a missing library itself
+        except Exception:
             log.debug("preloading the model libraries failed", exc_info=True)
 
     thread = threading.Thread(target=load, name="stoneseg-preload", daemon=True)

@@ -189,7 +189,7 @@ class MainWindow(QMainWindow):
     def _size_docks(self) -> None:
         self.dock_layout.size_docks()
 
-    def showEvent(self, event) -> None:  # noqa: ANN001
+    def showEvent(self, event) -> None:
         super().showEvent(event)
         if not self.dock_layout.sized:
             # first start (no remembered layout): size the column for the real window
@@ -237,7 +237,7 @@ class MainWindow(QMainWindow):
     def _slots(self) -> dict[str, object]:
         ts, session, canvas = self.tool_settings, self.session, self.canvas
 
-        def tool_slot(kind: ToolKind):  # noqa: ANN202
+        def tool_slot(kind: ToolKind):
             return lambda checked: ts.set_tool(kind) if checked else None
 
         return {
@@ -342,7 +342,7 @@ class MainWindow(QMainWindow):
         self.image_list.select_path(self.session.current_image_path())
         self._refresh_actions()
 
-    def changeEvent(self, event) -> None:  # noqa: ANN001
+    def changeEvent(self, event) -> None:
         super().changeEvent(event)
         # back in the window (after copying photos into the folder, say): look again
         if event.type() == QEvent.Type.ActivationChange and self.isActiveWindow():
@@ -457,7 +457,7 @@ class MainWindow(QMainWindow):
         self._rebuild_recent_menu()
 
     # ------------------------------------------------------------------ Qt events
-    def resizeEvent(self, event) -> None:  # noqa: ANN001
+    def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self.status.fit_width(event.size().width())
 
@@ -487,7 +487,7 @@ class MainWindow(QMainWindow):
         else:
             event.ignore()
 
-    def dragMoveEvent(self, event) -> None:  # noqa: ANN001
+    def dragMoveEvent(self, event) -> None:
         if self._dropped_path(event.mimeData()) is not None:
             event.acceptProposedAction()
 

@@ -161,7 +161,7 @@ class Worker(QObject):
                     "The computer ran out of memory. Close other programs or use smaller images.",
                 )
             )
-        except Exception as exc:  # noqa: BLE001 - the one place an unexpected error becomes a message
+        except Exception as exc:
             log.exception(
                 "Unexpected error in background task %s", getattr(self._fn, "__name__", self._fn)
             )

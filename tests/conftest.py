@@ -8,7 +8,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # tests never need a screen
 
 import pytest
-from synthetic import make_dataset, make_scene, write_rgb  # noqa: E402,F401
+from synthetic import make_dataset, make_scene, write_rgb  # noqa: F401
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,6 +10,7 @@ import pytest
 from synthetic import make_dataset, make_scene, write_rgb
 
 from stoneseg_core.cli import main
+from stoneseg_core.imageio import read_mask
 
 
 def test_train_then_segment_then_evaluate(tmp_path, capsys):
@@ -61,6 +62,20 @@ def test_segment_names_bad_files_and_exits_1(trained_model, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "bad.jpg" in captured.err and "1 written" in captured.out
     assert (tmp_path / "out" / "good.png").is_file() and not (tmp_path / "out" / "bad.png").exists()
+
+
+def test_segment_runtime_option_same_masks_either_way(trained_model, tmp_path):
+    src = tmp_path / "in"
+    for i in range(2):
+        write_rgb(src / f"p{i}.jpg", make_scene(np.random.default_rng(i), 64, 80)[0])
+    for runtime in ("onnx", "torch"):
+        out = tmp_path / runtime
+        assert main(["segment", str(trained_model), str(src), str(out), "--runtime", runtime]) == 0
+    for i in range(2):
+        a, b = (read_mask(tmp_path / r / f"p{i}.png") for r in ("onnx", "torch"))
+        assert a.shape == (64, 80) and (a != b).mean() < 0.005
+    with pytest.raises(SystemExit):
+        main(["segment", str(trained_model), str(src), str(tmp_path / "x"), "--runtime", "tvm"])
 
 
 def test_user_mistakes_are_one_line_exit_2(trained_model, tmp_path, capsys):

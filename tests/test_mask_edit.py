@@ -11,7 +11,7 @@ import pytest
 from stoneseg_core.mask_edit import MaskChange, MaskDocument, Region, polygon_pixels
 
 
-def centres_within(shape, x, y, r):  # noqa: ANN001, ANN201
+def centres_within(shape, x, y, r):
     rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
     return (cols + 0.5 - x) ** 2 + (rows + 0.5 - y) ** 2 <= r * r
 
@@ -114,7 +114,7 @@ def test_an_open_stroke_counts_as_unsaved_and_undo_closes_it() -> None:
     assert not doc.mask.any()
 
 
-def ring(shape, centre, r_out, r_in):  # noqa: ANN001, ANN201
+def ring(shape, centre, r_out, r_in):
     rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
     d2 = (cols + 0.5 - centre[0]) ** 2 + (rows + 0.5 - centre[1]) ** 2
     return ((d2 <= r_out**2) & (d2 > r_in**2)).astype(np.uint8) * 255
@@ -166,7 +166,7 @@ def test_polygon_fill_covers_exactly_the_pixel_centres_inside() -> None:
     rows, cols = np.mgrid[0:40, 0:40]
     px, py = cols + 0.5, rows + 0.5
 
-    def side(a, b):  # noqa: ANN001, ANN202
+    def side(a, b):
         return (b[0] - a[0]) * (py - a[1]) - (b[1] - a[1]) * (px - a[0])
 
     s1, s2, s3 = side(tri[0], tri[1]), side(tri[1], tri[2]), side(tri[2], tri[0])

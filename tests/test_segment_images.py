@@ -1,38 +1,25 @@
-"""iter_segment_images: the chosen photos, one event each, stop between photos."""
+"""iter_segment_images: the chosen photos (the window's "Predict all"), one event each."""
 
 from __future__ import annotations
-
-from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
 
 from stoneseg_core.imageio import read_mask
-from stoneseg_core.segment_images import iter_segment_images
+from stoneseg_core.predict import Segmenter, iter_segment_images
 
 
-class FakeSegmenter:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def predict(self, image: np.ndarray, should_stop=None):  # noqa: ANN001, ANN201
-        self.calls += 1
-        mask = np.zeros(image.shape[:2], np.uint8)
-        mask[: image.shape[0] // 2] = 255
-        return SimpleNamespace(mask=mask)
-
-
-def photos(folder, n: int) -> list:  # noqa: ANN001
+def photos(folder, n: int) -> list:
     folder.mkdir()
     paths = []
     for i in range(n):
         p = folder / f"p{i}.png"
-        Image.fromarray(np.full((8, 10, 3), 100, np.uint8)).save(p)
+        Image.fromarray(np.full((40, 50, 3), 60 * i, np.uint8)).save(p)
         paths.append(p)
     return paths
 
 
-def run(gen):  # noqa: ANN001, ANN201
+def run(gen):
     events = []
     while True:
         try:
@@ -41,23 +28,36 @@ def run(gen):  # noqa: ANN001, ANN201
             return events, stop.value
 
 
-def test_writes_each_chosen_photo_and_reports_a_bad_one(tmp_path) -> None:  # noqa: ANN001
-    paths = photos(tmp_path / "images", 2)
+def test_writes_each_chosen_photo_replacing_and_reports_a_bad_one(trained_model, tmp_path) -> None:
+    paths = photos(tmp_path / "images", 3)
     bad = tmp_path / "images" / "bad.png"
     bad.write_bytes(b"not a png")
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "p0.png").write_bytes(b"an old prediction, to be replaced")
     events, summary = run(
-        iter_segment_images(FakeSegmenter(), [paths[0], bad, paths[1]], tmp_path / "m")
+        iter_segment_images(Segmenter.load(trained_model), [paths[0], bad, paths[1]], out)
     )
     assert [e.status for e in events] == ["written", "failed", "written"]
     assert [e.index for e in events] == [1, 2, 3] and events[0].total == 3
+    assert events[1].image == bad and events[1].message and events[1].output is None
     assert summary.written == 2 and len(summary.failed) == 1 and not summary.cancelled
-    assert read_mask(tmp_path / "m" / "p0.png").shape == (8, 10)
+    mask = read_mask(out / "p0.png")  # replaced: the old bytes were no PNG
+    assert mask.shape == (40, 50) and set(np.unique(mask)) <= {0, 255}
+    assert not (out / "p2.png").exists()  # not chosen
 
 
-def test_should_stop_ends_the_run_cancelled(tmp_path) -> None:  # noqa: ANN001
+def test_should_stop_ends_the_run_cancelled(trained_model, tmp_path) -> None:
     paths = photos(tmp_path / "images", 3)
-    seg = FakeSegmenter()
+    asked = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(list((tmp_path / "m").glob("*.png"))) >= 1
+
     events, summary = run(
-        iter_segment_images(seg, paths, tmp_path / "m", should_stop=lambda: seg.calls >= 1)
+        iter_segment_images(Segmenter.load(trained_model), paths, tmp_path / "m", should_stop=stop)
     )
-    assert len(events) == 1 and summary.written == 1 and summary.cancelled
+    assert asked and summary.cancelled
+    assert summary.written == len([e for e in events if e.status == "written"]) >= 1
+    assert summary.written < 3

@@ -80,7 +80,11 @@ def inference_config(args: argparse.Namespace) -> InferenceConfig | None:
     info = read_model_info(args.model_dir)
     threshold = args.threshold if args.threshold is not None else info.threshold
     return InferenceConfig(
-        threshold=threshold, tta=args.tta, device=args.device, amp=getattr(args, "amp", "auto")
+        threshold=threshold,
+        tta=args.tta,
+        device=args.device,
+        amp=getattr(args, "amp", "auto"),
+        runtime=getattr(args, "runtime", "auto"),
     )
 
 

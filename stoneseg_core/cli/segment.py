@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import RUNTIMES
 from .common import (
     AMP_CHOICES,
     AMP_HELP,
@@ -31,6 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="auto",
         choices=AMP_CHOICES,
         help=AMP_HELP,
+    )
+    s.add_argument(
+        "--runtime",
+        default="auto",
+        choices=RUNTIMES,
+        help="what runs the network: auto = ONNX Runtime on the CPU, PyTorch on a GPU",
     )
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return s

@@ -39,7 +39,7 @@ def mask_digest(mask: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(mask).tobytes()).hexdigest()
 
 
-def analyse_with_edits(mask, probability, mm_per_px, options, name, boundary=None, edits=()):  # noqa: ANN001, ANN201
+def analyse_with_edits(mask, probability, mm_per_px, options, name, boundary=None, edits=()):
     """Worker job: the automatic split, then the user's edits replayed and measured."""
     labels, grains = analyse_mask(mask, probability, mm_per_px, options, name, boundary=boundary)
     applied, failed = replay_edits(labels, edits) if edits else ([], [])
@@ -158,7 +158,7 @@ class GrainAnalysis:
         self.edits.append({"op": "merge", "a": points[0], "b": points[1]})
         return keep
 
-    def _remeasure(self, labels: list[int], gone, box=None) -> None:  # noqa: ANN001
+    def _remeasure(self, labels: list[int], gone, box=None) -> None:
         o = self.options
         fresh = measure_stones(
             self.labels,

@@ -567,18 +567,18 @@ class MaskCanvas(QGraphicsView):
             return
         super().keyReleaseEvent(event)
 
-    def focusOutEvent(self, event) -> None:  # noqa: ANN001
+    def focusOutEvent(self, event) -> None:
         self._space_held = False
         self._update_view_cursor()
         super().focusOutEvent(event)
 
-    def leaveEvent(self, event) -> None:  # noqa: ANN001
+    def leaveEvent(self, event) -> None:
         self._last_pos = None
         self._cursor_item.setVisible(False)
         self.cursor_moved.emit(None)
         super().leaveEvent(event)
 
-    def resizeEvent(self, event) -> None:  # noqa: ANN001
+    def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         if self._fit_mode:
             self.fit_to_window()

@@ -94,7 +94,7 @@ def make_thumbnail(path: Path, size: int = THUMB_SIZE) -> np.ndarray:
             im = ImageOps.exif_transpose(im).convert("RGB")
             im.thumbnail((size, size), Image.Resampling.BILINEAR)
             return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
-    except Exception:  # noqa: BLE001 - the full reader gives the right message, or succeeds
+    except Exception:
         rgb = read_image(path)
     import cv2
 
@@ -114,7 +114,7 @@ def iter_thumbnails(paths: Sequence[Path], size: int = THUMB_SIZE) -> Iterator[T
             yield Thumbnail(path, make_thumbnail(path, size), None)
         except ImageReadError as exc:
             yield Thumbnail(path, None, str(exc))
-        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the list
+        except Exception as exc:
             log.warning("Thumbnail of %s failed: %s", path, exc)
             yield Thumbnail(path, None, f"Cannot read image {path.name}: {exc}")
 
@@ -138,7 +138,7 @@ class _Row:
 class ImageListModel(QAbstractListModel):
     counts_changed = Signal()
 
-    def __init__(self, parent=None) -> None:  # noqa: ANN001
+    def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._rows: list[_Row] = []
         self._index: dict[Path, int] = {}
@@ -206,12 +206,12 @@ class ImageListModel(QAbstractListModel):
         self.dataChanged.emit(index, index)
 
     # Qt model interface
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self._rows)
 
     def data(
         self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole
-    ):  # noqa: ANN201
+    ):
         if not index.isValid() or not 0 <= index.row() < len(self._rows):
             return None
         row = self._rows[index.row()]
@@ -241,7 +241,7 @@ class ImageListModel(QAbstractListModel):
 class StatusFilterModel(QSortFilterProxyModel):
     """Shows all photos or only those in one state."""
 
-    def __init__(self, parent=None) -> None:  # noqa: ANN001
+    def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._status: ImageStatus | None = None
 

@@ -43,7 +43,7 @@ class EditorStatusBar(QStatusBar):
         self.show_pixel(None)
         self.show_image_size(None)
 
-    def minimumSizeHint(self):  # noqa: ANN201, N802 - Qt's name
+    def minimumSizeHint(self):
         # never the reason a window cannot shrink to a small screen: fit_width drops labels
         hint = super().minimumSizeHint()
         hint.setWidth(min(hint.width(), 480))

@@ -30,7 +30,7 @@ class GrainActions:
     cancel: QAction
 
 
-def create_grain_actions(w, side) -> tuple[GrainActions, QActionGroup]:  # noqa: ANN001
+def create_grain_actions(w, side) -> tuple[GrainActions, QActionGroup]:
     """The actions, their slots on ``side`` (a ``GrainSide``), and the group of its three modes."""
     actions = GrainActions(
         analyse=make_action(

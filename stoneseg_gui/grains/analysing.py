@@ -95,7 +95,7 @@ class Analysing(QObject):
         self.dialogs.error("Grain analysis failed", message)
         self.failed.emit()
 
-    def _on_succeeded(self, result) -> None:  # noqa: ANN001
+    def _on_succeeded(self, result) -> None:
         request, self.request = self.request, None
         if request is None:
             return

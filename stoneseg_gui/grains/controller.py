@@ -154,7 +154,7 @@ class GrainsController:
         return True
 
     # ------------------------------------------------------------------ analysing
-    def request(self, document, path: Path, options: GrainOptions, shown) -> AnalysisRequest:  # noqa: ANN001
+    def request(self, document, path: Path, options: GrainOptions, shown) -> AnalysisRequest:
         """What to split: the prediction when one is shown (``shown`` is the model's), else the mask.
 
         A photo cut and merged by hand is split again at the separation of its edits.
@@ -197,7 +197,7 @@ class GrainsController:
         self,
         request: AnalysisRequest,
         result,
-        now: GrainOptions,  # noqa: ANN001
+        now: GrainOptions,
     ) -> tuple[str, str | None]:
         """Take a finished analysis (``analyse_with_edits``'s result): (the replay note, why
         the replayed edits could not be saved or None).
@@ -255,7 +255,7 @@ class GrainsController:
                 self.analysis.restate(self.scale, now)
         return replayed, save_error
 
-    def is_fresh(self, document) -> bool:  # noqa: ANN001
+    def is_fresh(self, document) -> bool:
         """The analysis still matches the mask being edited."""
         a = self.analysis
         if a is None or document is None:
@@ -312,7 +312,7 @@ class GrainsController:
             chosen = [label] if label else []
         return chosen
 
-    def choose(self, labels) -> list[int]:  # noqa: ANN001
+    def choose(self, labels) -> list[int]:
         """Choose stones of the analysis (unknown ones are left out); returns the chosen."""
         if self.analysis is None:
             labels = []
@@ -333,7 +333,7 @@ class GrainsController:
         return touched
 
     # ------------------------------------------------------------------ pooling
-    def pool_inputs(self, pairs, stems: set[str], document) -> tuple[dict, dict, dict]:  # noqa: ANN001
+    def pool_inputs(self, pairs, stems: set[str], document) -> tuple[dict, dict, dict]:
         """(scales, labels given, edits) for ``iter_grains_masks`` over ``pairs``."""
         scales = {s: self.scale_of(s) for s in stems}
         given = {}

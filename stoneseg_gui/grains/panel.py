@@ -325,7 +325,7 @@ class GrainPanel(QWidget):
         )
         return tuple(self.model.stone(r).label for r in rows)
 
-    def _on_table_selection_changed(self, *_args) -> None:  # noqa: ANN002
+    def _on_table_selection_changed(self, *_args) -> None:
         self.stones_chosen.emit(self.chosen_labels())
 
     def show_details(self, stone: Stone | None, more: int = 0) -> None:

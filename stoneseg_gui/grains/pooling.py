@@ -154,7 +154,7 @@ class Pooling(QObject):
             event.index, event.total, f"{event.index} of {event.total}: {event.image.name}"
         )
 
-    def _on_succeeded(self, summary, options: GrainOptions) -> None:  # noqa: ANN001
+    def _on_succeeded(self, summary, options: GrainOptions) -> None:
         self.controller.pooled = summary
         self.controller.pooled_options = options
         self.pooled.emit(summary)

@@ -185,7 +185,7 @@ class GrainSide(QObject):
         path = self.window.current_image_path()
         return path.stem if path is not None else None
 
-    def _saved(self, what: str, save) -> bool:  # noqa: ANN001
+    def _saved(self, what: str, save) -> bool:
         """Run ``save`` (it writes the project file); on failure say what could not be saved."""
         return self._scales.saved(what, save)
 
@@ -225,7 +225,7 @@ class GrainSide(QObject):
         """Lend the canvas's left button to a grain tool (None gives it back to painting)."""
         self.tools.set_mode(mode)
 
-    def choose(self, labels, from_table: bool = False) -> None:  # noqa: ANN001
+    def choose(self, labels, from_table: bool = False) -> None:
         """Choose stones (on the photo and in the table); the last one's measurements are shown."""
         self.tools.choose(labels, from_table)
 
@@ -332,7 +332,7 @@ class GrainSide(QObject):
         except StonesegError as exc:
             self._drop_pooled(f"The pooled distribution no longer holds ({exc}); pool again.")
 
-    def _on_panel_options_edited(self, *_args) -> None:  # noqa: ANN002
+    def _on_panel_options_edited(self, *_args) -> None:
         self._restate()
 
     # ------------------------------------------------------------------ hand edits
@@ -493,7 +493,7 @@ class GrainSide(QObject):
         note = a.replay_note
         self.panel.set_status(f"{note} {text}" if note else text, warning="no longer fit" in note)
 
-    def _refresh_actions(self, *_args) -> None:  # noqa: ANN002
+    def _refresh_actions(self, *_args) -> None:
         a = self.actions
         has_doc = self.window.current_document() is not None
         has_analysis = self.analysis is not None

@@ -121,7 +121,7 @@ class StoneTools(QObject):
             return
         self.choose(self.controller.picked(x, y, ctrl))
 
-    def choose(self, labels, from_table: bool = False) -> None:  # noqa: ANN001
+    def choose(self, labels, from_table: bool = False) -> None:
         """Choose stones (on the photo and in the table); the last one's measurements are shown."""
         chosen = self.controller.choose(labels)
         self.outlines.set_selected(chosen)
@@ -137,7 +137,7 @@ class StoneTools(QObject):
             return
         self.panel.show_details(analysis.stone(chosen[-1]), more=len(chosen) - 1)
 
-    def _on_panel_stones_chosen(self, labels) -> None:  # noqa: ANN001
+    def _on_panel_stones_chosen(self, labels) -> None:
         self.choose(labels, from_table=True)
 
     # ------------------------------------------------------------------ hand edits

@@ -55,7 +55,7 @@ class StoneTableModel(QAbstractTableModel):
     HEADERS = ("#", "b-axis", "a-axis", "area", "circ.", "edge", "left out")
     _UNIT_COLUMNS = {1: "", 2: "", 3: "²"}
 
-    def __init__(self, parent=None) -> None:  # noqa: ANN001
+    def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._stones: list[Stone] = []
         self._unit = "px"
@@ -75,13 +75,13 @@ class StoneTableModel(QAbstractTableModel):
     def row_of(self, label: int) -> int | None:
         return self._rows.get(label)
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self._stones)
 
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.HEADERS)
 
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0):  # noqa: ANN201
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0):
         if orientation != Qt.Orientation.Horizontal:
             return None
         if role == Qt.ItemDataRole.DisplayRole:
@@ -101,7 +101,7 @@ class StoneTableModel(QAbstractTableModel):
             )[section]
         return None
 
-    def _value(self, s: Stone, column: int):  # noqa: ANN202
+    def _value(self, s: Stone, column: int):
         mm = self._unit == "mm"
         return (
             s.label,
@@ -113,7 +113,7 @@ class StoneTableModel(QAbstractTableModel):
             short_reason(s),
         )[column]
 
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = 0):  # noqa: ANN201
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = 0):
         if not index.isValid():
             return None
         s = self._stones[index.row()]

@@ -220,7 +220,7 @@ class BatchDialog(QDialog):
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def closeEvent(self, event) -> None:
         if self.is_running():
             self.cancel()
             self.worker.wait(30_000)

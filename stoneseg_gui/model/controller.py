@@ -18,9 +18,14 @@ from stoneseg_core.config import TrainConfig
 from stoneseg_core.device import describe_devices
 from stoneseg_core.errors import StonesegError
 from stoneseg_core.imageio import read_image
-from stoneseg_core.predict import Prediction, Segmenter, SegmentEvent, SegmentSummary
+from stoneseg_core.predict import (
+    Prediction,
+    Segmenter,
+    SegmentEvent,
+    SegmentSummary,
+    iter_segment_images,
+)
 from stoneseg_core.project import ImageStatus, Project, iter_export_masks
-from stoneseg_core.segment_images import iter_segment_images
 from stoneseg_core.train import BatchProgress, EpochSummary, TrainResult, iter_training
 
 from ..workers import Worker, start_worker
@@ -37,10 +42,10 @@ def predict_image_job(model_dir: Path, image_path: Path) -> tuple[Path, Predicti
     return image_path, Segmenter.load(model_dir).predict(read_image(image_path))
 
 
-def predict_all_job(model_dir: Path, images: list[Path], masks_dir: Path, should_stop=None):  # noqa: ANN001, ANN201
+def predict_all_job(model_dir: Path, images: list[Path], masks_dir: Path, should_stop=None):
     """Write a predicted mask for each photo (``iter_segment_images``); yields SegmentEvent."""
     segmenter = Segmenter.load(model_dir)
-    return (yield from iter_segment_images(segmenter, images, masks_dir, should_stop))
+    return (yield from iter_segment_images(segmenter, images, masks_dir, should_stop=should_stop))
 
 
 class ModelController(QObject):

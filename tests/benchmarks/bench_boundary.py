@@ -39,13 +39,13 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_grains  # noqa: E402
+import bench_grains
 
-from stoneseg_core.config import InferenceConfig, TrainConfig  # noqa: E402
-from stoneseg_core.dataset import boundary_band  # noqa: E402
-from stoneseg_core.grains import split_stones, write_instance_png  # noqa: E402
-from stoneseg_core.predict import Segmenter  # noqa: E402
-from stoneseg_core.train import run_training  # noqa: E402
+from stoneseg_core.config import InferenceConfig, TrainConfig
+from stoneseg_core.dataset import boundary_band
+from stoneseg_core.grains import split_stones, write_instance_png
+from stoneseg_core.predict import Segmenter
+from stoneseg_core.train import run_training
 
 log = logging.getLogger("bench_boundary")
 

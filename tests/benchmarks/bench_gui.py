@@ -36,19 +36,19 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import logging
+import math
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from _common import (  # noqa: E402
+import cv2
+import numpy as np
+from _common import (
     DEFAULT_DATA,
     add_common_args,
     emit,
@@ -60,9 +60,9 @@ from _common import (  # noqa: E402
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gui"))
-from bench_canvas import mouse, synthetic_photo  # noqa: E402
-from guihelpers import FakeDialogs, write_photo  # noqa: E402
-from PySide6.QtCore import (  # noqa: E402
+from bench_canvas import mouse, synthetic_photo
+from guihelpers import FakeDialogs, write_photo
+from PySide6.QtCore import (
     QCoreApplication,
     QEvent,
     QEventLoop,
@@ -72,9 +72,9 @@ from PySide6.QtCore import (  # noqa: E402
     Qt,
     QTimer,
 )
-from PySide6.QtGui import QMouseEvent  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
-from test_gui_training import tiny_settings  # noqa: E402
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication
+from test_gui_training import tiny_settings
 
 log = logging.getLogger("bench_gui")
 
@@ -107,12 +107,12 @@ def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
         spin(10)
 
 
-def wait_signal(signal, timeout_s: float, accept: Callable[..., bool] = lambda *a: True) -> bool:  # noqa: ANN001
+def wait_signal(signal, timeout_s: float, accept: Callable[..., bool] = lambda *a: True) -> bool:
     """Run the event loop until ``signal`` fires with arguments ``accept`` likes."""
     loop = QEventLoop()
     hit: list[bool] = []
 
-    def on(*args) -> None:  # noqa: ANN002
+    def on(*args) -> None:
         if accept(*args):
             hit.append(True)
             loop.quit()
@@ -141,7 +141,7 @@ class PaintCounter(QObject):
         super().__init__()
         self.paints = 0
 
-    def eventFilter(self, obj, event) -> bool:  # noqa: ANN001, N802
+    def eventFilter(self, obj, event) -> bool:
         if event.type() == QEvent.Type.Paint:
             self.paints += 1
         return False
@@ -232,7 +232,7 @@ def make_project(root: Path, data: Path | None) -> dict:
 # --------------------------------------------------------------------------- 1. brush
 
 
-def wavy_path(canvas, n: int, stroke: int, step_px: float = 5.0) -> list[QPointF]:  # noqa: ANN001
+def wavy_path(canvas, n: int, stroke: int, step_px: float = 5.0) -> list[QPointF]:
     """``n + 1`` viewport points ``step_px`` apart, a sine across the visible photo."""
     vp = canvas.viewport().rect()
     d = canvas.display_image
@@ -252,7 +252,7 @@ def wavy_path(canvas, n: int, stroke: int, step_px: float = 5.0) -> list[QPointF
     return points
 
 
-def brush_moves(app: QApplication, window, moves: int, strokes: int, label: str) -> dict:  # noqa: ANN001
+def brush_moves(app: QApplication, window, moves: int, strokes: int, label: str) -> dict:
     canvas, settings = window.canvas, window.tool_settings
     settings.set_brush_size(max(8, round(40 / canvas.zoom())))
     app.processEvents()
@@ -295,7 +295,7 @@ def brush_moves(app: QApplication, window, moves: int, strokes: int, label: str)
     return out
 
 
-def bench_brush(app: QApplication, window, large: Path, moves: int, strokes: int) -> dict:  # noqa: ANN001
+def bench_brush(app: QApplication, window, large: Path, moves: int, strokes: int) -> dict:
     window.open_image(large)
     wait_until(lambda: window.canvas.document is not None, 60, "the 24 MP photo")
     idle()
@@ -319,7 +319,7 @@ def bench_brush(app: QApplication, window, large: Path, moves: int, strokes: int
 # ------------------------------------------------------------------------ 2. switching
 
 
-def bench_switch(app: QApplication, window, photos: dict, cycles: int) -> dict:  # noqa: ANN001
+def bench_switch(app: QApplication, window, photos: dict, cycles: int) -> dict:
     """Cycle a_24mp -> b_12mp -> t_first -> b_12mp -> a_24mp with the next/previous actions."""
     actions = window.ui_actions
     large, medium = photos["large"], photos["medium"]
@@ -374,7 +374,7 @@ def probe_for(seconds: float) -> list[float]:
     return probe.stop()
 
 
-def bench_training_stalls(window, large: Path, args) -> dict:  # noqa: ANN001
+def bench_training_stalls(window, large: Path, args) -> dict:
     side = window.model_side
     controller = side.controller
     window.open_image(large)

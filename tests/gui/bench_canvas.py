@@ -17,16 +17,16 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from PySide6.QtCore import QPointF, Qt  # noqa: E402
-from PySide6.QtGui import QMouseEvent  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+import cv2
+import numpy as np
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication
 
-from stoneseg_core.mask_edit import MaskDocument  # noqa: E402
-from stoneseg_gui.editor.canvas import MaskCanvas  # noqa: E402
-from stoneseg_gui.editor.session import load_for_editing  # noqa: E402
-from stoneseg_gui.editor.tool_settings import ToolSettings  # noqa: E402
+from stoneseg_core.mask_edit import MaskDocument
+from stoneseg_gui.editor.canvas import MaskCanvas
+from stoneseg_gui.editor.session import load_for_editing
+from stoneseg_gui.editor.tool_settings import ToolSettings
 
 
 def synthetic_photo(width: int, height: int) -> np.ndarray:
@@ -37,7 +37,7 @@ def synthetic_photo(width: int, height: int) -> np.ndarray:
     return cv2.add(photo, np.repeat(noise, 3, axis=2))
 
 
-def mouse(canvas: MaskCanvas, kind, pos: QPointF, button=Qt.MouseButton.LeftButton) -> None:  # noqa: ANN001
+def mouse(canvas: MaskCanvas, kind, pos: QPointF, button=Qt.MouseButton.LeftButton) -> None:
     buttons = Qt.MouseButton.NoButton if kind == QMouseEvent.Type.MouseButtonRelease else button
     event = QMouseEvent(
         kind,
@@ -50,7 +50,7 @@ def mouse(canvas: MaskCanvas, kind, pos: QPointF, button=Qt.MouseButton.LeftButt
     QApplication.sendEvent(canvas.viewport(), event)
 
 
-def timed(steps, app: QApplication) -> list[float]:  # noqa: ANN001
+def timed(steps, app: QApplication) -> list[float]:
     times = []
     for step in steps:
         start = time.perf_counter()

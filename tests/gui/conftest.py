@@ -6,13 +6,13 @@ import os
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before anything imports Qt
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-from guihelpers import FakeDialogs  # noqa: E402
-from PySide6.QtCore import QCoreApplication, QSettings  # noqa: E402
+import pytest
+from guihelpers import FakeDialogs
+from PySide6.QtCore import QCoreApplication, QSettings
 
-from stoneseg_gui.workers import stop_all_workers  # noqa: E402
+from stoneseg_gui.workers import stop_all_workers
 
 QCoreApplication.setOrganizationName("StoneSeg")
 QCoreApplication.setApplicationName("StoneSeg")
@@ -38,7 +38,7 @@ def dialogs() -> FakeDialogs:
 
 
 @pytest.fixture
-def make_window(qtbot, dialogs):  # noqa: ANN001, ANN201
+def make_window(qtbot, dialogs):
     """Factory for shown MainWindows that use the scripted dialogs (closed at teardown)."""
     from stoneseg_gui.main_window import MainWindow
 
@@ -55,5 +55,5 @@ def make_window(qtbot, dialogs):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def window(make_window):  # noqa: ANN001, ANN201
+def window(make_window):
     return make_window()

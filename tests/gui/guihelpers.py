@@ -45,7 +45,7 @@ def read_png(path: Path) -> np.ndarray:
     return arr
 
 
-def to_view(canvas, x: float, y: float) -> QPoint:  # noqa: ANN001
+def to_view(canvas, x: float, y: float) -> QPoint:
     return canvas.image_to_viewport(x, y).toPoint()
 
 
@@ -55,7 +55,7 @@ def drag(
     points: Sequence[tuple[float, float]],
     button=Qt.MouseButton.LeftButton,
     modifier=Qt.KeyboardModifier.NoModifier,
-) -> None:  # noqa: ANN001
+) -> None:
     """Press at the first image point, move through the others, release at the last."""
     viewport = canvas.viewport()
     first = to_view(canvas, *points[0])
@@ -66,13 +66,13 @@ def drag(
     qtbot.mouseRelease(viewport, button, modifier, to_view(canvas, *points[-1]))
 
 
-def click(qtbot, canvas, x: float, y: float, button=Qt.MouseButton.LeftButton) -> None:  # noqa: ANN001
+def click(qtbot, canvas, x: float, y: float, button=Qt.MouseButton.LeftButton) -> None:
     qtbot.mouseClick(
         canvas.viewport(), button, Qt.KeyboardModifier.NoModifier, to_view(canvas, x, y)
     )
 
 
-def wait_loaded(qtbot, window, path: Path | None = None, timeout: int = 10_000) -> None:  # noqa: ANN001
+def wait_loaded(qtbot, window, path: Path | None = None, timeout: int = 10_000) -> None:
     """Wait until the window shows an editable photo (``path`` if given)."""
 
     def ready() -> bool:
@@ -104,22 +104,22 @@ class FakeDialogs(Dialogs):
     def info(self, title: str, text: str) -> None:
         self.infos.append((title, text))
 
-    def ask(self, title, text, choices, default):  # noqa: ANN001, ANN201
+    def ask(self, title, text, choices, default):
         self.questions.append((title, text, tuple(choices)))
         return self.answers.get(title, default)
 
-    def choose_folder(self, title, start=None):  # noqa: ANN001, ANN201
+    def choose_folder(self, title, start=None):
         return self.folders_to_choose.pop(0) if self.folders_to_choose else None
 
     def show_folder(self, folder: Path) -> None:
         self.shown_folders.append(Path(folder))
 
-    def choose_open_file(self, title, start=None, filters=""):  # noqa: ANN001, ANN201
+    def choose_open_file(self, title, start=None, filters=""):
         return self.files_to_open.pop(0) if self.files_to_open else None
 
-    def choose_save_file(self, title, suggested, filters=""):  # noqa: ANN001, ANN201
+    def choose_save_file(self, title, suggested, filters=""):
         return self.files_to_save.pop(0) if self.files_to_save else None
 
-    def ask_number(self, title, text, value, minimum, maximum, decimals=3):  # noqa: ANN001, ANN201
+    def ask_number(self, title, text, value, minimum, maximum, decimals=3):
         self.number_questions.append((title, text))
         return self.numbers.pop(0) if self.numbers else None

@@ -30,7 +30,7 @@ def test_the_sample_project_ships_photos_masks_and_attribution() -> None:
     assert mask.shape == read_png(sample / "images" / f"{first}.png").shape[:2]
 
 
-def test_the_sample_is_copied_once_to_a_writable_user_folder(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_the_sample_is_copied_once_to_a_writable_user_folder(tmp_path, monkeypatch) -> None:
     # an installed, read-only copy of the resources
     installed = tmp_path / "site-packages" / "sample"
     make_project(installed, names=("s1.png", "s2.png"), masks={"s1": np.zeros((60, 80), np.uint8)})
@@ -83,7 +83,7 @@ def run_main_until_loaded(folder: str | None) -> tuple[int, list[Path]]:
     return code, seen
 
 
-def test_main_opens_the_given_folder_and_returns_when_the_window_closes(qapp, tmp_path) -> None:  # noqa: ANN001
+def test_main_opens_the_given_folder_and_returns_when_the_window_closes(qapp, tmp_path) -> None:
     root = make_project(tmp_path / "proj")
     code, seen = run_main_until_loaded(str(root))
     assert code == 0
@@ -91,13 +91,13 @@ def test_main_opens_the_given_folder_and_returns_when_the_window_closes(qapp, tm
     assert qapp.organizationName() == "StoneSeg" and qapp.applicationName() == "StoneSeg"
 
 
-def test_main_without_a_folder_opens_a_copy_of_the_sample(qapp) -> None:  # noqa: ANN001
+def test_main_without_a_folder_opens_a_copy_of_the_sample(qapp) -> None:
     code, seen = run_main_until_loaded(None)
     assert code == 0
     assert seen and seen[0].parent == app_data_dir() / "sample-project" / "images"
 
 
-def test_main_without_a_folder_reopens_the_last_project(qapp, tmp_path) -> None:  # noqa: ANN001
+def test_main_without_a_folder_reopens_the_last_project(qapp, tmp_path) -> None:
     """The sample opens on a first start only; after that, the folder the user left."""
     root = make_project(tmp_path / "proj")
     code, seen = run_main_until_loaded(str(root))
@@ -113,7 +113,7 @@ def test_python_dash_m_reads_an_optional_folder() -> None:
     assert _parse(["/data/photos"]).folder == "/data/photos"
 
 
-def test_user_data_folder_can_be_redirected(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_user_data_folder_can_be_redirected(tmp_path, monkeypatch) -> None:
     assert app_data_dir() == tmp_path / "user-data"  # conftest points STONESEG_DATA_DIR here
     monkeypatch.delenv("STONESEG_DATA_DIR")
     location = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)

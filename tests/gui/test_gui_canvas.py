@@ -24,7 +24,7 @@ def settings() -> ToolSettings:
 
 
 @pytest.fixture
-def canvas(qtbot, settings):  # noqa: ANN001, ANN201
+def canvas(qtbot, settings):
     view = MaskCanvas(settings)
     qtbot.addWidget(view)
     view.resize(640, 480)
@@ -33,7 +33,7 @@ def canvas(qtbot, settings):  # noqa: ANN001, ANN201
     return view
 
 
-def show(canvas: MaskCanvas, width: int = 200, height: int = 100, mask=None) -> MaskDocument:  # noqa: ANN001
+def show(canvas: MaskCanvas, width: int = 200, height: int = 100, mask=None) -> MaskDocument:
     rgb = np.full((height, width, 3), GREY, np.uint8)
     doc = MaskDocument(mask) if mask is not None else MaskDocument(shape=(height, width))
     canvas.show_image(make_display_image(rgb), doc)
@@ -46,7 +46,7 @@ def pixel(canvas: MaskCanvas, x: float, y: float) -> QColor:
     return image.pixelColor(to_view(canvas, x, y))
 
 
-def test_a_photo_opens_fitted_and_ready_to_paint(canvas, settings) -> None:  # noqa: ANN001
+def test_a_photo_opens_fitted_and_ready_to_paint(canvas, settings) -> None:
     doc = show(canvas)
     assert canvas.is_fitted()
     top_left, bottom_right = canvas.image_to_viewport(0, 0), canvas.image_to_viewport(200, 100)
@@ -57,7 +57,7 @@ def test_a_photo_opens_fitted_and_ready_to_paint(canvas, settings) -> None:  # n
     assert canvas.viewport().cursor().shape() == Qt.CursorShape.CrossCursor
 
 
-def test_left_drag_paints_along_the_path_as_one_undo_step(qtbot, canvas, settings) -> None:  # noqa: ANN001
+def test_left_drag_paints_along_the_path_as_one_undo_step(qtbot, canvas, settings) -> None:
     settings.set_brush_size(6)
     doc = show(canvas)
     drag(qtbot, canvas, [(20.5, 50.5), (60.5, 50.5), (100.5, 50.5), (150.5, 50.5)])
@@ -70,7 +70,7 @@ def test_left_drag_paints_along_the_path_as_one_undo_step(qtbot, canvas, setting
     assert not doc.mask.any()
 
 
-def test_right_drag_with_the_brush_erases(qtbot, canvas, settings) -> None:  # noqa: ANN001
+def test_right_drag_with_the_brush_erases(qtbot, canvas, settings) -> None:
     doc = show(canvas, mask=np.full((100, 200), 255, np.uint8))
     settings.set_brush_size(10)
     drag(qtbot, canvas, [(50.5, 50.5), (120.5, 50.5)], button=Qt.MouseButton.RightButton)
@@ -78,7 +78,7 @@ def test_right_drag_with_the_brush_erases(qtbot, canvas, settings) -> None:  # n
     assert doc.mask[10, 50:121].all()
 
 
-def test_eraser_tool_erases_with_the_left_button(qtbot, canvas, settings) -> None:  # noqa: ANN001
+def test_eraser_tool_erases_with_the_left_button(qtbot, canvas, settings) -> None:
     doc = show(canvas, mask=np.full((100, 200), 255, np.uint8))
     settings.set_tool(ToolKind.ERASER)
     settings.set_brush_size(4)
@@ -86,7 +86,7 @@ def test_eraser_tool_erases_with_the_left_button(qtbot, canvas, settings) -> Non
     assert not doc.mask[10, 10:41].any() and doc.mask[20, 20]
 
 
-def test_fill_tool_click_fills_a_closed_outline(qtbot, canvas, settings) -> None:  # noqa: ANN001
+def test_fill_tool_click_fills_a_closed_outline(qtbot, canvas, settings) -> None:
     mask = np.zeros((100, 200), np.uint8)
     mask[20:60, 40] = mask[20:60, 90] = mask[20, 40:91] = mask[59, 40:91] = 255
     doc = show(canvas, mask=mask)
@@ -97,7 +97,7 @@ def test_fill_tool_click_fills_a_closed_outline(qtbot, canvas, settings) -> None
     assert not doc.mask.any()
 
 
-def test_lasso_corners_and_double_click_fill_the_polygon(qtbot, canvas, settings) -> None:  # noqa: ANN001
+def test_lasso_corners_and_double_click_fill_the_polygon(qtbot, canvas, settings) -> None:
     doc = show(canvas)
     settings.set_tool(ToolKind.LASSO_FILL)
     for x, y in [(20.5, 20.5), (80.5, 20.5), (80.5, 70.5)]:
@@ -110,7 +110,7 @@ def test_lasso_corners_and_double_click_fill_the_polygon(qtbot, canvas, settings
     assert doc.undo_steps == 1
 
 
-def test_lasso_erase_freehand_drag_and_escape_cancels(qtbot, canvas, settings) -> None:  # noqa: ANN001
+def test_lasso_erase_freehand_drag_and_escape_cancels(qtbot, canvas, settings) -> None:
     doc = show(canvas, mask=np.full((100, 200), 255, np.uint8))
     settings.set_tool(ToolKind.LASSO_ERASE)
     drag(qtbot, canvas, [(100.5, 20.5), (160.5, 20.5), (160.5, 80.5), (100.5, 80.5)])
@@ -122,7 +122,7 @@ def test_lasso_erase_freehand_drag_and_escape_cancels(qtbot, canvas, settings) -
     assert not canvas.tool.busy
 
 
-def test_middle_drag_pans_without_painting(qtbot, canvas) -> None:  # noqa: ANN001
+def test_middle_drag_pans_without_painting(qtbot, canvas) -> None:
     doc = show(canvas, 400, 300)
     canvas.set_zoom(4.0)
     before = canvas.viewport_to_image(QPointF(320, 240))
@@ -132,7 +132,7 @@ def test_middle_drag_pans_without_painting(qtbot, canvas) -> None:  # noqa: ANN0
     assert not doc.mask.any()
 
 
-def test_space_held_turns_a_left_drag_into_a_pan(qtbot, canvas) -> None:  # noqa: ANN001
+def test_space_held_turns_a_left_drag_into_a_pan(qtbot, canvas) -> None:
     doc = show(canvas, 400, 300)
     canvas.set_zoom(4.0)
     canvas.setFocus()
@@ -164,7 +164,7 @@ def wheel(canvas: MaskCanvas, pos: QPointF, delta: int) -> None:
     QApplication.sendEvent(canvas.viewport(), event)
 
 
-def test_wheel_zooms_around_the_pointer(canvas) -> None:  # noqa: ANN001
+def test_wheel_zooms_around_the_pointer(canvas) -> None:
     show(canvas, 400, 300)
     zoom = canvas.zoom()
     anchor = QPointF(200, 150)
@@ -178,7 +178,7 @@ def test_wheel_zooms_around_the_pointer(canvas) -> None:  # noqa: ANN001
     assert canvas.zoom() < zoom
 
 
-def test_fit_and_actual_size(canvas) -> None:  # noqa: ANN001
+def test_fit_and_actual_size(canvas) -> None:
     show(canvas, 2000, 1000)
     fitted = canvas.zoom()
     assert fitted < 0.5
@@ -188,7 +188,7 @@ def test_fit_and_actual_size(canvas) -> None:  # noqa: ANN001
     assert canvas.zoom() == pytest.approx(fitted) and canvas.is_fitted()
 
 
-def test_brush_cursor_is_a_circle_of_the_true_size(qtbot, canvas, settings) -> None:  # noqa: ANN001
+def test_brush_cursor_is_a_circle_of_the_true_size(qtbot, canvas, settings) -> None:
     show(canvas)
     settings.set_brush_size(30)
     qtbot.mouseMove(canvas.viewport(), to_view(canvas, 100, 50))
@@ -201,7 +201,7 @@ def test_brush_cursor_is_a_circle_of_the_true_size(qtbot, canvas, settings) -> N
     assert not item.isVisible()
 
 
-def test_overlay_toggle_opacity_and_outline_view(canvas, settings) -> None:  # noqa: ANN001
+def test_overlay_toggle_opacity_and_outline_view(canvas, settings) -> None:
     mask = np.zeros((100, 200), np.uint8)
     mask[20:80, 40:160] = 255
     show(canvas, mask=mask)
@@ -220,7 +220,7 @@ def test_overlay_toggle_opacity_and_outline_view(canvas, settings) -> None:  # n
     assert edge != grey and edge.blue() > 200
 
 
-def test_prediction_overlay_has_its_own_colour(canvas) -> None:  # noqa: ANN001
+def test_prediction_overlay_has_its_own_colour(canvas) -> None:
     show(canvas)
     prediction = np.zeros((100, 200), np.uint8)
     prediction[10:40, 10:40] = 255
@@ -231,7 +231,7 @@ def test_prediction_overlay_has_its_own_colour(canvas) -> None:  # noqa: ANN001
     assert pixel(canvas, 20.5, 20.5) == QColor(GREY, GREY, GREY)
 
 
-def test_status_information_follows_the_pointer(qtbot, canvas) -> None:  # noqa: ANN001
+def test_status_information_follows_the_pointer(qtbot, canvas) -> None:
     mask = np.zeros((100, 200), np.uint8)
     mask[30, 70] = 255
     show(canvas, mask=mask)
@@ -244,7 +244,7 @@ def test_status_information_follows_the_pointer(qtbot, canvas) -> None:  # noqa:
 
 def test_a_stroke_on_a_6000x4000_photo_repaints_only_what_it_changed(
     qtbot, canvas, settings
-) -> None:  # noqa: ANN001
+) -> None:
     height, width = 4000, 6000
     rgb = np.zeros((height, width, 3), np.uint8)
     rgb[..., 1] = 90
@@ -267,7 +267,7 @@ def test_a_stroke_on_a_6000x4000_photo_repaints_only_what_it_changed(
     assert doc.undo_steps == 1
 
 
-def test_message_replaces_the_photo(canvas) -> None:  # noqa: ANN001
+def test_message_replaces_the_photo(canvas) -> None:
     show(canvas)
     canvas.show_message("Cannot read image broken.jpg: the file is damaged")
     assert canvas.document is None and canvas.display_image is None

@@ -46,7 +46,7 @@ def disc_mask(with_edge: bool = False) -> np.ndarray:
     return np.where(disc_labels(with_edge) > 0, 255, 0).astype(np.uint8)
 
 
-def open_project(qtbot, window, tmp_path: Path, with_edge: bool = False) -> Path:  # noqa: ANN001
+def open_project(qtbot, window, tmp_path: Path, with_edge: bool = False) -> Path:
     mask = disc_mask(with_edge)
     root = make_project(
         tmp_path / "proj", names=("a.png", "b.png"), size=SIZE, masks={"a": mask, "b": mask}
@@ -56,14 +56,14 @@ def open_project(qtbot, window, tmp_path: Path, with_edge: bool = False) -> Path
     return root
 
 
-def analyse(qtbot, window) -> None:  # noqa: ANN001
+def analyse(qtbot, window) -> None:
     side = window.grain_side
     side.analysis = None
     qtbot.keyClick(window.canvas, Qt.Key.Key_G, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: side.analysis is not None, timeout=10_000)
 
 
-def stone_at(side, x: float, y: float) -> int:  # noqa: ANN001
+def stone_at(side, x: float, y: float) -> int:
     return side.analysis.label_at(x, y)
 
 

@@ -21,11 +21,11 @@ from stoneseg_gui.actions import ACTION_SPECS
 from stoneseg_gui.settings import fallback_data_dir, recent_folders
 
 
-def paint_line(qtbot, window, y: float = 30.5, x0: float = 10.5, x1: float = 60.5) -> None:  # noqa: ANN001
+def paint_line(qtbot, window, y: float = 30.5, x0: float = 10.5, x1: float = 60.5) -> None:
     drag(qtbot, window.canvas, [(x0, y), ((x0 + x1) / 2, y), (x1, y)])
 
 
-def test_opens_a_project_with_images_and_masks(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_opens_a_project_with_images_and_masks(qtbot, window, tmp_path) -> None:
     mask = np.zeros((60, 80), np.uint8)
     mask[10:20, 10:20] = 255
     root = make_project(tmp_path / "proj", masks={"b": mask})
@@ -54,7 +54,7 @@ def test_opens_a_project_with_images_and_masks(qtbot, window, tmp_path) -> None:
     )
 
 
-def test_photos_load_in_the_background(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_photos_load_in_the_background(qtbot, window, tmp_path) -> None:
     root = make_project(tmp_path / "proj", names=("a.png", "b.png"))
     window.open_folder(root)
     wait_loaded(qtbot, window)
@@ -64,7 +64,7 @@ def test_photos_load_in_the_background(qtbot, window, tmp_path) -> None:  # noqa
     wait_loaded(qtbot, window, root / "images" / "b.png")
 
 
-def test_paint_undo_redo_with_the_keyboard(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_paint_undo_redo_with_the_keyboard(qtbot, window, tmp_path) -> None:
     root = make_project(tmp_path / "proj")
     window.open_folder(root)
     wait_loaded(qtbot, window)
@@ -96,7 +96,7 @@ def test_paint_undo_redo_with_the_keyboard(qtbot, window, tmp_path) -> None:  # 
     assert window.image_list.model.status_of(root / "images" / "a.png") == ImageStatus.LABELLED
 
 
-def test_tool_and_view_keys(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_tool_and_view_keys(qtbot, window, tmp_path) -> None:
     root = make_project(tmp_path / "proj")
     window.open_folder(root)
     wait_loaded(qtbot, window)
@@ -138,7 +138,7 @@ def test_tool_and_view_keys(qtbot, window, tmp_path) -> None:  # noqa: ANN001
     assert window.status.zoom_label.text() == "Zoom 100 %"
 
 
-def test_fill_holes_clear_and_invert_actions(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_fill_holes_clear_and_invert_actions(qtbot, window, tmp_path) -> None:
     ring = np.zeros((60, 80), np.uint8)
     ring[10:40, 10:40] = 255
     ring[20:30, 20:30] = 0
@@ -157,7 +157,7 @@ def test_fill_holes_clear_and_invert_actions(qtbot, window, tmp_path) -> None:  
     assert np.array_equal(doc.mask, ring)
 
 
-def test_autosave_when_switching_image(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_autosave_when_switching_image(qtbot, window, tmp_path) -> None:
     root = make_project(tmp_path / "proj")
     window.open_folder(root)
     wait_loaded(qtbot, window)
@@ -178,7 +178,7 @@ def test_autosave_when_switching_image(qtbot, window, tmp_path) -> None:  # noqa
     assert not (root / "masks" / "c.png").exists()
 
 
-def test_autosave_when_the_window_closes(qtbot, make_window, tmp_path) -> None:  # noqa: ANN001
+def test_autosave_when_the_window_closes(qtbot, make_window, tmp_path) -> None:
     root = make_project(tmp_path / "proj")
     window = make_window()
     window.open_folder(root)
@@ -190,7 +190,7 @@ def test_autosave_when_the_window_closes(qtbot, make_window, tmp_path) -> None: 
     assert not recovery_dir(root).exists()
 
 
-def test_ctrl_q_saves_and_closes(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_ctrl_q_saves_and_closes(qtbot, window, tmp_path) -> None:
     root = make_project(tmp_path / "proj")
     window.open_folder(root)
     wait_loaded(qtbot, window)
@@ -200,7 +200,7 @@ def test_ctrl_q_saves_and_closes(qtbot, window, tmp_path) -> None:  # noqa: ANN0
     assert (root / "masks" / "a.png").is_file()
 
 
-def test_a_failed_save_keeps_the_user_on_the_edits(qtbot, window, dialogs, tmp_path) -> None:  # noqa: ANN001
+def test_a_failed_save_keeps_the_user_on_the_edits(qtbot, window, dialogs, tmp_path) -> None:
     root = make_project(tmp_path / "proj")
     window.open_folder(root)
     wait_loaded(qtbot, window)
@@ -222,7 +222,7 @@ def test_a_failed_save_keeps_the_user_on_the_edits(qtbot, window, dialogs, tmp_p
     assert (root / "masks" / "a.png").is_file()
 
 
-def test_plain_folder_without_masks(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_plain_folder_without_masks(qtbot, window, tmp_path) -> None:
     root = tmp_path / "field-photos"
     for i, name in enumerate(["IMG_2.jpg", "IMG_10.jpg"]):
         write_photo(root / name, 90, 70, seed=i)
@@ -244,7 +244,7 @@ def test_plain_folder_without_masks(qtbot, window, tmp_path) -> None:  # noqa: A
 
 def test_read_only_folder_saves_masks_in_a_visible_user_folder(
     qtbot, window, tmp_path, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     existing = np.zeros((60, 80), np.uint8)
     existing[5:15, 5:15] = 255
     root = make_project(tmp_path / "readonly", masks={"a": existing})
@@ -273,7 +273,7 @@ def test_read_only_folder_saves_masks_in_a_visible_user_folder(
 
 def test_unreadable_photos_are_listed_with_the_reason_and_work_goes_on(
     qtbot, window, tmp_path
-) -> None:  # noqa: ANN001
+) -> None:
     root = make_project(tmp_path / "proj", names=("a.jpg", "c.png"))
     images = root / "images"
     (images / "b_garbage.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg \xff\xd9")
@@ -309,7 +309,7 @@ def test_unreadable_photos_are_listed_with_the_reason_and_work_goes_on(
     assert window.save_current() and (root / "masks" / "c.png").is_file()
 
 
-def test_a_mask_of_the_wrong_size_is_reported_and_kept(qtbot, window, dialogs, tmp_path) -> None:  # noqa: ANN001
+def test_a_mask_of_the_wrong_size_is_reported_and_kept(qtbot, window, dialogs, tmp_path) -> None:
     root = make_project(tmp_path / "proj", masks={"a": np.full((10, 10), 255, np.uint8)})
     window.open_folder(root)
     wait_loaded(qtbot, window)
@@ -323,7 +323,7 @@ def test_a_mask_of_the_wrong_size_is_reported_and_kept(qtbot, window, dialogs, t
 
 def test_recovery_file_after_a_stroke_restored_at_the_next_opening(
     qtbot, make_window, dialogs, tmp_path
-) -> None:  # noqa: ANN001
+) -> None:
     from guihelpers import FakeDialogs
 
     root = make_project(tmp_path / "proj")
@@ -352,7 +352,7 @@ def test_recovery_file_after_a_stroke_restored_at_the_next_opening(
 
 def test_saving_deletes_the_recovery_file_and_discard_is_honoured(
     qtbot, window, make_window, tmp_path
-) -> None:  # noqa: ANN001
+) -> None:
     from guihelpers import FakeDialogs
 
     root = make_project(tmp_path / "proj")
@@ -374,7 +374,7 @@ def test_saving_deletes_the_recovery_file_and_discard_is_honoured(
     assert read_png(root / "masks" / "a.png")[52].max() == 0
 
 
-def test_predicted_masks_are_marked_until_reviewed(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_predicted_masks_are_marked_until_reviewed(qtbot, window, tmp_path) -> None:
     predicted = np.zeros((60, 80), np.uint8)
     predicted[:, :20] = 255
     root = make_project(tmp_path / "proj", masks={"a": predicted, "b": predicted})
@@ -398,7 +398,7 @@ def test_predicted_masks_are_marked_until_reviewed(qtbot, window, tmp_path) -> N
     assert window.project.predicted_stems() == set()
 
 
-def test_accepting_a_prediction_keeps_it_unreviewed_until_edited(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_accepting_a_prediction_keeps_it_unreviewed_until_edited(qtbot, window, tmp_path) -> None:
     root = make_project(tmp_path / "proj")
     window.open_folder(root)
     wait_loaded(qtbot, window)
@@ -413,7 +413,7 @@ def test_accepting_a_prediction_keeps_it_unreviewed_until_edited(qtbot, window, 
     assert not window.current_document().mask.any()
 
 
-def test_shortcuts_dialog_lists_every_action_and_keys_are_unique(qtbot, window) -> None:  # noqa: ANN001
+def test_shortcuts_dialog_lists_every_action_and_keys_are_unique(qtbot, window) -> None:
     qtbot.keyClick(window, Qt.Key.Key_F1)
     dialog = window._shortcuts_dialog
     assert dialog is not None and dialog.isVisible()
@@ -433,7 +433,7 @@ def test_shortcuts_dialog_lists_every_action_and_keys_are_unique(qtbot, window) 
     assert {k.toString() for k in window.ui_actions.redo.shortcuts()} == {"Ctrl+Shift+Z", "Ctrl+Y"}
 
 
-def test_open_folder_by_dialog_and_recent_folders(qtbot, window, dialogs, tmp_path) -> None:  # noqa: ANN001
+def test_open_folder_by_dialog_and_recent_folders(qtbot, window, dialogs, tmp_path) -> None:
     first = make_project(tmp_path / "first")
     second = make_project(tmp_path / "second", names=("x.png",))
     dialogs.folders_to_choose = [first]
@@ -450,7 +450,7 @@ def test_open_folder_by_dialog_and_recent_folders(qtbot, window, dialogs, tmp_pa
     wait_loaded(qtbot, window, first / "images" / "a.png")
 
 
-def test_dropping_a_folder_or_a_photo_opens_it(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_dropping_a_folder_or_a_photo_opens_it(qtbot, window, tmp_path) -> None:
     root = make_project(tmp_path / "dropped")
 
     def drop(path: Path) -> None:
@@ -474,7 +474,7 @@ def test_dropping_a_folder_or_a_photo_opens_it(qtbot, window, tmp_path) -> None:
     assert window.project.root == root.resolve()
 
 
-def test_status_bar_shows_the_pixel_under_the_pointer(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_status_bar_shows_the_pixel_under_the_pointer(qtbot, window, tmp_path) -> None:
     mask = np.zeros((60, 80), np.uint8)
     mask[20, 30] = 255
     root = make_project(tmp_path / "proj", masks={"a": mask})
@@ -487,7 +487,7 @@ def test_status_bar_shows_the_pixel_under_the_pointer(qtbot, window, tmp_path) -
     assert window.status.pixel_label.text().startswith("x –")
 
 
-def test_an_empty_folder_says_so(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_an_empty_folder_says_so(qtbot, window, tmp_path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert window.open_folder(empty)
@@ -497,7 +497,7 @@ def test_an_empty_folder_says_so(qtbot, window, tmp_path) -> None:  # noqa: ANN0
     assert window.dialogs.errors[-1][0] == "Cannot open folder"
 
 
-def test_part_two_can_add_docks_and_menus(qtbot, window) -> None:  # noqa: ANN001
+def test_part_two_can_add_docks_and_menus(qtbot, window) -> None:
     from PySide6.QtWidgets import QLabel
 
     panel = QLabel("training")
@@ -510,7 +510,7 @@ def test_part_two_can_add_docks_and_menus(qtbot, window) -> None:  # noqa: ANN00
     assert menu.title() == "E&xtras"
 
 
-def test_masks_written_are_plain_0_255_pngs(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_masks_written_are_plain_0_255_pngs(qtbot, window, tmp_path) -> None:
     root = make_project(tmp_path / "proj")
     window.open_folder(root)
     wait_loaded(qtbot, window)
@@ -525,14 +525,14 @@ def test_masks_written_are_plain_0_255_pngs(qtbot, window, tmp_path) -> None:  #
     assert leftovers == []  # no temporary files left behind
 
 
-def test_write_mask_used_by_helpers_matches_the_app(tmp_path) -> None:  # noqa: ANN001
+def test_write_mask_used_by_helpers_matches_the_app(tmp_path) -> None:
     mask = np.zeros((4, 4), np.uint8)
     mask[1, 1] = 1
     write_mask(tmp_path / "m.png", mask)
     assert read_png(tmp_path / "m.png")[1, 1] == 255
 
 
-def test_undo_history_survives_switching_photos(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_undo_history_survives_switching_photos(qtbot, window, tmp_path) -> None:
     root = make_project(tmp_path / "proj")
     a, b = root / "images" / "a.png", root / "images" / "b.png"
     window.open_folder(root)
@@ -559,7 +559,7 @@ def test_undo_history_survives_switching_photos(qtbot, window, tmp_path) -> None
     assert window.current_document().mask.all()
 
 
-def test_saved_masks_are_readable_by_colleagues(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+def test_saved_masks_are_readable_by_colleagues(qtbot, window, tmp_path) -> None:
     import os
 
     root = make_project(tmp_path / "proj")
@@ -574,7 +574,7 @@ def test_saved_masks_are_readable_by_colleagues(qtbot, window, tmp_path) -> None
 
 def test_continuous_editing_still_writes_a_recovery_copy(
     qtbot, window, tmp_path, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     import stoneseg_gui.editor.session as session_module
 
     monkeypatch.setattr(session_module, "RECOVERY_MAX_WAIT_S", 0.0)  # "long ago"

@@ -10,7 +10,7 @@ from stoneseg_core.errors import DataError
 from stoneseg_gui.workers import Worker, running_workers, start_worker
 
 
-def counting(n: int):  # noqa: ANN201
+def counting(n: int):
     total = 0
     for i in range(n):
         total += i
@@ -18,7 +18,7 @@ def counting(n: int):  # noqa: ANN201
     return total
 
 
-def test_generator_progress_and_return_value_arrive_in_order(qtbot) -> None:  # noqa: ANN001
+def test_generator_progress_and_return_value_arrive_in_order(qtbot) -> None:
     seen: list[object] = []
     worker = Worker(counting, 5)
     worker.progressed.connect(seen.append)
@@ -30,15 +30,15 @@ def test_generator_progress_and_return_value_arrive_in_order(qtbot) -> None:  # 
     assert worker not in running_workers()
 
 
-def test_plain_function_succeeds_with_its_value(qtbot) -> None:  # noqa: ANN001
+def test_plain_function_succeeds_with_its_value(qtbot) -> None:
     worker = start_worker(lambda a, b: a * b, 6, b=7)
     with qtbot.waitSignal(worker.succeeded, timeout=5000) as blocker:
         pass
     assert blocker.args == [42]
 
 
-def test_core_errors_become_their_message_and_others_are_named(qtbot) -> None:  # noqa: ANN001
-    def fails():  # noqa: ANN202
+def test_core_errors_become_their_message_and_others_are_named(qtbot) -> None:
+    def fails():
         raise DataError("Training needs at least two labelled images.")
         yield  # pragma: no cover
 
@@ -53,12 +53,12 @@ def test_core_errors_become_their_message_and_others_are_named(qtbot) -> None:  
     assert "ZeroDivisionError" in blocker.args[0]
 
 
-def test_stop_takes_effect_between_yields_and_closes_the_generator(qtbot) -> None:  # noqa: ANN001
+def test_stop_takes_effect_between_yields_and_closes_the_generator(qtbot) -> None:
     gate = threading.Event()
     closed = threading.Event()
     produced: list[int] = []
 
-    def slow():  # noqa: ANN202
+    def slow():
         try:
             for i in range(100):
                 produced.append(i)
@@ -80,17 +80,17 @@ def test_stop_takes_effect_between_yields_and_closes_the_generator(qtbot) -> Non
     assert len(produced) <= 2
 
 
-def test_a_worker_starts_only_once(qtbot) -> None:  # noqa: ANN001
+def test_a_worker_starts_only_once(qtbot) -> None:
     worker = start_worker(counting, 1)
     with pytest.raises(RuntimeError):
         worker.start()
     assert worker.wait(5000)
 
 
-def test_a_job_that_takes_should_stop_is_given_the_stop_flag_and_ends_itself(qtbot) -> None:  # noqa: ANN001
+def test_a_job_that_takes_should_stop_is_given_the_stop_flag_and_ends_itself(qtbot) -> None:
     gate = threading.Event()
 
-    def checks(n: int, should_stop=None):  # noqa: ANN001, ANN202
+    def checks(n: int, should_stop=None):
         done = 0
         for i in range(n):
             if should_stop():

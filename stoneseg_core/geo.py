@@ -73,7 +73,7 @@ TILE = 256
 def _tifffile():
     try:
         import tifffile
-    except ImportError:  # pragma: no cover - scikit-image installs it
+    except ImportError:
         raise StonesegError(
             f"Reading and writing GeoTIFFs needs tifffile: {INSTALL_HINT}"
         ) from None

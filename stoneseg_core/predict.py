@@ -435,7 +435,11 @@ def iter_segment_folder(
     Bad files are reported and skipped; existing outputs are kept unless ``overwrite``.
     """
     paths = list_images(Path(input_dir))
-    return (yield from iter_segment_images(segmenter, paths, output_dir, overwrite, should_stop))
+    return (
+        yield from iter_segment_images(
+            segmenter, paths, output_dir, overwrite, should_stop, geotiff_masks=True
+        )
+    )
 
 
 def iter_segment_images(
@@ -444,9 +448,11 @@ def iter_segment_images(
     output_dir: str | Path,
     overwrite: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    geotiff_masks: bool = False,
 ) -> Generator[SegmentEvent, None, SegmentSummary]:
-    """Segment each photo of ``images`` into ``output_dir/<stem>.png`` (0/255); a
-    georeferenced GeoTIFF into ``<stem>.tif``, a GeoTIFF with the photo's georeference.
+    """Segment each photo of ``images`` into ``output_dir/<stem>.png`` (0/255); with
+    ``geotiff_masks`` a georeferenced GeoTIFF into ``<stem>.tif``, a GeoTIFF with the
+    photo's georeference (not for a project's ``masks/``, which are PNGs).
 
     The folder job's loop, for photos the caller picks (the window's "Predict all" segments
     the photos without a mask). An existing output is replaced only with ``overwrite``. A
@@ -463,7 +469,7 @@ def iter_segment_images(
             f"Cannot create output folder {output_dir}: {exc.strerror or exc}"
         ) from exc
     # a georeferenced GeoTIFF's mask is a GeoTIFF on the same grid; any other photo's a PNG
-    georefs = {p: georeference_or_none(p) for p in paths if is_tiff(p)}
+    georefs = {p: georeference_or_none(p) for p in paths if geotiff_masks and is_tiff(p)}
     outputs = {
         p: output_dir / f"{p.stem}{'.png' if georefs.get(p) is None else '.tif'}" for p in paths
     }

@@ -339,3 +339,22 @@ def test_a_damaged_tif_is_named_by_segment(trained_model, tmp_path, capsys):
     assert main(["segment", str(trained_model), str(photos), str(tmp_path / "masks")]) == 1
     err = capsys.readouterr().err
     assert "broken.tif" in err and (tmp_path / "masks" / "ortho.tif").exists()
+
+
+def test_predict_all_into_a_project_keeps_png_masks(trained_model, tmp_path):
+    """The window's Predict all writes a project's masks/, which are PNGs for every photo."""
+    from stoneseg_core.predict import Segmenter, iter_segment_images
+
+    photo = _ortho(tmp_path / "images", geo.make_georeference(UTM33_5MM, 32633))
+    gen = iter_segment_images(Segmenter.load(trained_model), [photo], tmp_path / "masks")
+    events = list(gen)
+    assert [e.status for e in events] == ["written"]
+    assert events[0].output == tmp_path / "masks" / "ortho.png" and events[0].output.exists()
+
+
+def test_without_tifffile_the_error_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "tifffile", None)  # as if not installed
+    with pytest.raises(StonesegError, match=r"pip install stoneseg\[geo\]"):
+        geo.read_georeference(tmp_path / "x.tif")
+    with pytest.raises(StonesegError, match=r"pip install stoneseg\[geo\]"):
+        geo.write_geotiff_mask(tmp_path / "m.tif", np.zeros((4, 4), np.uint8), None)

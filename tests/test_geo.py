@@ -3,6 +3,7 @@
 import csv
 import json
 import logging
+import sys
 import tracemalloc
 
 import numpy as np
@@ -353,8 +354,33 @@ def test_predict_all_into_a_project_keeps_png_masks(trained_model, tmp_path):
 
 
 def test_without_tifffile_the_error_names_the_extra(monkeypatch, tmp_path):
-    monkeypatch.setitem(__import__("sys").modules, "tifffile", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "tifffile", None)  # as if it were not installed
     with pytest.raises(StonesegError, match=r"pip install stoneseg\[geo\]"):
         geo.read_georeference(tmp_path / "x.tif")
     with pytest.raises(StonesegError, match=r"pip install stoneseg\[geo\]"):
         geo.write_geotiff_mask(tmp_path / "m.tif", np.zeros((4, 4), np.uint8), None)
+
+
+def test_geojson_rings_holes_and_parts_in_the_crs():
+    from stoneseg_core.grains import CSV_COLUMNS, GrainOptions, stones_geojson
+    from stoneseg_core.grains.analyse import ImageGrains
+    from stoneseg_core.grains.measure import measure_stones
+
+    labels = np.zeros((40, 50), np.int32)
+    labels[5:25, 5:30] = 1
+    labels[10:15, 10:20] = 0  # a hole in stone 1
+    labels[30, 40] = labels[31, 41] = labels[32, 42] = 2  # three pixels touching at corners
+    georef = geo.make_georeference(UTM33_5MM, 32633)
+    stones = measure_stones(labels, 5.0, min_size_px=1)
+    result = ImageGrains("p.tif", 5.0, tuple(stones))
+    collection = stones_geojson(result, labels, GrainOptions(), georef, "georeference")
+    json.dumps(collection, allow_nan=False)
+    one, two = collection["features"]
+    assert one["geometry"]["type"] == "Polygon" and len(one["geometry"]["coordinates"]) == 2
+    exterior, hole = (np.asarray(r) for r in one["geometry"]["coordinates"])
+    assert ring_area(exterior) == pytest.approx(500 * 0.005**2)  # anticlockwise, y up
+    assert ring_area(hole) == pytest.approx(-50 * 0.005**2)  # clockwise
+    assert np.allclose(exterior[0], exterior[-1])
+    assert two["geometry"]["type"] == "MultiPolygon" and len(two["geometry"]["coordinates"]) == 3
+    assert one["properties"]["area_px"] == 450 and one["properties"]["mm_per_px"] == 5.0
+    assert list(one["properties"]) == list(CSV_COLUMNS)

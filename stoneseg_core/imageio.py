@@ -8,6 +8,7 @@ with 0 = background and 255 = stone.
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import re
@@ -156,6 +157,14 @@ def read_image(path: str | Path, reduce: int = 1) -> np.ndarray:
         raise ImageReadError(
             f"Cannot read image {path.name}: the JPEG file is truncated (copy it again from the camera or source)."
         )
+    arr = _read_tiff_rgb(raw) if path.suffix.lower() in (".tif", ".tiff") else None
+    if arr is not None:  # already RGB (or grey) in file order
+        arr = _to_uint8(arr)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        elif arr.shape[2] == 4:
+            arr = np.ascontiguousarray(arr[:, :, :3])
+        return apply_orientation(arr, _exif_orientation(path))
     flags = cv2.IMREAD_UNCHANGED
     if reduce in JPEG_REDUCTIONS and raw[:2].tobytes() == b"\xff\xd8":
         flags = JPEG_REDUCTIONS[reduce]  # 8-bit BGR, scaled by libjpeg as it decodes
@@ -176,6 +185,28 @@ def read_image(path: str | Path, reduce: int = 1) -> np.ndarray:
             f"Cannot read image {path.name}: {arr.shape[2]} channels are not supported."
         )
     return apply_orientation(arr, _exif_orientation(path))
+
+
+def _read_tiff_rgb(raw: np.ndarray) -> np.ndarray | None:
+    """A grey, RGB or RGBA TIFF (GeoTIFFs, orthophotos) read by tifffile, or None to leave the
+    file to OpenCV: tifffile reads tiles and GeoTIFF tags silently, where libtiff in OpenCV
+    warns about every GeoTIFF tag on stderr. Compressions tifffile cannot decode without
+    imagecodecs (JPEG, often LZW) and other layouts go to OpenCV too."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(io.BytesIO(raw.tobytes())) as tif:
+            page = tif.pages[0]
+            grey_or_rgb = int(page.photometric) in (1, 2)  # MINISBLACK, RGB
+            layout_ok = page.samplesperpixel == 1 or int(page.planarconfig) == 1
+            if not (grey_or_rgb and layout_ok):
+                return None
+            arr = page.asarray()
+    except Exception:
+        return None
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        return None
+    return arr
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -368,4 +399,3 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
         atomic_write_bytes(path, buf.tobytes())
     except OSError as exc:
         raise StonesegError(describe_os_error(exc, path)) from exc
-

@@ -29,6 +29,7 @@ from .config import InferenceConfig
 from .dataset import normalize, to_work_scale
 from .device import autocast, autocast_dtype, resolve_device
 from .errors import ImageReadError, OutOfMemoryError, StonesegError
+from .geo import georeference_or_none, is_tiff, write_geotiff_mask
 from .imageio import image_size, jpeg_reduction, list_images, read_image, write_mask
 from .model import ModelInfo, load_model, read_model_info
 from .runtime import OnnxNetwork, onnx_network, onnx_network_for_folder, remember_folder
@@ -428,12 +429,17 @@ def iter_segment_folder(
     overwrite: bool = False,
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[SegmentEvent, None, SegmentSummary]:
-    """Segment every photo in ``input_dir`` into ``output_dir/<stem>.png`` (0/255).
+    """Segment every photo in ``input_dir`` into ``output_dir/<stem>.png`` (0/255), or
+    ``<stem>.tif`` with the georeference of a georeferenced GeoTIFF.
 
     Bad files are reported and skipped; existing outputs are kept unless ``overwrite``.
     """
     paths = list_images(Path(input_dir))
-    return (yield from iter_segment_images(segmenter, paths, output_dir, overwrite, should_stop))
+    return (
+        yield from iter_segment_images(
+            segmenter, paths, output_dir, overwrite, should_stop, geotiff_masks=True
+        )
+    )
 
 
 def iter_segment_images(
@@ -442,8 +448,11 @@ def iter_segment_images(
     output_dir: str | Path,
     overwrite: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    geotiff_masks: bool = False,
 ) -> Generator[SegmentEvent, None, SegmentSummary]:
-    """Segment each photo of ``images`` into ``output_dir/<stem>.png`` (0/255).
+    """Segment each photo of ``images`` into ``output_dir/<stem>.png`` (0/255); with
+    ``geotiff_masks`` a georeferenced GeoTIFF into ``<stem>.tif``, a GeoTIFF with the
+    photo's georeference (not for a project's ``masks/``, which are PNGs).
 
     The folder job's loop, for photos the caller picks (the window's "Predict all" segments
     the photos without a mask). An existing output is replaced only with ``overwrite``. A
@@ -459,17 +468,29 @@ def iter_segment_images(
         raise StonesegError(
             f"Cannot create output folder {output_dir}: {exc.strerror or exc}"
         ) from exc
-    todo, skipped = [], []
+    # a georeferenced GeoTIFF's mask is a GeoTIFF on the same grid; any other photo's a PNG
+    georefs = {p: georeference_or_none(p) for p in paths if geotiff_masks and is_tiff(p)}
+    outputs = {
+        p: output_dir / f"{p.stem}{'.png' if georefs.get(p) is None else '.tif'}" for p in paths
+    }
+    todo, skipped, itself = [], [], []
     for p in paths:
-        out = output_dir / f"{p.stem}.png"
-        (skipped if out.exists() and not overwrite else todo).append(p)
+        if outputs[p].resolve() == p.resolve():
+            itself.append(p)  # a GeoTIFF segmented into its own folder
+        else:
+            (skipped if outputs[p].exists() and not overwrite else todo).append(p)
     total = len(paths)
     written, failed, index = 0, [], 0
     for p in skipped:
         index += 1
-        yield SegmentEvent(
-            index, total, p, "skipped", output_dir / f"{p.stem}.png", "output exists"
+        yield SegmentEvent(index, total, p, "skipped", outputs[p], "output exists")
+    for p in itself:
+        index += 1
+        message = (
+            f"its mask {outputs[p].name} would replace the photo; choose another output folder"
         )
+        failed.append((p, message))
+        yield SegmentEvent(index, total, p, "failed", None, message)
     cancelled = False
     stopping = (lambda: False) if should_stop is None else should_stop
     # the PNG of one photo is encoded and written on this thread while the network runs on
@@ -495,7 +516,7 @@ def iter_segment_images(
                 cancelled = True
                 break
             index += 1
-            out = output_dir / f"{p.stem}.png"
+            out = outputs[p]
             start = time.perf_counter()
             if isinstance(item, Exception):
                 if pending is not None:
@@ -528,7 +549,11 @@ def iter_segment_images(
                 if stopping():  # asked to stop on seeing that event: this mask is not written
                     cancelled = True
                     break
-            pending = (index, p, out, writer.submit(write_mask, out, mask), start)
+            if georefs.get(p) is None:
+                job = writer.submit(write_mask, out, mask)
+            else:
+                job = writer.submit(write_geotiff_mask, out, mask, georefs[p])
+            pending = (index, p, out, job, start)
             del mask
         if pending is not None:
             yield finish(pending)

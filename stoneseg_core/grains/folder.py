@@ -3,6 +3,7 @@ photo of a folder with a model; ``iter_grains_masks`` splits and measures a proj
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -12,11 +13,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import DataError, ImageReadError, OutOfMemoryError, StonesegError
+from ..geo import Georeference, georeference_or_none, is_tiff
 from ..imageio import IMAGE_EXTENSIONS, list_images, read_image, read_mask
 from .analyse import GrainOptions, ImageGrains, analyse_mask
 from .edit import replay_edits
-from .io import percentiles_report, stones_csv, write_instance_png, write_json, write_text
+from .io import (
+    percentiles_report,
+    stones_csv,
+    stones_geojson,
+    write_instance_labels,
+    write_json,
+    write_text,
+)
 from .measure import _check_scale, measure_stones
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # predict imports torch; only the caller of iter_grains_folder needs it
     from ..predict import Segmenter
@@ -71,24 +82,39 @@ def iter_grains_folder(
 ) -> Generator[GrainEvent, None, GrainSummary]:
     """Segment, split and measure every photo of ``input_dir``; write the instance masks and tables.
 
-    Writes ``<stem>_instances.png`` (16-bit labels), ``<stem>_stones.csv``,
-    ``stones_pooled.csv`` and ``percentiles.json`` in ``output_dir``. The scale is
-    ``mm_per_px`` for all photos, or per photo from ``scales`` (a photo missing from it
-    fails, named); without either, sizes are in pixels. Bad photos are reported and
-    skipped; the pooled files cover the others.
+    Writes ``<stem>_instances.png`` (16-bit labels; ``<stem>_instances.tif``, 32-bit, past
+    65535 stones), ``<stem>_stones.csv``, ``<stem>_stones.geojson`` (each stone's outline
+    with its CSV row), ``stones_pooled.csv`` and ``percentiles.json`` in ``output_dir``. The
+    scale is ``mm_per_px`` for all photos, or per photo from ``scales`` (a photo missing
+    from it fails, named); without either, each georeferenced GeoTIFF's own (projected CRS
+    in metres, see ``geo.Georeference.mm_per_px``) -- every photo's or none's, since
+    millimetres and pixels do not pool; else sizes are in pixels. Bad photos are reported
+    and skipped; the pooled files cover the others.
     """
     options = options or GrainOptions()
     if mm_per_px is not None and scales is not None:
         raise StonesegError("Give either one scale for every photo or a scale table, not both.")
     _check_scale(mm_per_px)
-    if options.min_size_mm is not None and mm_per_px is None and scales is None:
-        raise StonesegError(
-            "A minimum size in mm needs a scale: give the millimetres per pixel or a scale CSV."
-        )
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     paths = list_images(input_dir)
     if not paths:
         raise DataError(f"No photos in {input_dir} (looked for {', '.join(IMAGE_EXTENSIONS)}).")
+    georefs = {p: georeference_or_none(p) for p in paths if is_tiff(p)}
+    geo_scales = {} if mm_per_px is not None or scales is not None else _georef_scales(georefs)
+    if geo_scales and len(geo_scales) < len(paths):
+        missing = [p.name for p in paths if p not in geo_scales]
+        shown = ", ".join(missing[:8]) + (
+            f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        )
+        raise StonesegError(
+            f"{len(geo_scales)} photos take their scale from their georeference but {shown} "
+            "have none, and photos with and without a scale cannot be pooled: give the scale "
+            "of every photo (a scale CSV), or measure them apart."
+        )
+    if options.min_size_mm is not None and mm_per_px is None and scales is None and not geo_scales:
+        raise StonesegError(
+            "A minimum size in mm needs a scale: give the millimetres per pixel or a scale CSV."
+        )
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -112,8 +138,11 @@ def iter_grains_folder(
         index += 1
         start = time.perf_counter()
         try:
-            scale = mm_per_px
+            scale, source = mm_per_px, "given" if mm_per_px is not None else None
+            if p in geo_scales:
+                scale, source = geo_scales[p], "georeference"
             if scales is not None:
+                source = "scale CSV"
                 scale = scales.get(p.stem)
                 if scale is None:
                     raise DataError(
@@ -129,8 +158,13 @@ def iter_grains_folder(
                 p.name,
                 boundary=getattr(pred, "boundary", None),  # None: a 1-channel model
             )
-            write_instance_png(output_dir / f"{p.stem}_instances.png", labels)
+            georef = georefs.get(p)
+            write_instance_labels(output_dir / f"{p.stem}_instances.png", labels, georef)
             write_text(output_dir / f"{p.stem}_stones.csv", stones_csv([result], options))
+            write_json(
+                output_dir / f"{p.stem}_stones.geojson",
+                stones_geojson(result, labels, options, georef, source),
+            )
         except (ImageReadError, StonesegError) as exc:
             if should_stop is not None and should_stop():
                 cancelled = True
@@ -151,6 +185,19 @@ def iter_grains_folder(
     write_text(output_dir / "stones_pooled.csv", stones_csv(results, options))
     write_json(output_dir / "percentiles.json", report)
     return GrainSummary(tuple(results), tuple(failed), report, cancelled)
+
+
+def _georef_scales(georefs: dict[Path, Georeference | None]) -> dict[Path, float]:
+    """{photo: mm per pixel} of the georeferenced photos whose georeference gives one."""
+    out = {}
+    for p, georef in georefs.items():
+        if georef is None:
+            continue
+        mm, note = georef.mm_per_px()
+        log.info("%s: %s", p.name, note)
+        if mm is not None:
+            out[p] = mm
+    return out
 
 
 def iter_grains_masks(

@@ -1,4 +1,5 @@
-"""Exporting: instance-label PNGs, the per-stone CSV, the percentiles JSON.
+"""Exporting: instance-label PNGs (32-bit TIFFs past 65535 stones), the per-stone CSV and
+GeoJSON outlines, the percentiles JSON.
 
 ``read_instance_labels`` (their reader) is imageio's, re-exported here: training reads
 instance labels too, and the dataset must not depend on the grain analysis."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import StonesegError
+from ..geo import Georeference, write_tiff
 from ..imageio import atomic_write_bytes, describe_os_error, read_instance_labels, write_png
 from .analyse import GrainOptions, ImageGrains
 from .distribution import WEIGHTINGS, _percentile_block, distribution_of
 from .measure import Stone
+from .outlines import ring_area, stone_polygons
 
 MAX_INSTANCES_PNG = 65535  # a 16-bit PNG holds labels 1..65535
 
@@ -28,6 +32,8 @@ __all__ = [
     "percentiles_report",
     "read_instance_labels",  # lives in imageio: training reads it too
     "stones_csv",
+    "stones_geojson",
+    "write_instance_labels",
     "write_instance_png",
     "write_json",
     "write_text",
@@ -44,6 +50,26 @@ def write_instance_png(path: str | Path, labels: np.ndarray) -> None:
             "raise the minimum separation or analyse smaller photos."
         )
     write_png(path, labels.astype(np.uint16))
+
+
+def write_instance_labels(
+    path: str | Path, labels: np.ndarray, georef: Georeference | None = None
+) -> Path:
+    """Write labels as a 16-bit PNG, or -- more than 65535 stones, as in an orthomosaic --
+    as a 32-bit deflate TIFF beside it (``path`` with the suffix .tif, carrying ``georef``).
+
+    Returns the path written; ``read_instance_labels`` reads both.
+    """
+    path, labels = Path(path), np.asarray(labels)
+    top = int(labels.max()) if labels.size else 0
+    if labels.size and labels.min() < 0:
+        raise StonesegError(f"{path.name}: instance labels cannot be negative.")
+    if top <= MAX_INSTANCES_PNG:
+        write_instance_png(path, labels)
+        return path
+    path = path.with_suffix(".tif")
+    write_tiff(path, labels.astype(np.uint32), georef)
+    return path
 
 
 CSV_COLUMNS = (
@@ -95,34 +121,38 @@ def stones_csv(results: Iterable[ImageGrains], options: GrainOptions) -> str:
     writer.writerow(CSV_COLUMNS)
     for r in results:
         for s in r.stones:
-            row = (
-                r.name,
-                s.label,
-                s.area_px,
-                s.area_mm2,
-                s.equivalent_diameter_px,
-                s.equivalent_diameter_mm,
-                s.a_axis_px,
-                s.a_axis_mm,
-                s.b_axis_px,
-                s.b_axis_mm,
-                s.b_axis_psi,
-                s.perimeter_px,
-                s.perimeter_mm,
-                s.circularity,
-                s.centroid_x,
-                s.centroid_y,
-                s.touches_edge,
-                s.excluded,
-                s.exclusion_reason,
-                r.mm_per_px,
-                options.exclude_edge,
-                options.min_size_px,
-                options.min_size_mm,
-                options.weighting,
-            )
-            writer.writerow([_cell(v) for v in row])
+            writer.writerow([_cell(v) for v in _row(r, s, options)])
     return buf.getvalue()
+
+
+def _row(r: ImageGrains, s: Stone, options: GrainOptions) -> tuple:
+    """One stone's values, in the order of ``CSV_COLUMNS``."""
+    return (
+        r.name,
+        s.label,
+        s.area_px,
+        s.area_mm2,
+        s.equivalent_diameter_px,
+        s.equivalent_diameter_mm,
+        s.a_axis_px,
+        s.a_axis_mm,
+        s.b_axis_px,
+        s.b_axis_mm,
+        s.b_axis_psi,
+        s.perimeter_px,
+        s.perimeter_mm,
+        s.circularity,
+        s.centroid_x,
+        s.centroid_y,
+        s.touches_edge,
+        s.excluded,
+        s.exclusion_reason,
+        r.mm_per_px,
+        options.exclude_edge,
+        options.min_size_px,
+        options.min_size_mm,
+        options.weighting,
+    )
 
 
 def percentiles_report(results: Sequence[ImageGrains], options: GrainOptions) -> dict[str, Any]:
@@ -175,3 +205,79 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
     write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def stones_geojson(
+    result: ImageGrains,
+    labels: np.ndarray,
+    options: GrainOptions,
+    georef: Georeference | None = None,
+    scale_source: str | None = None,
+) -> dict[str, Any]:
+    """A GeoJSON FeatureCollection with one feature per stone of ``result`` (the rows of its
+    CSV, excluded stones too): the stone's outline along its pixel edges as a Polygon (or a
+    MultiPolygon when the label has parts that touch only at corners), its CSV row as the
+    properties.
+
+    With ``georef`` the coordinates are the photo's CRS (the pixel corners through the
+    affine transform), recorded in a top-level "crs" member naming the EPSG code as GDAL
+    writes it (RFC 7946 itself knows only WGS 84); without, they are pixels (x right, y
+    down from the photo's top-left corner), which the top-level "coordinates" says.
+    """
+    labels = np.asarray(labels)
+    features = []
+    for s in result.stones:
+        r0, c0, r1, c1 = s.bbox
+        polygons = stone_polygons(labels[r0:r1, c0:c1] == s.label, offset=(r0, c0))
+        shapes = []
+        for poly in polygons:
+            rings = []
+            for ring in poly:
+                if georef is not None:
+                    x, y = georef.to_crs(ring[:, 0], ring[:, 1])
+                    ring = np.stack([x, y], axis=1)
+                # RFC 7946: exteriors anticlockwise, holes clockwise (positive and negative
+                # shoelace area of the coordinates as numbers); a north-up transform flips y
+                if (ring_area(ring) > 0) != (not rings):
+                    ring = ring[::-1]
+                rings.append(ring.tolist())
+            shapes.append(rings)
+        if not shapes:
+            geometry = None
+        elif len(shapes) == 1:
+            geometry = {"type": "Polygon", "coordinates": shapes[0]}
+        else:
+            geometry = {"type": "MultiPolygon", "coordinates": shapes}
+        properties = {k: _json_value(v) for k, v in zip(CSV_COLUMNS, _row(result, s, options))}
+        features.append(
+            {"type": "Feature", "id": int(s.label), "geometry": geometry, "properties": properties}
+        )
+    out: dict[str, Any] = {"type": "FeatureCollection", "name": Path(result.name).stem}
+    if georef is None:
+        out["coordinates"] = (
+            "pixels: x to the right, y down, from the top-left corner of the photo (no "
+            "georeference)"
+        )
+    else:
+        out["coordinates"] = f"{georef.crs_name}, pixel corners through the georeference"
+        if georef.epsg is not None:
+            out["crs"] = {
+                "type": "name",
+                "properties": {"name": f"urn:ogc:def:crs:EPSG::{georef.epsg}"},
+            }
+        if georef.crs_wkt:
+            out["crs_wkt"] = georef.crs_wkt
+    out["image"] = result.name
+    out["mm_per_px"] = result.mm_per_px
+    out["mm_per_px_source"] = scale_source
+    out["features"] = features
+    return out

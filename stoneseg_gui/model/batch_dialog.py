@@ -80,7 +80,10 @@ class BatchDialog(QDialog):
         self.setModal(False)
         self.setMinimumWidth(560)
         self.input_row = _PathRow("folder of photos", "Photos to segment")
-        self.output_row = _PathRow("where the 0/255 PNG masks go", "Output folder")
+        self.output_row = _PathRow(
+            "where the 0/255 masks go (PNG; a georeferenced GeoTIFF's as a GeoTIFF)",
+            "Output folder",
+        )
         if input_dir is not None:
             self.input_row.edit.setText(str(input_dir))
             self.output_row.edit.setText(str(input_dir.parent / f"{input_dir.name}-masks"))

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 
 from ..errors import StonesegError
-from .common import EXIT_OK, EXIT_SOME_FAILED, _non_negative_float, _positive_float, run_photo_loop
+from .common import (
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    _non_negative_float,
+    _positive_float,
+    add_shard_argument,
+    run_photo_loop,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,7 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Segment every photo of INPUT_DIR, split touching stones, measure each stone (b-axis = grain size) "
             "and write OUTPUT_DIR/<photo>_instances.png (16-bit labels), <photo>_stones.csv, stones_pooled.csv "
             "and percentiles.json (D10, D16, D50, D84, D90 by count and by area, in mm and psi). Without a scale, "
-            "sizes are in pixels."
+            "sizes are in pixels. With --shard K/N the pooled files are stones_pooled.shard-K-of-N.csv and "
+            "percentiles.shard-K-of-N.json, so array jobs sharing OUTPUT_DIR never overwrite each other's."
         ),
     )
     p.add_argument("model_dir", metavar="MODEL_DIR")
@@ -47,6 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="MM",
         help="leave out stones whose b-axis is below MM millimetres (needs a scale)",
     )
+    add_shard_argument(p)
     p.set_defaults(handler=run)
     return p
 
@@ -57,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from ..grains import GrainOptions, iter_grains_folder, read_scale_csv
     from ..imageio import list_images
     from ..predict import Segmenter
+    from ..shard import take_shard
 
     if args.min_size is not None and args.mm_per_px is None and args.scale_csv is None:
         raise StonesegError(
@@ -64,12 +74,22 @@ def run(args: argparse.Namespace) -> int:
         )
     scales = read_scale_csv(args.scale_csv) if args.scale_csv else None
     options = GrainOptions(exclude_edge=args.exclude_edge, min_size_mm=args.min_size)
-    total = len(list_images(args.input_dir))
-    if total == 0:  # say so before spending seconds on loading the model
+    photos = list_images(args.input_dir)
+    if not photos:  # say so before spending seconds on loading the model
         raise StonesegError(f"No photos in {args.input_dir}.")
+    total = len(take_shard(photos, args.shard))
+    if total == 0:  # more array jobs than photos: this one has nothing to do
+        print(f"Shard {args.shard[0]}/{args.shard[1]} has no photos; nothing to do.")
+        return EXIT_OK
     segmenter = Segmenter.load(args.model_dir)
     gen = iter_grains_folder(
-        segmenter, args.input_dir, args.output_dir, options, mm_per_px=args.mm_per_px, scales=scales
+        segmenter,
+        args.input_dir,
+        args.output_dir,
+        options,
+        mm_per_px=args.mm_per_px,
+        scales=scales,
+        shard=args.shard,
     )
     summary = run_photo_loop(gen, total)
     pooled = summary.report["pooled"]

@@ -90,4 +90,29 @@ def test_grains_shards_write_their_own_pooled_files(trained_model, seven_photos,
     assert len(list(out.glob("*_instances.png"))) == 7
     whole = tmp_path / "whole"
     assert main(["grains", str(trained_model), str(seven_photos), str(whole)]) == 0
-    assert json.loads((whole / "percentiles.json").read_text())["pooled"]["stones_found"] == counted
+    unsharded = json.loads((whole / "percentiles.json").read_text())
+    assert unsharded["pooled"]["stones_found"] == counted
+    # pooling the shards' per-photo tables again gives the unsharded run's figures
+    assert main(["grains", "--pool-only", str(out)]) == 0
+    pooled = json.loads((out / "percentiles.json").read_text())
+    assert pooled["options"] == unsharded["options"] and pooled["failed"] == []
+    for by in ("by_count", "by_area"):
+        a, b = pooled["pooled"][by], unsharded["pooled"][by]
+        assert a.keys() == b.keys() and a["n_stones"] == b["n_stones"]
+        for key, value in b.items():
+            if isinstance(value, float):
+                assert a[key] == pytest.approx(value, rel=1e-4), key
+    rows = (out / "stones_pooled.csv").read_text().splitlines()
+    assert len(rows) == len((whole / "stones_pooled.csv").read_text().splitlines())
+
+
+def test_pool_only_takes_one_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["grains", "--pool-only", str(tmp_path), str(tmp_path)])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["grains", str(tmp_path)])  # without --pool-only all three folders are needed
+    assert exc.value.code == 2
+    capsys.readouterr()
+    assert main(["grains", "--pool-only", str(tmp_path)]) == 2  # no tables: one line
+    assert "No per-photo tables" in capsys.readouterr().err

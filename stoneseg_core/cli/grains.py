@@ -28,9 +28,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "percentiles.shard-K-of-N.json, so array jobs sharing OUTPUT_DIR never overwrite each other's."
         ),
     )
-    p.add_argument("model_dir", metavar="MODEL_DIR")
-    p.add_argument("input_dir", metavar="INPUT_DIR")
-    p.add_argument("output_dir", metavar="OUTPUT_DIR")
+    # optional only for --pool-only, which takes none of them (run checks)
+    p.add_argument("model_dir", metavar="MODEL_DIR", nargs="?")
+    p.add_argument("input_dir", metavar="INPUT_DIR", nargs="?")
+    p.add_argument("output_dir", metavar="OUTPUT_DIR", nargs="?")
     scale = p.add_mutually_exclusive_group()
     scale.add_argument(
         "--mm-per-px",
@@ -56,7 +57,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="leave out stones whose b-axis is below MM millimetres (needs a scale)",
     )
     add_shard_argument(p)
-    p.set_defaults(handler=run)
+    p.add_argument(
+        "--pool-only",
+        default=None,
+        metavar="OUTPUT_DIR",
+        help="segment nothing: pool the <photo>_stones.csv tables already in OUTPUT_DIR (e.g. "
+        "written by --shard array jobs) into stones_pooled.csv and percentiles.json; "
+        "stoneseg grains --pool-only OUTPUT_DIR",
+    )
+    p.set_defaults(handler=run, grains_parser=p)
     return p
 
 
@@ -68,6 +77,13 @@ def run(args: argparse.Namespace) -> int:
     from ..predict import Segmenter
     from ..shard import take_shard
 
+    given = [a for a in (args.model_dir, args.input_dir, args.output_dir) if a is not None]
+    if args.pool_only is not None:
+        if given:
+            args.grains_parser.error("--pool-only OUTPUT_DIR takes no other folder")
+        return _pool_only(args.pool_only)
+    if len(given) < 3:
+        args.grains_parser.error("MODEL_DIR, INPUT_DIR and OUTPUT_DIR are required")
     if args.min_size is not None and args.mm_per_px is None and args.scale_csv is None:
         raise StonesegError(
             "--min-size is in millimetres: give the scale with --mm-per-px or --scale-csv."
@@ -102,6 +118,22 @@ def run(args: argparse.Namespace) -> int:
         f"(by {options.weighting}, {unit}): {d} -> {args.output_dir}"
     )
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+
+
+def _pool_only(output_dir: str) -> int:
+    from ..grains.pool import pool_folder  # SciPy, OpenCV: only when the command runs
+
+    report = pool_folder(output_dir)
+    pooled = report["pooled"]
+    block = pooled[f"by_{report['options']['weighting']}"]
+    unit = block["unit"]
+    d = "  ".join(f"D{p:g} {_fmt(block.get(f'D{p:g}_{unit}'))}" for p in (16, 50, 84))
+    print(
+        f"{pooled['images']} photos pooled, {len(report['failed'])} failed in the shards; "
+        f"{pooled['stones_found']} stones, {block['n_stones']} kept ({unit}): {d} -> "
+        f"{output_dir}/percentiles.json"
+    )
+    return EXIT_OK
 
 
 def _fmt(value: float | None) -> str:

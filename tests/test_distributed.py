@@ -2,10 +2,14 @@
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import pytest
 from synthetic import make_dataset
 
 from stoneseg_core import distributed
@@ -29,10 +33,8 @@ def test_alone_nothing_is_distributed(monkeypatch):
     assert distributed.init_from_env("cpu") is None
 
 
-def test_torchrun_two_gloo_processes_train_one_model(tmp_path):
-    data = make_dataset(tmp_path / "data", n=4, size=(96, 128))
-    out = tmp_path / "models" / "model"
-    cmd = [
+def _torchrun_train(data: Path, out: Path, epochs: int) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "torch.distributed.run",
@@ -47,7 +49,7 @@ def test_torchrun_two_gloo_processes_train_one_model(tmp_path):
         "--out",
         str(out),
         "--epochs",
-        "1",
+        str(epochs),
         "--crop",
         "64",
         "--work-size",
@@ -57,8 +59,16 @@ def test_torchrun_two_gloo_processes_train_one_model(tmp_path):
         "--device",
         "cpu",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "STONESEG_DIST_TIMEOUT": "120"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "STONESEG_DIST_TIMEOUT": "120"}
+
+
+def test_torchrun_two_gloo_processes_train_one_model(tmp_path):
+    data = make_dataset(tmp_path / "data", n=4, size=(96, 128))
+    out = tmp_path / "models" / "model"
+    cmd = _torchrun_train(data, out, epochs=1)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # rank 0 alone reports, and says how many processes trained
     assert proc.stdout.count("Best epoch 1 of 1") == 1
@@ -76,3 +86,47 @@ def test_torchrun_two_gloo_processes_train_one_model(tmp_path):
     net, info = load_model(out, "cpu")
     assert info.work_size == 128 and len(read_model_info(out).history) == 1
     assert sum(p.numel() for p in net.parameters()) > 0
+
+
+def _rank_pid(launcher_pid: int, rank: int) -> int | None:
+    """The worker of torchrun ``launcher_pid`` whose environment says RANK=``rank``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == launcher_pid and f"RANK={rank}".encode() in env:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank in /proc")
+def test_a_rank_that_dies_ends_the_job_and_the_best_model_stays(tmp_path):
+    data = make_dataset(tmp_path / "data", n=4, size=(96, 128))
+    out = tmp_path / "model"
+    proc = subprocess.Popen(
+        _torchrun_train(data, out, epochs=50),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "config.json").is_file():  # the first best model is saved
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        victim = _rank_pid(proc.pid, 1)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)  # torchrun ends rank 0 too, at once
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "rank      : 1" in err and "SIGKILL" in err  # torchrun names the rank that died
+    net, info = load_model(out, "cpu")  # what was saved is whole
+    assert info.metrics["best_epoch"] >= 1

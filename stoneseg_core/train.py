@@ -248,6 +248,7 @@ def _train_epoch(
     losses = []
     if run.dist is not None:
         run.loader.sampler.set_epoch(epoch)  # a new shuffle of the shares every epoch
+    if run.dist is not None and log.isEnabledFor(logging.DEBUG):
         log.debug(
             "rank %d of %d, epoch %d: crops %s",
             run.dist.rank,

@@ -1,5 +1,6 @@
 """Training under torchrun: two Gloo processes on the CPU train one model (distributed.py)."""
 
+import json
 import os
 import re
 import signal
@@ -130,3 +131,26 @@ def test_a_rank_that_dies_ends_the_job_and_the_best_model_stays(tmp_path):
     assert "rank      : 1" in err and "SIGKILL" in err  # torchrun names the rank that died
     net, info = load_model(out, "cpu")  # what was saved is whole
     assert info.metrics["best_epoch"] >= 1
+
+
+def test_a_stop_on_rank_0_stops_every_rank_after_the_same_batch(tmp_path):
+    data = make_dataset(tmp_path / "data", n=4, size=(96, 128))
+    worker = Path(__file__).with_name("ddp_stop_worker.py")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        str(worker),
+        str(data),
+        str(tmp_path / "model"),
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # both stopped after batch 3 of epoch 1 and kept the partial epoch's model (best epoch 1)
+    assert reports[0] == reports[1] == {"batches": 3, "cancelled": True, "best_epoch": 1}
+    assert load_model(tmp_path / "model", "cpu")[1].metrics["cancelled"] is True

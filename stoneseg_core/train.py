@@ -220,14 +220,16 @@ def iter_training(
         for epoch in range(1, run.cfg.epochs + 1):
             t_epoch = time.perf_counter()
             losses = yield from _train_epoch(run, epoch, should_stop)
-            if run.cancelled:
-                if run.best_epoch == 0 and losses:
-                    # nothing saved yet: keep what this partial epoch learned
-                    yield _end_epoch(
-                        run, epoch, float(np.mean(losses)), time.perf_counter() - t_epoch
-                    )
+            if run.cancelled and not (run.best_epoch == 0 and losses):
                 break
-            yield _end_epoch(run, epoch, float(np.mean(losses)), time.perf_counter() - t_epoch)
+            # (cancelled with nothing saved yet: keep what this partial epoch learned)
+            summary = _end_epoch(
+                run, epoch, _epoch_loss(run, losses), time.perf_counter() - t_epoch
+            )
+            if summary is not None:  # None: a rank other than 0 of a torchrun job
+                yield summary
+            if run.cancelled:
+                break
     except GeneratorExit:
         run.cancelled = True
         save_history(run)
@@ -244,33 +246,61 @@ def _train_epoch(
 
     Sets ``run.cancelled`` and stops early when ``should_stop`` says so."""
     losses = []
+    if run.dist is not None:
+        run.loader.sampler.set_epoch(epoch)  # a new shuffle of the shares every epoch
+    if run.dist is not None and log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "rank %d of %d, epoch %d: crops %s",
+            run.dist.rank,
+            run.dist.world_size,
+            epoch,
+            list(run.loader.sampler),
+        )
     for batch, (images, masks) in enumerate(run.loader, start=1):
         value = train_step(run, images, masks)
         losses.append(value)
         elapsed = time.perf_counter() - run.t_start
-        yield BatchProgress(
-            epoch=epoch,
-            epochs=run.cfg.epochs,
-            batch=batch,
-            batches=run.steps_per_epoch,
-            loss=value,
-            lr=run.lr,
-            images_per_second=run.seen / max(elapsed, 1e-9),
-            elapsed=elapsed,
-        )
-        if should_stop is not None and should_stop():
+        if run.is_main:  # the speed is rank 0's (all ranks run in lockstep)
+            yield BatchProgress(
+                epoch=epoch,
+                epochs=run.cfg.epochs,
+                batch=batch,
+                batches=run.steps_per_epoch,
+                loss=value,
+                lr=run.lr,
+                images_per_second=run.seen / max(elapsed, 1e-9),
+                elapsed=elapsed,
+            )
+        stop = should_stop is not None and should_stop()
+        if run.dist is not None:
+            stop = run.dist.any(stop)  # every rank stops after the same batch
+        if stop:
             run.cancelled = True
             break
     return losses
 
 
-def _end_epoch(run: TrainingRun, epoch: int, train_loss: float, seconds: float) -> EpochSummary:
-    """Validate in eval mode (BatchNorm recalibrated first), choose the threshold, keep the best."""
+def _epoch_loss(run: TrainingRun, losses: list[float]) -> float:
+    """The epoch's mean training loss (over all ranks under torchrun)."""
+    value = float(np.mean(losses))
+    return value if run.dist is None else run.dist.mean(value)
+
+
+def _end_epoch(
+    run: TrainingRun, epoch: int, train_loss: float, seconds: float
+) -> EpochSummary | None:
+    """Validate in eval mode (BatchNorm recalibrated first), choose the threshold, keep the best.
+
+    Under torchrun every rank recalibrates (SyncBatchNorm on CUDA needs them all); rank 0
+    validates, saves and returns the summary; the others get its best epoch and return None."""
     cfg = run.cfg
     used = recalibrate_batchnorm(
         run.model, (x for x, _ in run.loader), run.device, cfg.bn_recalibration_batches
     )
     log.debug("recalibrated BatchNorm on %d batches", used)
+    if not run.is_main:
+        run.best_epoch, run.best_iou = run.dist.from_main(None)
+        return None
     val = _validate(run.model, run.val_samples, run.info, run.val_loss_fn, run.device, None)
     best_t = val.best_threshold()
     # a threshold chosen on one or two photos fitted those photos, not the model: on
@@ -297,6 +327,8 @@ def _end_epoch(run: TrainingRun, epoch: int, train_loss: float, seconds: float) 
         _keep_best(run, epoch, val, threshold, choose, best_t, scores, rows, at_default)
     else:
         save_history(run)
+    if run.dist is not None:  # rank 0's decision, after its save
+        run.dist.from_main((run.best_epoch, run.best_iou))
     return EpochSummary(
         epoch=epoch,
         epochs=cfg.epochs,
@@ -360,7 +392,7 @@ def _keep_best(
 def _finish(run: TrainingRun, other: str | Path | None) -> TrainResult:
     """The result, with the comparison against ``other`` on the validation photos."""
     comparison = None
-    if other is not None and run.best_epoch > 0:
+    if other is not None and run.best_epoch > 0 and run.is_main:
         comparison = compare_on_validation(
             Path(other),
             run.best_per_image,

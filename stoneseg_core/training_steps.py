@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from . import pretrained
 from .config import TrainConfig
 from .dataset import CropDataset, Sample, load_samples, seed_worker
 from .device import autocast, autocast_dtype, resolve_device
+from .distributed import Distributed, current, wrap_for_training
 from .errors import DataError, OutOfMemoryError, StonesegError
 from .imageio import atomic_write_bytes
 from .losses import DiceBCELoss, StoneBoundaryLoss
@@ -119,6 +120,15 @@ class TrainingRun:
     history: list[dict] = field(default_factory=list)
     cancelled: bool = False
     seen: int = 0  # training images seen, for the speed
+    # under torchrun (distributed.py): this process's rank, and the DDP wrapper the training
+    # step runs (``model`` stays the unwrapped one: validated and saved on rank 0)
+    dist: Distributed | None = None
+    train_model: nn.Module | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """True alone, and on rank 0 of a torchrun job: the process that saves and reports."""
+        return self.dist is None or self.dist.is_main
 
     @property
     def steps_per_epoch(self) -> int:
@@ -208,22 +218,41 @@ def _model_info(
 
 
 def _loader(
-    samples: list[Sample], cfg: TrainConfig, info: ModelInfo, device: torch.device
+    samples: list[Sample],
+    cfg: TrainConfig,
+    info: ModelInfo,
+    device: torch.device,
+    run_dist: Distributed | None = None,
 ) -> DataLoader:
+    """The training crops; under torchrun this rank's share of them, with its own
+    augmentation seed (``cfg.seed + rank``) and ``batch_size`` crops a batch on each rank."""
     dataset = CropDataset(
         samples,
         cfg.crop,
         cfg.samples_per_image,
         info.mean,
         info.std,
-        seed=cfg.seed,
+        seed=cfg.seed if run_dist is None else cfg.seed + run_dist.rank,
         boundary_px=cfg.boundary_px if cfg.classes > 1 else 0,
     )
+    sampler = None
+    if run_dist is not None:
+        # every rank gets len(dataset) / N crops (padded to equal shares: the ranks must
+        # take the same number of steps), reshuffled each epoch by set_epoch
+        sampler = DistributedSampler(
+            dataset,
+            num_replicas=run_dist.world_size,
+            rank=run_dist.rank,
+            shuffle=True,
+            seed=cfg.seed,
+        )
+    share = len(dataset) if sampler is None else len(sampler)
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=len(dataset) > cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=share > cfg.batch_size,
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
         worker_init_fn=seed_worker,
@@ -242,7 +271,10 @@ def prepare(
     t_start = time.perf_counter()
     check_pairs(pairs)
     seed_everything(config.seed)
+    run_dist = current()  # None alone; a torchrun job's rank (distributed.py)
     device = resolve_device(config.device)
+    if run_dist is not None:
+        device = run_dist.device(device.type)
     dtype = autocast_dtype(device, config.amp, training=True)
     model, cfg, parent_info = _start_model(config, from_model)
 
@@ -263,7 +295,10 @@ def prepare(
     model.to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    loader = _loader([by_sample[s] for s in train_stems], cfg, info, device)
+    train_model = None
+    if run_dist is not None:
+        model, train_model = wrap_for_training(model, run_dist, device)
+    loader = _loader([by_sample[s] for s in train_stems], cfg, info, device, run_dist)
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = torch.optim.AdamW(
@@ -296,6 +331,8 @@ def prepare(
         loss_fn=StoneBoundaryLoss() if boundary else DiceBCELoss(),
         val_loss_fn=DiceBCELoss(),
         t_start=t_start,
+        dist=run_dist,
+        train_model=train_model,
     )
 
 
@@ -307,9 +344,10 @@ def train_step(run: TrainingRun, images: torch.Tensor, masks: torch.Tensor) -> f
     if device.type == "cpu":
         images = images.contiguous(memory_format=torch.channels_last)
     run.optimizer.zero_grad(set_to_none=True)
+    net = run.model if run.train_model is None else run.train_model  # DDP averages gradients
     try:
         with autocast(device, run.dtype):
-            logits = run.model(images)
+            logits = net(images)
         loss = run.loss_fn(logits, masks)
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
@@ -344,7 +382,9 @@ def _metrics_block(run: TrainingRun) -> dict:
 
 
 def save_best(run: TrainingRun) -> None:
-    """Save the model (the best so far) with the record of the run."""
+    """Save the model (the best so far) with the record of the run (rank 0 alone under torchrun)."""
+    if not run.is_main:
+        return
     info = run.info
     info.history = run.history
     info.metrics = _metrics_block(run)
@@ -354,7 +394,7 @@ def save_best(run: TrainingRun) -> None:
 
 def save_history(run: TrainingRun) -> None:
     """Bring the record of the run up to date; the weights on disk stay the best ones."""
-    if not (run.out_dir / CONFIG_FILE).is_file():
+    if not run.is_main or not (run.out_dir / CONFIG_FILE).is_file():
         return
     info = run.info
     info.history = run.history

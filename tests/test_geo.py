@@ -302,6 +302,12 @@ def test_orthophoto_segmented_and_measured_in_its_crs(trained_model, tmp_path, c
     assert report["images"]["ortho.tif"]["mm_per_px"] == 2.0
     collection = json.loads((tmp_path / "g2" / "ortho_stones.geojson").read_text())
     assert collection["mm_per_px_source"] == "given" and "crs" in collection
+    # --min-size in mm takes the georeference's scale too (no --mm-per-px needed)
+    out3 = tmp_path / "g3"
+    assert main(["grains", str(trained_model), str(photos), str(out3), "--min-size", "1e6"]) == 0
+    rows3 = list(csv.DictReader((out3 / "ortho_stones.csv").open()))
+    assert len(rows3) == len(rows) and all(r["exclusion_reason"] for r in rows3)
+    assert all(float(r["min_size_mm"]) == 1e6 for r in rows3)
 
 
 def test_a_tiff_without_georeference_works_in_pixels(trained_model, tmp_path):

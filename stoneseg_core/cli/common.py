@@ -14,6 +14,7 @@ import math
 import sys
 
 from ..config import InferenceConfig
+from ..shard import parse_shard
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL = 0, 1, 2
 
@@ -68,6 +69,24 @@ def _non_negative_float(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
     return value
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+SHARD_HELP = (
+    "process only shard K of N of INPUT_DIR's photos (photo i in sorted order goes to shard "
+    "(i mod N)+1): for array jobs, e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT "
+    "with --array=1-N"
+)
+
+
+def add_shard_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shard", type=_shard, default=None, metavar="K/N", help=SHARD_HELP)
 
 
 # ---------------------------------------------------------------------------------- helpers

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 
 from ..errors import StonesegError
-from .common import EXIT_OK, EXIT_SOME_FAILED, _non_negative_float, _positive_float, run_photo_loop
+from .common import (
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    _non_negative_float,
+    _positive_float,
+    add_shard_argument,
+    run_photo_loop,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,12 +24,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Segment every photo of INPUT_DIR, split touching stones, measure each stone (b-axis = grain size) "
             "and write OUTPUT_DIR/<photo>_instances.png (16-bit labels), <photo>_stones.csv, stones_pooled.csv "
             "and percentiles.json (D10, D16, D50, D84, D90 by count and by area, in mm and psi). Without a scale, "
-            "sizes are in pixels."
+            "sizes are in pixels. With --shard K/N the pooled files are stones_pooled.shard-K-of-N.csv and "
+            "percentiles.shard-K-of-N.json, so array jobs sharing OUTPUT_DIR never overwrite each other's."
         ),
     )
-    p.add_argument("model_dir", metavar="MODEL_DIR")
-    p.add_argument("input_dir", metavar="INPUT_DIR")
-    p.add_argument("output_dir", metavar="OUTPUT_DIR")
+    # optional only for --pool-only, which takes none of them (run checks)
+    p.add_argument("model_dir", metavar="MODEL_DIR", nargs="?")
+    p.add_argument("input_dir", metavar="INPUT_DIR", nargs="?")
+    p.add_argument("output_dir", metavar="OUTPUT_DIR", nargs="?")
     scale = p.add_mutually_exclusive_group()
     scale.add_argument(
         "--mm-per-px",
@@ -47,29 +56,62 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="MM",
         help="leave out stones whose b-axis is below MM millimetres (needs a scale)",
     )
-    p.set_defaults(handler=run)
+    add_shard_argument(p)
+    p.add_argument(
+        "--pool-only",
+        default=None,
+        metavar="OUTPUT_DIR",
+        help="segment nothing: pool the <photo>_stones.csv tables already in OUTPUT_DIR (e.g. "
+        "written by --shard array jobs) into stones_pooled.csv and percentiles.json; "
+        "stoneseg grains --pool-only OUTPUT_DIR",
+    )
+    p.set_defaults(handler=run, grains_parser=p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``stoneseg grains``; raises StonesegError for a user's mistake (printed as one line)."""
     # heavy (torch, SciPy, OpenCV): only when the command runs, see common.py
+    from ..geo import is_tiff
     from ..grains import GrainOptions, iter_grains_folder, read_scale_csv
     from ..imageio import list_images
     from ..predict import Segmenter
+    from ..shard import take_shard
 
-    if args.min_size is not None and args.mm_per_px is None and args.scale_csv is None:
+    given = [a for a in (args.model_dir, args.input_dir, args.output_dir) if a is not None]
+    if args.pool_only is not None:
+        if given:
+            args.grains_parser.error("--pool-only OUTPUT_DIR takes no other folder")
+        return _pool_only(args.pool_only)
+    if len(given) < 3:
+        args.grains_parser.error("MODEL_DIR, INPUT_DIR and OUTPUT_DIR are required")
+    if (
+        args.min_size is not None
+        and args.mm_per_px is None
+        and args.scale_csv is None
+        and not any(is_tiff(p) for p in list_images(args.input_dir))  # may be georeferenced
+    ):
         raise StonesegError(
             "--min-size is in millimetres: give the scale with --mm-per-px or --scale-csv."
         )
     scales = read_scale_csv(args.scale_csv) if args.scale_csv else None
     options = GrainOptions(exclude_edge=args.exclude_edge, min_size_mm=args.min_size)
-    total = len(list_images(args.input_dir))
-    if total == 0:  # say so before spending seconds on loading the model
+    photos = list_images(args.input_dir)
+    if not photos:  # say so before spending seconds on loading the model
         raise StonesegError(f"No photos in {args.input_dir}.")
+    total = len(take_shard(photos, args.shard))
+    if total == 0:  # more array jobs than photos: this one has nothing to do
+        print(f"Shard {args.shard[0]}/{args.shard[1]} has no photos; nothing to do.")
+        return EXIT_OK
     segmenter = Segmenter.load(args.model_dir)
     gen = iter_grains_folder(
-        segmenter, args.input_dir, args.output_dir, options, mm_per_px=args.mm_per_px, scales=scales
+        segmenter,
+        args.input_dir,
+        args.output_dir,
+        options,
+        mm_per_px=args.mm_per_px,
+        scales=scales,
+        shard=args.shard,
     )
     summary = run_photo_loop(gen, total)
     pooled = summary.report["pooled"]
@@ -82,6 +124,22 @@ def run(args: argparse.Namespace) -> int:
         f"(by {options.weighting}, {unit}): {d} -> {args.output_dir}"
     )
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+
+
+def _pool_only(output_dir: str) -> int:
+    from ..grains.pool import pool_folder  # SciPy, OpenCV: only when the command runs
+
+    report = pool_folder(output_dir)
+    pooled = report["pooled"]
+    block = pooled[f"by_{report['options']['weighting']}"]
+    unit = block["unit"]
+    d = "  ".join(f"D{p:g} {_fmt(block.get(f'D{p:g}_{unit}'))}" for p in (16, 50, 84))
+    print(
+        f"{pooled['images']} photos pooled, {len(report['failed'])} failed in the shards; "
+        f"{pooled['stones_found']} stones, {block['n_stones']} kept ({unit}): {d} -> "
+        f"{output_dir}/percentiles.json"
+    )
+    return EXIT_OK
 
 
 def _fmt(value: float | None) -> str:

@@ -1,4 +1,4 @@
-"""``stoneseg segment``: write a 0/255 PNG mask for every photo of a folder."""
+"""``stoneseg segment``: write a 0/255 mask for every photo of a folder (PNG; GeoTIFF for a GeoTIFF)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from .common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     _threshold,
+    add_shard_argument,
     inference_config,
     run_photo_loop,
 )
@@ -19,7 +20,7 @@ from .common import (
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``segment`` on the ``stoneseg`` sub-command parser."""
-    s = subparsers.add_parser("segment", help="write a 0/255 PNG mask for every photo in INPUT_DIR")
+    s = subparsers.add_parser("segment", help="write a 0/255 mask for every photo in INPUT_DIR (PNG; GeoTIFF for a georeferenced GeoTIFF)")
     s.set_defaults(handler=run)
     s.add_argument("model_dir", metavar="MODEL_DIR")
     s.add_argument("input_dir", metavar="INPUT_DIR")
@@ -40,18 +41,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="what runs the network: auto = ONNX Runtime on the CPU, PyTorch on a GPU",
     )
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_shard_argument(s)
     return s
 
 
 def run(args: argparse.Namespace) -> int:
     # heavy (torch, OpenCV): only when the command runs, see common.py
     from ..imageio import list_images
-    from ..predict import Segmenter, iter_segment_folder
+    from ..predict import Segmenter, iter_segment_images
+    from ..shard import take_shard
 
+    # what iter_segment_folder does, with the shard taken from the sorted list
+    paths = take_shard(list_images(args.input_dir), args.shard)
+    if args.shard is not None and not paths:
+        print(f"Shard {args.shard[0]}/{args.shard[1]} has no photos; nothing to do.")
+        return EXIT_OK
     segmenter = Segmenter.load(args.model_dir, inference_config(args))
-    total = len(list_images(args.input_dir))
-    gen = iter_segment_folder(segmenter, args.input_dir, args.output_dir, overwrite=args.overwrite)
-    summary = run_photo_loop(gen, total)
+    gen = iter_segment_images(
+        segmenter, paths, args.output_dir, overwrite=args.overwrite, geotiff_masks=True
+    )
+    summary = run_photo_loop(gen, len(paths))
     print(
         f"{summary.written} written, {summary.skipped} skipped (already there), {len(summary.failed)} failed "
         f"-> {args.output_dir}"

@@ -22,7 +22,14 @@ from .common import (
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``train`` on the ``stoneseg`` sub-command parser."""
     d = TrainConfig()
-    t = subparsers.add_parser("train", help="train a model on DATA_DIR/images + DATA_DIR/masks")
+    t = subparsers.add_parser(
+        "train",
+        help="train a model on DATA_DIR/images + DATA_DIR/masks",
+        description="Train a U-Net on DATA_DIR/images + DATA_DIR/masks and save the best model "
+        "by validation IoU in --out. On several GPUs (or CPU processes): torchrun "
+        "--nproc_per_node=N -m stoneseg_core train ... trains one model on N processes, each "
+        "on its share of the crops with --batch-size crops a batch; rank 0 validates and saves.",
+    )
     t.set_defaults(handler=run)
     t.add_argument("data_dir", metavar="DATA_DIR")
     t.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to write the model to")
@@ -57,9 +64,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help=f"working scale: long side each photo is resized to (default {d.work_size})",
     )
     t.add_argument(
-        "--batch-size", type=_positive_int, default=d.batch_size, help=f"default {d.batch_size}"
+        "--batch-size",
+        type=_positive_int,
+        default=d.batch_size,
+        help=f"crops per batch (default {d.batch_size}); under torchrun per process: the global "
+        "batch is N x this",
     )
-    t.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    t.add_argument(
+        "--lr",
+        type=float,
+        default=d.lr,
+        help=f"peak learning rate (default {d.lr}); not scaled under torchrun, however many "
+        "processes: raise it yourself for the larger global batch if you want",
+    )
     t.add_argument(
         "--val-fraction", type=_fraction, default=d.val_fraction, help=f"default {d.val_fraction}"
     )
@@ -97,17 +114,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     # heavy (torch, tqdm): only when the command runs, see common.py
-    from tqdm import tqdm
-
-    from ..model import CONFIG_FILE, read_model_info
-    from ..project import Project
-    from ..train import BatchProgress, EpochSummary, iter_training
+    from .. import distributed
+    from ..model import CONFIG_FILE
 
     out = Path(args.out)
     if (out / CONFIG_FILE).exists() and not args.overwrite:
         raise StonesegError(
             f"{out} already holds a model. Choose another --out, or pass --overwrite to replace it."
         )
+    # under torchrun: join the other processes (every one checked --out above, before any
+    # could save); alone: nothing
+    run_dist = distributed.init_from_env(args.device)
+    try:
+        return _train(args, out, run_dist)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args: argparse.Namespace, out: Path, run_dist) -> int:
+    from tqdm import tqdm
+
+    from ..model import read_model_info
+    from ..project import Project
+    from ..train import BatchProgress, EpochSummary, iter_training
+
+    main = run_dist is None or run_dist.is_main  # rank 0 reports; the others train quietly
     cfg = TrainConfig(
         encoder=args.encoder,
         weights=args.weights,
@@ -134,14 +165,25 @@ def run(args: argparse.Namespace) -> int:
         inst_dir = Path(args.data_dir) / "instances"
         pairs = [(img, m, inst_dir / f"{img.stem}.png") for img, m in pairs]
         pairs = [p if p[2].is_file() else p[:2] for p in pairs]
-        print(
+        print_main = print if main else _quiet
+        print_main(
             f"Boundary target: {sum(len(p) > 2 for p in pairs)} of {len(pairs)} photos have "
             f"instance labels in {inst_dir}; the others use the mask's pieces.",
             file=sys.stderr,
         )
+    if not main:
+        _train_quietly(iter_training(pairs, out, cfg, from_model=args.from_model))
+        return EXIT_OK
+    processes = (
+        ""
+        if run_dist is None
+        else f", {run_dist.world_size} processes x batch {cfg.batch_size} = global batch "
+        f"{run_dist.world_size * cfg.batch_size} ({run_dist.backend})"
+    )
     print(
         f"Training on {len(pairs)} labelled photos from {project.images_dir} "
-        f"(encoder {cfg.encoder}, {cfg.epochs} epochs, working size {cfg.work_size}px, crop {cfg.crop}px)",
+        f"(encoder {cfg.encoder}, {cfg.epochs} epochs, working size {cfg.work_size}px, crop {cfg.crop}px"
+        f"{processes})",
         file=sys.stderr,
     )
     gen = iter_training(pairs, out, cfg, from_model=args.from_model)
@@ -199,3 +241,17 @@ def run(args: argparse.Namespace) -> int:
                 f"this model is {verdict} ({cmp.new.iou:.4f})."
             )
     return EXIT_OK
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
+
+
+def _train_quietly(gen) -> None:
+    """A torchrun rank other than 0: train to the end (it yields no events) and say nothing."""
+    try:
+        for _ in gen:
+            pass
+    except KeyboardInterrupt:
+        gen.close()
+        raise

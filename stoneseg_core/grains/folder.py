@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import DataError, ImageReadError, OutOfMemoryError, StonesegError
 from ..geo import Georeference, georeference_or_none, is_tiff
 from ..imageio import IMAGE_EXTENSIONS, list_images, read_image, read_mask
+from ..shard import Shard, shard_suffix, take_shard
 from .analyse import GrainOptions, ImageGrains, analyse_mask
 from .edit import replay_edits
 from .io import (
@@ -79,6 +80,7 @@ def iter_grains_folder(
     mm_per_px: float | None = None,
     scales: dict[str, float] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    shard: Shard | None = None,
 ) -> Generator[GrainEvent, None, GrainSummary]:
     """Segment, split and measure every photo of ``input_dir``; write the instance masks and tables.
 
@@ -90,6 +92,10 @@ def iter_grains_folder(
     in metres, see ``geo.Georeference.mm_per_px``) -- every photo's or none's, since
     millimetres and pixels do not pool; else sizes are in pixels. Bad photos are reported
     and skipped; the pooled files cover the others.
+
+    ``shard=(K, N)`` handles only shard K of N of the photos (see ``shard.py``); its pooled
+    files are ``stones_pooled.shard-K-of-N.csv`` and ``percentiles.shard-K-of-N.json``, so
+    array jobs writing to one folder never overwrite each other's.
     """
     options = options or GrainOptions()
     if mm_per_px is not None and scales is not None:
@@ -121,7 +127,13 @@ def iter_grains_folder(
         raise StonesegError(
             f"Cannot create output folder {output_dir}: {exc.strerror or exc}"
         ) from exc
+    # stem clashes are judged on the whole folder (a clash across two shards would overwrite
+    # outputs too); then each shard keeps its own photos of both lists
     todo, clash = _unique_stems(paths)
+    if shard is not None:
+        paths = take_shard(paths, shard)
+        mine = set(paths)
+        todo, clash = [p for p in todo if p in mine], [c for c in clash if c[0] in mine]
     total = len(paths)
     failed: list[tuple[Path, str]] = []
     results: list[ImageGrains] = []
@@ -182,8 +194,9 @@ def iter_grains_folder(
         )
     report = percentiles_report(results, options)
     report["failed"] = [{"image": p.name, "error": m} for p, m in failed]
-    write_text(output_dir / "stones_pooled.csv", stones_csv(results, options))
-    write_json(output_dir / "percentiles.json", report)
+    suffix = shard_suffix(shard)
+    write_text(output_dir / f"stones_pooled{suffix}.csv", stones_csv(results, options))
+    write_json(output_dir / f"percentiles{suffix}.json", report)
     return GrainSummary(tuple(results), tuple(failed), report, cancelled)
 
 

@@ -26,10 +26,10 @@ handle a layer), ``onnx_network`` logs why and returns None, and the caller runs
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -93,38 +93,28 @@ def _file_digest(path: Path) -> str:
 
 def _export(model: nn.Module, path: Path) -> None:
     """Export ``model`` (eval mode, on the CPU) to ``path`` atomically, with its checksum beside."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        probe = torch.zeros(1, 3, 64, 64)
-        # the exporter's tracer and deprecation warnings are about its own internals
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (probe,),
-                tmp,
-                dynamo=False,  # the TorchScript exporter: seconds, where torch.export took minutes
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                opset_version=OPSET,
-                dynamic_axes={
-                    INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                    OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                },
-                do_constant_folding=True,
-            )
-        digest = _file_digest(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    atomic_write_bytes(_digest_path(path), f"{digest}\n".encode())
+    buffer = io.BytesIO()  # ~21 MB for lite0: exported in memory, then written in one move
+    probe = torch.zeros(1, 3, 64, 64)
+    # the exporter's tracer and deprecation warnings are about its own internals
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (probe,),
+            buffer,
+            dynamo=False,  # the TorchScript exporter: seconds, where torch.export took minutes
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=OPSET,
+            dynamic_axes={
+                INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+            },
+            do_constant_folding=True,
+        )
+    data = buffer.getbuffer()
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(_digest_path(path), f"{hashlib.sha256(data).hexdigest()}\n".encode())
 
 
 def _digest_path(path: Path) -> Path:

@@ -116,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
     summary = run_photo_loop(gen, total)
     pooled = summary.report["pooled"]
     block = pooled[f"by_{options.weighting}"]
-    unit = block["unit"]
-    d = "  ".join(f"D{p:g} {_fmt(block.get(f'D{p:g}_{unit}'))}" for p in (16, 50, 84))
+    unit, d = block["unit"], _d16_d50_d84(block)
     print(
         f"{len(summary.results)} photos measured, {len(summary.failed)} failed; "
         f"{pooled['stones_found']} stones, {block['n_stones']} kept "
@@ -132,14 +131,19 @@ def _pool_only(output_dir: str) -> int:
     report = pool_folder(output_dir)
     pooled = report["pooled"]
     block = pooled[f"by_{report['options']['weighting']}"]
-    unit = block["unit"]
-    d = "  ".join(f"D{p:g} {_fmt(block.get(f'D{p:g}_{unit}'))}" for p in (16, 50, 84))
+    unit, d = block["unit"], _d16_d50_d84(block)
     print(
         f"{pooled['images']} photos pooled, {len(report['failed'])} failed in the shards; "
         f"{pooled['stones_found']} stones, {block['n_stones']} kept ({unit}): {d} -> "
         f"{output_dir}/percentiles.json"
     )
     return EXIT_OK
+
+
+def _d16_d50_d84(block: dict) -> str:
+    """'D16 x  D50 y  D84 z' of one weighting's percentile block, in its unit."""
+    unit = block["unit"]
+    return "  ".join(f"D{p:g} {_fmt(block.get(f'D{p:g}_{unit}'))}" for p in (16, 50, 84))
 
 
 def _fmt(value: float | None) -> str:

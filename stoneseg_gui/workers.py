@@ -35,6 +35,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from pyqtgraph.util.garbage_collector import GarbageCollector
 from PySide6.QtCore import QDeadlineTimer, QObject, QThread, QTimer, Signal, Slot
 
 from stoneseg_core.errors import StonesegError
@@ -62,6 +63,21 @@ class _Thread(QThread):
 
 
 POLL_MS = 25  # how often the GUI thread collects a worker's progress (about 40 times a second)
+
+# Python's cyclic garbage collector runs on whichever thread happens to allocate. Run on a
+# worker, it can free a QObject of the GUI (a closed dock, a dialog's widgets), and the
+# QObject's destructor then waits for the GIL that very thread holds: the worker hung
+# forever inside a torch op (seen under load, in the fine-tuning GUI test). pyqtgraph's
+# GarbageCollector turns the automatic collection off and collects from a GUI-thread timer
+# instead, so Qt objects are only ever freed there. Installed when the first worker starts.
+_GUI_GC: GarbageCollector | None = None
+
+
+def collect_garbage_on_gui_thread() -> None:
+    """From the GUI thread: cyclic garbage is collected there, never on a worker thread."""
+    global _GUI_GC
+    if _GUI_GC is None:
+        _GUI_GC = GarbageCollector(interval=1.0)
 
 
 class Worker(QObject):
@@ -104,6 +120,7 @@ class Worker(QObject):
     def start(self) -> Worker:
         if self._thread is not None:
             raise RuntimeError("A Worker can only be started once.")
+        collect_garbage_on_gui_thread()
         self._thread = _Thread(self._run)
         self._thread.setObjectName(f"stoneseg-{self.name}")
         self._timer = QTimer(self)

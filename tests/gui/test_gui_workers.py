@@ -112,3 +112,36 @@ def test_a_job_that_takes_should_stop_is_given_the_stop_flag_and_ends_itself(qtb
         gate.set()
     assert stopped == []  # not closed: the job returned what it had
     assert results and results[0][0] == "stopped after" and results[0][1] <= 2
+
+
+def test_cyclic_garbage_is_freed_on_the_gui_thread_not_on_a_worker(qtbot) -> None:
+    # A QObject freed by the collector on a worker thread deadlocked the app (its destructor
+    # waits for the GIL the worker holds). Garbage made here must die here, whatever the
+    # worker allocates meanwhile.
+    import gc
+
+    freed_on: list[str] = []
+
+    class Cyclic:
+        def __init__(self) -> None:
+            self.me = self
+
+        def __del__(self) -> None:
+            freed_on.append(threading.current_thread().name)
+
+    def churn() -> int:  # lots of container allocations: enough to trigger collections
+        junk = []
+        for i in range(200_000):
+            junk.append([i])
+            if len(junk) > 1000:
+                junk.clear()
+        return 1
+
+    worker = start_worker(churn)
+    assert not gc.isenabled()  # automatic collection off: a GUI-thread timer collects
+    for _ in range(2000):  # past the collector's threshold (700 new containers)
+        Cyclic()
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        pass
+    qtbot.waitUntil(lambda: len(freed_on) == 2000, timeout=10_000)
+    assert set(freed_on) == {threading.main_thread().name}

@@ -25,41 +25,13 @@ from torch.utils.data import Dataset
 
 from .errors import DataError, MaskError, StonesegError
 from .imageio import read_image, read_instance_labels, read_mask
-
-
-def scale_factor(height: int, width: int, work_size: int) -> float:
-    """Factor that brings the longer side of a photo to ``work_size`` pixels."""
-    return work_size / max(height, width)
-
-
-def to_work_scale(image: np.ndarray, work_size: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    f = scale_factor(h, w, work_size)
-    if abs(f - 1.0) < 1e-6:
-        return image
-    size = (max(1, round(w * f)), max(1, round(h * f)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
-
-
-def mask_to_work_scale(mask: np.ndarray, work_size: int) -> np.ndarray:
-    """Resize a 0/255 mask by area averaging, then threshold at half: boundaries stay put."""
-    scaled = to_work_scale(mask, work_size)
-    return np.where(scaled >= 128, 255, 0).astype(np.uint8)
-
-
-def instances_to_work_scale(labels: np.ndarray, work_size: int) -> np.ndarray:
-    """Resize instance labels with nearest interpolation: ids are names, never averaged."""
-    h, w = labels.shape[:2]
-    f = scale_factor(h, w, work_size)
-    labels = labels.astype(np.uint16) if labels.max(initial=0) <= 65535 else labels
-    if abs(f - 1.0) < 1e-6:
-        return labels
-    size = (max(1, round(w * f)), max(1, round(h * f)))
-    if labels.dtype == np.uint16:
-        return cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
-    ys = np.minimum(((np.arange(size[1]) + 0.5) / f).astype(np.int64), h - 1)
-    xs = np.minimum(((np.arange(size[0]) + 0.5) / f).astype(np.int64), w - 1)
-    return labels[ys[:, None], xs[None, :]]
+from .work_scale import (  # noqa: F401  (the names tests and benchmarks import from here)
+    instances_to_work_scale,
+    mask_to_work_scale,
+    normalize,
+    scale_factor,
+    to_work_scale,
+)
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -100,13 +72,6 @@ def stone_and_boundary(
     stone = np.asarray(mask) > 127
     labels = mask_components(stone) if instances is None else instances
     return stone, boundary_band(labels, width) & stone
-
-
-def normalize(image: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 RGB (H, W, 3) -> float32 CHW normalised."""
-    x = image.astype(np.float32) * (1.0 / 255.0)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
 @dataclass

@@ -26,13 +26,13 @@ import torch
 from torch import nn
 
 from .config import InferenceConfig
-from .dataset import normalize, to_work_scale
 from .device import autocast, autocast_dtype, resolve_device
 from .errors import ImageReadError, OutOfMemoryError, StonesegError
 from .geo import georeference_or_none, is_tiff, write_geotiff_mask
 from .imageio import image_size, jpeg_reduction, list_images, read_image, write_mask
 from .model import ModelInfo, load_model, read_model_info
 from .runtime import OnnxNetwork, onnx_network, onnx_network_for_folder, remember_folder
+from .work_scale import normalize, to_work_scale
 
 log = logging.getLogger(__name__)
 

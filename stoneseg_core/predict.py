@@ -32,7 +32,7 @@ from .geo import georeference_or_none, is_tiff, write_geotiff_mask
 from .imageio import image_size, jpeg_reduction, list_images, read_image, write_mask
 from .model import ModelInfo, load_model, read_model_info
 from .runtime import OnnxNetwork, onnx_network, onnx_network_for_folder, remember_folder
-from .work_scale import normalize, to_work_scale
+from .work_scale import ScalePolicy, estimate_scale, normalize, resize_by
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class Prediction:
     # float32 (H, W) in [0, 1]: the stone-boundary probability, for a model trained with
     # the "mask+boundary" target; None for a 1-channel model
     boundary: np.ndarray | None = None
+    scale: float = 1.0  # the working scale it was made at: working pixels per photo pixel
 
 
 class Segmenter:
@@ -115,6 +116,8 @@ class Segmenter:
             log.info("ONNX Runtime runs float32 on the CPU only; this model runs in PyTorch.")
         self._onnx: OnnxNetwork | None = None
         self._onnx_version = -1
+        # the last stone-size estimate's rounds ({"factor", "stone_px"}), for logs and tests
+        self.last_estimate: list[dict[str, float]] = []
 
     def _prepare(self, model: nn.Module) -> nn.Module:
         model = model.to(self.device).eval()
@@ -302,12 +305,58 @@ class Segmenter:
         x = torch.from_numpy(batch).to(self.device)
         return self._run_oom_safe_tensor(x).cpu().numpy()
 
-    def predict(
-        self, image: np.ndarray, should_stop: Callable[[], bool] | None = None
-    ) -> Prediction:
-        """Probability and 0/255 mask (and boundary probability, if the model has it) at the photo's own size."""
+    # ---------------------------------------------------------------------- working scale
+    @property
+    def scale_policy(self) -> ScalePolicy:
+        return self.info.scale_policy
+
+    def work_scale(
+        self,
+        image: np.ndarray,
+        mm_per_px: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> float:
+        """Working pixels per photo pixel for ``image`` (its own pixels; ``mm_per_px`` of them).
+
+        The model's policy, unless the InferenceConfig's ``scale`` says otherwise: long-side;
+        the training photos' median factor ("training"); or, for a stone-size model, the
+        typical stone given in mm (``stone_mm``, with ``mm_per_px``) or else estimated by
+        the network on the photo (work_scale.estimate_scale: a few small passes).
+        """
         h, w = image.shape[:2]
-        work = to_work_scale(image, self.info.work_size)
+        policy, mode = self.scale_policy, self.config.scale
+        if mode == "training":
+            if policy.train_scale > 0:
+                return policy.train_scale
+            log.info("This model does not record its training photos' scale: long-side used.")
+            return policy.long_side(h, w)
+        if mode == "long-side" or policy.policy != "stone-size":
+            return policy.long_side(h, w)
+        if self.config.stone_mm > 0 and mm_per_px:
+            return policy.for_stone(self.config.stone_mm / mm_per_px, h, w)
+        threshold = self.config.threshold
+
+        def stone_mask_at(work: np.ndarray) -> np.ndarray:
+            prob = self.probabilities_at_work_scale(work, should_stop)[0]
+            return prob >= threshold
+
+        factor, trail = estimate_scale(image, policy, stone_mask_at)
+        log.debug("scale estimate %s -> %.4f", trail, factor)
+        self.last_estimate = trail
+        return factor
+
+    def predict(
+        self,
+        image: np.ndarray,
+        should_stop: Callable[[], bool] | None = None,
+        scale: float | None = None,
+        mm_per_px: float | None = None,
+    ) -> Prediction:
+        """Probability and 0/255 mask (and boundary probability, if the model has it) at the
+        photo's own size. ``scale``: working pixels per photo pixel (default: ``work_scale``)."""
+        h, w = image.shape[:2]
+        factor = self.work_scale(image, mm_per_px, should_stop) if scale is None else scale
+        work = resize_by(image, factor)
         probs = self.probabilities_at_work_scale(work, should_stop)
         prob, boundary = probs[0], probs[1] if len(probs) > 1 else None
         del probs
@@ -319,26 +368,29 @@ class Segmenter:
         # (np.where(...).astype(np.uint8) made an int64 plane: 192 MB and ~14x the time at 24 MP)
         mask = (prob >= self.config.threshold).view(np.uint8)
         mask *= 255
-        return Prediction(probability=prob, mask=mask, boundary=boundary)
+        return Prediction(probability=prob, mask=mask, boundary=boundary, scale=factor)
 
     def predict_mask(
         self,
         image: np.ndarray,
         should_stop: Callable[[], bool] | None = None,
         size: tuple[int, int] | None = None,
+        mm_per_px: float | None = None,
     ) -> np.ndarray:
         """The 0/255 stone mask only, at ``size`` (H, W; default: the image's own size).
 
         ``image`` may be the photo decoded smaller (``read_image(..., reduce=k)``) with
-        ``size`` its full size: it is brought to the working scale all the same. No
-        full-size float plane is made: the working-scale probability becomes uint8
-        (0..255), is resized with linear interpolation as uint8 and thresholded in place;
-        the mask differs from ``predict(...).mask`` only where the probability is within
-        ~1/255 of the threshold.
+        ``size`` its full size: it is brought to the working scale all the same
+        (``mm_per_px`` is of the full-size photo's pixels). No full-size float plane is
+        made: the working-scale probability becomes uint8 (0..255), is resized with linear
+        interpolation as uint8 and thresholded in place; the mask differs from
+        ``predict(...).mask`` only where the probability is within ~1/255 of the threshold.
         """
         h, w = size if size is not None else image.shape[:2]
-        work = to_work_scale(image, self.info.work_size)
-        prob = self.probabilities_at_work_scale(work, should_stop)[0]
+        if mm_per_px and image.shape[1] != w:
+            mm_per_px = mm_per_px * w / image.shape[1]  # of the decoded image's pixels
+        factor = self.work_scale(image, mm_per_px, should_stop)
+        prob = self.probabilities_at_work_scale(resize_by(image, factor), should_stop)[0]
         q = cv2.convertScaleAbs(prob, alpha=255.0)  # round(255 p), saturated to 0..255
         if q.shape != (h, w):
             q = cv2.resize(q, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -510,7 +562,12 @@ def iter_segment_images(
         return SegmentEvent(i, total, p, "written", out, "", time.perf_counter() - start)
 
     try:
-        long_side = segmenter.info.work_size if segmenter.config.reduced_decode else None
+        # reduced decode knows its size beforehand only under the long-side policy
+        long_side = (
+            segmenter.info.work_size
+            if segmenter.config.reduced_decode and segmenter.scale_policy.policy == "long-side"
+            else None
+        )
         for p, item in _prefetch(todo, long_side=long_side):
             if stopping():
                 cancelled = True
@@ -527,7 +584,9 @@ def iter_segment_images(
                 continue
             try:
                 image, size = item
-                mask = segmenter.predict_mask(image, should_stop, size)
+                georef = georefs.get(p)
+                mm_per_px = georef.mm_per_px()[0] if georef is not None else None
+                mask = segmenter.predict_mask(image, should_stop, size, mm_per_px)
                 del image, item
             except StonesegError as exc:
                 if stopping():

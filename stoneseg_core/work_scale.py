@@ -100,25 +100,17 @@ def normalize(image: np.ndarray, mean, std) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def typical_stone_px(mask: np.ndarray, instances: np.ndarray | None = None) -> float | None:
-    """The typical stone's diameter in pixels (see the module's docstring); None if the mask
-    has fewer than ``MIN_STONE_PIXELS`` stone pixels.
-
-    With ``instances`` (labels, 0 = ground) touching stones are first parted by a one-pixel
-    line, so each stone is measured on its own.
-    """
-    stone = np.asarray(mask) > 127 if np.asarray(mask).dtype == np.uint8 else np.asarray(mask) > 0
-    if instances is not None:
-        lab = np.asarray(instances)
-        if lab.shape == stone.shape and lab.max(initial=0) > 0:
-            labf = lab.astype(np.float32)
-            kernel = np.ones((3, 3), np.uint8)
-            edge = (cv2.dilate(labf, kernel) != labf) | (cv2.erode(labf, kernel) != labf)
-            stone = stone & (lab > 0) & ~edge
+def typical_stone_px(mask: np.ndarray) -> float | None:
+    """The typical stone's diameter in pixels (see the module's docstring) of a 0/255 (or
+    bool) mask; None if it has fewer than ``MIN_STONE_PIXELS`` stone pixels."""
+    m = np.asarray(mask)
+    stone = m > 127 if m.dtype == np.uint8 else m > 0
     if int(np.count_nonzero(stone)) < MIN_STONE_PIXELS:
         return None
     dist = cv2.distanceTransform(stone.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return max(1.0, 6.0 * float(dist[stone].mean()))
+    # a stone's edge pixels are 1 (not 1/2) from the ground in this transform, which adds
+    # about one pixel to every diameter: taken off, so the figure scales with the photo
+    return max(1.0, 6.0 * float(dist[stone].mean()) - 1.0)
 
 
 @dataclass(frozen=True)
@@ -128,7 +120,7 @@ class ScalePolicy:
     ``stone_px``: the typical stone's diameter the network was trained to see (stone-size);
     ``train_scale``: the median factor of its training photos (for "same scale as the
     training photos", a fixed camera); ``work_size``: the long-side size (long-side policy,
-    and the first guess of the estimate).
+    and the first guess of the estimate; the model's own ``work_size``, not stored twice).
     """
 
     policy: str = "long-side"
@@ -140,7 +132,6 @@ class ScalePolicy:
     def to_json(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
-            "work_size": self.work_size,
             "stone_px": round(float(self.stone_px), 3),
             "train_scale": float(self.train_scale),
             "min_side": self.min_side,
@@ -156,7 +147,7 @@ class ScalePolicy:
             raise ValueError(f"unknown scale policy {policy!r}")
         return cls(
             policy=policy,
-            work_size=int(d.get("work_size", work_size)),
+            work_size=work_size,
             stone_px=float(d.get("stone_px", 0.0)),
             train_scale=float(d.get("train_scale", 0.0)),
             min_side=int(d.get("min_side", MIN_WORK_SIDE)),
@@ -182,7 +173,7 @@ class ScalePolicy:
         h, w = mask.shape[:2]
         if self.policy != "stone-size":
             return self.long_side(h, w)
-        d = typical_stone_px(mask, instances)
+        d = typical_stone_px(mask)
         return self.long_side(h, w) if d is None else self.for_stone(d, h, w)
 
 
@@ -208,20 +199,21 @@ def estimate_scale(
     policy: ScalePolicy,
     stone_mask_at: Callable[[np.ndarray], np.ndarray],
     max_side: int = 1024,
-    rounds: int = 4,
-    tolerance: float = 0.1,
+    rounds: int = 5,
 ) -> tuple[float, list[dict[str, float]]]:
     """The stone-size factor for a photo nobody measured, from the network's own output.
 
     Start at the long-side scale; segment (the central ``max_side`` window at that scale,
-    with ``stone_mask_at``: a work-scale image -> its 0/255 mask), measure the typical stone,
-    rescale so that it would be ``policy.stone_px`` across, and again, until the factor moves
-    less than ``tolerance`` (relative) or after ``rounds``. A photo in which the network
-    finds no stones keeps the last factor. Returns (factor snapped to 9 % steps, the rounds
-    as {"factor", "stone_px"} for the log).
+    with ``stone_mask_at``: a work-scale image -> its stone mask, bool or 0/255), measure
+    the typical stone, rescale so that it would be ``policy.stone_px`` across, and again,
+    on a grid of 9 % steps (``snap``), until the factor comes back to itself (or to one it
+    had: two neighbouring steps) or after ``rounds``: a photo and a mosaic of it started
+    from different long-side guesses and meet on the same step. A photo in which the
+    network finds no stones keeps the last factor. Returns (factor, the rounds as
+    {"factor", "stone_px"} for the log).
     """
     h, w = image.shape[:2]
-    factor = policy.long_side(h, w)
+    factor = policy.clamp(snap(policy.long_side(h, w)), h, w)
     trail: list[dict[str, float]] = []
     for _ in range(rounds):
         y0, x0, y1, x1 = central_window(h, w, factor, max_side)
@@ -230,9 +222,9 @@ def estimate_scale(
         trail.append({"factor": factor, "stone_px": float(d) if d else 0.0})
         if d is None:
             break
-        new = policy.for_stone(d / factor, h, w)
-        if abs(new / factor - 1.0) < tolerance:
+        new = policy.clamp(snap(policy.stone_px * factor / d), h, w)
+        if any(new == t["factor"] for t in trail):
             factor = new
             break
         factor = new
-    return snap(policy.clamp(factor, h, w)), trail
+    return factor, trail

@@ -10,6 +10,7 @@ from .common import (
     EXIT_SOME_FAILED,
     _non_negative_float,
     _positive_float,
+    add_scale_arguments,
     add_shard_argument,
     run_photo_loop,
 )
@@ -56,6 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="MM",
         help="leave out stones whose b-axis is below MM millimetres (needs a scale)",
     )
+    add_scale_arguments(p)
     add_shard_argument(p)
     p.add_argument(
         "--pool-only",
@@ -104,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"Shard {args.shard[0]}/{args.shard[1]} has no photos; nothing to do.")
         return EXIT_OK
     segmenter = Segmenter.load(args.model_dir)
+    segmenter.config = segmenter.config.replace(scale=args.scale, stone_mm=args.stone_mm or 0.0)
     gen = iter_grains_folder(
         segmenter,
         args.input_dir,

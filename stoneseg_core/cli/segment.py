@@ -12,6 +12,7 @@ from .common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     _threshold,
+    add_scale_arguments,
     add_shard_argument,
     inference_config,
     run_photo_loop,
@@ -20,7 +21,10 @@ from .common import (
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``segment`` on the ``stoneseg`` sub-command parser."""
-    s = subparsers.add_parser("segment", help="write a 0/255 mask for every photo in INPUT_DIR (PNG; GeoTIFF for a georeferenced GeoTIFF)")
+    s = subparsers.add_parser(
+        "segment",
+        help="write a 0/255 mask for every photo in INPUT_DIR (PNG; GeoTIFF for a georeferenced GeoTIFF)",
+    )
     s.set_defaults(handler=run)
     s.add_argument("model_dir", metavar="MODEL_DIR")
     s.add_argument("input_dir", metavar="INPUT_DIR")
@@ -41,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="what runs the network: auto = ONNX Runtime on the CPU, PyTorch on a GPU",
     )
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_scale_arguments(s)
     add_shard_argument(s)
     return s
 

@@ -161,7 +161,7 @@ def iter_grains_folder(
                         f"{p.name} has no row in the scale CSV; add 'image,mm_per_px' for it."
                     )
             image = read_image(p)
-            pred = segmenter.predict(image, should_stop)
+            pred = segmenter.predict(image, should_stop, mm_per_px=scale)
             labels, result = analyse_mask(
                 pred.mask,
                 pred.probability,

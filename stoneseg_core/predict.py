@@ -118,6 +118,7 @@ class Segmenter:
         self._onnx_version = -1
         # the last stone-size estimate's rounds ({"factor", "stone_px"}), for logs and tests
         self.last_estimate: list[dict[str, float]] = []
+        self._reuse: tuple[np.ndarray, float, np.ndarray] | None = None
 
     def _prepare(self, model: nn.Module) -> nn.Module:
         model = model.to(self.device).eval()
@@ -335,15 +336,29 @@ class Segmenter:
         if self.config.stone_mm > 0 and mm_per_px:
             return policy.for_stone(self.config.stone_mm / mm_per_px, h, w)
         threshold = self.config.threshold
+        self._reuse = None
 
-        def stone_mask_at(work: np.ndarray) -> np.ndarray:
-            prob = self.probabilities_at_work_scale(work, should_stop)[0]
-            return prob >= threshold
+        def stone_mask_at(work: np.ndarray, factor: float, whole: bool) -> np.ndarray:
+            probs = self.probabilities_at_work_scale(work, should_stop)
+            # a pass over the whole photo at what may be the final factor: kept, so that
+            # predicting a small photo costs no pass more than the estimate's
+            self._reuse = (image, factor, probs) if whole else None
+            return probs[0] >= threshold
 
         factor, trail = estimate_scale(image, policy, stone_mask_at)
         log.debug("scale estimate %s -> %.4f", trail, factor)
         self.last_estimate = trail
         return factor
+
+    def _probabilities_at(
+        self, image: np.ndarray, factor: float, should_stop: Callable[[], bool] | None
+    ) -> np.ndarray:
+        """(C, h, w) probabilities of ``image`` resized by ``factor`` (the estimate's last
+        pass when it was this very pass)."""
+        reuse, self._reuse = self._reuse, None
+        if reuse is not None and reuse[0] is image and reuse[1] == factor:
+            return reuse[2]
+        return self.probabilities_at_work_scale(resize_by(image, factor), should_stop)
 
     def predict(
         self,
@@ -356,8 +371,7 @@ class Segmenter:
         photo's own size. ``scale``: working pixels per photo pixel (default: ``work_scale``)."""
         h, w = image.shape[:2]
         factor = self.work_scale(image, mm_per_px, should_stop) if scale is None else scale
-        work = resize_by(image, factor)
-        probs = self.probabilities_at_work_scale(work, should_stop)
+        probs = self._probabilities_at(image, factor, should_stop)
         prob, boundary = probs[0], probs[1] if len(probs) > 1 else None
         del probs
         if prob.shape != (h, w):
@@ -390,7 +404,7 @@ class Segmenter:
         if mm_per_px and image.shape[1] != w:
             mm_per_px = mm_per_px * w / image.shape[1]  # of the decoded image's pixels
         factor = self.work_scale(image, mm_per_px, should_stop)
-        prob = self.probabilities_at_work_scale(resize_by(image, factor), should_stop)[0]
+        prob = self._probabilities_at(image, factor, should_stop)[0]
         q = cv2.convertScaleAbs(prob, alpha=255.0)  # round(255 p), saturated to 0..255
         if q.shape != (h, w):
             q = cv2.resize(q, (w, h), interpolation=cv2.INTER_LINEAR)

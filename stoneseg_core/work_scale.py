@@ -197,14 +197,15 @@ def central_window(
 def estimate_scale(
     image: np.ndarray,
     policy: ScalePolicy,
-    stone_mask_at: Callable[[np.ndarray], np.ndarray],
-    max_side: int = 1024,
+    stone_mask_at: Callable[[np.ndarray, float, bool], np.ndarray],
+    max_side: int = 512,
     rounds: int = 5,
 ) -> tuple[float, list[dict[str, float]]]:
     """The stone-size factor for a photo nobody measured, from the network's own output.
 
     Start at the long-side scale; segment (the central ``max_side`` window at that scale,
-    with ``stone_mask_at``: a work-scale image -> its stone mask, bool or 0/255), measure
+    with ``stone_mask_at(work image, factor, whether it is the whole photo)`` -> its stone
+    mask, bool or 0/255; one network tile at the default ``max_side``), measure
     the typical stone, rescale so that it would be ``policy.stone_px`` across, and again,
     on a grid of 9 % steps (``snap``), until the factor comes back to itself (or to one it
     had: two neighbouring steps) or after ``rounds``: a photo and a mosaic of it started
@@ -218,7 +219,8 @@ def estimate_scale(
     for _ in range(rounds):
         y0, x0, y1, x1 = central_window(h, w, factor, max_side)
         work = resize_by(image[y0:y1, x0:x1], factor)
-        d = typical_stone_px(stone_mask_at(work))
+        whole = (y0, x0, y1, x1) == (0, 0, h, w)
+        d = typical_stone_px(stone_mask_at(work, factor, whole))
         trail.append({"factor": factor, "stone_px": float(d) if d else 0.0})
         if d is None:
             break

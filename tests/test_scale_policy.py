@@ -122,6 +122,12 @@ def test_a_mosaic_of_a_photo_is_segmented_at_the_photo_scale():
     image, truth = _pebbles(256, 18, seed=3)
     mosaic, mosaic_truth = np.tile(image, (4, 4, 1)), np.tile(truth, (4, 4))
     one, four = seg.predict(image), seg.predict(mosaic)
+    # the small photo's last estimate pass is its prediction (reused, not run again): the same
+    # figures as a pass made afresh at that factor
+    fresh = seg.probability_at_work_scale(resize_by(image, one.scale))
+    assert np.array_equal(
+        one.probability, cv2.resize(fresh, (256, 256), interpolation=cv2.INTER_LINEAR)
+    )
     # the same step of the 9 % grid, or its neighbour (the estimate measures the central
     # window, which in the mosaic crosses the seams)
     assert abs(np.log2(one.scale / four.scale)) <= 1 / 8 + 1e-9

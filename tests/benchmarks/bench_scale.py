@@ -56,10 +56,24 @@ def mosaic(parts: list[np.ndarray]) -> np.ndarray:
     )
 
 
+MIN_STONE_AREA = 30  # px at the photo's own size: smaller pieces are specks, not stones
+
+
+def stones(mask: np.ndarray) -> np.ndarray:
+    """The mask split into stones (grains.split_stones), specks dropped, labels 1..N."""
+    labels = split_stones(mask)
+    area = np.bincount(labels.ravel())
+    keep = area >= MIN_STONE_AREA
+    keep[0] = False
+    ids = np.zeros(len(area), np.int32)
+    ids[keep] = np.arange(1, int(keep.sum()) + 1)
+    return ids[labels]
+
+
 def stone_matches(truth: np.ndarray, pred: np.ndarray) -> tuple[int, int, int]:
-    """(true positives, true stones, predicted stones) at instance IoU >= 0.5."""
-    t = split_stones(truth)
-    p = split_stones(pred)
+    """(true positives, true stones, predicted stones) at instance IoU > 0.5."""
+    t = stones(truth)
+    p = stones(pred)
     nt, np_ = int(t.max()), int(p.max())
     if nt == 0 or np_ == 0:
         return 0, nt, np_
@@ -74,7 +88,7 @@ def stone_matches(truth: np.ndarray, pred: np.ndarray) -> tuple[int, int, int]:
 
 
 def b_axes(mask: np.ndarray) -> list[float]:
-    return [s.b_axis_px for s in measure_stones(split_stones(mask))]
+    return [s.b_axis_px for s in measure_stones(stones(mask))]
 
 
 def score(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
@@ -92,10 +106,16 @@ def score(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
 
 
 def run_fold(policy: str, fold: int, train, held, args) -> dict:
-    out = Path(tempfile.mkdtemp(prefix=f"bench-scale-{policy}-{fold}-"))
+    # one model per (policy, fold, epochs, seed), kept: scoring again costs no training
+    out = (
+        Path(tempfile.gettempdir())
+        / "bench-scale"
+        / f"{policy}-f{fold}-e{args.epochs}-s{args.seed}"
+    )
     cfg = TrainConfig(epochs=args.epochs, seed=args.seed, scale_policy=policy)
     t = time.perf_counter()
-    run_training(train, out, cfg)
+    if not (out / "config.json").is_file():
+        run_training(train, out, cfg)
     train_s = time.perf_counter() - t
     seg = Segmenter.load(out, InferenceConfig(runtime=args.runtime))
     seg.config = seg.config.replace(threshold=seg.info.threshold)

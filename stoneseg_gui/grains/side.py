@@ -432,8 +432,9 @@ class GrainSide(QObject):
             self.panel.show_stones([])
             self.panel.show_details(None)
             self.analysis_changed.emit()
-        self.controller.scale = self.scale_of(path.stem) if path is not None else None
-        self.panel.set_scale(self.controller.scale)
+        scale, source = self.controller.scale_for_photo(path) if path is not None else (None, "")
+        self.controller.scale = scale
+        self.panel.set_scale(scale, source)
         self._show_outlines()
         self._refresh_distribution()
         self._refresh_status()

@@ -390,7 +390,11 @@ class TiffTileSource:
         ratio = max(1, int(round(lh / out_h)))  # source rows per output row
         page = self._page(level)
         seg_h = int(page.tilelength) if page.is_tiled else int(page.rowsperstrip or lh)
-        unit = math.lcm(ratio, max(1, min(seg_h, 4096)))
+        seg_h = max(1, min(seg_h, 4096))
+        # bands of whole file tiles (none decoded twice), of whole output rows when it can be
+        unit = math.lcm(ratio, seg_h)
+        if unit > 4 * max(ratio, seg_h):
+            unit = -(-max(ratio, seg_h) // seg_h) * seg_h
         itemsize = page.dtype.itemsize * max(1, int(page.samplesperpixel))
         band = max(unit, (BAND_BYTES // max(1, lw * itemsize)) // unit * unit)
         if lh <= band:
@@ -404,7 +408,7 @@ class TiffTileSource:
                 return None
             h = min(band, ly1 - r)
             piece = _rgb8(self._window(level, r, lx0, h, lw), self.value_range)
-            rows = max(1, round(h / ratio))
+            rows = max(1, round(h * out_h / lh))
             pieces.append(cv2.resize(piece, (out_w, rows), interpolation=cv2.INTER_AREA))
         arr = np.concatenate(pieces, axis=0)
         if arr.shape[0] != out_h:
@@ -417,12 +421,42 @@ class TiffTileSource:
         """The RGB uint8 tile ``key`` of ``self.grid``; None when stopped."""
         return self.read_region(self.grid.image_rect(key), self.grid.tile_size(key), should_stop)
 
-    def thumbnail(self, size: int) -> np.ndarray:
-        """The whole photo with its long side ``size`` px (or less), bounded in memory."""
+    def thumbnail(self, size: int, max_segments: int = 32) -> np.ndarray:
+        """The whole photo with its long side ``size`` px (or less), bounded in memory.
+
+        From the smallest stored level when the file has overviews; else, for a file of
+        more than ``max_segments`` tiles across, from a sample of its tiles (every k-th in
+        each direction, each stretched over its k x k neighbours), so that a preview does
+        not cost a decoding of the whole orthomosaic."""
         scale = min(1.0, size / max(self.width, self.height))
         w, h = max(1, round(self.width * scale)), max(1, round(self.height * scale))
+        coarsest = self._levels[-1]
+        page = self._page(coarsest)
+        if page.is_tiled and coarsest.index == 0:
+            seg_h, seg_w = int(page.tilelength), int(page.tilewidth)
+            k = -(-max(-(-self.width // seg_w), -(-self.height // seg_h)) // max_segments)
+            if k > 1:
+                return self._sampled_thumbnail(page, seg_w, seg_h, k, (w, h))
         out = self.read_region((0, 0, self.width, self.height), (w, h))
         assert out is not None
+        return out
+
+    def _sampled_thumbnail(self, page, seg_w: int, seg_h: int, k: int, size) -> np.ndarray:
+        w, h = size
+        out = np.zeros((h, w, 3), np.uint8)
+        fx, fy = w / self.width, h / self.height
+        for r in range(0, self.height, seg_h * k):
+            for c in range(0, self.width, seg_w * k):
+                # the sampled tile is the one in the middle of its k x k block
+                mr = min(r + seg_h * (k // 2), (self.height - 1) // seg_h * seg_h)
+                mc = min(c + seg_w * (k // 2), (self.width - 1) // seg_w * seg_w)
+                tile = _rgb8(self._window(self._levels[0], mr, mc, seg_h, seg_w), self.value_range)
+                x0, y0 = int(c * fx), int(r * fy)
+                x1 = max(x0 + 1, min(w, int(round(min(self.width, c + seg_w * k) * fx))))
+                y1 = max(y0 + 1, min(h, int(round(min(self.height, r + seg_h * k) * fy))))
+                out[y0:y1, x0:x1] = cv2.resize(
+                    tile, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA
+                )
         return out
 
 

@@ -421,7 +421,7 @@ class TiffTileSource:
         """The RGB uint8 tile ``key`` of ``self.grid``; None when stopped."""
         return self.read_region(self.grid.image_rect(key), self.grid.tile_size(key), should_stop)
 
-    def thumbnail(self, size: int, max_segments: int = 32) -> np.ndarray:
+    def thumbnail(self, size: int, max_segments: int = 16) -> np.ndarray:
         """The whole photo with its long side ``size`` px (or less), bounded in memory.
 
         From the smallest stored level when the file has overviews; else, for a file of

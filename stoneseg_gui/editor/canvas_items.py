@@ -6,6 +6,7 @@ Only the exposed part is drawn, at screen resolution for the outline view.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 
 import cv2
@@ -40,6 +41,7 @@ from .tiled_photo import TiledPhoto
 
 PLACEHOLDER_COLOR = QColor(52, 55, 61)  # a tile of a big photo not decoded yet
 MASK_TILE_CACHE_BYTES = 96 * 1024 * 1024
+MASK_IMAGES_KEPT = 48  # coloured overlay tiles ready to draw (1 MB each at 512 px)
 
 
 # ----------------------------------------------------------------------------- items
@@ -179,8 +181,9 @@ class TiledPhotoItem(QGraphicsItem):
 
 
 def _rgb_qimage(arr: np.ndarray) -> QImage:
+    """A QImage on a tile's BGRX memory (no copy)."""
     h, w = arr.shape[:2]
-    return QImage(arr.data, w, h, arr.strides[0], QImage.Format.Format_RGB888)
+    return QImage(arr.data, w, h, arr.strides[0], QImage.Format.Format_RGB32)
 
 
 class MaskOverlayItem(QGraphicsItem):
@@ -197,6 +200,8 @@ class MaskOverlayItem(QGraphicsItem):
         self._qimage: QImage | None = None
         self._grid: PyramidGrid | None = None  # tiled mode
         self._tiles = TileCache(MASK_TILE_CACHE_BYTES)
+        self._empty: dict[TileKey, bool] = {}  # tiles without stone are not drawn
+        self._images: OrderedDict[TileKey, QImage] = OrderedDict()  # tiles in colour
         self._table: list[int] = []
         self._color = QColor(color)
         self._opacity = 0.5
@@ -223,6 +228,8 @@ class MaskOverlayItem(QGraphicsItem):
         self.prepareGeometryChange()
         self._mask = mask
         self._tiles.clear()
+        self._empty.clear()
+        self._images.clear()
         self._grid = None
         if mask is None:
             self._qimage = None
@@ -239,6 +246,7 @@ class MaskOverlayItem(QGraphicsItem):
     def _apply_color_table(self) -> None:
         c = self._color
         self._table = [QColor(c.red(), c.green(), c.blue(), v).rgba() for v in range(256)]
+        self._images.clear()
         if self._qimage is None:
             return
         table = [0] * 256
@@ -264,8 +272,9 @@ class MaskOverlayItem(QGraphicsItem):
             box = (region.left, region.top, region.left + region.width, region.top + region.height)
             for key in self._tiles.keys():
                 tile = self._tiles.peek(key)
-                if tile is not None:
-                    update_mask_tile(tile, self._mask, self._grid, key, box)
+                if tile is not None and update_mask_tile(tile, self._mask, self._grid, key, box):
+                    self._empty[key] = not tile.any()
+                    self._images.pop(key, None)
         self.update(
             QRectF(
                 region.left - margin,
@@ -306,7 +315,28 @@ class MaskOverlayItem(QGraphicsItem):
         if tile is None:
             tile = mask_tile(self._mask, self._grid, key)
             self._tiles.put(key, tile)
+            self._empty[key] = not tile.any()
+            self._images.pop(key, None)
         return tile
+
+    def _tile_image(self, key: TileKey) -> QImage | None:
+        """The tile in colour (premultiplied ARGB: drawn without a conversion), or None
+        for a tile without stone."""
+        tile = self.tile(key)
+        if self._empty.get(key, False):
+            return None
+        image = self._images.get(key)
+        if image is None:
+            h, w = tile.shape
+            indexed = QImage(tile.data, w, h, tile.strides[0], QImage.Format.Format_Indexed8)
+            indexed.setColorTable(self._table)
+            image = indexed.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied)
+            self._images[key] = image
+            while len(self._images) > MASK_IMAGES_KEPT:
+                self._images.popitem(last=False)
+        else:
+            self._images.move_to_end(key)
+        return image
 
     def _paint_tiles(self, painter: QPainter, exposed: QRectF) -> None:
         grid = self._grid
@@ -317,11 +347,9 @@ class MaskOverlayItem(QGraphicsItem):
         painter.setOpacity(self._opacity)
         box = (exposed.left(), exposed.top(), exposed.right(), exposed.bottom())
         for key in grid.tiles_in(level, box):
-            tile = self.tile(key)
-            h, w = tile.shape
-            image = QImage(tile.data, w, h, tile.strides[0], QImage.Format.Format_Indexed8)
-            image.setColorTable(self._table)
-            painter.drawImage(_rect(grid.image_rect(key)), image)
+            image = self._tile_image(key)
+            if image is not None:
+                painter.drawImage(_rect(grid.image_rect(key)), image)
 
     def _paint_outline(self, painter: QPainter, exposed: QRectF) -> None:
         """Stone borders, two screen pixels wide, computed for the exposed part only."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from stoneseg_core.geo import Georeference, georeference_or_none
@@ -51,8 +52,13 @@ class TiledPhoto:
 
     def start(self) -> TileLoader:
         if self.loader is None:
-            self.loader = TileLoader(self.source.read_tile, self.cache, LOADER_THREADS)
+            self.loader = TileLoader(self._build, self.cache, LOADER_THREADS)
         return self.loader
+
+    def _build(self, key: TileKey, should_stop) -> np.ndarray | None:
+        """A tile as 32-bit BGRX (QImage's RGB32 in memory: drawn without converting)."""
+        rgb = self.source.read_tile(key, should_stop)
+        return None if rgb is None else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)
 
     def close(self) -> None:
         """Stop the loader's threads and close the file (the cache is dropped)."""
@@ -68,7 +74,7 @@ class TiledPhoto:
         tile = self.cache.peek(TileKey(0, x // t, y // t))
         if tile is None:
             return None
-        r, g, b = (int(v) for v in tile[y % t, x % t])
+        b, g, r = (int(v) for v in tile[y % t, x % t, :3])
         return r, g, b
 
     def tile(self, key: TileKey) -> np.ndarray | None:

@@ -421,13 +421,18 @@ class TiffTileSource:
         """The RGB uint8 tile ``key`` of ``self.grid``; None when stopped."""
         return self.read_region(self.grid.image_rect(key), self.grid.tile_size(key), should_stop)
 
-    def thumbnail(self, size: int, max_segments: int = 16) -> np.ndarray:
+    def thumbnail(
+        self,
+        size: int,
+        max_segments: int = 16,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> np.ndarray | None:
         """The whole photo with its long side ``size`` px (or less), bounded in memory.
 
         From the smallest stored level when the file has overviews; else, for a file of
         more than ``max_segments`` tiles across, from a sample of its tiles (every k-th in
         each direction, each stretched over its k x k neighbours), so that a preview does
-        not cost a decoding of the whole orthomosaic."""
+        not cost a decoding of the whole orthomosaic. None when ``should_stop`` said stop."""
         scale = min(1.0, size / max(self.width, self.height))
         w, h = max(1, round(self.width * scale)), max(1, round(self.height * scale))
         coarsest = self._levels[-1]
@@ -436,16 +441,18 @@ class TiffTileSource:
             seg_h, seg_w = int(page.tilelength), int(page.tilewidth)
             k = -(-max(-(-self.width // seg_w), -(-self.height // seg_h)) // max_segments)
             if k > 1:
-                return self._sampled_thumbnail(page, seg_w, seg_h, k, (w, h))
-        out = self.read_region((0, 0, self.width, self.height), (w, h))
-        assert out is not None
-        return out
+                return self._sampled_thumbnail(seg_w, seg_h, k, (w, h), should_stop)
+        return self.read_region((0, 0, self.width, self.height), (w, h), should_stop)
 
-    def _sampled_thumbnail(self, page, seg_w: int, seg_h: int, k: int, size) -> np.ndarray:
+    def _sampled_thumbnail(
+        self, seg_w: int, seg_h: int, k: int, size, should_stop
+    ) -> np.ndarray | None:
         w, h = size
         out = np.zeros((h, w, 3), np.uint8)
         fx, fy = w / self.width, h / self.height
         for r in range(0, self.height, seg_h * k):
+            if should_stop is not None and should_stop():
+                return None
             for c in range(0, self.width, seg_w * k):
                 # the sampled tile is the one in the middle of its k x k block
                 mr = min(r + seg_h * (k // 2), (self.height - 1) // seg_h * seg_h)
@@ -501,6 +508,8 @@ class TileLoader:
         self._failed: set[TileKey] = set()
         self.errors: list[str] = []
         self._closed = False
+        self._on_exit: Callable[[], None] | None = None
+        self._alive = max(1, workers)
         self._threads = [
             threading.Thread(target=self._run, name=f"stoneseg-tiles-{i}", daemon=True)
             for i in range(max(1, workers))
@@ -537,6 +546,16 @@ class TileLoader:
         return self._closed
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            with self._cond:
+                self._alive -= 1
+                last, on_exit = self._alive == 0, self._on_exit
+            if last and on_exit is not None:
+                on_exit()
+
+    def _loop(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._queue or self._closed)
@@ -564,10 +583,20 @@ class TileLoader:
                     self._ready.append(key)
                 self._cond.notify_all()
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(
+        self, wait: bool = True, timeout: float = 10.0, on_exit: Callable[[], None] | None = None
+    ) -> None:
+        """Stop: nothing more is started; a tile being built stops at its next band.
+        ``wait=False`` returns at once (the window's thread never waits for a decoder);
+        ``on_exit`` runs on the last thread to finish (at once if none is left)."""
         with self._cond:
             self._closed = True
             self._queue = []
+            self._on_exit = on_exit
+            nobody_left = self._alive == 0
             self._cond.notify_all()
-        for t in self._threads:
-            t.join(timeout)
+        if nobody_left and on_exit is not None:
+            on_exit()
+        if wait:
+            for t in self._threads:
+                t.join(timeout)

@@ -2,6 +2,7 @@
 windows (with and without overview levels), mask coverage tiles, the background loader."""
 
 import threading
+import time
 import tracemalloc
 
 import cv2
@@ -308,3 +309,24 @@ def test_thumbnails_of_big_tiffs_decode_a_sample_of_tiles_or_the_smallest_overvi
     assert thumb.shape == (96, 128, 3) and source.largest_read == 256 * 192  # 1/16 level
     assert np.abs(thumb.astype(int) - ref).mean() < 4
     source.close()
+
+
+def test_closing_the_loader_does_not_wait_and_the_last_thread_releases_the_file():
+    started, release, exited = threading.Event(), threading.Event(), threading.Event()
+
+    def build(key, should_stop):
+        started.set()
+        release.wait(10)  # a long band being decoded
+        return None if should_stop() else np.zeros((2, 2, 3), np.uint8)
+
+    cache = TileCache(1 << 20)
+    loader = TileLoader(build, cache, workers=2)
+    loader.want([TileKey(0, 0, 0), TileKey(0, 1, 0), TileKey(0, 2, 0)])
+    assert started.wait(5)
+    t = time.perf_counter()
+    loader.close(wait=False, on_exit=exited.set)
+    assert time.perf_counter() - t < 0.5 and not exited.is_set()
+    release.set()
+    assert exited.wait(10)
+    assert len(cache) == 0  # the tile being built when it closed was dropped
+    assert not any(th.is_alive() for th in loader._threads) or exited.is_set()

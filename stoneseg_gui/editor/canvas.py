@@ -89,6 +89,7 @@ class MaskCanvas(QGraphicsView):
         self._tile_timer.setInterval(TILE_POLL_MS)
         self._tile_timer.timeout.connect(self._collect_tiles)
         self._tile_errors_shown = 0
+        self._preview_shown = False
         self.mask_item = MaskOverlayItem(STONE_COLOR)
         self.mask_item.setZValue(1)
         self.prediction_item = MaskOverlayItem(PREDICTION_COLOR)
@@ -291,6 +292,7 @@ class MaskCanvas(QGraphicsView):
         self.tiled_item.drawn_levels.clear()
         self.tiled_item.set_photo(tiled)
         self._tile_errors_shown = 0
+        self._preview_shown = False
         if tiled is not None:
             collect_garbage_on_gui_thread()  # the tile threads must never free a Qt object
             tiled.start()
@@ -311,10 +313,13 @@ class MaskCanvas(QGraphicsView):
         for key in loader.take_ready():
             x0, y0, x1, y1 = photo.grid.image_rect(key)
             self.tiled_item.update(QRectF(x0, y0, x1 - x0, y1 - y0))
+        if photo.preview_ready.is_set() and not self._preview_shown:
+            self._preview_shown = True
+            self.tiled_item.update()
         if len(loader.errors) > self._tile_errors_shown:
             self._tile_errors_shown = len(loader.errors)
             self.set_banner(f"{photo.path.name}: {loader.errors[-1]}")
-        if not loader.pending:
+        if not loader.pending and not photo.preview_pending:
             self._tile_timer.stop()
 
     def _detach_document(self) -> None:

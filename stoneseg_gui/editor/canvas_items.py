@@ -177,6 +177,14 @@ class TiledPhotoItem(QGraphicsItem):
                 painter.drawImage(target, _rgb_qimage(tile), source)
                 return
             up = grid.parent(up)
+        preview = photo.preview
+        if preview is not None:  # a quick likeness of the whole photo, while tiles come
+            sx, sy = preview.shape[1] / photo.width, preview.shape[0] / photo.height
+            source = QRectF(
+                target.left() * sx, target.top() * sy, target.width() * sx, target.height() * sy
+            )
+            painter.drawImage(target, _rgb_qimage(preview), source)
+            return
         painter.fillRect(target, PLACEHOLDER_COLOR)
 
 

@@ -84,7 +84,8 @@ def _wait_tiles(qtbot, canvas) -> None:
 
     def done() -> bool:
         canvas.viewport().repaint()  # paint asks for what is missing
-        return photo.loader is not None and not photo.loader.pending
+        loader = photo.loader
+        return loader is not None and not loader.pending and not photo.preview_pending
 
     qtbot.waitUntil(done, timeout=60_000)
     canvas.viewport().repaint()
@@ -123,10 +124,12 @@ def test_a_big_geotiff_opens_at_the_level_of_the_zoom_never_read_whole(
     assert canvas.tiled_item.drawn_levels == {level}
     visible = photo.grid.tiles_in(level, (0, 0, SIZE, SIZE))
     assert all(k in photo.cache for k in visible)
-    # never whole: each pixel was decoded once, a band of file tiles at a time, and the
-    # memory used is the mask plus a few bands (the RGB photo alone would be 192 MB)
+    # never whole: each pixel was decoded once, a band of file tiles at a time (and every
+    # other file tile once more for the quick preview), and the memory used is the mask
+    # plus a few bands (the RGB photo alone would be 192 MB)
     source = photo.source
-    assert source.pixels_read == SIZE * SIZE
+    assert photo.preview is not None and photo.preview.shape == (500, 500, 4)
+    assert source.pixels_read == SIZE * SIZE + (15 * 256 + 64) ** 2  # 8000 = 31 * 256 + 64
     assert source.largest_read <= SIZE * 256
     mask_bytes = SIZE * SIZE
     assert peak < mask_bytes + SIZE * SIZE * 3 / 3
@@ -199,6 +202,13 @@ def test_painting_the_big_photo_updates_its_mask_tiles_and_undo_restores_them(
     assert document.undo_nbytes <= 2 * (SIZE * SIZE // 8) + 4096
     window.session.undo()
     assert document.mask.max() == 0
+
+    # leaving the photo never waits for its decoders; the last one to stop closes the file
+    loader = photo.loader
+    photo.close()
+    assert photo.loader is None and photo.closed
+    qtbot.waitUntil(lambda: not any(t.is_alive() for t in loader._threads), timeout=20_000)
+    assert not photo.source._handles
 
 
 def test_the_scale_panel_shows_the_georeference_mm_per_px(qtbot, window, ortho_project) -> None:

@@ -8,7 +8,8 @@ overviews in SubIFDs (1/2 .. 1/32, as GDAL's ``gdaladdo`` would add). Each case 
 fresh subprocess so that its peak memory (VmHWM) is its own:
 
 - ``tiled``: StoneSeg's window (MainWindow, offscreen) opens the project: time until the
-  mask is ready (the header read), time until every tile of the first screen is drawn,
+  mask is ready (the header read), until the quick preview is shown (files without
+  overviews), until every tile of the first screen is drawn,
   frame times (one synchronous repaint) while zooming from the fitted view to 100 % in
   12 wheel steps and while panning 80 steps of 60 px at 100 %, the time until the screen is
   complete after each, one brush stroke's mouse moves (with their repaint) at 100 % and at
@@ -173,14 +174,21 @@ def measure_tiled(photo: Path) -> dict:
         app.processEvents()
         time.sleep(0.002)
     t_open = time.perf_counter() - t0
+    photo_obj = canvas.display_image
+    t_preview = None
+    while photo_obj.preview_pending:  # files without overviews: a quick likeness first
+        app.processEvents()
+        time.sleep(0.005)
+    if photo_obj.preview is not None:
+        t_preview = time.perf_counter() - t0
     settle()
     t_first = time.perf_counter() - t0
-    photo_obj = canvas.display_image
     out = {
         "photo": photo.name,
         "overviews": photo_obj.source.overview_count,
         "viewport": [canvas.viewport().width(), canvas.viewport().height()],
         "open_s": round(t_open, 2),
+        "preview_s": None if t_preview is None else round(t_preview, 2),
         "first_screen_s": round(t_first, 2),
         "fit_level": photo_obj.grid.level_for_scale(canvas.zoom()),
         "decoded_mp_first_screen": round(photo_obj.source.pixels_read / 1e6, 1),

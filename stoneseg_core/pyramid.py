@@ -193,9 +193,50 @@ def _block_mean(block: np.ndarray, f: int) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(sub), (out_w, out_h), interpolation=cv2.INTER_AREA)
 
 
-def mask_tile(mask: np.ndarray, grid: PyramidGrid, key: TileKey) -> np.ndarray:
+class MaskOccupancy:
+    """Which ``block`` x ``block`` blocks of a mask hold any stone: a mask tile over empty
+    blocks is zeros without reading the mask (at a coarse level a tile covers up to
+    16384 x 16384 pixels). Kept up to date with ``update(region)`` after each edit."""
+
+    def __init__(self, mask: np.ndarray, block: int = 64) -> None:
+        self.mask, self.block = mask, int(block)
+        h, w = mask.shape
+        self.any = np.zeros((-(-h // self.block), -(-w // self.block)), bool)
+        self.update((0, 0, w, h))
+
+    def update(self, region: tuple[int, int, int, int]) -> None:
+        """Look again at the blocks that the full-size ``region`` (x0, y0, x1, y1) touches."""
+        b = self.block
+        h, w = self.mask.shape
+        c0, r0 = max(0, region[0]) // b, max(0, region[1]) // b
+        c1, r1 = -(-min(w, region[2]) // b), -(-min(h, region[3]) // b)
+        for r in range(r0, r1, 64):  # 64 block rows at a time: bounded temporaries
+            rr = min(r1, r + 64)
+            rows = self.mask[r * b : min(h, rr * b)]
+            for c in range(c0, c1, 256):
+                cc = min(c1, c + 256)
+                part = rows[:, c * b : min(w, cc * b)]
+                ph, pw = -part.shape[0] % b, -part.shape[1] % b
+                if ph or pw:
+                    part = np.pad(part, ((0, ph), (0, pw)))
+                nr, nc = part.shape[0] // b, part.shape[1] // b
+                self.any[r : r + nr, c : c + nc] = part.reshape(nr, b, nc, b).any(axis=(1, 3))
+
+    def any_in(self, rect: tuple[int, int, int, int]) -> bool:
+        b = self.block
+        x0, y0, x1, y1 = rect
+        return bool(self.any[y0 // b : -(-y1 // b), x0 // b : -(-x1 // b)].any())
+
+
+def mask_tile(
+    mask: np.ndarray, grid: PyramidGrid, key: TileKey, occupancy: MaskOccupancy | None = None
+) -> np.ndarray:
     """A tile of a 0/255 mask at its level: the fraction of stone under each pixel, 0..255."""
-    x0, y0, x1, y1 = grid.image_rect(key)
+    rect = grid.image_rect(key)
+    if occupancy is not None and not occupancy.any_in(rect):
+        w, h = grid.tile_size(key)
+        return np.zeros((h, w), np.uint8)
+    x0, y0, x1, y1 = rect
     return _block_mean(mask[y0:y1, x0:x1], 1 << key.level)
 
 
@@ -498,8 +539,10 @@ class TileLoader:
         build: Callable[[TileKey, Callable[[], bool]], np.ndarray | None],
         cache: TileCache,
         workers: int = 2,
+        paused: bool = False,
     ) -> None:
         self._build = build
+        self._paused = paused
         self.cache = cache
         self._cond = threading.Condition()
         self._queue: list[TileKey] = []
@@ -532,6 +575,12 @@ class TileLoader:
             if self._queue:
                 self._cond.notify_all()
 
+    def resume(self) -> None:
+        """Start building (a loader made ``paused`` waits for this)."""
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
     def take_ready(self) -> list[TileKey]:
         with self._cond:
             ready, self._ready = self._ready, []
@@ -540,7 +589,9 @@ class TileLoader:
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Block until nothing is queued or being built (for scripts and tests)."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
+            return self._cond.wait_for(
+                lambda: (not self._queue or self._paused) and not self._busy, timeout
+            )
 
     def _stopping(self) -> bool:
         return self._closed
@@ -558,7 +609,7 @@ class TileLoader:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._queue or self._closed)
+                self._cond.wait_for(lambda: (self._queue and not self._paused) or self._closed)
                 if self._closed:
                     return
                 key = self._queue.pop(0)

@@ -330,3 +330,41 @@ def test_closing_the_loader_does_not_wait_and_the_last_thread_releases_the_file(
     assert exited.wait(10)
     assert len(cache) == 0  # the tile being built when it closed was dropped
     assert not any(th.is_alive() for th in loader._threads) or exited.is_set()
+
+
+def test_occupancy_skips_empty_blocks_and_follows_edits():
+    mask = np.zeros((1000, 1300), np.uint8)
+    cv2.circle(mask, (300, 200), 40, 255, -1)
+    mask[999, 1299] = 255  # the last, partial block
+    occupancy = pyramid.MaskOccupancy(mask, block=64)
+    brute = np.zeros_like(occupancy.any)
+    for r in range(brute.shape[0]):
+        for c in range(brute.shape[1]):
+            brute[r, c] = mask[r * 64 : (r + 1) * 64, c * 64 : (c + 1) * 64].any()
+    assert np.array_equal(occupancy.any, brute) and brute.shape == (16, 21)
+    assert occupancy.any_in((250, 150, 350, 250)) and not occupancy.any_in((600, 500, 900, 900))
+    grid = PyramidGrid(1300, 1000, 128)
+    for key in grid.tiles_in(2, (0, 0, 1300, 1000)) + grid.tiles_in(0, (0, 0, 1300, 1000)):
+        assert np.array_equal(mask_tile(mask, grid, key, occupancy), mask_tile(mask, grid, key))
+    cv2.rectangle(mask, (700, 600), (760, 640), 255, -1)
+    occupancy.update((700, 600, 761, 641))
+    assert occupancy.any_in((600, 500, 900, 900))
+    mask[:] = 0
+    occupancy.update((0, 0, 1300, 1000))
+    assert not occupancy.any.any()
+
+
+def test_a_paused_loader_builds_nothing_until_resumed():
+    built = []
+    loader = TileLoader(
+        lambda k, s: built.append(k) or np.zeros(3, np.uint8), TileCache(1 << 20), paused=True
+    )
+    try:
+        loader.want([TileKey(0, 0, 0), TileKey(0, 1, 0)])
+        time.sleep(0.2)
+        assert built == [] and loader.pending
+        loader.resume()
+        assert loader.wait_idle(10)
+        assert sorted(built) == [TileKey(0, 0, 0), TileKey(0, 1, 0)]
+    finally:
+        loader.close()

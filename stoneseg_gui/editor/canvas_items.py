@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 from stoneseg_core.mask_edit import Region
 from stoneseg_core.pyramid import (
     BIG_PHOTO_PIXELS,
+    MaskOccupancy,
     PyramidGrid,
     TileCache,
     TileKey,
@@ -207,6 +208,7 @@ class MaskOverlayItem(QGraphicsItem):
         self._mask: np.ndarray | None = None
         self._qimage: QImage | None = None
         self._grid: PyramidGrid | None = None  # tiled mode
+        self._occupancy: MaskOccupancy | None = None
         self._tiles = TileCache(MASK_TILE_CACHE_BYTES)
         self._empty: dict[TileKey, bool] = {}  # tiles without stone are not drawn
         self._images: OrderedDict[TileKey, QImage] = OrderedDict()  # tiles in colour
@@ -239,11 +241,13 @@ class MaskOverlayItem(QGraphicsItem):
         self._empty.clear()
         self._images.clear()
         self._grid = None
+        self._occupancy = None
         if mask is None:
             self._qimage = None
         elif mask.size > BIG_PHOTO_PIXELS:
             self._qimage = None
             self._grid = PyramidGrid(mask.shape[1], mask.shape[0])
+            self._occupancy = MaskOccupancy(mask)
             self._apply_color_table()
         else:
             h, w = mask.shape
@@ -278,6 +282,8 @@ class MaskOverlayItem(QGraphicsItem):
         """Repaint only ``region`` (plus ``margin`` image pixels for the outline view)."""
         if self._grid is not None and self._mask is not None:
             box = (region.left, region.top, region.left + region.width, region.top + region.height)
+            if self._occupancy is not None:
+                self._occupancy.update(box)
             for key in self._tiles.keys():
                 tile = self._tiles.peek(key)
                 if tile is not None and update_mask_tile(tile, self._mask, self._grid, key, box):
@@ -321,7 +327,7 @@ class MaskOverlayItem(QGraphicsItem):
         assert self._grid is not None and self._mask is not None
         tile = self._tiles.get(key)
         if tile is None:
-            tile = mask_tile(self._mask, self._grid, key)
+            tile = mask_tile(self._mask, self._grid, key, self._occupancy)
             self._tiles.put(key, tile)
             self._empty[key] = not tile.any()
             self._images.pop(key, None)

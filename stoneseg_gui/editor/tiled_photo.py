@@ -79,8 +79,9 @@ class TiledPhoto:
             if self.loader is not None:
                 return self.loader
             self._users += 1
-            self.loader = TileLoader(self._build, self.cache, LOADER_THREADS)
             wants_preview = self.source.overview_count == 0 and self.grid.top >= PREVIEW_MIN_TOP
+            # the preview first: it is a few seconds' work where the tiles are many more
+            self.loader = TileLoader(self._build, self.cache, LOADER_THREADS, paused=wants_preview)
             if wants_preview:
                 self._users += 1
                 self.preview_pending = True
@@ -106,6 +107,9 @@ class TiledPhoto:
             log.debug("no preview of %s", self.path.name, exc_info=True)
         finally:
             self.preview_pending = False
+            loader = self.loader
+            if loader is not None:
+                loader.resume()
             self._release()
 
     def _release(self) -> None:

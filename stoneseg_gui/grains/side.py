@@ -474,11 +474,13 @@ class GrainSide(QObject):
         a = self.analysis
         if a is None:
             doc = self.window.current_document()
-            self.panel.set_status(
-                "Set the scale, then press Analyse (Ctrl+G) to split the mask into stones."
-                if doc is not None
-                else "Open a photo to measure its stones."
-            )
+            if doc is None:
+                text = "Open a photo to measure its stones."
+            elif self.controller.scale is None:
+                text = "Set the scale, then press Analyse (Ctrl+G) to split the mask into stones."
+            else:
+                text = "Press Analyse (Ctrl+G) to split the mask into stones."
+            self.panel.set_status(text)
             return
         if not self._is_fresh():
             self.panel.set_status(

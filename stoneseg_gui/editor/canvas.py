@@ -169,7 +169,7 @@ class MaskCanvas(QGraphicsView):
         self._document = document
         document.add_listener(self._on_document_changed)
         self._set_photo(display)
-        self.mask_item.set_mask(document.mask)
+        self.mask_item.set_mask(document.mask, tiled=isinstance(display, TiledPhoto))
         self.set_prediction(None)
         self._message = ""
         self._banner = ""
@@ -209,7 +209,7 @@ class MaskCanvas(QGraphicsView):
         if mask is not None and self._display is not None:
             if mask.shape[:2] != (self._display.height, self._display.width):
                 raise ValueError("The prediction must have the size of the photo.")
-        self.prediction_item.set_mask(mask)
+        self.prediction_item.set_mask(mask, tiled=isinstance(self._display, TiledPhoto))
         self.prediction_item.setVisible(mask is not None and self._settings.overlay_visible)
 
     def zoom(self) -> float:

@@ -198,9 +198,10 @@ def _rgb_qimage(arr: np.ndarray) -> QImage:
 class MaskOverlayItem(QGraphicsItem):
     """A 0/255 mask drawn as a colour overlay, filled or as outlines, sharing the array.
 
-    A mask of a big photo (over ``BIG_PHOTO_PIXELS``) is drawn tile by tile from a pyramid
-    of coverage tiles (0..255: the share of stone under each pixel) computed from the
-    array for what is on screen; an edit updates the touched pixels of the cached tiles.
+    The mask of a big photo (``tiled``: the photo is a ``TiledPhoto``) is drawn tile by
+    tile from a pyramid of coverage tiles (0..255: the share of stone under each pixel)
+    computed from the array for what is on screen; an edit updates the touched pixels of
+    the cached tiles.
     """
 
     def __init__(self, color: QColor) -> None:
@@ -234,7 +235,9 @@ class MaskOverlayItem(QGraphicsItem):
     def grid(self) -> PyramidGrid | None:
         return self._grid
 
-    def set_mask(self, mask: np.ndarray | None) -> None:
+    def set_mask(self, mask: np.ndarray | None, tiled: bool | None = None) -> None:
+        """Show ``mask`` (shared, never copied). ``tiled``: draw it from coverage tiles (a
+        big photo's); None decides by its size (over ``BIG_PHOTO_PIXELS``)."""
         self.prepareGeometryChange()
         self._mask = mask
         self._tiles.clear()
@@ -244,7 +247,7 @@ class MaskOverlayItem(QGraphicsItem):
         self._occupancy = None
         if mask is None:
             self._qimage = None
-        elif mask.size > BIG_PHOTO_PIXELS:
+        elif tiled or (tiled is None and mask.size > BIG_PHOTO_PIXELS):
             self._qimage = None
             self._grid = PyramidGrid(mask.shape[1], mask.shape[0])
             self._occupancy = MaskOccupancy(mask)

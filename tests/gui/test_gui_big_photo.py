@@ -188,6 +188,16 @@ def test_painting_the_big_photo_updates_its_mask_tiles_and_undo_restores_them(
     window.session.redo()
     assert document.mask[3000, 3000] == 255
     assert np.array_equal(coarse, mask_tile(document.mask, photo.grid, coarse_key))
+    # the outline view and a model's prediction work on the big mask too
+    window.tool_settings.set_outline_only(True)
+    canvas.viewport().repaint()
+    window.tool_settings.set_outline_only(False)
+    prediction = np.zeros((SIZE, SIZE), np.uint8)
+    prediction[100:600, 100:600] = 255
+    canvas.set_prediction(prediction)
+    assert canvas.prediction_item.tiled
+    canvas.viewport().repaint()
+    canvas.set_prediction(None)
     window.session.undo()
 
     canvas.set_zoom(1.0)
@@ -253,3 +263,15 @@ def test_unreadable_big_tiffs_are_named_and_the_other_photos_still_open(
     assert canvas.document is not None and canvas.document.shape == (90, 120)
     assert not dialogs.errors
     canvas.set_zoom(2.0, QPointF(10, 10))  # still a working canvas
+
+
+def test_photos_held_whole_keep_the_shared_overlay(qtbot, window) -> None:
+    from stoneseg_core.mask_edit import MaskDocument
+    from stoneseg_gui.editor.display import make_display_image
+
+    canvas = window.canvas
+    display = make_display_image(np.zeros((4000, 6000, 3), np.uint8))  # a 24 MP JPEG's way
+    canvas.show_image(display, MaskDocument(shape=(4000, 6000)))
+    assert not canvas.mask_item.tiled and canvas.tiled_item.photo is None
+    canvas.set_prediction(np.zeros((4000, 6000), np.uint8))
+    assert not canvas.prediction_item.tiled

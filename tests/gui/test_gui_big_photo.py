@@ -275,3 +275,22 @@ def test_photos_held_whole_keep_the_shared_overlay(qtbot, window) -> None:
     assert not canvas.mask_item.tiled and canvas.tiled_item.photo is None
     canvas.set_prediction(np.zeros((4000, 6000), np.uint8))
     assert not canvas.prediction_item.tiled
+
+
+def test_a_saved_mask_of_the_big_photo_opens_on_it(qtbot, window, ortho_project) -> None:
+    from stoneseg_core.imageio import write_mask
+
+    saved = np.zeros((SIZE, SIZE), np.uint8)
+    saved[2000:2600, 5000:5900] = 255
+    write_mask(ortho_project / "masks" / "ortho.png", saved)
+    photo = _open(qtbot, window, ortho_project)
+    canvas = window.canvas
+    assert np.array_equal(canvas.document.mask, saved)
+    canvas.viewport().repaint()
+    level = photo.grid.level_for_scale(canvas.zoom())
+    span = 512 << level
+    key = TileKey(level, 5400 // span, 2300 // span)
+    tile = canvas.mask_item.tile_cache.peek(key)
+    assert tile is not None and np.array_equal(tile, mask_tile(saved, photo.grid, key))
+    assert tile.max() == 255 and canvas.mask_item._occupancy.any_in((5000, 2000, 5900, 2600))
+    assert not canvas.mask_item._occupancy.any_in((0, 0, 4000, 1900))

@@ -13,7 +13,7 @@ fresh subprocess so that its peak memory (VmHWM) is its own:
   frame times (one synchronous repaint) while zooming from the fitted view to 100 % in
   12 wheel steps and while panning 80 steps of 60 px at 100 %, the time until the screen is
   complete after each, one brush stroke's mouse moves (with their repaint) at 100 % and at
-  the fitted view, and VmHWM;
+  the fitted view, the time to save the painted mask (a full-size PNG), and VmHWM;
 - ``whole`` (the baseline: how the window showed every photo before): ``read_image`` of the
   whole file + the halved-copies pyramid, then the same first screen; time and VmHWM.
 
@@ -267,6 +267,9 @@ def measure_tiled(photo: Path) -> dict:
     out["rss_before_open_mb"] = round(rss_before)
     out["peak_rss_mb"] = round(hwm)
     out["peak_rss_added_mb"] = round(hwm - rss_before)
+    t = time.perf_counter()
+    assert window.session.save_current()  # on the window's thread, as when switching photo
+    out["save_mask_s"] = round(time.perf_counter() - t, 2)
     out["photo_cache_mb"] = round(photo_obj.cache.nbytes / 2**20)
     out["mask_tile_cache_mb"] = round(canvas.mask_item.tile_cache.nbytes / 2**20)
     return out

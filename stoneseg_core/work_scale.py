@@ -100,17 +100,27 @@ def normalize(image: np.ndarray, mean, std) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def typical_stone_px(mask: np.ndarray) -> float | None:
-    """The typical stone's diameter in pixels (see the module's docstring) of a 0/255 (or
-    bool) mask; None if it has fewer than ``MIN_STONE_PIXELS`` stone pixels."""
+def _stone(mask: np.ndarray) -> np.ndarray:
     m = np.asarray(mask)
-    stone = m > 127 if m.dtype == np.uint8 else m > 0
-    if int(np.count_nonzero(stone)) < MIN_STONE_PIXELS:
+    return m > 127 if m.dtype == np.uint8 else m > 0
+
+
+def typical_stone_px(mask: np.ndarray | list[np.ndarray]) -> float | None:
+    """The typical stone's diameter in pixels (see the module's docstring) of a 0/255 (or
+    bool) mask, or pooled over several (windows of one photo); None with fewer than
+    ``MIN_STONE_PIXELS`` stone pixels."""
+    total, count = 0.0, 0
+    for m in mask if isinstance(mask, list) else [mask]:
+        stone = _stone(m)
+        if stone.any():
+            dist = cv2.distanceTransform(stone.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+            total += float(dist[stone].sum())
+            count += int(np.count_nonzero(stone))
+    if count < MIN_STONE_PIXELS:
         return None
-    dist = cv2.distanceTransform(stone.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     # a stone's edge pixels are 1 (not 1/2) from the ground in this transform, which adds
     # about one pixel to every diameter: taken off, so the figure scales with the photo
-    return max(1.0, 6.0 * float(dist[stone].mean()) - 1.0)
+    return max(1.0, 6.0 * total / count - 1.0)
 
 
 @dataclass(frozen=True)
@@ -183,50 +193,81 @@ def snap(factor: float, steps_per_octave: int = 8) -> float:
     return float(2.0 ** (round(math.log2(factor) * steps_per_octave) / steps_per_octave))
 
 
-def central_window(
-    height: int, width: int, factor: float, max_side: int
-) -> tuple[int, int, int, int]:
-    """(y0, x0, y1, x1): the central part of a photo that is at most ``max_side`` x
-    ``max_side`` pixels once resized by ``factor`` (the whole photo if it is smaller)."""
-    side = max(1, int(max_side / factor))
-    hh, ww = min(height, side), min(width, side)
-    y0, x0 = (height - hh) // 2, (width - ww) // 2
-    return y0, x0, y0 + hh, x0 + ww
+def sample_windows(
+    height: int, width: int, factor: float, side: int = 256, grid: int = 2
+) -> list[tuple[int, int, int, int]]:
+    """Windows (y0, x0, y1, x1) of a photo to measure its stones on: the whole photo when it
+    is at most ``grid`` x ``side`` working pixels each way, else up to ``grid`` x ``grid``
+    windows of ``side`` working pixels spread evenly over it (the centre of each cell), so
+    the sample stands for the whole photo, not its middle, at the cost of one network tile."""
+    span = max(1, int(side / factor))
+
+    def starts(length: int) -> list[tuple[int, int]]:
+        if length <= grid * span:
+            return [(0, length)]
+        centres = [(i + 0.5) * length / grid for i in range(grid)]
+        return [(int(c - span / 2), int(c - span / 2) + span) for c in centres]
+
+    return [(y0, x0, y1, x1) for y0, y1 in starts(height) for x0, x1 in starts(width)]
 
 
 def estimate_scale(
     image: np.ndarray,
     policy: ScalePolicy,
     stone_mask_at: Callable[[np.ndarray, float, bool], np.ndarray],
-    max_side: int = 512,
     rounds: int = 5,
 ) -> tuple[float, list[dict[str, float]]]:
     """The stone-size factor for a photo nobody measured, from the network's own output.
 
-    Start at the long-side scale; segment (the central ``max_side`` window at that scale,
-    with ``stone_mask_at(work image, factor, whether it is the whole photo)`` -> its stone
-    mask, bool or 0/255; one network tile at the default ``max_side``), measure
-    the typical stone, rescale so that it would be ``policy.stone_px`` across, and again,
-    on a grid of 9 % steps (``snap``), until the factor comes back to itself (or to one it
-    had: two neighbouring steps) or after ``rounds``: a photo and a mosaic of it started
-    from different long-side guesses and meet on the same step. A photo in which the
-    network finds no stones keeps the last factor. Returns (factor, the rounds as
+    Look for the factor at which the typical stone of the network's mask is
+    ``policy.stone_px`` across: measure at the long-side scale (on ``sample_windows``, with
+    ``stone_mask_at(work image, factor, whether it is the whole photo)`` -> its stone mask,
+    bool or 0/255), step as if the measured size grew in proportion to the factor, and once
+    two measurements lie on both sides of the target, interpolate between them (in log
+    scale), always on a grid of 9 % steps (``snap``). A network sees stones a little
+    differently at each scale, so the plain fixed point ``f * stone_px / size`` can hop
+    between steps; the bracket settles it. Ends when a step is within half a grid step of the
+    target, when the next step was measured already, at the clamp, or after ``rounds``; the
+    answer is the measured step closest to the target. A photo in which the network finds no
+    stones keeps the long-side factor (or its last one). Returns (factor, the rounds as
     {"factor", "stone_px"} for the log).
     """
     h, w = image.shape[:2]
+    half_step = math.log(2.0) / 16
+    target = math.log(policy.stone_px)
     factor = policy.clamp(snap(policy.long_side(h, w)), h, w)
     trail: list[dict[str, float]] = []
+    measured: dict[float, float] = {}  # factor -> log(size / stone_px)
     for _ in range(rounds):
-        y0, x0, y1, x1 = central_window(h, w, factor, max_side)
-        work = resize_by(image[y0:y1, x0:x1], factor)
-        whole = (y0, x0, y1, x1) == (0, 0, h, w)
-        d = typical_stone_px(stone_mask_at(work, factor, whole))
+        windows = sample_windows(h, w, factor)
+        masks = []
+        for y0, x0, y1, x1 in windows:
+            whole = len(windows) == 1 and (y0, x0, y1, x1) == (0, 0, h, w)
+            masks.append(stone_mask_at(resize_by(image[y0:y1, x0:x1], factor), factor, whole))
+        d = typical_stone_px(masks)
         trail.append({"factor": factor, "stone_px": float(d) if d else 0.0})
         if d is None:
             break
-        new = policy.clamp(snap(policy.stone_px * factor / d), h, w)
-        if any(new == t["factor"] for t in trail):
-            factor = new
+        err = math.log(d) - target
+        measured[factor] = err
+        if abs(err) <= half_step:
             break
-        factor = new
+        below = [f for f, e in measured.items() if e < 0]  # stones too small here
+        above = [f for f, e in measured.items() if e > 0]
+        if below and above:
+            lo, hi = max(below), min(above)  # the tightest bracket (size grows with factor)
+            if lo < hi:
+                e_lo, e_hi = measured[lo], measured[hi]
+                t = e_lo / (e_lo - e_hi)
+                nxt = math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))
+            else:  # not monotonic: fall back to the proportional step
+                nxt = factor * math.exp(-err)
+        else:
+            nxt = factor * math.exp(-err)
+        nxt = policy.clamp(snap(nxt), h, w)
+        if nxt in measured:
+            break
+        factor = nxt
+    if measured:
+        factor = min(measured, key=lambda f: abs(measured[f]))
     return factor, trail

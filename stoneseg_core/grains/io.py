@@ -237,7 +237,8 @@ def stones_geojson(
     features = []
     for s in result.stones:
         r0, c0, r1, c1 = s.bbox
-        features.append(stone_feature(result, s, labels[r0:r1, c0:c1] == s.label, options, georef))
+        polygons = stone_polygons(labels[r0:r1, c0:c1] == s.label, offset=(r0, c0))
+        features.append(stone_feature(result, s, polygons, options, georef))
     out = geojson_header(result, georef, scale_source)
     out["features"] = features
     return out
@@ -246,13 +247,12 @@ def stones_geojson(
 def stone_feature(
     result: ImageGrains,
     s: Stone,
-    stone_mask: np.ndarray,
+    polygons: list[list[np.ndarray]],
     options: GrainOptions,
     georef: Georeference | None = None,
 ) -> dict[str, Any]:
-    """One stone's GeoJSON feature (see ``stones_geojson``); ``stone_mask`` is the stone's
-    pixels within its bounding box ``s.bbox`` (which places them in the photo)."""
-    polygons = stone_polygons(stone_mask, offset=(s.bbox[0], s.bbox[1]))
+    """One stone's GeoJSON feature (see ``stones_geojson``) from its ``outlines.stone_polygons``
+    in photo pixels."""
     shapes = []
     for poly in polygons:
         rings = []

@@ -18,15 +18,17 @@ of mask around it (the extended window), by the same ``split_stones`` as a whole
   that is handed, 256-row strip after strip, to a thread writing a tiled deflate TIFF, so
   the label image is never whole in memory. It is written 32-bit and rewritten 16-bit at
   the end when the ids fit (<= 65535), since the count is known only then.
-- **Measurements** are ``measure_stones`` on the extended window, moved into the photo's
-  coordinates; the edge flag and the exclusions are the photo's. CSV rows and GeoJSON
-  outlines (the photo's CRS when georeferenced) are written as the windows go.
+- **Measurements** are ``measure_stones``'s (the same fields and formulas, computed for all
+  of a window's stones at once: ``regionprops`` costs about a millisecond a stone), in the
+  photo's coordinates; the edge flag and the exclusions are the photo's. CSV rows and
+  GeoJSON outlines (the photo's CRS when georeferenced) are written as the windows go.
 
 The result equals the whole-mask split where the watershed sees the same landscape: for
 stones apart from each other, always (a test checks it); in packed gravel the split of
-touching stones near a window's edge can differ, which ``TiledGrains.overlap_px`` and
-``unlabelled_px`` measure (see tests/benchmarks/bench_grains_tiled.py). A margin of about
-twice the largest stone keeps the split of every kept stone the same as the whole one's.
+touching stones near a window's edge can differ (the distance transform and the merging
+of pieces see only the window), which ``TiledGrains.overlap_px`` and ``unlabelled_px``
+betray and tests/benchmarks/bench_grains_tiled.py counts. The margin should exceed the
+largest stone; with about twice that, kept stones see all the context they need.
 
 Everything is written to temporary files beside the outputs and moved into place at the
 end, so a cancelled or failed run leaves the folder as it was. No torch.

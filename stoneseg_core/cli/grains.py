@@ -26,7 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "and write OUTPUT_DIR/<photo>_instances.png (16-bit labels), <photo>_stones.csv, stones_pooled.csv "
             "and percentiles.json (D10, D16, D50, D84, D90 by count and by area, in mm and psi). Without a scale, "
             "sizes are in pixels. With --shard K/N the pooled files are stones_pooled.shard-K-of-N.csv and "
-            "percentiles.shard-K-of-N.json, so array jobs sharing OUTPUT_DIR never overwrite each other's."
+            "percentiles.shard-K-of-N.json, so array jobs sharing OUTPUT_DIR never overwrite each other's. "
+            "A mask over 50 MP is split window by window (bounded memory) and its labels written as a "
+            "tiled <photo>_instances.tif."
         ),
     )
     # optional only for --pool-only, which takes none of them (run checks)

@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -125,7 +126,11 @@ def run_fold(policy: str, fold: int, train, held, args) -> dict:
     cfg = TrainConfig(epochs=args.epochs, seed=args.seed, scale_policy=policy)
     t = time.perf_counter()
     if not (out / "config.json").is_file():
-        run_training(train, out, cfg)
+        # trained beside and renamed at the end: a run stopped midway is never reused
+        partial = out.with_name(out.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        run_training(train, partial, cfg)
+        partial.rename(out)
     train_s = time.perf_counter() - t
     seg = Segmenter.load(out, InferenceConfig(runtime=args.runtime))
     seg.config = seg.config.replace(threshold=seg.info.threshold)

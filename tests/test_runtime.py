@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import sys
 
 import cv2
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import torch
 from synthetic import make_scene, write_rgb
 
-from stoneseg_core import runtime
+from stoneseg_core import onnx_cache, runtime
 from stoneseg_core.config import InferenceConfig
 from stoneseg_core.model import ModelInfo, build_model
 from stoneseg_core.predict import Segmenter
@@ -142,7 +143,7 @@ def test_damaged_cache_file_is_refused_and_rebuilt(tmp_path, monkeypatch, caplog
         assert float((model(x) - net(x)).abs().max()) < 1e-3
     # a file ORT cannot read at all, whose checksum matches (written by hand): rebuilt too
     path.write_bytes(b"not an onnx file")
-    runtime._digest_path(path).write_text(runtime._file_digest(path))
+    onnx_cache._digest_path(path).write_text(onnx_cache._file_digest(path))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="stoneseg_core.runtime"):
         assert runtime.onnx_network(model) is not None
@@ -223,7 +224,7 @@ def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     assert runtime.cache_dir() == tmp_path / "c" / "onnx"
     monkeypatch.delenv(runtime.CACHE_DIR_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    if runtime.sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux"):
         assert runtime.cache_dir() == tmp_path / "xdg" / "stoneseg" / "onnx"
 
 

@@ -55,6 +55,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
 def set_bn_momentum(model: nn.Module, momentum: float | None) -> None:
     """Give every BatchNorm the same momentum.
 

@@ -17,7 +17,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +32,7 @@ from .geo import georeference_or_none, is_tiff, write_geotiff_mask
 from .hardware import autocast_dtype_name, gpu_may_be_present, resolve_device_name
 from .imageio import image_size, jpeg_reduction, list_images, read_image, write_mask
 from .model_info import ModelInfo, read_model_info
-from .onnx_cache import OnnxNetwork, onnx_network_for_folder, remember_folder
+from .onnx_cache import OnnxNetwork, int8_network, onnx_network_for_folder, remember_folder
 from .work_scale import normalize, to_work_scale
 
 if TYPE_CHECKING:
@@ -154,10 +154,14 @@ class Segmenter:
         # exported at the first pass, and again whenever the model's weights have changed
         cpu_fp32 = self.device_type == "cpu" and self._dtype_name is None
         self.use_onnx = self.config.runtime != "torch" and cpu_fp32
-        if self.config.runtime == "onnx" and not cpu_fp32:
+        if self.config.runtime.startswith("onnx") and not cpu_fp32:
             log.info("ONNX Runtime runs float32 on the CPU only; this model runs in PyTorch.")
         self._onnx: OnnxNetwork | None = None
         self._onnx_version = -1
+        # runtime "onnx-int8": the int8 version of self._onnx (_int8_of), once cached or
+        # calibrated (calibrate_int8); float32 until then
+        self._int8: OnnxNetwork | None = None
+        self._int8_of: OnnxNetwork | None = None
 
     @property
     def device(self) -> torch.device:
@@ -216,7 +220,7 @@ class Segmenter:
         if not self.use_onnx:
             return self.model
         if self._model is None and self._onnx is not None:
-            return self._onnx  # the cached export of the model folder's weights
+            return self._int8_for(self._onnx)  # the cached export of the folder's weights
         version = _weights_version(self.model)
         if version != self._onnx_version:
             from .runtime import onnx_network  # exports with torch, which the model has loaded
@@ -229,12 +233,46 @@ class Segmenter:
                 and version == self._folder_version
             ):
                 remember_folder(self._folder, self._onnx)  # the weights as in the folder's files
-        return self._onnx if self._onnx is not None else self.model
+        return self._int8_for(self._onnx) if self._onnx is not None else self.model
+
+    def _int8_for(self, net: OnnxNetwork) -> OnnxNetwork:
+        """``net``, or its int8 version for runtime "onnx-int8" once there is one."""
+        if self.config.runtime != "onnx-int8":
+            return net
+        if self._int8_of is not net:  # a new float32 network: its int8 version if cached
+            self._int8, self._int8_of = int8_network(net), net
+        return self._int8 if self._int8 is not None else net
+
+    def calibrate_int8(self, images: Iterable[np.ndarray], limit: int = 8) -> bool:
+        """For runtime "onnx-int8": quantise the network on up to ``limit`` of ``images``
+        (photos, any size) unless its int8 version is cached (then ``images`` is not read).
+        True when the int8 network runs from now on."""
+        if self.config.runtime != "onnx-int8" or not self.use_onnx:
+            return False
+        net = self._network()
+        if net is self._int8:
+            return True
+        if not isinstance(net, OnnxNetwork):
+            return False
+        inputs = []
+        for image in images:
+            work = to_work_scale(image, self.info.work_size)[: self.config.tile, : self.config.tile]
+            h, w = work.shape[:2]
+            padded = _pad_to(work, _round_up(h), _round_up(w))
+            inputs.append(normalize(padded, self.info.mean, self.info.std)[None])
+            if len(inputs) >= limit:
+                break
+        self._int8, self._int8_of = int8_network(net, inputs), net
+        return self._int8 is not None
 
     @property
     def runtime_in_use(self) -> str:
-        """ "onnxruntime" or "torch": what ran (or will run) the last pass, for logs and tests."""
-        return "onnxruntime" if self.use_onnx and self._onnx is not None else "torch"
+        """ "onnxruntime", "onnxruntime-int8" or "torch": what ran (or will run) the last
+        pass, for logs and tests."""
+        if not (self.use_onnx and self._onnx is not None):
+            return "torch"
+        int8 = self._int8 is not None and self._int8_of is self._onnx
+        return "onnxruntime-int8" if int8 else "onnxruntime"
 
     @property
     def classes(self) -> int:
@@ -376,10 +414,26 @@ class Segmenter:
                 f"The {self.device_type.upper()} ran out of memory on one tile; use a smaller tile or the CPU."
             ) from exc
 
+    def _run_oom_safe_onnx(self, net: OnnxNetwork, batch: np.ndarray) -> np.ndarray:
+        """``_run_oom_safe_tensor`` for ONNX Runtime: out of memory (numpy's MemoryError, or
+        ORT failing to allocate), again one tile at a time; a tile alone: a message."""
+        try:
+            return self._forward_onnx(net, batch)
+        except Exception as exc:
+            if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+                raise
+            if len(batch) > 1:
+                return np.concatenate(
+                    [self._run_oom_safe_onnx(net, batch[i : i + 1]) for i in range(len(batch))]
+                )
+            raise OutOfMemoryError(
+                "The CPU ran out of memory on one tile; use a smaller tile."
+            ) from exc
+
     def _run_oom_safe(self, batch: np.ndarray) -> np.ndarray:
         net = self._network()
         if isinstance(net, OnnxNetwork):
-            return self._forward_onnx(net, batch)
+            return self._run_oom_safe_onnx(net, batch)
         x = _torch().from_numpy(batch).to(self.device)
         return self._run_oom_safe_tensor(x).cpu().numpy()
 

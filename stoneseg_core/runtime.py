@@ -116,13 +116,16 @@ def _export(model: nn.Module, path: Path) -> None:
 
 
 def _prune(folder: Path, keep: int) -> None:
-    """Remove all but the ``keep`` most recently used networks in ``folder``."""
+    """Remove all but the ``keep`` most recently used networks in ``folder``, each with the
+    files named after it (checksum, int8 version, optimised graphs)."""
     try:
-        files = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+        # the exports themselves: <32 hex digits>.onnx
+        files = [p for p in folder.glob("*.onnx") if "." not in p.stem]
+        files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     except OSError:
         return
     for old in files[keep:]:
-        for p in (old, _digest_path(old)):
+        for p in [old, *folder.glob(f"{old.stem}.*")]:
             try:
                 p.unlink(missing_ok=True)
             except OSError as exc:  # another process may hold it open (Windows): next time
@@ -187,7 +190,7 @@ def onnx_network(model: nn.Module, threads: int | None = None) -> OnnxNetwork | 
                 "inference runs in PyTorch.",
                 err,
             )
-            for p in (path, _digest_path(path)):
+            for p in [path, *path.parent.glob(f"{path.stem}.*")]:
                 p.unlink(missing_ok=True)
             return None
         log.info("Exported the model for ONNX Runtime: %s (probe difference %.2g).", path, err)

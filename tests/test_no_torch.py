@@ -101,7 +101,9 @@ def test_without_a_cached_export_torch_builds_and_exports_it(trained_model, tmp_
     assert _run(code, env)[1] == []
     for p in (tmp_path / "a").iterdir():
         a = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        np.testing.assert_array_equal(a, cv2.imread(str(tmp_path / "b" / p.name), cv2.IMREAD_UNCHANGED))
+        np.testing.assert_array_equal(
+            a, cv2.imread(str(tmp_path / "b" / p.name), cv2.IMREAD_UNCHANGED)
+        )
 
 
 def test_command_line_start_up_and_parsing_never_import_torch():

@@ -152,6 +152,8 @@ class OnnxNetwork:
             if optimised is not None:
                 tmp = optimised.with_name(f".{optimised.name}.{os.getpid()}.tmp")
                 opts.optimized_model_filepath = str(tmp)
+                # not its warning that the saved graph is for this machine: it is named so
+                opts.log_severity_level = 3
             self.session = ort.InferenceSession(
                 str(path), sess_options=opts, providers=["CPUExecutionProvider"]
             )

@@ -5,9 +5,10 @@ network's multiple of 32, predicted in small batches, blended with a weight that
 towards each tile's edge (so no seams), and the probability is resized back to the photo's
 own size. On the CPU in float32 the network runs in ONNX Runtime (runtime.py), elsewhere in
 PyTorch; with the export of a model folder cached, the CPU path never imports torch (it is
-imported where the PyTorch model is first needed: ``_torch()``). Memory stays bounded: the full-size photo is only ever held as uint8 and the
-probability as one float32 plane (two for a model trained with the boundary target: channel
-0 is always the stone probability, channel 1 the stone-boundary probability).
+imported where the PyTorch model is first needed: ``_torch()``). Memory stays bounded: the
+full-size photo is only ever held as uint8 and the probability as one float32 plane (two
+for a model trained with the boundary target: channel 0 is always the stone probability,
+channel 1 the stone-boundary probability).
 """
 
 from __future__ import annotations

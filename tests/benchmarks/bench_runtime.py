@@ -24,7 +24,8 @@ Three parts:
 
     python tests/benchmarks/bench_runtime.py [--part network|int8|end_to_end|both|all] [--reps 7]
         [--encoders tu-tf_efficientnet_lite0,efficientnet-b0] [--size 384x288]
-        [--model DIR] [--e2e-reps 3] [--copies 1,5]
+        [--model DIR] [--e2e-reps 3] [--copies 1,5] [--int8] [--calib 4]
+        [--baseline-repo /work/main]
 
 Without --model, the end-to-end part trains a 3-epoch model once (cached in the temp
 folder, see _common.bench_model). The last line is one JSON object with the figures.
@@ -308,7 +309,14 @@ def _pooled_iou(a: Path, b: Path) -> tuple[float, int]:
     return (inter / union if union else 1.0), n
 
 
-def bench_end_to_end(images: Path, model: Path, reps: int, copies: int = 1) -> dict:
+def bench_end_to_end(
+    images: Path,
+    model: Path,
+    reps: int,
+    copies: int = 1,
+    int8: bool = False,
+    baseline_repo: str | None = None,
+) -> dict:
     """``copies``: the folder holds every photo that many times (symbolic links), so that
     the per-process start (imports, model load) weighs less against the photos."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -329,26 +337,46 @@ def bench_end_to_end(images: Path, model: Path, reps: int, copies: int = 1) -> d
         stoneseg = [sys.executable, "-m", "stoneseg_core", "segment", str(model), str(images)]
         stoneseg += [str(out_s), "--overwrite"]
         plain = [sys.executable, str(script), str(images), str(out_p), str(model)]
-        # one run each first: the ONNX export is cached per weights, as for a user's second run
-        _run_timed(stoneseg, env, rss_file)
-        _run_timed(plain, env, rss_file)
-        walls: dict[str, list[float]] = {"plain": [], "stoneseg": []}
-        rss: dict[str, list[float]] = {"plain": [], "stoneseg": []}
+        cmds = {"plain": plain, "stoneseg": stoneseg}
+        if int8:  # the opt-in int8 network (README): its own output folder
+            out_i = tmp / "stoneseg_int8"
+            cmds["stoneseg_int8"] = [*stoneseg[:-2], str(out_i), "--overwrite"]
+            cmds["stoneseg_int8"] += ["--runtime", "onnx-int8"]
+        if baseline_repo:  # another checkout's `stoneseg segment` (e.g. main), same harness
+            cmds["stoneseg_baseline"] = ["env", f"PYTHONPATH={baseline_repo}", *stoneseg[:-2]]
+            cmds["stoneseg_baseline"] += [str(tmp / "stoneseg_baseline"), "--overwrite"]
+        # one run each first: the ONNX export (and int8 version) is cached per weights, as
+        # for a user's second run
+        for cmd in cmds.values():
+            _run_timed(cmd, env, rss_file)
+        walls: dict[str, list[float]] = {k: [] for k in cmds}
+        rss: dict[str, list[float]] = {k: [] for k in cmds}
         for r in range(reps):
-            order = [("plain", plain), ("stoneseg", stoneseg)]
+            order = list(cmds.items())
             for name, cmd in order if r % 2 == 0 else order[::-1]:
                 w, m = _run_timed(cmd, env, rss_file)
                 walls[name].append(w)
                 rss[name].append(m)
         pooled, n = _pooled_iou(out_p, out_s)
-    return {
-        "photos": n,
-        "copies_of_each": copies,
-        "wall_s": {k: r3(median(v)) for k, v in walls.items()},
-        "speedup": r3(paired_ratio(walls["plain"], walls["stoneseg"])),
-        "pooled_iou_vs_plain": round(pooled, 5),
-        "peak_rss_mb": {k: r3(max(v)) for k, v in rss.items()},
-    }
+        row = {
+            "photos": n,
+            "copies_of_each": copies,
+            "wall_s": {k: r3(median(v)) for k, v in walls.items()},
+            "speedup": r3(paired_ratio(walls["plain"], walls["stoneseg"])),
+            "pooled_iou_vs_plain": round(pooled, 5),
+            "peak_rss_mb": {k: r3(max(v)) for k, v in rss.items()},
+        }
+        if baseline_repo:
+            row["baseline_repo"] = baseline_repo
+            row["speedup_baseline"] = r3(paired_ratio(walls["plain"], walls["stoneseg_baseline"]))
+            row["speedup_vs_baseline"] = r3(
+                paired_ratio(walls["stoneseg_baseline"], walls["stoneseg"])
+            )
+        if int8:
+            row["speedup_int8"] = r3(paired_ratio(walls["plain"], walls["stoneseg_int8"]))
+            row["pooled_iou_int8_vs_plain"] = round(_pooled_iou(out_p, out_i)[0], 5)
+            row["pooled_iou_int8_vs_fp32"] = round(_pooled_iou(out_s, out_i)[0], 5)
+    return row
 
 
 def main() -> None:
@@ -358,6 +386,11 @@ def main() -> None:
         "--part", default="both", choices=("network", "int8", "end_to_end", "both", "all")
     )
     ap.add_argument("--calib", type=int, default=4, help="int8: photos that calibrate")
+    ap.add_argument("--int8", action="store_true", help="end to end: time --runtime onnx-int8 too")
+    ap.add_argument(
+        "--baseline-repo",
+        help="end to end: time this checkout's `stoneseg segment` too (e.g. main)",
+    )
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--e2e-reps", type=int, default=3)
     ap.add_argument("--copies", default="1,5", help="end to end: each photo N times, per run")
@@ -385,7 +418,9 @@ def main() -> None:
         model = bench_model(args.model, data)
         result["end_to_end"] = []
         for copies in (int(c) for c in args.copies.split(",") if c):
-            row = bench_end_to_end(data / "images", model, args.e2e_reps, copies)
+            row = bench_end_to_end(
+                data / "images", model, args.e2e_reps, copies, args.int8, args.baseline_repo
+            )
             result["end_to_end"].append(row)
             print(row, flush=True)
     result["load_after"] = load_average()

@@ -31,8 +31,11 @@ TARGETS = {"mask": 1, "mask+boundary": 2}
 
 # What runs the network at inference: "onnx" = ONNX Runtime on the CPU (stoneseg_core/runtime.py,
 # float32; PyTorch when it is not installed or the export fails), "torch" = PyTorch always,
-# "auto" = ONNX Runtime on the CPU in float32, PyTorch on a GPU or with reduced precision.
-RUNTIMES = ("auto", "onnx", "torch")
+# "auto" = ONNX Runtime on the CPU in float32, PyTorch on a GPU or with reduced precision;
+# "onnx-int8" = ONNX Runtime with the network quantised to int8 (onnx_cache.int8_network,
+# calibrated on the first photos it is given): faster, masks close to but not the same as
+# float32's (README), so only when asked for.
+RUNTIMES = ("auto", "onnx", "onnx-int8", "torch")
 
 # How a photo's working scale is found at inference: "auto" = the model's own policy (a
 # stone-size model estimates each photo's stone size with the network, or takes it from

@@ -4,30 +4,32 @@ Measured on an AVX2-only AMD EPYC (no native bf16): bf16 autocast made a U-Net t
 step 15x slower and inference over 100x slower than fp32, because the CPU emulates bf16.
 So on the CPU, bf16 is used only for training and only where the processor has native
 bf16 instructions. On a CUDA GPU "auto" means float32 too (see autocast_dtype).
+
+The choices themselves are made without torch in ``hardware.py`` (the ONNX Runtime path on
+the CPU never imports it); this module turns them into torch devices and dtypes.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
-from .errors import StonesegError
+from .hardware import autocast_dtype_name, cpu_has_native_bf16, resolve_device_name
+
+__all__ = [
+    "autocast",
+    "autocast_dtype",
+    "cpu_has_native_bf16",
+    "describe_devices",
+    "resolve_device",
+]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise StonesegError(
-            "CUDA was requested but no CUDA GPU is available; use --device cpu or auto."
-        )
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise StonesegError(f"Unknown device {name!r}: use auto, cpu or cuda.")
-    return torch.device(name)
+    """The torch device for a setting (auto, cpu, cuda, cuda:N); see hardware.resolve_device_name."""
+    return torch.device(resolve_device_name(name, torch.cuda.is_available))
 
 
 def describe_devices() -> str:
@@ -45,15 +47,6 @@ def describe_devices() -> str:
     )
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
-
-
 def autocast_dtype(device: torch.device, amp: str, training: bool = False) -> torch.dtype | None:
     """The autocast dtype to use, or None for plain fp32.
 
@@ -62,21 +55,13 @@ def autocast_dtype(device: torch.device, amp: str, training: bool = False) -> to
     infers in fp32: bf16 inference was no faster there (94 ms against 87 ms eager fp32 per
     384-px tile) and would leave out ONNX Runtime (float32 only), which is faster than both.
     """
-    if amp == "off":
-        return None
-    if device.type == "cuda":
-        # "auto" is float32 (cuDNN uses TF32 tensor cores for it): on an H200 this small
-        # U-Net is bound by kernel launches, not arithmetic, and bf16 autocast made a
-        # training step 1.3x slower and inference 1.25x slower while changing the masks
-        # (tests/benchmarks/bench_gpu.py). bf16 or fp16 are there for those who ask.
-        if amp == "fp16":
-            return torch.float16
-        if amp == "bf16":
-            return torch.bfloat16
-        return None
-    if amp == "bf16" or (amp == "auto" and training and cpu_has_native_bf16()):
-        return torch.bfloat16
-    return None
+    # On a CUDA GPU "auto" is float32 (cuDNN uses TF32 tensor cores for it): on an H200 this
+    # small U-Net is bound by kernel launches, not arithmetic, and bf16 autocast made a
+    # training step 1.3x slower and inference 1.25x slower while changing the masks
+    # (tests/benchmarks/bench_gpu.py). bf16 or fp16 are there for those who ask.
+    # (cpu_has_native_bf16 is looked up here, at the call, so tests can replace it)
+    name = autocast_dtype_name(device.type, amp, training, native_bf16=cpu_has_native_bf16)
+    return None if name is None else getattr(torch, name)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -4,35 +4,41 @@ A photo is brought to the model's working scale, cut into overlapping tiles padd
 network's multiple of 32, predicted in small batches, blended with a weight that falls off
 towards each tile's edge (so no seams), and the probability is resized back to the photo's
 own size. On the CPU in float32 the network runs in ONNX Runtime (runtime.py), elsewhere in
-PyTorch. Memory stays bounded: the full-size photo is only ever held as uint8 and the
-probability as one float32 plane (two for a model trained with the boundary target: channel
-0 is always the stone probability, channel 1 the stone-boundary probability).
+PyTorch; with the export of a model folder cached, the CPU path never imports torch (it is
+imported where the PyTorch model is first needed: ``_torch()``). Memory stays bounded: the
+full-size photo is only ever held as uint8 and the probability as one float32 plane (two
+for a model trained with the boundary target: channel 0 is always the stone probability,
+channel 1 the stone-boundary probability).
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
-from torch import nn
 
 from .config import InferenceConfig
-from .device import autocast, autocast_dtype, resolve_device
 from .errors import ImageReadError, OutOfMemoryError, StonesegError
 from .geo import georeference_or_none, is_tiff, write_geotiff_mask
+from .hardware import autocast_dtype_name, gpu_may_be_present, resolve_device_name
 from .imageio import image_size, jpeg_reduction, list_images, read_image, write_mask
-from .model import ModelInfo, load_model, read_model_info
-from .runtime import OnnxNetwork, onnx_network, onnx_network_for_folder, remember_folder
+from .model_info import ModelInfo, read_model_info
+from .onnx_cache import OnnxNetwork, int8_network, onnx_network_for_folder, remember_folder
 from .work_scale import ScalePolicy, estimate_scale, normalize, resize_by
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,36 @@ def _round_up(x: int, m: int = MULTIPLE) -> int:
     return -(-x // m) * m
 
 
+def _torch():
+    """torch, imported where the PyTorch model or a tensor is first needed (~2 s here)."""
+    import torch
+
+    return torch
+
+
+def _cuda_available() -> bool:
+    """``torch.cuda.is_available()``, asked only where a GPU may be present (hardware.py)."""
+    if "torch" not in sys.modules and not gpu_may_be_present():
+        return False
+    return bool(_torch().cuda.is_available())
+
+
+def load_model(folder: Path, device) -> tuple[nn.Module, ModelInfo]:
+    """``model.load_model``, imported when a model is first built (it brings torch and SMP)."""
+    from .model import load_model as load
+
+    return load(folder, device)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)), in place on ``logits`` (float32; exp overflows to inf: 0)."""
+    with np.errstate(over="ignore"):
+        np.negative(logits, out=logits)
+        np.exp(logits, out=logits)
+    logits += 1.0
+    return np.reciprocal(logits, out=logits)
+
+
 def _weights_version(model: nn.Module) -> int:
     """Grows whenever a weight or BatchNorm statistic is changed in place (training, loading)."""
     return sum(t._version for t in model.parameters()) + sum(t._version for t in model.buffers())
@@ -98,31 +134,55 @@ class Segmenter:
         device=None,
     ):
         self.config = config or InferenceConfig(threshold=info.threshold)
-        self.device = resolve_device(self.config.device) if device is None else torch.device(device)
-        self.dtype = autocast_dtype(self.device, self.config.amp)
+        # "cpu", "cuda" or "cuda:N", chosen without torch (hardware.py); the torch.device
+        # and dtype are made when first asked for (``device``, ``dtype``)
+        self._device_name = (
+            resolve_device_name(self.config.device, _cuda_available)
+            if device is None
+            else str(device)
+        )
+        self.device_type = self._device_name.split(":")[0]
+        self._device = None
+        self._dtype_name = autocast_dtype_name(self.device_type, self.config.amp)
         self.info = info
         # channels_last made fp32 CPU inference 1.2-1.7x faster here (oneDNN kernels); on a
         # GPU it pays only with reduced precision (tensor-core layouts)
-        self.channels_last = self.device.type == "cpu" or self.dtype is not None
+        self.channels_last = self.device_type == "cpu" or self._dtype_name is not None
         # None only for a Segmenter.load whose ONNX export is cached: built when first asked for
         self._model = self._prepare(model) if model is not None else None
         self._folder: Path | None = None  # the model folder, for Segmenter.load
         self._folder_version = -1  # the weights as loaded from it
         # float32 on the CPU: the network in ONNX Runtime (runtime.py), from the cache or
         # exported at the first pass, and again whenever the model's weights have changed
-        cpu_fp32 = self.device.type == "cpu" and self.dtype is None
+        cpu_fp32 = self.device_type == "cpu" and self._dtype_name is None
         self.use_onnx = self.config.runtime != "torch" and cpu_fp32
-        if self.config.runtime == "onnx" and not cpu_fp32:
+        if self.config.runtime.startswith("onnx") and not cpu_fp32:
             log.info("ONNX Runtime runs float32 on the CPU only; this model runs in PyTorch.")
         self._onnx: OnnxNetwork | None = None
         self._onnx_version = -1
         # the last stone-size estimate's rounds ({"factor", "stone_px"}), for logs and tests
         self.last_estimate: list[dict[str, float]] = []
         self._reuse: tuple[np.ndarray, float, np.ndarray] | None = None
+        # runtime "onnx-int8": the int8 version of self._onnx (_int8_of), once cached or
+        # calibrated (calibrate_int8); float32 until then
+        self._int8: OnnxNetwork | None = None
+        self._int8_of: OnnxNetwork | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """The torch device (imports torch)."""
+        if self._device is None:
+            self._device = _torch().device(self._device_name)
+        return self._device
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The autocast dtype, None for float32 (imports torch only for reduced precision)."""
+        return None if self._dtype_name is None else getattr(_torch(), self._dtype_name)
 
     def _prepare(self, model: nn.Module) -> nn.Module:
         model = model.to(self.device).eval()
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+        return model.to(memory_format=_torch().channels_last) if self.channels_last else model
 
     @property
     def model(self) -> nn.Module:
@@ -137,12 +197,12 @@ class Segmenter:
         is not built until something needs it (it saves ~2.5 s of imports)."""
         folder = Path(folder)
         cfg = config or InferenceConfig()
-        device = resolve_device(cfg.device)
+        device = resolve_device_name(cfg.device, _cuda_available)
         onnx = None
         if (
-            device.type == "cpu"
+            device == "cpu"
             and cfg.runtime != "torch"
-            and autocast_dtype(device, cfg.amp) is None
+            and autocast_dtype_name("cpu", cfg.amp) is None
         ):
             onnx = onnx_network_for_folder(folder)
         if onnx is not None:
@@ -165,9 +225,11 @@ class Segmenter:
         if not self.use_onnx:
             return self.model
         if self._model is None and self._onnx is not None:
-            return self._onnx  # the cached export of the model folder's weights
+            return self._int8_for(self._onnx)  # the cached export of the folder's weights
         version = _weights_version(self.model)
         if version != self._onnx_version:
+            from .runtime import onnx_network  # exports with torch, which the model has loaded
+
             self._onnx = onnx_network(self.model)
             self._onnx_version = version
             if (
@@ -176,12 +238,48 @@ class Segmenter:
                 and version == self._folder_version
             ):
                 remember_folder(self._folder, self._onnx)  # the weights as in the folder's files
-        return self._onnx if self._onnx is not None else self.model
+        return self._int8_for(self._onnx) if self._onnx is not None else self.model
+
+    def _int8_for(self, net: OnnxNetwork) -> OnnxNetwork:
+        """``net``, or its int8 version for runtime "onnx-int8" once there is one."""
+        if self.config.runtime != "onnx-int8":
+            return net
+        if self._int8_of is not net:  # a new float32 network: its int8 version if cached
+            self._int8, self._int8_of = int8_network(net), net
+        return self._int8 if self._int8 is not None else net
+
+    def calibrate_int8(self, images: Iterable[np.ndarray], limit: int = 8) -> bool:
+        """For runtime "onnx-int8": quantise the network on up to ``limit`` of ``images``
+        (photos, any size) unless its int8 version is cached (then ``images`` is not read).
+        True when the int8 network runs from now on."""
+        if self.config.runtime != "onnx-int8" or not self.use_onnx:
+            return False
+        net = self._network()
+        if net is self._int8:
+            return True
+        if not isinstance(net, OnnxNetwork):
+            return False
+        inputs = []
+        for image in images:
+            # calibrated at the scale the photos will be seen at (the model's policy)
+            factor = self.work_scale(image)
+            work = resize_by(image, factor)[: self.config.tile, : self.config.tile]
+            h, w = work.shape[:2]
+            padded = _pad_to(work, _round_up(h), _round_up(w))
+            inputs.append(normalize(padded, self.info.mean, self.info.std)[None])
+            if len(inputs) >= limit:
+                break
+        self._int8, self._int8_of = int8_network(net, inputs), net
+        return self._int8 is not None
 
     @property
     def runtime_in_use(self) -> str:
-        """ "onnxruntime" or "torch": what ran (or will run) the last pass, for logs and tests."""
-        return "onnxruntime" if self.use_onnx and self._onnx is not None else "torch"
+        """ "onnxruntime", "onnxruntime-int8" or "torch": what ran (or will run) the last
+        pass, for logs and tests."""
+        if not (self.use_onnx and self._onnx is not None):
+            return "torch"
+        int8 = self._int8 is not None and self._int8_of is self._onnx
+        return "onnxruntime-int8" if int8 else "onnxruntime"
 
     @property
     def classes(self) -> int:
@@ -190,6 +288,7 @@ class Segmenter:
 
     def _forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) normalised float32 on the device -> (N, C, H, W) probabilities there."""
+        torch = _torch()
         net = self._network()
         with torch.inference_mode():
             if self.channels_last and net is self._model:
@@ -198,13 +297,31 @@ class Segmenter:
             if self.config.tta:
                 views = [((), ()), ((3,), (3,)), ((2,), (2,)), ((2, 3), (2, 3))]
             total = None
-            with autocast(self.device, self.dtype):
+            with self._autocast():
                 for fwd, back in views:
                     xi = torch.flip(x, fwd) if fwd else x
                     prob = torch.sigmoid(net(xi).float())
                     prob = torch.flip(prob, back) if back else prob
                     total = prob if total is None else total + prob
             return total / len(views)
+
+    def _autocast(self):
+        from .device import autocast
+
+        return autocast(self.device, self.dtype)
+
+    def _forward_onnx(self, net: OnnxNetwork, x: np.ndarray) -> np.ndarray:
+        """What ``_forward_tensor`` computes, in numpy around ONNX Runtime: no torch."""
+        views = [()]
+        if self.config.tta:
+            views = [(), (3,), (2,), (2, 3)]
+        total = None
+        for axes in views:
+            xi = np.ascontiguousarray(np.flip(x, axes)) if axes else x
+            prob = _sigmoid(net(xi))
+            prob = np.flip(prob, axes) if axes else prob
+            total = prob if total is None else total + prob
+        return total if len(views) == 1 else total / len(views)
 
     def probability_at_work_scale(
         self, work: np.ndarray, should_stop: Callable[[], bool] | None = None
@@ -226,7 +343,7 @@ class Segmenter:
             return self._run_oom_safe(x)[0, :, :h, :w]
         ph, pw = max(h, tile), max(w, tile)
         padded = _pad_to(work, ph, pw)
-        if self.device.type == "cuda":
+        if self.device_type == "cuda":
             return self._tiles_on_device(padded, should_stop)[:, :h, :w]
         ys, xs = tile_starts(ph, tile, cfg.overlap), tile_starts(pw, tile, cfg.overlap)
         weight = blend_window(tile, cfg.overlap)
@@ -259,6 +376,7 @@ class Segmenter:
         coming down (64 small copies from pageable memory for a 24 MP photo).
         Returns (C, H, W).
         """
+        torch = _torch()
         cfg, dev, tile = self.config, self.device, self.config.tile
         ph, pw = padded.shape[:2]
         with torch.inference_mode():
@@ -289,21 +407,41 @@ class Segmenter:
 
     def _run_oom_safe_tensor(self, batch: torch.Tensor) -> torch.Tensor:
         """Forward a batch; out of memory, again one tile at a time; a tile alone: a message."""
+        torch = _torch()
         try:
             return self._forward_tensor(batch)
         except torch.OutOfMemoryError as exc:
-            if self.device.type == "cuda":
+            if self.device_type == "cuda":
                 torch.cuda.empty_cache()
             if len(batch) > 1:
                 return torch.cat(
                     [self._run_oom_safe_tensor(batch[i : i + 1]) for i in range(len(batch))]
                 )
             raise OutOfMemoryError(
-                f"The {self.device.type.upper()} ran out of memory on one tile; use a smaller tile or the CPU."
+                f"The {self.device_type.upper()} ran out of memory on one tile; use a smaller tile or the CPU."
+            ) from exc
+
+    def _run_oom_safe_onnx(self, net: OnnxNetwork, batch: np.ndarray) -> np.ndarray:
+        """``_run_oom_safe_tensor`` for ONNX Runtime: out of memory (numpy's MemoryError, or
+        ORT failing to allocate), again one tile at a time; a tile alone: a message."""
+        try:
+            return self._forward_onnx(net, batch)
+        except Exception as exc:
+            if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+                raise
+            if len(batch) > 1:
+                return np.concatenate(
+                    [self._run_oom_safe_onnx(net, batch[i : i + 1]) for i in range(len(batch))]
+                )
+            raise OutOfMemoryError(
+                "The CPU ran out of memory on one tile; use a smaller tile."
             ) from exc
 
     def _run_oom_safe(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(self.device)
+        net = self._network()
+        if isinstance(net, OnnxNetwork):
+            return self._run_oom_safe_onnx(net, batch)
+        x = _torch().from_numpy(batch).to(self.device)
         return self._run_oom_safe_tensor(x).cpu().numpy()
 
     # ---------------------------------------------------------------------- working scale

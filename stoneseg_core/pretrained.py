@@ -31,11 +31,10 @@ from typing import Any
 import torch
 
 from .errors import WeightsUnavailableError
+from .model_info import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Google's EfficientNet-Lite checkpoints: (x - 127) / 128 on 0..255 inputs, i.e. [-1, 1]
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)

@@ -8,9 +8,7 @@ the ``onnx`` package; the newer torch.export-based exporter took minutes for the
 EfficientNet-Lite encoders), with the batch, height and width left free, and cached:
 
 * in ``STONESEG_CACHE_DIR`` when that is set, else in the user's cache folder
-  (``$XDG_CACHE_HOME/stoneseg/onnx`` or ``~/.cache/stoneseg/onnx`` on Linux,
-  ``~/Library/Caches/StoneSeg/onnx`` on macOS, ``%LOCALAPPDATA%\\StoneSeg\\Cache\\onnx`` on
-  Windows);
+  (onnx_cache.py, the half of this that needs no torch);
 * named by a hash of the weights, their names and shapes (so the architecture and the number
   of output channels too), the torch version and this file's export format: new weights
   mean a new file, and a file never serves another model;
@@ -29,7 +27,6 @@ import hashlib
 import io
 import logging
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -38,31 +35,40 @@ from torch import nn
 
 from .imageio import atomic_write_bytes
 
-log = logging.getLogger(__name__)
+# the half that needs no torch: the cache, its checksums, the session, the folder notes
+from .onnx_cache import (
+    CACHE_DIR_ENV,
+    EXPORT_FORMAT,
+    INPUT_NAME,
+    OPSET,
+    OUTPUT_NAME,
+    OnnxNetwork,
+    _digest_path,
+    _intact,
+    cache_dir,
+    folder_key,
+    onnx_network_for_folder,
+    remember_folder,
+)
 
-CACHE_DIR_ENV = "STONESEG_CACHE_DIR"
-EXPORT_FORMAT = "stoneseg-onnx-1"  # change when the export itself changes: old files go unused
-OPSET = 17
-INPUT_NAME, OUTPUT_NAME = "image", "logits"
+__all__ = [
+    "CACHE_DIR_ENV",
+    "MAX_CACHED",
+    "PROBE_TOLERANCE",
+    "OnnxNetwork",
+    "cache_dir",
+    "folder_key",
+    "onnx_network",
+    "onnx_network_for_folder",
+    "remember_folder",
+    "weights_key",
+]
+
+log = logging.getLogger(__name__)
 # exported networks kept (~21 MB each for lite0); the least recently used go first
 MAX_CACHED = 16
 # largest |ORT - PyTorch| logit difference accepted on the probe, relative to 1 + max |logit|
 PROBE_TOLERANCE = 1e-3
-
-
-def cache_dir() -> Path:
-    """Where exported networks are kept (``STONESEG_CACHE_DIR`` wins)."""
-    override = os.environ.get(CACHE_DIR_ENV)
-    if override:
-        return Path(override).expanduser() / "onnx"
-    home = Path.home()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
-        return base / "StoneSeg" / "Cache" / "onnx"
-    if sys.platform == "darwin":
-        return home / "Library" / "Caches" / "StoneSeg" / "onnx"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
-    return base / "stoneseg" / "onnx"
 
 
 def weights_key(model: nn.Module) -> str:
@@ -81,14 +87,6 @@ def weights_key(model: nn.Module) -> str:
             h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
             h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:32]
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _export(model: nn.Module, path: Path) -> None:
@@ -117,107 +115,21 @@ def _export(model: nn.Module, path: Path) -> None:
     atomic_write_bytes(_digest_path(path), f"{hashlib.sha256(data).hexdigest()}\n".encode())
 
 
-def _digest_path(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
 def _prune(folder: Path, keep: int) -> None:
-    """Remove all but the ``keep`` most recently used networks in ``folder``."""
+    """Remove all but the ``keep`` most recently used networks in ``folder``, each with the
+    files named after it (checksum, int8 version, optimised graphs)."""
     try:
-        files = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+        # the exports themselves: <32 hex digits>.onnx
+        files = [p for p in folder.glob("*.onnx") if "." not in p.stem]
+        files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     except OSError:
         return
     for old in files[keep:]:
-        for p in (old, _digest_path(old)):
+        for p in [old, *folder.glob(f"{old.stem}.*")]:
             try:
                 p.unlink(missing_ok=True)
             except OSError as exc:  # another process may hold it open (Windows): next time
                 log.debug("cannot remove %s: %s", p, exc)
-
-
-def _intact(path: Path) -> bool:
-    """True when ``path`` still has the checksum written beside it when it was exported."""
-    try:
-        expected = _digest_path(path).read_text().strip()
-    except OSError:
-        return False
-    return bool(expected) and _file_digest(path) == expected
-
-
-class OnnxNetwork:
-    """An exported U-Net in an ONNX Runtime session, called like the model.
-
-    ``net(x)``: (N, 3, H, W) float32 CPU tensor (any memory format) -> (N, C, H, W) logits,
-    H and W multiples of 32 as for the model.
-    """
-
-    def __init__(self, path: Path, threads: int | None = None):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        # the same cores PyTorch is given (the window leaves one to itself, see device.py)
-        opts.intra_op_num_threads = max(1, threads or torch.get_num_threads())
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # waiting threads sleep rather than spin, as OMP_WAIT_POLICY=PASSIVE does for torch
-        # (stoneseg_core/__init__.py): photo decoding and PNG writing share the cores
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.path = path
-        self.session = ort.InferenceSession(
-            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        (out,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: arr})
-        return torch.from_numpy(out)
-
-
-# ------------------------------------------------------------- model folders, without PyTorch
-#
-# Building the PyTorch U-Net costs an import of segmentation_models_pytorch, timm and
-# torchvision (~2.5 s of a `stoneseg segment` run on the 2-core EPYC). For a model folder
-# whose network is already exported, a small ".folder" file, named by a hash of the folder's
-# two files, names the export, so the network runs without the PyTorch model being built.
-
-
-def folder_key(folder: Path) -> str:
-    """A hash of a model folder's weights and config files, torch version and export format."""
-    from .model import CONFIG_FILE, WEIGHTS_FILE
-
-    h = hashlib.sha256(f"{EXPORT_FORMAT}|opset{OPSET}|torch{torch.__version__}".encode())
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
-        h.update(f"|{name}|".encode())
-        h.update(_file_digest(Path(folder) / name).encode())
-    return h.hexdigest()[:32]
-
-
-def onnx_network_for_folder(folder: Path, threads: int | None = None) -> OnnxNetwork | None:
-    """The exported network of the model in ``folder`` when one is cached and intact, else None."""
-    try:
-        import onnxruntime  # noqa: F401
-
-        alias = cache_dir() / f"{folder_key(folder)}.folder"
-        if not alias.is_file():
-            return None
-        path = cache_dir() / f"{alias.read_text().strip()}.onnx"
-        if not _intact(path):
-            return None
-        net = OnnxNetwork(path, threads)
-        os.utime(path)
-        return net
-    except Exception as exc:
-        log.debug("no cached ONNX network for %s: %s: %s", folder, type(exc).__name__, exc)
-        return None
-
-
-def remember_folder(folder: Path, net: OnnxNetwork) -> None:
-    """Note that ``net`` is the export of the model in ``folder`` (see onnx_network_for_folder)."""
-    try:
-        atomic_write_bytes(cache_dir() / f"{folder_key(folder)}.folder", net.path.stem.encode())
-    except OSError as exc:
-        log.debug("cannot note the ONNX network of %s: %s", folder, exc)
 
 
 def _agrees(model: nn.Module, net: OnnxNetwork) -> tuple[bool, float]:
@@ -278,7 +190,7 @@ def onnx_network(model: nn.Module, threads: int | None = None) -> OnnxNetwork | 
                 "inference runs in PyTorch.",
                 err,
             )
-            for p in (path, _digest_path(path)):
+            for p in [path, *path.parent.glob(f"{path.stem}.*")]:
                 p.unlink(missing_ok=True)
             return None
         log.info("Exported the model for ONNX Runtime: %s (probe difference %.2g).", path, err)

@@ -182,26 +182,32 @@ def test_out_of_memory_retries_tile_by_tile_then_says_so(trained_model, monkeypa
 
     from stoneseg_core.errors import OutOfMemoryError
 
-    seg = Segmenter.load(trained_model, InferenceConfig(tile=128, overlap=32, batch_tiles=4))
     img, _ = make_scene(np.random.default_rng(4), 200, 300, n_stones=8)
-    expected = seg.probability_at_work_scale(img)
-    real = seg._forward_tensor
-    sizes = []
+    # PyTorch's out of memory (CUDA, or the CPU), and ONNX Runtime's (numpy / ORT allocation)
+    for runtime, method, error in (
+        ("torch", "_forward_tensor", torch.OutOfMemoryError("CUDA out of memory (simulated)")),
+        ("auto", "_forward_onnx", MemoryError("Unable to allocate 1 GiB (simulated)")),
+    ):
+        cfg = InferenceConfig(tile=128, overlap=32, batch_tiles=4, runtime=runtime)
+        seg = Segmenter.load(trained_model, cfg)
+        expected = seg.probability_at_work_scale(img)
+        real = getattr(seg, method)
+        sizes = []
 
-    def tight(x):
-        sizes.append(len(x))
-        if len(x) > 1:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(x)
+        def tight(*args, real=real, error=error, sizes=sizes):
+            sizes.append(len(args[-1]))
+            if len(args[-1]) > 1:
+                raise error
+            return real(*args)
 
-    monkeypatch.setattr(seg, "_forward_tensor", tight)
-    got = seg.probability_at_work_scale(img)
-    np.testing.assert_allclose(got, expected, atol=1e-5)
-    assert max(sizes) == 4 and sizes.count(1) >= 4
+        monkeypatch.setattr(seg, method, tight)
+        got = seg.probability_at_work_scale(img)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert max(sizes) == 4 and sizes.count(1) >= 4
 
-    def none_fits(x):
-        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        def none_fits(*args, error=error):
+            raise error
 
-    monkeypatch.setattr(seg, "_forward_tensor", none_fits)
-    with pytest.raises(OutOfMemoryError, match="ran out of memory on one tile"):
-        seg.probability_at_work_scale(img)
+        monkeypatch.setattr(seg, method, none_fits)
+        with pytest.raises(OutOfMemoryError, match="ran out of memory on one tile"):
+            seg.probability_at_work_scale(img)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import sys
 
 import cv2
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import torch
 from synthetic import make_scene, write_rgb
 
-from stoneseg_core import runtime
+from stoneseg_core import onnx_cache, runtime
 from stoneseg_core.config import InferenceConfig
 from stoneseg_core.model import ModelInfo, build_model
 from stoneseg_core.predict import Segmenter
@@ -142,7 +143,7 @@ def test_damaged_cache_file_is_refused_and_rebuilt(tmp_path, monkeypatch, caplog
         assert float((model(x) - net(x)).abs().max()) < 1e-3
     # a file ORT cannot read at all, whose checksum matches (written by hand): rebuilt too
     path.write_bytes(b"not an onnx file")
-    runtime._digest_path(path).write_text(runtime._file_digest(path))
+    onnx_cache._digest_path(path).write_text(onnx_cache._file_digest(path))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="stoneseg_core.runtime"):
         assert runtime.onnx_network(model) is not None
@@ -223,7 +224,7 @@ def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     assert runtime.cache_dir() == tmp_path / "c" / "onnx"
     monkeypatch.delenv(runtime.CACHE_DIR_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    if runtime.sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux"):
         assert runtime.cache_dir() == tmp_path / "xdg" / "stoneseg" / "onnx"
 
 
@@ -313,6 +314,22 @@ def test_write_failures_are_reported_per_file_while_the_others_are_written(train
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
 
 
+def test_optimised_graph_is_saved_reused_and_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv(runtime.CACHE_DIR_ENV, str(tmp_path))
+    net = runtime.onnx_network(_model("efficientnet-b0", 1))
+    (opt,) = (tmp_path / "onnx").glob(f"{net.path.stem}.opt-*.onnx")
+    assert onnx_cache._intact(opt) and net.loaded_from == net.path
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 96)).astype(np.float32)
+    again = onnx_cache.OnnxNetwork(net.path)
+    assert again.loaded_from == opt  # the saved graph: no optimising at start
+    np.testing.assert_allclose(again.run(x), net.run(x), atol=1e-4)
+    opt.write_bytes(opt.read_bytes()[:1000])  # damaged: not used, written again
+    third = onnx_cache.OnnxNetwork(net.path)
+    assert third.loaded_from == net.path and onnx_cache._intact(opt)
+    np.testing.assert_allclose(third.run(x), net.run(x), atol=1e-4)
+    assert not list((tmp_path / "onnx").glob(".*.tmp"))
+
+
 def test_cache_keeps_only_the_most_recently_used(tmp_path, monkeypatch):
     import os
 
@@ -325,7 +342,10 @@ def test_cache_keeps_only_the_most_recently_used(tmp_path, monkeypatch):
         os.utime(paths[-1], (1000 + i, 1000 + i))  # distinct, old times
     runtime.onnx_network(models[0])  # a cache hit: now the most recent
     paths.append(runtime.onnx_network(models[2]).path)  # exported: the oldest (model 1) goes
-    left = sorted(p.name for p in (tmp_path / "onnx").iterdir())
+    # the optimised graphs go with their networks (onnx_cache.OnnxNetwork)
+    assert not list((tmp_path / "onnx").glob(f"{paths[1].stem}*"))
+    assert list((tmp_path / "onnx").glob(f"{paths[2].stem}.opt-*.onnx"))
+    left = sorted(p.name for p in (tmp_path / "onnx").iterdir() if ".opt-" not in p.name)
     assert left == sorted(
         [paths[0].name, paths[0].name + ".sha256", paths[2].name, paths[2].name + ".sha256"]
     )
@@ -351,3 +371,76 @@ def test_a_model_folder_with_a_cached_export_runs_without_building_the_model(
     assert isinstance(again.model, torch.nn.Module) and built == [1]
     ref = Segmenter.load(trained_model, InferenceConfig(device="cpu", runtime="torch"))
     np.testing.assert_allclose(got.probability, ref.predict(img).probability, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------- int8
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero((a > 0) | (b > 0))
+    return np.count_nonzero((a > 0) & (b > 0)) / union if union else 1.0
+
+
+def test_int8_round_trips_and_agrees_with_float32(trained_model, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(runtime.CACHE_DIR_ENV, str(tmp_path))
+    quantised = []
+    real = onnx_cache._quantize
+    monkeypatch.setattr(onnx_cache, "_quantize", lambda *a: quantised.append(a[1]) or real(*a))
+    rng = np.random.default_rng(21)
+    calib = [make_scene(rng, 120, 160)[0] for _ in range(3)]
+    held_out = [make_scene(rng, 120, 160)[0] for _ in range(3)]
+    fp32 = Segmenter.load(trained_model, InferenceConfig(device="cpu"))
+    seg = Segmenter.load(trained_model, InferenceConfig(device="cpu", runtime="onnx-int8"))
+    # float32 until calibrated; then int8, from a file with its checksum beside
+    assert np.array_equal(seg.predict(held_out[0]).mask, fp32.predict(held_out[0]).mask)
+    assert seg.runtime_in_use == "onnxruntime"
+    assert seg.calibrate_int8(iter(calib)) and len(quantised) == 1
+    assert seg.runtime_in_use == "onnxruntime-int8"
+    path = quantised[0]
+    assert (
+        path.is_file()
+        and onnx_cache._intact(path)
+        and path.stat().st_size < 0.6 * seg._onnx.path.stat().st_size
+    )
+    # agrees with float32 within its tolerance (masks: IoU; probabilities: mean difference)
+    for img in held_out:
+        a, b = seg.predict(img), fp32.predict(img)
+        assert not np.array_equal(a.probability, b.probability)  # it is another network
+        assert np.abs(a.probability - b.probability).mean() < 0.05
+        assert _iou(a.mask, b.mask) > 0.9
+    want = seg.predict(held_out[1]).probability
+    # a second load finds the int8 file: no calibration read, no quantising, same output
+    again = Segmenter.load(trained_model, InferenceConfig(device="cpu", runtime="onnx-int8"))
+    np.testing.assert_array_equal(again.predict(held_out[1]).probability, want)
+    assert again.runtime_in_use == "onnxruntime-int8"
+    assert again.calibrate_int8(iter(())) and len(quantised) == 1
+    # a damaged int8 file: refused with a message, float32 meanwhile, quantised again
+    path.write_bytes(path.read_bytes()[:-100])
+    with caplog.at_level(logging.WARNING, logger="stoneseg_core.onnx_cache"):
+        third = Segmenter.load(trained_model, InferenceConfig(device="cpu", runtime="onnx-int8"))
+        third.predict(held_out[1])
+    assert "damaged" in caplog.text and str(path) in caplog.text
+    assert third.runtime_in_use == "onnxruntime"
+    assert third.calibrate_int8(iter(calib)) and len(quantised) == 2
+    np.testing.assert_array_equal(third.predict(held_out[1]).probability, want)
+
+
+def test_int8_segment_command(trained_model, tmp_path, monkeypatch):
+    from stoneseg_core.cli import main
+
+    monkeypatch.setenv(runtime.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    src = tmp_path / "in"
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        write_rgb(src / f"p{i}.jpg", make_scene(rng, 96, 128)[0])
+    for runtime_name in ("onnx-int8", "onnx"):
+        out = tmp_path / runtime_name
+        assert (
+            main(["segment", str(trained_model), str(src), str(out), "--runtime", runtime_name])
+            == 0
+        )
+    assert list((tmp_path / "cache" / "onnx").glob(f"*.{onnx_cache.INT8_FORMAT}.onnx"))
+    for i in range(3):
+        a = cv2.imread(str(tmp_path / "onnx-int8" / f"p{i}.png"), cv2.IMREAD_GRAYSCALE)
+        b = cv2.imread(str(tmp_path / "onnx" / f"p{i}.png"), cv2.IMREAD_GRAYSCALE)
+        assert a.shape == b.shape == (96, 128) and _iou(a, b) > 0.9

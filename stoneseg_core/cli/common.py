@@ -114,7 +114,7 @@ def add_shard_argument(parser: argparse.ArgumentParser) -> None:
 
 def inference_config(args: argparse.Namespace) -> InferenceConfig | None:
     """The model's own threshold unless ``--threshold`` overrides it, with --tta/--device/--amp."""
-    from ..model import read_model_info  # torch: only when a command runs (module docstring)
+    from ..model_info import read_model_info  # reads config.json: no torch
 
     info = read_model_info(args.model_dir)
     threshold = args.threshold if args.threshold is not None else info.threshold

@@ -42,7 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--runtime",
         default="auto",
         choices=RUNTIMES,
-        help="what runs the network: auto = ONNX Runtime on the CPU, PyTorch on a GPU",
+        help="what runs the network: auto = ONNX Runtime on the CPU, PyTorch on a GPU; "
+        "onnx-int8 = ONNX Runtime with the network in int8, calibrated on up to 8 of the photos "
+        "the first time (faster; masks close to, not equal to, float32's: README)",
     )
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_scale_arguments(s)
@@ -62,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"Shard {args.shard[0]}/{args.shard[1]} has no photos; nothing to do.")
         return EXIT_OK
     segmenter = Segmenter.load(args.model_dir, inference_config(args))
+    if args.runtime == "onnx-int8":
+        segmenter.calibrate_int8(_calibration_photos(paths))
     gen = iter_segment_images(
         segmenter, paths, args.output_dir, overwrite=args.overwrite, geotiff_masks=True
     )
@@ -71,3 +75,16 @@ def run(args: argparse.Namespace) -> int:
         f"-> {args.output_dir}"
     )
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+
+
+def _calibration_photos(paths: list, count: int = 8):
+    """Up to ``count`` photos spread over ``paths``, read one by one (unreadable ones skipped)."""
+    from ..errors import StonesegError
+    from ..imageio import read_image
+
+    step = max(1, len(paths) // count)
+    for p in paths[::step][:count]:
+        try:
+            yield read_image(p)
+        except StonesegError:
+            continue

@@ -10,12 +10,16 @@ photo's georeference and CRS, from a writer thread. A ``.png`` output holds the 
 The result is the whole-photo result at the same scale (``segment_whole``, which holds every
 plane at full size), not an approximation of it:
 
-- The scale is made a fraction p/q (q <= 1024: within 1e-6 of the scale asked for) and the
-  photo is seen as cells of q x q pixels, p x p at the working scale; it is padded (edge
-  pixels repeated) to whole cells, in both paths. A window whose edges lie on cell edges
-  resizes (OpenCV's area averaging to shrink, bilinear in float to enlarge) to exactly the
-  pixels the whole photo's resize has there; bilinear needs one cell of margin. The
-  probability is brought back to the photo's size the same way.
+- Each side of n photo pixels becomes round(n x scale) working pixels, as in any resize
+  (``work_scale.scaled_size``), and its ratio is taken as the fraction p/q (q <= 1024)
+  nearest that: the photo is seen as cells of q photo pixels that become p. A window whose
+  edges lie on cell edges resizes (OpenCV's area averaging to shrink, bilinear in float to
+  enlarge) to exactly the pixels the whole photo's resize has there (the last, partial cell
+  included); bilinear needs one cell of margin. The probability goes back to the photo's
+  size the same way. (Where a side's rounding lands on a half, the photo is padded to whole
+  cells instead, in both paths.) Against a resize straight to round(n x scale), pixels
+  are placed a few hundredths of a working pixel apart across a 2000-pixel photo, a
+  quarter at most across a 20000-pixel one (less than that resize's own rounding).
 - The network's tiles are those of the whole working image, in the same batches and the same
   order, added into a band of the blending accumulators that rolls down the image: every
   pixel's blend is the same sum. (On a GPU the whole-photo pass blends on the device; the
@@ -101,38 +105,71 @@ class LargeSummary:
     cancelled: bool = False
 
 
-def scale_fraction(scale: float) -> tuple[int, int]:
-    """(p, q): the fraction p/q (q <= 1024) nearest ``scale``, the working pixels per photo
-    pixel; the photo is seen as cells of q x q pixels that become p x p."""
+def _check_scale(scale) -> float:
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
         raise StonesegError(f"The working scale must be a positive number, got {scale!r}.")
-    f = Fraction(float(scale)).limit_denominator(MAX_DENOMINATOR)
-    if f.numerator == 0:
-        f = Fraction(1, MAX_DENOMINATOR)
-    return f.numerator, f.denominator
+    return float(scale)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One side of the photo at the working scale: ``n`` photo pixels become ``work``; cells
+    of ``q`` photo pixels become ``p`` working pixels. ``padded``: the photo is padded (its
+    edge pixels repeated) to whole cells, ``cells`` x ``q`` pixels."""
+
+    n: int
+    p: int
+    q: int
+    work: int
+    padded: bool
+
+    @property
+    def cells(self) -> int:
+        return -(-self.n // self.q)
+
+    @property
+    def ratio(self) -> float:
+        return self.p / self.q
+
+
+def axis(n: int, scale: float) -> Axis:
+    """A side of ``n`` photo pixels at ``scale``: its working size is round(n x scale), as
+    any whole-photo resize makes it (``work_scale.scaled_size``), and its ratio the
+    fraction p/q (q <= 1024) nearest that size / n, so that cells of q pixels resize to
+    exactly p (module docstring). Where n p/q is within 1e-6 of a half (a window's resize
+    could round the other way) the photo is padded to whole cells instead."""
+    target = max(1, round(n * _check_scale(scale)))
+    f = Fraction(target, n).limit_denominator(MAX_DENOMINATOR)
+    p, q = max(1, f.numerator), f.denominator
+    if n % q == 0:
+        return Axis(n, p, q, n // q * p, False)
+    x = n * (p / q)
+    back = round(x) * (q / p)
+    if round(x) >= 1 and min(abs(x % 1 - 0.5), abs(back % 1 - 0.5)) > 1e-6:
+        return Axis(n, p, q, int(round(x)), False)
+    return Axis(n, p, q, -(-n // q) * p, True)
 
 
 # ------------------------------------------------------------------------------ resizing
 
 
-def _resize_photo(window: np.ndarray, p: int, q: int) -> np.ndarray:
-    """A window of whole cells at the working scale (uint8): area averaging to shrink,
+def _resize_photo(window: np.ndarray, ay: Axis, ax: Axis) -> np.ndarray:
+    """A window on cell edges at the working scale (uint8): area averaging to shrink,
     bilinear (in float, rounded) to enlarge; exact on cell edges (module docstring)."""
-    if p == q:
+    if ay.p == ay.q and ax.p == ax.q:
         return window
-    f = p / q
-    if p < q:
-        return cv2.resize(window, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-    big = cv2.resize(window.astype(np.float32), None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR)
+    fx, fy = ax.ratio, ay.ratio
+    if ay.p <= ay.q and ax.p <= ax.q:
+        return cv2.resize(window, None, fx=fx, fy=fy, interpolation=cv2.INTER_AREA)
+    big = cv2.resize(window.astype(np.float32), None, fx=fx, fy=fy, interpolation=cv2.INTER_LINEAR)
     return cv2.convertScaleAbs(big)
 
 
-def _resize_back(prob: np.ndarray, p: int, q: int) -> np.ndarray:
-    """Working-scale probability of whole cells -> photo pixels (bilinear, float32)."""
-    if p == q:
+def _resize_back(prob: np.ndarray, ay: Axis, ax: Axis) -> np.ndarray:
+    """Working-scale probability on cell edges -> photo pixels (bilinear, float32)."""
+    if ay.p == ay.q and ax.p == ax.q:
         return prob
-    f = q / p
-    return cv2.resize(prob, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(prob, None, fx=1 / ax.ratio, fy=1 / ay.ratio, interpolation=cv2.INTER_LINEAR)
 
 
 def _pad_edge(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -146,13 +183,15 @@ def segment_whole(segmenter: Segmenter, image: np.ndarray, scale: float) -> np.n
     """The 0/255 mask of ``image`` (uint8 RGB) segmented whole at ``scale``: the same cells,
     resizes and tiles as ``iter_segment_large``, with every plane at full size. For photos
     that fit in memory; the result the windowed path gives too."""
-    p, q = scale_fraction(scale)
     h, w = image.shape[:2]
-    padded = _pad_edge(image, -(-h // q) * q, -(-w // q) * q)
-    work = _resize_photo(padded, p, q)
+    ay, ax = axis(h, scale), axis(w, scale)
+    rows = ay.cells * ay.q if ay.padded else h
+    padded = _pad_edge(image, rows, ax.cells * ax.q if ax.padded else w)
+    work = _resize_photo(padded, ay, ax)
     del padded
+    assert work.shape[:2] == (ay.work, ax.work), (work.shape, ay, ax)
     prob = segmenter.probabilities_at_work_scale(work)[0]
-    up = _resize_back(prob, p, q)[:h, :w]
+    up = _pad_edge(_resize_back(prob, ay, ax)[:h, :w], h, w)
     mask = (up >= segmenter.config.threshold).view(np.uint8)
     mask *= 255
     return mask
@@ -503,22 +542,32 @@ class _ArraySink:
 # ------------------------------------------------------------------------------- the pass
 
 
+def _spans(n: int, step: int) -> list[tuple[int, int]]:
+    """[k0, k1) spans of ``step`` covering range(n), a last span of one merged into the one
+    before (so the last, partial cell of a side never comes alone)."""
+    spans = [(k, min(n, k + step)) for k in range(0, n, step)]
+    if len(spans) > 1 and spans[-1][1] - spans[-1][0] == 1:
+        spans[-2:] = [(spans[-2][0], n)]
+    return spans
+
+
 class _Pass:
     """One photo, window by window: photo cells -> working band -> tiles -> probability
     band -> mask rows (module docstring)."""
 
-    def __init__(self, segmenter: Segmenter, source, p: int, q: int, sink, read_side: int):
-        self.seg, self.source, self.p, self.q, self.sink = segmenter, source, p, q, sink
+    def __init__(self, segmenter: Segmenter, source, scale: float, sink, read_side: int):
+        self.seg, self.source, self.sink = segmenter, source, sink
         self.h, self.w = source.shape
-        self.cells_h, self.cells_w = -(-self.h // q), -(-self.w // q)
-        self.wh, self.ww = self.cells_h * p, self.cells_w * p  # the working image
-        self.group = max(1, read_side // q)  # cells per read window side
+        self.ay, self.ax = ay, ax = axis(self.h, scale), axis(self.w, scale)
+        self.wh, self.ww = ay.work, ax.work  # the working image
+        self.group_h = max(1, read_side // ay.q)  # cells per read window side
+        self.group_w = max(1, read_side // ax.q)
         # a striped TIFF decodes whole strips: its windows span its width, fewer rows
-        self.group_w = self.group
         if getattr(source, "strips", False):
-            self.group_w = self.cells_w
-            self.group = max(1, min(self.group, (read_side * read_side) // (q * q * self.cells_w)))
-        self.linear = p > q
+            self.group_w = ax.cells
+            rows = read_side * read_side // max(1, self.w)
+            self.group_h = max(1, min(self.group_h, rows // ay.q))
+        self.linear = ay.p > ay.q or ax.p > ax.q
         # the probability band, rows [prob0, prob0 + len) of the working image
         self.prob = np.zeros((0, self.ww), np.float32)
         self.prob0 = 0
@@ -527,27 +576,30 @@ class _Pass:
 
     # photo -> working scale ------------------------------------------------------------
     def _read_cells(self, c0: int, c1: int, k0: int, k1: int) -> np.ndarray:
-        """Photo cells rows [c0, c1) x columns [k0, k1), padded past the photo's edge."""
-        q = self.q
-        y0, y1, x0, x1 = c0 * q, c1 * q, k0 * q, k1 * q
-        win = self.source.read(y0, min(y1, self.h), x0, min(x1, self.w))
-        return _pad_edge(win, y1 - y0, x1 - x0)
+        """Photo cells rows [c0, c1) x columns [k0, k1), padded past the photo's edge
+        where the photo is padded to whole cells."""
+        ay, ax = self.ay, self.ax
+        y0, y1, x0, x1 = c0 * ay.q, c1 * ay.q, k0 * ax.q, k1 * ax.q
+        y2, x2 = min(y1, self.h), min(x1, self.w)
+        win = self.source.read(y0, y2, x0, x2)
+        return _pad_edge(win, (y1 if ay.padded else y2) - y0, (x1 if ax.padded else x2) - x0)
 
     def work_rows(self, a: int, b: int) -> np.ndarray:
         """Rows [a, b) of the working image (uint8, (b - a, W, 3)), read window by window."""
-        p, g = self.p, self.group
+        ay, ax = self.ay, self.ax
+        py, px = ay.p, ax.p
         m = 1 if self.linear else 0
         out = np.empty((b - a, self.ww, 3), np.uint8)
-        for c0 in range(a // p, -(-b // p), g):
-            c1 = min(-(-b // p), c0 + g)
-            ca, cb = max(0, c0 - m), min(self.cells_h, c1 + m)
-            r0, r1 = max(a, c0 * p), min(b, c1 * p)
-            for k0 in range(0, self.cells_w, self.group_w):
-                k1 = min(self.cells_w, k0 + self.group_w)
-                ka, kb = max(0, k0 - m), min(self.cells_w, k1 + m)
-                work = _resize_photo(self._read_cells(ca, cb, ka, kb), p, self.q)
-                out[r0 - a : r1 - a, k0 * p : k1 * p] = work[
-                    r0 - ca * p : r1 - ca * p, (k0 - ka) * p : (k1 - ka) * p
+        for c0 in range(a // py, -(-b // py), self.group_h):
+            c1 = min(-(-b // py), c0 + self.group_h)
+            ca, cb = max(0, c0 - m), min(ay.cells, c1 + m)
+            r0, r1 = max(a, c0 * py), min(b, c1 * py)
+            for k0 in range(0, ax.cells, self.group_w):
+                k1 = min(ax.cells, k0 + self.group_w)
+                ka, kb = max(0, k0 - m), min(ax.cells, k1 + m)
+                work = _resize_photo(self._read_cells(ca, cb, ka, kb), ay, ax)
+                out[r0 - a : r1 - a, k0 * px : k1 * px] = work[
+                    r0 - ca * py : r1 - ca * py, (k0 - ka) * px : (k1 - ka) * px
                 ]
         return out
 
@@ -557,29 +609,33 @@ class _Pass:
         they complete."""
         self.prob = np.concatenate([self.prob, rows]) if len(self.prob) else rows
         end = self.prob0 + len(self.prob)
-        p, q, g = self.p, self.q, self.group
-        last = self.cells_h if end >= self.wh else end // p - 1  # cells done: [.., last)
+        ay, ax = self.ay, self.ax
+        (py, qy), (px, qx) = (ay.p, ay.q), (ax.p, ax.q)
+        last = ay.cells if end >= self.wh else end // py - 1  # cells done: [.., last)
         thr = self.seg.config.threshold
         while self.next_cell < last:
             c0 = self.next_cell
-            c1 = min(last, c0 + max(1, BAND // q))
-            ca, cb = max(0, c0 - 1), min(self.cells_h, c1 + 1)
-            y1 = min(self.h, c1 * q)
-            mask = np.empty((y1 - c0 * q, self.w), np.uint8)
-            band = self.prob[ca * p - self.prob0 : cb * p - self.prob0]
-            for k0 in range(0, self.cells_w, g):
-                k1 = min(self.cells_w, k0 + g)
-                ka, kb = max(0, k0 - 1), min(self.cells_w, k1 + 1)
-                up = _resize_back(band[:, ka * p : kb * p], p, q)
-                x1 = min(self.w, k1 * q)
-                part = up[(c0 - ca) * q : (c0 - ca) * q + len(mask), (k0 - ka) * q :]
-                mask[:, k0 * q : x1] = part[:, : x1 - k0 * q] >= thr
+            c1 = min(last, c0 + max(1, BAND // qy))
+            c1 = last if last - c1 == 1 else c1  # never the last, partial cell alone
+            ca, cb = max(0, c0 - 1), min(ay.cells, c1 + 1)
+            y1 = min(self.h, c1 * qy)
+            mask = np.empty((y1 - c0 * qy, self.w), np.uint8)
+            band = self.prob[ca * py - self.prob0 : cb * py - self.prob0]
+            for k0, k1 in _spans(ax.cells, self.group_w):
+                ka, kb = max(0, k0 - 1), min(ax.cells, k1 + 1)
+                up = _resize_back(band[:, ka * px : kb * px], ay, ax)
+                x1 = min(self.w, k1 * qx)
+                y, x = (c0 - ca) * qy, (k0 - ka) * qx
+                part = up[y : y + len(mask), x : x + x1 - k0 * qx]
+                # resized back a few pixels short of the photo's edge: the last ones repeated
+                part = _pad_edge(part, len(mask), x1 - k0 * qx)
+                mask[:, k0 * qx : x1] = part >= thr
             mask *= 255
             self.sink.push(mask)
             self.rows_done += len(mask)
             self.next_cell = c1
         # keep one cell of margin above the next cell row
-        keep = max(0, (self.next_cell - 1) * p) - self.prob0
+        keep = max(0, (self.next_cell - 1) * py) - self.prob0
         if keep > 0:
             self.prob = self.prob[keep:]
             self.prob0 += keep
@@ -683,18 +739,18 @@ def iter_segment_large(
         h, w = source.shape
         if scale is None:
             scale = choose_scale(segmenter, source, mm_per_px)
-        p, q = scale_fraction(scale)
+        scale = _check_scale(scale)
         if geo.is_tiff(dst):
             georef = geo.georeference_or_none(src) if geo.is_tiff(src) else None
             sink = _TiffSink(dst, h, w, georef)
         else:
             sink = _ArraySink(dst, h, w)
         log.info(
-            "%s: %d x %d at scale %d/%d, %s", src.name, w, h, p, q,
+            "%s: %d x %d at scale %g, %s", src.name, w, h, scale,
             "read by windows" if source.windowed else "read whole",
         )  # fmt: skip
         try:
-            job = _Pass(segmenter, source, p, q, sink, max(1, int(read_side)))
+            job = _Pass(segmenter, source, scale, sink, max(1, int(read_side)))
             tiles, cancelled = yield from job.run(stopping, start)
             if not cancelled:
                 assert job.rows_done == h, (job.rows_done, h)
@@ -707,7 +763,7 @@ def iter_segment_large(
         return LargeSummary(
             output=None if cancelled else dst,
             size=(h, w),
-            scale=p / q,
+            scale=scale,
             tiles=tiles,
             seconds=time.perf_counter() - start,
             windowed=source.windowed,

@@ -52,6 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     # heavy (torch, OpenCV): only when the command runs, see common.py
+    import logging
+
     from ..imageio import list_images
     from ..predict import Segmenter, iter_segment_images
     from ..shard import take_shard
@@ -62,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"Shard {args.shard[0]}/{args.shard[1]} has no photos; nothing to do.")
         return EXIT_OK
     segmenter = Segmenter.load(args.model_dir, inference_config(args))
+    # a photo over 50 MP is segmented window by window (large.py): its progress every 10 %
+    large_log = logging.getLogger("stoneseg_core.large")
+    if not large_log.isEnabledFor(logging.INFO):
+        large_log.setLevel(logging.INFO)
     gen = iter_segment_images(
         segmenter, paths, args.output_dir, overwrite=args.overwrite, geotiff_masks=True
     )

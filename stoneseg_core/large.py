@@ -696,16 +696,35 @@ class _Pass:
         return n, False
 
 
-def choose_scale(segmenter: Segmenter, source, mm_per_px: float | None = None) -> float:
-    """The working scale for a photo when none is given: the model's own policy. The
-    long-side policy (every model today) from the photo's full size; a model with another
-    policy through ``segmenter.work_scale`` on the central ESTIMATE_SIDE window."""
-    h, w = source.shape
-    policy = getattr(getattr(segmenter.info, "scale", None), "policy", "long-side")
+class _LazyPhoto:
+    """The photo of a source as far as a scale estimate looks at it: its shape, and the
+    windows it slices (read when sliced), never the whole."""
+
+    def __init__(self, source):
+        self.source = source
+        self.shape = (*source.shape, 3)
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows, cols = key
+        h, w = self.source.shape
+        y0, y1, _ = rows.indices(h)
+        x0, x1, _ = cols.indices(w)
+        return self.source.read(y0, y1, x0, x1)
+
+
+def choose_scale(
+    segmenter: Segmenter,
+    source,
+    mm_per_px: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> float:
+    """The working scale for a photo when none is given: the model's own policy
+    (``Segmenter.work_scale``: long side, the training photos', a stone size in mm, or the
+    network's estimate, which reads only central windows of the photo)."""
     work_scale = getattr(segmenter, "work_scale", None)
-    if policy == "long-side" or work_scale is None:
-        return segmenter.info.work_size / max(h, w)
-    return float(work_scale(source.central(ESTIMATE_SIDE), mm_per_px=mm_per_px))
+    if work_scale is None:  # a Segmenter without scale policies: the long side
+        return segmenter.info.work_size / max(source.shape)
+    return float(work_scale(_LazyPhoto(source), mm_per_px, should_stop))
 
 
 def iter_segment_large(
@@ -723,7 +742,8 @@ def iter_segment_large(
     TIFF for a ``.tif``/``.tiff`` (with the photo's georeference and CRS, if it has them),
     else a PNG (module docstring).
 
-    ``scale``: working pixels per photo pixel; None: the model's own (``choose_scale``).
+    ``scale``: working pixels per photo pixel; None: the model's own (``choose_scale``),
+    with ``mm_per_px`` (default: from the photo's georeference).
     ``read_side``: the photo windows' side in photo pixels (smaller: less memory, more
     overhead). ``memory_limit``: bytes a photo that cannot be read by windows may take when
     read whole (default: the memory available). Yields ``LargeEvent`` after each batch of
@@ -737,14 +757,21 @@ def iter_segment_large(
     source = open_photo(src, memory_limit)
     try:
         h, w = source.shape
+        georef = geo.georeference_or_none(src) if geo.is_tiff(src) else None
+        if mm_per_px is None and georef is not None:
+            mm_per_px = georef.mm_per_px()[0]
         if scale is None:
-            scale = choose_scale(segmenter, source, mm_per_px)
+            try:
+                scale = choose_scale(segmenter, source, mm_per_px, stopping)
+            except StonesegError:
+                if not stopping():
+                    raise
+                scale = 1.0  # cancelled during the estimate: nothing to do below
         scale = _check_scale(scale)
-        if geo.is_tiff(dst):
-            georef = geo.georeference_or_none(src) if geo.is_tiff(src) else None
-            sink = _TiffSink(dst, h, w, georef)
-        else:
-            sink = _ArraySink(dst, h, w)
+        if stopping():
+            seconds = time.perf_counter() - start
+            return LargeSummary(None, (h, w), scale, 0, seconds, source.windowed, True)
+        sink = _TiffSink(dst, h, w, georef) if geo.is_tiff(dst) else _ArraySink(dst, h, w)
         log.info(
             "%s: %d x %d at scale %g, %s", src.name, w, h, scale,
             "read by windows" if source.windowed else "read whole",
@@ -805,6 +832,8 @@ def segment_large_photo(
                 )
     except StonesegError as exc:
         return "failed", str(exc)
+    except MemoryError:
+        return "failed", f"{src.name}: out of memory while segmenting it window by window"
     finally:
         gen.close()
     if summary.cancelled:

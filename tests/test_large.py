@@ -41,8 +41,8 @@ def _iou(a, b) -> float:
     return np.count_nonzero(a & b) / max(1, np.count_nonzero(a | b))
 
 
-def _run(gen):
-    events = []
+def _run(gen, events=None):
+    events = [] if events is None else events
     while True:
         try:
             events.append(next(gen))
@@ -138,13 +138,9 @@ def test_cancel_and_close_leave_nothing_written(trained_model, ortho, tmp_path):
     path, _ = ortho
     seg = _segmenter(trained_model)
     out = tmp_path / "mask.tif"
-    asked = []
-
-    def stop():
-        asked.append(1)
-        return len(asked) > 4
-
-    events, summary = _run(large.iter_segment_large(seg, path, out, 0.26, stop))
+    seen: list = []
+    gen = large.iter_segment_large(seg, path, out, 0.26, lambda: len(seen) >= 4)
+    events, summary = _run(gen, seen)
     assert summary.cancelled and summary.output is None and len(events) == 4
     assert list(tmp_path.iterdir()) == []
     # an existing output survives a cancelled run, and closing the generator stops it too

@@ -135,11 +135,14 @@ class Axis:
 def axis(n: int, scale: float) -> Axis:
     """A side of ``n`` photo pixels at ``scale``: its working size is round(n x scale), as
     any whole-photo resize makes it (``work_scale.scaled_size``), and its ratio the
-    fraction p/q (q <= 1024) nearest that size / n, so that cells of q pixels resize to
-    exactly p (module docstring). Where n p/q is within 1e-6 of a half (a window's resize
+    fraction p/q (q <= 1024; enlarging, 3 p <= READ_SIDE) nearest that size / n, so that
+    cells of q pixels resize to exactly p (module docstring). Where n p/q is within 1e-6 of a half (a window's resize
     could round the other way) the photo is padded to whole cells instead."""
     target = max(1, round(n * _check_scale(scale)))
-    f = Fraction(target, n).limit_denominator(MAX_DENOMINATOR)
+    # enlarging, a window has a cell of margin on each side, in float: cells kept small
+    # enough that three of them span at most READ_SIDE working pixels
+    most = MAX_DENOMINATOR if target <= n else max(1, int(READ_SIDE * n / (3 * target)))
+    f = Fraction(target, n).limit_denominator(min(MAX_DENOMINATOR, most))
     p, q = max(1, f.numerator), f.denominator
     if n % q == 0:
         return Axis(n, p, q, n // q * p, False)
@@ -560,13 +563,14 @@ class _Pass:
         self.h, self.w = source.shape
         self.ay, self.ax = ay, ax = axis(self.h, scale), axis(self.w, scale)
         self.wh, self.ww = ay.work, ax.work  # the working image
-        self.group_h = max(1, read_side // ay.q)  # cells per read window side
-        self.group_w = max(1, read_side // ax.q)
+        # cells per window side: read_side pixels, photo or working, whichever is larger
+        self.group_h = max(1, read_side // max(ay.p, ay.q))
+        self.group_w = max(1, read_side // max(ax.p, ax.q))
         # a striped TIFF decodes whole strips: its windows span its width, fewer rows
         if getattr(source, "strips", False):
             self.group_w = ax.cells
-            rows = read_side * read_side // max(1, self.w)
-            self.group_h = max(1, min(self.group_h, rows // ay.q))
+            rows = read_side * read_side // max(1, self.w, self.ww)
+            self.group_h = max(1, min(self.group_h, rows // max(ay.p, ay.q)))
         self.linear = ay.p > ay.q or ax.p > ax.q
         # the probability band, rows [prob0, prob0 + len) of the working image
         self.prob = np.zeros((0, self.ww), np.float32)

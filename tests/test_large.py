@@ -237,3 +237,28 @@ def test_segment_sends_large_photos_through_windows(trained_model, ortho, tmp_pa
     # here, not 133.3 x 160: up to half a working pixel, 9 photo pixels, off at the far edge)
     assert _iou(got, seg.predict_mask(image)) >= 0.97
     assert read_mask(tmp_path / "out" / "small.png").shape == (200, 240)
+
+
+def test_the_model_scale_policy_is_estimated_on_windows(tmp_path):
+    """A stone-size model (test_scale_policy's exact 1x1 network) on a large gravel mosaic:
+    the scale is the one ``Segmenter.work_scale`` finds on the photo held whole, read from
+    its central windows only."""
+    from test_scale_policy import _pebbles, _stone_size_segmenter
+
+    seg = _stone_size_segmenter(40.0, tile=128, overlap=16)
+    image = np.ascontiguousarray(np.tile(_pebbles(300, 20, seed=2)[0], (8, 8, 1)))  # 2400^2
+    path = tmp_path / "gravel.tif"
+    geo.write_tiff(path, image)
+    factor = seg.work_scale(image)
+    tracemalloc.start()
+    try:
+        gen = large.iter_segment_large(seg, path, tmp_path / "m.tif", read_side=256)
+        _, summary = _run(gen)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary.scale == factor and 1.5 < factor < 2.5  # 20 px stones made 40
+    work = round(2400 * factor) ** 2 * 3  # the working image alone, 98 MB: never held
+    assert peak < work / 2, (peak, work)
+    got = tifffile.imread(tmp_path / "m.tif")
+    assert np.array_equal(got, large.segment_whole(seg, image, factor))

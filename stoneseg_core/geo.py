@@ -416,11 +416,8 @@ def make_georeference(
     return geo
 
 
-def encode_tiff(array: np.ndarray, georef: Georeference | None = None) -> bytes:
-    """A deflate-compressed, 256x256-tiled TIFF of ``array`` (BigTIFF past 4 GB), carrying
-    ``georef``'s tags unchanged."""
-    tifffile = _tifffile()
-    arr = np.ascontiguousarray(array)
+def geotiff_extratags(georef: Georeference | None) -> list[tuple]:
+    """``georef``'s GeoTIFF tags as tifffile ``extratags``, copied unchanged (none for None)."""
     extratags = []
     for code, value in georef.tags if georef is not None else ():
         dtype = _TAG_DTYPE.get(code, "d")
@@ -429,6 +426,14 @@ def encode_tiff(array: np.ndarray, georef: Georeference | None = None) -> bytes:
             extratags.append((code, dtype, 0, value, True))
         else:
             extratags.append((code, dtype, len(value), tuple(value), True))
+    return extratags
+
+
+def encode_tiff(array: np.ndarray, georef: Georeference | None = None) -> bytes:
+    """A deflate-compressed, 256x256-tiled TIFF of ``array`` (BigTIFF past 4 GB), carrying
+    ``georef``'s tags unchanged."""
+    tifffile = _tifffile()
+    arr = np.ascontiguousarray(array)
     buf = io.BytesIO()
     tifffile.imwrite(
         buf,
@@ -437,7 +442,7 @@ def encode_tiff(array: np.ndarray, georef: Georeference | None = None) -> bytes:
         tile=(TILE, TILE),
         compression="zlib",
         predictor=None,
-        extratags=extratags,
+        extratags=geotiff_extratags(georef),
         metadata=None,
         software="StoneSeg",
         bigtiff=arr.nbytes > 2**32 - 2**25,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from . import large
 from .config import InferenceConfig
 from .errors import ImageReadError, OutOfMemoryError, StonesegError
 from .geo import georeference_or_none, is_tiff, write_geotiff_mask
@@ -34,6 +35,9 @@ from .hardware import autocast_dtype_name, gpu_may_be_present, resolve_device_na
 from .imageio import image_size, jpeg_reduction, list_images, read_image, write_mask
 from .model_info import ModelInfo, read_model_info
 from .onnx_cache import OnnxNetwork, int8_network, onnx_network_for_folder, remember_folder
+from .tiling import blend_window, tile_starts
+from .tiling import pad_to as _pad_to
+from .tiling import round_up as _round_up
 from .work_scale import ScalePolicy, estimate_scale, normalize, resize_by
 
 if TYPE_CHECKING:
@@ -41,41 +45,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 log = logging.getLogger(__name__)
-
-MULTIPLE = 32
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering ``length`` with tiles of ``tile`` that overlap by >= ``overlap``."""
-    if length <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return starts
-
-
-def blend_window(tile: int, overlap: int) -> np.ndarray:
-    """2-D weight that ramps from near 0 at a tile's border to 1 inside ``overlap`` pixels."""
-    if overlap <= 0:
-        return np.ones((tile, tile), np.float32)
-    ramp = np.ones(tile, np.float32)
-    edge = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
-    ramp[:overlap] = edge
-    ramp[-overlap:] = edge[::-1]
-    return np.outer(ramp, ramp)
-
-
-def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    if h == height and w == width:
-        return image
-    mode = cv2.BORDER_REFLECT_101 if h > 1 and w > 1 else cv2.BORDER_REPLICATE
-    return cv2.copyMakeBorder(image, 0, height - h, 0, width - w, mode)
-
-
-def _round_up(x: int, m: int = MULTIPLE) -> int:
-    return -(-x // m) * m
 
 
 def _torch():
@@ -353,18 +322,32 @@ class Segmenter:
         for i in range(0, len(coords), cfg.batch_tiles):
             if should_stop is not None and should_stop():
                 raise StonesegError("Cancelled.")
-            chunk = coords[i : i + cfg.batch_tiles]
-            batch = np.stack(
-                [
-                    normalize(padded[y : y + tile, x : x + tile], self.info.mean, self.info.std)
-                    for y, x in chunk
-                ]
-            )
-            probs = self._run_oom_safe(batch)
-            for (y, x), p in zip(chunk, probs):
-                acc[:, y : y + tile, x : x + tile] += p * weight
-                norm[y : y + tile, x : x + tile] += weight
+            self.add_tiles(padded, coords[i : i + cfg.batch_tiles], acc, norm, weight)
         return (acc / np.maximum(norm, 1e-6))[:, :h, :w]
+
+    def add_tiles(
+        self,
+        image: np.ndarray,
+        coords: Sequence[tuple[int, int]],
+        acc: np.ndarray,
+        norm: np.ndarray,
+        weight: np.ndarray,
+    ) -> None:
+        """Forward the tiles of ``image`` at ``coords`` ((y, x) of their top-left corners) as
+        one batch and add each probability times ``weight`` into ``acc`` (C, H, W) and
+        ``weight`` into ``norm`` (H, W) at the same place: one step of the tiled pass (the
+        windowed segmentation of large.py runs the same steps on a band of the photo)."""
+        tile = self.config.tile
+        batch = np.stack(
+            [
+                normalize(image[y : y + tile, x : x + tile], self.info.mean, self.info.std)
+                for y, x in coords
+            ]
+        )
+        probs = self._run_oom_safe(batch)
+        for (y, x), p in zip(coords, probs):
+            acc[:, y : y + tile, x : x + tile] += p * weight
+            norm[y : y + tile, x : x + tile] += weight
 
     def _tiles_on_device(
         self, padded: np.ndarray, should_stop: Callable[[], bool] | None
@@ -577,7 +560,10 @@ class SegmentSummary:
 
 def _read_for_scale(path: Path, long_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
     """(photo, its full (H, W)): a JPEG decoded as small as ``long_side`` allows (see
-    ``jpeg_reduction``), anything else, or with ``long_side`` None, at full size."""
+    ``jpeg_reduction``), anything else, or with ``long_side`` None, at full size; (None,
+    (H, W)) for a photo segmented window by window (``large.needs_windows``)."""
+    if large.needs_windows(path):
+        return None, large.photo_shape(path)
     k = jpeg_reduction(path, long_side) if long_side else 1
     if k > 1:
         w, h = image_size(path)
@@ -733,6 +719,23 @@ def iter_segment_images(
                     pending = None
                 failed.append((p, str(item)))
                 yield SegmentEvent(index, total, p, "failed", None, str(item))
+                continue
+            if item[0] is None:  # too large to hold whole: window by window (large.py)
+                if pending is not None:
+                    yield finish(pending)
+                    pending = None
+                status, message = large.segment_large_photo(segmenter, p, out, should_stop)
+                if status == "cancelled":
+                    cancelled = True
+                    break
+                if status == "written":
+                    written += 1
+                else:
+                    failed.append((p, message))
+                done = out if status == "written" else None
+                yield SegmentEvent(
+                    index, total, p, status, done, message, time.perf_counter() - start
+                )
                 continue
             try:
                 image, size = item

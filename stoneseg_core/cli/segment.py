@@ -54,6 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     # heavy (torch, OpenCV): only when the command runs, see common.py
+    import logging
+
     from ..imageio import list_images
     from ..predict import Segmenter, iter_segment_images
     from ..shard import take_shard
@@ -66,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
     segmenter = Segmenter.load(args.model_dir, inference_config(args))
     if args.runtime == "onnx-int8":
         segmenter.calibrate_int8(_calibration_photos(paths))
+    # a photo over 50 MP is segmented window by window (large.py): its progress every 10 %
+    large_log = logging.getLogger("stoneseg_core.large")
+    if not large_log.isEnabledFor(logging.INFO):
+        large_log.setLevel(logging.INFO)
     gen = iter_segment_images(
         segmenter, paths, args.output_dir, overwrite=args.overwrite, geotiff_masks=True
     )

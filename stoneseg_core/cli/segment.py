@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 
 from ..config import RUNTIMES
+from ..errors import StonesegError
 from .common import (
     AMP_CHOICES,
     AMP_HELP,
     DEVICES,
     EXIT_OK,
     EXIT_SOME_FAILED,
+    _non_negative_float,
+    _positive_float,
+    _positive_int,
     _threshold,
     add_shard_argument,
     inference_config,
@@ -20,7 +24,10 @@ from .common import (
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``segment`` on the ``stoneseg`` sub-command parser."""
-    s = subparsers.add_parser("segment", help="write a 0/255 mask for every photo in INPUT_DIR (PNG; GeoTIFF for a georeferenced GeoTIFF)")
+    s = subparsers.add_parser(
+        "segment",
+        help="write a 0/255 mask for every photo in INPUT_DIR (PNG; GeoTIFF for a georeferenced GeoTIFF)",
+    )
     s.set_defaults(handler=run)
     s.add_argument("model_dir", metavar="MODEL_DIR")
     s.add_argument("input_dir", metavar="INPUT_DIR")
@@ -42,6 +49,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_shard_argument(s)
+    ray = s.add_argument_group("engine", "where the photos are segmented")
+    ray.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: this process (default); ray: a pool of Ray actors (the 'ray' extra)",
+    )
+    ray.add_argument(
+        "--address",
+        default=None,
+        help="ray: the cluster to join ('auto' or HOST:PORT, see ray start --head); "
+        "default: a local Ray on this machine",
+    )
+    ray.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="ray: actors, each with the model loaded (default: one per CPU, or per GPU share)",
+    )
+    ray.add_argument(
+        "--gpus-per-worker",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="F",
+        help="ray: the GPU share of each actor, e.g. 0.25 for four on a GPU (default 0: CPU)",
+    )
+    ray.add_argument(
+        "--ray-timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="ray: give up starting or joining Ray after this long (default 60)",
+    )
     return s
 
 
@@ -51,15 +91,32 @@ def run(args: argparse.Namespace) -> int:
     from ..predict import Segmenter, iter_segment_images
     from ..shard import take_shard
 
+    if args.engine != "ray" and (args.address or args.workers or args.gpus_per_worker):
+        raise StonesegError("--address, --workers and --gpus-per-worker need --engine ray.")
     # what iter_segment_folder does, with the shard taken from the sorted list
     paths = take_shard(list_images(args.input_dir), args.shard)
     if args.shard is not None and not paths:
         print(f"Shard {args.shard[0]}/{args.shard[1]} has no photos; nothing to do.")
         return EXIT_OK
-    segmenter = Segmenter.load(args.model_dir, inference_config(args))
-    gen = iter_segment_images(
-        segmenter, paths, args.output_dir, overwrite=args.overwrite, geotiff_masks=True
-    )
+    if args.engine == "ray":
+        from ..ray_engine import RaySettings, iter_segment_ray
+
+        settings = RaySettings(
+            args.address, args.workers, args.gpus_per_worker, start_timeout=args.ray_timeout
+        )
+        gen = iter_segment_ray(
+            args.model_dir,
+            paths,
+            args.output_dir,
+            inference_config(args),
+            settings,
+            overwrite=args.overwrite,
+        )
+    else:
+        segmenter = Segmenter.load(args.model_dir, inference_config(args))
+        gen = iter_segment_images(
+            segmenter, paths, args.output_dir, overwrite=args.overwrite, geotiff_masks=True
+        )
     summary = run_photo_loop(gen, len(paths))
     print(
         f"{summary.written} written, {summary.skipped} skipped (already there), {len(summary.failed)} failed "

@@ -17,6 +17,7 @@ for minutes, and a user is better served by a message naming the address and the
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -30,6 +31,7 @@ from .config import InferenceConfig
 from .errors import OutOfMemoryError, StonesegError
 
 if TYPE_CHECKING:  # predict imports torch: the driver needs it only once a run starts
+    from .grains.folder import GrainEvent, GrainSummary
     from .predict import SegmentEvent, SegmentSummary
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ def ray_session(settings: RaySettings) -> Iterator[Any]:
         yield ray
         return
     kwargs: dict[str, Any] = {
-        "logging_level": logging.WARNING,
+        "logging_level": logging.ERROR,  # not Ray's notes on threads, tokens, progress bars
         "log_to_driver": False,  # each photo's failure comes back in its row, named
         "include_dashboard": False,
     }
@@ -166,8 +168,15 @@ def _worker_config(config: InferenceConfig, gpus_per_worker: float) -> Inference
     return config.replace(device="cpu")
 
 
+def _failure(exc: Exception) -> tuple[str, bool]:
+    """(the message naming what went wrong, whether it was running out of memory)."""
+    if isinstance(exc, StonesegError):
+        return str(exc), isinstance(exc, OutOfMemoryError)
+    return f"{type(exc).__name__}: {exc}", False  # named in the report; the others go on
+
+
 class SegmentWorker:
-    """A Ray Data actor: the model loaded once, then one folder-job photo per row."""
+    """A Ray Data actor: the model loaded once, then one ``segment`` photo per row."""
 
     def __init__(self, model_dir: str, config: InferenceConfig):
         from .predict import Segmenter  # torch: in the actor, not at import
@@ -178,8 +187,7 @@ class SegmentWorker:
         from .geo import georeference_or_none
         from .predict import segment_photo
 
-        rows: dict[str, list] = {"image": [], "status": [], "message": [], "seconds": []}
-        rows["oom"] = []
+        rows: dict[str, list] = {k: [] for k in ("image", "status", "message", "seconds", "oom")}
         for image, output, geotiff in zip(batch["image"], batch["output"], batch["geotiff"]):
             path, out = Path(str(image)), Path(str(output))
             start = time.perf_counter()
@@ -187,16 +195,90 @@ class SegmentWorker:
             try:
                 georef = georeference_or_none(path) if geotiff else None
                 segment_photo(self.segmenter, path, out, georef)
-            except StonesegError as exc:
-                status, message, oom = "failed", str(exc), isinstance(exc, OutOfMemoryError)
-            except Exception as exc:  # named in the report, the other photos go on
-                status, message = "failed", f"{type(exc).__name__}: {exc}"
+            except Exception as exc:
+                status, (message, oom) = "failed", _failure(exc)
             rows["image"].append(str(path))
             rows["status"].append(status)
             rows["message"].append(message)
             rows["seconds"].append(time.perf_counter() - start)
             rows["oom"].append(oom)
         return rows
+
+
+class GrainWorker:
+    """A Ray Data actor: the model loaded once, then one ``grains`` photo per row (its
+    instance labels, stones CSV and GeoJSON written by the actor; its stones returned)."""
+
+    def __init__(self, model_dir: str, config: InferenceConfig, output_dir: str, options):
+        from .predict import Segmenter  # torch: in the actor, not at import
+
+        self.segmenter = Segmenter.load(model_dir, config)
+        self.output_dir, self.options = Path(output_dir), options
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        from .geo import georeference_or_none
+        from .grains.folder import grains_photo
+
+        keys = ("image", "status", "message", "seconds", "oom", "result")
+        rows: dict[str, list] = {k: [] for k in keys}
+        for image, scale, source, tiff in zip(
+            batch["image"], batch["scale"], batch["source"], batch["tiff"]
+        ):
+            path = Path(str(image))
+            mm = None if math.isnan(float(scale)) else float(scale)
+            start = time.perf_counter()
+            status, message, oom, result = "measured", "", False, None
+            try:
+                georef = georeference_or_none(path) if tiff else None
+                result = grains_photo(
+                    self.segmenter, path, self.output_dir, self.options, mm, source or None, georef
+                )
+            except Exception as exc:
+                status, (message, oom) = "failed", _failure(exc)
+            rows["image"].append(str(path))
+            rows["status"].append(status)
+            rows["message"].append(message)
+            rows["seconds"].append(time.perf_counter() - start)
+            rows["oom"].append(oom)
+            rows["result"].append(result)  # the photo's stones (an ImageGrains), not pixels
+        return rows
+
+
+def _run_rows(
+    settings: RaySettings, items: list[dict], worker: type, args: tuple
+) -> Iterator[dict[str, Any]]:
+    """Ray started for the run; ``items`` through a pool of ``worker(*args)`` actors, one row
+    per batch; each result row as it comes (in the order they finish)."""
+    with ray_session(settings) as ray:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the CLI has its own
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        workers = _worker_count(ray, settings, len(items))
+        ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
+        ds = ds.map_batches(
+            worker,
+            fn_constructor_args=args,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=1,
+            num_gpus=settings.gpus_per_worker or None,
+        )
+        rows = iter(ds.iter_rows())
+        try:
+            while True:
+                try:
+                    row = next(rows)
+                except StopIteration:
+                    return
+                except StonesegError:
+                    raise
+                except Exception as exc:  # a worker that died, a model it cannot load, ...
+                    raise StonesegError(f"The Ray run failed: {exc}") from exc
+                yield row
+        finally:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
 
 
 def iter_segment_ray(
@@ -219,7 +301,7 @@ def iter_segment_ray(
     from .predict import SegmentEvent, SegmentSummary, iter_plan_events, plan_segment_outputs
 
     settings = settings or RaySettings()
-    ray = import_ray()
+    import_ray()
     worker_config = _worker_config(config, settings.gpus_per_worker)
     paths = [Path(p).absolute() for p in images]
     plan = plan_segment_outputs(paths, Path(output_dir).absolute(), overwrite, geotiff_masks)
@@ -238,49 +320,113 @@ def iter_segment_ray(
         }
         for p in plan.todo
     ]
-    with ray_session(settings):
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # the CLI has its own
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        workers = _worker_count(ray, settings, len(items))
-        ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
-        ds = ds.map_batches(
-            SegmentWorker,
-            fn_constructor_args=(str(Path(model_dir).absolute()), worker_config),
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=1,
-            num_gpus=settings.gpus_per_worker or None,
-        )
-        rows = iter(ds.iter_rows())
-        try:
-            for row in rows:
-                index += 1
-                p = by_name.get(row["image"], Path(row["image"]))
-                seconds = float(row["seconds"])
-                if row["status"] == "written":
-                    written += 1
-                    event = SegmentEvent(index, total, p, "written", plan.outputs[p], "", seconds)
-                else:
-                    failed.append((p, row["message"]))
-                    event = SegmentEvent(index, total, p, "failed", None, row["message"], seconds)
-                yield event
-                if row["oom"]:
-                    raise OutOfMemoryError(row["message"])
-                if should_stop is not None and should_stop():
-                    cancelled = index < total
-                    break
-        except StonesegError:
-            raise
-        except GeneratorExit:
-            cancelled = True
-            raise
-        except Exception as exc:  # a worker that died, a model the actors cannot load, ...
-            raise StonesegError(f"The Ray run failed: {exc}") from exc
-        finally:
-            close = getattr(rows, "close", None)
-            if close is not None:
-                close()
+    stream = _run_rows(
+        settings, items, SegmentWorker, (str(Path(model_dir).absolute()), worker_config)
+    )
+    try:
+        for row in stream:
+            index += 1
+            p, message = by_name[row["image"]], row["message"]
+            if row["status"] == "written":
+                written += 1
+                event = SegmentEvent(
+                    index, total, p, "written", plan.outputs[p], "", row["seconds"]
+                )
+            else:
+                failed.append((p, message))
+                event = SegmentEvent(index, total, p, "failed", None, message, row["seconds"])
+            yield event
+            if row["oom"]:
+                raise OutOfMemoryError(message)
+            if should_stop is not None and should_stop():
+                cancelled = index < total
+                break
+    finally:
+        stream.close()
     return SegmentSummary(
         written=written, skipped=len(plan.skipped), failed=failed, cancelled=cancelled
     )
+
+
+def iter_grains_ray(
+    model_dir: str | Path,
+    input_dir: str | Path,
+    output_dir: str | Path,
+    options=None,
+    mm_per_px: float | None = None,
+    scales: dict[str, float] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    shard: tuple[int, int] | None = None,
+    settings: RaySettings | None = None,
+) -> Generator[GrainEvent, None, GrainSummary]:
+    """``grains.iter_grains_folder`` on Ray: each photo's tables written by an actor, the
+    pooled table and percentiles by the driver at the end, from the stones the actors send
+    back (in the folder's order, so the files are those of the local engine).
+
+    Events come in the order the photos finish; ``should_stop`` is asked after each one
+    (stopping pools the photos measured so far, as the local engine does).
+    """
+    from .grains.folder import GrainEvent, GrainSummary, plan_grains_folder, write_pooled
+    from .model import read_model_info
+
+    settings = settings or RaySettings()
+    import_ray()
+    config = InferenceConfig(threshold=read_model_info(model_dir).threshold)  # Segmenter.load's
+    worker_config = _worker_config(config, settings.gpus_per_worker)
+    output_dir = Path(output_dir).absolute()
+    plan = plan_grains_folder(
+        Path(input_dir).absolute(), output_dir, options, mm_per_px, scales, shard
+    )
+    total, index = len(plan.paths), 0
+    failed: dict[Path, str] = {}
+    results: dict[Path, Any] = {}
+    for p, message in plan.clash:
+        index += 1
+        failed[p] = message
+        yield GrainEvent(index, total, p, "failed", message=message)
+    items = []
+    for p in plan.todo:
+        try:
+            scale, source = plan.scale_of(p)
+        except StonesegError as exc:
+            index += 1
+            failed[p] = str(exc)
+            yield GrainEvent(index, total, p, "failed", message=str(exc))
+            continue
+        items.append(
+            {
+                "image": str(p),
+                "scale": math.nan if scale is None else float(scale),
+                "source": source or "",
+                "tiff": p in plan.georefs,
+            }
+        )
+    cancelled = False
+    if items:
+        by_name = {str(p): p for p in plan.todo}
+        args = (str(Path(model_dir).absolute()), worker_config, str(output_dir), plan.options)
+        stream = _run_rows(settings, items, GrainWorker, args)
+        try:
+            for row in stream:
+                index += 1
+                p, message, seconds = by_name[row["image"]], row["message"], row["seconds"]
+                if row["status"] == "measured":
+                    results[p] = result = row["result"]
+                    event = GrainEvent(index, total, p, "measured", len(result.stones), "", seconds)
+                else:
+                    failed[p] = message
+                    event = GrainEvent(index, total, p, "failed", message=message, seconds=seconds)
+                yield event
+                if row["oom"]:
+                    raise OutOfMemoryError(message)
+                if should_stop is not None and should_stop():
+                    cancelled = index < total
+                    break
+        finally:
+            stream.close()
+    # the local engine's order: the refused photos, then the others in the folder's order
+    in_order = [p for p, _ in plan.clash] + plan.todo
+    done = [results[p] for p in plan.todo if p in results]
+    failures = [(p, failed[p]) for p in in_order if p in failed]
+    report = write_pooled(output_dir, done, failures, plan.options, shard)
+    return GrainSummary(tuple(done), tuple(failures), report, cancelled)

@@ -159,6 +159,25 @@ def test_stopping_ends_the_ray_run_cancelled(ray_cluster, trained_model, photos,
 
 
 @needs_ray
+def test_grains_on_ray_writes_the_local_engines_files(
+    ray_cluster, trained_model, photos, tmp_path, capsys
+):
+    (photos / "broken.png").write_bytes(b"not a photo")
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    args = ["grains", str(trained_model), str(photos)]
+    assert main([*args, str(local), "--mm-per-px", "0.2"]) == 1
+    assert main([*args, str(on_ray), "--mm-per-px", "0.2", "--engine", "ray"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("FAILED") == 2 and "broken.png" in captured.err
+    want = _files(local)
+    assert {"stones_pooled.csv", "percentiles.json", "p0_stones.csv", "big_instances.png"} <= set(
+        want
+    )
+    assert "ortho_stones.geojson" in want and "broken_stones.csv" not in want
+    assert _files(on_ray) == want  # the tables of every photo, the pooled ones, the report
+
+
+@needs_ray
 def test_a_cluster_nobody_answers_times_out_with_a_message(trained_model, photos, tmp_path):
     # a process of its own: a hung ray.init is left behind on its thread
     cmd = [sys.executable, "-m", "stoneseg_core", "segment", str(trained_model), str(photos)]

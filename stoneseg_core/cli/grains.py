@@ -10,7 +10,9 @@ from .common import (
     EXIT_SOME_FAILED,
     _non_negative_float,
     _positive_float,
+    add_engine_arguments,
     add_shard_argument,
+    ray_settings,
     run_photo_loop,
 )
 
@@ -57,6 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="leave out stones whose b-axis is below MM millimetres (needs a scale)",
     )
     add_shard_argument(p)
+    add_engine_arguments(p)
     p.add_argument(
         "--pool-only",
         default=None,
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         return _pool_only(args.pool_only)
     if len(given) < 3:
         args.grains_parser.error("MODEL_DIR, INPUT_DIR and OUTPUT_DIR are required")
+    settings = ray_settings(args)
     if (
         args.min_size is not None
         and args.mm_per_px is None
@@ -103,16 +107,29 @@ def run(args: argparse.Namespace) -> int:
     if total == 0:  # more array jobs than photos: this one has nothing to do
         print(f"Shard {args.shard[0]}/{args.shard[1]} has no photos; nothing to do.")
         return EXIT_OK
-    segmenter = Segmenter.load(args.model_dir)
-    gen = iter_grains_folder(
-        segmenter,
-        args.input_dir,
-        args.output_dir,
-        options,
-        mm_per_px=args.mm_per_px,
-        scales=scales,
-        shard=args.shard,
-    )
+    if settings is not None:
+        from ..ray_engine import iter_grains_ray
+
+        gen = iter_grains_ray(
+            args.model_dir,
+            args.input_dir,
+            args.output_dir,
+            options,
+            mm_per_px=args.mm_per_px,
+            scales=scales,
+            shard=args.shard,
+            settings=settings,
+        )
+    else:
+        gen = iter_grains_folder(
+            Segmenter.load(args.model_dir),
+            args.input_dir,
+            args.output_dir,
+            options,
+            mm_per_px=args.mm_per_px,
+            scales=scales,
+            shard=args.shard,
+        )
     summary = run_photo_loop(gen, total)
     pooled = summary.report["pooled"]
     block = pooled[f"by_{options.weighting}"]

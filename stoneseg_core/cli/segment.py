@@ -5,19 +5,17 @@ from __future__ import annotations
 import argparse
 
 from ..config import RUNTIMES
-from ..errors import StonesegError
 from .common import (
     AMP_CHOICES,
     AMP_HELP,
     DEVICES,
     EXIT_OK,
     EXIT_SOME_FAILED,
-    _non_negative_float,
-    _positive_float,
-    _positive_int,
     _threshold,
+    add_engine_arguments,
     add_shard_argument,
     inference_config,
+    ray_settings,
     run_photo_loop,
 )
 
@@ -49,39 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_shard_argument(s)
-    ray = s.add_argument_group("engine", "where the photos are segmented")
-    ray.add_argument(
-        "--engine",
-        default="local",
-        choices=["local", "ray"],
-        help="local: this process (default); ray: a pool of Ray actors (the 'ray' extra)",
-    )
-    ray.add_argument(
-        "--address",
-        default=None,
-        help="ray: the cluster to join ('auto' or HOST:PORT, see ray start --head); "
-        "default: a local Ray on this machine",
-    )
-    ray.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=None,
-        help="ray: actors, each with the model loaded (default: one per CPU, or per GPU share)",
-    )
-    ray.add_argument(
-        "--gpus-per-worker",
-        type=_non_negative_float,
-        default=0.0,
-        metavar="F",
-        help="ray: the GPU share of each actor, e.g. 0.25 for four on a GPU (default 0: CPU)",
-    )
-    ray.add_argument(
-        "--ray-timeout",
-        type=_positive_float,
-        default=60.0,
-        metavar="SECONDS",
-        help="ray: give up starting or joining Ray after this long (default 60)",
-    )
+    add_engine_arguments(s)
     return s
 
 
@@ -91,19 +57,15 @@ def run(args: argparse.Namespace) -> int:
     from ..predict import Segmenter, iter_segment_images
     from ..shard import take_shard
 
-    if args.engine != "ray" and (args.address or args.workers or args.gpus_per_worker):
-        raise StonesegError("--address, --workers and --gpus-per-worker need --engine ray.")
+    settings = ray_settings(args)
     # what iter_segment_folder does, with the shard taken from the sorted list
     paths = take_shard(list_images(args.input_dir), args.shard)
     if args.shard is not None and not paths:
         print(f"Shard {args.shard[0]}/{args.shard[1]} has no photos; nothing to do.")
         return EXIT_OK
-    if args.engine == "ray":
-        from ..ray_engine import RaySettings, iter_segment_ray
+    if settings is not None:
+        from ..ray_engine import iter_segment_ray
 
-        settings = RaySettings(
-            args.address, args.workers, args.gpus_per_worker, start_timeout=args.ray_timeout
-        )
         gen = iter_segment_ray(
             args.model_dir,
             paths,

@@ -119,7 +119,8 @@ def ray_session(settings: RaySettings) -> Iterator[Any]:
         raise StonesegError(
             f"Ray did not start within {settings.start_timeout:g} s ({where}). "
             + (
-                "Is the cluster running (ray status) and reachable from here? "
+                "Is the cluster running (ray status), reachable from here, and given its "
+                "token (RAY_AUTH_MODE=token)? "
                 if settings.address is not None
                 else "Without a network Ray can retry for minutes; "
             )
@@ -128,7 +129,15 @@ def ray_session(settings: RaySettings) -> Iterator[Any]:
     if outcome["error"] is not None:
         release.set()
         exc = outcome["error"]
-        raise StonesegError(f"Ray did not start ({where}): {exc}") from exc
+        hint = ""
+        if settings.address is not None and "RAY_AUTH_MODE" not in os.environ:
+            hint = (
+                " A cluster started by `ray start` uses token authentication by default: run "
+                "this command with RAY_AUTH_MODE=token (the token of ~/.ray/auth_token, or "
+                "RAY_AUTH_TOKEN)."
+            )
+        message = str(exc).strip().rstrip(".")
+        raise StonesegError(f"Ray did not start ({where}): {message}.{hint}") from exc
     log.info("Ray started in %.1f s", time.perf_counter() - t)
     try:
         yield ray

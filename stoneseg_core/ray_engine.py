@@ -89,6 +89,9 @@ def ray_session(settings: RaySettings) -> Iterator[Any]:
         "include_dashboard": False,
     }
     if settings.address is None:
+        # "local": a new Ray of this command's own, never one a `ray start` left running
+        # (nor a dead one whose address is still in /tmp/ray/ray_current_cluster)
+        kwargs["address"] = "local"
         kwargs["num_cpus"] = settings.workers or os.cpu_count() or 1
         kwargs["object_store_memory"] = OBJECT_STORE_BYTES
     else:

@@ -1,5 +1,5 @@
-"""Folder segmentation on Ray Data (``stoneseg segment --engine ray``): the only module that
-imports ray (the ``ray`` extra; an import-linter contract keeps it so).
+"""Folder jobs on Ray Data (``stoneseg segment --engine ray``, ``stoneseg grains --engine ray``):
+the only module that imports ray (the ``ray`` extra; an import-linter contract keeps it so).
 
 The driver plans the run exactly as the local engine does (``predict.plan_segment_outputs``:
 the mask names, the outputs kept, the refused photos), then hands Ray Data one row per photo
@@ -8,7 +8,8 @@ model once (``Segmenter.load``) and runs ``predict.segment_photo`` on its rows: 
 and the mask written atomically by the actor itself, with the local engine's own code, so the
 masks are the same. Each row comes back as the photo's status; the driver turns them into the
 local engine's ``SegmentEvent``s and ``SegmentSummary``. An existing output is kept, so a run
-killed midway resumes where it stopped.
+killed midway resumes where it stopped. ``grains`` runs the same way on
+``grains.folder.grains_photo``; the driver pools the stones the actors send back.
 
 Every Ray start has a timeout: Ray with no network (or an address nobody answers) can retry
 for minutes, and a user is better served by a message naming the address and the fixes.
@@ -48,9 +49,10 @@ MAX_BLOCKS = 2000
 
 @dataclass(frozen=True)
 class RaySettings:
-    """Where and how wide to run. ``address`` None starts a local Ray on this machine (with
-    ``workers`` CPUs, no dashboard, a small object store); "auto" or "HOST:PORT" joins a
-    running cluster (``ray start --head``), which must see the same paths as this machine."""
+    """Where and how wide to run. ``address`` None starts a Ray of the run's own on this
+    machine (with ``workers`` CPUs, no dashboard, a small object store), even where another
+    is running; "auto" or "HOST:PORT" joins a running cluster (``ray start --head``), whose
+    machines must see the photos and the output folder at the same paths as this one."""
 
     address: str | None = None
     workers: int | None = None  # actors; default one per CPU (per GPU share with gpus_per_worker)
@@ -168,8 +170,8 @@ def _worker_count(ray, settings: RaySettings, photos: int) -> int:
 
 
 def _worker_config(config: InferenceConfig, gpus_per_worker: float) -> InferenceConfig:
-    """The actors' configuration: on the CPU unless they are given a share of a GPU (Ray
-    hides the GPUs from an actor that asked for none only on some platforms)."""
+    """The actors' configuration: on the CPU unless they are given a share of a GPU (an
+    actor that Ray gave no GPU must not take one that others were given)."""
     if gpus_per_worker > 0:
         return config
     if config.device == "cuda":

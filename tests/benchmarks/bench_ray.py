@@ -1,7 +1,11 @@
 """Folder segmentation: the local engine against the Ray engine (a local Ray cluster), on the
 dev photos with a quickly trained model, interleaved run by run; the masks compared byte by byte.
 
-    .venv/bin/python tests/benchmarks/bench_ray.py [--reps 3] [--workers 2] [--model DIR]
+    .venv/bin/python tests/benchmarks/bench_ray.py [--reps 2] [--workers 1 2] [--copies 3] [--model DIR]
+
+With ``--copies 3`` the photos are also timed as a folder of three links to each: the
+difference between the two folders is the cost of one more photo (photos/s at the margin),
+and what a run costs besides its photos (model loads, actor pool) is the rest.
 
 A "run" is what ``stoneseg segment`` does once the command has started: local = load the model
 and segment every photo (``iter_segment_images``); Ray = plan, start an actor pool whose actors
@@ -39,13 +43,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(p)
     p.add_argument("--model", help="a model folder (default: a 3-epoch model, cached)")
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=2)
     p.add_argument(
         "--workers",
         type=int,
         nargs="+",
-        default=[2],
-        help="Ray actor counts to time (default 2; the local Ray gets max of them as CPUs)",
+        default=[1, 2],
+        help="Ray actor counts to time (default 1 2; the local Ray gets the most as CPUs)",
+    )
+    p.add_argument(
+        "--copies",
+        type=int,
+        default=3,
+        help="also time a folder of this many copies of the photos (links): the difference "
+        "is the cost per photo without the fixed cost of a run (default 3; 1: skip)",
     )
     args = p.parse_args()
     setup(args)
@@ -62,75 +73,99 @@ def main() -> None:
     load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
+        folders = {len(photos): photos}
+        if args.copies > 1:
+            many = out / "many"
+            many.mkdir()
+            for c in range(args.copies):
+                for f in photos:
+                    (many / f"c{c}_{f.name}").symlink_to(f.resolve())
+            folders[len(photos) * args.copies] = list_images(many)
 
-        steady: dict[str, list[float]] = {}
-
-        def drain(name: str, gen) -> None:
-            seen = []
+        def drain(gen, n: int) -> None:
             while True:
                 try:
                     next(gen)
-                    seen.append(time.perf_counter())
                 except StopIteration as stop:
                     summary = stop.value
                     break
-            assert summary.written == len(photos) and not summary.failed, summary
-            # photos per second once the first is out: the model loaded, the pool started
-            steady.setdefault(name, []).append((len(seen) - 1) / (seen[-1] - seen[0]))
+            assert summary.written == n and not summary.failed, summary
 
-        def local() -> None:
-            drain(
-                "local", iter_segment_images(Segmenter.load(model, config), photos, out / "local")
+        def local(n: int):
+            return lambda: drain(
+                iter_segment_images(Segmenter.load(model, config), folders[n], out / f"local{n}"),
+                n,
             )
 
-        def on_ray(n: int):
+        def on_ray(w: int, n: int):
             def run() -> None:
-                gen = iter_segment_ray(
-                    model, photos, out / f"ray{n}", config, RaySettings(workers=n), overwrite=True
-                )
-                drain(f"ray_{n}", gen)
+                settings = RaySettings(workers=w)
+                dest = out / f"ray{w}-{n}"
+                drain(iter_segment_ray(model, folders[n], dest, config, settings, True), n)
 
             return run
 
         t = time.perf_counter()
         with ray_session(RaySettings(workers=max(args.workers), start_timeout=300)):
             ray_start = time.perf_counter() - t
-            candidates = {"local": local} | {f"ray_{n}": on_ray(n) for n in args.workers}
+            candidates = {}
+            for n in folders:
+                candidates[f"local/{n}"] = local(n)
+                for w in args.workers:
+                    candidates[f"ray_{w}/{n}"] = on_ray(w, n)
             times = interleaved(candidates, reps=args.reps, warmup=1)
-        want = {f.name: f.read_bytes() for f in (out / "local").iterdir()}
+        n0 = len(photos)
+        want = {f.name: f.read_bytes() for f in (out / f"local{n0}").iterdir()}
         identical = {
-            f"ray_{n}": sum(
-                (out / f"ray{n}" / name).read_bytes() == data_ for name, data_ in want.items()
+            f"ray_{w}": sum(
+                (out / f"ray{w}-{n0}" / name).read_bytes() == data_ for name, data_ in want.items()
             )
-            for n in args.workers
+            for w in args.workers
         }
-    base = times["local"]
-    rate = {k: median(v[1:] or v) for k, v in steady.items()}  # not the warm-up run
+    engines = ["local"] + [f"ray_{w}" for w in args.workers]
+    base = times[f"local/{n0}"]
     result = {
-        "photos": len(photos),
+        "photos": n0,
         "reps": args.reps,
         "seconds_per_run": {k: r3(median(v)) for k, v in times.items()},
-        "photos_per_second": {k: r3(len(photos) / median(v)) for k, v in times.items()},
-        "photos_per_second_after_the_first": {k: r3(v) for k, v in rate.items()},
-        "speed_vs_local": {k: r3(paired_ratio(base, v)) for k, v in times.items() if k != "local"},
+        "speed_vs_local": {
+            k: r3(paired_ratio(times[f"local/{k.split('/')[1]}"], v))
+            for k, v in times.items()
+            if not k.startswith("local")
+        },
         "ray_start_seconds": r3(ray_start),
         "masks_identical_to_local": identical,
         "machine": machine(),
         "load_before": load_before,
         "load_after": load_average(),
     }
-    print(
-        f"{len(photos)} photos: local {median(base):.2f} s/run; "
+    lines = [
+        f"{n0} photos: local {median(base):.2f} s/run; "
         + "; ".join(
-            f"Ray with {n} actors {median(times[f'ray_{n}']):.2f} s/run "
-            f"({paired_ratio(base, times[f'ray_{n}']):.2f}x local; after the first photo "
-            f"{rate[f'ray_{n}']:.2f} photos/s against {rate['local']:.2f}; "
-            f"{identical[f'ray_{n}']}/{len(want)} masks identical)"
-            for n in args.workers
+            f"Ray with {w} actors {median(times[f'ray_{w}/{n0}']):.2f} s/run "
+            f"({paired_ratio(base, times[f'ray_{w}/{n0}']):.2f}x local, "
+            f"{identical[f'ray_{w}']}/{len(want)} masks identical)"
+            for w in args.workers
         )
-        + f"; Ray started in {ray_start:.1f} s",
-        file=sys.stderr,
-    )
+        + f"; Ray started in {ray_start:.1f} s"
+    ]
+    if args.copies > 1:
+        n1 = n0 * args.copies
+        # the cost of one more photo, and what is left of a run without photos
+        per_photo = {
+            e: (median(times[f"{e}/{n1}"]) - median(times[f"{e}/{n0}"])) / (n1 - n0)
+            for e in engines
+        }
+        fixed = {e: median(times[f"{e}/{n0}"]) - n0 * per_photo[e] for e in engines}
+        result["photos_per_second_marginal"] = {e: r3(1 / per_photo[e]) for e in engines}
+        result["fixed_seconds_per_run"] = {e: r3(fixed[e]) for e in engines}
+        lines.append(
+            f"from {n0} to {n1} photos: "
+            + "; ".join(
+                f"{e} {1 / per_photo[e]:.2f} photos/s, {fixed[e]:.1f} s fixed" for e in engines
+            )
+        )
+    print("\n".join(lines), file=sys.stderr)
     emit(result)
 
 

@@ -317,19 +317,19 @@ def iter_segment_ray(
     settings = settings or RaySettings()
     import_ray()
     worker_config = _worker_config(config, settings.gpus_per_worker)
-    paths = [Path(p).absolute() for p in images]
-    plan = plan_segment_outputs(paths, Path(output_dir).absolute(), overwrite, geotiff_masks)
+    paths = [Path(p) for p in images]  # events name them as given; rows carry absolute paths
+    plan = plan_segment_outputs(paths, Path(output_dir), overwrite, geotiff_masks)
     total, failed, written = len(paths), [], 0
     yield from iter_plan_events(plan, total, failed)
     index = len(plan.skipped) + len(plan.itself)
     cancelled = False
     if not plan.todo:
         return SegmentSummary(written=0, skipped=len(plan.skipped), failed=failed)
-    by_name = {str(p): p for p in plan.todo}
+    by_name = {str(p.absolute()): p for p in plan.todo}
     items = [
         {
-            "image": str(p),
-            "output": str(plan.outputs[p]),
+            "image": str(p.absolute()),
+            "output": str(plan.outputs[p].absolute()),
             "geotiff": plan.georefs.get(p) is not None,
         }
         for p in plan.todo
@@ -387,10 +387,8 @@ def iter_grains_ray(
     import_ray()
     config = InferenceConfig(threshold=read_model_info(model_dir).threshold)  # Segmenter.load's
     worker_config = _worker_config(config, settings.gpus_per_worker)
-    output_dir = Path(output_dir).absolute()
-    plan = plan_grains_folder(
-        Path(input_dir).absolute(), output_dir, options, mm_per_px, scales, shard
-    )
+    output_dir = Path(output_dir)
+    plan = plan_grains_folder(input_dir, output_dir, options, mm_per_px, scales, shard)
     total, index = len(plan.paths), 0
     failed: dict[Path, str] = {}
     results: dict[Path, Any] = {}
@@ -409,7 +407,7 @@ def iter_grains_ray(
             continue
         items.append(
             {
-                "image": str(p),
+                "image": str(p.absolute()),
                 "scale": math.nan if scale is None else float(scale),
                 "source": source or "",
                 "tiff": p in plan.georefs,
@@ -417,8 +415,9 @@ def iter_grains_ray(
         )
     cancelled = False
     if items:
-        by_name = {str(p): p for p in plan.todo}
-        args = (str(Path(model_dir).absolute()), worker_config, str(output_dir), plan.options)
+        by_name = {str(p.absolute()): p for p in plan.todo}
+        model = str(Path(model_dir).absolute())
+        args = (model, worker_config, str(output_dir.absolute()), plan.options)
         stream = _run_rows(settings, items, GrainWorker, args)
         try:
             for row in stream:

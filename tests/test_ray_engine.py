@@ -114,18 +114,18 @@ def test_a_rerun_redoes_only_the_deleted_outputs(ray_cluster, trained_model, pho
 
 
 @needs_ray
-def test_a_corrupt_photo_is_named_and_exits_1(ray_cluster, trained_model, photos, tmp_path, capsys):
+def test_a_corrupt_photo_is_named_and_exits_1(
+    ray_cluster, trained_model, photos, tmp_path, capsys, monkeypatch
+):
     (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (photos / "cut.jpg").write_bytes((photos / "big.jpg").read_bytes()[:300])
     out = tmp_path / "out"
-    rc = main(["segment", str(trained_model), str(photos), str(out), "--engine", "ray"])
+    monkeypatch.chdir(tmp_path)  # folders relative to here: the actors run elsewhere
+    rc = main(["segment", str(trained_model), "in", "out", "--engine", "ray"])
     captured = capsys.readouterr()
     assert rc == 1
     failed = [line for line in captured.err.splitlines() if line.startswith("FAILED")]
-    assert sorted(Path(line.split()[1].rstrip(":")).name for line in failed) == [
-        "broken.png",
-        "cut.jpg",
-    ]
+    assert sorted(line.split()[1] for line in failed) == ["in/broken.png:", "in/cut.jpg:"]
     assert "6 written, 0 skipped (already there), 2 failed" in captured.out
     assert not (out / "broken.png").exists() and not (out / "cut.png").exists()
 
@@ -169,6 +169,8 @@ def test_grains_on_ray_writes_the_local_engines_files(
     assert main([*args, str(on_ray), "--mm-per-px", "0.2", "--engine", "ray"]) == 1
     captured = capsys.readouterr()
     assert captured.err.count("FAILED") == 2 and "broken.png" in captured.err
+    failed = [line for line in captured.err.splitlines() if line.startswith("FAILED")]
+    assert failed[0] == failed[1]  # named alike by both engines
     want = _files(local)
     assert {"stones_pooled.csv", "percentiles.json", "p0_stones.csv", "big_instances.png"} <= set(
         want

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import StonesegError
+from .work_scale import SCALE_POLICIES
 
 ENCODERS = (
     "tu-tf_efficientnet_lite0",  # ImageNet weights installed with StoneSeg (see pretrained.py)
@@ -33,21 +34,33 @@ TARGETS = {"mask": 1, "mask+boundary": 2}
 # "auto" = ONNX Runtime on the CPU in float32, PyTorch on a GPU or with reduced precision.
 RUNTIMES = ("auto", "onnx", "torch")
 
+# How a photo's working scale is found at inference: "auto" = the model's own policy (a
+# stone-size model estimates each photo's stone size with the network, or takes it from
+# ``stone_mm`` and the photo's mm/px when both are known), "long-side" = the photo's long side
+# at the model's working size, "training" = the median factor of the model's training
+# photos (a fixed camera at a fixed height: the same scale as the photos it learnt from).
+INFERENCE_SCALES = ("auto", "long-side", "training")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides how a model is trained.
 
-    ``work_size`` is the model's working scale: every photo is resized so that its longer
-    side is this many pixels, for training and again at inference, so a stone looks the same
-    size to the network in a 400-pixel web photo and in a 4032-pixel phone photo. Random
-    ``crop`` x ``crop`` patches of the resized photo are the training samples.
+    ``scale_policy`` decides the model's working scale (work_scale.py): "long-side" resizes
+    every photo so that its longer side is ``work_size`` pixels, for training and again at
+    inference; "stone-size" resizes every photo so that its typical stone is ``stone_px``
+    pixels across (0: the median typical stone of the training photos at the long-side
+    scale, so the network sees stones at the size it would have seen them), found from the
+    mask at training and estimated (or given) at inference. Random ``crop`` x ``crop``
+    patches of the resized photo are the training samples.
     """
 
     # EfficientNet-Lite0 with the ImageNet weights installed with StoneSeg (pretrained.py)
     encoder: str = "tu-tf_efficientnet_lite0"
     weights: str = "imagenet"  # "none", "imagenet" or the path of a local encoder weights file
     work_size: int = 384
+    scale_policy: str = "long-side"  # see SCALE_POLICIES
+    stone_px: float = 0.0  # stone-size: the typical stone's size at work scale (0: from the photos)
     crop: int = 256
     batch_size: int = 8
     epochs: int = 15
@@ -77,6 +90,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise StonesegError("Epochs must be at least 1.")
+        if self.scale_policy not in SCALE_POLICIES:
+            raise StonesegError(
+                f"Scale policy must be one of {', '.join(SCALE_POLICIES)}, got {self.scale_policy!r}."
+            )
+        if self.stone_px and not 8 <= self.stone_px <= 512:
+            raise StonesegError(
+                f"The standard stone size must be 8 to 512 pixels (or 0: from the photos), got {self.stone_px}."
+            )
         if self.crop < 32 or self.crop % 32:
             raise StonesegError(
                 f"Crop size must be a multiple of 32 and at least 32, got {self.crop}."
@@ -139,8 +160,16 @@ class InferenceConfig:
     # full decode shrunk by area: with a 3-epoch model on the dev photos the masks matched
     # the full decode's at pooled IoU 0.95 (1/2) to 0.78 (1/8), so it is off by default.
     reduced_decode: bool = False
+    scale: str = "auto"  # see INFERENCE_SCALES
+    stone_mm: float = 0.0  # the typical stone's size in mm, with a photo's mm/px (0: unknown)
 
     def __post_init__(self) -> None:
+        if self.scale not in INFERENCE_SCALES:
+            raise StonesegError(
+                f"Scale must be one of {', '.join(INFERENCE_SCALES)}, got {self.scale!r}."
+            )
+        if self.stone_mm < 0:
+            raise StonesegError(f"The typical stone size must be positive, got {self.stone_mm}.")
         if self.runtime not in RUNTIMES:
             raise StonesegError(
                 f"Runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}."

@@ -12,6 +12,7 @@ ground (``boundary_band``); without instances the stones are the mask's connecte
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -25,41 +26,18 @@ from torch.utils.data import Dataset
 
 from .errors import DataError, MaskError, StonesegError
 from .imageio import read_image, read_instance_labels, read_mask
-
-
-def scale_factor(height: int, width: int, work_size: int) -> float:
-    """Factor that brings the longer side of a photo to ``work_size`` pixels."""
-    return work_size / max(height, width)
-
-
-def to_work_scale(image: np.ndarray, work_size: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    f = scale_factor(h, w, work_size)
-    if abs(f - 1.0) < 1e-6:
-        return image
-    size = (max(1, round(w * f)), max(1, round(h * f)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
-
-
-def mask_to_work_scale(mask: np.ndarray, work_size: int) -> np.ndarray:
-    """Resize a 0/255 mask by area averaging, then threshold at half: boundaries stay put."""
-    scaled = to_work_scale(mask, work_size)
-    return np.where(scaled >= 128, 255, 0).astype(np.uint8)
-
-
-def instances_to_work_scale(labels: np.ndarray, work_size: int) -> np.ndarray:
-    """Resize instance labels with nearest interpolation: ids are names, never averaged."""
-    h, w = labels.shape[:2]
-    f = scale_factor(h, w, work_size)
-    labels = labels.astype(np.uint16) if labels.max(initial=0) <= 65535 else labels
-    if abs(f - 1.0) < 1e-6:
-        return labels
-    size = (max(1, round(w * f)), max(1, round(h * f)))
-    if labels.dtype == np.uint16:
-        return cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
-    ys = np.minimum(((np.arange(size[1]) + 0.5) / f).astype(np.int64), h - 1)
-    xs = np.minimum(((np.arange(size[0]) + 0.5) / f).astype(np.int64), w - 1)
-    return labels[ys[:, None], xs[None, :]]
+from .work_scale import (  # noqa: F401  (the names tests and benchmarks import from here)
+    ScalePolicy,
+    instances_by,
+    instances_to_work_scale,
+    mask_by,
+    mask_to_work_scale,
+    normalize,
+    resize_by,
+    scale_factor,
+    to_work_scale,
+    typical_stone_px,
+)
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -102,13 +80,6 @@ def stone_and_boundary(
     return stone, boundary_band(labels, width) & stone
 
 
-def normalize(image: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 RGB (H, W, 3) -> float32 CHW normalised."""
-    x = image.astype(np.float32) * (1.0 / 255.0)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
-
-
 @dataclass
 class Sample:
     """One labelled photo at working scale, plus its full-size mask for honest metrics."""
@@ -118,25 +89,53 @@ class Sample:
     mask: np.ndarray  # working scale, uint8 0/255
     full_mask: np.ndarray | None  # original size, uint8 0/255 (validation only)
     instances: np.ndarray | None = None  # working scale, uint16 (or int32) ids, 0 = ground
+    factor: float = 1.0  # working pixels per photo pixel
+    # the photo at its own size (validation with a stone-size policy only: its scale is
+    # estimated by the network, as for a photo nobody labelled, not read off its mask)
+    full_image: np.ndarray | None = None
+
+
+def resolve_stone_px(pairs: list[tuple[Path, ...]], policy: ScalePolicy) -> ScalePolicy:
+    """A stone-size policy with ``stone_px`` 0 gets the median typical stone of ``pairs``'
+    masks at the long-side scale (the size the network would have seen them at)."""
+    if policy.policy != "stone-size" or policy.stone_px > 0:
+        return policy
+    sizes = []
+    for pair in pairs:
+        try:
+            mask = read_mask(pair[1])
+        except StonesegError:
+            continue  # named by load_samples, which reads every file again
+        d = typical_stone_px(mask)
+        if d is not None:
+            sizes.append(d * policy.long_side(*mask.shape[:2]))
+    stone_px = float(np.median(sizes)) if sizes else policy.work_size / 6
+    return dataclasses.replace(policy, stone_px=float(np.clip(stone_px, 16.0, 256.0)))
 
 
 def load_samples(
     pairs: list[tuple[Path, ...]],
-    work_size: int,
+    scale: int | ScalePolicy,
     keep_full_mask: bool | Collection[str],
     with_instances: bool = True,
+    keep_full_image: Collection[str] = (),
 ) -> list[Sample]:
     """Decode pairs ``(image, mask)`` or ``(image, mask, instances or None)`` at working scale.
 
+    ``scale``: the long-side working size, or a ScalePolicy (a stone-size policy scales each
+    photo by its mask's typical stone; ``stone_px`` must be resolved, see resolve_stone_px).
     ``keep_full_mask``: True/False for every pair, or the stems whose full-size mask to keep
-    (the validation photos, scored at their own size). Instance labels are read only when
+    (the validation photos, scored at their own size); ``keep_full_image``: the stems whose
+    photo to keep at its own size too. Instance labels are read only when
     ``with_instances`` (the boundary target needs them). Every unusable file is named in
     one DataError.
     """
+    policy = scale if isinstance(scale, ScalePolicy) else ScalePolicy("long-side", int(scale))
     if isinstance(keep_full_mask, bool):
         keep = lambda _stem, k=keep_full_mask: k  # noqa: E731
     else:
         keep = set(keep_full_mask).__contains__
+    keep_image = set(keep_full_image)
     samples = []
     problems: list[str] = []
     for pair in pairs:
@@ -145,21 +144,24 @@ def load_samples(
         try:
             image = read_image(img_path)
             mask = read_mask(mask_path, expected_size=image.shape[:2])
-            instances = None
+            labels = None
             if with_instances and inst_path is not None:
                 labels = read_instance_labels(inst_path, expected_size=image.shape[:2])
-                instances = instances_to_work_scale(labels, work_size)
         except StonesegError as exc:
             # go on: the user should hear of every bad file at once, not one per attempt
             problems.append(str(exc))
             continue
+        # from the mask alone, as at inference (where only a predicted mask exists)
+        factor = policy.for_training(mask)
         samples.append(
             Sample(
                 stem=img_path.stem,
-                image=to_work_scale(image, work_size),
-                mask=mask_to_work_scale(mask, work_size),
+                image=resize_by(image, factor),
+                mask=mask_by(mask, factor),
                 full_mask=mask if keep(img_path.stem) else None,
-                instances=instances,
+                instances=None if labels is None else instances_by(labels, factor),
+                factor=factor,
+                full_image=image if img_path.stem in keep_image else None,
             )
         )
     if problems:

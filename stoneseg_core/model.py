@@ -28,6 +28,7 @@ from .config import TARGETS, TrainConfig
 from .errors import ModelFileError, WeightsUnavailableError
 from .imageio import atomic_write_bytes, describe_os_error
 from .pretrained import IMAGENET_MEAN, IMAGENET_STD
+from .work_scale import ScalePolicy
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_model", "load_model", "save_model"]
 
@@ -209,6 +210,14 @@ class ModelInfo:
     threshold_choice: dict[str, Any] = field(default_factory=dict)
     # photos the ancestors of a fine-tuned model trained on (its own are train_images)
     trained_before: list[str] = field(default_factory=list)
+    # how photos are brought to the working scale: work_scale.ScalePolicy.to_json(); empty
+    # for files written before scale policies existed (they are long-side at work_size)
+    scale: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scale_policy(self) -> ScalePolicy:
+        """The model's scale policy (long-side at ``work_size`` for older files)."""
+        return ScalePolicy.from_json(self.scale, self.work_size)
 
     @property
     def lineage_train_images(self) -> list[str]:
@@ -231,6 +240,7 @@ class ModelInfo:
             "target": self.target,
             "normalization": {"mean": list(self.mean), "std": list(self.std)},
             "work_size": self.work_size,
+            "scale": self.scale_policy.to_json(),
             "threshold": self.threshold,
             "threshold_choice": self.threshold_choice,
             "encoder_weights": self.encoder_weights,
@@ -272,7 +282,7 @@ class ModelInfo:
             )
         try:
             norm = d["normalization"]
-            return cls(
+            info = cls(
                 encoder=str(d["encoder"]),
                 work_size=int(d["work_size"]),
                 threshold=float(d.get("threshold", 0.5)),
@@ -290,7 +300,10 @@ class ModelInfo:
                 encoder_weights=dict(d.get("encoder_weights") or {}),
                 threshold_choice=dict(d.get("threshold_choice") or {}),
                 trained_before=_ancestors_train_images(d, where),
+                scale=dict(d.get("scale") or {}),
             )
+            info.scale_policy  # noqa: B018  (refuses an unknown policy now, not at first use)
+            return info
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{where}/config.json is damaged: {exc}") from exc
 

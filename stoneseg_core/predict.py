@@ -26,13 +26,13 @@ import torch
 from torch import nn
 
 from .config import InferenceConfig
-from .dataset import normalize, to_work_scale
 from .device import autocast, autocast_dtype, resolve_device
 from .errors import ImageReadError, OutOfMemoryError, StonesegError
 from .geo import Georeference, georeference_or_none, is_tiff, write_geotiff_mask
 from .imageio import image_size, jpeg_reduction, list_images, read_image, write_mask
 from .model import ModelInfo, load_model, read_model_info
 from .runtime import OnnxNetwork, onnx_network, onnx_network_for_folder, remember_folder
+from .work_scale import ScalePolicy, estimate_scale, normalize, resize_by
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class Prediction:
     # float32 (H, W) in [0, 1]: the stone-boundary probability, for a model trained with
     # the "mask+boundary" target; None for a 1-channel model
     boundary: np.ndarray | None = None
+    scale: float = 1.0  # the working scale it was made at: working pixels per photo pixel
 
 
 class Segmenter:
@@ -115,6 +116,9 @@ class Segmenter:
             log.info("ONNX Runtime runs float32 on the CPU only; this model runs in PyTorch.")
         self._onnx: OnnxNetwork | None = None
         self._onnx_version = -1
+        # the last stone-size estimate's rounds ({"factor", "stone_px"}), for logs and tests
+        self.last_estimate: list[dict[str, float]] = []
+        self._reuse: tuple[np.ndarray, float, np.ndarray] | None = None
 
     def _prepare(self, model: nn.Module) -> nn.Module:
         model = model.to(self.device).eval()
@@ -302,13 +306,72 @@ class Segmenter:
         x = torch.from_numpy(batch).to(self.device)
         return self._run_oom_safe_tensor(x).cpu().numpy()
 
-    def predict(
-        self, image: np.ndarray, should_stop: Callable[[], bool] | None = None
-    ) -> Prediction:
-        """Probability and 0/255 mask (and boundary probability, if the model has it) at the photo's own size."""
+    # ---------------------------------------------------------------------- working scale
+    @property
+    def scale_policy(self) -> ScalePolicy:
+        return self.info.scale_policy
+
+    def work_scale(
+        self,
+        image: np.ndarray,
+        mm_per_px: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> float:
+        """Working pixels per photo pixel for ``image`` (its own pixels; ``mm_per_px`` of them).
+
+        The model's policy, unless the InferenceConfig's ``scale`` says otherwise: long-side;
+        the training photos' median factor ("training"); or, for a stone-size model, the
+        typical stone given in mm (``stone_mm``, with ``mm_per_px``) or else estimated by
+        the network on the photo (work_scale.estimate_scale: a few small passes).
+        """
         h, w = image.shape[:2]
-        work = to_work_scale(image, self.info.work_size)
-        probs = self.probabilities_at_work_scale(work, should_stop)
+        policy, mode = self.scale_policy, self.config.scale
+        if mode == "training":
+            if policy.train_scale > 0:
+                return policy.train_scale
+            log.info("This model does not record its training photos' scale: long-side used.")
+            return policy.long_side(h, w)
+        if mode == "long-side" or policy.policy != "stone-size":
+            return policy.long_side(h, w)
+        if self.config.stone_mm > 0 and mm_per_px:
+            return policy.for_stone(self.config.stone_mm / mm_per_px, h, w)
+        threshold = self.config.threshold
+        self._reuse = None
+
+        def stone_mask_at(work: np.ndarray, factor: float, whole: bool) -> np.ndarray:
+            probs = self.probabilities_at_work_scale(work, should_stop)
+            # a pass over the whole photo at what may be the final factor: kept, so that
+            # predicting a small photo costs no pass more than the estimate's
+            self._reuse = (image, factor, probs) if whole else None
+            return probs[0] >= threshold
+
+        factor, trail = estimate_scale(image, policy, stone_mask_at)
+        log.debug("scale estimate %s -> %.4f", trail, factor)
+        self.last_estimate = trail
+        return factor
+
+    def _probabilities_at(
+        self, image: np.ndarray, factor: float, should_stop: Callable[[], bool] | None
+    ) -> np.ndarray:
+        """(C, h, w) probabilities of ``image`` resized by ``factor`` (the estimate's last
+        pass when it was this very pass)."""
+        reuse, self._reuse = self._reuse, None
+        if reuse is not None and reuse[0] is image and reuse[1] == factor:
+            return reuse[2]
+        return self.probabilities_at_work_scale(resize_by(image, factor), should_stop)
+
+    def predict(
+        self,
+        image: np.ndarray,
+        should_stop: Callable[[], bool] | None = None,
+        scale: float | None = None,
+        mm_per_px: float | None = None,
+    ) -> Prediction:
+        """Probability and 0/255 mask (and boundary probability, if the model has it) at the
+        photo's own size. ``scale``: working pixels per photo pixel (default: ``work_scale``)."""
+        h, w = image.shape[:2]
+        factor = self.work_scale(image, mm_per_px, should_stop) if scale is None else scale
+        probs = self._probabilities_at(image, factor, should_stop)
         prob, boundary = probs[0], probs[1] if len(probs) > 1 else None
         del probs
         if prob.shape != (h, w):
@@ -319,26 +382,29 @@ class Segmenter:
         # (np.where(...).astype(np.uint8) made an int64 plane: 192 MB and ~14x the time at 24 MP)
         mask = (prob >= self.config.threshold).view(np.uint8)
         mask *= 255
-        return Prediction(probability=prob, mask=mask, boundary=boundary)
+        return Prediction(probability=prob, mask=mask, boundary=boundary, scale=factor)
 
     def predict_mask(
         self,
         image: np.ndarray,
         should_stop: Callable[[], bool] | None = None,
         size: tuple[int, int] | None = None,
+        mm_per_px: float | None = None,
     ) -> np.ndarray:
         """The 0/255 stone mask only, at ``size`` (H, W; default: the image's own size).
 
         ``image`` may be the photo decoded smaller (``read_image(..., reduce=k)``) with
-        ``size`` its full size: it is brought to the working scale all the same. No
-        full-size float plane is made: the working-scale probability becomes uint8
-        (0..255), is resized with linear interpolation as uint8 and thresholded in place;
-        the mask differs from ``predict(...).mask`` only where the probability is within
-        ~1/255 of the threshold.
+        ``size`` its full size: it is brought to the working scale all the same
+        (``mm_per_px`` is of the full-size photo's pixels). No full-size float plane is
+        made: the working-scale probability becomes uint8 (0..255), is resized with linear
+        interpolation as uint8 and thresholded in place; the mask differs from
+        ``predict(...).mask`` only where the probability is within ~1/255 of the threshold.
         """
         h, w = size if size is not None else image.shape[:2]
-        work = to_work_scale(image, self.info.work_size)
-        prob = self.probabilities_at_work_scale(work, should_stop)[0]
+        if mm_per_px and image.shape[1] != w:
+            mm_per_px = mm_per_px * w / image.shape[1]  # of the decoded image's pixels
+        factor = self.work_scale(image, mm_per_px, should_stop)
+        prob = self._probabilities_at(image, factor, should_stop)[0]
         q = cv2.convertScaleAbs(prob, alpha=255.0)  # round(255 p), saturated to 0..255
         if q.shape != (h, w):
             q = cv2.resize(q, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -397,7 +463,23 @@ def _read_photo(path: Path, long_side: int | None) -> tuple[np.ndarray, tuple[in
 
 def decode_long_side(segmenter: Segmenter) -> int | None:
     """The longer side JPEGs may be decoded down to for ``segmenter`` (None: full size)."""
-    return segmenter.info.work_size if segmenter.config.reduced_decode else None
+    # reduced decode knows its size beforehand only under the long-side policy
+    if segmenter.config.reduced_decode and segmenter.scale_policy.policy == "long-side":
+        return segmenter.info.work_size
+    return None
+
+
+def photo_mask(
+    segmenter: Segmenter,
+    image: np.ndarray,
+    size: tuple[int, int],
+    georef: Georeference | None,
+    should_stop: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """A folder job's mask of a decoded photo (full size ``size``), at the scale its
+    georeference gives, if any."""
+    mm_per_px = georef.mm_per_px()[0] if georef is not None else None
+    return segmenter.predict_mask(image, should_stop, size, mm_per_px)
 
 
 def write_segment_output(out: Path, mask: np.ndarray, georef: Georeference | None) -> None:
@@ -422,7 +504,7 @@ def segment_photo(
     StonesegError naming the photo (OutOfMemoryError when even one tile does not fit).
     """
     image, size = _read_photo(path, decode_long_side(segmenter))
-    mask = segmenter.predict_mask(image, should_stop, size)
+    mask = photo_mask(segmenter, image, size, georef, should_stop)
     del image
     write_segment_output(out, mask, georef)
 
@@ -597,7 +679,7 @@ def iter_segment_images(
                 continue
             try:
                 image, size = item
-                mask = segmenter.predict_mask(image, should_stop, size)
+                mask = photo_mask(segmenter, image, size, georefs.get(p), should_stop)
                 del image, item
             except StonesegError as exc:
                 if stopping():

@@ -372,20 +372,23 @@ def iter_grains_ray(
     should_stop: Callable[[], bool] | None = None,
     shard: tuple[int, int] | None = None,
     settings: RaySettings | None = None,
+    config: InferenceConfig | None = None,
 ) -> Generator[GrainEvent, None, GrainSummary]:
     """``grains.iter_grains_folder`` on Ray: each photo's tables written by an actor, the
     pooled table and percentiles by the driver at the end, from the stones the actors send
     back (in the folder's order, so the files are those of the local engine).
 
     Events come in the order the photos finish; ``should_stop`` is asked after each one
-    (stopping pools the photos measured so far, as the local engine does).
+    (stopping pools the photos measured so far, as the local engine does). ``config``: the
+    actors' inference settings (default: the model's own, as ``Segmenter.load`` gives).
     """
     from .grains.folder import GrainEvent, GrainSummary, plan_grains_folder, write_pooled
     from .model import read_model_info
 
     settings = settings or RaySettings()
     import_ray()
-    config = InferenceConfig(threshold=read_model_info(model_dir).threshold)  # Segmenter.load's
+    if config is None:  # what Segmenter.load(model_dir) runs with
+        config = InferenceConfig(threshold=read_model_info(model_dir).threshold)
     worker_config = _worker_config(config, settings.gpus_per_worker)
     output_dir = Path(output_dir)
     plan = plan_grains_folder(input_dir, output_dir, options, mm_per_px, scales, shard)

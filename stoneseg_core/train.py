@@ -46,6 +46,7 @@ from .training_steps import (
     train_step,
     warmup_cosine,
 )
+from .work_scale import mask_by, resize_by
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,15 @@ def _validate(
     for s in samples:
         if should_stop is not None and should_stop():
             break
-        prob_work = seg.probability_at_work_scale(s.image)
-        target = torch.from_numpy((s.mask > 127).astype(np.float32))[None, None]
+        if s.full_image is not None:
+            # stone-size: at the scale the network estimates, as a photo nobody labelled gets
+            # (the validation photo's own mask must not choose its scale)
+            factor = seg.work_scale(s.full_image, should_stop=should_stop)
+            work_image, work_mask = resize_by(s.full_image, factor), mask_by(s.full_mask, factor)
+        else:
+            work_image, work_mask = s.image, s.mask
+        prob_work = seg.probability_at_work_scale(work_image)
+        target = torch.from_numpy((work_mask > 127).astype(np.float32))[None, None]
         p = torch.from_numpy(np.clip(prob_work, 1e-6, 1 - 1e-6))[None, None]
         losses.append(float(loss_fn(torch.logit(p), target)))
         full = s.full_mask
@@ -181,7 +189,7 @@ def _validate(
             )
         else:
             prob_full = prob_work
-            full = s.mask if full is None else full
+            full = work_mask if full is None else full
         sweep = ThresholdSweep()
         sweep.add(prob_full, full)
         stems.append(s.stem)

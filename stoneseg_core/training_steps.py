@@ -7,6 +7,7 @@ Everything a run holds between those steps is one ``TrainingRun``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from . import pretrained
 from .config import TrainConfig
-from .dataset import CropDataset, Sample, load_samples, seed_worker
+from .dataset import CropDataset, Sample, load_samples, resolve_stone_px, seed_worker
 from .device import autocast, autocast_dtype, resolve_device
 from .distributed import Distributed, current, wrap_for_training
 from .errors import DataError, OutOfMemoryError, StonesegError
@@ -42,6 +43,7 @@ from .model import (
     weights_provenance,
 )
 from .project import split_by_image, split_continuing
+from .work_scale import ScalePolicy
 
 log = logging.getLogger("stoneseg_core.train")
 
@@ -150,7 +152,13 @@ def _start_model(
             None,
         )
     model, parent_info = load_model(from_model, "cpu")
-    cfg = cfg.replace(encoder=parent_info.encoder, work_size=parent_info.work_size)
+    parent_scale = parent_info.scale_policy
+    cfg = cfg.replace(
+        encoder=parent_info.encoder,
+        work_size=parent_info.work_size,
+        scale_policy=parent_scale.policy,
+        stone_px=parent_scale.stone_px,
+    )
     if parent_info.classes > cfg.classes:
         # a boundary model stays one (the default target "mask" would drop what it learnt)
         cfg = cfg.replace(target=parent_info.target)
@@ -282,15 +290,25 @@ def prepare(
     train_stems, val_stems = _split(stems, cfg, parent_info)
     by_stem = dict(zip(stems, pairs))
     boundary = cfg.classes > 1
+    # a stone-size policy's standard stone: the training photos' own (never the validation's)
+    policy = ScalePolicy(cfg.scale_policy, cfg.work_size, cfg.stone_px)
+    policy = resolve_stone_px([by_stem[s] for s in train_stems], policy)
     # one pass over both sides, so every unusable file is named in one message
     loaded = load_samples(
         [by_stem[s] for s in stems],
-        cfg.work_size,
+        policy,
         keep_full_mask=set(val_stems),
         with_instances=boundary,
+        # a stone-size model validates at the scale it estimates, as a new photo gets
+        keep_full_image=set(val_stems) if policy.policy == "stone-size" else (),
     )
     by_sample = {sample.stem: sample for sample in loaded}
+    train_factors = [by_sample[s].factor for s in train_stems if s in by_sample]
+    policy = dataclasses.replace(
+        policy, train_scale=float(np.median(train_factors)) if train_factors else 0.0
+    )
     info = _model_info(cfg, model, train_stems, val_stems, from_model, parent_info)
+    info.scale = policy.to_json()
 
     model.to(device)
     if device.type == "cpu":

@@ -48,3 +48,31 @@ def make_dataset(
         write_rgb(root / "images" / f"img{i}{ext}", img)
         cv2.imwrite(str(root / "masks" / f"img{i}.png"), mask)
     return root
+
+
+def separated_stones(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    cell: int = 48,
+    min_radius: float = 3.0,
+) -> np.ndarray:
+    """Int32 labels of known discs and ellipses, one per ``cell`` x ``cell`` square of a grid
+    (randomly placed and rotated in it, at least 2 px from its sides, so no two touch); the
+    grid starts half a cell outside the scene, so stones are cut by its edges too."""
+    from skimage.draw import ellipse
+
+    labels = np.zeros((height, width), np.int32)
+    n = 0
+    for top in range(-cell // 2, height, cell):
+        for left in range(-cell // 2, width, cell):
+            a = rng.uniform(min_radius, cell / 2 - 2)
+            b = a if rng.random() < 0.4 else rng.uniform(min_radius, a)  # a disc, or an ellipse
+            room = cell / 2 - 2 - a
+            cy = top + cell / 2 + rng.uniform(-room, room)
+            cx = left + cell / 2 + rng.uniform(-room, room)
+            rr, cc = ellipse(cy, cx, b, a, shape=labels.shape, rotation=rng.uniform(0, np.pi))
+            if rr.size:
+                n += 1
+                labels[rr, cc] = n
+    return labels

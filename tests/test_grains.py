@@ -471,7 +471,7 @@ def test_options_are_checked():
 class FakeSegmenter:
     """Finds bright discs: enough to drive the folder job without a network."""
 
-    def predict(self, image, should_stop=None):
+    def predict(self, image, should_stop=None, scale=None, mm_per_px=None):
         prob = (image[:, :, 0] > 127).astype(np.float32)
         return SimpleNamespace(probability=prob, mask=np.where(prob > 0.5, 255, 0).astype(np.uint8))
 

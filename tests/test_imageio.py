@@ -173,3 +173,29 @@ def test_real_dev_photos_and_masks_agree_in_size():
         image = read_image(img)
         mask = read_mask(root / "masks" / f"{img.stem}.png", expected_size=image.shape[:2])
         assert 0 < (mask > 0).mean() < 1
+
+
+def test_big_masks_are_read_and_written_without_wide_copies(tmp_path):
+    import tracemalloc
+
+    from stoneseg_core.imageio import read_mask, write_mask
+
+    mask = np.zeros((4000, 4000), np.uint8)  # 16 MB
+    mask[1000:3000, 500:2500] = 255
+    path = tmp_path / "big.png"
+    tracemalloc.start()
+    try:
+        write_mask(path, mask)
+        _, write_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        back = read_mask(path, expected_size=(4000, 4000))
+        _, read_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(back, mask) and back.dtype == np.uint8
+    # an int64 copy alone would be 128 MB; the photo-sized steps stay in uint8
+    assert write_peak < 3 * mask.nbytes and read_peak < 3 * mask.nbytes
+    odd = mask.copy()
+    odd[0, 0] = 7  # not 0/255: still binarized on writing
+    write_mask(path, odd)
+    assert set(np.unique(read_mask(path))) == {0, 255} and read_mask(path)[0, 0] == 0

@@ -13,7 +13,7 @@ import argparse
 import math
 import sys
 
-from ..config import InferenceConfig
+from ..config import INFERENCE_SCALES, InferenceConfig
 from ..errors import StonesegError
 from ..shard import parse_shard
 
@@ -84,6 +84,26 @@ SHARD_HELP = (
     "(i mod N)+1): for array jobs, e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT "
     "with --array=1-N"
 )
+
+
+def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+    """--scale and --stone-mm: how each photo's working scale is found (InferenceConfig)."""
+    parser.add_argument(
+        "--scale",
+        choices=INFERENCE_SCALES,
+        default="auto",
+        help="working scale of each photo: auto = the model's policy (a stone-size model "
+        "estimates each photo's stone size, or uses --stone-mm with the photo's mm/px); "
+        "long-side = the photo's long side at the model's working size; training = the "
+        "training photos' scale (a fixed camera)",
+    )
+    parser.add_argument(
+        "--stone-mm",
+        type=_positive_float,
+        default=None,
+        help="typical stone size in mm; with a photo's mm/px (a GeoTIFF's georeference, or "
+        "grains' --mm-per-px) it sets a stone-size model's scale instead of estimating it",
+    )
 
 
 def add_shard_argument(parser: argparse.ArgumentParser) -> None:
@@ -163,6 +183,8 @@ def inference_config(args: argparse.Namespace) -> InferenceConfig | None:
         device=args.device,
         amp=getattr(args, "amp", "auto"),
         runtime=getattr(args, "runtime", "auto"),
+        scale=getattr(args, "scale", "auto"),
+        stone_mm=getattr(args, "stone_mm", None) or 0.0,
     )
 
 

@@ -12,6 +12,7 @@ from .common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     _threshold,
+    add_scale_arguments,
     inference_config,
 )
 
@@ -25,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--threshold", type=_threshold, default=None)
     e.add_argument("--tta", action="store_true")
+    add_scale_arguments(e)
     e.add_argument("--device", default="auto", choices=DEVICES)
     e.add_argument(
         "--instances",

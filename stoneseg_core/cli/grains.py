@@ -11,6 +11,7 @@ from .common import (
     _non_negative_float,
     _positive_float,
     add_engine_arguments,
+    add_scale_arguments,
     add_shard_argument,
     ray_settings,
     run_photo_loop,
@@ -27,7 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "and write OUTPUT_DIR/<photo>_instances.png (16-bit labels), <photo>_stones.csv, stones_pooled.csv "
             "and percentiles.json (D10, D16, D50, D84, D90 by count and by area, in mm and psi). Without a scale, "
             "sizes are in pixels. With --shard K/N the pooled files are stones_pooled.shard-K-of-N.csv and "
-            "percentiles.shard-K-of-N.json, so array jobs sharing OUTPUT_DIR never overwrite each other's."
+            "percentiles.shard-K-of-N.json, so array jobs sharing OUTPUT_DIR never overwrite each other's. "
+            "A mask over 50 MP is split window by window (bounded memory) and its labels written as a "
+            "tiled <photo>_instances.tif."
         ),
     )
     # optional only for --pool-only, which takes none of them (run checks)
@@ -58,6 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="MM",
         help="leave out stones whose b-axis is below MM millimetres (needs a scale)",
     )
+    add_scale_arguments(p)
     add_shard_argument(p)
     add_engine_arguments(p)
     p.add_argument(
@@ -108,8 +112,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"Shard {args.shard[0]}/{args.shard[1]} has no photos; nothing to do.")
         return EXIT_OK
     if settings is not None:
+        from ..config import InferenceConfig
+        from ..model import read_model_info
         from ..ray_engine import iter_grains_ray
 
+        config = InferenceConfig(threshold=read_model_info(args.model_dir).threshold)
         gen = iter_grains_ray(
             args.model_dir,
             args.input_dir,
@@ -119,10 +126,13 @@ def run(args: argparse.Namespace) -> int:
             scales=scales,
             shard=args.shard,
             settings=settings,
+            config=config.replace(scale=args.scale, stone_mm=args.stone_mm or 0.0),
         )
     else:
+        segmenter = Segmenter.load(args.model_dir)
+        segmenter.config = segmenter.config.replace(scale=args.scale, stone_mm=args.stone_mm or 0.0)
         gen = iter_grains_folder(
-            Segmenter.load(args.model_dir),
+            segmenter,
             args.input_dir,
             args.output_dir,
             options,

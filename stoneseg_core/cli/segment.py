@@ -13,6 +13,7 @@ from .common import (
     EXIT_SOME_FAILED,
     _threshold,
     add_engine_arguments,
+    add_scale_arguments,
     add_shard_argument,
     inference_config,
     ray_settings,
@@ -46,6 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="what runs the network: auto = ONNX Runtime on the CPU, PyTorch on a GPU",
     )
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_scale_arguments(s)
     add_shard_argument(s)
     add_engine_arguments(s)
     return s

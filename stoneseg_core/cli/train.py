@@ -8,12 +8,14 @@ from pathlib import Path
 
 from ..config import ENCODERS, TARGETS, TrainConfig
 from ..errors import StonesegError
+from ..work_scale import SCALE_POLICIES
 from .common import (
     AMP_CHOICES,
     AMP_HELP,
     DEVICES,
     EXIT_OK,
     _fraction,
+    _non_negative_float,
     _positive_int,
     _threshold_or_auto,
 )
@@ -62,6 +64,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=_positive_int,
         default=d.work_size,
         help=f"working scale: long side each photo is resized to (default {d.work_size})",
+    )
+    t.add_argument(
+        "--scale-policy",
+        choices=SCALE_POLICIES,
+        default=d.scale_policy,
+        help="how photos are brought to the working scale: stone-size = each photo resized so "
+        "that its typical stone is --stone-px across (scale-free: a full-frame gravel photo or "
+        "an orthomosaic is seen like a close-up); long-side = each photo's long side at "
+        f"--work-size (default {d.scale_policy})",
+    )
+    t.add_argument(
+        "--stone-px",
+        type=_non_negative_float,
+        default=d.stone_px,
+        help="stone-size policy: the typical stone's size in working pixels (default 0: the "
+        "training photos' median at the long-side scale)",
     )
     t.add_argument(
         "--batch-size",
@@ -144,6 +162,8 @@ def _train(args: argparse.Namespace, out: Path, run_dist) -> int:
         weights=args.weights,
         crop=args.crop,
         work_size=args.work_size,
+        scale_policy=args.scale_policy,
+        stone_px=args.stone_px,
         batch_size=args.batch_size,
         epochs=args.epochs,
         lr=args.lr,

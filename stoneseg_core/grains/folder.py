@@ -16,6 +16,7 @@ from ..errors import DataError, ImageReadError, OutOfMemoryError, StonesegError
 from ..geo import Georeference, georeference_or_none, is_tiff
 from ..imageio import IMAGE_EXTENSIONS, list_images, read_image, read_mask
 from ..shard import Shard, shard_suffix, take_shard
+from . import tiled
 from .analyse import GrainOptions, ImageGrains, analyse_mask
 from .edit import replay_edits
 from .io import (
@@ -85,8 +86,9 @@ def iter_grains_folder(
     """Segment, split and measure every photo of ``input_dir``; write the instance masks and tables.
 
     Writes ``<stem>_instances.png`` (16-bit labels; ``<stem>_instances.tif``, 32-bit, past
-    65535 stones), ``<stem>_stones.csv``, ``<stem>_stones.geojson`` (each stone's outline
-    with its CSV row), ``stones_pooled.csv`` and ``percentiles.json`` in ``output_dir``. The
+    65535 stones; a mask over 50 MP is split window by window by ``tiled.py``, its labels a
+    tiled ``<stem>_instances.tif``), ``<stem>_stones.csv``, ``<stem>_stones.geojson`` (each
+    stone's outline with its CSV row), ``stones_pooled.csv`` and ``percentiles.json`` in ``output_dir``. The
     scale is ``mm_per_px`` for all photos, or per photo from ``scales`` (a photo missing
     from it fails, named); without either, each georeferenced GeoTIFF's own (projected CRS
     in metres, see ``geo.Georeference.mm_per_px``) -- every photo's or none's, since
@@ -118,6 +120,9 @@ def iter_grains_folder(
             result = grains_photo(
                 segmenter, p, output_dir, options, scale, source, plan.georefs.get(p), should_stop
             )
+            if result is None:  # stopped inside a window-by-window split
+                cancelled = True
+                break
         except (ImageReadError, StonesegError) as exc:
             if should_stop is not None and should_stop():
                 cancelled = True
@@ -224,12 +229,30 @@ def grains_photo(
     source: str | None,
     georef: Georeference | None,
     should_stop: Callable[[], bool] | None = None,
-) -> ImageGrains:
+) -> ImageGrains | None:
     """One photo of a grains folder job: segment, split, measure, and write its
-    ``<stem>_instances.png``, ``<stem>_stones.csv`` and ``<stem>_stones.geojson``."""
+    ``<stem>_instances.png`` (a tiled ``.tif`` for a mask over 50 MP, split window by window),
+    ``<stem>_stones.csv`` and ``<stem>_stones.geojson``. None: ``should_stop`` stopped a
+    window-by-window split midway."""
     image = read_image(p)
-    pred = segmenter.predict(image, should_stop)
+    pred = segmenter.predict(image, should_stop, mm_per_px=scale)
     del image
+    if tiled.is_big(pred.mask.shape):  # split, measured and written window by window
+        big = tiled.grains_tiled(
+            pred.mask,
+            output_dir,
+            p.stem,
+            probability=pred.probability,
+            boundary=getattr(pred, "boundary", None),
+            mm_per_px=scale,
+            options=options,
+            georef=georef,
+            scale_source=source,
+            name=p.name,
+            window_px=tiled.DEFAULT_WINDOW_PX,
+            should_stop=should_stop,
+        )
+        return None if big.cancelled else big.grains
     labels, result = analyse_mask(
         pred.mask,
         pred.probability,

@@ -238,29 +238,48 @@ def stones_geojson(
     for s in result.stones:
         r0, c0, r1, c1 = s.bbox
         polygons = stone_polygons(labels[r0:r1, c0:c1] == s.label, offset=(r0, c0))
-        shapes = []
-        for poly in polygons:
-            rings = []
-            for ring in poly:
-                if georef is not None:
-                    x, y = georef.to_crs(ring[:, 0], ring[:, 1])
-                    ring = np.stack([x, y], axis=1)
-                # RFC 7946: exteriors anticlockwise, holes clockwise (positive and negative
-                # shoelace area of the coordinates as numbers); a north-up transform flips y
-                if (ring_area(ring) > 0) != (not rings):
-                    ring = ring[::-1]
-                rings.append(ring.tolist())
-            shapes.append(rings)
-        if not shapes:
-            geometry = None
-        elif len(shapes) == 1:
-            geometry = {"type": "Polygon", "coordinates": shapes[0]}
-        else:
-            geometry = {"type": "MultiPolygon", "coordinates": shapes}
-        properties = {k: _json_value(v) for k, v in zip(CSV_COLUMNS, _row(result, s, options))}
-        features.append(
-            {"type": "Feature", "id": int(s.label), "geometry": geometry, "properties": properties}
-        )
+        features.append(stone_feature(result, s, polygons, options, georef))
+    out = geojson_header(result, georef, scale_source)
+    out["features"] = features
+    return out
+
+
+def stone_feature(
+    result: ImageGrains,
+    s: Stone,
+    polygons: list[list[np.ndarray]],
+    options: GrainOptions,
+    georef: Georeference | None = None,
+) -> dict[str, Any]:
+    """One stone's GeoJSON feature (see ``stones_geojson``) from its ``outlines.stone_polygons``
+    in photo pixels."""
+    shapes = []
+    for poly in polygons:
+        rings = []
+        for ring in poly:
+            if georef is not None:
+                x, y = georef.to_crs(ring[:, 0], ring[:, 1])
+                ring = np.stack([x, y], axis=1)
+            # RFC 7946: exteriors anticlockwise, holes clockwise (positive and negative
+            # shoelace area of the coordinates as numbers); a north-up transform flips y
+            if (ring_area(ring) > 0) != (not rings):
+                ring = ring[::-1]
+            rings.append(ring.tolist())
+        shapes.append(rings)
+    if not shapes:
+        geometry = None
+    elif len(shapes) == 1:
+        geometry = {"type": "Polygon", "coordinates": shapes[0]}
+    else:
+        geometry = {"type": "MultiPolygon", "coordinates": shapes}
+    properties = {k: _json_value(v) for k, v in zip(CSV_COLUMNS, _row(result, s, options))}
+    return {"type": "Feature", "id": int(s.label), "geometry": geometry, "properties": properties}
+
+
+def geojson_header(
+    result: ImageGrains, georef: Georeference | None = None, scale_source: str | None = None
+) -> dict[str, Any]:
+    """The members of ``stones_geojson``'s FeatureCollection before its "features"."""
     out: dict[str, Any] = {"type": "FeatureCollection", "name": Path(result.name).stem}
     if georef is None:
         out["coordinates"] = (
@@ -279,5 +298,4 @@ def stones_geojson(
     out["image"] = result.name
     out["mm_per_px"] = result.mm_per_px
     out["mm_per_px_source"] = scale_source
-    out["features"] = features
     return out

@@ -95,7 +95,71 @@ def _inside(point: np.ndarray, ring: np.ndarray) -> bool:
 def stone_polygons(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[list[np.ndarray]]:
     """The polygons of ``mask``: [exterior ring, hole rings...] per connected part, in
     (column, row) pixel-corner coordinates (exterior positive ``ring_area``)."""
-    rings = pixel_rings(mask, offset)
+    return _group(pixel_rings(mask, offset))
+
+
+def label_polygons(labels: np.ndarray, offset: tuple[int, int] = (0, 0)) -> dict:
+    """``stone_polygons`` of every label of ``labels`` at once: {label: polygons}, the same
+    rings in the same order as ``stone_polygons(labels == label)`` gives each, in one pass
+    (one call per stone costs about half a millisecond of set-up: a minute for the hundred
+    thousand stones of an orthomosaic). ``offset`` (row, col) is added to every vertex."""
+    m = np.pad(np.asarray(labels), 1)
+    r, c = np.nonzero(m)
+    own = m[r, c]
+    starts, dirs, labs = [], [], []
+    for d, (dr, dc, sx, sy) in enumerate(
+        ((-1, 0, 0, 0), (0, 1, 1, 0), (1, 0, 1, 1), (0, -1, 0, 1))
+    ):
+        open_side = m[r + dr, c + dc] != own
+        starts.append(np.stack([c[open_side] + sx, r[open_side] + sy], axis=1))
+        dirs.append(np.full(int(open_side.sum()), d))
+        labs.append(own[open_side])
+    start = np.concatenate(starts)
+    if len(start) == 0:
+        return {}
+    direction = np.concatenate(dirs)
+    lab = np.concatenate(labs).astype(np.int64)
+    end = start + _STEP[direction]
+    width = m.shape[1] + 1
+    corners = (m.shape[0] + 1) * width
+    key_start = lab * corners + start[:, 1] * width + start[:, 0]
+    key_end = lab * corners + end[:, 1] * width + end[:, 0]
+    order = np.argsort(key_start, kind="stable")
+    sorted_keys = key_start[order]
+    first = np.searchsorted(sorted_keys, key_end, side="left")
+    count = np.searchsorted(sorted_keys, key_end, side="right") - first
+    nxt = order[np.minimum(first, len(order) - 1)]
+    two = np.nonzero(count == 2)[0]
+    if two.size:  # as in pixel_rings: turn right at a corner two diagonal pixels share
+        a, b = order[first[two]], order[first[two] + 1]
+        right = (direction[two] + 1) % 4
+        nxt[two] = np.where(direction[a] == right, a, b)
+    # each label's edges in the order pixel_rings meets them on that label's own mask
+    visit = np.lexsort((np.arange(len(start)), lab))
+    seen = np.zeros(len(start), bool)
+    rings: dict[int, list[np.ndarray]] = {}
+    nxt_list, seen_list = nxt.tolist(), seen
+    for e0 in visit.tolist():
+        if seen_list[e0]:
+            continue
+        path = []
+        e = e0
+        while not seen_list[e]:
+            seen_list[e] = True
+            path.append(e)
+            e = nxt_list[e]
+        idx = np.array(path)
+        turns = direction[idx] != direction[np.roll(idx, 1)]
+        pts = start[idx[turns]] if turns.any() else start[idx[:1]]
+        ring = np.vstack([pts, pts[:1]]).astype(np.float64)
+        ring[:, 0] += offset[1] - 1
+        ring[:, 1] += offset[0] - 1
+        rings.setdefault(int(lab[e0]), []).append(ring)
+    return {label: _group(found) for label, found in rings.items()}
+
+
+def _group(rings: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Rings of one stone -> [exterior, holes...] per part."""
     exteriors = [r for r in rings if ring_area(r) > 0]
     holes = [r for r in rings if ring_area(r) < 0]
     polygons = [[e] for e in exteriors]

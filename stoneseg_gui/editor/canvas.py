@@ -10,6 +10,10 @@ Built to stay smooth on a 6000x4000 photo:
 - the outline view is computed at screen resolution for the exposed part only, so it is
   one or two screen pixels wide at any zoom.
 
+A photo too big to hold whole (a ``TiledPhoto``: an orthomosaic) is drawn from a tile pyramid
+built on background threads for what is on screen (``TiledPhotoItem``); its mask overlay is
+drawn from coverage tiles of the mask that a stroke updates where it touched.
+
 A second overlay (``set_prediction``) shows a model's mask in its own colour.
 ``set_interaction`` lends the left button to another mode (the grain tools: draw a
 scale-bar line, pick or cut stones) without touching the painting tool.
@@ -20,7 +24,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QBrush,
     QColor,
@@ -48,11 +52,14 @@ from stoneseg_core.mask_edit import MaskChange, MaskDocument
 from ..widgets.interaction import CanvasInteraction
 from ..widgets.theme import CANVAS_BACKGROUND as BACKGROUND_COLOR
 from ..widgets.theme import ERASE_COLOR, PREDICTION_COLOR, STONE_COLOR
-from .canvas_items import BrushCursorItem, MaskOverlayItem, PhotoItem
+from ..workers import collect_garbage_on_gui_thread
+from .canvas_items import BrushCursorItem, MaskOverlayItem, PhotoItem, TiledPhotoItem
 from .display import DisplayImage, PixelInfo
+from .tiled_photo import TiledPhoto
 from .tool_settings import ToolSettings
 
 ZOOM_MAX = 32.0
+TILE_POLL_MS = 30  # how often built tiles of a big photo are collected from the loader
 FIT_MARGIN = 12  # screen pixels around a fitted photo
 
 
@@ -75,6 +82,14 @@ class MaskCanvas(QGraphicsView):
         self.setScene(self._scene)
 
         self._photo_item = PhotoItem()
+        self.tiled_item = TiledPhotoItem()
+        self.tiled_item.visible_rect = self.visible_image_rect
+        self.tiled_item.on_requested = self._start_tile_poll
+        self._tile_timer = QTimer(self)
+        self._tile_timer.setInterval(TILE_POLL_MS)
+        self._tile_timer.timeout.connect(self._collect_tiles)
+        self._tile_errors_shown = 0
+        self._preview_shown = False
         self.mask_item = MaskOverlayItem(STONE_COLOR)
         self.mask_item.setZValue(1)
         self.prediction_item = MaskOverlayItem(PREDICTION_COLOR)
@@ -87,6 +102,7 @@ class MaskCanvas(QGraphicsView):
         self._lasso_item.setZValue(11)
         for item in (
             self._photo_item,
+            self.tiled_item,
             self.mask_item,
             self.prediction_item,
             self._cursor_item,
@@ -110,7 +126,7 @@ class MaskCanvas(QGraphicsView):
         self.setMinimumSize(200, 150)
 
         self._document: MaskDocument | None = None
-        self._display: DisplayImage | None = None
+        self._display: DisplayImage | TiledPhoto | None = None
         self._tool: Tool = make_tool(tool_settings.tool)
         self._message = "Open a folder of photos (Ctrl+O) or drop it here."
         self._banner = ""
@@ -133,7 +149,7 @@ class MaskCanvas(QGraphicsView):
         return self._document
 
     @property
-    def display_image(self) -> DisplayImage | None:
+    def display_image(self) -> DisplayImage | TiledPhoto | None:
         return self._display
 
     @property
@@ -144,7 +160,7 @@ class MaskCanvas(QGraphicsView):
     def message(self) -> str:
         return self._message
 
-    def show_image(self, display: DisplayImage, document: MaskDocument) -> None:
+    def show_image(self, display: DisplayImage | TiledPhoto, document: MaskDocument) -> None:
         """Show a photo and its mask, fitted to the window, ready to paint."""
         if (document.height, document.width) != (display.height, display.width):
             raise ValueError("The mask and the photo must have the same size.")
@@ -152,8 +168,8 @@ class MaskCanvas(QGraphicsView):
         self._display = display
         self._document = document
         document.add_listener(self._on_document_changed)
-        self._photo_item.set_display(display)
-        self.mask_item.set_mask(document.mask)
+        self._set_photo(display)
+        self.mask_item.set_mask(document.mask, tiled=isinstance(display, TiledPhoto))
         self.set_prediction(None)
         self._message = ""
         self._banner = ""
@@ -167,7 +183,7 @@ class MaskCanvas(QGraphicsView):
         """Show no photo, only ``text`` (loading, unreadable file, empty folder...)."""
         self._detach_document()
         self._display = None
-        self._photo_item.set_display(None)
+        self._set_photo(None)
         self.mask_item.set_mask(None)
         self.set_prediction(None)
         self._message = text
@@ -193,7 +209,7 @@ class MaskCanvas(QGraphicsView):
         if mask is not None and self._display is not None:
             if mask.shape[:2] != (self._display.height, self._display.width):
                 raise ValueError("The prediction must have the size of the photo.")
-        self.prediction_item.set_mask(mask)
+        self.prediction_item.set_mask(mask, tiled=isinstance(self._display, TiledPhoto))
         self.prediction_item.setVisible(mask is not None and self._settings.overlay_visible)
 
     def zoom(self) -> float:
@@ -265,7 +281,47 @@ class MaskCanvas(QGraphicsView):
             self._tool.cancel(self._document)
         self._update_lasso()
 
+    def visible_image_rect(self) -> QRectF:
+        """The part of the photo's coordinates that the viewport shows."""
+        return self.mapToScene(self.viewport().rect()).boundingRect()
+
     # ------------------------------------------------------------------ internals
+    def _set_photo(self, display: DisplayImage | TiledPhoto | None) -> None:
+        tiled = display if isinstance(display, TiledPhoto) else None
+        self._photo_item.set_display(display if isinstance(display, DisplayImage) else None)
+        self.tiled_item.drawn_levels.clear()
+        self.tiled_item.set_photo(tiled)
+        self._tile_errors_shown = 0
+        self._preview_shown = False
+        if tiled is not None:
+            collect_garbage_on_gui_thread()  # the tile threads must never free a Qt object
+            tiled.start()
+            self._start_tile_poll()
+        else:
+            self._tile_timer.stop()
+
+    def _start_tile_poll(self) -> None:
+        if not self._tile_timer.isActive():
+            self._tile_timer.start()
+
+    def _collect_tiles(self) -> None:
+        photo = self.tiled_item.photo
+        loader = photo.loader if photo is not None else None
+        if loader is None:
+            self._tile_timer.stop()
+            return
+        for key in loader.take_ready():
+            x0, y0, x1, y1 = photo.grid.image_rect(key)
+            self.tiled_item.update(QRectF(x0, y0, x1 - x0, y1 - y0))
+        if photo.preview_ready.is_set() and not self._preview_shown:
+            self._preview_shown = True
+            self.tiled_item.update()
+        if len(loader.errors) > self._tile_errors_shown:
+            self._tile_errors_shown = len(loader.errors)
+            self.set_banner(f"{photo.path.name}: {loader.errors[-1]}")
+        if not loader.pending and not photo.preview_pending:
+            self._tile_timer.stop()
+
     def _detach_document(self) -> None:
         if self._document is not None:
             self._tool.cancel(self._document)
@@ -352,8 +408,7 @@ class MaskCanvas(QGraphicsView):
         if not (0 <= x < self._display.width and 0 <= y < self._display.height):
             return None
         stone = bool(self._document.mask[y, x]) if self._document is not None else None
-        r, g, b = (int(v) for v in self._display.rgb[y, x])
-        return PixelInfo(x, y, stone, (r, g, b))
+        return PixelInfo(x, y, stone, self._display.pixel_rgb(x, y))
 
     def _update_lasso(self) -> None:
         points = (

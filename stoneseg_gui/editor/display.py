@@ -39,6 +39,10 @@ class DisplayImage:
     def height(self) -> int:
         return self.rgb.shape[0]
 
+    def pixel_rgb(self, x: int, y: int) -> tuple[int, int, int] | None:
+        r, g, b = (int(v) for v in self.rgb[y, x])
+        return r, g, b
+
 
 def _qimage_rgb(arr: np.ndarray) -> QImage:
     h, w = arr.shape[:2]

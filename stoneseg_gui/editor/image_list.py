@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
 from stoneseg_core.errors import ImageReadError
 from stoneseg_core.imageio import read_image
 from stoneseg_core.project import ImageStatus
+from stoneseg_core.pyramid import TiffTileSource, is_big_tiff_photo
 
 from ..widgets.theme import STATUS_COLORS, STATUS_TEXT
 from ..workers import Worker
@@ -80,9 +81,18 @@ def _jpeg_is_truncated(path: Path) -> bool:
 def make_thumbnail(path: Path, size: int = THUMB_SIZE) -> np.ndarray:
     """A small RGB preview. JPEGs decode at reduced scale (fast on 12 MP photos).
 
-    Raises ImageReadError, with the core's message, when the photo cannot be read.
+    Raises ImageReadError, with the core's message, when the photo cannot be read. A big
+    TIFF (an orthomosaic) is read by windows, from its smallest overview when it has one,
+    never whole.
     """
     from PIL import Image, ImageOps
+
+    if is_big_tiff_photo(path):
+        source = TiffTileSource(path)
+        try:
+            return source.thumbnail(size)
+        finally:
+            source.close()
 
     try:
         if _jpeg_is_truncated(path):

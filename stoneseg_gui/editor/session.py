@@ -28,6 +28,7 @@ from stoneseg_core.errors import MaskError, StonesegError
 from stoneseg_core.imageio import describe_os_error, read_image, read_mask, write_mask
 from stoneseg_core.mask_edit import MaskChange, MaskDocument
 from stoneseg_core.project import ImageStatus, Project
+from stoneseg_core.pyramid import is_big_tiff_photo
 from stoneseg_core.recovery import (
     discard_recovery,
     list_recoveries,
@@ -39,6 +40,7 @@ from ..settings import fallback_data_dir
 from ..widgets.dialogs import Dialogs
 from ..workers import Worker
 from .display import DisplayImage, make_display_image
+from .tiled_photo import TiledPhoto
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +53,35 @@ HISTORY_BYTES = 768 * 1024 * 1024  # ...within this much memory (masks + histori
 @dataclass(frozen=True)
 class LoadedImage:
     path: Path
-    display: DisplayImage
+    display: DisplayImage | TiledPhoto  # a TiledPhoto for a TIFF too big to hold whole
     mask: np.ndarray | None  # None: no mask saved yet
     mask_error: str | None  # the saved mask exists but cannot be used
 
 
 def load_for_editing(image_path: Path, mask_path: Path) -> LoadedImage:
-    """Decode a photo and its mask (runs on a worker thread). Raises ImageReadError."""
-    rgb = read_image(image_path)
-    display = make_display_image(rgb)
+    """Decode a photo and its mask (runs on a worker thread). Raises ImageReadError.
+
+    A TIFF of more than ``BIG_PHOTO_PIXELS`` (an orthomosaic) is not decoded: its header is
+    checked and the canvas draws it tile by tile (``TiledPhoto``)."""
+    if is_big_tiff_photo(image_path):
+        display: DisplayImage | TiledPhoto = TiledPhoto.open(image_path)
+    else:
+        display = make_display_image(read_image(image_path))
     mask, error = None, None
     if mask_path.is_file():
         try:
-            mask = read_mask(mask_path, expected_size=rgb.shape[:2])
+            mask = read_mask(mask_path, expected_size=(display.height, display.width))
         except MaskError as exc:
             error = str(exc)
+        except BaseException:
+            _close_display(display)
+            raise
     return LoadedImage(Path(image_path), display, mask, error)
+
+
+def _close_display(display: DisplayImage | TiledPhoto | None) -> None:
+    if isinstance(display, TiledPhoto):
+        display.close()
 
 
 class AnnotationSession(QObject):
@@ -92,7 +107,7 @@ class AnnotationSession(QObject):
         self._unreadable: dict[Path, str] = {}
         self._current: Path | None = None
         self._document: MaskDocument | None = None
-        self._display: DisplayImage | None = None
+        self._display: DisplayImage | TiledPhoto | None = None
         self._loading = False
         self._token = 0
         self._last_dirty = False
@@ -119,7 +134,7 @@ class AnnotationSession(QObject):
     def current_document(self) -> MaskDocument | None:
         return self._document
 
-    def current_display(self) -> DisplayImage | None:
+    def current_display(self) -> DisplayImage | TiledPhoto | None:
         return self._display
 
     @property
@@ -259,6 +274,7 @@ class AnnotationSession(QObject):
         self._token += 1
         self._current = None
         self._document = None
+        _close_display(self._display)  # a big photo's tile threads and file
         self._display = None
         self._loading = False
         self._last_dirty = False
@@ -267,6 +283,7 @@ class AnnotationSession(QObject):
 
     def _on_load_succeeded(self, token: int, loaded: LoadedImage) -> None:
         if token != self._token:
+            _close_display(loaded.display)
             return  # the user moved on while this photo was decoding
         self._loading = False
         h, w = loaded.display.height, loaded.display.width

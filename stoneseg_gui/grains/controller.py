@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from stoneseg_core.errors import StonesegError
+from stoneseg_core.geo import georeference_or_none, is_tiff
 from stoneseg_core.grains import (
     GrainOptions,
     GrainSummary,
@@ -86,6 +87,25 @@ class GrainsController:
     def scale_of(self, stem: str) -> float | None:
         """A photo's scale: its own, else the folder's."""
         return self.project_scales().get(stem, self.folder_scale())
+
+    def scale_for_photo(self, path: Path) -> tuple[float | None, str]:
+        """(mm per pixel, where it comes from) for the photo shown: its own scale, else its
+        georeference's (a GeoTIFF in a projected CRS), else the folder's. The text is empty
+        for a scale the user set, and says why a georeference gives none."""
+        own = self.project_scales().get(path.stem)
+        if own is not None:
+            return own, ""
+        note = ""
+        georef = georeference_or_none(path) if is_tiff(path) else None
+        if georef is not None:
+            mm, note = georef.mm_per_px()
+            if mm is not None:
+                return mm, f"from the georeference ({georef.crs_name})"
+            note = f"georeference: {note}"
+        folder = self.folder_scale()
+        if folder is not None:
+            return folder, "the folder's scale" + (f"; {note}" if note else "")
+        return None, note
 
     def set_folder_scale(self, mm_per_px: float | None) -> bool:
         """Set (None: forget) the folder's scale and save it; False without a project."""

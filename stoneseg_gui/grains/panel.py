@@ -108,6 +108,10 @@ class GrainPanel(QWidget):
             "Type it, measure a scale bar (K), or import a CSV for the whole folder."
         )
         self.scale.setMinimumWidth(120)
+        self.scale_source = QLabel()  # "from the georeference (EPSG:...)", or why there is none
+        self.scale_source.setObjectName("scale_source")
+        self.scale_source.setWordWrap(True)
+        self.scale_source.setVisible(False)
         self.measure_button = self._tool_button(actions.measure_scale, text="Measure")
         self.import_button = self._tool_button(actions.import_scales, text="CSV…")
         self.min_size = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=100_000.0, singleStep=0.5)
@@ -143,6 +147,7 @@ class GrainPanel(QWidget):
         form.setHorizontalSpacing(8)
         form.setVerticalSpacing(5)
         form.addRow("Scale", self._row(self.scale, self.measure_button, self.import_button))
+        form.addRow("", self.scale_source)
         form.addRow("Min. b-axis", self._row(self.min_size, self.min_size_unit))
         form.addRow("", self.exclude_edge)
         form.addRow("Curve", self._row(self.by_count, self.by_area, stretch=True))
@@ -261,10 +266,13 @@ class GrainPanel(QWidget):
         value = self.scale.value()
         return value if value > 0 else None
 
-    def set_scale(self, value: float | None) -> None:
-        """Show a scale without announcing it as the user's edit."""
+    def set_scale(self, value: float | None, source: str = "") -> None:
+        """Show a scale without announcing it as the user's edit; ``source`` says where it
+        comes from when the user did not set it (the georeference)."""
         with QSignalBlocker(self.scale):
             self.scale.setValue(0.0 if value is None else value)
+        self.scale_source.setText(source)
+        self.scale_source.setVisible(bool(source))
 
     def weighting(self) -> str:
         return "count" if self.by_count.isChecked() else "area"
@@ -282,6 +290,7 @@ class GrainPanel(QWidget):
         )
 
     def _on_scale_value_changed(self, value: float) -> None:
+        self.scale_source.setVisible(False)
         self.scale_edited.emit(value if value > 0 else None)
 
     def _on_weighting_toggled(self, _checked: bool) -> None:

@@ -432,8 +432,9 @@ class GrainSide(QObject):
             self.panel.show_stones([])
             self.panel.show_details(None)
             self.analysis_changed.emit()
-        self.controller.scale = self.scale_of(path.stem) if path is not None else None
-        self.panel.set_scale(self.controller.scale)
+        scale, source = self.controller.scale_for_photo(path) if path is not None else (None, "")
+        self.controller.scale = scale
+        self.panel.set_scale(scale, source)
         self._show_outlines()
         self._refresh_distribution()
         self._refresh_status()
@@ -473,11 +474,13 @@ class GrainSide(QObject):
         a = self.analysis
         if a is None:
             doc = self.window.current_document()
-            self.panel.set_status(
-                "Set the scale, then press Analyse (Ctrl+G) to split the mask into stones."
-                if doc is not None
-                else "Open a photo to measure its stones."
-            )
+            if doc is None:
+                text = "Open a photo to measure its stones."
+            elif self.controller.scale is None:
+                text = "Set the scale, then press Analyse (Ctrl+G) to split the mask into stones."
+            else:
+                text = "Press Analyse (Ctrl+G) to split the mask into stones."
+            self.panel.set_status(text)
             return
         if not self._is_fresh():
             self.panel.set_status(

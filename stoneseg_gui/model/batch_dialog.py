@@ -101,6 +101,11 @@ class BatchDialog(QDialog):
         )
         self.model.currentIndexChanged.connect(self._on_model_current_index_changed)
         self._on_model_current_index_changed()
+        self.scale = QComboBox()
+        self.scale.addItem("The model's own (stone-size models estimate each photo)", "auto")
+        self.scale.addItem("Each photo's long side", "long-side")
+        self.scale.addItem("Same as the training photos (fixed camera)", "training")
+        self.scale.setToolTip("How each photo is brought to the size the model works at")
         self.tta = QCheckBox("Test-time augmentation (flips; 4x slower, smoother)")
         self.overwrite = QCheckBox("Replace masks already in the output folder")
         form = QFormLayout()
@@ -108,6 +113,7 @@ class BatchDialog(QDialog):
         form.addRow("Output", self.output_row)
         form.addRow("Model", self.model)
         form.addRow("Threshold", self.threshold)
+        form.addRow("Scale", self.scale)
         form.addRow("", self.tta)
         form.addRow("", self.overwrite)
         self.progress = QProgressBar()
@@ -158,7 +164,11 @@ class BatchDialog(QDialog):
             self.status.setText("There is no model yet: train one first.")
             return
         try:
-            cfg = InferenceConfig(threshold=self.threshold.value(), tta=self.tta.isChecked())
+            cfg = InferenceConfig(
+                threshold=self.threshold.value(),
+                tta=self.tta.isChecked(),
+                scale=self.scale.currentData(),
+            )
         except StonesegError as exc:
             self.status.setText(str(exc))
             return

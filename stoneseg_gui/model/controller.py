@@ -337,7 +337,10 @@ class ModelController(QObject):
             return  # the user moved on; nothing to show
         self.prediction, self._prediction_path = prediction, path
         self.canvas.set_prediction(prediction.mask)
-        self.notice.emit("Prediction shown: Ctrl+Return makes it the mask to correct.")
+        self.notice.emit(
+            f"Prediction shown (seen at {prediction.scale:.3g}x): Ctrl+Return makes it the "
+            "mask to correct."
+        )
         self.prediction_ready.emit(path)
 
     def accept_prediction(self) -> bool:

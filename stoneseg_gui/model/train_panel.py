@@ -55,7 +55,15 @@ class TrainPanel(QWidget):
         self.crop = QSpinBox(minimum=64, maximum=2048, singleStep=32)
         self.work_size = QSpinBox(minimum=128, maximum=8192, singleStep=64)
         self.work_size.setToolTip(
-            "Working scale: every photo is resized so its long side has this many pixels"
+            "Long-side scale: every photo is resized so its long side has this many pixels"
+        )
+        self.scale_policy = QComboBox()
+        self.scale_policy.addItem("Stone size (any photo size)", "stone-size")
+        self.scale_policy.addItem("Photo's long side", "long-side")
+        self.scale_policy.setToolTip(
+            "Stone size: every photo is resized so that its typical stone has the same size "
+            "in pixels (full-frame gravel photos and orthomosaics are seen like close-ups).\n"
+            "Long side: every photo's long side is the working size (single-scene photos)."
         )
         self.batch_size = QSpinBox(minimum=1, maximum=256)
         self.lr = QDoubleSpinBox(decimals=5, minimum=0.00001, maximum=0.1, singleStep=0.0005)
@@ -77,6 +85,7 @@ class TrainPanel(QWidget):
         form.addRow("Encoder", self.encoder)
         form.addRow("Epochs", self.epochs)
         form.addRow("Crop (px)", self.crop)
+        form.addRow("Scale by", self.scale_policy)
         form.addRow("Working size (px)", self.work_size)
         form.addRow("Batch size", self.batch_size)
         form.addRow("Learning rate", self.lr)
@@ -134,6 +143,8 @@ class TrainPanel(QWidget):
         self.epochs.setValue(c.epochs)
         self.crop.setValue(c.crop)
         self.work_size.setValue(c.work_size)
+        self.scale_policy.setCurrentIndex(max(0, self.scale_policy.findData(c.scale_policy)))
+        self._stone_px = c.stone_px
         self.batch_size.setValue(c.batch_size)
         self.lr.setValue(c.lr)
         self.val_fraction.setValue(c.val_fraction)
@@ -148,6 +159,8 @@ class TrainPanel(QWidget):
             epochs=self.epochs.value(),
             crop=crop,
             work_size=self.work_size.value(),
+            scale_policy=self.scale_policy.currentData(),
+            stone_px=self._stone_px,
             batch_size=self.batch_size.value(),
             lr=self.lr.value(),
             val_fraction=self.val_fraction.value(),
@@ -166,6 +179,7 @@ class TrainPanel(QWidget):
             self.epochs,
             self.crop,
             self.work_size,
+            self.scale_policy,
             self.batch_size,
             self.lr,
             self.val_fraction,

@@ -49,6 +49,8 @@ def test_paint_train_watch_and_read_metrics(qtbot, window, tmp_path):
     window.open_folder(root)
     paint_three(qtbot, window, root)
     tiny_settings(window)
+    panel = window.model_side.panel
+    panel.scale_policy.setCurrentIndex(panel.scale_policy.findData("stone-size"))
     train_and_wait(qtbot, window)
     side = window.model_side
     counts = side.plot.point_counts()
@@ -60,6 +62,7 @@ def test_paint_train_watch_and_read_metrics(qtbot, window, tmp_path):
     assert project.active_model is not None
     info = json.loads((project.active_model / "config.json").read_text())
     assert len(info["history"]) == 2 and len(info["train_images"]) == 2
+    assert info["scale"]["policy"] == "stone-size" and info["scale"]["stone_px"] > 0
     assert side.history.table.rowCount() == 1
     assert not window.dialogs.errors
 
@@ -124,6 +127,7 @@ def test_predict_accept_review_then_batch_and_export(qtbot, window, tmp_path):
     dialog = side.open_batch_dialog()
     dialog.input_row.edit.setText(str(src))
     dialog.output_row.edit.setText(str(tmp_path / "field-masks"))
+    dialog.scale.setCurrentIndex(dialog.scale.findData("training"))  # a fixed camera
     qtbot.mouseClick(dialog.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: dialog.summary is not None, timeout=60_000)
     assert dialog.summary.written == 2 and len(dialog.summary.failed) == 1

@@ -1,0 +1,273 @@
+"""The working scale: how large a photo is made before the network sees it (no torch).
+
+Two policies, stored with each model (``ModelInfo.scale``):
+
+- ``long-side``: every photo is resized so that its longer side is ``work_size`` pixels.
+  Suits single-scene photos (a cairn, one boulder), where the stones grow with the photo.
+- ``stone-size``: every photo is resized so that its *typical stone* is ``stone_px`` pixels
+  across, whatever the size of the photo: a 24 MP gravel frame with a thousand 60-px pebbles
+  and a 400-px web photo of five cobbles both show the network stones of the same size, and
+  a photo tiled into a mosaic of itself is seen at the same scale as the photo alone. At
+  training the typical stone comes from the photo's mask; at inference from the photo's
+  mm/px and a stone size the user gives, from the training photos' scale (a fixed camera),
+  or estimated from the network's own output (``estimate_scale``).
+
+The typical stone size is ``typical_stone_px``: six times the mean distance of a stone pixel
+to the nearest ground pixel. For a disc of diameter D that mean is D/6, so the figure is the
+disc's diameter; it is area-weighted (large stones count by their area) and, unlike counting
+connected pieces, it is not fooled by touching stones that merge into one piece: each keeps
+its own thickness. It scales exactly with the photo, which is what a scale estimate needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+SCALE_POLICIES = ("long-side", "stone-size")
+
+# the smallest stone piece worth measuring a size from: fewer stone pixels than this in a
+# photo (after scaling) and its size is unknown
+MIN_STONE_PIXELS = 64
+# a photo is never made smaller than this on its longer side (the network needs context)
+# nor enlarged more than MAX_UPSCALE times
+MIN_WORK_SIDE = 256
+MAX_UPSCALE = 4.0
+MIN_SCALE = 1.0 / 128
+
+
+def scale_factor(height: int, width: int, work_size: int) -> float:
+    """Factor that brings the longer side of a photo to ``work_size`` pixels."""
+    return work_size / max(height, width)
+
+
+def scaled_size(height: int, width: int, factor: float) -> tuple[int, int]:
+    """(H, W) of a photo resized by ``factor`` (at least 1 x 1)."""
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def resize_by(image: np.ndarray, factor: float) -> np.ndarray:
+    """The photo resized by ``factor``: area averaging to shrink, bilinear to enlarge."""
+    if abs(factor - 1.0) < 1e-6:
+        return image
+    h, w = scaled_size(*image.shape[:2], factor)
+    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, (w, h), interpolation=interp)
+
+
+def mask_by(mask: np.ndarray, factor: float) -> np.ndarray:
+    """Resize a 0/255 mask by area averaging (or bilinear), then threshold at half."""
+    scaled = resize_by(mask, factor)
+    return np.where(scaled >= 128, 255, 0).astype(np.uint8)
+
+
+def instances_by(labels: np.ndarray, factor: float) -> np.ndarray:
+    """Resize instance labels with nearest interpolation: ids are names, never averaged."""
+    h, w = labels.shape[:2]
+    labels = labels.astype(np.uint16) if labels.max(initial=0) <= 65535 else labels
+    if abs(factor - 1.0) < 1e-6:
+        return labels
+    nh, nw = scaled_size(h, w, factor)
+    if labels.dtype == np.uint16:
+        return cv2.resize(labels, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    ys = np.minimum(((np.arange(nh) + 0.5) / factor).astype(np.int64), h - 1)
+    xs = np.minimum(((np.arange(nw) + 0.5) / factor).astype(np.int64), w - 1)
+    return labels[ys[:, None], xs[None, :]]
+
+
+def to_work_scale(image: np.ndarray, work_size: int) -> np.ndarray:
+    """The long-side policy: the photo with its longer side at ``work_size`` pixels."""
+    return resize_by(image, scale_factor(*image.shape[:2], work_size))
+
+
+def mask_to_work_scale(mask: np.ndarray, work_size: int) -> np.ndarray:
+    return mask_by(mask, scale_factor(*mask.shape[:2], work_size))
+
+
+def instances_to_work_scale(labels: np.ndarray, work_size: int) -> np.ndarray:
+    return instances_by(labels, scale_factor(*labels.shape[:2], work_size))
+
+
+def normalize(image: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 RGB (H, W, 3) -> float32 CHW normalised."""
+    x = image.astype(np.float32) * (1.0 / 255.0)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def _stone(mask: np.ndarray) -> np.ndarray:
+    m = np.asarray(mask)
+    return m > 127 if m.dtype == np.uint8 else m > 0
+
+
+def typical_stone_px(mask: np.ndarray | list[np.ndarray]) -> float | None:
+    """The typical stone's diameter in pixels (see the module's docstring) of a 0/255 (or
+    bool) mask, or pooled over several (windows of one photo); None with fewer than
+    ``MIN_STONE_PIXELS`` stone pixels."""
+    total, count = 0.0, 0
+    for m in mask if isinstance(mask, list) else [mask]:
+        stone = _stone(m)
+        if stone.any():
+            dist = cv2.distanceTransform(stone.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+            total += float(dist[stone].sum())
+            count += int(np.count_nonzero(stone))
+    if count < MIN_STONE_PIXELS:
+        return None
+    # a stone's edge pixels are 1 (not 1/2) from the ground in this transform, which adds
+    # about one pixel to every diameter: taken off, so the figure scales with the photo
+    return max(1.0, 6.0 * total / count - 1.0)
+
+
+@dataclass(frozen=True)
+class ScalePolicy:
+    """How a model brings photos to its working scale (stored in the model's config.json).
+
+    ``stone_px``: the typical stone's diameter the network was trained to see (stone-size);
+    ``train_scale``: the median factor of its training photos (for "same scale as the
+    training photos", a fixed camera); ``work_size``: the long-side size (long-side policy,
+    and the first guess of the estimate; the model's own ``work_size``, not stored twice).
+    """
+
+    policy: str = "long-side"
+    work_size: int = 384
+    stone_px: float = 0.0
+    train_scale: float = 0.0
+    min_side: int = MIN_WORK_SIDE
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "stone_px": round(float(self.stone_px), 3),
+            "train_scale": float(self.train_scale),
+            "min_side": self.min_side,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None, work_size: int) -> ScalePolicy:
+        """A model folder's policy; files written before policies existed are long-side."""
+        if not d:
+            return cls(policy="long-side", work_size=work_size)
+        policy = str(d.get("policy", "long-side"))
+        if policy not in SCALE_POLICIES:
+            raise ValueError(f"unknown scale policy {policy!r}")
+        return cls(
+            policy=policy,
+            work_size=work_size,
+            stone_px=float(d.get("stone_px", 0.0)),
+            train_scale=float(d.get("train_scale", 0.0)),
+            min_side=int(d.get("min_side", MIN_WORK_SIDE)),
+        )
+
+    def long_side(self, height: int, width: int) -> float:
+        return scale_factor(height, width, self.work_size)
+
+    def clamp(self, factor: float, height: int, width: int) -> float:
+        """Keep a stone-size factor sane: never below ``min_side`` px on the longer side (or
+        the photo's own size, if smaller), never more than MAX_UPSCALE times larger."""
+        longer = max(height, width)
+        low = min(1.0, self.min_side / longer)
+        return float(min(MAX_UPSCALE, max(low, MIN_SCALE, factor)))
+
+    def for_stone(self, stone_px: float, height: int, width: int) -> float:
+        """The factor that makes a stone ``stone_px`` across ``self.stone_px`` across."""
+        return self.clamp(self.stone_px / max(stone_px, 1e-6), height, width)
+
+    def for_training(self, mask: np.ndarray, instances: np.ndarray | None = None) -> float:
+        """The factor for a labelled photo: from its mask's typical stone (stone-size), or
+        its long side (long-side, or a mask without stones)."""
+        h, w = mask.shape[:2]
+        if self.policy != "stone-size":
+            return self.long_side(h, w)
+        d = typical_stone_px(mask)
+        return self.long_side(h, w) if d is None else self.for_stone(d, h, w)
+
+
+def snap(factor: float, steps_per_octave: int = 8) -> float:
+    """``factor`` rounded to a step of 2**(1/steps_per_octave) (9 % at 8): the same photo
+    estimated from two starting points lands on exactly the same scale."""
+    return float(2.0 ** (round(math.log2(factor) * steps_per_octave) / steps_per_octave))
+
+
+def sample_windows(
+    height: int, width: int, factor: float, side: int = 256, grid: int = 2
+) -> list[tuple[int, int, int, int]]:
+    """Windows (y0, x0, y1, x1) of a photo to measure its stones on: the whole photo when it
+    is at most ``grid`` x ``side`` working pixels each way, else up to ``grid`` x ``grid``
+    windows of ``side`` working pixels spread evenly over it (the centre of each cell), so
+    the sample stands for the whole photo, not its middle, at the cost of one network tile."""
+    span = max(1, int(side / factor))
+
+    def starts(length: int) -> list[tuple[int, int]]:
+        if length <= grid * span:
+            return [(0, length)]
+        centres = [(i + 0.5) * length / grid for i in range(grid)]
+        return [(int(c - span / 2), int(c - span / 2) + span) for c in centres]
+
+    return [(y0, x0, y1, x1) for y0, y1 in starts(height) for x0, x1 in starts(width)]
+
+
+def estimate_scale(
+    image: np.ndarray,
+    policy: ScalePolicy,
+    stone_mask_at: Callable[[np.ndarray, float, bool], np.ndarray],
+    rounds: int = 5,
+) -> tuple[float, list[dict[str, float]]]:
+    """The stone-size factor for a photo nobody measured, from the network's own output.
+
+    Look for the factor at which the typical stone of the network's mask is
+    ``policy.stone_px`` across: measure at the long-side scale (on ``sample_windows``, with
+    ``stone_mask_at(work image, factor, whether it is the whole photo)`` -> its stone mask,
+    bool or 0/255), step as if the measured size grew in proportion to the factor, and once
+    two measurements lie on both sides of the target, interpolate between them (in log
+    scale), always on a grid of 9 % steps (``snap``). A network sees stones a little
+    differently at each scale, so the plain fixed point ``f * stone_px / size`` can hop
+    between steps; the bracket settles it. Ends when a step is within half a grid step of the
+    target, when the next step was measured already, at the clamp, or after ``rounds``; the
+    answer is the measured step closest to the target. A photo in which the network finds no
+    stones keeps the long-side factor (or its last one). Returns (factor, the rounds as
+    {"factor", "stone_px"} for the log).
+    """
+    h, w = image.shape[:2]
+    half_step = math.log(2.0) / 16
+    target = math.log(policy.stone_px)
+    factor = policy.clamp(snap(policy.long_side(h, w)), h, w)
+    trail: list[dict[str, float]] = []
+    measured: dict[float, float] = {}  # factor -> log(size / stone_px)
+    for _ in range(rounds):
+        windows = sample_windows(h, w, factor)
+        masks = []
+        for y0, x0, y1, x1 in windows:
+            whole = len(windows) == 1 and (y0, x0, y1, x1) == (0, 0, h, w)
+            masks.append(stone_mask_at(resize_by(image[y0:y1, x0:x1], factor), factor, whole))
+        d = typical_stone_px(masks)
+        trail.append({"factor": factor, "stone_px": float(d) if d else 0.0})
+        if d is None:
+            break
+        err = math.log(d) - target
+        measured[factor] = err
+        if abs(err) <= half_step:
+            break
+        below = [f for f, e in measured.items() if e < 0]  # stones too small here
+        above = [f for f, e in measured.items() if e > 0]
+        if below and above:
+            lo, hi = max(below), min(above)  # the tightest bracket (size grows with factor)
+            if lo < hi:
+                e_lo, e_hi = measured[lo], measured[hi]
+                t = e_lo / (e_lo - e_hi)
+                nxt = math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))
+            else:  # not monotonic: fall back to the proportional step
+                nxt = factor * math.exp(-err)
+        else:
+            nxt = factor * math.exp(-err)
+        nxt = policy.clamp(snap(nxt), h, w)
+        if nxt in measured:
+            break
+        factor = nxt
+    if measured:
+        factor = min(measured, key=lambda f: abs(measured[f]))
+    return factor, trail

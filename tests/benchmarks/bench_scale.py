@@ -1,0 +1,197 @@
+"""Scale invariance: the same stones in a bigger photo (issue 13).
+
+The conveyor sample's 250 x 250 tiles (rock fragments on a belt, CC BY 4.0) are split into
+folds of held-out tiles. For each fold and each scale policy a model trains (app defaults)
+on the other tiles; the held-out tiles are then segmented three ways:
+
+- 1x: each tile alone;
+- 2x: the fold's tiles as one 2 x 2 mosaic (500 x 500);
+- 4x: that mosaic tiled 2 x 2 again (1000 x 1000: every tile four times).
+
+The stones are the same pixels in all three, so a scale-free method scores the same:
+pooled IoU, stone-level F1 (stones split with grains.split_stones on the truth and on the
+prediction, a match is IoU >= 0.5) and D50 of the b-axis (px) as psi difference
+|log2 D50(kx) - log2 D50(1x)|. Targets: IoU(4x) >= 0.95 IoU(1x), likewise F1, D50 within
+0.05 psi.
+
+    python tests/benchmarks/bench_scale.py [--policies long-side,stone-size] [--folds 3]
+        [--epochs 15] [--data DIR]
+
+The last line is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_common_args, labelled_pairs, read_rgb, setup
+
+from stoneseg_core.config import InferenceConfig, TrainConfig
+from stoneseg_core.grains.distribution import percentiles
+from stoneseg_core.grains.measure import measure_stones
+from stoneseg_core.grains.split import split_stones
+from stoneseg_core.imageio import read_mask
+from stoneseg_core.metrics import confusion, pooled
+from stoneseg_core.predict import Segmenter
+from stoneseg_core.train import run_training
+
+log = logging.getLogger("bench_scale")
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "conveyor-sample"
+
+
+def mosaic(parts: list[np.ndarray]) -> np.ndarray:
+    """Four equally sized arrays as a 2 x 2 mosaic."""
+    return np.concatenate(
+        [np.concatenate(parts[:2], axis=1), np.concatenate(parts[2:4], axis=1)], axis=0
+    )
+
+
+MIN_STONE_AREA = 30  # px at the photo's own size: smaller pieces are specks, not stones
+
+
+def stones(mask: np.ndarray) -> np.ndarray:
+    """The mask split into stones (grains.split_stones), specks dropped, labels 1..N."""
+    labels = split_stones(mask)
+    area = np.bincount(labels.ravel())
+    keep = area >= MIN_STONE_AREA
+    keep[0] = False
+    ids = np.zeros(len(area), np.int32)
+    ids[keep] = np.arange(1, int(keep.sum()) + 1)
+    return ids[labels]
+
+
+def stone_matches(truth: np.ndarray, pred: np.ndarray) -> tuple[int, int, int]:
+    """(true positives, true stones, predicted stones) at instance IoU > 0.5."""
+    t = stones(truth)
+    p = stones(pred)
+    nt, np_ = int(t.max()), int(p.max())
+    if nt == 0 or np_ == 0:
+        return 0, nt, np_
+    both = (t > 0) & (p > 0)
+    pairs, inter = np.unique(t[both].astype(np.int64) * (np_ + 1) + p[both], return_counts=True)
+    ti, pi = pairs // (np_ + 1), pairs % (np_ + 1)
+    at = np.bincount(t.ravel(), minlength=nt + 1)
+    ap = np.bincount(p.ravel(), minlength=np_ + 1)
+    iou = inter / (at[ti] + ap[pi] - inter)
+    # IoU > 0.5 pairs are unique on both sides: no assignment problem
+    return int(np.count_nonzero(iou > 0.5)), nt, np_
+
+
+def b_axes(mask: np.ndarray) -> list[float]:
+    return [s.b_axis_px for s in measure_stones(stones(mask))]
+
+
+def score(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Pooled IoU, stone F1 and D50 (px) over (truth, prediction) pairs."""
+    counts = [confusion(p > 127, t > 127) for t, p in pairs]
+    tp = nt = np_ = 0
+    sizes: list[float] = []
+    for t, p in pairs:
+        a, b, c = stone_matches(t, p)
+        tp, nt, np_ = tp + a, nt + b, np_ + c
+        sizes += b_axes(p)
+    f1 = 2 * tp / (nt + np_) if nt + np_ else 0.0
+    d50 = percentiles(sizes, "count")[50] if sizes else None
+    return {"iou": round(pooled(counts).iou, 4), "stone_f1": round(f1, 4), "d50_px": d50}
+
+
+def run_fold(policy: str, fold: int, train, held, args) -> dict:
+    # one model per (policy, fold, epochs, seed), kept: scoring again costs no training
+    out = (
+        Path(tempfile.gettempdir())
+        / "bench-scale"
+        / f"{policy}-f{fold}-e{args.epochs}-s{args.seed}"
+    )
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, scale_policy=policy)
+    t = time.perf_counter()
+    if not (out / "config.json").is_file():
+        run_training(train, out, cfg)
+    train_s = time.perf_counter() - t
+    seg = Segmenter.load(out, InferenceConfig(runtime=args.runtime))
+    seg.config = seg.config.replace(threshold=seg.info.threshold)
+    images = [read_rgb(p) for p, _ in held]
+    truths = [read_mask(m, im.shape[:2]) for im, (_, m) in zip(images, held)]
+    row = {
+        "policy": policy,
+        "fold": fold,
+        "held": [p.stem for p, _ in held],
+        "train_s": round(train_s),
+    }
+    one = []
+    factors = []
+    for im, tr in zip(images, truths):
+        pred = seg.predict(im)
+        factors.append(pred.scale)
+        one.append((tr, pred.mask))
+    row["1x"] = score(one) | {"factor": [round(f, 3) for f in factors]}
+    m2, t2 = mosaic(images), mosaic(truths)
+    pred2 = seg.predict(m2)
+    row["2x"] = score([(t2, pred2.mask)]) | {"factor": round(pred2.scale, 3)}
+    m4, t4 = mosaic([m2] * 4), mosaic([t2] * 4)
+    pred4 = seg.predict(m4)
+    row["4x"] = score([(t4, pred4.mask)]) | {"factor": round(pred4.scale, 3)}
+    for k in ("2x", "4x"):
+        d0, dk = row["1x"]["d50_px"], row[k]["d50_px"]
+        row[k]["d50_psi_diff"] = round(abs(math.log2(dk) - math.log2(d0)), 3) if d0 and dk else None
+    log.info("%s", json.dumps(row))
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_args(ap)
+    ap.add_argument("--policies", default="long-side,stone-size")
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--only-folds", default="")
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--runtime", default="auto")
+    args = ap.parse_args()
+    setup(args)
+    root = Path(args.data) if args.data else SHARED
+    pairs = labelled_pairs(root)
+    per = len(pairs) // args.folds
+    if per < 4:
+        raise SystemExit("each fold needs 4 held-out tiles")
+    only = {int(f) for f in args.only_folds.split(",") if f.strip()}
+    rows = []
+    for fold in range(args.folds):
+        if only and fold not in only:
+            continue
+        held = pairs[fold * per : fold * per + 4]
+        train = [p for p in pairs if p not in held]
+        for policy in args.policies.split(","):
+            rows.append(run_fold(policy, fold, train, held, args))
+    summary = {}
+    for policy in args.policies.split(","):
+        mine = [r for r in rows if r["policy"] == policy]
+        s = {}
+        for k in ("1x", "2x", "4x"):
+            s[k] = {
+                m: round(float(np.mean([r[k][m] for r in mine])), 4) for m in ("iou", "stone_f1")
+            }
+        for k in ("2x", "4x"):
+            diffs = [r[k]["d50_psi_diff"] for r in mine if r[k]["d50_psi_diff"] is not None]
+            s[k]["d50_psi_diff_max"] = max(diffs) if diffs else None
+            s[k]["iou_ratio"] = round(s[k]["iou"] / s["1x"]["iou"], 3) if s["1x"]["iou"] else None
+            s[k]["f1_ratio"] = (
+                round(s[k]["stone_f1"] / s["1x"]["stone_f1"], 3) if s["1x"]["stone_f1"] else None
+            )
+        summary[policy] = s
+    print(json.dumps({"rows": rows, "summary": summary}))
+
+
+if __name__ == "__main__":
+    main()

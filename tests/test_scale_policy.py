@@ -1,0 +1,222 @@
+"""The stone-size scale policy (work_scale.py): the typical stone, the estimate, mosaics,
+training with it, and old long-side models loading unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from synthetic import make_dataset
+
+from stoneseg_core.config import InferenceConfig, TrainConfig
+from stoneseg_core.errors import ModelFileError, StonesegError
+from stoneseg_core.model import ModelInfo, read_model_info
+from stoneseg_core.predict import Segmenter
+from stoneseg_core.work_scale import (
+    ScalePolicy,
+    resize_by,
+    snap,
+    to_work_scale,
+    typical_stone_px,
+)
+
+
+def _pebbles(
+    size: int, diameter: int, seed: int = 0, gap: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """A gravel-like scene: discs of about ``diameter`` px on a grid (some touching), bright on dark."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(60, 8, (size, size, 3)).clip(0, 255).astype(np.float32)
+    mask = np.zeros((size, size), np.uint8)
+    step = diameter + gap
+    for y in range(step // 2, size - step // 2 + 1, step):
+        for x in range(step // 2, size - step // 2 + 1, step):
+            r = int(diameter * rng.uniform(0.4, 0.5))
+            cv2.circle(mask, (x, y), r, 255, -1)
+    tone = rng.uniform(170, 200)
+    image[mask > 0] = (tone + rng.normal(0, 6, (int((mask > 0).sum()), 3))).clip(0, 255)
+    return image.astype(np.uint8), mask
+
+
+def test_typical_stone_is_the_disc_diameter_and_scales_with_the_photo():
+    for d in (12, 24, 48, 96):
+        m = np.zeros((400, 400), np.uint8)
+        cv2.circle(m, (200, 200), d // 2, 255, -1)  # a disc of d + 1 pixels across
+        assert typical_stone_px(m) == pytest.approx(d + 1, rel=0.1)
+    _, mask = _pebbles(480, 30)
+    d1 = typical_stone_px(mask)
+    for k in (0.5, 2.0):
+        big = cv2.resize(mask, None, fx=k, fy=k, interpolation=cv2.INTER_NEAREST)
+        assert typical_stone_px(big) == pytest.approx(k * d1, rel=0.08)
+    assert typical_stone_px(np.zeros((50, 50), np.uint8)) is None  # no stones: unknown
+
+
+def test_touching_stones_keep_their_own_size():
+    """A piece of 81 touching discs is a blob 9 stones wide; the typical stone is one disc."""
+    touching = np.zeros((400, 400), np.uint8)
+    for y in range(30, 371, 40):
+        for x in range(30, 371, 40):
+            cv2.circle(touching, (x, y), 20, 255, -1)
+    assert cv2.connectedComponents(touching)[0] - 1 < 81  # they do touch
+    assert typical_stone_px(touching) == pytest.approx(41, rel=0.1)
+
+
+def test_policy_round_trip_and_clamps():
+    p = ScalePolicy("stone-size", 384, stone_px=50.0, train_scale=0.8)
+    q = ScalePolicy.from_json(json.loads(json.dumps(p.to_json())), 384)
+    assert q == p
+    assert ScalePolicy.from_json({}, 256) == ScalePolicy("long-side", 256)
+    with pytest.raises(ValueError):
+        ScalePolicy.from_json({"policy": "magic"}, 384)
+    # a photo of one huge stone is not shrunk below 256 px on its long side ...
+    assert p.for_stone(2000, 1000, 1500) == pytest.approx(256 / 1500)
+    # ... nor a photo of sand grains enlarged more than 4 times
+    assert p.for_stone(2, 1000, 1500) == 4.0
+    assert p.for_stone(100, 1000, 1500) == pytest.approx(0.5)
+    # snapping: factors within one step land on the same value
+    assert snap(0.5) == 0.5 and snap(0.51) == snap(0.49) == 0.5
+
+
+def _threshold_net(model_input_mean: float = 0.0):
+    """A real 1x1 convolution that calls bright pixels stone: exact, scale-free behaviour,
+    so what is tested is the policy and the estimate, not a network's skill."""
+    import torch
+    from torch import nn
+
+    net = nn.Conv2d(3, 1, 1)
+    with torch.no_grad():
+        net.weight.fill_(20.0 / 3)
+        net.bias.fill_(-20.0 * model_input_mean)
+    return net.eval()
+
+
+def _stone_size_segmenter(stone_px: float, **cfg) -> Segmenter:
+    info = ModelInfo(encoder="local", work_size=384, mean=(0.5,) * 3, std=(0.5,) * 3)
+    info.scale = ScalePolicy("stone-size", 384, stone_px=stone_px).to_json()
+    return Segmenter(_threshold_net(), info, InferenceConfig(runtime="torch", **cfg), "cpu")
+
+
+def test_estimate_finds_the_scale_of_photos_rescaled_by_known_factors():
+    """The same gravel photographed at 1x, 2x and 3x the resolution: the estimated factors
+    are in the inverse ratio, and the stones reach the model's standard size."""
+    seg = _stone_size_segmenter(40.0)
+    image, mask = _pebbles(300, 20)
+    base = seg.work_scale(image)
+    assert typical_stone_px(resize_by(mask, base)) == pytest.approx(40, rel=0.15)
+    for k in (2.0, 3.0):
+        big = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_LINEAR)
+        f = seg.work_scale(big)
+        assert f * k == pytest.approx(base, rel=0.1)
+        assert len(seg.last_estimate) >= 1
+    # a given stone size and mm/px skip the estimate: 20 px stones of 10 mm at 0.5 mm/px
+    given = _stone_size_segmenter(40.0, stone_mm=10.0)
+    assert given.work_scale(image, mm_per_px=0.5) == pytest.approx(2.0)
+
+
+def test_a_mosaic_of_a_photo_is_segmented_at_the_photo_scale():
+    """The result must not depend on how much photo surrounds the stones: a 4 x 4 mosaic
+    of a photo gets the photo's factor and its mask is the photo's mask, repeated."""
+    seg = _stone_size_segmenter(40.0)
+    image, truth = _pebbles(256, 18, seed=3)
+    mosaic, mosaic_truth = np.tile(image, (4, 4, 1)), np.tile(truth, (4, 4))
+    one, four = seg.predict(image), seg.predict(mosaic)
+    # the small photo's last estimate pass is its prediction (reused, not run again): the same
+    # figures as a pass made afresh at that factor
+    fresh = seg.probability_at_work_scale(resize_by(image, one.scale))
+    assert np.array_equal(
+        one.probability, cv2.resize(fresh, (256, 256), interpolation=cv2.INTER_LINEAR)
+    )
+    # the same step of the 9 % grid, or its neighbour (the estimate measures the central
+    # window, which in the mosaic crosses the seams)
+    assert abs(np.log2(one.scale / four.scale)) <= 1 / 8 + 1e-9
+
+    def iou(a, b):
+        return np.logical_and(a > 0, b > 0).sum() / np.logical_or(a > 0, b > 0).sum()
+
+    assert iou(four.mask, mosaic_truth) >= 0.95 * iou(one.mask, truth)
+    # the long-side policy sees the mosaic's stones 4 times smaller
+    long_side = _stone_size_segmenter(40.0, scale="long-side")
+    assert long_side.work_scale(mosaic) == pytest.approx(long_side.work_scale(image) / 4)
+
+
+def test_old_long_side_models_load_and_predict_unchanged(trained_model, tmp_path):
+    """A config.json written before scale policies existed (no "scale") is a long-side
+    model: it loads, and its prediction is the old computation exactly."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(trained_model, old)
+    cfg_file = old / "config.json"
+    d = json.loads(cfg_file.read_text())
+    d.pop("scale", None)
+    d["train_config"].pop("scale_policy", None)
+    d["train_config"].pop("stone_px", None)
+    cfg_file.write_text(json.dumps(d))
+    info = read_model_info(old)
+    assert info.scale_policy == ScalePolicy("long-side", info.work_size)
+    seg = Segmenter.load(old, InferenceConfig(runtime="torch"))
+    image, _ = _pebbles(300, 24)
+    got = seg.predict(image)
+    work = to_work_scale(image, info.work_size)
+    prob = seg.probability_at_work_scale(work)
+    expect = cv2.resize(prob, (300, 300), interpolation=cv2.INTER_LINEAR)
+    assert got.scale == pytest.approx(info.work_size / 300)
+    assert np.array_equal(got.probability, expect)
+    # an unknown policy is a damaged file, named
+    d["scale"] = {"policy": "magic"}
+    cfg_file.write_text(json.dumps(d))
+    with pytest.raises(ModelFileError, match="old"):
+        read_model_info(old)
+
+
+def test_training_with_the_stone_size_policy_records_it_and_fine_tuning_keeps_it(tmp_path):
+    from stoneseg_core.project import Project
+    from stoneseg_core.train import run_training
+
+    root = make_dataset(tmp_path / "data", n=5, size=(128, 160), seed=2)
+    pairs = Project.open(root).labelled_pairs()
+    cfg = TrainConfig(
+        epochs=1,
+        crop=64,
+        work_size=160,
+        batch_size=4,
+        samples_per_image=2,
+        scale_policy="stone-size",
+        weights="none",
+        encoder="efficientnet-b0",
+    )
+    out = tmp_path / "m"
+    run_training(pairs, out, cfg)
+    info = read_model_info(out)
+    policy = info.scale_policy
+    assert policy.policy == "stone-size"
+    # stone_px 0 = the training photos' median typical stone at the long-side scale
+    train = [p for p in pairs if p[0].stem in info.train_images]
+    sizes = [
+        typical_stone_px(cv2.imread(str(m), 0)) * 160 / 160 for _, m in train
+    ]  # 160 px photos at work size 160: factor 1
+    assert policy.stone_px == pytest.approx(float(np.median(sizes)), rel=1e-3)
+    assert policy.train_scale > 0
+    assert info.metrics["validation"]["iou"] >= 0  # validated at the estimated scale
+    tuned = tmp_path / "tuned"
+    run_training(
+        pairs,
+        tuned,
+        TrainConfig(epochs=1, crop=64, batch_size=4, samples_per_image=2),
+        from_model=out,
+    )
+    assert read_model_info(tuned).scale_policy.stone_px == pytest.approx(policy.stone_px)
+    # "same scale as the training photos"
+    seg = Segmenter.load(out, InferenceConfig(scale="training", runtime="torch"))
+    assert seg.work_scale(np.zeros((500, 700, 3), np.uint8)) == pytest.approx(policy.train_scale)
+
+
+def test_bad_scale_settings_are_refused():
+    with pytest.raises(StonesegError, match="Scale policy"):
+        TrainConfig(scale_policy="photo")
+    with pytest.raises(StonesegError, match="Scale must be"):
+        InferenceConfig(scale="big")
+    with pytest.raises(StonesegError, match="standard stone"):
+        TrainConfig(stone_px=3)

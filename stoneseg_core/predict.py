@@ -30,7 +30,7 @@ import numpy as np
 from . import large
 from .config import InferenceConfig
 from .errors import ImageReadError, OutOfMemoryError, StonesegError
-from .geo import georeference_or_none, is_tiff, write_geotiff_mask
+from .geo import Georeference, georeference_or_none, is_tiff, write_geotiff_mask
 from .hardware import autocast_dtype_name, gpu_may_be_present, resolve_device_name
 from .imageio import image_size, jpeg_reduction, list_images, read_image, write_mask
 from .model_info import ModelInfo, read_model_info
@@ -575,6 +575,122 @@ def _read_for_scale(path: Path, long_side: int | None) -> tuple[np.ndarray, tupl
     return image, image.shape[:2]
 
 
+def _read_photo(path: Path, long_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """``_read_for_scale``, any failure raised as a StonesegError naming the photo."""
+    try:
+        return _read_for_scale(path, long_side)
+    except StonesegError:
+        raise
+    except Exception as exc:
+        raise ImageReadError(f"Cannot read image {path.name}: {exc}") from exc
+
+
+def decode_long_side(segmenter: Segmenter) -> int | None:
+    """The longer side JPEGs may be decoded down to for ``segmenter`` (None: full size)."""
+    # reduced decode knows its size beforehand only under the long-side policy
+    if segmenter.config.reduced_decode and segmenter.scale_policy.policy == "long-side":
+        return segmenter.info.work_size
+    return None
+
+
+def photo_mask(
+    segmenter: Segmenter,
+    image: np.ndarray,
+    size: tuple[int, int],
+    georef: Georeference | None,
+    should_stop: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """A folder job's mask of a decoded photo (full size ``size``), at the scale its
+    georeference gives, if any."""
+    mm_per_px = georef.mm_per_px()[0] if georef is not None else None
+    return segmenter.predict_mask(image, should_stop, size, mm_per_px)
+
+
+def write_segment_output(out: Path, mask: np.ndarray, georef: Georeference | None) -> None:
+    """A folder job's mask, atomically: a PNG, or a GeoTIFF on ``georef``'s grid."""
+    if georef is None:
+        write_mask(out, mask)
+    else:
+        write_geotiff_mask(out, mask, georef)
+
+
+def segment_photo(
+    segmenter: Segmenter,
+    path: Path,
+    out: Path,
+    georef: Georeference | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> None:
+    """One photo of a folder job, start to end: read, segment, write ``out`` atomically.
+
+    The same steps as ``iter_segment_images`` runs (there pipelined: the next photo decoded
+    and the last mask written on threads), so every engine writes the same masks. Raises a
+    StonesegError naming the photo (OutOfMemoryError when even one tile does not fit).
+    """
+    image, size = _read_photo(path, decode_long_side(segmenter))
+    if image is None:  # too large to hold whole: window by window (large.py)
+        status, message = large.segment_large_photo(segmenter, path, out, should_stop)
+        if status == "failed":
+            raise StonesegError(message)
+        return
+    mask = photo_mask(segmenter, image, size, georef, should_stop)
+    del image
+    write_segment_output(out, mask, georef)
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """What a folder job will do with each photo, decided before any is segmented."""
+
+    outputs: dict[Path, Path]  # photo -> its mask's path
+    georefs: dict[Path, Georeference | None]  # TIFFs (with ``geotiff_masks``) -> georeference
+    todo: list[Path]
+    skipped: list[Path]  # the output exists and is kept
+    itself: list[Path]  # the output would replace the photo itself
+
+
+def plan_segment_outputs(
+    paths: Sequence[Path], output_dir: Path, overwrite: bool, geotiff_masks: bool
+) -> SegmentPlan:
+    """Create ``output_dir``; name each photo's mask, and sort the photos into to do, kept
+    (an existing output, unless ``overwrite``) and refused (the mask would be the photo)."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StonesegError(
+            f"Cannot create output folder {output_dir}: {exc.strerror or exc}"
+        ) from exc
+    # a georeferenced GeoTIFF's mask is a GeoTIFF on the same grid; any other photo's a PNG
+    georefs = {p: georeference_or_none(p) for p in paths if geotiff_masks and is_tiff(p)}
+    outputs = {
+        p: output_dir / f"{p.stem}{'.png' if georefs.get(p) is None else '.tif'}" for p in paths
+    }
+    todo, skipped, itself = [], [], []
+    for p in paths:
+        if outputs[p].resolve() == p.resolve():
+            itself.append(p)  # a GeoTIFF segmented into its own folder
+        else:
+            (skipped if outputs[p].exists() and not overwrite else todo).append(p)
+    return SegmentPlan(outputs, georefs, todo, skipped, itself)
+
+
+def iter_plan_events(
+    plan: SegmentPlan, total: int, failed: list[tuple[Path, str]]
+) -> Iterator[SegmentEvent]:
+    """The events of the photos the plan does not segment (kept, refused: added to ``failed``)."""
+    index = 0
+    for p in plan.skipped:
+        index += 1
+        yield SegmentEvent(index, total, p, "skipped", plan.outputs[p], "output exists")
+    for p in plan.itself:
+        index += 1
+        message = (
+            f"its mask {plan.outputs[p].name} would replace the photo; choose another output folder"
+        )
+        failed.append((p, message))
+        yield SegmentEvent(index, total, p, "failed", None, message)
+
+
 def _prefetch(
     paths: list[Path], depth: int = 2, long_side: int | None = None
 ) -> Iterator[tuple[Path, tuple[np.ndarray, tuple[int, int]] | Exception]]:
@@ -591,11 +707,9 @@ def _prefetch(
             if stop.is_set():
                 return
             try:
-                item = (p, _read_for_scale(p, long_side))
-            except (ImageReadError, StonesegError) as exc:
+                item = (p, _read_photo(p, long_side))
+            except StonesegError as exc:
                 item = (p, exc)
-            except Exception as exc:
-                item = (p, ImageReadError(f"Cannot read image {p.name}: {exc}"))
             while not stop.is_set():
                 try:
                     q.put(item, timeout=0.1)
@@ -651,36 +765,13 @@ def iter_segment_images(
     photo and between the tiles of one; when it says stop the run ends with
     ``cancelled=True``. Closing the generator stops it too.
     """
-    paths, output_dir = [Path(p) for p in images], Path(output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StonesegError(
-            f"Cannot create output folder {output_dir}: {exc.strerror or exc}"
-        ) from exc
-    # a georeferenced GeoTIFF's mask is a GeoTIFF on the same grid; any other photo's a PNG
-    georefs = {p: georeference_or_none(p) for p in paths if geotiff_masks and is_tiff(p)}
-    outputs = {
-        p: output_dir / f"{p.stem}{'.png' if georefs.get(p) is None else '.tif'}" for p in paths
-    }
-    todo, skipped, itself = [], [], []
-    for p in paths:
-        if outputs[p].resolve() == p.resolve():
-            itself.append(p)  # a GeoTIFF segmented into its own folder
-        else:
-            (skipped if outputs[p].exists() and not overwrite else todo).append(p)
+    paths = [Path(p) for p in images]
+    plan = plan_segment_outputs(paths, Path(output_dir), overwrite, geotiff_masks)
+    outputs, georefs, todo = plan.outputs, plan.georefs, plan.todo
     total = len(paths)
-    written, failed, index = 0, [], 0
-    for p in skipped:
-        index += 1
-        yield SegmentEvent(index, total, p, "skipped", outputs[p], "output exists")
-    for p in itself:
-        index += 1
-        message = (
-            f"its mask {outputs[p].name} would replace the photo; choose another output folder"
-        )
-        failed.append((p, message))
-        yield SegmentEvent(index, total, p, "failed", None, message)
+    written, failed = 0, []
+    yield from iter_plan_events(plan, total, failed)
+    index = len(plan.skipped) + len(plan.itself)
     cancelled = False
     stopping = (lambda: False) if should_stop is None else should_stop
     # the PNG of one photo is encoded and written on this thread while the network runs on
@@ -700,12 +791,7 @@ def iter_segment_images(
         return SegmentEvent(i, total, p, "written", out, "", time.perf_counter() - start)
 
     try:
-        # reduced decode knows its size beforehand only under the long-side policy
-        long_side = (
-            segmenter.info.work_size
-            if segmenter.config.reduced_decode and segmenter.scale_policy.policy == "long-side"
-            else None
-        )
+        long_side = decode_long_side(segmenter)
         for p, item in _prefetch(todo, long_side=long_side):
             if stopping():
                 cancelled = True
@@ -739,9 +825,7 @@ def iter_segment_images(
                 continue
             try:
                 image, size = item
-                georef = georefs.get(p)
-                mm_per_px = georef.mm_per_px()[0] if georef is not None else None
-                mask = segmenter.predict_mask(image, should_stop, size, mm_per_px)
+                mask = photo_mask(segmenter, image, size, georefs.get(p), should_stop)
                 del image, item
             except StonesegError as exc:
                 if stopping():
@@ -763,10 +847,7 @@ def iter_segment_images(
                 if stopping():  # asked to stop on seeing that event: this mask is not written
                     cancelled = True
                     break
-            if georefs.get(p) is None:
-                job = writer.submit(write_mask, out, mask)
-            else:
-                job = writer.submit(write_geotiff_mask, out, mask, georefs[p])
+            job = writer.submit(write_segment_output, out, mask, georefs.get(p))
             pending = (index, p, out, job, start)
             del mask
         if pending is not None:
@@ -774,4 +855,6 @@ def iter_segment_images(
             pending = None
     finally:
         writer.shutdown(wait=True)
-    return SegmentSummary(written=written, skipped=len(skipped), failed=failed, cancelled=cancelled)
+    return SegmentSummary(
+        written=written, skipped=len(plan.skipped), failed=failed, cancelled=cancelled
+    )

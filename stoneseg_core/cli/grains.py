@@ -14,6 +14,7 @@ from .common import (
     add_shard_argument,
     run_photo_loop,
 )
+from .engine import add_engine_arguments, ray_settings
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -61,6 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_scale_arguments(p)
     add_shard_argument(p)
+    add_engine_arguments(p)
     p.add_argument(
         "--pool-only",
         default=None,
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         return _pool_only(args.pool_only)
     if len(given) < 3:
         args.grains_parser.error("MODEL_DIR, INPUT_DIR and OUTPUT_DIR are required")
+    settings = ray_settings(args)
     if (
         args.min_size is not None
         and args.mm_per_px is None
@@ -107,17 +110,35 @@ def run(args: argparse.Namespace) -> int:
     if total == 0:  # more array jobs than photos: this one has nothing to do
         print(f"Shard {args.shard[0]}/{args.shard[1]} has no photos; nothing to do.")
         return EXIT_OK
-    segmenter = Segmenter.load(args.model_dir)
-    segmenter.config = segmenter.config.replace(scale=args.scale, stone_mm=args.stone_mm or 0.0)
-    gen = iter_grains_folder(
-        segmenter,
-        args.input_dir,
-        args.output_dir,
-        options,
-        mm_per_px=args.mm_per_px,
-        scales=scales,
-        shard=args.shard,
-    )
+    if settings is not None:
+        from ..config import InferenceConfig
+        from ..model import read_model_info
+        from ..ray_engine import iter_grains_ray
+
+        config = InferenceConfig(threshold=read_model_info(args.model_dir).threshold)
+        gen = iter_grains_ray(
+            args.model_dir,
+            args.input_dir,
+            args.output_dir,
+            options,
+            mm_per_px=args.mm_per_px,
+            scales=scales,
+            shard=args.shard,
+            settings=settings,
+            config=config.replace(scale=args.scale, stone_mm=args.stone_mm or 0.0),
+        )
+    else:
+        segmenter = Segmenter.load(args.model_dir)
+        segmenter.config = segmenter.config.replace(scale=args.scale, stone_mm=args.stone_mm or 0.0)
+        gen = iter_grains_folder(
+            segmenter,
+            args.input_dir,
+            args.output_dir,
+            options,
+            mm_per_px=args.mm_per_px,
+            scales=scales,
+            shard=args.shard,
+        )
     summary = run_photo_loop(gen, total)
     pooled = summary.report["pooled"]
     block = pooled[f"by_{options.weighting}"]

@@ -17,6 +17,7 @@ from .common import (
     inference_config,
     run_photo_loop,
 )
+from .engine import add_engine_arguments, ray_settings
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -49,6 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_scale_arguments(s)
     add_shard_argument(s)
+    add_engine_arguments(s)
     return s
 
 
@@ -60,21 +62,34 @@ def run(args: argparse.Namespace) -> int:
     from ..predict import Segmenter, iter_segment_images
     from ..shard import take_shard
 
+    settings = ray_settings(args)
     # what iter_segment_folder does, with the shard taken from the sorted list
     paths = take_shard(list_images(args.input_dir), args.shard)
     if args.shard is not None and not paths:
         print(f"Shard {args.shard[0]}/{args.shard[1]} has no photos; nothing to do.")
         return EXIT_OK
-    segmenter = Segmenter.load(args.model_dir, inference_config(args))
-    if args.runtime == "onnx-int8":
-        segmenter.calibrate_int8(_calibration_photos(paths))
     # a photo over 50 MP is segmented window by window (large.py): its progress every 10 %
     large_log = logging.getLogger("stoneseg_core.large")
     if not large_log.isEnabledFor(logging.INFO):
         large_log.setLevel(logging.INFO)
-    gen = iter_segment_images(
-        segmenter, paths, args.output_dir, overwrite=args.overwrite, geotiff_masks=True
-    )
+    if settings is not None:
+        from ..ray_engine import iter_segment_ray
+
+        gen = iter_segment_ray(
+            args.model_dir,
+            paths,
+            args.output_dir,
+            inference_config(args),
+            settings,
+            overwrite=args.overwrite,
+        )
+    else:
+        segmenter = Segmenter.load(args.model_dir, inference_config(args))
+        if args.runtime == "onnx-int8":
+            segmenter.calibrate_int8(_calibration_photos(paths))
+        gen = iter_segment_images(
+            segmenter, paths, args.output_dir, overwrite=args.overwrite, geotiff_masks=True
+        )
     summary = run_photo_loop(gen, len(paths))
     print(
         f"{summary.written} written, {summary.skipped} skipped (already there), {len(summary.failed)} failed "

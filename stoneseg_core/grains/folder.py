@@ -99,6 +99,87 @@ def iter_grains_folder(
     files are ``stones_pooled.shard-K-of-N.csv`` and ``percentiles.shard-K-of-N.json``, so
     array jobs writing to one folder never overwrite each other's.
     """
+    plan = plan_grains_folder(input_dir, output_dir, options, mm_per_px, scales, shard)
+    options, output_dir, total = plan.options, Path(output_dir), len(plan.paths)
+    failed: list[tuple[Path, str]] = []
+    results: list[ImageGrains] = []
+    index = 0
+    for p, message in plan.clash:
+        index += 1
+        failed.append((p, message))
+        yield GrainEvent(index, total, p, "failed", message=message)
+    cancelled = False
+    for p in plan.todo:
+        if should_stop is not None and should_stop():
+            cancelled = True
+            break
+        index += 1
+        start = time.perf_counter()
+        try:
+            scale, source = plan.scale_of(p)
+            result = grains_photo(
+                segmenter, p, output_dir, options, scale, source, plan.georefs.get(p), should_stop
+            )
+            if result is None:  # stopped inside a window-by-window split
+                cancelled = True
+                break
+        except (ImageReadError, StonesegError) as exc:
+            if should_stop is not None and should_stop():
+                cancelled = True
+                break
+            failed.append((p, str(exc)))
+            yield GrainEvent(
+                index, total, p, "failed", message=str(exc), seconds=time.perf_counter() - start
+            )
+            if isinstance(exc, OutOfMemoryError):
+                raise
+            continue
+        results.append(result)
+        yield GrainEvent(
+            index, total, p, "measured", len(result.stones), seconds=time.perf_counter() - start
+        )
+    report = write_pooled(output_dir, results, failed, options, shard)
+    return GrainSummary(tuple(results), tuple(failed), report, cancelled)
+
+
+@dataclass(frozen=True)
+class GrainPlan:
+    """A grains folder job, checked and decided before any photo is segmented."""
+
+    options: GrainOptions
+    paths: list[Path]  # this run's photos (its shard's), in the folder's sorted order
+    todo: list[Path]
+    clash: list[tuple[Path, str]]  # photos refused: their outputs would overwrite another's
+    georefs: dict[Path, Georeference | None]  # the TIFFs' georeferences
+    geo_scales: dict[Path, float]  # scales from georeferences (none given)
+    mm_per_px: float | None
+    scales: dict[str, float] | None
+
+    def scale_of(self, p: Path) -> tuple[float | None, str | None]:
+        """(mm per pixel or None, where it came from) of photo ``p``; DataError without one."""
+        scale, source = self.mm_per_px, "given" if self.mm_per_px is not None else None
+        if p in self.geo_scales:
+            scale, source = self.geo_scales[p], "georeference"
+        if self.scales is not None:
+            source = "scale CSV"
+            scale = self.scales.get(p.stem)
+            if scale is None:
+                raise DataError(
+                    f"{p.name} has no row in the scale CSV; add 'image,mm_per_px' for it."
+                )
+        return scale, source
+
+
+def plan_grains_folder(
+    input_dir: str | Path,
+    output_dir: str | Path,
+    options: GrainOptions | None = None,
+    mm_per_px: float | None = None,
+    scales: dict[str, float] | None = None,
+    shard: Shard | None = None,
+) -> GrainPlan:
+    """Check the scales and options, create ``output_dir``, and sort the photos (see
+    ``iter_grains_folder``); a StonesegError for a run that cannot be pooled."""
     options = options or GrainOptions()
     if mm_per_px is not None and scales is not None:
         raise StonesegError("Give either one scale for every photo or a scale table, not both.")
@@ -136,90 +217,73 @@ def iter_grains_folder(
         paths = take_shard(paths, shard)
         mine = set(paths)
         todo, clash = [p for p in todo if p in mine], [c for c in clash if c[0] in mine]
-    total = len(paths)
-    failed: list[tuple[Path, str]] = []
-    results: list[ImageGrains] = []
-    index = 0
-    for p, message in clash:
-        index += 1
-        failed.append((p, message))
-        yield GrainEvent(index, total, p, "failed", message=message)
-    cancelled = False
-    for p in todo:
-        if should_stop is not None and should_stop():
-            cancelled = True
-            break
-        index += 1
-        start = time.perf_counter()
-        try:
-            scale, source = mm_per_px, "given" if mm_per_px is not None else None
-            if p in geo_scales:
-                scale, source = geo_scales[p], "georeference"
-            if scales is not None:
-                source = "scale CSV"
-                scale = scales.get(p.stem)
-                if scale is None:
-                    raise DataError(
-                        f"{p.name} has no row in the scale CSV; add 'image,mm_per_px' for it."
-                    )
-            image = read_image(p)
-            pred = segmenter.predict(image, should_stop, mm_per_px=scale)
-            georef = georefs.get(p)
-            if tiled.is_big(pred.mask.shape):  # split, measured and written window by window
-                big = tiled.grains_tiled(
-                    pred.mask,
-                    output_dir,
-                    p.stem,
-                    probability=pred.probability,
-                    boundary=getattr(pred, "boundary", None),
-                    mm_per_px=scale,
-                    options=options,
-                    georef=georef,
-                    scale_source=source,
-                    name=p.name,
-                    window_px=tiled.DEFAULT_WINDOW_PX,
-                    should_stop=should_stop,
-                )
-                if big.cancelled:
-                    cancelled = True
-                    break
-                result = big.grains
-            else:
-                labels, result = analyse_mask(
-                    pred.mask,
-                    pred.probability,
-                    scale,
-                    options,
-                    p.name,
-                    boundary=getattr(pred, "boundary", None),  # None: a 1-channel model
-                )
-                write_instance_labels(output_dir / f"{p.stem}_instances.png", labels, georef)
-                write_text(output_dir / f"{p.stem}_stones.csv", stones_csv([result], options))
-                write_json(
-                    output_dir / f"{p.stem}_stones.geojson",
-                    stones_geojson(result, labels, options, georef, source),
-                )
-        except (ImageReadError, StonesegError) as exc:
-            if should_stop is not None and should_stop():
-                cancelled = True
-                break
-            failed.append((p, str(exc)))
-            yield GrainEvent(
-                index, total, p, "failed", message=str(exc), seconds=time.perf_counter() - start
-            )
-            if isinstance(exc, OutOfMemoryError):
-                raise
-            continue
-        results.append(result)
-        yield GrainEvent(
-            index, total, p, "measured", len(result.stones), seconds=time.perf_counter() - start
+    return GrainPlan(options, paths, todo, clash, georefs, geo_scales, mm_per_px, scales)
+
+
+def grains_photo(
+    segmenter: Segmenter,
+    p: Path,
+    output_dir: Path,
+    options: GrainOptions,
+    scale: float | None,
+    source: str | None,
+    georef: Georeference | None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ImageGrains | None:
+    """One photo of a grains folder job: segment, split, measure, and write its
+    ``<stem>_instances.png`` (a tiled ``.tif`` for a mask over 50 MP, split window by window),
+    ``<stem>_stones.csv`` and ``<stem>_stones.geojson``. None: ``should_stop`` stopped a
+    window-by-window split midway."""
+    image = read_image(p)
+    pred = segmenter.predict(image, should_stop, mm_per_px=scale)
+    del image
+    if tiled.is_big(pred.mask.shape):  # split, measured and written window by window
+        big = tiled.grains_tiled(
+            pred.mask,
+            output_dir,
+            p.stem,
+            probability=pred.probability,
+            boundary=getattr(pred, "boundary", None),
+            mm_per_px=scale,
+            options=options,
+            georef=georef,
+            scale_source=source,
+            name=p.name,
+            window_px=tiled.DEFAULT_WINDOW_PX,
+            should_stop=should_stop,
         )
-    report = percentiles_report(results, options)
+        return None if big.cancelled else big.grains
+    labels, result = analyse_mask(
+        pred.mask,
+        pred.probability,
+        scale,
+        options,
+        p.name,
+        boundary=getattr(pred, "boundary", None),  # None: a 1-channel model
+    )
+    write_instance_labels(output_dir / f"{p.stem}_instances.png", labels, georef)
+    write_text(output_dir / f"{p.stem}_stones.csv", stones_csv([result], options))
+    write_json(
+        output_dir / f"{p.stem}_stones.geojson",
+        stones_geojson(result, labels, options, georef, source),
+    )
+    return result
+
+
+def write_pooled(
+    output_dir: Path,
+    results: Sequence[ImageGrains],
+    failed: Sequence[tuple[Path, str]],
+    options: GrainOptions,
+    shard: Shard | None = None,
+) -> dict[str, Any]:
+    """The pooled table and the percentiles report of a run (its shard's names with ``shard``)."""
+    report = percentiles_report(list(results), options)
     report["failed"] = [{"image": p.name, "error": m} for p, m in failed]
     suffix = shard_suffix(shard)
-    write_text(output_dir / f"stones_pooled{suffix}.csv", stones_csv(results, options))
+    write_text(output_dir / f"stones_pooled{suffix}.csv", stones_csv(list(results), options))
     write_json(output_dir / f"percentiles{suffix}.json", report)
-    return GrainSummary(tuple(results), tuple(failed), report, cancelled)
+    return report
 
 
 def _georef_scales(georefs: dict[Path, Georeference | None]) -> dict[Path, float]:

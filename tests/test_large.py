@@ -262,3 +262,36 @@ def test_the_model_scale_policy_is_estimated_on_windows(tmp_path):
     assert peak < work / 2, (peak, work)
     got = tifffile.imread(tmp_path / "m.tif")
     assert np.array_equal(got, large.segment_whole(seg, image, factor))
+
+
+def test_grains_segments_and_splits_a_large_photo_window_by_window(
+    trained_model, ortho, tmp_path, monkeypatch
+):
+    """``stoneseg grains`` on a photo too large to hold whole: segmented window by window
+    into <stem>_mask.tif (the photo's georeference kept), its stones split from that mask
+    window by window; the stones are the ones the tiled split finds on the same mask."""
+    import csv
+    import json
+
+    from stoneseg_core.grains import tiled
+
+    path, _ = ortho
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "ortho.tif").write_bytes(path.read_bytes())
+    monkeypatch.setattr(large, "LARGE_PIXELS", 1_000_000)
+    read_whole = []
+    monkeypatch.setattr(
+        "stoneseg_core.grains.folder.read_image", lambda p, *a, **k: read_whole.append(p)
+    )
+    out = tmp_path / "out"
+    assert main(["grains", str(trained_model), str(photos), str(out)]) == 0
+    assert read_whole == []  # never read whole
+    mask = tifffile.imread(out / "ortho_mask.tif")
+    assert mask.shape == (2500, 3000) and set(np.unique(mask)) <= {0, 255}
+    assert geo.read_georeference(out / "ortho_mask.tif").epsg == 32633
+    rows = list(csv.DictReader((out / "ortho_stones.csv").read_text().splitlines()))
+    again = tiled.grains_tiled(out / "ortho_mask.tif", tmp_path / "again", "ortho")
+    assert len(rows) == len(again.grains.stones) > 0
+    report = json.loads((out / "percentiles.json").read_text())
+    assert report["images"]["ortho.tif"]["stones_found"] == len(rows)

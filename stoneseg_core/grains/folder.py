@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import large
 from ..errors import DataError, ImageReadError, OutOfMemoryError, StonesegError
 from ..geo import Georeference, georeference_or_none, is_tiff
 from ..imageio import IMAGE_EXTENSIONS, list_images, read_image, read_mask
@@ -233,7 +234,31 @@ def grains_photo(
     """One photo of a grains folder job: segment, split, measure, and write its
     ``<stem>_instances.png`` (a tiled ``.tif`` for a mask over 50 MP, split window by window),
     ``<stem>_stones.csv`` and ``<stem>_stones.geojson``. None: ``should_stop`` stopped a
-    window-by-window split midway."""
+    window-by-window split midway.
+
+    A photo too large to segment whole (over 50 MP, ``large.needs_windows``) is segmented
+    window by window into ``<stem>_mask.tif`` (a tiled 0/255 GeoTIFF, kept) and its stones
+    split from that mask window by window (on the mask's shape alone: the probability of
+    such a photo is never held whole)."""
+    if large.needs_windows(p):
+        mask_path = output_dir / f"{p.stem}_mask.tif"
+        status, message = large.segment_large_photo(segmenter, p, mask_path, should_stop)
+        if status == "cancelled":
+            return None
+        if status != "written":
+            raise StonesegError(message)
+        big = tiled.grains_tiled(
+            mask_path,
+            output_dir,
+            p.stem,
+            mm_per_px=scale,
+            options=options,
+            georef=georef,
+            scale_source=source,
+            name=p.name,
+            should_stop=should_stop,
+        )
+        return None if big.cancelled else big.grains
     image = read_image(p)
     pred = segmenter.predict(image, should_stop, mm_per_px=scale)
     del image

@@ -215,31 +215,33 @@ def estimate_scale(
     image: np.ndarray,
     policy: ScalePolicy,
     stone_mask_at: Callable[[np.ndarray, float, bool], np.ndarray],
-    rounds: int = 5,
+    rounds: int = 6,
 ) -> tuple[float, list[dict[str, float]]]:
     """The stone-size factor for a photo nobody measured, from the network's own output.
 
     Look for the factor at which the typical stone of the network's mask is
-    ``policy.stone_px`` across: measure at the long-side scale (on ``sample_windows``, with
-    ``stone_mask_at(work image, factor, whether it is the whole photo)`` -> its stone mask,
-    bool or 0/255), step as if the measured size grew in proportion to the factor, and once
-    two measurements lie on both sides of the target, interpolate between them (in log
-    scale), always on a grid of 9 % steps (``snap``). A network sees stones a little
-    differently at each scale, so the plain fixed point ``f * stone_px / size`` can hop
-    between steps; the bracket settles it. Ends when a step is within half a grid step of the
-    target, when the next step was measured already, at the clamp, or after ``rounds``; the
-    answer is the measured step closest to the target. A photo in which the network finds no
-    stones keeps the long-side factor (or its last one). Returns (factor, the rounds as
-    {"factor", "stone_px"} for the log).
+    ``policy.stone_px`` across. Measure (on ``sample_windows``, with ``stone_mask_at(work
+    image, factor, whether it is the whole photo)`` -> its stone mask, bool or 0/255) at two
+    first guesses: the long-side scale and the training photos' median scale (a photo like
+    them; a mosaic of them is one). From the better, step as if the measured size grew in
+    proportion to the factor, at most an octave a round (far from its scale a network
+    sees texture, not stones, and its sizes mislead); once two measurements lie on both
+    sides of the target, interpolate between them (in log scale); always on a grid of 9 %
+    steps (``snap``). A stone more than half a window across cannot be measured in it and
+    counts as "too big". Ends when a step is within half a grid step of the target, when the
+    next step was measured already, or after ``rounds``; the answer is the measured step
+    closest to the target. A photo in which the network finds no stones keeps the long-side
+    factor. Returns (factor, the rounds as {"factor", "stone_px"} for the log).
     """
     h, w = image.shape[:2]
     half_step = math.log(2.0) / 16
     target = math.log(policy.stone_px)
-    factor = policy.clamp(snap(policy.long_side(h, w)), h, w)
+    side = max(256, 32 * math.ceil(3 * policy.stone_px / 32))
     trail: list[dict[str, float]] = []
     measured: dict[float, float] = {}  # factor -> log(size / stone_px)
-    for _ in range(rounds):
-        windows = sample_windows(h, w, factor)
+
+    def measure(factor: float) -> float | None:
+        windows = sample_windows(h, w, factor, side)
         masks = []
         for y0, x0, y1, x1 in windows:
             whole = len(windows) == 1 and (y0, x0, y1, x1) == (0, 0, h, w)
@@ -247,27 +249,39 @@ def estimate_scale(
         d = typical_stone_px(masks)
         trail.append({"factor": factor, "stone_px": float(d) if d else 0.0})
         if d is None:
-            break
+            return None
         err = math.log(d) - target
+        if d > side / 2:  # too big for its window to measure: too big, by an octave at least
+            err = max(err, math.log(2.0))
         measured[factor] = err
+        return err
+
+    first = policy.clamp(snap(policy.long_side(h, w)), h, w)
+    starts = [first]
+    if policy.train_scale > 0:
+        second = policy.clamp(snap(policy.train_scale), h, w)
+        if second != first:
+            starts.append(second)
+    for f in starts:
+        measure(f)
+    if not measured:
+        return first, trail
+    factor = min(measured, key=lambda f: abs(measured[f]))
+    for _ in range(rounds - len(starts)):
+        err = measured[factor]
         if abs(err) <= half_step:
             break
         below = [f for f, e in measured.items() if e < 0]  # stones too small here
         above = [f for f, e in measured.items() if e > 0]
-        if below and above:
+        step = factor * math.exp(-float(np.clip(err, -math.log(2.0), math.log(2.0))))
+        if below and above and max(below) < min(above):
             lo, hi = max(below), min(above)  # the tightest bracket (size grows with factor)
-            if lo < hi:
-                e_lo, e_hi = measured[lo], measured[hi]
-                t = e_lo / (e_lo - e_hi)
-                nxt = math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))
-            else:  # not monotonic: fall back to the proportional step
-                nxt = factor * math.exp(-err)
-        else:
-            nxt = factor * math.exp(-err)
-        nxt = policy.clamp(snap(nxt), h, w)
+            t = measured[lo] / (measured[lo] - measured[hi])
+            step = math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))
+        nxt = policy.clamp(snap(step), h, w)
         if nxt in measured:
             break
-        factor = nxt
-    if measured:
+        if measure(nxt) is None:
+            break
         factor = min(measured, key=lambda f: abs(measured[f]))
-    return factor, trail
+    return min(measured, key=lambda f: abs(measured[f])), trail

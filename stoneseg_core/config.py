@@ -39,10 +39,11 @@ RUNTIMES = ("auto", "onnx", "onnx-int8", "torch")
 
 # How a photo's working scale is found at inference: "auto" = the model's own policy (a
 # stone-size model estimates each photo's stone size with the network, or takes it from
-# ``stone_mm`` and the photo's mm/px when both are known), "long-side" = the photo's long side
-# at the model's working size, "training" = the median factor of the model's training
-# photos (a fixed camera at a fixed height: the same scale as the photos it learnt from).
-INFERENCE_SCALES = ("auto", "long-side", "training")
+# ``stone_mm`` and the photo's mm/px when both are known), "stone-size" = that for any
+# model that records its standard stone (long-side models trained since policies exist
+# do), "long-side" = the photo's long side at the model's working size, "training" = the
+# median factor of the model's training photos (a fixed camera at a fixed height).
+INFERENCE_SCALES = ("auto", "stone-size", "long-side", "training")
 
 
 @dataclass(frozen=True)

@@ -96,9 +96,11 @@ class Sample:
 
 
 def resolve_stone_px(pairs: list[tuple[Path, ...]], policy: ScalePolicy) -> ScalePolicy:
-    """A stone-size policy with ``stone_px`` 0 gets the median typical stone of ``pairs``'
-    masks at the long-side scale (the size the network would have seen them at)."""
-    if policy.policy != "stone-size" or policy.stone_px > 0:
+    """A policy with ``stone_px`` 0 gets the median typical stone of ``pairs``' masks at the
+    long-side scale (the size the network sees them at under the long-side policy): what a
+    stone-size model resizes every photo to, and what a long-side model records so that its
+    photos can be brought to it at inference (``--scale stone-size``)."""
+    if policy.stone_px > 0:
         return policy
     sizes = []
     for pair in pairs:

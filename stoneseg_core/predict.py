@@ -452,7 +452,10 @@ class Segmenter:
                 return policy.train_scale
             log.info("This model does not record its training photos' scale: long-side used.")
             return policy.long_side(h, w)
-        if mode == "long-side" or policy.policy != "stone-size":
+        stone_size = mode == "stone-size" or (mode == "auto" and policy.policy == "stone-size")
+        if stone_size and policy.stone_px <= 0:
+            log.info("This model does not record its standard stone size: long-side used.")
+        if not stone_size or policy.stone_px <= 0:
             return policy.long_side(h, w)
         if self.config.stone_mm > 0 and mm_per_px:
             return policy.for_stone(self.config.stone_mm / mm_per_px, h, w)

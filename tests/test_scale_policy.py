@@ -220,3 +220,18 @@ def test_bad_scale_settings_are_refused():
         InferenceConfig(scale="big")
     with pytest.raises(StonesegError, match="standard stone"):
         TrainConfig(stone_px=3)
+
+
+def test_a_long_side_model_records_its_stone_size_for_stone_size_inference(trained_model):
+    """Long-side training records the standard stone too (the training photos' median at
+    the long-side scale), so ``--scale stone-size`` brings any photo to it at inference."""
+    info = read_model_info(trained_model)
+    assert info.scale_policy.policy == "long-side" and info.scale_policy.stone_px > 0
+    image = np.tile(_pebbles(256, 18, seed=4)[0], (4, 4, 1))
+    plain = Segmenter.load(trained_model, InferenceConfig(runtime="torch"))
+    assert plain.work_scale(image) == pytest.approx(info.work_size / 1024)
+    assert plain.last_estimate == []  # long-side: nothing estimated
+    by_stone = Segmenter.load(trained_model, InferenceConfig(runtime="torch", scale="stone-size"))
+    factor = by_stone.work_scale(image)
+    assert len(by_stone.last_estimate) >= 1
+    assert by_stone.scale_policy.clamp(factor, 1024, 1024) == factor

@@ -91,10 +91,11 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
         "--scale",
         choices=INFERENCE_SCALES,
         default="auto",
-        help="working scale of each photo: auto = the model's policy (a stone-size model "
-        "estimates each photo's stone size, or uses --stone-mm with the photo's mm/px); "
-        "long-side = the photo's long side at the model's working size; training = the "
-        "training photos' scale (a fixed camera)",
+        help="working scale of each photo: auto = the model's policy; stone-size = each "
+        "photo resized so that its typical stone has the model's standard size (estimated "
+        "by the network, or from --stone-mm and the photo's mm/px: for full-frame gravel "
+        "photos and orthomosaics); long-side = the photo's long side at the model's "
+        "working size; training = the training photos' scale (a fixed camera)",
     )
     parser.add_argument(
         "--stone-mm",

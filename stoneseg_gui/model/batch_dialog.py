@@ -103,6 +103,7 @@ class BatchDialog(QDialog):
         self._on_model_current_index_changed()
         self.scale = QComboBox()
         self.scale.addItem("The model's own (stone-size models estimate each photo)", "auto")
+        self.scale.addItem("By stone size (gravel frames, orthomosaics)", "stone-size")
         self.scale.addItem("Each photo's long side", "long-side")
         self.scale.addItem("Same as the training photos (fixed camera)", "training")
         self.scale.setToolTip("How each photo is brought to the size the model works at")

@@ -23,6 +23,7 @@ The last line is one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -132,8 +133,13 @@ def run_fold(policy: str, fold: int, train, held, args) -> dict:
         run_training(train, partial, cfg)
         partial.rename(out)
     train_s = time.perf_counter() - t
-    seg = Segmenter.load(out, InferenceConfig(runtime=args.runtime))
+    seg = Segmenter.load(out, InferenceConfig(runtime=args.runtime, scale=args.infer_scale))
     seg.config = seg.config.replace(threshold=seg.info.threshold)
+    if seg.scale_policy.stone_px <= 0:  # a model trained before long-side ones recorded it
+        policy = resolve_stone_px(train, seg.scale_policy)  # as training does now
+        sizes = [read_mask(m).shape[:2] for _, m in train]
+        train_scale = float(np.median([policy.long_side(h, w) for h, w in sizes]))
+        seg.info.scale = dataclasses.replace(policy, train_scale=train_scale).to_json()
     images = [read_rgb(p) for p, _ in held]
     truths = [read_mask(m, im.shape[:2]) for im, (_, m) in zip(images, held)]
     row = {
@@ -173,6 +179,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runtime", default="auto")
+    ap.add_argument(
+        "--infer-scale",
+        default="auto",
+        help="InferenceConfig.scale for every model (auto: its own policy; stone-size: "
+        "a long-side model brought to its recorded standard stone)",
+    )
     args = ap.parse_args()
     setup(args)
     root = Path(args.data) if args.data else SHARED

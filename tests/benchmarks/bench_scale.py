@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_common_args, labelled_pairs, read_rgb, setup
 
 from stoneseg_core.config import InferenceConfig, TrainConfig
+from stoneseg_core.dataset import resolve_stone_px
 from stoneseg_core.grains.distribution import percentiles
 from stoneseg_core.grains.measure import measure_stones
 from stoneseg_core.grains.split import split_stones

@@ -137,10 +137,10 @@ def run_fold(policy: str, fold: int, train, held, args) -> dict:
     seg = Segmenter.load(out, InferenceConfig(runtime=args.runtime, scale=args.infer_scale))
     seg.config = seg.config.replace(threshold=seg.info.threshold)
     if seg.scale_policy.stone_px <= 0:  # a model trained before long-side ones recorded it
-        policy = resolve_stone_px(train, seg.scale_policy)  # as training does now
+        recorded = resolve_stone_px(train, seg.scale_policy)  # as training does now
         sizes = [read_mask(m).shape[:2] for _, m in train]
-        train_scale = float(np.median([policy.long_side(h, w) for h, w in sizes]))
-        seg.info.scale = dataclasses.replace(policy, train_scale=train_scale).to_json()
+        train_scale = float(np.median([recorded.long_side(h, w) for h, w in sizes]))
+        seg.info.scale = dataclasses.replace(recorded, train_scale=train_scale).to_json()
     images = [read_rgb(p) for p, _ in held]
     truths = [read_mask(m, im.shape[:2]) for im, (_, m) in zip(images, held)]
     row = {

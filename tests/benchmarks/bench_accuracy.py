@@ -66,6 +66,7 @@ from stoneseg_core.predict import Segmenter
 from stoneseg_core.train import EpochSummary, run_training
 
 log = logging.getLogger("bench_accuracy")
+ALSO_SCALE = ""  # --also-scale
 
 NOTEBOOK_EPOCHS = 25
 
@@ -143,7 +144,14 @@ def run_stoneseg(pairs, held_out: list[str], cfg: TrainConfig, out: Path, protoc
         threshold = read_model_info(out).threshold
         seg = Segmenter.load(out, InferenceConfig(threshold=threshold, device=str(device())))
         seg_tta = Segmenter(seg.model, seg.info, seg.config.replace(tta=True), seg.device)
+        # --also-scale: the same model at another inference scale (instead of the flips)
+        seg_other = (
+            Segmenter(seg.model, seg.info, seg.config.replace(scale=ALSO_SCALE), seg.device)
+            if ALSO_SCALE
+            else None
+        )
         counts, counts_05, counts_tta, per_image = [], [], [], {}
+        counts_other, per_image_other = [], {}
         for img_path, mask_path in [p for p in pairs if p[0].stem in held]:
             image = read_rgb(img_path)
             truth = read_mask(mask_path, image.shape[:2])
@@ -151,7 +159,12 @@ def run_stoneseg(pairs, held_out: list[str], cfg: TrainConfig, out: Path, protoc
             c = confusion(prob >= seg.config.threshold, truth)
             counts.append(c)
             counts_05.append(confusion(prob >= 0.5, truth))
-            counts_tta.append(confusion(seg_tta.predict(image).mask, truth))
+            if seg_other is not None:
+                o = confusion(seg_other.predict(image).mask, truth)
+                counts_other.append(o)
+                per_image_other[img_path.stem] = r3(o.scores().iou)
+            else:
+                counts_tta.append(confusion(seg_tta.predict(image).mask, truth))
             per_image[img_path.stem] = r3(c.scores().iou)
         total = add(counts)
         row.update(
@@ -161,8 +174,16 @@ def run_stoneseg(pairs, held_out: list[str], cfg: TrainConfig, out: Path, protoc
                 "threshold": seg.config.threshold,
                 "held_out": scores(total),
                 "held_out_at_0.5": scores(add(counts_05)),
-                "held_out_tta": scores(add(counts_tta)),
+                "held_out_tta": scores(add(counts_tta)) if counts_tta else None,
                 "per_image_iou": per_image,
+                **(
+                    {
+                        f"held_out_scale_{ALSO_SCALE}": scores(add(counts_other)),
+                        f"per_image_iou_scale_{ALSO_SCALE}": per_image_other,
+                    }
+                    if seg_other is not None
+                    else {}
+                ),
                 "_counts": total,
             }
         )
@@ -310,6 +331,12 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--also-scale",
+        default="",
+        help="also score StoneSeg's models at this inference scale (e.g. stone-size), "
+        "instead of with test-time flips",
+    )
+    ap.add_argument(
         "--protocol",
         choices=("user", "heldout-val"),
         default="user",
@@ -324,6 +351,8 @@ def main() -> None:
     add_notebook_args(ap)
     args = ap.parse_args()
     setup(args)
+    global ALSO_SCALE
+    ALSO_SCALE = args.also_scale
     load_before = load_average()
     root = data_dir(args.data)
     pairs = labelled_pairs(root)
@@ -411,7 +440,13 @@ def main() -> None:
             )
         if m == "stoneseg" and args.protocol == "user":
             summary[m]["mean_iou_at_0.5"] = r3(np.mean([r["held_out_at_0.5"]["iou"] for r in rows]))
-            summary[m]["mean_iou_tta"] = r3(np.mean([r["held_out_tta"]["iou"] for r in rows]))
+            if ALSO_SCALE:
+                key = f"held_out_scale_{ALSO_SCALE}"
+                summary[m][f"mean_iou_scale_{ALSO_SCALE}"] = r3(
+                    np.mean([r[key]["iou"] for r in rows])
+                )
+            else:
+                summary[m]["mean_iou_tta"] = r3(np.mean([r["held_out_tta"]["iou"] for r in rows]))
         if m == "stoneseg":
             per_epoch = np.mean([r["wall_s"] / r["epochs"] for r in rows])
             summary[m]["default_training_minutes"] = r3(per_epoch * TrainConfig().epochs / 60)

@@ -61,9 +61,15 @@ def pixel_rings(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[np.n
         a, b = order[first[two]], order[first[two] + 1]
         right = (direction[two] + 1) % 4
         nxt[two] = np.where(direction[a] == right, a, b)
+    return [ring for _, ring in _walk(range(len(start)), nxt, start, direction, offset)]
+
+
+def _walk(order, nxt: np.ndarray, start: np.ndarray, direction: np.ndarray, offset):
+    """(first edge, closed ring of corner points) for each ring of edges, the edges visited
+    in ``order``: each ring followed along ``nxt`` from its first unseen edge."""
     seen = np.zeros(len(start), bool)
-    rings = []
-    for e0 in range(len(start)):
+    nxt_list = nxt.tolist()
+    for e0 in order:
         if seen[e0]:
             continue
         path = []
@@ -71,15 +77,14 @@ def pixel_rings(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[np.n
         while not seen[e]:
             seen[e] = True
             path.append(e)
-            e = nxt[e]
+            e = nxt_list[e]
         idx = np.array(path)
         turns = direction[idx] != direction[np.roll(idx, 1)]
         corners = start[idx[turns]] if turns.any() else start[idx[:1]]
         ring = np.vstack([corners, corners[:1]]).astype(np.float64)
         ring[:, 0] += offset[1] - 1
         ring[:, 1] += offset[0] - 1
-        rings.append(ring)
-    return rings
+        yield e0, ring
 
 
 def _inside(point: np.ndarray, ring: np.ndarray) -> bool:
@@ -136,24 +141,8 @@ def label_polygons(labels: np.ndarray, offset: tuple[int, int] = (0, 0)) -> dict
         nxt[two] = np.where(direction[a] == right, a, b)
     # each label's edges in the order pixel_rings meets them on that label's own mask
     visit = np.lexsort((np.arange(len(start)), lab))
-    seen = np.zeros(len(start), bool)
     rings: dict[int, list[np.ndarray]] = {}
-    nxt_list, seen_list = nxt.tolist(), seen
-    for e0 in visit.tolist():
-        if seen_list[e0]:
-            continue
-        path = []
-        e = e0
-        while not seen_list[e]:
-            seen_list[e] = True
-            path.append(e)
-            e = nxt_list[e]
-        idx = np.array(path)
-        turns = direction[idx] != direction[np.roll(idx, 1)]
-        pts = start[idx[turns]] if turns.any() else start[idx[:1]]
-        ring = np.vstack([pts, pts[:1]]).astype(np.float64)
-        ring[:, 0] += offset[1] - 1
-        ring[:, 1] += offset[0] - 1
+    for e0, ring in _walk(visit.tolist(), nxt, start, direction, offset):
         rings.setdefault(int(lab[e0]), []).append(ring)
     return {label: _group(found) for label, found in rings.items()}
 

@@ -54,13 +54,13 @@ from scipy import ndimage as ndi
 
 from ..errors import MaskError, StonesegError
 from ..geo import (
-    _TAG_DTYPE,
     Georeference,
     _decode_message,
     _open,
     _read_window,
     _tifffile,
     georeference_or_none,
+    geotiff_extratags,
     is_tiff,
 )
 from ..imageio import _new_file_mode, describe_os_error, read_mask
@@ -206,19 +206,6 @@ class _Abort(Exception):
     pass
 
 
-def _extratags(georef: Georeference | None) -> list[tuple]:
-    """The georeference's GeoTIFF tags for tifffile, as ``geo.encode_tiff`` writes them."""
-    out = []
-    for code, value in georef.tags if georef is not None else ():
-        dtype = _TAG_DTYPE.get(code, "d")
-        if dtype == "s":
-            value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-            out.append((code, dtype, 0, value, True))
-        else:
-            out.append((code, dtype, len(value), tuple(value), True))
-    return out
-
-
 def _write_tiled(path: Path, tiles: Iterator[np.ndarray], shape, dtype, tile: int, georef) -> None:
     _tifffile().imwrite(
         path,
@@ -229,7 +216,7 @@ def _write_tiled(path: Path, tiles: Iterator[np.ndarray], shape, dtype, tile: in
         tile=(tile, tile),
         compression="zlib",
         predictor=None,
-        extratags=_extratags(georef),
+        extratags=geotiff_extratags(georef),
         metadata=None,
         software="StoneSeg",
         bigtiff=shape[0] * shape[1] * np.dtype(dtype).itemsize > 2**32 - 2**25,

@@ -95,12 +95,20 @@ class Sample:
     full_image: np.ndarray | None = None
 
 
+def with_stone_px(policy: ScalePolicy, sizes: list[float | None]) -> ScalePolicy:
+    """``policy`` with ``stone_px`` the median of ``sizes`` (typical stones at the long-side
+    scale; None: a photo without stones), clipped to 16-256 px."""
+    known = [d for d in sizes if d is not None]
+    stone_px = float(np.median(known)) if known else policy.work_size / 6
+    return dataclasses.replace(policy, stone_px=float(np.clip(stone_px, 16.0, 256.0)))
+
+
 def resolve_stone_px(pairs: list[tuple[Path, ...]], policy: ScalePolicy) -> ScalePolicy:
-    """A policy with ``stone_px`` 0 gets the median typical stone of ``pairs``' masks at the
-    long-side scale (the size the network sees them at under the long-side policy): what a
-    stone-size model resizes every photo to, and what a long-side model records so that its
-    photos can be brought to it at inference (``--scale stone-size``)."""
-    if policy.stone_px > 0:
+    """A stone-size policy with ``stone_px`` 0 gets the median typical stone of ``pairs``'
+    masks at the long-side scale (the size the network would see them at): read before the
+    photos are scaled, since their scale depends on it. (A long-side model records the same
+    figure from its samples' masks, already at that scale: ``with_stone_px``.)"""
+    if policy.policy != "stone-size" or policy.stone_px > 0:
         return policy
     sizes = []
     for pair in pairs:
@@ -109,10 +117,8 @@ def resolve_stone_px(pairs: list[tuple[Path, ...]], policy: ScalePolicy) -> Scal
         except StonesegError:
             continue  # named by load_samples, which reads every file again
         d = typical_stone_px(mask)
-        if d is not None:
-            sizes.append(d * policy.long_side(*mask.shape[:2]))
-    stone_px = float(np.median(sizes)) if sizes else policy.work_size / 6
-    return dataclasses.replace(policy, stone_px=float(np.clip(stone_px, 16.0, 256.0)))
+        sizes.append(None if d is None else d * policy.long_side(*mask.shape[:2]))
+    return with_stone_px(policy, sizes)
 
 
 def load_samples(

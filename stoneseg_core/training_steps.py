@@ -25,7 +25,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from . import pretrained
 from .config import TrainConfig
-from .dataset import CropDataset, Sample, load_samples, resolve_stone_px, seed_worker
+from .dataset import (
+    CropDataset,
+    Sample,
+    load_samples,
+    resolve_stone_px,
+    seed_worker,
+    with_stone_px,
+)
 from .device import autocast, autocast_dtype, resolve_device
 from .distributed import Distributed, current, wrap_for_training
 from .errors import DataError, OutOfMemoryError, StonesegError
@@ -43,7 +50,7 @@ from .model import (
     weights_provenance,
 )
 from .project import split_by_image, split_continuing
-from .work_scale import ScalePolicy
+from .work_scale import ScalePolicy, typical_stone_px
 
 log = logging.getLogger("stoneseg_core.train")
 
@@ -303,6 +310,10 @@ def prepare(
         keep_full_image=set(val_stems) if policy.policy == "stone-size" else (),
     )
     by_sample = {sample.stem: sample for sample in loaded}
+    if policy.stone_px <= 0:
+        # long-side: the standard stone recorded for `--scale stone-size` at inference, from
+        # the training masks as loaded (already at the long-side scale: no second read)
+        policy = with_stone_px(policy, [typical_stone_px(by_sample[s].mask) for s in train_stems])
     train_factors = [by_sample[s].factor for s in train_stems if s in by_sample]
     policy = dataclasses.replace(
         policy, train_scale=float(np.median(train_factors)) if train_factors else 0.0

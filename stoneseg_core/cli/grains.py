@@ -78,9 +78,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Run ``stoneseg grains``; raises StonesegError for a user's mistake (printed as one line)."""
     # heavy (torch, SciPy, OpenCV): only when the command runs, see common.py
+    from ..config import InferenceConfig
     from ..geo import is_tiff
     from ..grains import GrainOptions, iter_grains_folder, read_scale_csv
     from ..imageio import list_images
+    from ..model_info import read_model_info
     from ..predict import Segmenter
     from ..shard import take_shard
 
@@ -92,30 +94,33 @@ def run(args: argparse.Namespace) -> int:
     if len(given) < 3:
         args.grains_parser.error("MODEL_DIR, INPUT_DIR and OUTPUT_DIR are required")
     settings = ray_settings(args)
+    photos = list_images(args.input_dir)
     if (
         args.min_size is not None
         and args.mm_per_px is None
         and args.scale_csv is None
-        and not any(is_tiff(p) for p in list_images(args.input_dir))  # may be georeferenced
+        and not any(is_tiff(p) for p in photos)  # may be georeferenced
     ):
         raise StonesegError(
             "--min-size is in millimetres: give the scale with --mm-per-px or --scale-csv."
         )
     scales = read_scale_csv(args.scale_csv) if args.scale_csv else None
     options = GrainOptions(exclude_edge=args.exclude_edge, min_size_mm=args.min_size)
-    photos = list_images(args.input_dir)
     if not photos:  # say so before spending seconds on loading the model
         raise StonesegError(f"No photos in {args.input_dir}.")
     total = len(take_shard(photos, args.shard))
     if total == 0:  # more array jobs than photos: this one has nothing to do
         print(f"Shard {args.shard[0]}/{args.shard[1]} has no photos; nothing to do.")
         return EXIT_OK
+    # the model's own threshold, the scale options given: the same for either engine
+    config = InferenceConfig(
+        threshold=read_model_info(args.model_dir).threshold,
+        scale=args.scale,
+        stone_mm=args.stone_mm or 0.0,
+    )
     if settings is not None:
-        from ..config import InferenceConfig
-        from ..model import read_model_info
         from ..ray_engine import iter_grains_ray
 
-        config = InferenceConfig(threshold=read_model_info(args.model_dir).threshold)
         gen = iter_grains_ray(
             args.model_dir,
             args.input_dir,
@@ -125,11 +130,10 @@ def run(args: argparse.Namespace) -> int:
             scales=scales,
             shard=args.shard,
             settings=settings,
-            config=config.replace(scale=args.scale, stone_mm=args.stone_mm or 0.0),
+            config=config,
         )
     else:
-        segmenter = Segmenter.load(args.model_dir)
-        segmenter.config = segmenter.config.replace(scale=args.scale, stone_mm=args.stone_mm or 0.0)
+        segmenter = Segmenter.load(args.model_dir, config)
         gen = iter_grains_folder(
             segmenter,
             args.input_dir,

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_common_args, labelled_pairs, read_rgb, setup
 
 from stoneseg_core.config import InferenceConfig, TrainConfig
-from stoneseg_core.dataset import resolve_stone_px
+from stoneseg_core.dataset import mask_to_work_scale, typical_stone_px, with_stone_px
 from stoneseg_core.grains.distribution import percentiles
 from stoneseg_core.grains.measure import measure_stones
 from stoneseg_core.grains.split import split_stones
@@ -137,9 +137,10 @@ def run_fold(policy: str, fold: int, train, held, args) -> dict:
     seg = Segmenter.load(out, InferenceConfig(runtime=args.runtime, scale=args.infer_scale))
     seg.config = seg.config.replace(threshold=seg.info.threshold)
     if seg.scale_policy.stone_px <= 0:  # a model trained before long-side ones recorded it
-        recorded = resolve_stone_px(train, seg.scale_policy)  # as training does now
-        sizes = [read_mask(m).shape[:2] for _, m in train]
-        train_scale = float(np.median([recorded.long_side(h, w) for h, w in sizes]))
+        masks = [read_mask(m) for _, m in train]
+        work = [mask_to_work_scale(m, seg.info.work_size) for m in masks]
+        recorded = with_stone_px(seg.scale_policy, [typical_stone_px(m) for m in work])
+        train_scale = float(np.median([recorded.long_side(*m.shape[:2]) for m in masks]))
         seg.info.scale = dataclasses.replace(recorded, train_scale=train_scale).to_json()
     images = [read_rgb(p) for p, _ in held]
     truths = [read_mask(m, im.shape[:2]) for im, (_, m) in zip(images, held)]

@@ -12,7 +12,9 @@ The stones are the same pixels in all three, so a scale-free method scores the s
 pooled IoU, stone-level F1 (stones split with grains.split_stones on the truth and on the
 prediction, a match is IoU > 0.5) and D50 of the b-axis by area (px) as psi difference
 |log2 D50(kx) - log2 D50(1x)|. Targets: IoU(4x) >= 0.95 IoU(1x), likewise F1, D50 within
-0.05 psi.
+0.05 psi. Against that, the noise floor: how far D50 of the same 1x tiles moves when each
+is flipped, turned half round or cropped by 8 px (``d50_noise_psi``; the stones do not
+change, only what the network makes of them).
 
     python tests/benchmarks/bench_scale.py [--policies long-side,stone-size] [--folds 3]
         [--epochs 15] [--data DIR]
@@ -118,6 +120,34 @@ def score(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     }
 
 
+# the same tiles, changed in ways that should not change their stones
+PERTURBATIONS = {
+    "hflip": (lambda a: a[:, ::-1], lambda a: a[:, ::-1]),
+    "vflip": (lambda a: a[::-1], lambda a: a[::-1]),
+    "rot180": (lambda a: a[::-1, ::-1], lambda a: a[::-1, ::-1]),
+    "crop8": (lambda a: a[8:, 8:], lambda a: a),
+}
+
+
+def d50_noise(seg: Segmenter, images: list[np.ndarray], d50: float | None) -> dict:
+    """How far D50 of the 1x predictions moves (psi) when each tile is flipped, turned or
+    cropped by 8 px: the noise floor against which a 2x or 4x difference is read."""
+    out = {}
+    for name, (f, back) in PERTURBATIONS.items():
+        masks = [
+            np.ascontiguousarray(back(seg.predict(np.ascontiguousarray(f(im))).mask))
+            for im in images
+        ]
+        sizes = [s for m in masks for s in b_axes(m)]
+        dk = (
+            percentiles([b for b, _ in sizes], "area", [a for _, a in sizes])[50] if sizes else None
+        )
+        out[name] = round(abs(math.log2(dk) - math.log2(d50)), 3) if d50 and dk else None
+    found = [v for v in out.values() if v is not None]
+    out["median"] = round(float(np.median(found)), 3) if found else None
+    return out
+
+
 def run_fold(policy: str, fold: int, train, held, args) -> dict:
     # one model per (policy, fold, epochs, seed), kept: scoring again costs no training
     out = (
@@ -157,6 +187,7 @@ def run_fold(policy: str, fold: int, train, held, args) -> dict:
         factors.append(pred.scale)
         one.append((tr, pred.mask))
     row["1x"] = score(one) | {"factor": [round(f, 3) for f in factors]}
+    row["1x"]["d50_noise_psi"] = d50_noise(seg, images, row["1x"]["d50_px"])
     m2, t2 = mosaic(images), mosaic(truths)
     pred2 = seg.predict(m2)
     row["2x"] = score([(t2, pred2.mask)]) | {"factor": round(pred2.scale, 3)}
@@ -214,10 +245,14 @@ def main() -> None:
         for k in ("2x", "4x"):
             diffs = [r[k]["d50_psi_diff"] for r in mine if r[k]["d50_psi_diff"] is not None]
             s[k]["d50_psi_diff_max"] = max(diffs) if diffs else None
+            s[k]["d50_psi_diff_median"] = round(float(np.median(diffs)), 3) if diffs else None
             s[k]["iou_ratio"] = round(s[k]["iou"] / s["1x"]["iou"], 3) if s["1x"]["iou"] else None
             s[k]["f1_ratio"] = (
                 round(s[k]["stone_f1"] / s["1x"]["stone_f1"], 3) if s["1x"]["stone_f1"] else None
             )
+        noise = [r["1x"]["d50_noise_psi"]["median"] for r in mine]
+        noise = [v for v in noise if v is not None]
+        s["1x"]["d50_noise_psi_median"] = round(float(np.median(noise)), 3) if noise else None
         summary[policy] = s
     print(json.dumps({"rows": rows, "summary": summary}))
 

@@ -160,15 +160,27 @@ def machine() -> dict:
     import torch
 
     cpu = platform.processor() or platform.machine()
+    flags: list[str] = []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == (
+                platform.processor() or platform.machine()
+            ):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                # the vector units the figures depend on (a VM's host can change between runs)
+                flags = [
+                    f
+                    for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+                    if f in have
+                ]
                 break
     except OSError:
         pass
     return {
         "cpu": cpu,
+        "cpu_flags": flags,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -259,8 +259,10 @@ class MaskDocument:
         """Identifies the current content; undoing back to a state gives its id again."""
         return self._state
 
-    def mark_saved(self) -> None:
-        self._saved_state = self._state
+    def mark_saved(self, state: int | None = None) -> None:
+        """The file now holds the current content, or the content ``state`` had (a copy
+        written in the background while the user kept editing)."""
+        self._saved_state = self._state if state is None else int(state)
 
     @property
     def can_undo(self) -> bool:

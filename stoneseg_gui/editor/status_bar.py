@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFontMetrics
-from PySide6.QtWidgets import QLabel, QStatusBar, QToolButton, QWidget
+from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar, QToolButton, QWidget
 
 from stoneseg_core.editing_tools import ToolKind
 
@@ -30,7 +30,14 @@ class EditorStatusBar(QStatusBar):
         self.zoom_label = self._label("zoom_label", "Zoom 3200 %")
         self.tool_label = self._label("tool_label", "Lasso erase")
         self.brush_label = self._label("brush_label", "Brush 1000 px")
+        # work on the photo in the background (a big mask being saved, a pyramid built)
+        self.busy_bar = QProgressBar()
+        self.busy_bar.setObjectName("busy_bar")
+        self.busy_bar.setMaximumWidth(260)
+        self.busy_bar.setTextVisible(True)
+        self.busy_bar.setVisible(False)
         for widget in (
+            self.busy_bar,
             self.masks_button,
             self.pixel_label,
             self.size_label,
@@ -60,6 +67,22 @@ class EditorStatusBar(QStatusBar):
             if width < 900
             else Qt.ToolButtonStyle.ToolButtonTextBesideIcon
         )
+
+    def show_busy(self, text: str | None, fraction: float | None = None) -> None:
+        """A bar for background work on the photo: ``fraction`` 0..1, None for 'busy'
+        (a bar that moves); ``text`` None hides it."""
+        bar = self.busy_bar
+        if text is None:
+            bar.setVisible(False)
+            return
+        if fraction is None:
+            bar.setRange(0, 0)
+        else:
+            bar.setRange(0, 1000)
+            bar.setValue(int(round(1000 * min(1.0, max(0.0, fraction)))))
+        bar.setFormat(text if fraction is None else f"{text} %p%")
+        bar.setToolTip(text)
+        bar.setVisible(True)
 
     def _label(self, name: str, widest: str) -> QLabel:
         label = QLabel()

@@ -14,7 +14,6 @@ from datetime import datetime
 from pathlib import Path
 
 import tifffile
-
 from PySide6.QtCore import QObject, Signal
 
 from stoneseg_core.config import TrainConfig

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QSignalBlocker, Signal
 
+from stoneseg_core.grains import tiled
 from stoneseg_core.grains.document import analyse_with_edits
 
 from ..host import WindowHost
@@ -57,6 +58,18 @@ class Analysing(QObject):
             self.notice("Open a photo first.")
             return False
         if self.is_running:
+            return False
+        if tiled.is_big(document.shape):
+            # the whole-mask split needs ~60 bytes a pixel: refuse before memory runs out
+            h, w = document.shape
+            self.dialogs.error(
+                "Photo too big to analyse in the window",
+                f"{path.name} is {w} x {h} px ({w * h / 1e6:.0f} MP). Splitting its stones here "
+                f"would need about {60 * w * h / 1e9:.0f} GB of memory, so the window analyses "
+                f"photos of up to {tiled.TILED_ABOVE_PX / 1e6:.0f} MP. Your mask is kept: save "
+                "it, then measure this photo with `stoneseg grains`, which splits it window by "
+                "window in bounded memory.",
+            )
             return False
         options = self.panel.options()
         if options.min_size_mm is not None and self.controller.scale is None:

@@ -103,3 +103,21 @@ def test_predict_on_a_huge_photo_can_be_cancelled(
     assert side.controller.prediction is None and not dialogs.errors
     assert not window.current_document().dirty
     assert not window.status.busy_bar.isVisible()
+
+
+def test_analyse_on_a_huge_mask_says_why_not_and_keeps_the_mask(
+    qtbot, window, dialogs, huge_project, trained_model, monkeypatch
+) -> None:
+    from stoneseg_core.grains import tiled
+
+    monkeypatch.setattr(tiled, "TILED_ABOVE_PX", 10_000_000)
+    _open(qtbot, window, huge_project, trained_model)
+    document = window.current_document()
+    document.paint_disc((2000, 2000), 300)
+    painted = np.array(document.mask, copy=True)
+    assert not window.grain_side.analyse()
+    assert len(dialogs.errors) == 1
+    title, text = dialogs.errors[0]
+    assert "too big" in title and "ortho.tif" in text and "stoneseg grains" in text
+    assert painted.any() and np.array_equal(document.mask, painted)
+    assert not window.grain_side.is_analysing

@@ -292,7 +292,10 @@ class MainWindow(QMainWindow):
         s.dirty_changed.connect(self._on_session_dirty_changed)
         s.history_changed.connect(self._refresh_actions)
         s.notice.connect(lambda text: st.showMessage(text, 6000))
-        s.saving_changed.connect(lambda text: st.show_busy(text or None))
+        s.saving_changed.connect(lambda text: st.show_busy(text or None, job="save"))
+        c.pyramid_progress.connect(
+            lambda f: st.show_busy(None if f < 0 else "Building the overview", f, job="pyramid")
+        )
         lst.image_activated.connect(self._on_image_list_image_activated)
         lst.image_unreadable.connect(s.mark_unreadable)
         lst.visibilityChanged.connect(self._on_image_list_visibility_changed)

@@ -36,6 +36,7 @@ class EditorStatusBar(QStatusBar):
         self.busy_bar.setMaximumWidth(260)
         self.busy_bar.setTextVisible(True)
         self.busy_bar.setVisible(False)
+        self._busy_jobs: dict[str, tuple[str, float | None]] = {}
         for widget in (
             self.busy_bar,
             self.masks_button,
@@ -68,13 +69,18 @@ class EditorStatusBar(QStatusBar):
             else Qt.ToolButtonStyle.ToolButtonTextBesideIcon
         )
 
-    def show_busy(self, text: str | None, fraction: float | None = None) -> None:
-        """A bar for background work on the photo: ``fraction`` 0..1, None for 'busy'
-        (a bar that moves); ``text`` None hides it."""
+    def show_busy(self, text: str | None, fraction: float | None = None, job: str = "") -> None:
+        """A bar for background work on the photo (a big mask being saved, its overview
+        built, a prediction): ``fraction`` 0..1, None for 'busy' (a bar that moves);
+        ``text`` None ends that ``job``. The latest job still running is shown."""
+        self._busy_jobs.pop(job, None)
+        if text is not None:
+            self._busy_jobs[job] = (text, fraction)
         bar = self.busy_bar
-        if text is None:
+        if not self._busy_jobs:
             bar.setVisible(False)
             return
+        text, fraction = next(reversed(self._busy_jobs.values()))
         if fraction is None:
             bar.setRange(0, 0)
         else:

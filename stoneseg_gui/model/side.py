@@ -175,7 +175,7 @@ class ModelSide:
         # the window's status bar has a progress bar for work on the photo (the editor's)
         show_busy = getattr(self.window.statusBar(), "show_busy", None)
         if show_busy is not None:
-            show_busy(None if fraction < 0 else "Predicting", fraction)
+            show_busy(None if fraction < 0 else "Predicting", fraction, job="predict")
 
     def _refresh_actions(self, *_args) -> None:
         training = self.controller.is_training

@@ -15,12 +15,13 @@ ever held whole:
   coverage 0..255, updated in place where an edit touched them;
 - ``build_coarse_levels`` / ``load_coarse_levels`` / ``save_coarse_levels``: for a file
   without overview levels, where a coarse tile costs decoding a large part of the photo
-  (the fitted view of a 20000-px orthomosaic: all of it), levels ``COARSE_FROM_LEVEL`` and
-  up are made once, in one pass over the file by bands of rows, and kept in the user's
-  cache folder (``coarse_cache_dir``), keyed by the file's path, size and modification
-  time and checked by a SHA-256 of their bytes (a damaged or stale entry is built again).
-  They are small (1/64 of the photo's pixels and less: 25 MB for 20000 x 20000), held in
-  memory, and a tile at those levels is a slice of them.
+  (the fitted view of a 20000-px orthomosaic: all of it), levels ``coarse_from_level`` and
+  up (1/4 of the photo, or coarser for a photo whose 1/4 would pass ``COARSE_MAX_BYTES``)
+  are made once, in one pass over the file by bands of rows, and kept in the user's cache
+  folder (``coarse_cache_dir``), keyed by the file's path, size and modification time and
+  checked by a SHA-256 of their bytes (a damaged or stale entry is built again). They are
+  held in memory (100 MB at most: 100 MB for 20000 x 20000) and a tile at those levels is
+  a slice of them.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ log = logging.getLogger(__name__)
 TILE = 512
 BIG_PHOTO_PIXELS = 16_000_000  # TIFFs above this are shown through the pyramid
 BAND_BYTES = 48 * 1024 * 1024  # the most source pixels one decimation step reads at once
-COARSE_FROM_LEVEL = 3  # cached coarse levels: 1/8 of the photo and smaller
+COARSE_MIN_LEVEL = 2  # coarse levels: from 1/4 of the photo (a fitted view on a big screen)
+COARSE_MAX_BYTES = 96 * 1024 * 1024  # ...or from the first level that fits in this (RGB)
 COARSE_FORMAT = "stoneseg-coarse-levels-1"  # change when the levels change: old ones go unused
 COARSE_CACHE_DIR: Path | None = None  # where coarse levels are kept (None: coarse_cache_dir())
 
@@ -550,17 +552,29 @@ def _halve(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
 
 
+def coarse_from_level(grid: PyramidGrid) -> int:
+    """The finest level kept as coarse levels: ``COARSE_MIN_LEVEL``, or the first coarser
+    one within ``COARSE_MAX_BYTES``."""
+    level = COARSE_MIN_LEVEL
+    while level < grid.top and math.prod(grid.level_size(level)) * 3 > COARSE_MAX_BYTES:
+        level += 1
+    return min(level, grid.top)
+
+
 def build_coarse_levels(
     source: TiffTileSource,
-    from_level: int = COARSE_FROM_LEVEL,
+    from_level: int | None = None,
     should_stop: Callable[[], bool] | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> dict[int, np.ndarray] | None:
-    """Levels ``from_level`` .. ``grid.top`` of the photo, RGB uint8, in one pass over its
-    full-size pixels by bands of rows (at most ``BAND_BYTES`` read at once): each band is
-    reduced to ``from_level`` (means of 2**from_level blocks), the coarser levels are
-    halvings of that. ``progress(fraction)`` after each band; None when stopped."""
+    """Levels ``from_level`` (default ``coarse_from_level``) .. ``grid.top`` of the photo,
+    RGB uint8, in one pass over its full-size pixels by bands of rows (at most
+    ``BAND_BYTES`` read at once): each band is reduced to ``from_level`` (means of
+    2**from_level blocks), the coarser levels are halvings of that. ``progress(fraction)``
+    after each band; None when stopped."""
     grid = source.grid
+    if from_level is None:
+        from_level = coarse_from_level(grid)
     from_level = max(0, min(int(from_level), grid.top))
     f = 1 << from_level
     width, height = source.width, source.height

@@ -14,10 +14,11 @@ import tifffile
 
 from stoneseg_core import pyramid
 from stoneseg_core.pyramid import (
-    COARSE_FROM_LEVEL,
+    PyramidGrid,
     TiffTileSource,
     TileKey,
     build_coarse_levels,
+    coarse_from_level,
     load_coarse_levels,
     save_coarse_levels,
 )
@@ -53,16 +54,30 @@ def test_coarse_levels_are_the_block_means_read_by_bands(photo, monkeypatch) -> 
         assert source.largest_read <= W * 256, "a band of file tiles at a time, never whole"
     finally:
         source.close()
-    assert sorted(levels) == list(range(COARSE_FROM_LEVEL, source.grid.top + 1))
+    first = coarse_from_level(source.grid)
+    assert first == 2, "1/4 of a photo this size fits the budget"
+    assert sorted(levels) == list(range(first, source.grid.top + 1))
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) > 3
     for level, arr in levels.items():
         w, h = source.grid.level_size(level)
         assert arr.shape == (h, w, 3) and arr.dtype == np.uint8
-    expected = _block_means(rgb, 1 << COARSE_FROM_LEVEL)
-    assert np.abs(levels[COARSE_FROM_LEVEL].astype(np.float64) - expected).max() <= 1.0
+    expected = _block_means(rgb, 1 << first)
+    assert np.abs(levels[first].astype(np.float64) - expected).max() <= 1.0
     top = levels[source.grid.top]
     expected_top = _block_means(rgb, 1 << source.grid.top)
     assert np.abs(top.astype(np.float64) - expected_top).mean() < 2.0
+
+
+def test_the_coarse_levels_stay_within_their_memory_budget() -> None:
+    assert coarse_from_level(PyramidGrid(20000, 20000)) == 2  # 75 MB at 1/4
+    assert coarse_from_level(PyramidGrid(40000, 30000)) == 3  # 1/4 would be 225 MB
+    assert coarse_from_level(PyramidGrid(3000, 2000)) == 2
+    assert coarse_from_level(PyramidGrid(1500, 1000)) == 2  # top: one tile
+    for size in ((20000, 20000), (40000, 30000), (100000, 100000)):
+        grid = PyramidGrid(*size)
+        first = coarse_from_level(grid)
+        total = sum(np.prod(grid.level_size(k)) * 3 for k in range(first, grid.top + 1))
+        assert total <= pyramid.COARSE_MAX_BYTES * 4 / 3 + 1e6
 
 
 def test_tiles_and_thumbnail_come_from_the_coarse_levels(photo) -> None:
@@ -72,9 +87,10 @@ def test_tiles_and_thumbnail_come_from_the_coarse_levels(photo) -> None:
         levels = build_coarse_levels(source)
         decoded = source.pixels_read
         source.set_coarse_levels(levels)
-        key = TileKey(COARSE_FROM_LEVEL, 0, 0)
+        first = coarse_from_level(source.grid)
+        key = TileKey(first, 0, 0)
         tile = source.read_tile(key)
-        assert np.array_equal(tile, levels[COARSE_FROM_LEVEL][:512, :512])
+        assert np.array_equal(tile, levels[first][:512, :512])
         assert source.thumbnail(256).shape[:2] == (239, 256)
         assert source.pixels_read == decoded, "no file read for coarse tiles"
         fine = source.read_tile(TileKey(0, 1, 1))
@@ -125,5 +141,5 @@ def test_an_unwritable_cache_is_no_error(photo, tmp_path) -> None:
     path, _ = photo
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    levels = {COARSE_FROM_LEVEL: np.zeros((525, 563, 3), np.uint8)}
+    levels = {3: np.zeros((525, 563, 3), np.uint8)}
     assert save_coarse_levels(path, levels, blocker / "cache") is None

@@ -322,7 +322,7 @@ class MaskCanvas(QGraphicsView):
             self._preview_shown = True
             self.tiled_item.update()
         progress = photo.coarse_progress
-        if progress is not None:
+        if progress is not None and not photo.coarse_ready.is_set():
             self.pyramid_progress.emit(progress)
         if photo.coarse_ready.is_set() and not self._coarse_shown:
             self._coarse_shown = True

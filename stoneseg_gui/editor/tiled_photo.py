@@ -17,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stoneseg_core import pyramid
 from stoneseg_core.geo import Georeference, georeference_or_none
 from stoneseg_core.pyramid import (
     PyramidGrid,
@@ -26,6 +25,7 @@ from stoneseg_core.pyramid import (
     TileKey,
     TileLoader,
     build_coarse_levels,
+    coarse_from_level,
     load_coarse_levels,
     save_coarse_levels,
 )
@@ -65,6 +65,7 @@ class TiledPhoto:
         self.coarse_progress: float | None = None  # how far (0..1) while they are
         self.coarse_ready = threading.Event()  # built (or loaded) and in use
         self.coarse_from_cache = bool(source.coarse)
+        self.coarse_from = coarse_from_level(source.grid)  # levels from this one are coarse
         if source.coarse:
             self.coarse_ready.set()
         self._lock = threading.Lock()
@@ -131,7 +132,7 @@ class TiledPhoto:
         None for a coarse tile while the coarse levels are built (asked again once they are)."""
         if (
             self.coarse_pending
-            and key.level >= pyramid.COARSE_FROM_LEVEL
+            and key.level >= self.coarse_from
             and key.level not in self.source.coarse
         ):
             return None
@@ -165,7 +166,7 @@ class TiledPhoto:
         try:
             levels = build_coarse_levels(
                 self.source,
-                pyramid.COARSE_FROM_LEVEL,
+                self.coarse_from,
                 should_stop=lambda: self._closed,
                 progress=self._on_coarse_progress,
             )
@@ -175,6 +176,7 @@ class TiledPhoto:
         if levels is None:
             return  # closed meanwhile
         self.source.set_coarse_levels(levels)
+        self.coarse_progress = None
         self.coarse_pending = False
         self.coarse_ready.set()
         save_coarse_levels(self.path, levels)
@@ -228,4 +230,4 @@ def _stop_builders(timeout: float = 5.0) -> None:
 
 def _wants_coarse(source: TiffTileSource) -> bool:
     """A file without overviews whose coarse tiles each cost a large part of the file."""
-    return source.overview_count == 0 and source.grid.top >= pyramid.COARSE_FROM_LEVEL
+    return source.overview_count == 0 and source.grid.top >= PREVIEW_MIN_TOP

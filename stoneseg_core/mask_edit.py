@@ -14,6 +14,7 @@ This module never imports Qt.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -195,6 +196,66 @@ def polygon_pixels(points: np.ndarray, region: Region, chunk_rows: int = 256) ->
     return inside
 
 
+class MaskSnapshot:
+    """A document's mask at one state (``state``), copied by ``copy()`` on any thread while
+    the document goes on changing on its own: the rows are copied a band at a time, and a
+    band that the document is about to change before it has been copied is first kept as
+    it was (copy on write; ``MaskDocument`` calls ``before_write``). So the thread that
+    edits never pays for the copy of a big mask (400 MB for 20000 x 20000), only for the
+    bands it touches meanwhile."""
+
+    BAND_ROWS = 256
+
+    def __init__(self, live: np.ndarray, state: int, owner: list) -> None:
+        self.state = state
+        self.shape = live.shape
+        self._live = live
+        self._owner = owner  # the document's list of snapshots (left when done)
+        self._lock = threading.Lock()
+        bands = -(-live.shape[0] // self.BAND_ROWS)
+        self._copied = np.zeros(bands, bool)
+        self._kept: dict[int, np.ndarray] = {}
+        self._done = False
+
+    def before_write(self, top: int, bottom: int) -> None:
+        """The document is about to change rows ``top:bottom``: keep the bands not yet
+        copied as they are."""
+        if self._done or bottom <= top:
+            return
+        b = self.BAND_ROWS
+        with self._lock:
+            for k in range(top // b, (bottom - 1) // b + 1):
+                if not self._copied[k] and k not in self._kept:
+                    self._kept[k] = self._live[k * b : (k + 1) * b].copy()
+
+    def copy(self, should_stop: Callable[[], bool] | None = None) -> np.ndarray | None:
+        """The mask at ``state``, as a new array (None when ``should_stop`` said stop)."""
+        out = np.empty(self.shape, np.uint8)
+        b = self.BAND_ROWS
+        try:
+            for k in range(len(self._copied)):
+                if should_stop is not None and should_stop():
+                    return None
+                rows = slice(k * b, (k + 1) * b)
+                with self._lock:
+                    kept = self._kept.pop(k, None)
+                    out[rows] = self._live[rows] if kept is None else kept
+                    self._copied[k] = True
+        finally:
+            self.release()
+        return out
+
+    def release(self) -> None:
+        """Stop watching the document (done, or not wanted any more)."""
+        with self._lock:
+            self._done = True
+            self._kept.clear()
+        try:
+            self._owner.remove(self)
+        except ValueError:
+            pass
+
+
 class MaskDocument:
     """One image's mask being edited, with its undo history.
 
@@ -230,6 +291,7 @@ class MaskDocument:
         self._stroke: list[tuple[Region, np.ndarray]] | None = None
         self._stroke_label = ""
         self._listeners: list[Callable[[MaskChange], None]] = []
+        self._snapshots: list[MaskSnapshot] = []  # copies being made on other threads
 
     # ------------------------------------------------------------------ properties
     @property
@@ -303,6 +365,19 @@ class MaskDocument:
         for fn in list(self._listeners):
             fn(change)
 
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self) -> MaskSnapshot:
+        """The mask as it is now, to be copied on another thread (``MaskSnapshot.copy``)
+        while this document goes on changing: costs nothing here until an edit touches
+        rows not yet copied. (A stroke in progress is in it as painted so far.)"""
+        snap = MaskSnapshot(self._mask, self._state, self._snapshots)
+        self._snapshots.append(snap)
+        return snap
+
+    def _before_write(self, region: Region) -> None:
+        for snap in list(self._snapshots):
+            snap.before_write(region.top, region.bottom)
+
     # ------------------------------------------------------------------ strokes
     @property
     def in_stroke(self) -> bool:
@@ -346,6 +421,7 @@ class MaskDocument:
             if np.array_equal(target, new_block):
                 return None
             self._stroke.append((region, target.copy()))
+            self._before_write(region)
             target[...] = new_block
             self._notify(region, False, self._stroke_label)
             return region
@@ -354,6 +430,7 @@ class MaskDocument:
             return None
         inner = tight.relative_to(region)
         old = target[inner.slices].copy()
+        self._before_write(tight)
         target[inner.slices] = new_block[inner.slices]
         self._push(tight, old, label)
         self._notify(tight, True, label)
@@ -388,6 +465,7 @@ class MaskDocument:
             return None
         record = self._undo.pop()
         self._undo_bytes -= record.nbytes
+        self._before_write(record.region)
         self._mask[record.region.slices] = _unpack(record.old_bits, record.region)
         self._state = record.state_before
         self._redo.append(record)
@@ -400,6 +478,7 @@ class MaskDocument:
         if not self._redo:
             return None
         record = self._redo.pop()
+        self._before_write(record.region)
         self._mask[record.region.slices] = _unpack(record.new_bits, record.region)
         self._state = record.state_after
         self._undo.append(record)

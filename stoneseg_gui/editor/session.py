@@ -32,7 +32,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from stoneseg_core.errors import MaskError, StonesegError
 from stoneseg_core.imageio import describe_os_error, read_image, read_mask, write_mask
-from stoneseg_core.mask_edit import MaskChange, MaskDocument
+from stoneseg_core.mask_edit import MaskChange, MaskDocument, MaskSnapshot
 from stoneseg_core.project import ImageStatus, Project
 from stoneseg_core.pyramid import is_big_tiff_photo
 from stoneseg_core.recovery import (
@@ -73,15 +73,22 @@ class _Save:
     again: bool = False  # saved again once this one is written (edited meanwhile)
 
 
-def write_mask_job(mask_path: Path, snapshot: np.ndarray, keep_old_as_bak: bool) -> Path:
-    """Write a mask on a worker thread (atomically); a bad old file is kept as ``.bak``."""
+def write_mask_job(mask_path: Path, snapshot: MaskSnapshot, keep_old_as_bak: bool) -> Path:
+    """Write a mask on a worker thread (atomically), copied there from the document's
+    ``snapshot``; a bad old file is kept as ``.bak``."""
+    mask = snapshot.copy()
     try:
         if keep_old_as_bak and mask_path.exists():
             os.replace(mask_path, mask_path.with_name(mask_path.name + ".bak"))
-        write_mask(mask_path, snapshot)
+        write_mask(mask_path, mask)
     except OSError as exc:
         raise StonesegError(describe_os_error(exc, mask_path)) from exc
     return mask_path
+
+
+def write_recovery_job(data_dir: Path, image_path: Path, snapshot: MaskSnapshot) -> Path:
+    """A recovery copy, written on a worker thread from the document's ``snapshot``."""
+    return write_recovery(data_dir, image_path, snapshot.copy())
 
 
 @dataclass(frozen=True)
@@ -566,11 +573,15 @@ class AnnotationSession(QObject):
         keep_old = self._bad_mask and document is self._document
         if keep_old:
             self._bad_mask = False
+        if document is self._document:  # this save holds the edits a recovery copy would
+            self._recovery_timer.stop()
+            self._recovery_due = None
         mask_path = project.mask_path(path)
-        # the copy is what gets written: the user may paint on while it is
-        snapshot = np.array(document.mask, copy=True)
-        record = _Save(path, mask_path, project, document, document.state_id, prediction_state)
+        # the copy is what gets written, made on the worker: the user may paint on meanwhile
+        snapshot = document.snapshot()
+        record = _Save(path, mask_path, project, document, snapshot.state, prediction_state)
         worker = Worker(write_mask_job, mask_path, snapshot, keep_old)
+        worker.finished.connect(snapshot.release)  # in case it never ran
         worker.succeeded.connect(lambda _r, rec=record: self._on_save_done(rec, None))
         worker.failed.connect(lambda message, rec=record: self._on_save_done(rec, message))
         record.worker = worker
@@ -624,7 +635,9 @@ class AnnotationSession(QObject):
             else:
                 if project is self.project:
                     self._unsaved[path] = document
-                worker = Worker(write_recovery, project.data_dir, path, np.array(document.mask))
+                snapshot = document.snapshot()
+                worker = Worker(write_recovery_job, project.data_dir, path, snapshot)
+                worker.finished.connect(snapshot.release)
                 self._track(worker)
                 worker.start()
             self._dialogs.error(
@@ -689,9 +702,10 @@ class AnnotationSession(QObject):
         document, path, project = self._document, self._current, self.project
         if document is None or path is None or project is None or not document.dirty:
             return
-        snapshot = np.array(document.mask, copy=True)
+        snapshot = document.snapshot()  # copied on the worker (400 MB for an orthomosaic)
         data_dir = project.data_dir
-        worker = Worker(write_recovery, data_dir, path, snapshot)
+        worker = Worker(write_recovery_job, data_dir, path, snapshot)
+        worker.finished.connect(snapshot.release)
         worker.succeeded.connect(
             lambda _result, d=document, p=path: self._on_recovery_written(d, p, data_dir)
         )

@@ -92,13 +92,30 @@ class Region:
         return cls(0, 0, height, width)
 
 
+BAND_PIXELS = 1 << 22  # big blocks are compared and packed this many pixels at a time
+
+
+def _bands(height: int, width: int) -> list[tuple[int, int]]:
+    """Row ranges of about ``BAND_PIXELS`` pixels, each a multiple of 8 rows (but the last):
+    packed bits of consecutive bands then join up as if packed at once."""
+    step = max(8, (BAND_PIXELS // max(1, width)) // 8 * 8)
+    return [(r, min(height, r + step)) for r in range(0, height, step)]
+
+
 def changed_region(old: np.ndarray, new: np.ndarray, offset: Region | None = None) -> Region | None:
-    """Tight box around the pixels where ``old`` and ``new`` differ, or None."""
-    diff = old != new
-    rows = np.flatnonzero(diff.any(axis=1))
+    """Tight box around the pixels where ``old`` and ``new`` differ, or None (compared by
+    bands of rows: no full-size temporary for a big block)."""
+    h, w = old.shape
+    any_row = np.zeros(h, bool)
+    any_col = np.zeros(w, bool)
+    for r0, r1 in _bands(h, w):
+        diff = old[r0:r1] != new[r0:r1]
+        any_row[r0:r1] = diff.any(axis=1)
+        any_col |= diff.any(axis=0)
+    rows = np.flatnonzero(any_row)
     if rows.size == 0:
         return None
-    cols = np.flatnonzero(diff.any(axis=0))
+    cols = np.flatnonzero(any_col)
     top, left = (offset.top, offset.left) if offset is not None else (0, 0)
     return Region(
         top + int(rows[0]), left + int(cols[0]), top + int(rows[-1]) + 1, left + int(cols[-1]) + 1
@@ -134,12 +151,17 @@ class _UndoRecord:
 
 
 def _pack(block: np.ndarray) -> np.ndarray:
-    return np.packbits(block, axis=None)
+    """1 bit a pixel, row after row (a big block a band at a time: no full-size copy)."""
+    h, w = block.shape
+    if h * w <= BAND_PIXELS:
+        return np.packbits(block, axis=None)
+    return np.concatenate([np.packbits(block[r0:r1], axis=None) for r0, r1 in _bands(h, w)])
 
 
 def _unpack(bits: np.ndarray, region: Region) -> np.ndarray:
     flat = np.unpackbits(bits, count=region.area)
-    return (flat.reshape(region.height, region.width) * np.uint8(STONE)).astype(np.uint8)
+    np.multiply(flat, np.uint8(STONE), out=flat)  # 0/1 -> 0/255 in place
+    return flat.reshape(region.height, region.width)
 
 
 def binary_mask(mask: np.ndarray) -> np.ndarray:
@@ -275,7 +297,9 @@ class MaskDocument:
         if mask is None:
             if shape is None:
                 raise ValueError("MaskDocument needs a mask or a shape.")
-            self._mask = np.zeros(shape, np.uint8)
+            # written, not calloc'ed: its memory is mapped in here (the loading thread for
+            # a big photo), not at the first edit on the window's thread (1 s for 400 MB)
+            self._mask = np.full(shape, BACKGROUND, np.uint8)
         else:
             self._mask = np.ascontiguousarray(binary_mask(mask))
         self._view = self._mask.view()
@@ -429,19 +453,20 @@ class MaskDocument:
         if tight is None:
             return None
         inner = tight.relative_to(region)
-        old = target[inner.slices].copy()
+        old_bits = _pack(target[inner.slices])  # packed before the write: no copy of it
         self._before_write(tight)
         target[inner.slices] = new_block[inner.slices]
-        self._push(tight, old, label)
+        self._push(tight, old_bits, label)
         self._notify(tight, True, label)
         return tight
 
     # ------------------------------------------------------------------ history
     def _push(self, region: Region, old: np.ndarray, label: str) -> None:
+        """A step: ``old`` is the region's content before it, as pixels or packed bits."""
         new_id = next(self._ids)
         record = _UndoRecord(
             region=region,
-            old_bits=_pack(old),
+            old_bits=old if old.ndim == 1 else _pack(old),
             new_bits=_pack(self._mask[region.slices]),
             label=label,
             state_before=self._state,
@@ -632,13 +657,36 @@ class MaskDocument:
         return self.replace(cv2.bitwise_not(self._mask), label)
 
     def replace(self, mask: np.ndarray, label: str = "Replace mask") -> Region | None:
-        """Replace the whole mask as one undo step (e.g. accepting a prediction)."""
-        new = binary_mask(mask)
-        if new.shape != self._mask.shape:
+        """Replace the whole mask as one undo step (e.g. accepting a prediction).
+
+        Done a band of rows at a time (nonzero = stone), so that a 20000 x 20000 mask needs
+        no full-size temporary: compared, then the changed box packed for undo and written."""
+        mask = np.asarray(mask)
+        if mask.ndim != 2:
+            raise ValueError(f"A mask must be a 2-D array, got shape {mask.shape}.")
+        if mask.shape != self._mask.shape:
             raise ValueError(
-                f"The new mask is {new.shape[1]}x{new.shape[0]} pixels but this image is "
+                f"The new mask is {mask.shape[1]}x{mask.shape[0]} pixels but this image is "
                 f"{self.width}x{self.height}."
             )
         if self._stroke is not None:
             self.end_stroke()
-        return self._change(Region.full(self.height, self.width), new, label)
+        h, w = self._mask.shape
+        any_row, any_col = np.zeros(h, bool), np.zeros(w, bool)
+        for r0, r1 in _bands(h, w):
+            diff = binary_mask(mask[r0:r1]) != self._mask[r0:r1]
+            any_row[r0:r1] = diff.any(axis=1)
+            any_col |= diff.any(axis=0)
+        rows, cols = np.flatnonzero(any_row), np.flatnonzero(any_col)
+        if rows.size == 0:
+            return None
+        tight = Region(int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+        old_bits = _pack(self._mask[tight.slices])
+        self._before_write(tight)
+        left, right = tight.left, tight.right
+        for r0, r1 in _bands(tight.height, w):
+            a, b = tight.top + r0, tight.top + r1
+            self._mask[a:b, left:right] = binary_mask(mask[a:b, left:right])
+        self._push(tight, old_bits, label)
+        self._notify(tight, True, label)
+        return tight

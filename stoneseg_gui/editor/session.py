@@ -97,6 +97,8 @@ class LoadedImage:
     display: DisplayImage | TiledPhoto  # a TiledPhoto for a TIFF too big to hold whole
     mask: np.ndarray | None  # None: no mask saved yet
     mask_error: str | None  # the saved mask exists but cannot be used
+    # a big photo's document, made on the worker too (its mask is hundreds of MB to copy)
+    document: MaskDocument | None = None
 
 
 def load_for_editing(image_path: Path, mask_path: Path) -> LoadedImage:
@@ -117,7 +119,11 @@ def load_for_editing(image_path: Path, mask_path: Path) -> LoadedImage:
         except BaseException:
             _close_display(display)
             raise
-    return LoadedImage(Path(image_path), display, mask, error)
+    document = None
+    if isinstance(display, TiledPhoto):  # made (and its memory mapped in) here
+        shape = (display.height, display.width)
+        document = MaskDocument(mask) if mask is not None else MaskDocument(shape=shape)
+    return LoadedImage(Path(image_path), display, mask, error, document)
 
 
 def _close_display(display: DisplayImage | TiledPhoto | None) -> None:
@@ -347,6 +353,8 @@ class AnnotationSession(QObject):
         document, prediction_state = self._recall_in_memory(loaded.path, (h, w))
         if document is None:
             document = self._recall_history(loaded)
+        if document is None:
+            document = loaded.document
         if document is None:
             document = (
                 MaskDocument(loaded.mask) if loaded.mask is not None else MaskDocument(shape=(h, w))

@@ -21,9 +21,14 @@ fresh subprocess so that its peak memory (VmHWM) is its own:
   longest event-loop wait meanwhile) and, as the baseline, on the window's thread as
   before (``save_current()``), and VmHWM;
 - ``whole`` (the baseline: how the window showed every photo before): ``read_image`` of the
-  whole file + the halved-copies pyramid, then the same first screen; time and VmHWM.
+  whole file + the halved-copies pyramid, then the same first screen; time and VmHWM;
+- ``predict`` (``--predict MODEL_DIR``, or ``--predict tiny``: a tiny U-Net trained here on
+  synthetic scenes): Ctrl+P on the photo without overviews (over 50 MP: window by window
+  on the worker), the time until the prediction is shown, the longest event-loop wait
+  meanwhile, the time the window's thread is held by accepting it and by undoing that,
+  and VmHWM.
 
-    python tests/benchmarks/bench_pyramid.py [--size 20000] [--skip-whole]
+    python tests/benchmarks/bench_pyramid.py [--size 20000] [--skip-whole] [--predict tiny]
 
 The last line is one JSON object with the figures.
 """
@@ -341,6 +346,77 @@ class EventLoopGaps:
         return round(self.longest * 1000, 1)
 
 
+def tiny_model() -> Path:
+    """A small U-Net trained for a few epochs on synthetic scenes (kept in WORK)."""
+    out = WORK / "tiny-model"
+    if (out / "config.json").is_file():
+        return out
+    sys.path.insert(0, str(REPO / "tests"))
+    from synthetic import make_dataset
+
+    from stoneseg_core.config import TrainConfig
+    from stoneseg_core.project import Project
+    from stoneseg_core.train import run_training
+
+    data = make_dataset(WORK / "tiny-model-data", n=5, size=(128, 160), seed=1)
+    cfg = TrainConfig(
+        epochs=4, crop=128, work_size=160, batch_size=4, samples_per_image=4, lr=5e-3, seed=0
+    )
+    run_training(Project.open(data).labelled_pairs(), out, cfg)
+    return out
+
+
+def measure_predict(photo: Path, model: Path) -> dict:
+    """Ctrl+P on the big photo in the window, then accept and undo (see the docstring)."""
+    from _common import peak_rss_mb
+    from guihelpers import FakeDialogs
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([])
+    from stoneseg_core import pyramid
+    from stoneseg_gui.main_window import MainWindow
+
+    pyramid.COARSE_CACHE_DIR = WORK / "pyramid-cache"
+    dialogs = FakeDialogs()
+    window = MainWindow(dialogs=dialogs)
+    window.resize(1400, 900)
+    window.show()
+    app.processEvents()
+    window.session.open_folder(_project(photo, photo.stem + "-predict"))
+    while window.current_document() is None:
+        app.processEvents()
+        time.sleep(0.002)
+    side = window.model_side
+    side.controller.set_active_model(model)
+    rss_before = peak_rss_mb()[1]
+    gaps = EventLoopGaps()
+    gaps.start()
+    t0 = time.perf_counter()
+    side.actions.predict.trigger()
+    while side.controller.prediction is None and side.controller.is_busy:
+        app.processEvents()
+        time.sleep(0.005)
+    out = {
+        "photo": photo.name,
+        "predict_s": round(time.perf_counter() - t0, 2),
+        "max_event_gap_ms_predicting": gaps.stop(),
+        "errors": [title for title, _ in dialogs.errors],
+    }
+    if side.controller.prediction is not None:
+        t = time.perf_counter()
+        side.actions.accept_prediction.trigger()
+        app.processEvents()
+        out["accept_s"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+        window.session.undo()
+        app.processEvents()
+        out["undo_s"] = round(time.perf_counter() - t, 2)
+    hwm, _ = peak_rss_mb()
+    out["rss_before_predict_mb"] = round(rss_before)
+    out["peak_rss_mb"] = round(hwm)
+    return out
+
+
 def measure_whole(photo: Path) -> dict:
     """The old way, in the same window: decode the whole file, build halved copies, show it."""
     from _common import peak_rss_mb
@@ -380,11 +456,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=20000)
     parser.add_argument("--skip-whole", action="store_true")
-    parser.add_argument("--case", choices=("tiled", "whole"), help=argparse.SUPPRESS)
+    parser.add_argument("--predict", metavar="MODEL_DIR", help="also Ctrl+P ('tiny': train one)")
+    parser.add_argument("--case", choices=("tiled", "whole", "predict"), help=argparse.SUPPRESS)
     parser.add_argument("--photo", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        result = (measure_tiled if args.case == "tiled" else measure_whole)(args.photo)
+        if args.case == "predict":
+            result = measure_predict(args.photo, args.model)
+        else:
+            result = (measure_tiled if args.case == "tiled" else measure_whole)(args.photo)
         print("RESULT " + json.dumps(result), flush=True)
         return
 
@@ -398,9 +479,14 @@ def main() -> None:
     cases = [("tiled", plain, "plain"), ("tiled", plain, "plain_second"), ("tiled", ovr, "ovr")]
     if not args.skip_whole:
         cases.append(("whole", plain, "plain"))
+    extra: list[str] = []
+    if args.predict:
+        model = tiny_model() if args.predict == "tiny" else Path(args.predict)
+        cases.append(("predict", plain, "plain"))
+        extra = ["--model", str(model)]
     for case, photo, name in cases:
         proc = subprocess.run(
-            [sys.executable, __file__, "--case", case, "--photo", str(photo)],
+            [sys.executable, __file__, "--case", case, "--photo", str(photo), *extra],
             capture_output=True,
             text=True,
             env={**os.environ, "PYTHONPATH": str(REPO)},

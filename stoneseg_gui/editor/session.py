@@ -790,8 +790,8 @@ class AnnotationSession(QObject):
         if self._unsaved and not self._leave_unsaved("Quit"):
             return False
         self._recovery_timer.stop()
-        for worker in list(self._workers):
-            worker.wait(10_000)
+        for worker in list(self._workers):  # a big mask's recovery copy takes seconds
+            worker.wait(120_000)
         # a recovery copy finished after the last save would otherwise be offered needlessly
         if self.project is not None and self._current is not None and not self.is_dirty:
             discard_recovery(self.project.data_dir, self._current.stem)

@@ -105,19 +105,49 @@ def test_predict_on_a_huge_photo_can_be_cancelled(
     assert "Predicting" not in window.status.busy_text()
 
 
-def test_analyse_on_a_huge_mask_says_why_not_and_keeps_the_mask(
-    qtbot, window, dialogs, huge_project, trained_model, monkeypatch
+def test_analyse_on_a_huge_mask_measures_it_window_by_window(
+    qtbot, window, dialogs, huge_project, trained_model, monkeypatch, tmp_path
+) -> None:
+    import csv
+
+    from stoneseg_core.grains import tiled
+
+    monkeypatch.setattr(tiled, "TILED_ABOVE_PX", 10_000_000)  # 16 MP counts as big here
+    _open(qtbot, window, huge_project, trained_model)
+    document = window.current_document()
+    centres = [(400 + 700 * i, 500 + 900 * j) for i in range(5) for j in range(4)]
+    for x, y in centres:  # 20 separate stones
+        document.paint_disc((float(x), float(y)), 60.0)
+    document.paint_disc((2048.0, 2048.0), 80.0)  # on the corner of the four 2048-px windows
+    painted = np.array(document.mask, copy=True)
+    out = tmp_path / "stones"
+    dialogs.folders_to_choose.append(out)
+    assert window.grain_side.analyse()
+    qtbot.waitUntil(lambda: not window.grain_side.is_analysing, timeout=120_000)
+    assert not dialogs.errors, dialogs.errors
+    title, text = dialogs.infos[-1]
+    assert title == "Stones of ortho.tif" and "21 stones measured" in text and "D50" in text
+    with open(out / "ortho_stones.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 21, "each stone once, also the one cut by four windows"
+    assert (out / "ortho_stones.geojson").is_file() and (out / "ortho_instances.tif").is_file()
+    assert np.array_equal(document.mask, painted), "the mask is untouched"
+
+
+def test_analysing_a_huge_mask_can_be_cancelled(
+    qtbot, window, dialogs, huge_project, trained_model, monkeypatch, tmp_path
 ) -> None:
     from stoneseg_core.grains import tiled
 
     monkeypatch.setattr(tiled, "TILED_ABOVE_PX", 10_000_000)
     _open(qtbot, window, huge_project, trained_model)
-    document = window.current_document()
-    document.paint_disc((2000, 2000), 300)
-    painted = np.array(document.mask, copy=True)
-    assert not window.grain_side.analyse()
-    assert len(dialogs.errors) == 1
-    title, text = dialogs.errors[0]
-    assert "too big" in title and "ortho.tif" in text and "stoneseg grains" in text
-    assert painted.any() and np.array_equal(document.mask, painted)
-    assert not window.grain_side.is_analysing
+    window.current_document().paint_disc((2000.0, 2000.0), 100.0)
+    out = tmp_path / "stones"
+    dialogs.folders_to_choose.append(out)
+    assert window.grain_side.analyse()
+    assert window.grain_side.actions.cancel.isEnabled()
+    window.grain_side.actions.cancel.trigger()
+    qtbot.waitUntil(lambda: not window.grain_side.is_analysing, timeout=120_000)
+    assert not dialogs.errors and not dialogs.infos
+    assert not out.exists() or not list(out.iterdir()), "nothing written"
+    assert "cancelled" in window.grain_side.panel.status.text().lower()

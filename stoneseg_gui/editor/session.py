@@ -174,6 +174,7 @@ class AnnotationSession(QObject):
         self._saving: dict[Path, _Save] = {}  # masks being written on a worker thread
         self._unsaved: dict[Path, MaskDocument] = {}  # left photos whose save failed
         self._after_saves: list = []  # callables run once every background save succeeded
+        self._recovery_worker: Worker | None = None  # the recovery copy being written
 
     # ------------------------------------------------------------------ queries
     def images(self) -> list[Path]:
@@ -710,9 +711,14 @@ class AnnotationSession(QObject):
         document, path, project = self._document, self._current, self.project
         if document is None or path is None or project is None or not document.dirty:
             return
+        if self._recovery_worker is not None and self._recovery_worker.is_running:
+            # one copy at a time (a big mask's takes seconds): this one comes after it
+            self._recovery_timer.start()
+            return
         snapshot = document.snapshot()  # copied on the worker (400 MB for an orthomosaic)
         data_dir = project.data_dir
         worker = Worker(write_recovery_job, data_dir, path, snapshot)
+        self._recovery_worker = worker
         worker.finished.connect(snapshot.release)
         worker.succeeded.connect(
             lambda _result, d=document, p=path: self._on_recovery_written(d, p, data_dir)

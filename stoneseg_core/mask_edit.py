@@ -14,6 +14,7 @@ This module never imports Qt.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -91,13 +92,30 @@ class Region:
         return cls(0, 0, height, width)
 
 
+BAND_PIXELS = 1 << 22  # big blocks are compared and packed this many pixels at a time
+
+
+def _bands(height: int, width: int) -> list[tuple[int, int]]:
+    """Row ranges of about ``BAND_PIXELS`` pixels, each a multiple of 8 rows (but the last):
+    packed bits of consecutive bands then join up as if packed at once."""
+    step = max(8, (BAND_PIXELS // max(1, width)) // 8 * 8)
+    return [(r, min(height, r + step)) for r in range(0, height, step)]
+
+
 def changed_region(old: np.ndarray, new: np.ndarray, offset: Region | None = None) -> Region | None:
-    """Tight box around the pixels where ``old`` and ``new`` differ, or None."""
-    diff = old != new
-    rows = np.flatnonzero(diff.any(axis=1))
+    """Tight box around the pixels where ``old`` and ``new`` differ, or None (compared by
+    bands of rows: no full-size temporary for a big block)."""
+    h, w = old.shape
+    any_row = np.zeros(h, bool)
+    any_col = np.zeros(w, bool)
+    for r0, r1 in _bands(h, w):
+        diff = old[r0:r1] != new[r0:r1]
+        any_row[r0:r1] = diff.any(axis=1)
+        any_col |= diff.any(axis=0)
+    rows = np.flatnonzero(any_row)
     if rows.size == 0:
         return None
-    cols = np.flatnonzero(diff.any(axis=0))
+    cols = np.flatnonzero(any_col)
     top, left = (offset.top, offset.left) if offset is not None else (0, 0)
     return Region(
         top + int(rows[0]), left + int(cols[0]), top + int(rows[-1]) + 1, left + int(cols[-1]) + 1
@@ -133,12 +151,17 @@ class _UndoRecord:
 
 
 def _pack(block: np.ndarray) -> np.ndarray:
-    return np.packbits(block, axis=None)
+    """1 bit a pixel, row after row (a big block a band at a time: no full-size copy)."""
+    h, w = block.shape
+    if h * w <= BAND_PIXELS:
+        return np.packbits(block, axis=None)
+    return np.concatenate([np.packbits(block[r0:r1], axis=None) for r0, r1 in _bands(h, w)])
 
 
 def _unpack(bits: np.ndarray, region: Region) -> np.ndarray:
     flat = np.unpackbits(bits, count=region.area)
-    return (flat.reshape(region.height, region.width) * np.uint8(STONE)).astype(np.uint8)
+    np.multiply(flat, np.uint8(STONE), out=flat)  # 0/1 -> 0/255 in place
+    return flat.reshape(region.height, region.width)
 
 
 def binary_mask(mask: np.ndarray) -> np.ndarray:
@@ -195,6 +218,66 @@ def polygon_pixels(points: np.ndarray, region: Region, chunk_rows: int = 256) ->
     return inside
 
 
+class MaskSnapshot:
+    """A document's mask at one state (``state``), copied by ``copy()`` on any thread while
+    the document goes on changing on its own: the rows are copied a band at a time, and a
+    band that the document is about to change before it has been copied is first kept as
+    it was (copy on write; ``MaskDocument`` calls ``before_write``). So the thread that
+    edits never pays for the copy of a big mask (400 MB for 20000 x 20000), only for the
+    bands it touches meanwhile."""
+
+    BAND_ROWS = 256
+
+    def __init__(self, live: np.ndarray, state: int, owner: list) -> None:
+        self.state = state
+        self.shape = live.shape
+        self._live = live
+        self._owner = owner  # the document's list of snapshots (left when done)
+        self._lock = threading.Lock()
+        bands = -(-live.shape[0] // self.BAND_ROWS)
+        self._copied = np.zeros(bands, bool)
+        self._kept: dict[int, np.ndarray] = {}
+        self._done = False
+
+    def before_write(self, top: int, bottom: int) -> None:
+        """The document is about to change rows ``top:bottom``: keep the bands not yet
+        copied as they are."""
+        if self._done or bottom <= top:
+            return
+        b = self.BAND_ROWS
+        with self._lock:
+            for k in range(top // b, (bottom - 1) // b + 1):
+                if not self._copied[k] and k not in self._kept:
+                    self._kept[k] = self._live[k * b : (k + 1) * b].copy()
+
+    def copy(self, should_stop: Callable[[], bool] | None = None) -> np.ndarray | None:
+        """The mask at ``state``, as a new array (None when ``should_stop`` said stop)."""
+        out = np.empty(self.shape, np.uint8)
+        b = self.BAND_ROWS
+        try:
+            for k in range(len(self._copied)):
+                if should_stop is not None and should_stop():
+                    return None
+                rows = slice(k * b, (k + 1) * b)
+                with self._lock:
+                    kept = self._kept.pop(k, None)
+                    out[rows] = self._live[rows] if kept is None else kept
+                    self._copied[k] = True
+        finally:
+            self.release()
+        return out
+
+    def release(self) -> None:
+        """Stop watching the document (done, or not wanted any more)."""
+        with self._lock:
+            self._done = True
+            self._kept.clear()
+        try:
+            self._owner.remove(self)
+        except ValueError:
+            pass
+
+
 class MaskDocument:
     """One image's mask being edited, with its undo history.
 
@@ -214,7 +297,9 @@ class MaskDocument:
         if mask is None:
             if shape is None:
                 raise ValueError("MaskDocument needs a mask or a shape.")
-            self._mask = np.zeros(shape, np.uint8)
+            # written, not calloc'ed: its memory is mapped in here (the loading thread for
+            # a big photo), not at the first edit on the window's thread (1 s for 400 MB)
+            self._mask = np.full(shape, BACKGROUND, np.uint8)
         else:
             self._mask = np.ascontiguousarray(binary_mask(mask))
         self._view = self._mask.view()
@@ -230,6 +315,7 @@ class MaskDocument:
         self._stroke: list[tuple[Region, np.ndarray]] | None = None
         self._stroke_label = ""
         self._listeners: list[Callable[[MaskChange], None]] = []
+        self._snapshots: list[MaskSnapshot] = []  # copies being made on other threads
 
     # ------------------------------------------------------------------ properties
     @property
@@ -259,8 +345,10 @@ class MaskDocument:
         """Identifies the current content; undoing back to a state gives its id again."""
         return self._state
 
-    def mark_saved(self) -> None:
-        self._saved_state = self._state
+    def mark_saved(self, state: int | None = None) -> None:
+        """The file now holds the current content, or the content ``state`` had (a copy
+        written in the background while the user kept editing)."""
+        self._saved_state = self._state if state is None else int(state)
 
     @property
     def can_undo(self) -> bool:
@@ -300,6 +388,19 @@ class MaskDocument:
         change = MaskChange(region, final, label)
         for fn in list(self._listeners):
             fn(change)
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self) -> MaskSnapshot:
+        """The mask as it is now, to be copied on another thread (``MaskSnapshot.copy``)
+        while this document goes on changing: costs nothing here until an edit touches
+        rows not yet copied. (A stroke in progress is in it as painted so far.)"""
+        snap = MaskSnapshot(self._mask, self._state, self._snapshots)
+        self._snapshots.append(snap)
+        return snap
+
+    def _before_write(self, region: Region) -> None:
+        for snap in list(self._snapshots):
+            snap.before_write(region.top, region.bottom)
 
     # ------------------------------------------------------------------ strokes
     @property
@@ -344,6 +445,7 @@ class MaskDocument:
             if np.array_equal(target, new_block):
                 return None
             self._stroke.append((region, target.copy()))
+            self._before_write(region)
             target[...] = new_block
             self._notify(region, False, self._stroke_label)
             return region
@@ -351,18 +453,20 @@ class MaskDocument:
         if tight is None:
             return None
         inner = tight.relative_to(region)
-        old = target[inner.slices].copy()
+        old_bits = _pack(target[inner.slices])  # packed before the write: no copy of it
+        self._before_write(tight)
         target[inner.slices] = new_block[inner.slices]
-        self._push(tight, old, label)
+        self._push(tight, old_bits, label)
         self._notify(tight, True, label)
         return tight
 
     # ------------------------------------------------------------------ history
     def _push(self, region: Region, old: np.ndarray, label: str) -> None:
+        """A step: ``old`` is the region's content before it, as pixels or packed bits."""
         new_id = next(self._ids)
         record = _UndoRecord(
             region=region,
-            old_bits=_pack(old),
+            old_bits=old if old.ndim == 1 else _pack(old),
             new_bits=_pack(self._mask[region.slices]),
             label=label,
             state_before=self._state,
@@ -386,6 +490,7 @@ class MaskDocument:
             return None
         record = self._undo.pop()
         self._undo_bytes -= record.nbytes
+        self._before_write(record.region)
         self._mask[record.region.slices] = _unpack(record.old_bits, record.region)
         self._state = record.state_before
         self._redo.append(record)
@@ -398,6 +503,7 @@ class MaskDocument:
         if not self._redo:
             return None
         record = self._redo.pop()
+        self._before_write(record.region)
         self._mask[record.region.slices] = _unpack(record.new_bits, record.region)
         self._state = record.state_after
         self._undo.append(record)
@@ -551,13 +657,36 @@ class MaskDocument:
         return self.replace(cv2.bitwise_not(self._mask), label)
 
     def replace(self, mask: np.ndarray, label: str = "Replace mask") -> Region | None:
-        """Replace the whole mask as one undo step (e.g. accepting a prediction)."""
-        new = binary_mask(mask)
-        if new.shape != self._mask.shape:
+        """Replace the whole mask as one undo step (e.g. accepting a prediction).
+
+        Done a band of rows at a time (nonzero = stone), so that a 20000 x 20000 mask needs
+        no full-size temporary: compared, then the changed box packed for undo and written."""
+        mask = np.asarray(mask)
+        if mask.ndim != 2:
+            raise ValueError(f"A mask must be a 2-D array, got shape {mask.shape}.")
+        if mask.shape != self._mask.shape:
             raise ValueError(
-                f"The new mask is {new.shape[1]}x{new.shape[0]} pixels but this image is "
+                f"The new mask is {mask.shape[1]}x{mask.shape[0]} pixels but this image is "
                 f"{self.width}x{self.height}."
             )
         if self._stroke is not None:
             self.end_stroke()
-        return self._change(Region.full(self.height, self.width), new, label)
+        h, w = self._mask.shape
+        any_row, any_col = np.zeros(h, bool), np.zeros(w, bool)
+        for r0, r1 in _bands(h, w):
+            diff = binary_mask(mask[r0:r1]) != self._mask[r0:r1]
+            any_row[r0:r1] = diff.any(axis=1)
+            any_col |= diff.any(axis=0)
+        rows, cols = np.flatnonzero(any_row), np.flatnonzero(any_col)
+        if rows.size == 0:
+            return None
+        tight = Region(int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+        old_bits = _pack(self._mask[tight.slices])
+        self._before_write(tight)
+        left, right = tight.left, tight.right
+        for r0, r1 in _bands(tight.height, w):
+            a, b = tight.top + r0, tight.top + r1
+            self._mask[a:b, left:right] = binary_mask(mask[a:b, left:right])
+        self._push(tight, old_bits, label)
+        self._notify(tight, True, label)
+        return tight

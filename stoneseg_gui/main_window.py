@@ -242,7 +242,7 @@ class MainWindow(QMainWindow):
 
         return {
             "open_folder": self._on_open_folder_requested,
-            "save": session.save_current,
+            "save": lambda: session.save_current(background=True),
             "show_masks_folder": self.show_masks_folder,
             "quit": self.close,
             "undo": session.undo,
@@ -292,6 +292,10 @@ class MainWindow(QMainWindow):
         s.dirty_changed.connect(self._on_session_dirty_changed)
         s.history_changed.connect(self._refresh_actions)
         s.notice.connect(lambda text: st.showMessage(text, 6000))
+        s.saving_changed.connect(lambda text: st.show_busy(text or None, job="save"))
+        c.pyramid_progress.connect(
+            lambda f: st.show_busy(None if f < 0 else "Building the overview", f, job="pyramid")
+        )
         lst.image_activated.connect(self._on_image_list_image_activated)
         lst.image_unreadable.connect(s.mark_unreadable)
         lst.visibilityChanged.connect(self._on_image_list_visibility_changed)
@@ -463,6 +467,9 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self.model_side.may_close():
+            event.ignore()
+            return
+        if self.session.close_when_saved(self.close):  # a big mask: closes once written
             event.ignore()
             return
         if not self.session.shutdown():

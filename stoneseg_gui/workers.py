@@ -145,6 +145,12 @@ class Worker(QObject):
             return True
         return self._thread.wait(QDeadlineTimer(timeout_ms))
 
+    def deliver(self) -> None:
+        """From the GUI thread: deliver at once what the job has reported so far (after
+        ``wait``, for a caller that cannot return to the event loop first: quitting)."""
+        if self._thread is not None:
+            self._drain()
+
     # ------------------------------------------------------------------ worker thread
     def _run(self) -> None:
         put = self._queue.put

@@ -73,6 +73,8 @@ class MaskCanvas(QGraphicsView):
 
     cursor_moved = Signal(object)  # PixelInfo, or None when the pointer is off the photo
     zoom_changed = Signal(float)
+    # a big photo's coarse levels being built: the fraction done; -1 when over
+    pyramid_progress = Signal(float)
 
     def __init__(self, tool_settings: ToolSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -90,6 +92,7 @@ class MaskCanvas(QGraphicsView):
         self._tile_timer.timeout.connect(self._collect_tiles)
         self._tile_errors_shown = 0
         self._preview_shown = False
+        self._coarse_shown = False
         self.mask_item = MaskOverlayItem(STONE_COLOR)
         self.mask_item.setZValue(1)
         self.prediction_item = MaskOverlayItem(PREDICTION_COLOR)
@@ -293,6 +296,8 @@ class MaskCanvas(QGraphicsView):
         self.tiled_item.set_photo(tiled)
         self._tile_errors_shown = 0
         self._preview_shown = False
+        self._coarse_shown = False
+        self.pyramid_progress.emit(-1.0)  # whatever the last photo was building is over
         if tiled is not None:
             collect_garbage_on_gui_thread()  # the tile threads must never free a Qt object
             tiled.start()
@@ -316,10 +321,20 @@ class MaskCanvas(QGraphicsView):
         if photo.preview_ready.is_set() and not self._preview_shown:
             self._preview_shown = True
             self.tiled_item.update()
+        progress = photo.coarse_progress
+        if progress is not None and not photo.coarse_ready.is_set():
+            self.pyramid_progress.emit(progress)
+        if photo.coarse_ready.is_set() and not self._coarse_shown:
+            self._coarse_shown = True
+            if not photo.coarse_from_cache:
+                self.pyramid_progress.emit(-1.0)
+            self.tiled_item.update()  # the coarse tiles, asked again: ready at once now
         if len(loader.errors) > self._tile_errors_shown:
             self._tile_errors_shown = len(loader.errors)
             self.set_banner(f"{photo.path.name}: {loader.errors[-1]}")
-        if not loader.pending and not photo.preview_pending:
+        if not loader.pending and not photo.preview_pending and not photo.coarse_pending:
+            if photo.coarse_progress is None and not self._coarse_shown:
+                self.pyramid_progress.emit(-1.0)  # over without levels (closed, failed)
             self._tile_timer.stop()
 
     def _detach_document(self) -> None:

@@ -9,7 +9,13 @@ user goes through ``Dialogs``. Rules it keeps so that nothing is lost:
 - switching photo, opening another folder and quitting save the mask first; if that save
   fails the user stays where the edits are;
 - a finished edit schedules a recovery file (written on a worker thread); saving deletes
-  it; the next opening of the project offers to restore what a crash left behind.
+  it; the next opening of the project offers to restore what a crash left behind;
+- a mask of more than ``BACKGROUND_SAVE_PIXELS`` (an orthomosaic's) is saved from a copy on
+  a worker thread (Ctrl+S, switching photo, closing the window), atomically, while the
+  user may keep painting; its document stays in memory until the file is written (opening
+  the photo again shows it, and a failed save keeps it, says why, and leaves a recovery
+  copy); saves of one mask run one after the other; whatever needs the file on disk
+  (``save_current()``, quitting) waits for them.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from stoneseg_core.errors import MaskError, StonesegError
 from stoneseg_core.imageio import describe_os_error, read_image, read_mask, write_mask
-from stoneseg_core.mask_edit import MaskChange, MaskDocument
+from stoneseg_core.mask_edit import MaskChange, MaskDocument, MaskSnapshot
 from stoneseg_core.project import ImageStatus, Project
 from stoneseg_core.pyramid import is_big_tiff_photo
 from stoneseg_core.recovery import (
@@ -48,6 +54,41 @@ RECOVERY_DELAY_MS = 1500  # quiet time after the last edit before the recovery c
 RECOVERY_MAX_WAIT_S = 10.0  # ...but never longer than this while the user keeps editing
 HISTORY_IMAGES = 8  # photos whose undo history survives switching away and back
 HISTORY_BYTES = 768 * 1024 * 1024  # ...within this much memory (masks + histories)
+# masks of more pixels than this are saved on a worker thread (a 16 MP PNG takes ~0.3 s)
+BACKGROUND_SAVE_PIXELS = 16_000_000
+SAVE_WAIT_MS = 30 * 60 * 1000  # the longest a quit waits for a save in progress
+
+
+@dataclass
+class _Save:
+    """A mask being written on a worker thread, from ``snapshot`` (the content ``state``)."""
+
+    path: Path  # the photo
+    mask_path: Path
+    project: Project
+    document: MaskDocument
+    state: int
+    prediction_state: int | None  # the document's state when it was an untouched prediction
+    worker: Worker | None = None
+    again: bool = False  # saved again once this one is written (edited meanwhile)
+
+
+def write_mask_job(mask_path: Path, snapshot: MaskSnapshot, keep_old_as_bak: bool) -> Path:
+    """Write a mask on a worker thread (atomically), copied there from the document's
+    ``snapshot``; a bad old file is kept as ``.bak``."""
+    mask = snapshot.copy()
+    try:
+        if keep_old_as_bak and mask_path.exists():
+            os.replace(mask_path, mask_path.with_name(mask_path.name + ".bak"))
+        write_mask(mask_path, mask)
+    except OSError as exc:
+        raise StonesegError(describe_os_error(exc, mask_path)) from exc
+    return mask_path
+
+
+def write_recovery_job(data_dir: Path, image_path: Path, snapshot: MaskSnapshot) -> Path:
+    """A recovery copy, written on a worker thread from the document's ``snapshot``."""
+    return write_recovery(data_dir, image_path, snapshot.copy())
 
 
 @dataclass(frozen=True)
@@ -56,6 +97,8 @@ class LoadedImage:
     display: DisplayImage | TiledPhoto  # a TiledPhoto for a TIFF too big to hold whole
     mask: np.ndarray | None  # None: no mask saved yet
     mask_error: str | None  # the saved mask exists but cannot be used
+    # a big photo's document, made on the worker too (its mask is hundreds of MB to copy)
+    document: MaskDocument | None = None
 
 
 def load_for_editing(image_path: Path, mask_path: Path) -> LoadedImage:
@@ -76,7 +119,11 @@ def load_for_editing(image_path: Path, mask_path: Path) -> LoadedImage:
         except BaseException:
             _close_display(display)
             raise
-    return LoadedImage(Path(image_path), display, mask, error)
+    document = None
+    if isinstance(display, TiledPhoto):  # made (and its memory mapped in) here
+        shape = (display.height, display.width)
+        document = MaskDocument(mask) if mask is not None else MaskDocument(shape=shape)
+    return LoadedImage(Path(image_path), display, mask, error, document)
 
 
 def _close_display(display: DisplayImage | TiledPhoto | None) -> None:
@@ -96,6 +143,7 @@ class AnnotationSession(QObject):
     mask_saved = Signal(object)  # Path of the photo whose mask was written
     images_rescanned = Signal(object)  # list[Path]: the folder's photos, looked up again
     notice = Signal(str)  # a short message for the status bar
+    saving_changed = Signal(str)  # what is being saved in the background ("" when nothing)
 
     def __init__(self, dialogs: Dialogs, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -123,6 +171,10 @@ class AnnotationSession(QObject):
         self._recovery_timer.setInterval(RECOVERY_DELAY_MS)
         self._recovery_timer.timeout.connect(self.write_recovery_now)
         self._recovery_due: float | None = None  # monotonic time by which a copy must be made
+        self._saving: dict[Path, _Save] = {}  # masks being written on a worker thread
+        self._unsaved: dict[Path, MaskDocument] = {}  # left photos whose save failed
+        self._after_saves: list = []  # callables run once every background save succeeded
+        self._recovery_worker: Worker | None = None  # the recovery copy being written
 
     # ------------------------------------------------------------------ queries
     def images(self) -> list[Path]:
@@ -155,11 +207,22 @@ class AnnotationSession(QObject):
     def is_dirty(self) -> bool:
         return self._document is not None and self._document.dirty
 
+    @property
+    def is_saving(self) -> bool:
+        """A mask is being written on a worker thread."""
+        return bool(self._saving)
+
+    def unsaved_images(self) -> list[Path]:
+        """Photos left with edits whose save failed (kept in memory, recovery copies)."""
+        return list(self._unsaved)
+
     # ------------------------------------------------------------------ project
     def open_folder(self, folder: str | Path) -> bool:
         """Open a folder (``images/`` + ``masks/``, or plain photos). False if it cannot."""
         folder = Path(folder).expanduser()
         if not self.save_current():
+            return False
+        if self._unsaved and not self._leave_unsaved("Open another folder"):
             return False
         try:
             project = Project.open(folder, fallback_data_dir=fallback_data_dir(folder))
@@ -172,6 +235,7 @@ class AnnotationSession(QObject):
             return False
         self._close_image()
         self._history.clear()
+        self._unsaved.clear()
         self.project = project
         self._images = images
         self._unreadable = {}
@@ -227,7 +291,7 @@ class AnnotationSession(QObject):
         path = Path(path)
         if path == self._current and (self._document is not None or self._loading):
             return True
-        if not self.save_current():
+        if not self.save_current(background=True):
             return False
         self._close_image()
         self._current = path
@@ -287,7 +351,11 @@ class AnnotationSession(QObject):
             return  # the user moved on while this photo was decoding
         self._loading = False
         h, w = loaded.display.height, loaded.display.width
-        document = self._recall_history(loaded)
+        document, prediction_state = self._recall_in_memory(loaded.path, (h, w))
+        if document is None:
+            document = self._recall_history(loaded)
+        if document is None:
+            document = loaded.document
         if document is None:
             document = (
                 MaskDocument(loaded.mask) if loaded.mask is not None else MaskDocument(shape=(h, w))
@@ -298,11 +366,16 @@ class AnnotationSession(QObject):
         self._bad_mask = loaded.mask_error is not None
         status = self.project.status(loaded.path) if self.project else ImageStatus.UNLABELLED
         self._prediction_state = document.state_id if status == ImageStatus.PREDICTED else None
+        if prediction_state is not None:
+            self._prediction_state = prediction_state
         if self._unreadable.pop(loaded.path, None) is not None:
             self.status_changed.emit(loaded.path, status, "")
         self.image_opened.emit(loaded.path)
         self.image_changed.emit(loaded.path)
         self.history_changed.emit()
+        if document.dirty:  # edits not yet on disk (being saved, or their save failed)
+            self._last_dirty = True
+            self.dirty_changed.emit(loaded.path, True)
         if loaded.mask_error:
             self._dialogs.error(
                 "Saved mask not used",
@@ -319,6 +392,19 @@ class AnnotationSession(QObject):
         self.image_failed.emit(path, message)
         self.image_changed.emit(path)
         self.history_changed.emit()
+
+    def _recall_in_memory(
+        self, path: Path, shape: tuple[int, int]
+    ) -> tuple[MaskDocument | None, int | None]:
+        """The document of a photo whose mask is still being written, or failed to be:
+        newer than the file, so it is what the photo opens with."""
+        pending = self._saving.get(path)
+        if pending is not None and pending.document.shape == shape:
+            return pending.document, pending.prediction_state
+        document = self._unsaved.pop(path, None)
+        if document is not None and document.shape == shape:
+            return document, None
+        return None, None
 
     # ------------------------------------------------------------------ undo history per photo
     def _mask_stamp(self, path: Path) -> tuple[int, int] | None:
@@ -426,8 +512,22 @@ class AnnotationSession(QObject):
         self.notice.emit(f"{self._current.name} is marked as reviewed.")
 
     # ------------------------------------------------------------------ saving
-    def save_current(self) -> bool:
-        """Write the current mask if it has unsaved edits. False (after telling why) if it fails."""
+    def save_current(self, background: bool = False) -> bool:
+        """Write the current mask if it has unsaved edits. False (after telling why) if it fails.
+
+        ``background``: a big mask (``BACKGROUND_SAVE_PIXELS``) is written from a copy on a
+        worker thread and this returns at once (True: started; the outcome follows as
+        ``mask_saved`` or an error). Otherwise the mask is on disk when this returns True:
+        saves in progress are waited for first."""
+        document, path, project = self._document, self._current, self.project
+        if background and document is not None and document.mask.size > BACKGROUND_SAVE_PIXELS:
+            if path is not None and project is not None and document.dirty:
+                if document.in_stroke:
+                    document.end_stroke()
+                self._start_save(path, project, document, self._prediction_state)
+            return True
+        if not self.finish_saves():
+            return False
         document, path, project = self._document, self._current, self.project
         if document is None or path is None or project is None or not document.dirty:
             return True
@@ -470,6 +570,140 @@ class AnnotationSession(QObject):
         log.info("Saved %s", mask_path)
         return True
 
+    # ------------------------------------------------------------------ background saves
+    def _start_save(
+        self, path: Path, project: Project, document: MaskDocument, prediction_state: int | None
+    ) -> None:
+        pending = self._saving.get(path)
+        if pending is not None:  # one write of a file at a time: this one follows it
+            if pending.state != document.state_id:
+                pending.again = True
+            return
+        keep_old = self._bad_mask and document is self._document
+        if keep_old:
+            self._bad_mask = False
+        if document is self._document:  # this save holds the edits a recovery copy would
+            self._recovery_timer.stop()
+            self._recovery_due = None
+        mask_path = project.mask_path(path)
+        # the copy is what gets written, made on the worker: the user may paint on meanwhile
+        snapshot = document.snapshot()
+        record = _Save(path, mask_path, project, document, snapshot.state, prediction_state)
+        worker = Worker(write_mask_job, mask_path, snapshot, keep_old)
+        worker.finished.connect(snapshot.release)  # in case it never ran
+        worker.succeeded.connect(lambda _r, rec=record: self._on_save_done(rec, None))
+        worker.failed.connect(lambda message, rec=record: self._on_save_done(rec, message))
+        record.worker = worker
+        self._saving[path] = record
+        self._track(worker)
+        worker.start()
+        log.info("Saving %s in the background", mask_path)
+        self._emit_saving()
+
+    def _emit_saving(self) -> None:
+        names = [rec.mask_path.name for rec in self._saving.values()]
+        self.saving_changed.emit(("Saving " + ", ".join(names) + "…") if names else "")
+
+    def _on_save_done(self, record: _Save, error: str | None) -> None:
+        if self._saving.get(record.path) is record:
+            del self._saving[record.path]
+        document, path, project = record.document, record.path, record.project
+        current = document is self._document
+        if error is None:
+            document.mark_saved(record.state)
+            predicted = (
+                record.prediction_state is not None and record.state == record.prediction_state
+            )
+            try:
+                project.set_predicted(path.stem, predicted)
+            except StonesegError as exc:
+                self._dialogs.error("Cannot update the project state", str(exc))
+            if current:
+                if not predicted and document.state_id != self._prediction_state:
+                    self._prediction_state = None
+                self._last_dirty = document.dirty
+                self.dirty_changed.emit(path, document.dirty)
+            if not document.dirty:
+                if current:
+                    self._recovery_timer.stop()
+                    self._recovery_due = None
+                elif project is self.project:
+                    self._remember_history(path, document)
+                discard_recovery(project.data_dir, path.stem)
+            if project is self.project:
+                self.status_changed.emit(path, self.image_status(path), "")
+            self.mask_saved.emit(path)
+            self.notice.emit(f"Saved {record.mask_path}")
+            log.info("Saved %s", record.mask_path)
+            if record.again and document.dirty:
+                self._start_save(path, project, document, record.prediction_state)
+        else:
+            self._after_saves.clear()  # a window waiting to close stays open
+            if current:
+                self.write_recovery_now()
+            else:
+                if project is self.project:
+                    self._unsaved[path] = document
+                snapshot = document.snapshot()
+                worker = Worker(write_recovery_job, project.data_dir, path, snapshot)
+                worker.finished.connect(snapshot.release)
+                self._track(worker)
+                worker.start()
+            self._dialogs.error(
+                "Cannot save the mask",
+                f"{error}\n\nThe edits of {path.name} are kept: "
+                + ("they stay open" if current else "they come back when you open it again")
+                + "; save again (Ctrl+S) once the folder can be written, and a recovery copy is "
+                f"kept in {project.data_dir / '.recovery'}.",
+            )
+        self._emit_saving()
+        if not self._saving and self._after_saves:
+            callbacks, self._after_saves = self._after_saves, []
+            for callback in callbacks:
+                QTimer.singleShot(0, callback)
+
+    def finish_saves(self, timeout_ms: int = SAVE_WAIT_MS) -> bool:
+        """Wait (blocking) for the background saves and deliver their outcomes. False if one
+        failed (the user was told) or did not end in time."""
+        ok = True
+        while self._saving:
+            record = next(iter(self._saving.values()))
+            worker = record.worker
+            if worker is None or not worker.wait(timeout_ms):
+                return False
+            failed: list[str] = []
+            worker.failed.connect(failed.append)
+            worker.deliver()
+            if self._saving.get(record.path) is record:  # nothing delivered: treat as failed
+                del self._saving[record.path]
+                ok = False
+            ok = ok and not failed
+        return ok
+
+    def close_when_saved(self, callback) -> bool:
+        """Before the window closes: a big mask with edits is saved in the background, and
+        True says to close later: ``callback`` runs once every save in progress is written
+        (never if one fails: the window stays, with the edits). False: close now."""
+        document = self._document
+        if document is not None and document.dirty and document.mask.size > BACKGROUND_SAVE_PIXELS:
+            self.save_current(background=True)
+        if not self._saving:
+            return False
+        self._after_saves.append(callback)
+        self.notice.emit("Saving the mask before closing; the window closes once it is written.")
+        return True
+
+    def _leave_unsaved(self, doing: str) -> bool:
+        names = ", ".join(p.name for p in self._unsaved)
+        answer = self._dialogs.ask(
+            f"{doing} without these masks?",
+            f"The masks of {names} could not be saved. Their edits are kept in recovery files "
+            "and offered the next time you open this folder.",
+            [doing, "Stay"],
+            default="Stay",
+        )
+        return answer == doing
+
     def write_recovery_now(self) -> None:
         """Write the unsaved mask to the recovery folder on a worker thread."""
         self._recovery_timer.stop()
@@ -477,9 +711,15 @@ class AnnotationSession(QObject):
         document, path, project = self._document, self._current, self.project
         if document is None or path is None or project is None or not document.dirty:
             return
-        snapshot = np.array(document.mask, copy=True)
+        if self._recovery_worker is not None and self._recovery_worker.is_running:
+            # one copy at a time (a big mask's takes seconds): this one comes after it
+            self._recovery_timer.start()
+            return
+        snapshot = document.snapshot()  # copied on the worker (400 MB for an orthomosaic)
         data_dir = project.data_dir
-        worker = Worker(write_recovery, data_dir, path, snapshot)
+        worker = Worker(write_recovery_job, data_dir, path, snapshot)
+        self._recovery_worker = worker
+        worker.finished.connect(snapshot.release)
         worker.succeeded.connect(
             lambda _result, d=document, p=path: self._on_recovery_written(d, p, data_dir)
         )
@@ -539,7 +779,8 @@ class AnnotationSession(QObject):
 
     # ------------------------------------------------------------------ shutdown
     def shutdown(self) -> bool:
-        """Save before the window closes. False if the user chose to stay."""
+        """Save before the window closes (waiting for saves in progress). False if the user
+        chose to stay."""
         if not self.save_current():
             name = self._current.name if self._current else "this photo"
             answer = self._dialogs.ask(
@@ -552,9 +793,11 @@ class AnnotationSession(QObject):
             if answer != "Quit":
                 return False
             self._write_recovery_blocking()
+        if self._unsaved and not self._leave_unsaved("Quit"):
+            return False
         self._recovery_timer.stop()
-        for worker in list(self._workers):
-            worker.wait(10_000)
+        for worker in list(self._workers):  # a big mask's recovery copy takes seconds
+            worker.wait(120_000)
         # a recovery copy finished after the last save would otherwise be offered needlessly
         if self.project is not None and self._current is not None and not self.is_dirty:
             discard_recovery(self.project.data_dir, self._current.stem)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFontMetrics
-from PySide6.QtWidgets import QLabel, QStatusBar, QToolButton, QWidget
+from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar, QToolButton, QWidget
 
 from stoneseg_core.editing_tools import ToolKind
 
@@ -30,7 +30,18 @@ class EditorStatusBar(QStatusBar):
         self.zoom_label = self._label("zoom_label", "Zoom 3200 %")
         self.tool_label = self._label("tool_label", "Lasso erase")
         self.brush_label = self._label("brush_label", "Brush 1000 px")
+        # work on the photo in the background (a big mask being saved, a pyramid built)
+        self.busy_label = QLabel()
+        self.busy_label.setObjectName("busy_label")
+        self.busy_label.setVisible(False)
+        self.busy_bar = QProgressBar()
+        self.busy_bar.setObjectName("busy_bar")
+        self.busy_bar.setFixedWidth(110)
+        self.busy_bar.setVisible(False)
+        self._busy_jobs: dict[str, tuple[str, float | None]] = {}
         for widget in (
+            self.busy_label,
+            self.busy_bar,
             self.masks_button,
             self.pixel_label,
             self.size_label,
@@ -60,6 +71,36 @@ class EditorStatusBar(QStatusBar):
             if width < 900
             else Qt.ToolButtonStyle.ToolButtonTextBesideIcon
         )
+
+    def show_busy(self, text: str | None, fraction: float | None = None, job: str = "") -> None:
+        """A bar for background work on the photo (a big mask being saved, its overview
+        built, a prediction): ``fraction`` 0..1, None for 'busy' (a bar that moves);
+        ``text`` None ends that ``job``. The latest job still running is shown."""
+        self._busy_jobs.pop(job, None)
+        if text is not None:
+            self._busy_jobs[job] = (text, fraction)
+        bar, label = self.busy_bar, self.busy_label
+        if not self._busy_jobs:
+            bar.setVisible(False)
+            label.setVisible(False)
+            return
+        text, fraction = next(reversed(self._busy_jobs.values()))
+        if fraction is None:
+            bar.setRange(0, 0)  # a bar that moves
+            bar.setTextVisible(False)
+        else:
+            bar.setRange(0, 1000)
+            bar.setValue(int(round(1000 * min(1.0, max(0.0, fraction)))))
+            bar.setFormat("%p%")
+            bar.setTextVisible(True)
+        label.setText(text)
+        bar.setToolTip(text)
+        label.setVisible(True)
+        bar.setVisible(True)
+
+    def busy_text(self) -> str:
+        """What the busy bar says ("" when hidden)."""
+        return self.busy_label.text() if self.busy_bar.isVisible() else ""
 
     def _label(self, name: str, widest: str) -> QLabel:
         label = QLabel()

@@ -8,15 +8,27 @@ session closes it when it leaves the photo.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import weakref
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from stoneseg_core.geo import Georeference, georeference_or_none
-from stoneseg_core.pyramid import PyramidGrid, TiffTileSource, TileCache, TileKey, TileLoader
+from stoneseg_core.pyramid import (
+    PyramidGrid,
+    TiffTileSource,
+    TileCache,
+    TileKey,
+    TileLoader,
+    build_coarse_levels,
+    coarse_from_level,
+    load_coarse_levels,
+    save_coarse_levels,
+)
 
 PHOTO_CACHE_BYTES = 384 * 1024 * 1024  # decoded photo tiles kept (384 BGRX tiles of 512 px)
 LOADER_THREADS = 2
@@ -30,8 +42,12 @@ class TiledPhoto:
 
     ``start()`` runs the tile loader, and, for a file without overview levels (where the
     coarse tiles cost a decoding of the whole file), a quick ``preview`` of the whole photo
-    from a sample of its file tiles, drawn wherever no tile is ready yet. ``close()`` never
-    waits: the file is closed by the last of these threads to stop.
+    from a sample of its file tiles, drawn wherever no tile is ready yet; then, on the same
+    thread, its coarse levels (``pyramid.build_coarse_levels``: one pass over the file),
+    kept in the cache for the next opening (``open`` loads them from there). While they are
+    built, the coarse tiles wait (the preview shows there; ``coarse_progress`` says how far)
+    and the finer ones, which cost little, load as usual. ``close()`` never waits: the file
+    is closed by the last of these threads to stop.
     """
 
     def __init__(
@@ -45,6 +61,13 @@ class TiledPhoto:
         self.preview: np.ndarray | None = None  # BGRX, the whole photo at the top level's size
         self.preview_ready = threading.Event()
         self.preview_pending = False  # a preview is being made
+        self.coarse_pending = False  # the coarse levels are being built
+        self.coarse_progress: float | None = None  # how far (0..1) while they are
+        self.coarse_ready = threading.Event()  # built (or loaded) and in use
+        self.coarse_from_cache = bool(source.coarse)
+        self.coarse_from = coarse_from_level(source.grid)  # levels from this one are coarse
+        if source.coarse:
+            self.coarse_ready.set()
         self._lock = threading.Lock()
         self._users = 1  # this object; the loader and the preview thread while they run
         self._closed = False
@@ -54,6 +77,10 @@ class TiledPhoto:
         """Open the file's header and check it can be decoded (worker thread). Raises
         ImageReadError naming the file."""
         source = TiffTileSource(path)
+        if _wants_coarse(source):
+            levels = load_coarse_levels(path, source.grid)
+            if levels is not None:
+                source.set_coarse_levels(levels)
         return cls(Path(path), source, georeference_or_none(path))
 
     @property
@@ -79,20 +106,36 @@ class TiledPhoto:
             if self.loader is not None:
                 return self.loader
             self._users += 1
-            wants_preview = self.source.overview_count == 0 and self.grid.top >= PREVIEW_MIN_TOP
+            wants_preview = (
+                self.source.overview_count == 0
+                and not self.source.coarse
+                and self.grid.top >= PREVIEW_MIN_TOP
+            )
             # the preview first: it is a few seconds' work where the tiles are many more
             self.loader = TileLoader(self._build, self.cache, LOADER_THREADS, paused=wants_preview)
             if wants_preview:
                 self._users += 1
                 self.preview_pending = True
+                self.coarse_pending = _wants_coarse(self.source)
+                if self.coarse_pending:
+                    self.coarse_progress = 0.0
         if wants_preview:
-            threading.Thread(
+            thread = threading.Thread(
                 target=self._build_preview, name="stoneseg-tiles-preview", daemon=True
-            ).start()
+            )
+            _BUILDERS[thread] = self
+            thread.start()
         return self.loader
 
     def _build(self, key: TileKey, should_stop) -> np.ndarray | None:
-        """A tile as 32-bit BGRX (QImage's RGB32 in memory: drawn without converting)."""
+        """A tile as 32-bit BGRX (QImage's RGB32 in memory: drawn without converting).
+        None for a coarse tile while the coarse levels are built (asked again once they are)."""
+        if (
+            self.coarse_pending
+            and key.level >= self.coarse_from
+            and key.level not in self.source.coarse
+        ):
+            return None
         rgb = self.source.read_tile(key, should_stop)
         return None if rgb is None else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)
 
@@ -110,7 +153,36 @@ class TiledPhoto:
             loader = self.loader
             if loader is not None:
                 loader.resume()
+        try:
+            if self.coarse_pending:
+                self._build_coarse()
+        finally:
+            self.coarse_pending = False
+            self.coarse_progress = None
             self._release()
+
+    def _build_coarse(self) -> None:
+        """The coarse levels, once, then kept in the cache (on the preview's thread)."""
+        try:
+            levels = build_coarse_levels(
+                self.source,
+                self.coarse_from,
+                should_stop=lambda: self._closed,
+                progress=self._on_coarse_progress,
+            )
+        except Exception:  # the tiles themselves report what is wrong with the file
+            log.debug("no coarse levels for %s", self.path.name, exc_info=True)
+            return
+        if levels is None:
+            return  # closed meanwhile
+        self.source.set_coarse_levels(levels)
+        self.coarse_progress = None
+        self.coarse_pending = False
+        self.coarse_ready.set()
+        save_coarse_levels(self.path, levels)
+
+    def _on_coarse_progress(self, fraction: float) -> None:
+        self.coarse_progress = fraction
 
     def _release(self) -> None:
         with self._lock:
@@ -142,3 +214,20 @@ class TiledPhoto:
 
     def tile(self, key: TileKey) -> np.ndarray | None:
         return self.cache.get(key)
+
+
+# the preview/coarse-level threads running: stopped and joined when Python exits, so that
+# none is inside OpenCV or a decoder while those libraries are torn down
+_BUILDERS: weakref.WeakKeyDictionary[threading.Thread, TiledPhoto] = weakref.WeakKeyDictionary()
+
+
+@atexit.register
+def _stop_builders(timeout: float = 5.0) -> None:
+    for thread, photo in list(_BUILDERS.items()):
+        photo.close()
+        thread.join(timeout)
+
+
+def _wants_coarse(source: TiffTileSource) -> bool:
+    """A file without overviews whose coarse tiles each cost a large part of the file."""
+    return source.overview_count == 0 and source.grid.top >= PREVIEW_MIN_TOP

@@ -114,7 +114,11 @@ def create_grain_actions(w, side) -> tuple[GrainActions, QActionGroup]:
             "The distribution with its percentiles and options, as a PNG for a report",
         ),
         cancel=make_action(
-            w, "Cancel pooling", side.cancel_pooling, (), "Stop after the photo being measured"
+            w,
+            "Cancel pooling",
+            side.cancel_pooling,
+            (),
+            "Stop after the photo (or, for a big mask, the window) being measured",
         ),
     )
     group = QActionGroup(side)

@@ -4,6 +4,13 @@
 prediction with its probability, as the ``GrainsController`` chooses) with
 ``analyse_with_edits`` on a worker, replaying the user's cuts and merges. The result is
 kept in the controller and announced by ``analysed``; ``GrainSide`` shows it.
+
+A mask over 50 MP (``grains.tiled.is_big``: an orthomosaic's) cannot be split whole (about
+60 bytes a pixel). It is measured window by window as ``stoneseg grains`` does
+(``iter_grains_tiled``, on a copy of the mask taken on the worker, with progress and
+cancel) into a folder the user picks: ``<stem>_stones.csv``, ``<stem>_stones.geojson``
+and ``<stem>_instances.tif``; the window tells the count and the D16/D50/D84 (the stones
+are not drawn one by one on the canvas, nor edited).
 """
 
 from __future__ import annotations
@@ -13,7 +20,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QSignalBlocker, Signal
 
+from stoneseg_core.grains import tiled
+from stoneseg_core.grains.distribution import distribution_of
 from stoneseg_core.grains.document import analyse_with_edits
+from stoneseg_core.mask_edit import MaskSnapshot
 
 from ..host import WindowHost
 from ..workers import Worker, start_worker
@@ -59,6 +69,8 @@ class Analysing(QObject):
         if self.is_running:
             return False
         options = self.panel.options()
+        if tiled.is_big(document.shape):
+            return self._start_big(document, path, options)
         if options.min_size_mm is not None and self.controller.scale is None:
             self.dialogs.error(
                 "Set the scale first",
@@ -90,6 +102,90 @@ class Analysing(QObject):
         self.running_changed.emit()
         return True
 
+    # ------------------------------------------------------------------ a mask over 50 MP
+    def _start_big(self, document, path: Path, options) -> bool:
+        """Measure a big mask window by window into a folder the user picks (module doc)."""
+        h, w = document.shape
+        if options.min_size_mm is not None and self.controller.scale is None:
+            self.dialogs.error(
+                "Set the scale first",
+                "The minimum size is in millimetres, so this photo needs a scale: type it, "
+                "measure a scale bar (K), or give the minimum in pixels.",
+            )
+            return False
+        project = self.host.project
+        start = project.data_dir if project is not None else path.parent
+        folder = self.dialogs.choose_folder(
+            f"{path.name} is {w} x {h} px ({w * h / 1e6:.0f} MP): too big to split whole in "
+            "the window. Folder for its stones, measured window by window",
+            start,
+        )
+        if folder is None:
+            return False
+        display = self.host.session.current_display()
+        georef = getattr(display, "georeference", None)
+        self.request = None
+        self.panel.set_status(f"Analysing {path.name} window by window…")
+        snapshot = document.snapshot()  # the mask as it is now, copied on the worker
+        worker = start_worker(
+            analyse_big_mask_job,
+            snapshot,
+            Path(folder),
+            path.stem,
+            mm_per_px=self.controller.scale,
+            options=options,
+            georef=georef,
+            name=path.name,
+        )
+        worker.progressed.connect(
+            lambda event, name=path.name: self.panel.set_status(
+                f"Analysing {name} window by window: {event.window} of {event.windows} "
+                f"({event.stones} stones so far; Grains > Cancel stops it)"
+            )
+        )
+        worker.succeeded.connect(lambda result, p=path: self._on_big_succeeded(p, result))
+        worker.stopped.connect(lambda p=path: self._on_big_cancelled(p))  # before it began
+        worker.failed.connect(self._on_failed)
+        worker.finished.connect(snapshot.release)
+        worker.finished.connect(self.running_changed.emit)
+        self._worker = worker
+        self.running_changed.emit()
+        return True
+
+    def cancel(self) -> bool:
+        """Stop a window-by-window analysis (at its next window). False if none runs."""
+        if self._worker is None or not self._worker.is_running:
+            return False
+        self._worker.request_stop()
+        return True
+
+    def _on_big_cancelled(self, path: Path) -> None:
+        self.panel.set_status(f"Analysis of {path.name} cancelled; nothing was written.")
+        self.notice(f"Analysis of {path.name} cancelled.")
+
+    def _on_big_succeeded(self, path: Path, result) -> None:
+        if result.cancelled:
+            self._on_big_cancelled(path)
+            return
+        stones = result.grains.stones
+        kept = [s for s in stones if not s.excluded]
+        curve = distribution_of(stones)
+        ds = curve.percentiles((16, 50, 84))
+        unit = curve.unit
+        sizes = ", ".join(
+            f"D{p:g} {v:.3g} {unit}" if v is not None else f"D{p:g} –" for p, v in ds.items()
+        )
+        text = (
+            f"{len(kept)} stones measured ({len(stones) - len(kept)} excluded) in "
+            f"{result.windows} windows, {result.seconds:.0f} s: {sizes}."
+        )
+        self.panel.set_status(text)
+        written = [p for p in (result.csv_path, result.geojson_path, result.instances_path) if p]
+        self.dialogs.info(
+            f"Stones of {path.name}",
+            text + "\n\nWritten:\n" + "\n".join(f"  •  {p}" for p in written),
+        )
+
     def _on_failed(self, message: str) -> None:
         self.request = None
         self.dialogs.error("Grain analysis failed", message)
@@ -106,3 +202,14 @@ class Analysing(QObject):
         if save_error is not None:
             self.dialogs.error("Cannot save the stone edits", save_error)
         self.analysed.emit(path, replayed)
+
+
+def analyse_big_mask_job(
+    snapshot: MaskSnapshot, folder: Path, stem: str, should_stop=None, **kwargs
+):
+    """On the worker: copy the mask from its snapshot, then ``iter_grains_tiled`` (yields
+    ``TiledEvent``; returns ``TiledGrains``)."""
+    mask = snapshot.copy()
+    return (
+        yield from tiled.iter_grains_tiled(mask, folder, stem, should_stop=should_stop, **kwargs)
+    )

@@ -346,7 +346,9 @@ class GrainSide(QObject):
         return self._pooling.start()
 
     def cancel_pooling(self) -> None:
-        self._pooling.cancel()
+        """Stop the pooling, or a big mask's window-by-window analysis."""
+        if not self._analysing.cancel():
+            self._pooling.cancel()
 
     def _on_pool_succeeded(self, summary: GrainSummary) -> None:
         n = len(summary.results)
@@ -502,7 +504,7 @@ class GrainSide(QObject):
         has_analysis = self.analysis is not None
         a.analyse.setEnabled(has_doc and not self.is_analysing)
         a.pool.setEnabled(self.project is not None and not self.is_pooling)
-        a.cancel.setEnabled(self.is_pooling)
+        a.cancel.setEnabled(self.is_pooling or self.is_analysing)
         a.measure_scale.setEnabled(has_doc)
         a.import_scales.setEnabled(self.project is not None)
         a.pick.setEnabled(has_analysis)

@@ -8,16 +8,19 @@ user's masks are never touched by a failure.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
+import tifffile
 from PySide6.QtCore import QObject, Signal
 
 from stoneseg_core.config import TrainConfig
 from stoneseg_core.device import describe_devices
 from stoneseg_core.errors import StonesegError
 from stoneseg_core.imageio import read_image
+from stoneseg_core.large import LargeEvent, iter_segment_large, needs_windows
 from stoneseg_core.predict import (
     Prediction,
     Segmenter,
@@ -39,7 +42,24 @@ log = logging.getLogger(__name__)
 
 
 def predict_image_job(model_dir: Path, image_path: Path) -> tuple[Path, Prediction]:
+    """Predict one photo held whole (a photo of up to ``large.LARGE_PIXELS``)."""
     return image_path, Segmenter.load(model_dir).predict(read_image(image_path))
+
+
+def predict_large_image_job(model_dir: Path, image_path: Path, should_stop=None):
+    """Predict a photo too big to read whole (over ``large.LARGE_PIXELS``: an orthomosaic)
+    window by window (``large.iter_segment_large``) into a tiled TIFF in a temporary
+    folder, then hand the 0/255 mask on (1 byte a pixel: what the editor holds anyway; no
+    probability, which would take 4). Yields ``LargeEvent``; returns (path, Prediction), or
+    None when stopped."""
+    segmenter = Segmenter.load(model_dir)
+    with tempfile.TemporaryDirectory(prefix="stoneseg-predict-") as folder:
+        out = Path(folder) / f"{image_path.stem}_mask.tif"
+        summary = yield from iter_segment_large(segmenter, image_path, out, should_stop=should_stop)
+        if summary.cancelled or summary.output is None:
+            return None
+        mask = tifffile.imread(out)
+    return image_path, Prediction(probability=None, mask=mask, scale=summary.scale)
 
 
 def predict_all_job(model_dir: Path, images: list[Path], masks_dir: Path, should_stop=None):
@@ -52,6 +72,7 @@ class ModelController(QObject):
     training_started = Signal()
     training_finished = Signal(object)  # TrainResult or None when it failed
     prediction_ready = Signal(object)  # Path of the photo predicted
+    prediction_progressed = Signal(float)  # fraction of a big photo's prediction; -1: over
     notice = Signal(str)
 
     def __init__(
@@ -319,19 +340,38 @@ class ModelController(QObject):
         model = self._need_model()
         if path is None or model is None:
             return False
-        self.notice.emit(f"Predicting {path.name}…")
-        return (
-            self._start_task(
-                predict_image_job,
-                model,
-                path,
-                on_success=self._on_prediction_ready,
-                what="Prediction",
-            )
-            is not None
+        large = needs_windows(path)
+        self.notice.emit(
+            f"Predicting {path.name} window by window… (Esc cancels)"
+            if large
+            else f"Predicting {path.name}…"
         )
+        self._t0 = time.monotonic()
+        worker = self._start_task(
+            predict_large_image_job if large else predict_image_job,
+            model,
+            path,
+            on_progress=lambda event, p=path: self._on_large_prediction_progressed(p, event),
+            on_success=self._on_prediction_ready,
+            what="Prediction",
+        )
+        return worker is not None
+
+    def _on_large_prediction_progressed(self, path: Path, event) -> None:
+        if isinstance(event, LargeEvent):
+            self.prediction_progressed.emit(event.fraction)
+            self.notice.emit(
+                f"Predicting {path.name}: {100 * event.fraction:.0f} % "
+                f"({event.tiles_done} of {event.tiles_total} tiles, {event.seconds:.0f} s; "
+                "Esc cancels)"
+            )
 
     def _on_prediction_ready(self, result) -> None:
+        if result is None:  # stopped by the user
+            self.prediction_progressed.emit(-1.0)
+            self.notice.emit("Prediction cancelled: the mask is unchanged.")
+            return
+        self.prediction_progressed.emit(-1.0)
         path, prediction = result
         if path != self.session.current_image_path():
             return  # the user moved on; nothing to show

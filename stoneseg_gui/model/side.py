@@ -158,6 +158,7 @@ class ModelSide:
         c.training_started.connect(self._remember_training_settings)
         c.training_finished.connect(self._refresh_actions)
         c.notice.connect(self._on_controller_notice)
+        c.prediction_progressed.connect(self._on_controller_prediction_progressed)
         self._refresh_actions()
 
     # ------------------------------------------------------------------ slots
@@ -169,6 +170,12 @@ class ModelSide:
 
     def _on_controller_notice(self, text: str) -> None:
         self.window.statusBar().showMessage(text, 8000)
+
+    def _on_controller_prediction_progressed(self, fraction: float) -> None:
+        # the window's status bar has a progress bar for work on the photo (the editor's)
+        show_busy = getattr(self.window.statusBar(), "show_busy", None)
+        if show_busy is not None:
+            show_busy(None if fraction < 0 else "Predicting", fraction, job="predict")
 
     def _refresh_actions(self, *_args) -> None:
         training = self.controller.is_training

@@ -9,15 +9,26 @@ fresh subprocess so that its peak memory (VmHWM) is its own:
 
 - ``tiled``: StoneSeg's window (MainWindow, offscreen) opens the project: time until the
   mask is ready (the header read), until the quick preview is shown (files without
-  overviews), until every tile of the first screen is drawn,
+  overviews), until the coarse levels are built or loaded from the cache (files without
+  overviews: run twice, with the cache in ``/tmp/stoneseg-bench-pyramid/pyramid-cache``
+  empty -- the first opening -- then filled -- the second), the longest the event loop
+  waited meanwhile, until every tile of the first screen is drawn,
   frame times (one synchronous repaint) while zooming from the fitted view to 100 % in
   12 wheel steps and while panning 80 steps of 60 px at 100 %, the time until the screen is
   complete after each, one brush stroke's mouse moves (with their repaint) at 100 % and at
-  the fitted view, the time to save the painted mask (a full-size PNG), and VmHWM;
+  the fitted view, saving the painted mask (a full-size PNG) in the background as Ctrl+S
+  does (the time the window's thread is held, the time until the file is written, the
+  longest event-loop wait meanwhile) and, as the baseline, on the window's thread as
+  before (``save_current()``), and VmHWM;
 - ``whole`` (the baseline: how the window showed every photo before): ``read_image`` of the
-  whole file + the halved-copies pyramid, then the same first screen; time and VmHWM.
+  whole file + the halved-copies pyramid, then the same first screen; time and VmHWM;
+- ``predict`` (``--predict MODEL_DIR``, or ``--predict tiny``: a tiny U-Net trained here on
+  synthetic scenes): Ctrl+P on the photo without overviews (over 50 MP: window by window
+  on the worker), the time until the prediction is shown, the longest event-loop wait
+  meanwhile, the time the window's thread is held by accepting it and by undoing that,
+  and VmHWM.
 
-    python tests/benchmarks/bench_pyramid.py [--size 20000] [--skip-whole]
+    python tests/benchmarks/bench_pyramid.py [--size 20000] [--skip-whole] [--predict tiny]
 
 The last line is one JSON object with the figures.
 """
@@ -144,14 +155,17 @@ def measure_tiled(photo: Path) -> dict:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
+    from stoneseg_core import pyramid
     from stoneseg_gui.main_window import MainWindow
 
+    pyramid.COARSE_CACHE_DIR = WORK / "pyramid-cache"  # main() empties it for a first opening
     window = MainWindow(dialogs=FakeDialogs())
     window.resize(1400, 900)
     window.show()
     app.processEvents()
     canvas = window.canvas
     rss_before = peak_rss_mb()[1]
+    gaps = EventLoopGaps()
 
     def settle(timeout: float = 300.0) -> float:
         """Run the event loop until every tile on screen is drawn (the canvas's own timer
@@ -159,8 +173,9 @@ def measure_tiled(photo: Path) -> dict:
         t = time.perf_counter()
         while True:
             app.processEvents()
-            loader = canvas.display_image.loader
-            if loader is not None and not loader.pending:
+            photo_now = canvas.display_image
+            loader = photo_now.loader
+            if loader is not None and not loader.pending and not photo_now.coarse_pending:
                 canvas.viewport().repaint()  # asks for any tile still missing
                 if not loader.pending:
                     return time.perf_counter() - t
@@ -175,21 +190,36 @@ def measure_tiled(photo: Path) -> dict:
         time.sleep(0.002)
     t_open = time.perf_counter() - t0
     photo_obj = canvas.display_image
-    t_preview = None
+    t_preview = t_coarse = None
+    gaps.start()
     while photo_obj.preview_pending:  # files without overviews: a quick likeness first
         app.processEvents()
         time.sleep(0.005)
     if photo_obj.preview is not None:
         t_preview = time.perf_counter() - t0
+    while photo_obj.coarse_pending:  # ...then the coarse levels, built once
+        app.processEvents()
+        time.sleep(0.005)
+    if photo_obj.coarse_ready.is_set():
+        t_coarse = time.perf_counter() - t0
     settle()
     t_first = time.perf_counter() - t0
     out = {
         "photo": photo.name,
         "overviews": photo_obj.source.overview_count,
+        "coarse_levels": (
+            "from the cache"
+            if photo_obj.coarse_from_cache
+            else "built"
+            if photo_obj.coarse_ready.is_set()
+            else "none"
+        ),
         "viewport": [canvas.viewport().width(), canvas.viewport().height()],
         "open_s": round(t_open, 2),
         "preview_s": None if t_preview is None else round(t_preview, 2),
+        "coarse_ready_s": None if t_coarse is None else round(t_coarse, 2),
         "first_screen_s": round(t_first, 2),
+        "max_event_gap_ms_opening": gaps.stop(),
         "fit_level": photo_obj.grid.level_for_scale(canvas.zoom()),
         "decoded_mp_first_screen": round(photo_obj.source.pixels_read / 1e6, 1),
     }
@@ -267,11 +297,123 @@ def measure_tiled(photo: Path) -> dict:
     out["rss_before_open_mb"] = round(rss_before)
     out["peak_rss_mb"] = round(hwm)
     out["peak_rss_added_mb"] = round(hwm - rss_before)
+    # Ctrl+S: the mask is written from a copy on a worker; the window's thread goes on
+    gaps.start()
     t = time.perf_counter()
-    assert window.session.save_current()  # on the window's thread, as when switching photo
-    out["save_mask_s"] = round(time.perf_counter() - t, 2)
+    assert window.session.save_current(background=True)
+    out["save_background_block_ms"] = round((time.perf_counter() - t) * 1000, 1)
+    while window.session.is_saving:
+        app.processEvents()
+        time.sleep(0.002)
+    out["save_background_written_s"] = round(time.perf_counter() - t, 2)
+    out["max_event_gap_ms_saving"] = gaps.stop()
+    # the baseline: the same save on the window's thread (what Ctrl+S did before)
+    window.current_document().paint_disc((100.0, 100.0), 20.0)
+    t = time.perf_counter()
+    assert window.session.save_current()
+    out["save_blocking_s"] = round(time.perf_counter() - t, 2)
+    out["save_ratio_blocking_over_background_block"] = round(
+        out["save_blocking_s"] * 1000 / max(out["save_background_block_ms"], 0.1), 1
+    )
     out["photo_cache_mb"] = round(photo_obj.cache.nbytes / 2**20)
     out["mask_tile_cache_mb"] = round(canvas.mask_item.tile_cache.nbytes / 2**20)
+    return out
+
+
+class EventLoopGaps:
+    """The longest wait between two turns of the event loop (a 5 ms timer's ticks)."""
+
+    def __init__(self) -> None:
+        from PySide6.QtCore import QTimer
+
+        self.timer = QTimer()
+        self.timer.setInterval(5)
+        self.timer.timeout.connect(self._tick)
+        self.last = self.longest = 0.0
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.longest = max(self.longest, now - self.last)
+        self.last = now
+
+    def start(self) -> None:
+        self.last, self.longest = time.perf_counter(), 0.0
+        self.timer.start()
+
+    def stop(self) -> float:
+        self.timer.stop()
+        self._tick()
+        return round(self.longest * 1000, 1)
+
+
+def tiny_model() -> Path:
+    """A small U-Net trained for a few epochs on synthetic scenes (kept in WORK)."""
+    out = WORK / "tiny-model"
+    if (out / "config.json").is_file():
+        return out
+    sys.path.insert(0, str(REPO / "tests"))
+    from synthetic import make_dataset
+
+    from stoneseg_core.config import TrainConfig
+    from stoneseg_core.project import Project
+    from stoneseg_core.train import run_training
+
+    data = make_dataset(WORK / "tiny-model-data", n=5, size=(128, 160), seed=1)
+    cfg = TrainConfig(
+        epochs=4, crop=128, work_size=160, batch_size=4, samples_per_image=4, lr=5e-3, seed=0
+    )
+    run_training(Project.open(data).labelled_pairs(), out, cfg)
+    return out
+
+
+def measure_predict(photo: Path, model: Path) -> dict:
+    """Ctrl+P on the big photo in the window, then accept and undo (see the docstring)."""
+    from _common import peak_rss_mb
+    from guihelpers import FakeDialogs
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([])
+    from stoneseg_core import pyramid
+    from stoneseg_gui.main_window import MainWindow
+
+    pyramid.COARSE_CACHE_DIR = WORK / "pyramid-cache"
+    dialogs = FakeDialogs()
+    window = MainWindow(dialogs=dialogs)
+    window.resize(1400, 900)
+    window.show()
+    app.processEvents()
+    window.session.open_folder(_project(photo, photo.stem + "-predict"))
+    while window.current_document() is None:
+        app.processEvents()
+        time.sleep(0.002)
+    side = window.model_side
+    side.controller.set_active_model(model)
+    rss_before = peak_rss_mb()[1]
+    gaps = EventLoopGaps()
+    gaps.start()
+    t0 = time.perf_counter()
+    side.actions.predict.trigger()
+    while side.controller.prediction is None and side.controller.is_busy:
+        app.processEvents()
+        time.sleep(0.005)
+    out = {
+        "photo": photo.name,
+        "predict_s": round(time.perf_counter() - t0, 2),
+        "max_event_gap_ms_predicting": gaps.stop(),
+        "errors": [title for title, _ in dialogs.errors],
+    }
+    if side.controller.prediction is not None:
+        t = time.perf_counter()
+        side.actions.accept_prediction.trigger()
+        app.processEvents()
+        out["accept_s"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+        window.session.undo()
+        app.processEvents()
+        out["undo_s"] = round(time.perf_counter() - t, 2)
+    hwm, _ = peak_rss_mb()
+    out["rss_before_predict_mb"] = round(rss_before)
+    out["peak_rss_mb"] = round(hwm)
     return out
 
 
@@ -314,11 +456,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=20000)
     parser.add_argument("--skip-whole", action="store_true")
-    parser.add_argument("--case", choices=("tiled", "whole"), help=argparse.SUPPRESS)
+    parser.add_argument("--predict", metavar="MODEL_DIR", help="also Ctrl+P ('tiny': train one)")
+    parser.add_argument("--case", choices=("tiled", "whole", "predict"), help=argparse.SUPPRESS)
     parser.add_argument("--photo", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        result = (measure_tiled if args.case == "tiled" else measure_whole)(args.photo)
+        if args.case == "predict":
+            result = measure_predict(args.photo, args.model)
+        else:
+            result = (measure_tiled if args.case == "tiled" else measure_whole)(args.photo)
         print("RESULT " + json.dumps(result), flush=True)
         return
 
@@ -326,12 +473,20 @@ def main() -> None:
     ovr = make_orthomosaic(args.size, overviews=True)
     load = os.getloadavg()
     results = {"size": args.size, "load_before": [round(v, 2) for v in load]}
-    cases = [("tiled", plain), ("tiled", ovr)]
+    import shutil
+
+    shutil.rmtree(WORK / "pyramid-cache", ignore_errors=True)  # the first opening builds
+    cases = [("tiled", plain, "plain"), ("tiled", plain, "plain_second"), ("tiled", ovr, "ovr")]
     if not args.skip_whole:
-        cases.append(("whole", plain))
-    for case, photo in cases:
+        cases.append(("whole", plain, "plain"))
+    extra: list[str] = []
+    if args.predict:
+        model = tiny_model() if args.predict == "tiny" else Path(args.predict)
+        cases.append(("predict", plain, "plain"))
+        extra = ["--model", str(model)]
+    for case, photo, name in cases:
         proc = subprocess.run(
-            [sys.executable, __file__, "--case", case, "--photo", str(photo)],
+            [sys.executable, __file__, "--case", case, "--photo", str(photo), *extra],
             capture_output=True,
             text=True,
             env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -341,8 +496,8 @@ def main() -> None:
             print(proc.stdout[-3000:], proc.stderr[-3000:])
             sys.exit(f"case {case} {photo.name} failed")
         figures = json.loads(line[7:])
-        print(f"{case} {photo.name}: {figures}", flush=True)
-        results[f"{case}_{'ovr' if photo == ovr else 'plain'}"] = figures
+        print(f"{case} {name} {photo.name}: {figures}", flush=True)
+        results[f"{case}_{name}"] = figures
     if "whole_plain" in results:
         w, t = results["whole_plain"], results["tiled_plain"]
         results["first_screen_ratio_whole_over_tiled"] = round(
@@ -351,6 +506,13 @@ def main() -> None:
         results["first_screen_ratio_whole_over_tiled_ovr"] = round(
             w["first_screen_s"] / results["tiled_ovr"]["first_screen_s"], 2
         )
+    first, second = results["tiled_plain"], results["tiled_plain_second"]
+    results["first_screen_ratio_first_over_second_opening"] = round(
+        first["first_screen_s"] / second["first_screen_s"], 2
+    )
+    results["first_screen_ratio_second_opening_over_ovr"] = round(
+        second["first_screen_s"] / results["tiled_ovr"]["first_screen_s"], 2
+    )
     results["load_after"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps(results), flush=True)
 

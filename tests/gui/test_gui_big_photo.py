@@ -85,7 +85,12 @@ def _wait_tiles(qtbot, canvas) -> None:
     def done() -> bool:
         canvas.viewport().repaint()  # paint asks for what is missing
         loader = photo.loader
-        return loader is not None and not loader.pending and not photo.preview_pending
+        return (
+            loader is not None
+            and not loader.pending
+            and not photo.preview_pending
+            and not photo.coarse_pending
+        )
 
     qtbot.waitUntil(done, timeout=60_000)
     canvas.viewport().repaint()
@@ -294,3 +299,58 @@ def test_a_saved_mask_of_the_big_photo_opens_on_it(qtbot, window, ortho_project)
     assert tile is not None and np.array_equal(tile, mask_tile(saved, photo.grid, key))
     assert tile.max() == 255 and canvas.mask_item._occupancy.any_in((5000, 2000, 5900, 2600))
     assert not canvas.mask_item._occupancy.any_in((0, 0, 4000, 1900))
+
+
+def test_coarse_levels_build_once_in_the_background_then_come_from_the_cache(
+    qtbot, make_window, ortho_project, tmp_path
+) -> None:
+    """A file without overviews: the first opening builds the coarse levels on a thread
+    (progress in the status bar, the fine tiles and painting work meanwhile); the second
+    opening takes them from the cache and decodes almost nothing for the first screen."""
+    window = make_window()
+    canvas = window.canvas
+    progress: list[float] = []
+    canvas.pyramid_progress.connect(progress.append)
+    photo = _open(qtbot, window, ortho_project)
+    assert not photo.coarse_from_cache
+    # at 100 % while the levels are built: level-0 tiles load, painting works
+    canvas.set_zoom(1.0)
+    canvas.centerOn(5000, 3000)
+    fine_during_build = []
+
+    def fine_tiles_came() -> bool:
+        canvas.viewport().repaint()
+        if photo.coarse_pending and any(k.level == 0 for k in photo.cache.keys()):
+            fine_during_build.append(True)
+        return bool(fine_during_build) or photo.coarse_ready.is_set()
+
+    qtbot.waitUntil(fine_tiles_came, timeout=60_000)
+    building = photo.coarse_pending
+    drag(qtbot, canvas, [(4990, 2990), (5010, 3010)])
+    assert window.current_document().mask[3000, 5000] == 255
+    if building:
+        assert "overview" in window.status.busy_text()
+    qtbot.waitUntil(photo.coarse_ready.is_set, timeout=120_000)
+    assert fine_during_build, "level-0 tiles came while the levels were built"
+    qtbot.waitUntil(lambda: progress[-1] == -1.0, timeout=10_000)  # over: the bar goes
+    building_steps = [f for f in progress if f >= 0]
+    assert building_steps == sorted(building_steps) and max(building_steps) > 0
+    canvas.fit_to_window()
+    _wait_tiles(qtbot, canvas)
+    assert window.status.busy_text() == ""
+    cache = tmp_path / "pyramid-cache"
+    assert len(list(cache.glob("*.bin"))) == 1 and len(list(cache.glob("*.json"))) == 1
+    window.session.save_current()
+    window.close()
+
+    # the second opening (another window): from the cache, no preview, no whole decode
+    second = make_window()
+    photo2 = _open(qtbot, second, ortho_project)
+    assert photo2.coarse_from_cache and photo2.source.coarse
+    _wait_tiles(qtbot, second.canvas)
+    assert photo2.preview is None
+    level = photo2.grid.level_for_scale(second.canvas.zoom())
+    assert second.canvas.tiled_item.drawn_levels == {level}
+    assert photo2.source.pixels_read < SIZE * SIZE / 100, photo2.source.pixels_read
+    r, g, _ = _screen_rgb(second.canvas, 6500, 2000)
+    assert abs(r - 6500 * 255 / SIZE) <= 8 and abs(g - 2000 * 255 / SIZE) <= 8

@@ -1,0 +1,153 @@
+"""Predict on a photo too big to read whole (an orthomosaic) in the real window: the windowed
+path of ``stoneseg segment`` (``large.iter_segment_large``) runs on the worker with progress
+and cancel, never reading the photo whole, and its mask is shown, accepted and undone like any
+prediction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from guihelpers import wait_loaded
+
+from stoneseg_core import large
+from stoneseg_core.predict import Segmenter
+from stoneseg_gui.editor.tiled_photo import TiledPhoto
+from stoneseg_gui.model import controller as model_controller
+
+SIZE = 4096  # over the pyramid's threshold; "huge" is lowered below it for a quick test
+
+
+@pytest.fixture(scope="module")
+def big_tiff(tmp_path_factory) -> Path:
+    """Dark stones (discs) on a light ground, as the tiny model was trained on."""
+    rng = np.random.default_rng(7)
+    rgb = np.full((SIZE, SIZE, 3), 200, np.uint8)
+    y, x = np.ogrid[0:SIZE, 0:SIZE]
+    for _ in range(60):
+        cy, cx, r = rng.integers(200, SIZE - 200, 2).tolist() + [int(rng.integers(60, 180))]
+        rgb[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = (70, 60, 50)
+    path = tmp_path_factory.mktemp("huge") / "ortho.tif"
+    tifffile.imwrite(path, rgb, tile=(256, 256), photometric="rgb", compression="zlib")
+    return path
+
+
+@pytest.fixture
+def huge_project(tmp_path, big_tiff, monkeypatch) -> Path:
+    # photos over 10 MP count as too big to read whole (50 MP in the application)
+    monkeypatch.setattr(large, "LARGE_PIXELS", 10_000_000)
+    assert large.needs_windows(big_tiff)
+
+    def never_whole(path, *args, **kwargs):
+        raise AssertionError(f"{Path(path).name} was read whole")
+
+    monkeypatch.setattr(model_controller, "read_image", never_whole)
+    (tmp_path / "proj" / "images").mkdir(parents=True)
+    (tmp_path / "proj" / "images" / "ortho.tif").symlink_to(big_tiff)
+    return tmp_path / "proj"
+
+
+def _open(qtbot, window, project: Path, model: Path):
+    window.session.open_folder(project)
+    wait_loaded(qtbot, window, timeout=30_000)
+    assert isinstance(window.canvas.display_image, TiledPhoto)
+    window.model_side.controller.set_active_model(model)
+    return window.model_side
+
+
+def test_predict_on_a_huge_photo_runs_window_by_window_and_is_undoable(
+    qtbot, window, dialogs, huge_project, trained_model, tmp_path
+) -> None:
+    side = _open(qtbot, window, huge_project, trained_model)
+    fractions: list[float] = []
+    side.controller.prediction_progressed.connect(fractions.append)
+    side.actions.predict.trigger()
+    qtbot.waitUntil(lambda: side.controller.prediction is not None, timeout=120_000)
+    assert not dialogs.errors
+    assert fractions and any(0 < f <= 1 for f in fractions), "progress was reported"
+    assert fractions[-1] == -1.0 and "Predicting" not in window.status.busy_text()
+
+    mask = side.controller.prediction.mask
+    assert mask.shape == (SIZE, SIZE) and set(np.unique(mask)) <= {0, 255}
+    assert side.controller.prediction.probability is None  # 4 bytes a pixel: not kept
+    # the same mask as `stoneseg segment` writes for this photo
+    expected = tmp_path / "cli.tif"
+    segmenter = Segmenter.load(trained_model)
+    assert (
+        large.segment_large_photo(segmenter, huge_project / "images" / "ortho.tif", expected)[0]
+        == "written"
+    )
+    assert np.array_equal(mask, tifffile.imread(expected))
+    assert 0.01 < (mask > 0).mean() < 0.9, "the stones are found"
+    assert window.canvas.prediction_item.isVisible()
+
+    document = window.current_document()
+    before = np.array(document.mask, copy=True)
+    side.actions.accept_prediction.trigger()
+    assert np.array_equal(document.mask, mask)
+    window.session.undo()
+    assert np.array_equal(document.mask, before)
+    window.canvas.viewport().grab().save(str(tmp_path / "huge_predicted.png"))
+
+
+def test_predict_on_a_huge_photo_can_be_cancelled(
+    qtbot, window, dialogs, huge_project, trained_model
+) -> None:
+    side = _open(qtbot, window, huge_project, trained_model)
+    side.actions.predict.trigger()
+    assert side.controller.is_busy
+    side.actions.cancel_task.trigger()
+    qtbot.waitUntil(lambda: not side.controller.is_busy, timeout=120_000)
+    assert side.controller.prediction is None and not dialogs.errors
+    assert not window.current_document().dirty
+    assert "Predicting" not in window.status.busy_text()
+
+
+def test_analyse_on_a_huge_mask_measures_it_window_by_window(
+    qtbot, window, dialogs, huge_project, trained_model, monkeypatch, tmp_path
+) -> None:
+    import csv
+
+    from stoneseg_core.grains import tiled
+
+    monkeypatch.setattr(tiled, "TILED_ABOVE_PX", 10_000_000)  # 16 MP counts as big here
+    _open(qtbot, window, huge_project, trained_model)
+    document = window.current_document()
+    centres = [(400 + 700 * i, 500 + 900 * j) for i in range(5) for j in range(4)]
+    for x, y in centres:  # 20 separate stones
+        document.paint_disc((float(x), float(y)), 60.0)
+    document.paint_disc((2048.0, 2048.0), 80.0)  # on the corner of the four 2048-px windows
+    painted = np.array(document.mask, copy=True)
+    out = tmp_path / "stones"
+    dialogs.folders_to_choose.append(out)
+    assert window.grain_side.analyse()
+    qtbot.waitUntil(lambda: not window.grain_side.is_analysing, timeout=120_000)
+    assert not dialogs.errors, dialogs.errors
+    title, text = dialogs.infos[-1]
+    assert title == "Stones of ortho.tif" and "21 stones measured" in text and "D50" in text
+    with open(out / "ortho_stones.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 21, "each stone once, also the one cut by four windows"
+    assert (out / "ortho_stones.geojson").is_file() and (out / "ortho_instances.tif").is_file()
+    assert np.array_equal(document.mask, painted), "the mask is untouched"
+
+
+def test_analysing_a_huge_mask_can_be_cancelled(
+    qtbot, window, dialogs, huge_project, trained_model, monkeypatch, tmp_path
+) -> None:
+    from stoneseg_core.grains import tiled
+
+    monkeypatch.setattr(tiled, "TILED_ABOVE_PX", 10_000_000)
+    _open(qtbot, window, huge_project, trained_model)
+    window.current_document().paint_disc((2000.0, 2000.0), 100.0)
+    out = tmp_path / "stones"
+    dialogs.folders_to_choose.append(out)
+    assert window.grain_side.analyse()
+    assert window.grain_side.actions.cancel.isEnabled()
+    window.grain_side.actions.cancel.trigger()
+    qtbot.waitUntil(lambda: not window.grain_side.is_analysing, timeout=120_000)
+    assert not dialogs.errors and not dialogs.infos
+    assert not out.exists() or not list(out.iterdir()), "nothing written"
+    assert "cancelled" in window.grain_side.panel.status.text().lower()

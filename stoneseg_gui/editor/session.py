@@ -220,6 +220,9 @@ class AnnotationSession(QObject):
     def open_folder(self, folder: str | Path) -> bool:
         """Open a folder (``images/`` + ``masks/``, or plain photos). False if it cannot."""
         folder = Path(folder).expanduser()
+        if self.must_save_in_background():
+            self.after_saving(lambda: self.open_folder(folder), f"opening {folder.name}")
+            return True
         if not self.save_current():
             return False
         if self._unsaved and not self._leave_unsaved("Open another folder"):
@@ -500,6 +503,9 @@ class AnnotationSession(QObject):
         """The user checked a predicted mask and accepts it as it is."""
         if self.project is None or self._current is None:
             return
+        if self.must_save_in_background():
+            self.after_saving(self.mark_reviewed, "marking it reviewed")
+            return
         if not self.save_current():
             return
         try:
@@ -679,6 +685,31 @@ class AnnotationSession(QObject):
                 ok = False
             ok = ok and not failed
         return ok
+
+    def must_save_in_background(self) -> bool:
+        """True while saves are running, or when the current mask is big and has edits: what
+        needs the mask on disk should then wait for ``after_saving`` instead of holding the
+        window for seconds."""
+        document = self._document
+        return bool(self._saving) or (
+            document is not None and document.dirty and document.mask.size > BACKGROUND_SAVE_PIXELS
+        )
+
+    def after_saving(self, action, doing: str) -> None:
+        """Run ``action`` once the current mask is on disk, without holding the window: a big
+        mask is written in the background (and any save in progress finished) first, and
+        ``action`` runs after, on the window's thread; never if a save fails (the user was
+        told, the edits are kept). A small mask is saved now and ``action`` runs now."""
+        if not self.must_save_in_background():
+            if self.save_current():
+                action()
+            return
+        self.save_current(background=True)
+        if not self._saving:  # nothing left to write after all
+            action()
+            return
+        self._after_saves.append(action)
+        self.notice.emit(f"Saving the mask first; {doing} starts once it is written.")
 
     def close_when_saved(self, callback) -> bool:
         """Before the window closes: a big mask with edits is saved in the background, and

@@ -171,6 +171,9 @@ class ModelController(QObject):
         if project is None:
             self.dialogs.error("Cannot train", "Open a folder of photos first.")
             return False
+        if self.session.must_save_in_background():  # a big mask: written first, off the window
+            self.session.after_saving(lambda: self.start_training(config, afresh), "training")
+            return True
         if not self.session.save_current():
             return False  # the session has said why
         pairs = project.labelled_pairs()
@@ -459,6 +462,11 @@ class ModelController(QObject):
 
     def export_masks(self, folder: Path, include_predicted: bool) -> bool:
         project = self.project
+        if project is not None and self.session.must_save_in_background():
+            self.session.after_saving(
+                lambda: self.export_masks(folder, include_predicted), "the export"
+            )
+            return True
         if project is None or not self.session.save_current():
             return False
         return (

@@ -13,6 +13,7 @@ import tifffile
 from guihelpers import drag, read_png, wait_loaded, write_photo
 from PySide6.QtCore import Qt, QTimer
 
+from stoneseg_core.config import TrainConfig
 from stoneseg_core.pyramid import BIG_PHOTO_PIXELS
 from stoneseg_gui.editor import session as session_module
 from stoneseg_gui.editor.tiled_photo import TiledPhoto
@@ -180,3 +181,37 @@ def test_a_failed_background_save_names_the_file_and_keeps_the_edits(
     qtbot.waitUntil(lambda: not window.session.is_saving, timeout=60_000)
     assert np.array_equal(read_png(blocker), mask) and not document.dirty
     assert session_module.BACKGROUND_SAVE_PIXELS < SIZE * SIZE
+
+
+def test_training_and_export_wait_for_a_big_save_without_holding_the_window(
+    qtbot, window, dialogs, project, tmp_path
+) -> None:
+    """What needs the mask on disk (training, export) starts once the background save of a
+    big mask is written, instead of writing it on the window's thread."""
+    document = _open_big(qtbot, window, project)
+    mask = _noise(6)
+    document.replace(mask, "Paint")
+    controller = window.model_side.controller
+
+    t0 = time.perf_counter()
+    assert controller.start_training(TrainConfig(epochs=1))
+    assert time.perf_counter() - t0 < 0.5, "starting training held the window for the save"
+    assert window.session.is_saving
+    # one labelled photo only: training refuses, but only after the save wrote it
+    qtbot.waitUntil(lambda: bool(dialogs.errors), timeout=60_000)
+    assert dialogs.errors[0][0] == "Not enough labelled photos"
+    assert np.array_equal(read_png(project / "masks" / "ortho.png"), mask)
+    assert not controller.is_training
+
+    edited = mask.copy()
+    edited[:100] = 255
+    document.replace(edited, "Paint")
+    out = tmp_path / "exported"
+    t0 = time.perf_counter()
+    assert controller.export_masks(out, include_predicted=True)
+    assert time.perf_counter() - t0 < 0.5, "the export held the window for the save"
+    qtbot.waitUntil(
+        lambda: (out / "ortho.png").is_file() and not controller.is_busy, timeout=60_000
+    )
+    assert np.array_equal(read_png(out / "ortho.png"), edited)
+    assert not document.dirty

@@ -4,6 +4,8 @@ into the local engine's masks, resumes, names bad photos; without Ray, a clear m
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 import subprocess
 import sys
 import time
@@ -47,6 +49,21 @@ def photos(tmp_path) -> Path:
         folder / "ortho.tif", make_scene(rng, 128, 160)[0], geo.make_georeference(UTM33_5MM, 32633)
     )
     return folder
+
+
+def _same(a, b) -> bool:
+    """Equal JSON values, floats to 12 significant digits."""
+    if isinstance(a, float) or isinstance(b, float):
+        return (
+            isinstance(a, (int, float))
+            and isinstance(b, (int, float))
+            and math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
+        )
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(_same, a, b))
+    return a == b
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -176,7 +193,15 @@ def test_grains_on_ray_writes_the_local_engines_files(
         want
     )
     assert "ortho_stones.geojson" in want and "broken_stones.csv" not in want
-    assert _files(on_ray) == want  # the tables of every photo, the pooled ones, the report
+    got = _files(on_ray)  # the tables of every photo, the pooled ones, the report
+    assert set(got) == set(want)
+    for name in want:
+        if name.endswith((".json", ".geojson")):
+            # floats in full precision: the last digit may differ with the BLAS threads of
+            # the process (this one's are set by earlier tests), so parsed and compared
+            assert _same(json.loads(got[name]), json.loads(want[name])), name
+        else:
+            assert got[name] == want[name], name
 
 
 @needs_ray

@@ -30,6 +30,7 @@ from stoneseg_core.model import read_model_info
 from stoneseg_core.predict import Segmenter, SegmentEvent, SegmentSummary, iter_segment_folder
 
 from ..workers import Worker, start_worker
+from .controller import PREDICTION_SCALES
 from .train_panel import format_seconds
 
 
@@ -102,10 +103,8 @@ class BatchDialog(QDialog):
         self.model.currentIndexChanged.connect(self._on_model_current_index_changed)
         self._on_model_current_index_changed()
         self.scale = QComboBox()
-        self.scale.addItem("The model's own (stone-size models estimate each photo)", "auto")
-        self.scale.addItem("By stone size (gravel frames, orthomosaics)", "stone-size")
-        self.scale.addItem("Each photo's long side", "long-side")
-        self.scale.addItem("Same as the training photos (fixed camera)", "training")
+        for value, label in PREDICTION_SCALES:
+            self.scale.addItem(label, value)
         self.scale.setToolTip("How each photo is brought to the size the model works at")
         self.tta = QCheckBox("Test-time augmentation (flips; 4x slower, smoother)")
         self.overwrite = QCheckBox("Replace masks already in the output folder")

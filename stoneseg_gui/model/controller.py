@@ -16,7 +16,7 @@ from pathlib import Path
 import tifffile
 from PySide6.QtCore import QObject, Signal
 
-from stoneseg_core.config import TrainConfig
+from stoneseg_core.config import InferenceConfig, TrainConfig
 from stoneseg_core.device import describe_devices
 from stoneseg_core.errors import StonesegError
 from stoneseg_core.imageio import read_image
@@ -41,18 +41,36 @@ from .train_panel import TrainPanel
 log = logging.getLogger(__name__)
 
 
-def predict_image_job(model_dir: Path, image_path: Path) -> tuple[Path, Prediction]:
+# how the window's predictions bring a photo to the model's scale (InferenceConfig.scale),
+# with the words the Model menu and the batch dialog show
+PREDICTION_SCALES = (
+    ("auto", "The model's own (stone-size models estimate each photo)"),
+    ("stone-size", "By stone size (gravel frames, orthomosaics)"),
+    ("long-side", "Each photo's long side"),
+    ("training", "Same as the training photos (fixed camera)"),
+)
+
+
+def _segmenter(model_dir: Path, scale: str) -> Segmenter:
+    return Segmenter.load(model_dir, InferenceConfig(scale=scale))
+
+
+def predict_image_job(
+    model_dir: Path, image_path: Path, scale: str = "auto"
+) -> tuple[Path, Prediction]:
     """Predict one photo held whole (a photo of up to ``large.LARGE_PIXELS``)."""
-    return image_path, Segmenter.load(model_dir).predict(read_image(image_path))
+    return image_path, _segmenter(model_dir, scale).predict(read_image(image_path))
 
 
-def predict_large_image_job(model_dir: Path, image_path: Path, should_stop=None):
+def predict_large_image_job(
+    model_dir: Path, image_path: Path, scale: str = "auto", should_stop=None
+):
     """Predict a photo too big to read whole (over ``large.LARGE_PIXELS``: an orthomosaic)
     window by window (``large.iter_segment_large``) into a tiled TIFF in a temporary
     folder, then hand the 0/255 mask on (1 byte a pixel: what the editor holds anyway; no
     probability, which would take 4). Yields ``LargeEvent``; returns (path, Prediction), or
     None when stopped."""
-    segmenter = Segmenter.load(model_dir)
+    segmenter = _segmenter(model_dir, scale)
     with tempfile.TemporaryDirectory(prefix="stoneseg-predict-") as folder:
         out = Path(folder) / f"{image_path.stem}_mask.tif"
         summary = yield from iter_segment_large(segmenter, image_path, out, should_stop=should_stop)
@@ -62,9 +80,11 @@ def predict_large_image_job(model_dir: Path, image_path: Path, should_stop=None)
     return image_path, Prediction(probability=None, mask=mask, scale=summary.scale)
 
 
-def predict_all_job(model_dir: Path, images: list[Path], masks_dir: Path, should_stop=None):
+def predict_all_job(
+    model_dir: Path, images: list[Path], masks_dir: Path, scale: str = "auto", should_stop=None
+):
     """Write a predicted mask for each photo (``iter_segment_images``); yields SegmentEvent."""
-    segmenter = Segmenter.load(model_dir)
+    segmenter = _segmenter(model_dir, scale)
     return (yield from iter_segment_images(segmenter, images, masks_dir, should_stop=should_stop))
 
 
@@ -88,6 +108,7 @@ class ModelController(QObject):
     ) -> None:
         super().__init__(parent)
         self.session, self.canvas, self.dialogs = session, canvas, dialogs
+        self.prediction_scale = "auto"  # InferenceConfig.scale of Predict (Model menu)
         self.panel, self.plot, self.metrics, self.history = panel, plot, metrics, history
         self._train_worker: Worker | None = None
         self._train_out: Path | None = None
@@ -354,6 +375,7 @@ class ModelController(QObject):
             predict_large_image_job if large else predict_image_job,
             model,
             path,
+            self.prediction_scale,
             on_progress=lambda event, p=path: self._on_large_prediction_progressed(p, event),
             on_success=self._on_prediction_ready,
             what="Prediction",
@@ -433,6 +455,7 @@ class ModelController(QObject):
                 model,
                 todo,
                 project.masks_dir,
+                self.prediction_scale,
                 on_progress=self._on_predict_all_progressed,
                 on_success=self._on_predict_all_succeeded,
                 what="Predicting all",

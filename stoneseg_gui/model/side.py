@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QAction
+from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QCheckBox, QFileDialog, QMessageBox
 
 from stoneseg_core.config import TrainConfig
@@ -17,11 +17,13 @@ from ..actions import make_action
 from ..host import WindowHost
 from ..settings import load_train_settings, save_train_settings
 from .batch_dialog import BatchDialog
-from .controller import ModelController
+from .controller import PREDICTION_SCALES, ModelController
 from .history import ModelHistory, list_runs
 from .loss_plot import LossPlot
 from .metrics_panel import MetricsPanel
 from .train_panel import TrainPanel
+
+SCALE_KEY = "prediction_scale"  # QSettings: Model > Prediction scale
 
 
 @dataclass
@@ -151,6 +153,8 @@ class ModelSide:
                 menu.addSeparator()
             else:
                 menu.addAction(getattr(self.actions, name))
+            if name == "predict_unlabelled":
+                self.scale_actions = self._add_scale_menu(menu)
         window.addActions(list(vars(self.actions).values()))
         for dock in (self.train_dock, self.plot_dock, self.metrics_dock, self.history_dock):
             window.view_menu.addAction(dock.toggleViewAction())
@@ -160,6 +164,36 @@ class ModelSide:
         c.notice.connect(self._on_controller_notice)
         c.prediction_progressed.connect(self._on_controller_prediction_progressed)
         self._refresh_actions()
+
+    def _add_scale_menu(self, menu) -> dict[str, QAction]:
+        """Model > Prediction scale: how Predict brings a photo to the model's scale (the
+        batch dialog has its own choice); remembered."""
+        sub = menu.addMenu("Prediction &scale")
+        sub.setToolTipsVisible(True)
+        group = QActionGroup(sub)
+        group.setExclusive(True)
+        remembered = str(self.window.settings.value(SCALE_KEY, "auto"))
+        if remembered not in dict(PREDICTION_SCALES):
+            remembered = "auto"
+        actions = {}
+        for value, label in PREDICTION_SCALES:
+            action = QAction(label, sub, checkable=True)
+            action.setData(value)
+            action.setChecked(value == remembered)
+            action.triggered.connect(lambda _checked=False, v=value: self.set_prediction_scale(v))
+            group.addAction(action)
+            sub.addAction(action)
+            actions[value] = action
+        self.controller.prediction_scale = remembered
+        return actions
+
+    def set_prediction_scale(self, value: str) -> None:
+        self.controller.prediction_scale = value
+        self.scale_actions[value].setChecked(True)
+        self.window.settings.setValue(SCALE_KEY, value)
+        self.window.statusBar().showMessage(
+            f"Predictions: {dict(PREDICTION_SCALES)[value].lower()}.", 5000
+        )
 
     # ------------------------------------------------------------------ slots
     def _remember_training_settings(self) -> None:

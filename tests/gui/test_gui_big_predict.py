@@ -22,13 +22,15 @@ SIZE = 4096  # over the pyramid's threshold; "huge" is lowered below it for a qu
 
 @pytest.fixture(scope="module")
 def big_tiff(tmp_path_factory) -> Path:
-    """Dark stones (discs) on a light ground, as the tiny model was trained on."""
+    """Bright stones (discs) on a darker blue-grey ground, as the tiny model was trained on
+    (tests/synthetic.make_scene)."""
     rng = np.random.default_rng(7)
-    rgb = np.full((SIZE, SIZE, 3), 200, np.uint8)
+    rgb = np.empty((SIZE, SIZE, 3), np.uint8)
+    rgb[:] = (70, 70, 85)
     y, x = np.ogrid[0:SIZE, 0:SIZE]
     for _ in range(60):
         cy, cx, r = rng.integers(200, SIZE - 200, 2).tolist() + [int(rng.integers(60, 180))]
-        rgb[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = (70, 60, 50)
+        rgb[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = (185, 180, 175)
     path = tmp_path_factory.mktemp("huge") / "ortho.tif"
     tifffile.imwrite(path, rgb, tile=(256, 256), photometric="rgb", compression="zlib")
     return path

@@ -1,0 +1,60 @@
+"""Model > Prediction scale: how the window's Predict brings a photo to the model's scale (the
+model's own, by stone size, the long side, the training photos' scale), remembered."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from guihelpers import wait_loaded
+from synthetic import make_scene, write_rgb
+
+from stoneseg_core.predict import Segmenter
+from stoneseg_gui.model.side import SCALE_KEY
+
+
+@pytest.fixture
+def gravel(tmp_path):
+    """A photo 4 times as wide as the tiny model's training scenes, their stones' size."""
+    rng = np.random.default_rng(3)
+    tiles = [make_scene(rng, 128, 160, n_stones=6)[0] for _ in range(8)]
+    photo = np.concatenate(
+        [np.concatenate(tiles[:4], axis=1), np.concatenate(tiles[4:], axis=1)], axis=0
+    )
+    write_rgb(tmp_path / "proj" / "images" / "gravel.png", photo)
+    return tmp_path / "proj"
+
+
+def _predict(qtbot, side):
+    side.controller.prediction = None
+    side.actions.predict.trigger()
+    qtbot.waitUntil(lambda: side.controller.prediction is not None, timeout=30_000)
+    return side.controller.prediction
+
+
+def test_the_prediction_scale_is_chosen_used_and_remembered(
+    qtbot, make_window, gravel, trained_model
+):
+    window = make_window()
+    window.open_folder(gravel)
+    wait_loaded(qtbot, window)
+    side = window.model_side
+    side.controller.set_active_model(trained_model)
+    policy = Segmenter.load(trained_model).scale_policy
+    assert side.scale_actions["auto"].isChecked()
+
+    # the model's own policy (long side: 160 px for the 640-px photo)
+    assert _predict(qtbot, side).scale == pytest.approx(policy.long_side(256, 640), rel=0.01)
+    side.scale_actions["training"].trigger()
+    assert side.controller.prediction_scale == "training"
+    assert _predict(qtbot, side).scale == pytest.approx(policy.train_scale, rel=0.01)
+    side.scale_actions["stone-size"].trigger()
+    by_stone = _predict(qtbot, side).scale
+    # the stones are the training scenes' own size: the estimate lands near the training
+    # scale, far from the long-side factor that shrinks them four times
+    assert abs(np.log2(by_stone / policy.train_scale)) < 0.75
+    assert by_stone > 2 * policy.long_side(256, 640)
+    assert window.settings.value(SCALE_KEY) == "stone-size"
+
+    again = make_window()
+    assert again.model_side.scale_actions["stone-size"].isChecked()
+    assert again.model_side.controller.prediction_scale == "stone-size"

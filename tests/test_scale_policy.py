@@ -308,3 +308,35 @@ def test_the_typical_stone_shrugs_off_speckle():
     holes[(mask > 0) & (rng.random(mask.shape) < 0.0005)] = 0
     assert typical_stone_px(holes) == pytest.approx(clean, rel=0.15)
 
+
+def test_stone_size_training_crops_show_a_range_of_stone_sizes():
+    """The stone-size policy brings every photo's stones to one size; its training crops
+    are zoomed (log-uniform, +-STONE_SIZE_ZOOM_OCTAVES) so the network still sees a range,
+    as the long-side policy's photos give it. Each crop's mask stays on its stones."""
+    import random
+
+    from stoneseg_core.dataset import STONE_SIZE_ZOOM_OCTAVES, CropDataset, Sample
+
+    image, mask = _pebbles(480, 24, seed=8)
+    sample = Sample(stem="p", image=image, mask=mask, full_mask=None)
+    base = typical_stone_px(mask)
+    random.seed(0)
+
+    def sizes(zoom: float) -> list[float]:
+        ds = CropDataset(
+            [sample], 96, 40, (0.5,) * 3, (0.5,) * 3, augment=False, seed=0, zoom_octaves=zoom
+        )
+        out = []
+        for i in range(len(ds)):
+            x, y = ds[i]
+            bright = x.numpy().mean(axis=0) > 0
+            stone = y[0].numpy() > 0.5
+            assert (bright & stone).sum() >= 0.9 * max(stone.sum(), bright.sum())
+            out.append(typical_stone_px(stone))
+        return out
+
+    plain = sizes(0.0)
+    assert max(plain) / min(plain) < 1.3  # one size (less stones cut by the crop's edge)
+    zoomed = sizes(STONE_SIZE_ZOOM_OCTAVES)
+    assert min(zoomed) < 0.8 * base and max(zoomed) > 1.3 * base
+    assert 0.4 * base < min(zoomed) and max(zoomed) < 2.0 * base

@@ -221,8 +221,20 @@ def train_augmentation(crop: int, seed: int | None = None) -> A.Compose:
     )
 
 
+# stone-size training: every crop is first zoomed by a log-uniform factor within this many
+# octaves either way (see CropDataset)
+STONE_SIZE_ZOOM_OCTAVES = 0.75
+
+
 class CropDataset(Dataset):
     """``samples_per_image`` random augmented crops of every training photo per epoch.
+
+    ``zoom_octaves`` > 0 (stone-size training): each crop is cut from a window of the photo
+    zoomed by a log-uniform factor within that many octaves either way. The stone-size
+    policy brings every photo's typical stone to one size, so without it the network would
+    see stones of one size only (the long-side policy shows it a range, since photos differ),
+    would paint stones of that size whatever it is shown, and could neither segment a photo
+    whose scale is estimated a little off nor tell, at the estimate, that it is off.
 
     An item is ``(image (3, H, W), target (C, H, W))``: C = 1 (stone) by default; with
     ``boundary_px`` > 0, C = 2 (stone, boundary band ``boundary_px`` wide, computed on the
@@ -239,6 +251,7 @@ class CropDataset(Dataset):
         augment: bool = True,
         seed: int | None = None,
         boundary_px: int = 0,
+        zoom_octaves: float = 0.0,
     ):
         if not samples:
             raise MaskError("No training images.")
@@ -247,6 +260,7 @@ class CropDataset(Dataset):
         self.per_image = samples_per_image
         self.mean, self.std = mean, std
         self.boundary_px = int(boundary_px)
+        self.zoom_octaves = float(zoom_octaves)
         self.transform = (
             train_augmentation(crop, seed)
             if augment
@@ -265,8 +279,24 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples) * self.per_image
 
+    def _zoomed(self, s: Sample) -> Sample:
+        """A window of ``s`` that, zoomed by a random factor, is about one crop across."""
+        zoom = 2.0 ** random.uniform(-self.zoom_octaves, self.zoom_octaves)
+        h, w = s.mask.shape[:2]
+        side = max(1, round(self.crop / zoom))
+        y0, x0 = random.randint(0, max(0, h - side)), random.randint(0, max(0, w - side))
+        win = (slice(y0, y0 + side), slice(x0, x0 + side))
+        return dataclasses.replace(
+            s,
+            image=resize_by(s.image[win], zoom),
+            mask=mask_by(s.mask[win], zoom),
+            instances=None if s.instances is None else instances_by(s.instances[win], zoom),
+        )
+
     def __getitem__(self, index: int):
         s = self.samples[index % len(self.samples)]
+        if self.zoom_octaves > 0:
+            s = self._zoomed(s)
         if self.boundary_px <= 0:
             out = self.transform(image=s.image, mask=s.mask)
             image = torch.from_numpy(normalize(out["image"], self.mean, self.std))

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from . import pretrained
 from .config import TrainConfig
 from .dataset import (
+    STONE_SIZE_ZOOM_OCTAVES,
     CropDataset,
     Sample,
     load_samples,
@@ -249,6 +250,7 @@ def _loader(
         info.std,
         seed=cfg.seed if run_dist is None else cfg.seed + run_dist.rank,
         boundary_px=cfg.boundary_px if cfg.classes > 1 else 0,
+        zoom_octaves=STONE_SIZE_ZOOM_OCTAVES if info.scale_policy.policy == "stone-size" else 0.0,
     )
     sampler = None
     if run_dist is not None:

@@ -39,6 +39,11 @@ MIN_STONE_PIXELS = 64
 MIN_WORK_SIDE = 256
 MAX_UPSCALE = 4.0
 MIN_SCALE = 1.0 / 128
+# the estimate: zooming in by r must grow the measured stone by at least r**SATURATION_GROWTH
+# (checked between measurements at least MIN_SATURATION_SPAN apart in log factor: a quarter
+# octave, where a size read to +-10 % still tells growth from none)
+SATURATION_GROWTH = 0.25
+MIN_SATURATION_SPAN = math.log(2.0) / 4 - 1e-9
 
 
 def scale_factor(height: int, width: int, work_size: int) -> float:
@@ -228,10 +233,19 @@ def estimate_scale(
     sees texture, not stones, and its sizes mislead); once two measurements lie on both
     sides of the target, interpolate between them (in log scale); always on a grid of 9 %
     steps (``snap``). A stone more than half a window across cannot be measured in it and
-    counts as "too big". Ends when a step is within half a grid step of the target, when the
-    next step was measured already, or after ``rounds``; the answer is the measured step
-    closest to the target. A photo in which the network finds no stones keeps the long-side
-    factor. Returns (factor, the rounds as {"factor", "stone_px"} for the log).
+    counts as "too big".
+
+    Zooming in must make the stones bigger: a network shown stones far larger than it was
+    trained on does not see them whole, it paints pieces of about its own standard size
+    (or fewer and fewer of them), so the size it measures stops growing with the factor and
+    reads "too small" at every zoom, which would walk the estimate ever further in (a 4 MP
+    photo of large blocks went to 4x its scale). A measurement at least a quarter of an
+    octave above another whose size grew by less than ``SATURATION_GROWTH`` powers of the
+    ratio of factors is *saturated*: it is never the answer, and no step goes to it or
+    beyond. Ends when a step is within half a grid step of the target, when the next step
+    was measured already or is blocked, or after ``rounds``; the answer is the unsaturated
+    measurement closest to the target. A photo in which the network finds no stones keeps
+    the long-side factor. Returns (factor, the rounds as {"factor", "stone_px"} for the log).
     """
     h, w = image.shape[:2]
     half_step = math.log(2.0) / 16
@@ -239,6 +253,7 @@ def estimate_scale(
     side = max(256, 32 * math.ceil(3 * policy.stone_px / 32))
     trail: list[dict[str, float]] = []
     measured: dict[float, float] = {}  # factor -> log(size / stone_px)
+    sizes: dict[float, float] = {}  # factor -> log(measured size)
 
     def measure(factor: float) -> float | None:
         windows = sample_windows(h, w, factor, side)
@@ -254,6 +269,7 @@ def estimate_scale(
         if d > side / 2:  # too big for its window to measure: too big, by an octave at least
             err = max(err, math.log(2.0))
         measured[factor] = err
+        sizes[factor] = math.log(d)
         return err
 
     first = policy.clamp(snap(policy.long_side(h, w)), h, w)
@@ -266,22 +282,36 @@ def estimate_scale(
         measure(f)
     if not measured:
         return first, trail
-    factor = min(measured, key=lambda f: abs(measured[f]))
+
+    def saturated(f: float) -> bool:
+        return any(
+            math.log(f / g) >= MIN_SATURATION_SPAN
+            and sizes[f] - sizes[g] < SATURATION_GROWTH * math.log(f / g)
+            for g in sizes
+            if g < f
+        )
+
+    def best() -> float:
+        usable = [f for f in measured if not saturated(f)]
+        return min(usable, key=lambda f: abs(measured[f]))
+
     for _ in range(rounds - len(starts)):
+        factor = best()
         err = measured[factor]
         if abs(err) <= half_step:
             break
-        below = [f for f, e in measured.items() if e < 0]  # stones too small here
-        above = [f for f, e in measured.items() if e > 0]
+        usable = [f for f in measured if not saturated(f)]
+        below = [f for f in usable if measured[f] < 0]  # stones too small here
+        above = [f for f in usable if measured[f] > 0]
         step = factor * math.exp(-float(np.clip(err, -math.log(2.0), math.log(2.0))))
         if below and above and max(below) < min(above):
             lo, hi = max(below), min(above)  # the tightest bracket (size grows with factor)
             t = measured[lo] / (measured[lo] - measured[hi])
             step = math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))
         nxt = policy.clamp(snap(step), h, w)
-        if nxt in measured:
+        blocked = [f for f in measured if saturated(f)]
+        if nxt in measured or (blocked and nxt >= min(blocked)):
             break
         if measure(nxt) is None:
             break
-        factor = min(measured, key=lambda f: abs(measured[f]))
-    return min(measured, key=lambda f: abs(measured[f])), trail
+    return best(), trail

@@ -4,6 +4,7 @@ training with it, and old long-side models loading unchanged."""
 from __future__ import annotations
 
 import json
+import math
 
 import cv2
 import numpy as np
@@ -235,3 +236,107 @@ def test_a_long_side_model_records_its_stone_size_for_stone_size_inference(train
     factor = by_stone.work_scale(image)
     assert len(by_stone.last_estimate) >= 1
     assert by_stone.scale_policy.clamp(factor, 1024, 1024) == factor
+
+
+def _fragmenting_network(cap: int):
+    """What a network trained on stones of one size does when shown far bigger ones
+    (measured on the dev photos): it calls bright pixels stone but paints every stone wider
+    than ``cap`` work pixels as pieces about ``cap`` across (a grid of ground lines through
+    it), so the size measured on its mask stops growing with the zoom."""
+
+    def stone_mask_at(work: np.ndarray, factor: float, whole: bool) -> np.ndarray:
+        stone = (work.mean(axis=2) > 128).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(stone, 4)
+        big = np.isin(labels, 1 + np.flatnonzero(stats[1:, 2:4].max(axis=1) > cap))
+        lines = np.zeros_like(big)
+        lines[::cap, :] = lines[1::cap, :] = lines[:, ::cap] = lines[:, 1::cap] = True
+        stone[big & lines] = 0
+        return stone > 0
+
+    return stone_mask_at
+
+
+def test_the_estimate_does_not_follow_a_network_that_fragments_big_stones(monkeypatch):
+    """Zoomed in past the scale it knows, the network's pieces stay under 32 px whatever the
+    zoom, always 'too small' for a 40-px standard: the estimate stops where zooming in
+    stopped making the stones bigger, near the photo's scale, instead of walking to the
+    4x upscale limit (7.jpg of the dev photos went to 4.3x its scale)."""
+    import stoneseg_core.work_scale as ws
+
+    image, mask = _pebbles(480, 48, seed=5)
+    policy = ScalePolicy("stone-size", 384, stone_px=40.0, train_scale=3.0)
+    truth = policy.for_stone(typical_stone_px(mask), *mask.shape)
+    factor, trail = ws.estimate_scale(image, policy, _fragmenting_network(cap=32))
+    assert 0.5 * truth <= factor <= 1.2 * truth, (truth, trail)
+    # the trail shows the trap: a measurement zoomed in further that did not grow
+    assert any(t["factor"] > 1.4 * truth for t in trail)
+    # the same estimate without the guard (no growth required) walks far past the scale
+    monkeypatch.setattr(ws, "SATURATION_GROWTH", -math.inf)
+    runaway, _ = ws.estimate_scale(image, policy, _fragmenting_network(cap=32))
+    assert runaway > 2 * truth
+
+
+def test_the_guard_leaves_a_network_that_sees_stones_whole_alone():
+    """The same photo, rescaled by known factors, with a network that segments stones whole
+    at every zoom: the estimates are in the inverse ratio of the rescaling, each bringing the
+    stones to the standard size (the guard never fires where sizes grow with the zoom)."""
+    from stoneseg_core.work_scale import estimate_scale
+
+    def whole(work, factor, is_whole):
+        return work.mean(axis=2) > 128
+
+    image, mask = _pebbles(480, 24, seed=6)
+    policy = ScalePolicy("stone-size", 384, stone_px=40.0, train_scale=0.25)
+    base, _ = estimate_scale(image, policy, whole)
+    assert typical_stone_px(resize_by(mask, base)) == pytest.approx(40, rel=0.1)
+    for k in (0.5, 2.0):
+        f, trail = estimate_scale(resize_by(image, k), policy, whole)
+        assert f * k == pytest.approx(base, rel=0.1), trail
+
+
+def test_the_typical_stone_shrugs_off_speckle():
+    """Isolated specks a network leaves on the ground (2 % of the ground pixels) and
+    pinholes in its stones move the typical stone by a few per cent only: it is weighted by
+    stone pixels, and a speck has one."""
+    _, mask = _pebbles(480, 40, seed=7)
+    rng = np.random.default_rng(0)
+    clean = typical_stone_px(mask)
+    specks = mask.copy()
+    specks[(mask == 0) & (rng.random(mask.shape) < 0.02)] = 255
+    assert typical_stone_px(specks) == pytest.approx(clean, rel=0.06)
+    holes = mask.copy()
+    holes[(mask > 0) & (rng.random(mask.shape) < 0.0005)] = 0
+    assert typical_stone_px(holes) == pytest.approx(clean, rel=0.15)
+
+
+def test_stone_size_training_crops_show_a_range_of_stone_sizes():
+    """The stone-size policy brings every photo's stones to one size; its training crops
+    are zoomed (log-uniform, +-STONE_SIZE_ZOOM_OCTAVES) so the network still sees a range,
+    as the long-side policy's photos give it. Each crop's mask stays on its stones."""
+    import random
+
+    from stoneseg_core.dataset import STONE_SIZE_ZOOM_OCTAVES, CropDataset, Sample
+
+    image, mask = _pebbles(480, 24, seed=8)
+    sample = Sample(stem="p", image=image, mask=mask, full_mask=None)
+    base = typical_stone_px(mask)
+    random.seed(0)
+
+    def sizes(zoom: float) -> list[float]:
+        ds = CropDataset(
+            [sample], 96, 40, (0.5,) * 3, (0.5,) * 3, augment=False, seed=0, zoom_octaves=zoom
+        )
+        out = []
+        for i in range(len(ds)):
+            x, y = ds[i]
+            bright = x.numpy().mean(axis=0) > 0
+            stone = y[0].numpy() > 0.5
+            assert (bright & stone).sum() >= 0.9 * max(stone.sum(), bright.sum())
+            out.append(typical_stone_px(stone))
+        return out
+
+    plain = sizes(0.0)
+    assert max(plain) / min(plain) < 1.3  # one size (less stones cut by the crop's edge)
+    zoomed = sizes(STONE_SIZE_ZOOM_OCTAVES)
+    assert min(zoomed) < 0.8 * base and max(zoomed) > 1.3 * base
+    assert 0.4 * base < min(zoomed) and max(zoomed) < 2.0 * base

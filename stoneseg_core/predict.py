@@ -38,7 +38,7 @@ from .onnx_cache import OnnxNetwork, int8_network, onnx_network_for_folder, reme
 from .tiling import blend_window, tile_starts
 from .tiling import pad_to as _pad_to
 from .tiling import round_up as _round_up
-from .work_scale import ScalePolicy, estimate_scale, normalize, resize_by
+from .work_scale import ScalePolicy, estimate_scale, normalize, resize_by, scale_fallback
 
 if TYPE_CHECKING:
     import torch
@@ -182,6 +182,9 @@ class Segmenter:
             cfg = cfg.replace(threshold=info.threshold)
         seg = cls(model, info, cfg, device)
         seg._folder = folder
+        fallback = scale_fallback(seg.scale_policy, cfg.scale)
+        if fallback is not None:
+            log.warning("%s: %s", folder.name, fallback)
         if onnx is not None and seg.use_onnx:
             seg._onnx = onnx
         elif seg._model is not None:
@@ -447,15 +450,12 @@ class Segmenter:
         """
         h, w = image.shape[:2]
         policy, mode = self.scale_policy, self.config.scale
-        if mode == "training":
-            if policy.train_scale > 0:
-                return policy.train_scale
-            log.info("This model does not record its training photos' scale: long-side used.")
+        if scale_fallback(policy, mode) is not None:  # said once, at load
             return policy.long_side(h, w)
+        if mode == "training":
+            return policy.train_scale
         stone_size = mode == "stone-size" or (mode == "auto" and policy.policy == "stone-size")
-        if stone_size and policy.stone_px <= 0:
-            log.info("This model does not record its standard stone size: long-side used.")
-        if not stone_size or policy.stone_px <= 0:
+        if not stone_size:
             return policy.long_side(h, w)
         if self.config.stone_mm > 0 and mm_per_px:
             return policy.for_stone(self.config.stone_mm / mm_per_px, h, w)

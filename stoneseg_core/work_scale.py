@@ -192,6 +192,24 @@ class ScalePolicy:
         return self.long_side(h, w) if d is None else self.for_stone(d, h, w)
 
 
+def scale_fallback(policy: ScalePolicy, mode: str) -> str | None:
+    """Why a model with ``policy`` cannot scale photos as ``mode`` (InferenceConfig.scale)
+    asks and brings them to its long side instead; None when it can."""
+    if mode == "training" and policy.train_scale <= 0:
+        return (
+            "This model does not record its training photos' scale: photos are brought to "
+            "its long side instead."
+        )
+    stone_size = mode == "stone-size" or (mode == "auto" and policy.policy == "stone-size")
+    if stone_size and policy.stone_px <= 0:
+        return (
+            "This model does not record its standard stone size (it was trained before "
+            "StoneSeg recorded it): photos are brought to its long side instead. Train it "
+            "again to scale by stone size."
+        )
+    return None
+
+
 def snap(factor: float, steps_per_octave: int = 8) -> float:
     """``factor`` rounded to a step of 2**(1/steps_per_octave) (9 % at 8): the same photo
     estimated from two starting points lands on exactly the same scale."""

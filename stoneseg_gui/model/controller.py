@@ -21,6 +21,7 @@ from stoneseg_core.device import describe_devices
 from stoneseg_core.errors import StonesegError
 from stoneseg_core.imageio import read_image
 from stoneseg_core.large import LargeEvent, iter_segment_large, needs_windows
+from stoneseg_core.model_info import read_model_info
 from stoneseg_core.predict import (
     Prediction,
     Segmenter,
@@ -30,6 +31,7 @@ from stoneseg_core.predict import (
 )
 from stoneseg_core.project import ImageStatus, Project, iter_export_masks
 from stoneseg_core.train import BatchProgress, EpochSummary, TrainResult, iter_training
+from stoneseg_core.work_scale import scale_fallback
 
 from ..workers import Worker, start_worker
 from .compare_dialog import CompareDialog, comparison_job
@@ -109,6 +111,7 @@ class ModelController(QObject):
         super().__init__(parent)
         self.session, self.canvas, self.dialogs = session, canvas, dialogs
         self.prediction_scale = "auto"  # InferenceConfig.scale of Predict (Model menu)
+        self._scale_note: str | None = None  # why that scale fell back to the long side
         self.panel, self.plot, self.metrics, self.history = panel, plot, metrics, history
         self._train_worker: Worker | None = None
         self._train_out: Path | None = None
@@ -351,6 +354,13 @@ class ModelController(QObject):
         if self._task is not None:
             self._task.request_stop()
 
+    def _scale_fallback(self, model: Path) -> str | None:
+        """Why the chosen prediction scale cannot be used with ``model`` (None: it can)."""
+        try:
+            return scale_fallback(read_model_info(model).scale_policy, self.prediction_scale)
+        except StonesegError:
+            return None  # a damaged model says so when the job loads it
+
     def _need_model(self) -> Path | None:
         model = self.active_model()
         if model is None:
@@ -365,6 +375,7 @@ class ModelController(QObject):
         if path is None or model is None:
             return False
         large = needs_windows(path)
+        self._scale_note = self._scale_fallback(model)
         self.notice.emit(
             f"Predicting {path.name} window by window… (Esc cancels)"
             if large
@@ -402,9 +413,10 @@ class ModelController(QObject):
             return  # the user moved on; nothing to show
         self.prediction, self._prediction_path = prediction, path
         self.canvas.set_prediction(prediction.mask)
+        note = f" {self._scale_note}" if self._scale_note else ""
         self.notice.emit(
             f"Prediction shown (seen at {prediction.scale:.3g}x): Ctrl+Return makes it the "
-            "mask to correct."
+            f"mask to correct.{note}"
         )
         self.prediction_ready.emit(path)
 
@@ -447,6 +459,7 @@ class ModelController(QObject):
         if not todo:
             self.notice.emit("Every readable photo already has a mask.")
             return False
+        self._scale_note = self._scale_fallback(model)
         self.notice.emit(f"Predicting {len(todo)} unlabelled photos… (Esc cancels)")
         self._t0 = time.monotonic()
         return (
@@ -481,6 +494,7 @@ class ModelController(QObject):
         self.notice.emit(
             ("Stopped: predicted" if summary.cancelled else "Predicted")
             + f" {done} photos; they are marked 'predicted, not reviewed'."
+            + (f" {self._scale_note}" if self._scale_note else "")
         )
 
     def export_masks(self, folder: Path, include_predicted: bool) -> bool:

@@ -3,11 +3,16 @@ model's own, by stone size, the long side, the training photos' scale), remember
 
 from __future__ import annotations
 
+import json
+import logging
+import shutil
+
 import numpy as np
 import pytest
 from guihelpers import wait_loaded
 from synthetic import make_scene, write_rgb
 
+from stoneseg_core.config import InferenceConfig
 from stoneseg_core.predict import Segmenter
 from stoneseg_gui.model.side import SCALE_KEY
 
@@ -58,3 +63,34 @@ def test_the_prediction_scale_is_chosen_used_and_remembered(
     again = make_window()
     assert again.model_side.scale_actions["stone-size"].isChecked()
     assert again.model_side.controller.prediction_scale == "stone-size"
+
+
+def test_a_model_without_a_standard_stone_says_it_predicts_by_the_long_side(
+    qtbot, make_window, gravel, trained_model, tmp_path, caplog
+):
+    """A model trained before StoneSeg recorded its standard stone cannot scale by stone
+    size: the window says so with the prediction (and the command line warns)."""
+    old = tmp_path / "old-model"
+    shutil.copytree(trained_model, old)
+    config = json.loads((old / "config.json").read_text())
+    config.pop("scale", None)
+    (old / "config.json").write_text(json.dumps(config))
+    window = make_window()
+    window.open_folder(gravel)
+    wait_loaded(qtbot, window)
+    side = window.model_side
+    side.controller.set_active_model(old)
+    side.scale_actions["stone-size"].trigger()
+    notices: list[str] = []
+    side.controller.notice.connect(notices.append)
+    prediction = _predict(qtbot, side)
+    assert prediction.scale == pytest.approx(Segmenter.load(old).scale_policy.long_side(256, 640))
+    assert "does not record its standard stone size" in notices[-1]
+    with caplog.at_level(logging.WARNING, logger="stoneseg_core.predict"):
+        Segmenter.load(old, InferenceConfig(scale="stone-size"))
+    assert "old-model" in caplog.text and "standard stone size" in caplog.text
+    # a model that records it has nothing to say
+    notices.clear()
+    side.controller.set_active_model(trained_model)
+    _predict(qtbot, side)
+    assert "does not record" not in notices[-1]

@@ -112,6 +112,7 @@ class ModelController(QObject):
         self.session, self.canvas, self.dialogs = session, canvas, dialogs
         self.prediction_scale = "auto"  # InferenceConfig.scale of Predict (Model menu)
         self._scale_note: str | None = None  # why that scale fell back to the long side
+        self._scale_told: set[tuple[Path, str]] = set()  # (model, scale) already explained
         self.panel, self.plot, self.metrics, self.history = panel, plot, metrics, history
         self._train_worker: Worker | None = None
         self._train_out: Path | None = None
@@ -355,11 +356,17 @@ class ModelController(QObject):
             self._task.request_stop()
 
     def _scale_fallback(self, model: Path) -> str | None:
-        """Why the chosen prediction scale cannot be used with ``model`` (None: it can)."""
+        """Why the chosen prediction scale cannot be used with ``model`` (None: it can);
+        said in a message the first time for each model and scale, then in the notices."""
         try:
-            return scale_fallback(read_model_info(model).scale_policy, self.prediction_scale)
+            note = scale_fallback(read_model_info(model).scale_policy, self.prediction_scale)
         except StonesegError:
             return None  # a damaged model says so when the job loads it
+        key = (Path(model), self.prediction_scale)
+        if note is not None and key not in self._scale_told:
+            self._scale_told.add(key)
+            self.dialogs.info("Prediction scale", note)
+        return note
 
     def _need_model(self) -> Path | None:
         model = self.active_model()
@@ -413,10 +420,10 @@ class ModelController(QObject):
             return  # the user moved on; nothing to show
         self.prediction, self._prediction_path = prediction, path
         self.canvas.set_prediction(prediction.mask)
-        note = f" {self._scale_note}" if self._scale_note else ""
+        fallback = "by the long side, this model has no stone size; " if self._scale_note else ""
         self.notice.emit(
-            f"Prediction shown (seen at {prediction.scale:.3g}x): Ctrl+Return makes it the "
-            f"mask to correct.{note}"
+            f"Prediction shown (seen at {prediction.scale:.3g}x, {fallback}Ctrl+Return makes it "
+            "the mask to correct)."
         )
         self.prediction_ready.emit(path)
 

@@ -32,7 +32,7 @@ def gravel(tmp_path):
 def _predict(qtbot, side):
     side.controller.prediction = None
     side.actions.predict.trigger()
-    qtbot.waitUntil(lambda: side.controller.prediction is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: side.controller.prediction is not None, timeout=120_000)
     return side.controller.prediction
 
 
@@ -66,7 +66,7 @@ def test_the_prediction_scale_is_chosen_used_and_remembered(
 
 
 def test_a_model_without_a_standard_stone_says_it_predicts_by_the_long_side(
-    qtbot, make_window, gravel, trained_model, tmp_path, caplog
+    qtbot, make_window, dialogs, gravel, trained_model, tmp_path, caplog
 ):
     """A model trained before StoneSeg recorded its standard stone cannot scale by stone
     size: the window says so with the prediction (and the command line warns)."""
@@ -85,7 +85,12 @@ def test_a_model_without_a_standard_stone_says_it_predicts_by_the_long_side(
     side.controller.notice.connect(notices.append)
     prediction = _predict(qtbot, side)
     assert prediction.scale == pytest.approx(Segmenter.load(old).scale_policy.long_side(256, 640))
-    assert "does not record its standard stone size" in notices[-1]
+    assert "this model has no stone size" in notices[-1]
+    assert (
+        len(dialogs.infos) == 1 and "does not record its standard stone size" in dialogs.infos[0][1]
+    )
+    _predict(qtbot, side)  # told once per model and scale
+    assert len(dialogs.infos) == 1 and "no stone size" in notices[-1]
     with caplog.at_level(logging.WARNING, logger="stoneseg_core.predict"):
         Segmenter.load(old, InferenceConfig(scale="stone-size"))
     assert "old-model" in caplog.text and "standard stone size" in caplog.text
@@ -93,4 +98,4 @@ def test_a_model_without_a_standard_stone_says_it_predicts_by_the_long_side(
     notices.clear()
     side.controller.set_active_model(trained_model)
     _predict(qtbot, side)
-    assert "does not record" not in notices[-1]
+    assert "no stone size" not in notices[-1] and len(dialogs.infos) == 1

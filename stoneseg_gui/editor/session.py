@@ -559,13 +559,7 @@ class AnnotationSession(QObject):
         self._recovery_timer.stop()
         self._recovery_due = None
         discard_recovery(project.data_dir, path.stem)
-        predicted = (
-            self._prediction_state is not None and document.state_id == self._prediction_state
-        )
-        try:
-            project.set_predicted(path.stem, predicted)
-        except StonesegError as exc:
-            self._dialogs.error("Cannot update the project state", str(exc))
+        predicted = self._record_predicted(project, path, document.state_id, self._prediction_state)
         if not predicted:
             self._prediction_state = None
         self._last_dirty = False
@@ -575,6 +569,18 @@ class AnnotationSession(QObject):
         self.notice.emit(f"Saved {mask_path}")
         log.info("Saved %s", mask_path)
         return True
+
+    def _record_predicted(
+        self, project: Project, path: Path, saved_state: int, prediction_state: int | None
+    ) -> bool:
+        """After a save: the photo is 'predicted, not reviewed' when what was saved is the
+        accepted prediction untouched. Returns that."""
+        predicted = prediction_state is not None and saved_state == prediction_state
+        try:
+            project.set_predicted(path.stem, predicted)
+        except StonesegError as exc:
+            self._dialogs.error("Cannot update the project state", str(exc))
+        return predicted
 
     # ------------------------------------------------------------------ background saves
     def _start_save(
@@ -617,13 +623,7 @@ class AnnotationSession(QObject):
         current = document is self._document
         if error is None:
             document.mark_saved(record.state)
-            predicted = (
-                record.prediction_state is not None and record.state == record.prediction_state
-            )
-            try:
-                project.set_predicted(path.stem, predicted)
-            except StonesegError as exc:
-                self._dialogs.error("Cannot update the project state", str(exc))
+            predicted = self._record_predicted(project, path, record.state, record.prediction_state)
             if current:
                 if not predicted and document.state_id != self._prediction_state:
                     self._prediction_state = None

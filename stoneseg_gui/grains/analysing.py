@@ -69,8 +69,6 @@ class Analysing(QObject):
         if self.is_running:
             return False
         options = self.panel.options()
-        if tiled.is_big(document.shape):
-            return self._start_big(document, path, options)
         if options.min_size_mm is not None and self.controller.scale is None:
             self.dialogs.error(
                 "Set the scale first",
@@ -78,6 +76,8 @@ class Analysing(QObject):
                 "measure a scale bar (K), or give the minimum in pixels.",
             )
             return False
+        if tiled.is_big(document.shape):
+            return self._start_big(document, path, options)
         shown = self._model.prediction
         request = self.controller.request(document, path, options, shown)
         if request.options.min_separation_px != options.min_separation_px:
@@ -106,13 +106,6 @@ class Analysing(QObject):
     def _start_big(self, document, path: Path, options) -> bool:
         """Measure a big mask window by window into a folder the user picks (module doc)."""
         h, w = document.shape
-        if options.min_size_mm is not None and self.controller.scale is None:
-            self.dialogs.error(
-                "Set the scale first",
-                "The minimum size is in millimetres, so this photo needs a scale: type it, "
-                "measure a scale bar (K), or give the minimum in pixels.",
-            )
-            return False
         project = self.host.project
         start = project.data_dir if project is not None else path.parent
         folder = self.dialogs.choose_folder(

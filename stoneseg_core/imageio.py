@@ -8,6 +8,7 @@ with 0 = background and 255 = stone.
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import logging
 import os
@@ -331,6 +332,23 @@ def _new_file_mode(path: Path) -> int:
         return path.stat().st_mode & 0o777
     except OSError:
         return 0o666 & ~_UMASK
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_output_dir(folder: Path) -> None:
+    """Create an output folder (and its parents); a StonesegError naming it if it cannot."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StonesegError(f"Cannot create output folder {folder}: {exc.strerror or exc}") from exc
 
 
 def atomic_write_bytes(path: str | Path, data) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .hardware import intra_op_threads
-from .imageio import atomic_write_bytes
+from .imageio import atomic_write_bytes, file_sha256
 from .model_info import CONFIG_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,6 @@ def cache_dir() -> Path:
     return base / "stoneseg" / "onnx"
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _digest_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
@@ -70,7 +62,7 @@ def _intact(path: Path) -> bool:
         expected = _digest_path(path).read_text().strip()
     except OSError:
         return False
-    return bool(expected) and _file_digest(path) == expected
+    return bool(expected) and file_sha256(path) == expected
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,7 +93,7 @@ def _keep_optimised(tmp: Path, target: Path) -> None:
     """Move the graph ONNX Runtime wrote to ``tmp`` into place, with its checksum."""
     try:
         if tmp.is_file():
-            digest = _file_digest(tmp)
+            digest = file_sha256(tmp)
             os.replace(tmp, target)
             atomic_write_bytes(_digest_path(target), f"{digest}\n".encode())
     except OSError as exc:
@@ -195,7 +187,7 @@ def folder_key(folder: Path) -> str:
     h = hashlib.sha256(f"{EXPORT_FORMAT}|opset{OPSET}|torch-{_torch_version()}".encode())
     for name in (WEIGHTS_FILE, CONFIG_FILE):
         h.update(f"|{name}|".encode())
-        h.update(_file_digest(Path(folder) / name).encode())
+        h.update(file_sha256(Path(folder) / name).encode())
     return h.hexdigest()[:32]
 
 

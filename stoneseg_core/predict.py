@@ -32,7 +32,14 @@ from .config import InferenceConfig
 from .errors import ImageReadError, OutOfMemoryError, StonesegError
 from .geo import Georeference, georeference_or_none, is_tiff, write_geotiff_mask
 from .hardware import autocast_dtype_name, gpu_may_be_present, resolve_device_name
-from .imageio import image_size, jpeg_reduction, list_images, read_image, write_mask
+from .imageio import (
+    image_size,
+    jpeg_reduction,
+    list_images,
+    make_output_dir,
+    read_image,
+    write_mask,
+)
 from .model_info import ModelInfo, read_model_info
 from .onnx_cache import OnnxNetwork, int8_network, onnx_network_for_folder, remember_folder
 from .tiling import blend_window, tile_starts
@@ -657,12 +664,7 @@ def plan_segment_outputs(
 ) -> SegmentPlan:
     """Create ``output_dir``; name each photo's mask, and sort the photos into to do, kept
     (an existing output, unless ``overwrite``) and refused (the mask would be the photo)."""
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StonesegError(
-            f"Cannot create output folder {output_dir}: {exc.strerror or exc}"
-        ) from exc
+    make_output_dir(output_dir)
     # a georeferenced GeoTIFF's mask is a GeoTIFF on the same grid; any other photo's a PNG
     georefs = {p: georeference_or_none(p) for p in paths if geotiff_masks and is_tiff(p)}
     outputs = {

@@ -20,7 +20,6 @@ terms), not on the usual ImageNet mean/std: ``normalization`` says which a model
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 
 from .errors import WeightsUnavailableError
+from .imageio import file_sha256
 from .model_info import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -119,14 +119,6 @@ def checkpoint_file(encoder: str) -> Path:
     return found[0]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _kind(name: str) -> str:
     last = name.rsplit(".", 1)[-1]
     return last if last in _KINDS else "?"
@@ -185,7 +177,7 @@ def _encoder_weights_cached(encoder: str, path_str: str, mtime: float) -> Encode
         "package": src.distribution,
         "version": version,
         "file": path.name,
-        "sha256": _sha256(path),
+        "sha256": file_sha256(path),
         "licence": src.licence,
         "dataset": "ImageNet-1k",
     }

@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_package_is_listed_for_the_wheel():
     # Editable installs and the tests (run from the source tree) find a package that
     # pyproject.toml forgot; a wheel does not, and the installed app fails to start.
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     on_disk = {
         ".".join(init.parent.relative_to(ROOT).parts)
         for top in ("stoneseg_core", "stoneseg_gui")

@@ -16,6 +16,7 @@ from synthetic import make_scene, write_rgb
 
 from stoneseg_core import onnx_cache, runtime
 from stoneseg_core.config import InferenceConfig
+from stoneseg_core.imageio import file_sha256
 from stoneseg_core.model import ModelInfo, build_model
 from stoneseg_core.predict import Segmenter
 
@@ -143,7 +144,7 @@ def test_damaged_cache_file_is_refused_and_rebuilt(tmp_path, monkeypatch, caplog
         assert float((model(x) - net(x)).abs().max()) < 1e-3
     # a file ORT cannot read at all, whose checksum matches (written by hand): rebuilt too
     path.write_bytes(b"not an onnx file")
-    onnx_cache._digest_path(path).write_text(onnx_cache._file_digest(path))
+    onnx_cache._digest_path(path).write_text(file_sha256(path))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="stoneseg_core.runtime"):
         assert runtime.onnx_network(model) is not None

@@ -118,31 +118,14 @@ def run(args: argparse.Namespace) -> int:
         scale=args.scale,
         stone_mm=args.stone_mm or 0.0,
     )
+    folders = (args.input_dir, args.output_dir, options)
+    common = {"mm_per_px": args.mm_per_px, "scales": scales, "shard": args.shard}
     if settings is not None:
         from ..ray_engine import iter_grains_ray
 
-        gen = iter_grains_ray(
-            args.model_dir,
-            args.input_dir,
-            args.output_dir,
-            options,
-            mm_per_px=args.mm_per_px,
-            scales=scales,
-            shard=args.shard,
-            settings=settings,
-            config=config,
-        )
+        gen = iter_grains_ray(args.model_dir, *folders, **common, settings=settings, config=config)
     else:
-        segmenter = Segmenter.load(args.model_dir, config)
-        gen = iter_grains_folder(
-            segmenter,
-            args.input_dir,
-            args.output_dir,
-            options,
-            mm_per_px=args.mm_per_px,
-            scales=scales,
-            shard=args.shard,
-        )
+        gen = iter_grains_folder(Segmenter.load(args.model_dir, config), *folders, **common)
     summary = run_photo_loop(gen, total)
     pooled = summary.report["pooled"]
     block = pooled[f"by_{options.weighting}"]

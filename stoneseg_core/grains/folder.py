@@ -15,7 +15,7 @@ import numpy as np
 from .. import large
 from ..errors import DataError, ImageReadError, OutOfMemoryError, StonesegError
 from ..geo import Georeference, georeference_or_none, is_tiff
-from ..imageio import IMAGE_EXTENSIONS, list_images, read_image, read_mask
+from ..imageio import IMAGE_EXTENSIONS, list_images, make_output_dir, read_image, read_mask
 from ..shard import Shard, shard_suffix, take_shard
 from . import tiled
 from .analyse import GrainOptions, ImageGrains, analyse_mask
@@ -205,12 +205,7 @@ def plan_grains_folder(
         raise StonesegError(
             "A minimum size in mm needs a scale: give the millimetres per pixel or a scale CSV."
         )
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StonesegError(
-            f"Cannot create output folder {output_dir}: {exc.strerror or exc}"
-        ) from exc
+    make_output_dir(output_dir)
     # stem clashes are judged on the whole folder (a clash across two shards would overwrite
     # outputs too); then each shard keeps its own photos of both lists
     todo, clash = _unique_stems(paths)

@@ -54,7 +54,10 @@ PREDICTION_SCALES = (
 
 
 def _segmenter(model_dir: Path, scale: str) -> Segmenter:
-    return Segmenter.load(model_dir, InferenceConfig(scale=scale))
+    """The model at the chosen prediction scale, with the threshold it chose for itself."""
+    segmenter = Segmenter.load(model_dir, InferenceConfig(scale=scale))
+    segmenter.config = segmenter.config.replace(threshold=segmenter.info.threshold)
+    return segmenter
 
 
 def predict_image_job(

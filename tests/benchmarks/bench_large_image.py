@@ -165,7 +165,9 @@ def child(args: argparse.Namespace) -> None:
     tile = args.native_tile if args.child_mode == "native" else seg.config.tile
     seg.config = seg.config.replace(tile=tile)
     warm = np.full((256, 256, 3), 90, np.uint8)
-    for _ in range(2):  # the ONNX Runtime network is exported or loaded at the first pass: not counted
+    for _ in range(
+        2
+    ):  # the ONNX Runtime network is exported or loaded at the first pass: not counted
         seg.predict(warm)
     base_rss = peak_rss_mb()[1]
     image_path = Path(args.child_image)

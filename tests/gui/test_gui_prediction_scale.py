@@ -99,3 +99,18 @@ def test_a_model_without_a_standard_stone_says_it_predicts_by_the_long_side(
     side.controller.set_active_model(trained_model)
     _predict(qtbot, side)
     assert "no stone size" not in notices[-1] and len(dialogs.infos) == 1
+
+
+def test_predictions_keep_the_threshold_the_model_chose(trained_model, tmp_path):
+    """Choosing a scale must not reset the model's own threshold to the default."""
+    from stoneseg_gui.model.controller import _segmenter
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_model, model)
+    config = json.loads((model / "config.json").read_text())
+    config["threshold"] = 0.37
+    (model / "config.json").write_text(json.dumps(config))
+    for scale in ("auto", "stone-size", "long-side", "training"):
+        segmenter = _segmenter(model, scale)
+        assert segmenter.config.threshold == pytest.approx(0.37)
+        assert segmenter.config.scale == scale

@@ -17,7 +17,10 @@ is flipped, turned half round or cropped by 8 px (``d50_noise_psi``; the stones 
 change, only what the network makes of them).
 
     python tests/benchmarks/bench_scale.py [--policies long-side,stone-size] [--folds 3]
-        [--epochs 15] [--data DIR]
+        [--epochs 15] [--data DIR] [--infer-scale stone-size] [--sweep]
+
+``--sweep`` also segments the 1x tiles at fixed factors around the training scale (the
+estimate's 9 % grid, +-half an octave) and reports how far D50 moves per grid step.
 
 The last line is one JSON object with the figures.
 """
@@ -148,6 +151,27 @@ def d50_noise(seg: Segmenter, images: list[np.ndarray], d50: float | None) -> di
     return out
 
 
+def d50_by_factor(seg: Segmenter, images, truths, base: float, steps: int = 4) -> dict:
+    """D50 (px of the photos) and IoU of the 1x tiles, all at one factor, for factors on the
+    estimate's 9 % grid from ``base`` * 2**(-steps/8) to ``base`` * 2**(steps/8). The
+    stones do not change with the factor, so neither should D50: how far it moves per
+    octave (a fitted slope) and per grid step (mean of neighbours) is what an estimate one
+    step off costs."""
+    rows = {}
+    for k in range(-steps, steps + 1):
+        f = base * 2.0 ** (k / 8)
+        rows[round(f, 3)] = score(
+            [(t, seg.predict(im, scale=f).mask) for im, t in zip(images, truths)]
+        )
+    logs = [math.log2(r["d50_px"]) for r in rows.values()]
+    slope = float(np.polyfit([math.log2(f) for f in rows], logs, 1)[0])
+    return {
+        "factors": {f: [round(r["d50_px"], 1), r["iou"]] for f, r in rows.items()},
+        "psi_per_octave": round(slope, 2),
+        "psi_per_step": round(float(np.mean(np.abs(np.diff(logs)))), 3),
+    }
+
+
 def run_fold(policy: str, fold: int, train, held, args) -> dict:
     # one model per (policy, fold, epochs, seed), kept: scoring again costs no training
     out = (
@@ -188,6 +212,11 @@ def run_fold(policy: str, fold: int, train, held, args) -> dict:
         one.append((tr, pred.mask))
     row["1x"] = score(one) | {"factor": [round(f, 3) for f in factors]}
     row["1x"]["d50_noise_psi"] = d50_noise(seg, images, row["1x"]["d50_px"])
+    row["1x"]["truth_d50_px"] = score(list(zip(truths, truths)))["d50_px"]
+    if args.sweep and seg.scale_policy.train_scale > 0:
+        row["1x"]["d50_by_factor"] = d50_by_factor(
+            seg, images, truths, seg.scale_policy.train_scale
+        )
     m2, t2 = mosaic(images), mosaic(truths)
     pred2 = seg.predict(m2)
     row["2x"] = score([(t2, pred2.mask)]) | {"factor": round(pred2.scale, 3)}
@@ -217,6 +246,11 @@ def main() -> None:
         default="auto",
         help="InferenceConfig.scale for every model (auto: its own policy; stone-size: "
         "a long-side model brought to its recorded standard stone)",
+    )
+    ap.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also D50 of the 1x tiles at fixed factors around the training scale",
     )
     args = ap.parse_args()
     setup(args)
@@ -249,6 +283,11 @@ def main() -> None:
             s[k]["iou_ratio"] = round(s[k]["iou"] / s["1x"]["iou"], 3) if s["1x"]["iou"] else None
             s[k]["f1_ratio"] = (
                 round(s[k]["stone_f1"] / s["1x"]["stone_f1"], 3) if s["1x"]["stone_f1"] else None
+            )
+        sweeps = [r["1x"]["d50_by_factor"] for r in mine if "d50_by_factor" in r["1x"]]
+        if sweeps:
+            s["1x"]["d50_psi_per_step_mean"] = round(
+                float(np.mean([x["psi_per_step"] for x in sweeps])), 3
             )
         noise = [r["1x"]["d50_noise_psi"]["median"] for r in mine]
         noise = [v for v in noise if v is not None]

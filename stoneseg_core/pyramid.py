@@ -198,14 +198,33 @@ def _block_mean(block: np.ndarray, f: int) -> np.ndarray:
     if f == 1:
         return np.array(block, copy=True)
     step = max(1, f // 4)
-    sub = block[::step, ::step]
+    sub = np.ascontiguousarray(block[::step, ::step])
     k = f // step
     h, w = sub.shape
     ph, pw = -h % k, -w % k
-    if ph or pw:
-        sub = np.pad(sub, ((0, ph), (0, pw)), mode="edge")
+    if ph or pw:  # the edge repeated (as np.pad's "edge", several times quicker)
+        sub = cv2.copyMakeBorder(sub, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
     out_w, out_h = sub.shape[1] // k, sub.shape[0] // k
-    return cv2.resize(np.ascontiguousarray(sub), (out_w, out_h), interpolation=cv2.INTER_AREA)
+    return cv2.resize(sub, (out_w, out_h), interpolation=cv2.INTER_AREA)
+
+
+def _blocks_any(part: np.ndarray, b: int) -> np.ndarray:
+    """Whether each b x b block of ``part`` (the last ones may be partial) holds a nonzero
+    pixel: a maximum over each block's rows, then over its columns (4x quicker than
+    ``reshape(...).any(axis=(1, 3))``, and no padded copy at the photo's edge)."""
+    h, w = part.shape
+    nr, nc, hf, wf = -(-h // b), -(-w // b), h // b, w // b
+    rows = np.empty((nr, w), np.uint8)
+    if hf:
+        rows[:hf] = part[: hf * b].reshape(hf, b, w).max(axis=1)
+    if nr > hf:
+        rows[hf] = part[hf * b :].max(axis=0)
+    blocks = np.empty((nr, nc), np.uint8)
+    if wf:
+        blocks[:, :wf] = rows[:, : wf * b].reshape(nr, wf, b).max(axis=2)
+    if nc > wf:
+        blocks[:, wf] = rows[:, wf * b :].max(axis=1)
+    return blocks > 0
 
 
 class MaskOccupancy:
@@ -231,11 +250,7 @@ class MaskOccupancy:
             for c in range(c0, c1, 256):
                 cc = min(c1, c + 256)
                 part = rows[:, c * b : min(w, cc * b)]
-                ph, pw = -part.shape[0] % b, -part.shape[1] % b
-                if ph or pw:
-                    part = np.pad(part, ((0, ph), (0, pw)))
-                nr, nc = part.shape[0] // b, part.shape[1] // b
-                self.any[r : r + nr, c : c + nc] = part.reshape(nr, b, nc, b).any(axis=(1, 3))
+                self.any[r:rr, c:cc] = _blocks_any(part, b)
 
     def any_in(self, rect: tuple[int, int, int, int]) -> bool:
         b = self.block

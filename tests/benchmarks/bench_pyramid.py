@@ -25,7 +25,7 @@ fresh subprocess so that its peak memory (VmHWM) is its own:
 - ``predict`` (``--predict MODEL_DIR``, or ``--predict tiny``: a tiny U-Net trained here on
   synthetic scenes): Ctrl+P on the photo without overviews (over 50 MP: window by window
   on the worker), the time until the prediction is shown, the longest event-loop wait
-  meanwhile, the time the window's thread is held by accepting it and by undoing that,
+  meanwhile, the time the window's thread is held by accepting it, undoing that, redoing and undoing again,
   and VmHWM.
 
     python tests/benchmarks/bench_pyramid.py [--size 20000] [--skip-whole] [--predict tiny]
@@ -411,6 +411,11 @@ def measure_predict(photo: Path, model: Path) -> dict:
         window.session.undo()
         app.processEvents()
         out["undo_s"] = round(time.perf_counter() - t, 2)
+        for name, step in (("redo_s", window.session.redo), ("undo_again_s", window.session.undo)):
+            t = time.perf_counter()
+            step()
+            app.processEvents()
+            out[name] = round(time.perf_counter() - t, 2)
     hwm, _ = peak_rss_mb()
     out["rss_before_predict_mb"] = round(rss_before)
     out["peak_rss_mb"] = round(hwm)

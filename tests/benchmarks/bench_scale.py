@@ -52,6 +52,7 @@ from stoneseg_core.imageio import read_mask
 from stoneseg_core.metrics import confusion, pooled
 from stoneseg_core.predict import Segmenter
 from stoneseg_core.train import run_training
+from stoneseg_core.work_scale import mask_by, network_reading, resize_by
 
 log = logging.getLogger("bench_scale")
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "conveyor-sample"
@@ -172,6 +173,15 @@ def d50_by_factor(seg: Segmenter, images, truths, base: float, steps: int = 4) -
     }
 
 
+def mask_factor(scale, truth: np.ndarray) -> float:
+    """The factor that brings ``truth``'s typical stone to the standard stone."""
+    return scale.for_stone(typical_stone_px(truth), *truth.shape[:2])
+
+
+def steps_off(factor: float, target: float) -> float:
+    return round(abs(math.log2(factor / target)) * 8, 2)
+
+
 def run_fold(policy: str, fold: int, train, held, args) -> dict:
     # one model per (policy, fold, epochs, seed), kept: scoring again costs no training
     out = (
@@ -196,6 +206,22 @@ def run_fold(policy: str, fold: int, train, held, args) -> dict:
         recorded = with_stone_px(seg.scale_policy, [typical_stone_px(m) for m in work])
         train_scale = float(np.median([recorded.long_side(*m.shape[:2]) for m in masks]))
         seg.info.scale = dataclasses.replace(recorded, train_scale=train_scale).to_json()
+    scale = seg.scale_policy
+    if args.no_reading:
+        seg.info.scale = dataclasses.replace(scale, read_px=0.0).to_json()
+    elif scale.read_px <= 0:  # a model trained before models recorded the network's reading
+        photos = []
+        for p, m in train:
+            image = read_rgb(p)
+            mask = read_mask(m, image.shape[:2])
+            f = scale.for_training(mask)
+            photos.append((resize_by(image, f), mask_by(mask, f)))
+        threshold = seg.config.threshold
+        scale = network_reading(
+            scale, photos, lambda x: seg.probabilities_at_work_scale(x)[0] >= threshold
+        )
+        seg.info.scale = scale.to_json()
+    row_policy = {"stone_px": round(scale.stone_px, 1), "read_px": round(scale.read_px, 1)}
     images = [read_rgb(p) for p, _ in held]
     truths = [read_mask(m, im.shape[:2]) for im, (_, m) in zip(images, held)]
     row = {
@@ -203,6 +229,7 @@ def run_fold(policy: str, fold: int, train, held, args) -> dict:
         "fold": fold,
         "held": [p.stem for p, _ in held],
         "train_s": round(train_s),
+        **row_policy,
     }
     one = []
     factors = []
@@ -223,6 +250,15 @@ def run_fold(policy: str, fold: int, train, held, args) -> dict:
     m4, t4 = mosaic([m2] * 4), mosaic([t2] * 4)
     pred4 = seg.predict(m4)
     row["4x"] = score([(t4, pred4.mask)]) | {"factor": round(pred4.scale, 3)}
+    # how far the scale each got is from the one its mask gives, in steps of the estimate's
+    # 9 % grid (what the estimate aims at: the typical stone at the standard size)
+    row["1x"]["mask_factor"] = [round(mask_factor(scale, t), 3) for t in truths]
+    row["1x"]["steps_off"] = [
+        steps_off(f, m) for f, m in zip(row["1x"]["factor"], row["1x"]["mask_factor"])
+    ]
+    for k, truth_k in (("2x", t2), ("4x", t4)):
+        row[k]["mask_factor"] = round(mask_factor(scale, truth_k), 3)
+        row[k]["steps_off"] = steps_off(row[k]["factor"], row[k]["mask_factor"])
     for k in ("2x", "4x"):
         d0, dk = row["1x"]["d50_px"], row[k]["d50_px"]
         row[k]["d50_psi_diff"] = round(abs(math.log2(dk) - math.log2(d0)), 3) if d0 and dk else None
@@ -246,6 +282,11 @@ def main() -> None:
         default="auto",
         help="InferenceConfig.scale for every model (auto: its own policy; stone-size: "
         "a long-side model brought to its recorded standard stone)",
+    )
+    ap.add_argument(
+        "--no-reading",
+        action="store_true",
+        help="estimate towards the masks' standard stone, not the network's reading of it",
     )
     ap.add_argument(
         "--sweep",
@@ -284,6 +325,9 @@ def main() -> None:
             s[k]["f1_ratio"] = (
                 round(s[k]["stone_f1"] / s["1x"]["stone_f1"], 3) if s["1x"]["stone_f1"] else None
             )
+        tiles = [x for r in mine for x in r["1x"]["steps_off"]]
+        s["1x"]["steps_off_mean"] = round(float(np.mean(tiles)), 2)
+        s["4x"]["steps_off_mean"] = round(float(np.mean([r["4x"]["steps_off"] for r in mine])), 2)
         sweeps = [r["1x"]["d50_by_factor"] for r in mine if "d50_by_factor" in r["1x"]]
         if sweeps:
             s["1x"]["d50_psi_per_step_mean"] = round(

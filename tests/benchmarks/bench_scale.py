@@ -234,7 +234,7 @@ def run_fold(policy: str, fold: int, train, held, args) -> dict:
     one = []
     factors = []
     for im, tr in zip(images, truths):
-        pred = seg.predict(im)
+        pred = seg.predict(im, scale=mask_factor(scale, tr) if args.oracle_scale else None)
         factors.append(pred.scale)
         one.append((tr, pred.mask))
     row["1x"] = score(one) | {"factor": [round(f, 3) for f in factors]}
@@ -245,10 +245,10 @@ def run_fold(policy: str, fold: int, train, held, args) -> dict:
             seg, images, truths, seg.scale_policy.train_scale
         )
     m2, t2 = mosaic(images), mosaic(truths)
-    pred2 = seg.predict(m2)
+    pred2 = seg.predict(m2, scale=mask_factor(scale, t2) if args.oracle_scale else None)
     row["2x"] = score([(t2, pred2.mask)]) | {"factor": round(pred2.scale, 3)}
     m4, t4 = mosaic([m2] * 4), mosaic([t2] * 4)
-    pred4 = seg.predict(m4)
+    pred4 = seg.predict(m4, scale=mask_factor(scale, t4) if args.oracle_scale else None)
     row["4x"] = score([(t4, pred4.mask)]) | {"factor": round(pred4.scale, 3)}
     # how far the scale each got is from the one its mask gives, in steps of the estimate's
     # 9 % grid (what the estimate aims at: the typical stone at the standard size)
@@ -282,6 +282,12 @@ def main() -> None:
         default="auto",
         help="InferenceConfig.scale for every model (auto: its own policy; stone-size: "
         "a long-side model brought to its recorded standard stone)",
+    )
+    ap.add_argument(
+        "--oracle-scale",
+        action="store_true",
+        help="segment every tile and mosaic at the factor its own mask gives (a perfect "
+        "estimate: what is left is the network)",
     )
     ap.add_argument(
         "--no-reading",

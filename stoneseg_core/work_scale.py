@@ -50,7 +50,7 @@ ESTIMATE_GRID = 3
 # the network's reading of the standard stone is taken from at most this many training
 # photos, and kept within READ_RATIO_LIMIT times the masks' own figure either way
 READING_PHOTOS = 16
-READ_RATIO_LIMIT = 2.0
+READ_RATIO_LIMIT = 4.0
 
 
 def scale_factor(height: int, width: int, work_size: int) -> float:

@@ -391,11 +391,11 @@ def test_the_reading_is_recorded_only_where_there_is_one():
     # a network gone wild is kept within READ_RATIO_LIMIT of the masks' figure
     image, mask = _pebbles(256, 12, seed=3, gap=30)
     wild = network_reading(policy, [(image, mask)], lambda im: np.ones(im.shape[:2], bool))
-    assert wild.read_px == pytest.approx(2.0 * policy.stone_px)
+    assert wild.read_px == pytest.approx(4.0 * policy.stone_px)
     back = ScalePolicy.from_json(wild.to_json(), 384)
     assert back == wild and back.estimate_px == wild.read_px
 
 
 def test_training_records_the_networks_reading(trained_model):
     policy = read_model_info(trained_model).scale_policy
-    assert policy.read_px > 0 and 0.5 <= policy.read_px / policy.stone_px <= 2.0
+    assert policy.read_px > 0 and 0.25 <= policy.read_px / policy.stone_px <= 4.0

@@ -166,7 +166,12 @@ def _encoder_weights_cached(encoder: str, path_str: str, mtime: float) -> Encode
     src = BUNDLED[encoder]
     path = Path(path_str)
     theirs = _read_checkpoint(path)
-    layout = timm.create_model(src.timm_arch, pretrained=False).state_dict()
+    # the layout's own random init must not draw from the caller's generator: the first
+    # training in a process drew here and later ones (cached) did not, so a second run with
+    # the same seed (the window's "Train again", a benchmark's next fold) started from other
+    # decoder weights than a fresh process
+    with torch.random.fork_rng(devices=[]):
+        layout = timm.create_model(src.timm_arch, pretrained=False).state_dict()
     state = map_by_position(theirs, layout, path.name)
     try:
         version = importlib.metadata.version(src.distribution)

@@ -328,3 +328,22 @@ def test_old_b0_random_model_files_load_and_segment_identically(tmp_path):
     got = Segmenter.load(folder).predict(image)
     np.testing.assert_allclose(got.probability, expected.probability, atol=1e-5)
     assert np.array_equal(got.mask, expected.mask)
+
+
+def test_reading_the_installed_weights_leaves_the_seeded_generator_alone():
+    """The first model built in a process read (and cached) the installed weights through a
+    randomly initialised layout, which drew from the seeded generator: a second training
+    with the same seed (the window's Train again, a benchmark's next fold) started from
+    other decoder weights than the first. Built twice from the same seed, with the cache
+    empty the first time, the two models and the generator's next draw are the same."""
+    from stoneseg_core.training_steps import seed_everything
+
+    pretrained._encoder_weights_cached.cache_clear()
+    built = []
+    for _ in range(2):
+        seed_everything(0)
+        model = build_model("tu-tf_efficientnet_lite0", "imagenet")
+        built.append(({k: v.clone() for k, v in model.state_dict().items()}, torch.rand(3)))
+    (first, draw1), (second, draw2) = built
+    assert torch.equal(draw1, draw2)
+    assert all(torch.equal(first[k], second[k]) for k in first)

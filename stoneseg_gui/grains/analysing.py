@@ -9,8 +9,9 @@ A mask over 50 MP (``grains.tiled.is_big``: an orthomosaic's) cannot be split wh
 60 bytes a pixel). It is measured window by window as ``stoneseg grains`` does
 (``iter_grains_tiled``, on a copy of the mask taken on the worker, with progress and
 cancel) into a folder the user picks: ``<stem>_stones.csv``, ``<stem>_stones.geojson``
-and ``<stem>_instances.tif``; the window tells the count and the D16/D50/D84 (the stones
-are not drawn one by one on the canvas, nor edited).
+and ``<stem>_instances.tif``; the window tells the count and the D16/D50/D84, and draws
+the stones' outlines from that TIFF (``big_analysed``; ``big_stones.BigStonesItem``, from
+1/4 zoom in); they are not edited by hand.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Analysing(QObject):
     analysed = Signal(object, str)  # the photo's Path, the note on the edits replayed ("": none)
     failed = Signal()  # after saying why
     running_changed = Signal()  # started or finished
+    big_analysed = Signal(object, object)  # the photo's Path, grains.tiled.TiledGrains
 
     def __init__(
         self,
@@ -160,6 +162,8 @@ class Analysing(QObject):
         if result.cancelled:
             self._on_big_cancelled(path)
             return
+        if result.instances_path is not None:
+            self.big_analysed.emit(path, result)
         stones = result.grains.stones
         kept = [s for s in stones if not s.excluded]
         curve = distribution_of(stones)
@@ -176,7 +180,10 @@ class Analysing(QObject):
         written = [p for p in (result.csv_path, result.geojson_path, result.instances_path) if p]
         self.dialogs.info(
             f"Stones of {path.name}",
-            text + "\n\nWritten:\n" + "\n".join(f"  •  {p}" for p in written),
+            text
+            + "\n\nWritten:\n"
+            + "\n".join(f"  •  {p}" for p in written)
+            + "\n\nTheir outlines are drawn on the photo from 25 % zoom in.",
         )
 
     def _on_failed(self, message: str) -> None:

@@ -86,6 +86,8 @@ class GrainSide(QObject):
             self,
         )
         self.outlines, self.guide = self.tools.outlines, self.tools.guide
+        self.big_stones = self.tools.big_stones
+        self._big_photo: Path | None = None  # the photo whose big_stones are drawn
 
         p = self.panel
         p.scale_edited.connect(self._on_panel_scale_edited)
@@ -103,6 +105,7 @@ class GrainSide(QObject):
         self.tools.chosen.connect(self._refresh_actions)
         self.tools.edited.connect(self._on_tools_edited)
         self._analysing.analysed.connect(self._on_analysed)
+        self._analysing.big_analysed.connect(self._on_big_analysed)
         self._analysing.failed.connect(self._refresh_status)
         self._analysing.running_changed.connect(self._refresh_actions)
         self._pooling.pooled.connect(self._on_pool_succeeded)
@@ -285,6 +288,14 @@ class GrainSide(QObject):
         """Split and measure the photo shown, on a worker thread."""
         return self._analysing.start()
 
+    def _on_big_analysed(self, path: Path, result) -> None:
+        """A mask over 50 MP measured window by window: its stones drawn from its TIFF."""
+        if path != self.window.current_image_path():
+            return  # the user moved on
+        self._big_photo = path
+        self.big_stones.set_instances(result.instances_path, result.shape)
+        self._show_outlines()
+
     def _on_analysed(self, path: Path, replayed: str) -> None:
         labels = self.analysis.labels
         self.outlines.set_stones(labels, self.analysis.stones)
@@ -428,6 +439,9 @@ class GrainSide(QObject):
     # ------------------------------------------------------------------ window events
     def _on_window_image_changed(self, path: Path | None) -> None:
         self.set_mode(None)
+        if self._big_photo is not None and self._big_photo != path:
+            self._big_photo = None
+            self.big_stones.clear()
         if self.analysis is not None and self.analysis.image != path:
             self.controller.forget_analysis()
             self.outlines.clear()
@@ -469,6 +483,8 @@ class GrainSide(QObject):
         a = self.analysis
         current = a is not None and a.image == self.window.current_image_path()
         self.outlines.setVisible(current and self.panel.isVisible())
+        big = self._big_photo is not None and self._big_photo == self.window.current_image_path()
+        self.big_stones.setVisible(big and self.panel.isVisible())
 
     def _refresh_status(self) -> None:
         if self._analysing.request is not None:

@@ -19,6 +19,7 @@ from stoneseg_core.grains.document import Point
 
 from ..host import WindowHost
 from .actions import GrainActions
+from .big_stones import BigStonesItem
 from .canvas import LineGuideItem, LineInteraction, PickInteraction, StoneOutlineItem
 from .controller import GrainsController
 from .panel import GrainPanel
@@ -55,8 +56,10 @@ class StoneTools(QObject):
 
         scene = self.canvas.scene()
         self.outlines = StoneOutlineItem()
+        self.big_stones = BigStonesItem()  # a window-by-window analysis's stones
         self.guide = LineGuideItem()
         scene.addItem(self.outlines)
+        scene.addItem(self.big_stones)
         scene.addItem(self.guide)
         threshold = lambda: 4.0 / max(self.canvas.zoom(), 1e-6)  # noqa: E731
         self._scale_tool = LineInteraction(

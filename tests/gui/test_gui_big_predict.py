@@ -15,6 +15,7 @@ from guihelpers import wait_loaded
 from stoneseg_core import large
 from stoneseg_core.predict import Segmenter
 from stoneseg_gui.editor.tiled_photo import TiledPhoto
+from stoneseg_gui.grains.big_stones import stone_borders
 from stoneseg_gui.model import controller as model_controller
 
 SIZE = 4096  # over the pyramid's threshold; "huge" is lowered below it for a quick test
@@ -134,6 +135,38 @@ def test_analyse_on_a_huge_mask_measures_it_window_by_window(
     assert len(rows) == 21, "each stone once, also the one cut by four windows"
     assert (out / "ortho_stones.geojson").is_file() and (out / "ortho_instances.tif").is_file()
     assert np.array_equal(document.mask, painted), "the mask is untouched"
+    # the stones are drawn from the instance TIFF, tile by tile, from 1/4 zoom in
+    big = window.grain_side.big_stones
+    assert big.isVisible() and big.path == out / "ortho_instances.tif"
+    canvas = window.canvas
+    canvas.set_zoom(1.0)
+    canvas.centerOn(1100.0, 1400.0)  # the stone painted at (1100, 1400), radius 60
+    canvas.viewport().repaint()
+    qtbot.waitUntil(lambda: not big.pending, timeout=30_000)
+    canvas.viewport().repaint()
+    assert not big.too_far and not big.errors
+    shot = canvas.viewport().grab().toImage()
+    shot.save(str(tmp_path / "big_stones.png"))
+
+    def amber(x: float, y: float) -> bool:  # within a screen pixel of (x, y)
+        p = canvas.image_to_viewport(x, y)
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                c = shot.pixelColor(round(p.x()) + dx, round(p.y()) + dy)
+                if c.red() > 200 and c.green() > 150 and c.blue() < 90:
+                    return True
+        return False
+
+    rim = [(1100 + 59.5 * np.cos(a), 1400 + 59.5 * np.sin(a)) for a in np.linspace(0, 6.2, 12)]
+    assert sum(amber(x, y) for x, y in rim) >= 9, "the stone's border is outlined"
+    assert not amber(1100, 1400) and not amber(1100, 1300), "inside and off the stone: no line"
+    # zoomed far out, nothing is drawn (and nothing read)
+    canvas.set_zoom(0.05)
+    canvas.viewport().repaint()
+    assert big.too_far
+    # another photo (here: the same folder opened again) clears them
+    window.session.open_folder(huge_project)
+    wait_loaded(qtbot, window, timeout=30_000)
 
 
 def test_analysing_a_huge_mask_can_be_cancelled(
@@ -153,3 +186,19 @@ def test_analysing_a_huge_mask_can_be_cancelled(
     assert not dialogs.errors and not dialogs.infos
     assert not out.exists() or not list(out.iterdir()), "nothing written"
     assert "cancelled" in window.grain_side.panel.status.text().lower()
+
+
+def test_stone_borders_mark_each_stones_edge_on_its_own_side():
+    labels = np.zeros((8, 10), np.uint32)
+    labels[1:5, 1:4] = 7  # a stone
+    labels[1:5, 4:8] = 70000  # a touching one (an id over 16 bits)
+    edge = stone_borders(labels, 1)
+    inner = np.zeros_like(edge)
+    inner[2:4, 2:3] = True  # the first stone's inside
+    inner[2:4, 5:7] = True
+    assert not (edge & inner).any() and not edge[labels == 0].any()
+    assert edge[1, 1:8].all() and edge[4, 1:8].all()  # top and bottom rows of both
+    assert edge[2:4, 3].all() and edge[2:4, 4].all()  # both sides of the shared border
+    # four times smaller: a border anywhere in a 4 x 4 block marks it
+    small = stone_borders(labels, 4)
+    assert small.shape == (2, 3) and small[:, :2].all() and not small[:, 2].any()

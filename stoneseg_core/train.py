@@ -18,7 +18,6 @@ losses.py.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Generator
@@ -47,7 +46,7 @@ from .training_steps import (
     train_step,
     warmup_cosine,
 )
-from .work_scale import mask_by, network_reading, resize_by
+from .work_scale import mask_by, resize_by
 
 log = logging.getLogger(__name__)
 
@@ -198,24 +197,6 @@ def _validate(
     model.train()
     loss = float(np.mean(losses)) if losses else float("nan")
     return Validation(loss, tuple(stems), tuple(sweeps))
-
-
-@torch.no_grad()
-def _record_reading(
-    model: nn.Module, info: ModelInfo, photos: list[tuple[np.ndarray, np.ndarray]], device
-) -> None:
-    """Store in ``info.scale`` what this network reads as the standard stone on its training
-    photos, at its threshold (``work_scale.network_reading``): the target of its scale
-    estimate."""
-    model.eval()
-    cfg = InferenceConfig(threshold=info.threshold, amp="off", runtime="torch")
-    seg = Segmenter(model, info, cfg, device)
-    policy = dataclasses.replace(info.scale_policy, read_px=0.0)
-    policy = network_reading(
-        policy, photos, lambda image: seg.probability_at_work_scale(image) >= info.threshold
-    )
-    info.scale = policy.to_json()
-    model.train()
 
 
 # --------------------------------------------------------------------------------- training
@@ -413,7 +394,6 @@ def _keep_best(
         scores,
         rows,
     )
-    _record_reading(run.model, info, run.reading_photos, run.device)
     save_best(run)
 
 

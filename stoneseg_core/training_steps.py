@@ -115,9 +115,6 @@ class TrainingRun:
     train_stems: list[str]
     val_stems: list[str]
     val_samples: list[Sample]
-    # the training photos (working scale) on which the network's reading of the standard
-    # stone is measured at each best epoch (work_scale.network_reading)
-    reading_photos: list[tuple[np.ndarray, np.ndarray]]
     loader: DataLoader
     optimizer: torch.optim.Optimizer
     scheduler: Any  # torch.optim.lr_scheduler.LambdaLR
@@ -356,9 +353,6 @@ def prepare(
         train_stems=train_stems,
         val_stems=val_stems,
         val_samples=[by_sample[s] for s in val_stems],
-        reading_photos=[
-            (by_sample[s].image, by_sample[s].mask) for s in train_stems if s in by_sample
-        ],
         loader=loader,
         optimizer=optimizer,
         scheduler=scheduler,

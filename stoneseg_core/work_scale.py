@@ -21,7 +21,6 @@ its own thickness. It scales exactly with the photo, which is what a scale estim
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,8 +46,8 @@ SATURATION_GROWTH = 0.25
 MIN_SATURATION_SPAN = math.log(2.0) / 4 - 1e-9
 # the estimate measures on up to ESTIMATE_GRID x ESTIMATE_GRID windows of a photo
 ESTIMATE_GRID = 3
-# the network's reading of the standard stone is taken from at most this many training
-# photos, and kept within READ_RATIO_LIMIT times the masks' own figure either way
+# network_reading (measured, not used by the estimate: see there): at most this many photos,
+# kept within READ_RATIO_LIMIT times the masks' own figure either way
 READING_PHOTOS = 16
 READ_RATIO_LIMIT = 4.0
 
@@ -142,10 +141,7 @@ class ScalePolicy:
     ``stone_px``: the typical stone's diameter the network was trained to see (stone-size);
     ``train_scale``: the median factor of its training photos (for "same scale as the
     training photos", a fixed camera); ``work_size``: the long-side size (long-side policy,
-    and the first guess of the estimate; the model's own ``work_size``, not stored twice);
-    ``read_px``: the typical stone the network itself reads where its training masks give
-    ``stone_px`` (``network_reading``; 0 for models written before it: ``stone_px``), the
-    figure the scale estimate looks for.
+    and the first guess of the estimate; the model's own ``work_size``, not stored twice).
     """
 
     policy: str = "long-side"
@@ -153,23 +149,14 @@ class ScalePolicy:
     stone_px: float = 0.0
     train_scale: float = 0.0
     min_side: int = MIN_WORK_SIDE
-    read_px: float = 0.0
-
-    @property
-    def estimate_px(self) -> float:
-        """The typical stone, as the network reads it, that the estimate brings a photo to."""
-        return self.read_px if self.read_px > 0 else self.stone_px
 
     def to_json(self) -> dict[str, Any]:
-        out = {
+        return {
             "policy": self.policy,
             "stone_px": round(float(self.stone_px), 3),
             "train_scale": float(self.train_scale),
             "min_side": self.min_side,
         }
-        if self.read_px > 0:
-            out["read_px"] = round(float(self.read_px), 3)
-        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None, work_size: int) -> ScalePolicy:
@@ -185,7 +172,6 @@ class ScalePolicy:
             stone_px=float(d.get("stone_px", 0.0)),
             train_scale=float(d.get("train_scale", 0.0)),
             min_side=int(d.get("min_side", MIN_WORK_SIDE)),
-            read_px=float(d.get("read_px", 0.0)),
         )
 
     def long_side(self, height: int, width: int) -> float:
@@ -256,34 +242,35 @@ def sample_windows(
 
 def window_side(policy: ScalePolicy) -> int:
     """The side (working px) of the windows the estimate measures on: three standard stones."""
-    return max(256, 32 * math.ceil(3 * policy.estimate_px / 32))
+    return max(256, 32 * math.ceil(3 * policy.stone_px / 32))
 
 
 def network_reading(
     policy: ScalePolicy,
     photos: list[tuple[np.ndarray, np.ndarray]],
     stone_mask_at: Callable[[np.ndarray], np.ndarray],
-) -> ScalePolicy:
-    """``policy`` with ``read_px``: the typical stone the network reads on its training
-    photos, where their masks read ``stone_px``.
+) -> float | None:
+    """The typical stone the network reads on ``photos`` where their masks read
+    ``policy.stone_px``: ``stone_px`` times the median ratio of the network's typical stone
+    to the mask's (at most READ_RATIO_LIMIT either way), or None when no photo has stones in
+    both.
 
-    ``photos``: (image, mask) at the scale the network trained on them (working pixels);
-    ``stone_mask_at(image)`` -> the network's stone mask of it. Each photo is measured on
-    the windows the estimate would use (``sample_windows`` at factor 1), the network's
-    mask and the photo's own on the same pixels; ``read_px`` is ``stone_px`` times the
-    median ratio of the two (at most READ_RATIO_LIMIT either way), over up to
-    READING_PHOTOS photos spread over the list. Unchanged when no photo has stones in both.
+    ``photos``: (image, mask) at the scale the network saw them (working pixels);
+    ``stone_mask_at(image)`` -> the network's stone mask of it. Each photo is measured on the
+    windows the estimate would use (``sample_windows`` at factor 1), over up to
+    READING_PHOTOS photos spread over the list.
 
-    Why: the estimate finds the factor at which the network's mask of a new photo reads
-    the standard stone. A network that merges touching stones, or paints them fatter than
-    their outlines, reads every stone bigger than its mask, the standard one too, and the
-    estimate then shrinks photos below their scale (measured on the conveyor tiles: the
-    network read 0.9-1.6 times the masks' figure, and photos landed 2-5 steps of 9 % below
-    their masks' scale)."""
+    Measured as a target for the estimate (a network that merges touching stones reads
+    every stone bigger than its mask, the standard one too), and not used as one: on 4x
+    mosaics of the conveyor tiles it halved the estimate's distance from the masks' scale,
+    but on the dev photos, whose network-to-mask ratios differ from photo to photo (0.67 to
+    2.54 on one fold), it lost 0.05 of mean IoU by stone size (README, "Scale by stone
+    size"). ``bench_scale.py --reading`` and ``bench_accuracy.py --also-scale stone-size``
+    measure it."""
     if not photos or policy.stone_px <= 0:
-        return policy
+        return None
     pick = np.unique(np.linspace(0, len(photos) - 1, min(len(photos), READING_PHOTOS)).round())
-    side = max(256, 32 * math.ceil(3 * policy.stone_px / 32))
+    side = window_side(policy)
     ratios = []
     for i in pick.astype(int):
         image, mask = photos[i]
@@ -293,9 +280,9 @@ def network_reading(
         if seen is not None and truth is not None:
             ratios.append(seen / truth)
     if not ratios:
-        return policy
+        return None
     ratio = float(np.clip(np.median(ratios), 1 / READ_RATIO_LIMIT, READ_RATIO_LIMIT))
-    return dataclasses.replace(policy, read_px=policy.stone_px * ratio)
+    return policy.stone_px * ratio
 
 
 def estimate_scale(
@@ -307,8 +294,7 @@ def estimate_scale(
     """The stone-size factor for a photo nobody measured, from the network's own output.
 
     Look for the factor at which the typical stone of the network's mask is
-    ``policy.estimate_px`` across (what the network reads on its training photos where
-    their masks read ``stone_px``; ``stone_px`` itself for models without that figure). Measure (on ``sample_windows``, with ``stone_mask_at(work
+    ``policy.stone_px`` across. Measure (on ``sample_windows``, with ``stone_mask_at(work
     image, factor, whether it is the whole photo)`` -> its stone mask, bool or 0/255) at two
     first guesses: the long-side scale and the training photos' median scale (a photo like
     them; a mosaic of them is one). From the better, step as if the measured size grew in
@@ -332,7 +318,7 @@ def estimate_scale(
     """
     h, w = image.shape[:2]
     half_step = math.log(2.0) / 16
-    target = math.log(policy.estimate_px)
+    target = math.log(policy.stone_px)
     side = window_side(policy)
     trail: list[dict[str, float]] = []
     measured: dict[float, float] = {}  # factor -> log(size / stone_px)

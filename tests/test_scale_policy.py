@@ -353,49 +353,40 @@ def _fattening_network(grow: int):
     return stone_mask_at
 
 
-def test_the_estimate_looks_for_the_networks_own_reading_of_the_standard_stone():
-    """Trained on photos whose stones are 40 px (the masks' standard), a network that paints
-    stones 4 px fatter reads them at ~47 px. Estimated towards the masks' 40 px, a photo of
-    the same stones is shrunk below their scale; towards the network's own reading of its
-    training photos (``network_reading``), it is brought to that scale."""
+def test_the_networks_reading_of_the_standard_stone_corrects_a_fattening_network():
+    """Trained on photos whose stones are ~36 px (the masks' standard), a network that paints
+    stones 4 px fatter reads them at ~44 px (``network_reading``). Estimated towards the
+    masks' figure, a photo of such stones is shrunk below its scale; towards the reading, it
+    is brought to that scale. (Measured on real data this helps the conveyor mosaics and
+    hurts the dev photos, so the app estimates towards the masks' figure: README.)"""
+    import dataclasses
+
     from stoneseg_core.work_scale import estimate_scale, mask_by, network_reading
 
     net = _fattening_network(4)
-    training = []
-    for seed in (11, 12, 13):
-        image, mask = _pebbles(320, 40, seed=seed, gap=8)
-        training.append((image, mask))
+    training = [_pebbles(320, 40, seed=seed, gap=8) for seed in (11, 12, 13)]
     stone_px = float(np.median([typical_stone_px(m) for _, m in training]))
     policy = ScalePolicy("stone-size", 384, stone_px=stone_px, train_scale=1.0)
     read = network_reading(policy, training, lambda im: net(im))
-    assert read.stone_px == policy.stone_px and read.read_px > 1.1 * stone_px
-    assert read.estimate_px == read.read_px and policy.estimate_px == policy.stone_px
-    # a new photo of such stones, taken from twice as far: its true factor is 2
+    assert read is not None and read > 1.1 * stone_px
+    # a new photo of such stones, taken from twice as far: its true factor is about 2
     image, mask = _pebbles(640, 40, seed=14, gap=8)
     small = resize_by(image, 0.5)
     truth = policy.for_stone(typical_stone_px(mask_by(mask, 0.5)), *small.shape[:2])
     plain, _ = estimate_scale(small, policy, net)
-    calibrated, trail = estimate_scale(small, read, net)
-    assert abs(math.log2(calibrated / truth)) <= 1 / 8 + 1e-9, (truth, trail)
-    assert plain < calibrated and abs(math.log2(plain / truth)) > abs(math.log2(calibrated / truth))
+    towards, trail = estimate_scale(small, dataclasses.replace(policy, stone_px=read), net)
+    assert abs(math.log2(towards / truth)) <= 1 / 8 + 1e-9, (truth, trail)
+    assert plain < towards and abs(math.log2(plain / truth)) > abs(math.log2(towards / truth))
 
 
-def test_the_reading_is_recorded_only_where_there_is_one():
+def test_the_reading_needs_stones_and_stays_within_its_limit():
     from stoneseg_core.work_scale import network_reading
 
     policy = ScalePolicy("long-side", 384, stone_px=30.0)
-    assert "read_px" not in policy.to_json()  # older readers see the same file as before
     blank = np.zeros((64, 64, 3), np.uint8)
-    # no stones in the network's masks: nothing to read, the policy is left as it was
-    assert network_reading(policy, [(blank, blank[..., 0])], lambda im: im[..., 0] > 0) == policy
+    # no stones in the network's masks: nothing to read
+    assert network_reading(policy, [(blank, blank[..., 0])], lambda im: im[..., 0] > 0) is None
     # a network gone wild is kept within READ_RATIO_LIMIT of the masks' figure
     image, mask = _pebbles(256, 12, seed=3, gap=30)
     wild = network_reading(policy, [(image, mask)], lambda im: np.ones(im.shape[:2], bool))
-    assert wild.read_px == pytest.approx(4.0 * policy.stone_px)
-    back = ScalePolicy.from_json(wild.to_json(), 384)
-    assert back == wild and back.estimate_px == wild.read_px
-
-
-def test_training_records_the_networks_reading(trained_model):
-    policy = read_model_info(trained_model).scale_policy
-    assert policy.read_px > 0 and 0.25 <= policy.read_px / policy.stone_px <= 4.0
+    assert wild == pytest.approx(4.0 * policy.stone_px)

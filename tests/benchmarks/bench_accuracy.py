@@ -64,6 +64,7 @@ from stoneseg_core.metrics import Confusion, confusion
 from stoneseg_core.model import build_model, read_model_info
 from stoneseg_core.predict import Segmenter
 from stoneseg_core.train import EpochSummary, run_training
+from stoneseg_core.work_scale import mask_by, network_reading, resize_by
 
 log = logging.getLogger("bench_accuracy")
 ALSO_SCALE = ""  # --also-scale
@@ -102,6 +103,27 @@ def all_stone_iou(pairs) -> float:
 
 
 # ------------------------------------------------------------------------------ StoneSeg
+
+
+def towards_reading(seg: Segmenter, config: InferenceConfig, pairs, stems: set[str]):
+    """``seg`` by stone size with its standard stone replaced by the network's reading of
+    it on its training photos (``stems`` of ``pairs``, at the scale it trained on them);
+    None when there is nothing to read."""
+    policy = seg.scale_policy
+    photos = []
+    for image_path, mask_path in pairs:
+        if image_path.stem in stems:
+            image = read_rgb(image_path)
+            mask = read_mask(mask_path, image.shape[:2])
+            f = policy.for_training(mask)
+            photos.append((resize_by(image, f), mask_by(mask, f)))
+    threshold = seg.config.threshold
+    read = network_reading(policy, photos, lambda x: seg.probability_at_work_scale(x) >= threshold)
+    if read is None:
+        return None
+    info = dataclasses.replace(seg.info)
+    info.scale = dataclasses.replace(policy, stone_px=read).to_json()
+    return Segmenter(seg.model, info, config, seg.device)
 
 
 def run_stoneseg(pairs, held_out: list[str], cfg: TrainConfig, out: Path, protocol: str) -> dict:
@@ -150,8 +172,16 @@ def run_stoneseg(pairs, held_out: list[str], cfg: TrainConfig, out: Path, protoc
             if ALSO_SCALE
             else None
         )
+        # and, by stone size, estimated towards the standard stone as the network reads it on
+        # its training photos (work_scale.network_reading: measured, not the app's way)
+        seg_read = (
+            towards_reading(seg, seg_other.config, train_pairs, set(result.train_images))
+            if seg_other is not None and ALSO_SCALE == "stone-size"
+            else None
+        )
         counts, counts_05, counts_tta, per_image = [], [], [], {}
         counts_other, per_image_other = [], {}
+        counts_read, per_image_read = [], {}
         for img_path, mask_path in [p for p in pairs if p[0].stem in held]:
             image = read_rgb(img_path)
             truth = read_mask(mask_path, image.shape[:2])
@@ -163,6 +193,10 @@ def run_stoneseg(pairs, held_out: list[str], cfg: TrainConfig, out: Path, protoc
                 o = confusion(seg_other.predict(image).mask, truth)
                 counts_other.append(o)
                 per_image_other[img_path.stem] = r3(o.scores().iou)
+                if seg_read is not None:
+                    u = confusion(seg_read.predict(image).mask, truth)
+                    counts_read.append(u)
+                    per_image_read[img_path.stem] = r3(u.scores().iou)
             else:
                 counts_tta.append(confusion(seg_tta.predict(image).mask, truth))
             per_image[img_path.stem] = r3(c.scores().iou)
@@ -182,6 +216,14 @@ def run_stoneseg(pairs, held_out: list[str], cfg: TrainConfig, out: Path, protoc
                         f"per_image_iou_scale_{ALSO_SCALE}": per_image_other,
                     }
                     if seg_other is not None
+                    else {}
+                ),
+                **(
+                    {
+                        "held_out_scale_stone-size_towards_reading": scores(add(counts_read)),
+                        "per_image_iou_scale_stone-size_towards_reading": per_image_read,
+                    }
+                    if seg_read is not None
                     else {}
                 ),
                 "_counts": total,

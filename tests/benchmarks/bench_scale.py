@@ -207,9 +207,8 @@ def run_fold(policy: str, fold: int, train, held, args) -> dict:
         train_scale = float(np.median([recorded.long_side(*m.shape[:2]) for m in masks]))
         seg.info.scale = dataclasses.replace(recorded, train_scale=train_scale).to_json()
     scale = seg.scale_policy
-    if args.no_reading:
-        seg.info.scale = dataclasses.replace(scale, read_px=0.0).to_json()
-    elif scale.read_px <= 0:  # a model trained before models recorded the network's reading
+    read_px = None
+    if args.reading:  # the estimate towards the network's reading of the standard stone
         photos = []
         for p, m in train:
             image = read_rgb(p)
@@ -217,11 +216,12 @@ def run_fold(policy: str, fold: int, train, held, args) -> dict:
             f = scale.for_training(mask)
             photos.append((resize_by(image, f), mask_by(mask, f)))
         threshold = seg.config.threshold
-        scale = network_reading(
+        read_px = network_reading(
             scale, photos, lambda x: seg.probabilities_at_work_scale(x)[0] >= threshold
         )
-        seg.info.scale = scale.to_json()
-    row_policy = {"stone_px": round(scale.stone_px, 1), "read_px": round(scale.read_px, 1)}
+        if read_px is not None:
+            seg.info.scale = dataclasses.replace(scale, stone_px=read_px).to_json()
+    row_policy = {"stone_px": round(scale.stone_px, 1), "read_px": read_px and round(read_px, 1)}
     images = [read_rgb(p) for p, _ in held]
     truths = [read_mask(m, im.shape[:2]) for im, (_, m) in zip(images, held)]
     row = {
@@ -290,9 +290,10 @@ def main() -> None:
         "estimate: what is left is the network)",
     )
     ap.add_argument(
-        "--no-reading",
+        "--reading",
         action="store_true",
-        help="estimate towards the masks' standard stone, not the network's reading of it",
+        help="estimate towards the network's reading of the standard stone on its training "
+        "photos (work_scale.network_reading), not the masks' figure",
     )
     ap.add_argument(
         "--sweep",

@@ -102,14 +102,21 @@ def _bands(height: int, width: int) -> list[tuple[int, int]]:
     return [(r, min(height, r + step)) for r in range(0, height, step)]
 
 
-def changed_region(old: np.ndarray, new: np.ndarray, offset: Region | None = None) -> Region | None:
+def changed_region(
+    old: np.ndarray,
+    new: np.ndarray,
+    offset: Region | None = None,
+    convert: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Region | None:
     """Tight box around the pixels where ``old`` and ``new`` differ, or None (compared by
-    bands of rows: no full-size temporary for a big block)."""
+    bands of rows: no full-size temporary for a big block; ``convert`` is applied to each
+    band of ``new`` first)."""
     h, w = old.shape
     any_row = np.zeros(h, bool)
     any_col = np.zeros(w, bool)
     for r0, r1 in _bands(h, w):
-        diff = old[r0:r1] != new[r0:r1]
+        band = new[r0:r1] if convert is None else convert(new[r0:r1])
+        diff = old[r0:r1] != band
         any_row[r0:r1] = diff.any(axis=1)
         any_col |= diff.any(axis=0)
     rows = np.flatnonzero(any_row)
@@ -681,16 +688,10 @@ class MaskDocument:
             )
         if self._stroke is not None:
             self.end_stroke()
-        h, w = self._mask.shape
-        any_row, any_col = np.zeros(h, bool), np.zeros(w, bool)
-        for r0, r1 in _bands(h, w):
-            diff = binary_mask(mask[r0:r1]) != self._mask[r0:r1]
-            any_row[r0:r1] = diff.any(axis=1)
-            any_col |= diff.any(axis=0)
-        rows, cols = np.flatnonzero(any_row), np.flatnonzero(any_col)
-        if rows.size == 0:
+        tight = changed_region(self._mask, mask, convert=binary_mask)
+        if tight is None:
             return None
-        tight = Region(int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+        w = self.width
         old_bits = _pack(self._mask[tight.slices])
         self._before_write(tight)
         left, right = tight.left, tight.right

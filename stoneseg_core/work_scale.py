@@ -46,10 +46,6 @@ SATURATION_GROWTH = 0.25
 MIN_SATURATION_SPAN = math.log(2.0) / 4 - 1e-9
 # the estimate measures on up to ESTIMATE_GRID x ESTIMATE_GRID windows of a photo
 ESTIMATE_GRID = 3
-# network_reading (measured, not used by the estimate: see there): at most this many photos,
-# kept within READ_RATIO_LIMIT times the masks' own figure either way
-READING_PHOTOS = 16
-READ_RATIO_LIMIT = 4.0
 
 
 def scale_factor(height: int, width: int, work_size: int) -> float:
@@ -243,46 +239,6 @@ def sample_windows(
 def window_side(policy: ScalePolicy) -> int:
     """The side (working px) of the windows the estimate measures on: three standard stones."""
     return max(256, 32 * math.ceil(3 * policy.stone_px / 32))
-
-
-def network_reading(
-    policy: ScalePolicy,
-    photos: list[tuple[np.ndarray, np.ndarray]],
-    stone_mask_at: Callable[[np.ndarray], np.ndarray],
-) -> float | None:
-    """The typical stone the network reads on ``photos`` where their masks read
-    ``policy.stone_px``: ``stone_px`` times the median ratio of the network's typical stone
-    to the mask's (at most READ_RATIO_LIMIT either way), or None when no photo has stones in
-    both.
-
-    ``photos``: (image, mask) at the scale the network saw them (working pixels);
-    ``stone_mask_at(image)`` -> the network's stone mask of it. Each photo is measured on the
-    windows the estimate would use (``sample_windows`` at factor 1), over up to
-    READING_PHOTOS photos spread over the list.
-
-    Measured as a target for the estimate (a network that merges touching stones reads
-    every stone bigger than its mask, the standard one too), and not used as one: on 4x
-    mosaics of the conveyor tiles it halved the estimate's distance from the masks' scale,
-    but on the dev photos, whose network-to-mask ratios differ from photo to photo (0.67 to
-    2.54 on one fold), it lost 0.05 of mean IoU by stone size (README, "Scale by stone
-    size"). ``bench_scale.py --reading`` and ``bench_accuracy.py --also-scale stone-size``
-    measure it."""
-    if not photos or policy.stone_px <= 0:
-        return None
-    pick = np.unique(np.linspace(0, len(photos) - 1, min(len(photos), READING_PHOTOS)).round())
-    side = window_side(policy)
-    ratios = []
-    for i in pick.astype(int):
-        image, mask = photos[i]
-        windows = sample_windows(image.shape[0], image.shape[1], 1.0, side)
-        seen = typical_stone_px([stone_mask_at(image[y0:y1, x0:x1]) for y0, x0, y1, x1 in windows])
-        truth = typical_stone_px([mask[y0:y1, x0:x1] for y0, x0, y1, x1 in windows])
-        if seen is not None and truth is not None:
-            ratios.append(seen / truth)
-    if not ratios:
-        return None
-    ratio = float(np.clip(np.median(ratios), 1 / READ_RATIO_LIMIT, READ_RATIO_LIMIT))
-    return policy.stone_px * ratio
 
 
 def estimate_scale(

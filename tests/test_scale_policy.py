@@ -342,6 +342,18 @@ def test_stone_size_training_crops_show_a_range_of_stone_sizes():
     assert 0.4 * base < min(zoomed) and max(zoomed) < 2.0 * base
 
 
+def _bench_common():
+    """The benchmarks' shared helpers (tests/benchmarks/_common.py: network_reading)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent / "benchmarks" / "_common.py"
+    spec = importlib.util.spec_from_file_location("bench_common", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _fattening_network(grow: int):
     """A network that finds every stone but paints it ``grow`` px fatter all round (touching
     stones merge), as weak models do: it reads every stone bigger than its mask."""
@@ -361,7 +373,9 @@ def test_the_networks_reading_of_the_standard_stone_corrects_a_fattening_network
     hurts the dev photos, so the app estimates towards the masks' figure: README.)"""
     import dataclasses
 
-    from stoneseg_core.work_scale import estimate_scale, mask_by, network_reading
+    from stoneseg_core.work_scale import estimate_scale, mask_by
+
+    network_reading = _bench_common().network_reading
 
     net = _fattening_network(4)
     training = [_pebbles(320, 40, seed=seed, gap=8) for seed in (11, 12, 13)]
@@ -380,8 +394,7 @@ def test_the_networks_reading_of_the_standard_stone_corrects_a_fattening_network
 
 
 def test_the_reading_needs_stones_and_stays_within_its_limit():
-    from stoneseg_core.work_scale import network_reading
-
+    network_reading = _bench_common().network_reading
     policy = ScalePolicy("long-side", 384, stone_px=30.0)
     blank = np.zeros((64, 64, 3), np.uint8)
     # no stones in the network's masks: nothing to read

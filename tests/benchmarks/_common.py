@@ -21,9 +21,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from stoneseg_core.work_scale import ScalePolicy
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "stones-dev"
@@ -403,3 +407,69 @@ def notebook_predict(
         logits = model(x.to(next(model.parameters()).device))
     prob = torch.sigmoid(logits)[0, 0].cpu().numpy()
     return cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+# ------------------------------------------------------------------ the network's reading
+# network_reading: at most this many photos, kept within READ_RATIO_LIMIT times the masks'
+# own figure either way
+READING_PHOTOS = 16
+READ_RATIO_LIMIT = 4.0
+
+
+def network_reading(
+    policy: ScalePolicy,
+    photos: list[tuple[np.ndarray, np.ndarray]],
+    stone_mask_at: Callable[[np.ndarray], np.ndarray],
+) -> float | None:
+    """The typical stone the network reads on ``photos`` where their masks read
+    ``policy.stone_px``: ``stone_px`` times the median ratio of the network's typical stone
+    to the mask's (at most READ_RATIO_LIMIT either way), or None when no photo has stones in
+    both.
+
+    ``photos``: (image, mask) at the scale the network saw them (working pixels);
+    ``stone_mask_at(image)`` -> the network's stone mask of it. Each photo is measured on the
+    windows the estimate would use (``sample_windows`` at factor 1), over up to
+    READING_PHOTOS photos spread over the list.
+
+    Measured as a target for the estimate (a network that merges touching stones reads
+    every stone bigger than its mask, the standard one too), and not used as one: on 4x
+    mosaics of the conveyor tiles it halved the estimate's distance from the masks' scale,
+    but on the dev photos, whose network-to-mask ratios differ from photo to photo (0.67 to
+    2.54 on one fold), it lost 0.05 of mean IoU by stone size (README, "Scale by stone
+    size"), so it lives here, for ``bench_scale.py --reading`` and ``bench_accuracy.py
+    --also-scale stone-size``."""
+    from stoneseg_core.work_scale import sample_windows, typical_stone_px, window_side
+
+    if not photos or policy.stone_px <= 0:
+        return None
+    pick = np.unique(np.linspace(0, len(photos) - 1, min(len(photos), READING_PHOTOS)).round())
+    side = window_side(policy)
+    ratios = []
+    for i in pick.astype(int):
+        image, mask = photos[i]
+        windows = sample_windows(image.shape[0], image.shape[1], 1.0, side)
+        seen = typical_stone_px([stone_mask_at(image[y0:y1, x0:x1]) for y0, x0, y1, x1 in windows])
+        truth = typical_stone_px([mask[y0:y1, x0:x1] for y0, x0, y1, x1 in windows])
+        if seen is not None and truth is not None:
+            ratios.append(seen / truth)
+    if not ratios:
+        return None
+    ratio = float(np.clip(np.median(ratios), 1 / READ_RATIO_LIMIT, READ_RATIO_LIMIT))
+    return policy.stone_px * ratio
+
+
+def reading_of(seg, pairs) -> float | None:
+    """``network_reading`` of ``seg`` on the photos of ``pairs`` (image, mask paths), each at
+    the scale its policy trains on it."""
+    from stoneseg_core.imageio import read_mask
+    from stoneseg_core.work_scale import mask_by, resize_by
+
+    policy = seg.scale_policy
+    photos = []
+    for image_path, mask_path in pairs:
+        image = read_rgb(image_path)
+        mask = read_mask(mask_path, image.shape[:2])
+        f = policy.for_training(mask)
+        photos.append((resize_by(image, f), mask_by(mask, f)))
+    threshold = seg.config.threshold
+    return network_reading(policy, photos, lambda x: seg.probability_at_work_scale(x) >= threshold)

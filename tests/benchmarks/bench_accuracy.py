@@ -55,6 +55,7 @@ from _common import (
     notebook_predict,
     r3,
     read_rgb,
+    reading_of,
     setup,
 )
 
@@ -64,7 +65,6 @@ from stoneseg_core.metrics import Confusion, confusion
 from stoneseg_core.model import build_model, read_model_info
 from stoneseg_core.predict import Segmenter
 from stoneseg_core.train import EpochSummary, run_training
-from stoneseg_core.work_scale import mask_by, network_reading, resize_by
 
 log = logging.getLogger("bench_accuracy")
 ALSO_SCALE = ""  # --also-scale
@@ -107,22 +107,12 @@ def all_stone_iou(pairs) -> float:
 
 def towards_reading(seg: Segmenter, config: InferenceConfig, pairs, stems: set[str]):
     """``seg`` by stone size with its standard stone replaced by the network's reading of
-    it on its training photos (``stems`` of ``pairs``, at the scale it trained on them);
-    None when there is nothing to read."""
-    policy = seg.scale_policy
-    photos = []
-    for image_path, mask_path in pairs:
-        if image_path.stem in stems:
-            image = read_rgb(image_path)
-            mask = read_mask(mask_path, image.shape[:2])
-            f = policy.for_training(mask)
-            photos.append((resize_by(image, f), mask_by(mask, f)))
-    threshold = seg.config.threshold
-    read = network_reading(policy, photos, lambda x: seg.probability_at_work_scale(x) >= threshold)
+    it on its training photos (``stems`` of ``pairs``); None when there is nothing to read."""
+    read = reading_of(seg, [p for p in pairs if p[0].stem in stems])
     if read is None:
         return None
     info = dataclasses.replace(seg.info)
-    info.scale = dataclasses.replace(policy, stone_px=read).to_json()
+    info.scale = dataclasses.replace(seg.scale_policy, stone_px=read).to_json()
     return Segmenter(seg.model, info, config, seg.device)
 
 
@@ -173,7 +163,7 @@ def run_stoneseg(pairs, held_out: list[str], cfg: TrainConfig, out: Path, protoc
             else None
         )
         # and, by stone size, estimated towards the standard stone as the network reads it on
-        # its training photos (work_scale.network_reading: measured, not the app's way)
+        # its training photos (_common.network_reading: measured, not the app's way)
         seg_read = (
             towards_reading(seg, seg_other.config, train_pairs, set(result.train_images))
             if seg_other is not None and ALSO_SCALE == "stone-size"

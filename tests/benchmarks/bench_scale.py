@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_common_args, labelled_pairs, read_rgb, setup
+from _common import add_common_args, labelled_pairs, read_rgb, reading_of, setup
 
 from stoneseg_core.config import InferenceConfig, TrainConfig
 from stoneseg_core.dataset import mask_to_work_scale, typical_stone_px, with_stone_px
@@ -52,7 +52,6 @@ from stoneseg_core.imageio import read_mask
 from stoneseg_core.metrics import confusion, pooled
 from stoneseg_core.predict import Segmenter
 from stoneseg_core.train import run_training
-from stoneseg_core.work_scale import mask_by, network_reading, resize_by
 
 log = logging.getLogger("bench_scale")
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "conveyor-sample"
@@ -207,20 +206,9 @@ def run_fold(policy: str, fold: int, train, held, args) -> dict:
         train_scale = float(np.median([recorded.long_side(*m.shape[:2]) for m in masks]))
         seg.info.scale = dataclasses.replace(recorded, train_scale=train_scale).to_json()
     scale = seg.scale_policy
-    read_px = None
-    if args.reading:  # the estimate towards the network's reading of the standard stone
-        photos = []
-        for p, m in train:
-            image = read_rgb(p)
-            mask = read_mask(m, image.shape[:2])
-            f = scale.for_training(mask)
-            photos.append((resize_by(image, f), mask_by(mask, f)))
-        threshold = seg.config.threshold
-        read_px = network_reading(
-            scale, photos, lambda x: seg.probabilities_at_work_scale(x)[0] >= threshold
-        )
-        if read_px is not None:
-            seg.info.scale = dataclasses.replace(scale, stone_px=read_px).to_json()
+    read_px = reading_of(seg, train) if args.reading else None
+    if read_px is not None:  # the estimate towards the network's reading of the standard stone
+        seg.info.scale = dataclasses.replace(scale, stone_px=read_px).to_json()
     row_policy = {"stone_px": round(scale.stone_px, 1), "read_px": read_px and round(read_px, 1)}
     images = [read_rgb(p) for p, _ in held]
     truths = [read_mask(m, im.shape[:2]) for im, (_, m) in zip(images, held)]
@@ -293,7 +281,7 @@ def main() -> None:
         "--reading",
         action="store_true",
         help="estimate towards the network's reading of the standard stone on its training "
-        "photos (work_scale.network_reading), not the masks' figure",
+        "photos (_common.network_reading), not the masks' figure",
     )
     ap.add_argument(
         "--sweep",

@@ -103,11 +103,19 @@ class Worker(QObject):
         self._running = False
         self._done = False
         self._outcome_seen = False
+        self._delivered = False  # its result, error or stop has reached the GUI thread
         self.name = getattr(fn, "__name__", "task")
 
     @property
     def is_running(self) -> bool:
         return self._running
+
+    @property
+    def is_working(self) -> bool:
+        """Started and its outcome not yet delivered. Once ``succeeded``, ``failed`` or
+        ``stopped`` has been emitted the job is over for the user, though its thread may take a
+        moment more to end (``is_running`` until then): the next job may start."""
+        return self._running and not self._delivered
 
     @property
     def is_done(self) -> bool:
@@ -201,6 +209,8 @@ class Worker(QObject):
                 kind, value = self._queue.get_nowait()
             except queue.Empty:
                 break
+            if kind in ("succeeded", "failed", "stopped"):
+                self._delivered = True
             if kind == "progressed":
                 self.progressed.emit(value)
             elif kind == "succeeded":

@@ -60,7 +60,7 @@ class Analysing(QObject):
 
     @property
     def is_running(self) -> bool:
-        return self._worker is not None and self._worker.is_running
+        return self._worker is not None and self._worker.is_working
 
     def start(self) -> bool:
         """Split and measure the photo shown, on a worker thread."""

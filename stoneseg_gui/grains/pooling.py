@@ -49,7 +49,7 @@ class Pooling(QObject):
 
     @property
     def is_running(self) -> bool:
-        return self._worker is not None and self._worker.is_running
+        return self._worker is not None and self._worker.is_working
 
     # ------------------------------------------------------------------ the questions
     def _ask_pairs(self) -> list[tuple[Path, Path]] | None:

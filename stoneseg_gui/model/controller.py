@@ -146,11 +146,11 @@ class ModelController(QObject):
 
     @property
     def is_training(self) -> bool:
-        return self._train_worker is not None and self._train_worker.is_running
+        return self._train_worker is not None and self._train_worker.is_working
 
     @property
     def is_busy(self) -> bool:
-        return self._task is not None and self._task.is_running
+        return self._task is not None and self._task.is_working
 
     def active_model(self) -> Path | None:
         return self.project.active_model if self.project else None

@@ -30,10 +30,22 @@ def gravel(tmp_path):
 
 
 def _predict(qtbot, side):
-    side.controller.prediction = None
+    controller = side.controller
+    busy_when_shown = []
+
+    def shown(_path):
+        busy_when_shown.append(controller.is_busy)
+
+    controller.prediction_ready.connect(shown)
+    controller.prediction = None
+    assert not controller.is_busy
     side.actions.predict.trigger()
-    qtbot.waitUntil(lambda: side.controller.prediction is not None, timeout=120_000)
-    return side.controller.prediction
+    assert controller.is_busy
+    qtbot.waitUntil(lambda: controller.prediction is not None, timeout=120_000)
+    controller.prediction_ready.disconnect(shown)
+    # the moment it is shown another Ctrl+P is taken, not "another task is running"
+    assert busy_when_shown == [False]
+    return controller.prediction
 
 
 def test_the_prediction_scale_is_chosen_used_and_remembered(

@@ -145,3 +145,32 @@ def test_cyclic_garbage_is_freed_on_the_gui_thread_not_on_a_worker(qtbot) -> Non
         pass
     qtbot.waitUntil(lambda: len(freed_on) == 2000, timeout=10_000)
     assert set(freed_on) == {threading.main_thread().name}
+
+
+def test_a_job_whose_outcome_arrived_no_longer_holds_the_next_one_back(qtbot) -> None:
+    """Its thread may still be ending when ``succeeded`` (or ``failed``) is delivered: the
+    job is over for the user then, and another may start (the window's Ctrl+P right after a
+    prediction was refused as "another task is running")."""
+
+    def job(fail: bool):
+        yield 1
+        if fail:
+            raise DataError("bad photo")
+        return "done"
+
+    for fail, signal in ((False, "succeeded"), (True, "failed")):
+        seen = {}
+        worker = Worker(job, fail)
+
+        def on_outcome(*_args, w=worker, seen=seen):
+            seen["working"], seen["running"] = w.is_working, w.is_running
+
+        getattr(worker, signal).connect(on_outcome)
+        assert not worker.is_working
+        worker.start()
+        assert worker.is_working
+        qtbot.waitUntil(lambda seen=seen: "working" in seen, timeout=5000)
+        # delivered from the drain that ends the worker only after its slots have run
+        assert seen == {"working": False, "running": True}
+        qtbot.waitUntil(lambda w=worker: w.is_done, timeout=5000)
+        assert not worker.is_working and not worker.is_running

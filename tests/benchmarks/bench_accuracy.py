@@ -59,6 +59,7 @@ from _common import (
     setup,
 )
 
+from stoneseg_core import work_scale
 from stoneseg_core.config import InferenceConfig, TrainConfig
 from stoneseg_core.imageio import read_mask
 from stoneseg_core.metrics import Confusion, confusion
@@ -68,6 +69,8 @@ from stoneseg_core.train import EpochSummary, run_training
 
 log = logging.getLogger("bench_accuracy")
 ALSO_SCALE = ""  # --also-scale
+ALSO_GRID = 0  # --also-grid: by stone size again, the estimate on this grid of windows
+READING = True  # --no-reading skips the estimate towards the network's reading
 
 NOTEBOOK_EPOCHS = 25
 
@@ -166,12 +169,13 @@ def run_stoneseg(pairs, held_out: list[str], cfg: TrainConfig, out: Path, protoc
         # its training photos (_common.network_reading: measured, not the app's way)
         seg_read = (
             towards_reading(seg, seg_other.config, train_pairs, set(result.train_images))
-            if seg_other is not None and ALSO_SCALE == "stone-size"
+            if seg_other is not None and ALSO_SCALE == "stone-size" and READING
             else None
         )
         counts, counts_05, counts_tta, per_image = [], [], [], {}
         counts_other, per_image_other = [], {}
         counts_read, per_image_read = [], {}
+        counts_grid, per_image_grid = [], {}
         for img_path, mask_path in [p for p in pairs if p[0].stem in held]:
             image = read_rgb(img_path)
             truth = read_mask(mask_path, image.shape[:2])
@@ -183,6 +187,15 @@ def run_stoneseg(pairs, held_out: list[str], cfg: TrainConfig, out: Path, protoc
                 o = confusion(seg_other.predict(image).mask, truth)
                 counts_other.append(o)
                 per_image_other[img_path.stem] = r3(o.scores().iou)
+                if ALSO_GRID and ALSO_SCALE == "stone-size":
+                    kept = work_scale.ESTIMATE_GRID
+                    work_scale.ESTIMATE_GRID = ALSO_GRID
+                    try:
+                        g = confusion(seg_other.predict(image).mask, truth)
+                    finally:
+                        work_scale.ESTIMATE_GRID = kept
+                    counts_grid.append(g)
+                    per_image_grid[img_path.stem] = r3(g.scores().iou)
                 if seg_read is not None:
                     u = confusion(seg_read.predict(image).mask, truth)
                     counts_read.append(u)
@@ -214,6 +227,14 @@ def run_stoneseg(pairs, held_out: list[str], cfg: TrainConfig, out: Path, protoc
                         "per_image_iou_scale_stone-size_towards_reading": per_image_read,
                     }
                     if seg_read is not None
+                    else {}
+                ),
+                **(
+                    {
+                        f"held_out_scale_stone-size_grid{ALSO_GRID}": scores(add(counts_grid)),
+                        f"per_image_iou_scale_stone-size_grid{ALSO_GRID}": per_image_grid,
+                    }
+                    if counts_grid
                     else {}
                 ),
                 "_counts": total,
@@ -369,6 +390,18 @@ def main() -> None:
         "instead of with test-time flips",
     )
     ap.add_argument(
+        "--also-grid",
+        type=int,
+        default=0,
+        help="with --also-scale stone-size: score again with the estimate measuring on N x N "
+        "windows instead of work_scale.ESTIMATE_GRID (same models)",
+    )
+    ap.add_argument(
+        "--no-reading",
+        action="store_true",
+        help="with --also-scale stone-size: skip the estimate towards the network's reading",
+    )
+    ap.add_argument(
         "--protocol",
         choices=("user", "heldout-val"),
         default="user",
@@ -383,8 +416,8 @@ def main() -> None:
     add_notebook_args(ap)
     args = ap.parse_args()
     setup(args)
-    global ALSO_SCALE
-    ALSO_SCALE = args.also_scale
+    global ALSO_SCALE, ALSO_GRID, READING
+    ALSO_SCALE, ALSO_GRID, READING = args.also_scale, args.also_grid, not args.no_reading
     load_before = load_average()
     root = data_dir(args.data)
     pairs = labelled_pairs(root)
@@ -477,6 +510,12 @@ def main() -> None:
                 summary[m][f"mean_iou_scale_{ALSO_SCALE}"] = r3(
                     np.mean([r[key]["iou"] for r in rows])
                 )
+                for extra in ("towards_reading", f"grid{ALSO_GRID}"):
+                    key = f"held_out_scale_stone-size_{extra}"
+                    if all(key in r for r in rows):
+                        summary[m][f"mean_iou_scale_stone-size_{extra}"] = r3(
+                            np.mean([r[key]["iou"] for r in rows])
+                        )
             else:
                 summary[m]["mean_iou_tta"] = r3(np.mean([r["held_out_tta"]["iou"] for r in rows]))
         if m == "stoneseg":

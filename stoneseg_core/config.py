@@ -151,7 +151,7 @@ class TrainConfig:
 class InferenceConfig:
     """How a model segments a photo. ``tile`` is in working-scale pixels."""
 
-    threshold: float = 0.5
+    threshold: float | None = None  # None: the model's own (chosen on its validation photos)
     tta: bool = False
     tile: int = 512
     overlap: int = 64
@@ -178,7 +178,7 @@ class InferenceConfig:
             raise StonesegError(
                 f"Runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}."
             )
-        if not 0 < self.threshold < 1:
+        if self.threshold is not None and not 0 < self.threshold < 1:
             raise StonesegError(f"Threshold must be between 0 and 1, got {self.threshold}.")
         if self.tile < 64 or self.tile % 32:
             raise StonesegError(

@@ -109,7 +109,10 @@ class Segmenter:
         config: InferenceConfig | None = None,
         device=None,
     ):
-        self.config = config or InferenceConfig(threshold=info.threshold)
+        config = config or InferenceConfig()
+        if config.threshold is None:  # the model's own
+            config = config.replace(threshold=info.threshold)
+        self.config = config
         # "cpu", "cuda" or "cuda:N", chosen without torch (hardware.py); the torch.device
         # and dtype are made when first asked for (``device``, ``dtype``)
         self._device_name = (
@@ -185,8 +188,6 @@ class Segmenter:
             model, info = None, read_model_info(folder)
         else:
             model, info = load_model(folder, device)
-        if config is None:
-            cfg = cfg.replace(threshold=info.threshold)
         seg = cls(model, info, cfg, device)
         seg._folder = folder
         fallback = scale_fallback(seg.scale_policy, cfg.scale)

@@ -208,7 +208,7 @@ def _block_mean(block: np.ndarray, f: int) -> np.ndarray:
     return cv2.resize(sub, (out_w, out_h), interpolation=cv2.INTER_AREA)
 
 
-def _blocks_any(part: np.ndarray, b: int) -> np.ndarray:
+def blocks_any(part: np.ndarray, b: int) -> np.ndarray:
     """Whether each b x b block of ``part`` (the last ones may be partial) holds a nonzero
     pixel: a maximum over each block's rows, then over its columns (4x quicker than
     ``reshape(...).any(axis=(1, 3))``, and no padded copy at the photo's edge)."""
@@ -250,7 +250,7 @@ class MaskOccupancy:
             for c in range(c0, c1, 256):
                 cc = min(c1, c + 256)
                 part = rows[:, c * b : min(w, cc * b)]
-                self.any[r:rr, c:cc] = _blocks_any(part, b)
+                self.any[r:rr, c:cc] = blocks_any(part, b)
 
     def any_in(self, rect: tuple[int, int, int, int]) -> bool:
         b = self.block

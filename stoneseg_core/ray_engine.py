@@ -312,10 +312,12 @@ def iter_segment_ray(
     already on a worker still finish and are written whole. A photo that runs out of memory
     ends the run after it is reported, as in the local engine.
     """
+    from .model_info import read_model_info
     from .predict import SegmentEvent, SegmentSummary, iter_plan_events, plan_segment_outputs
 
     settings = settings or RaySettings()
     import_ray()
+    read_model_info(model_dir)  # a foreign or damaged model named before any worker starts
     worker_config = _worker_config(config, settings.gpus_per_worker)
     paths = [Path(p) for p in images]  # events name them as given; rows carry absolute paths
     plan = plan_segment_outputs(paths, Path(output_dir), overwrite, geotiff_masks)
@@ -387,8 +389,8 @@ def iter_grains_ray(
 
     settings = settings or RaySettings()
     import_ray()
-    if config is None:  # what Segmenter.load(model_dir) runs with
-        config = InferenceConfig(threshold=read_model_info(model_dir).threshold)
+    read_model_info(model_dir)  # a foreign or damaged model named before any worker starts
+    config = config or InferenceConfig()  # the model's own threshold, as Segmenter.load
     worker_config = _worker_config(config, settings.gpus_per_worker)
     output_dir = Path(output_dir)
     plan = plan_grains_folder(input_dir, output_dir, options, mm_per_px, scales, shard)

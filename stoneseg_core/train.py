@@ -165,7 +165,7 @@ def _validate(
     model.eval()
     # PyTorch, never ONNX Runtime: the weights change every epoch, so an export (seconds,
     # and a cache file per epoch) would not pay for itself
-    cfg = InferenceConfig(threshold=info.threshold, amp="off", runtime="torch")
+    cfg = InferenceConfig(amp="off", runtime="torch")  # at the model's own threshold
     seg = Segmenter(model, info, cfg, device)
     losses, stems, sweeps = [], [], []
     for s in samples:
@@ -433,7 +433,7 @@ def compare_on_validation(
     try:
         net, info = load_model(other, device)
         # each model at its own threshold: what it does when it segments a photo
-        seg = Segmenter(net, info, InferenceConfig(threshold=info.threshold), device)
+        seg = Segmenter(net, info, device=device)
     except StonesegError as exc:
         log.warning("cannot compare with %s: %s", other, exc)
         return None

@@ -211,3 +211,22 @@ def test_out_of_memory_retries_tile_by_tile_then_says_so(trained_model, monkeypa
         monkeypatch.setattr(seg, method, none_fits)
         with pytest.raises(OutOfMemoryError, match="ran out of memory on one tile"):
             seg.probability_at_work_scale(img)
+
+
+def test_any_config_runs_at_the_models_own_threshold_unless_it_names_one(trained_model, tmp_path):
+    """InferenceConfig's threshold defaults to the model's (the one it chose on its
+    validation photos), whoever builds the config: a scale, flips or a device given must not
+    bring it back to 0.5."""
+    import json
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_model, model)
+    config = json.loads((model / "config.json").read_text())
+    config["threshold"] = 0.37
+    (model / "config.json").write_text(json.dumps(config))
+    for cfg in (None, InferenceConfig(), InferenceConfig(scale="long-side", tta=True)):
+        assert Segmenter.load(model, cfg).config.threshold == pytest.approx(0.37)
+    assert Segmenter.load(model, InferenceConfig(threshold=0.6)).config.threshold == 0.6
+    seg = Segmenter.load(model)
+    assert Segmenter(seg.model, seg.info).config.threshold == pytest.approx(0.37)

@@ -113,14 +113,10 @@ def add_shard_argument(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------- helpers
 
 
-def inference_config(args: argparse.Namespace) -> InferenceConfig | None:
+def inference_config(args: argparse.Namespace) -> InferenceConfig:
     """The model's own threshold unless ``--threshold`` overrides it, with --tta/--device/--amp."""
-    from ..model_info import read_model_info  # reads config.json: no torch
-
-    info = read_model_info(args.model_dir)
-    threshold = args.threshold if args.threshold is not None else info.threshold
     return InferenceConfig(
-        threshold=threshold,
+        threshold=args.threshold,
         tta=args.tta,
         device=args.device,
         amp=getattr(args, "amp", "auto"),

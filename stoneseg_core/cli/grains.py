@@ -82,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
     from ..geo import is_tiff
     from ..grains import GrainOptions, iter_grains_folder, read_scale_csv
     from ..imageio import list_images
-    from ..model_info import read_model_info
     from ..predict import Segmenter
     from ..shard import take_shard
 
@@ -113,11 +112,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"Shard {args.shard[0]}/{args.shard[1]} has no photos; nothing to do.")
         return EXIT_OK
     # the model's own threshold, the scale options given: the same for either engine
-    config = InferenceConfig(
-        threshold=read_model_info(args.model_dir).threshold,
-        scale=args.scale,
-        stone_mm=args.stone_mm or 0.0,
-    )
+    config = InferenceConfig(scale=args.scale, stone_mm=args.stone_mm or 0.0)
     folders = (args.input_dir, args.output_dir, options)
     common = {"mm_per_px": args.mm_per_px, "scales": scales, "shard": args.shard}
     if settings is not None:

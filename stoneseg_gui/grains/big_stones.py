@@ -20,7 +20,7 @@ from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QGraphicsObject, QStyleOptionGraphicsItem, QWidget
 
 from stoneseg_core import geo
-from stoneseg_core.pyramid import PyramidGrid, TileCache, TileKey, TileLoader
+from stoneseg_core.pyramid import PyramidGrid, TileCache, TileKey, TileLoader, blocks_any
 
 from .canvas import OUTLINE_COLOR
 
@@ -41,13 +41,7 @@ def stone_borders(labels: np.ndarray, factor: int) -> np.ndarray:
     edge[:, 1:] |= right & (lab[:, 1:] > 0)
     edge[:-1] |= down & (lab[:-1] > 0)
     edge[1:] |= down & (lab[1:] > 0)
-    if factor == 1:
-        return edge
-    h, w = edge.shape
-    out_h, out_w = -(-h // factor), -(-w // factor)
-    padded = np.zeros((out_h * factor, out_w * factor), bool)
-    padded[:h, :w] = edge
-    return padded.reshape(out_h, factor, out_w, factor).any(axis=(1, 3))
+    return edge if factor == 1 else blocks_any(edge.view(np.uint8), factor)
 
 
 class BigStonesItem(QGraphicsObject):

@@ -55,9 +55,7 @@ PREDICTION_SCALES = (
 
 def _segmenter(model_dir: Path, scale: str) -> Segmenter:
     """The model at the chosen prediction scale, with the threshold it chose for itself."""
-    segmenter = Segmenter.load(model_dir, InferenceConfig(scale=scale))
-    segmenter.config = segmenter.config.replace(threshold=segmenter.info.threshold)
-    return segmenter
+    return Segmenter.load(model_dir, InferenceConfig(scale=scale))
 
 
 def predict_image_job(

@@ -51,7 +51,7 @@ from .model import (
     weights_provenance,
 )
 from .project import split_by_image, split_continuing
-from .work_scale import ScalePolicy, typical_stone_px
+from .work_scale import ScalePolicy, smallest_stone_area, typical_stone_px
 
 log = logging.getLogger("stoneseg_core.train")
 
@@ -307,7 +307,8 @@ def prepare(
         [by_stem[s] for s in stems],
         policy,
         keep_full_mask=set(val_stems),
-        with_instances=boundary,
+        # per-stone labels: the boundary target's band, and every model's speck floor
+        with_instances=True,
         # a stone-size model validates at the scale it estimates, as a new photo gets
         keep_full_image=set(val_stems) if policy.policy == "stone-size" else (),
     )
@@ -318,7 +319,15 @@ def prepare(
         policy = with_stone_px(policy, [typical_stone_px(by_sample[s].mask) for s in train_stems])
     train_factors = [by_sample[s].factor for s in train_stems if s in by_sample]
     policy = dataclasses.replace(
-        policy, train_scale=float(np.median(train_factors)) if train_factors else 0.0
+        policy,
+        train_scale=float(np.median(train_factors)) if train_factors else 0.0,
+        min_stone_area=smallest_stone_area(
+            [
+                by_sample[s].mask if by_sample[s].instances is None else by_sample[s].instances
+                for s in train_stems
+                if s in by_sample
+            ]
+        ),
     )
     info = _model_info(cfg, model, train_stems, val_stems, from_model, parent_info)
     info.scale = policy.to_json()

@@ -46,6 +46,11 @@ SATURATION_GROWTH = 0.25
 MIN_SATURATION_SPAN = math.log(2.0) / 4 - 1e-9
 # the estimate measures on up to ESTIMATE_GRID x ESTIMATE_GRID windows of a photo
 ESTIMATE_GRID = 3
+# The speck floor: no stone smaller than a disc this many working pixels across, whatever the
+# training stones (the network cannot draw a stone it cannot resolve) ...
+MIN_STONE_WORK_PX = 3.0
+# ... nor smaller than this fraction of the training stones' 1st-percentile area
+SPECK_FRACTION = 0.5
 
 
 def scale_factor(height: int, width: int, work_size: int) -> float:
@@ -145,6 +150,9 @@ class ScalePolicy:
     stone_px: float = 0.0
     train_scale: float = 0.0
     min_side: int = MIN_WORK_SIDE
+    # the speck floor at working scale, an area in pixels (``smallest_stone_area``); 0 for
+    # files written before it was recorded: then a disc MIN_STONE_WORK_PX across
+    min_stone_area: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -152,6 +160,7 @@ class ScalePolicy:
             "stone_px": round(float(self.stone_px), 3),
             "train_scale": float(self.train_scale),
             "min_side": self.min_side,
+            "min_stone_area": round(float(self.min_stone_area), 3),
         }
 
     @classmethod
@@ -168,6 +177,7 @@ class ScalePolicy:
             stone_px=float(d.get("stone_px", 0.0)),
             train_scale=float(d.get("train_scale", 0.0)),
             min_side=int(d.get("min_side", MIN_WORK_SIDE)),
+            min_stone_area=float(d.get("min_stone_area", 0.0)),
         )
 
     def long_side(self, height: int, width: int) -> float:
@@ -192,6 +202,36 @@ class ScalePolicy:
             return self.long_side(h, w)
         d = typical_stone_px(mask)
         return self.long_side(h, w) if d is None else self.for_stone(d, h, w)
+
+
+def smallest_stone_area(label_maps: list[np.ndarray]) -> float:
+    """The speck floor at working scale (pixels of area) from the training photos' stones there.
+
+    ``label_maps``: per-stone labels (an instance file) or a mask, whose 8-connected pieces
+    are then the stones. Half the 1st-percentile stone's area, and never under a disc of
+    ``MIN_STONE_WORK_PX``: a speck smaller than the smallest stones the network was shown is
+    not a stone it learnt to see.
+    """
+    areas: list[np.ndarray] = []
+    for m in label_maps:
+        m = np.asarray(m)
+        if m.dtype == np.uint8 or m.dtype == bool:
+            n, labels = cv2.connectedComponents(_stone(m).view(np.uint8), connectivity=8)
+            if n > 1:
+                areas.append(np.bincount(labels.ravel())[1:])
+        else:
+            counts = np.bincount(m.ravel().astype(np.int64))[1:]
+            areas.append(counts[counts > 0])
+    floor = math.pi * (MIN_STONE_WORK_PX / 2.0) ** 2
+    if not areas or not sum(a.size for a in areas):
+        return floor
+    return float(max(floor, SPECK_FRACTION * np.percentile(np.concatenate(areas), 1)))
+
+
+def speck_floor(policy: ScalePolicy, scale: float) -> float:
+    """The smallest stone in a photo's own pixels (area) when it is worked at ``scale``."""
+    area = policy.min_stone_area or math.pi * (MIN_STONE_WORK_PX / 2.0) ** 2
+    return area / max(scale, 1e-9) ** 2
 
 
 def scale_fallback(policy: ScalePolicy, mode: str) -> str | None:

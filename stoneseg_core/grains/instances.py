@@ -55,6 +55,45 @@ class InstanceScores:
         }
 
 
+def _overlaps(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Every overlapping (predicted, true) pair with its IoU: (pred index, true index, IoU, n_pred, n_true)."""
+    pred_ids, pred_inv = np.unique(pred.ravel(), return_inverse=True)
+    true_ids, true_inv = np.unique(true.ravel(), return_inverse=True)
+    n_pred = int(np.count_nonzero(pred_ids))
+    n_true = int(np.count_nonzero(true_ids))
+    pred_area = np.bincount(pred_inv, minlength=pred_ids.size)
+    true_area = np.bincount(true_inv, minlength=true_ids.size)
+    both = (pred.ravel() != 0) & (true.ravel() != 0)
+    pair = pred_inv[both].astype(np.int64) * true_ids.size + true_inv[both]
+    keys, inter = np.unique(pair, return_counts=True)
+    pi, ti = keys // true_ids.size, keys % true_ids.size
+    iou = inter / (pred_area[pi] + true_area[ti] - inter)
+    return pi, ti, iou, n_pred, n_true
+
+
+def _matched(pi: np.ndarray, ti: np.ndarray, iou: np.ndarray, iou_threshold: float) -> int:
+    """How many one-to-one pairs reach ``iou_threshold`` (Hungarian assignment on IoU)."""
+    from scipy.optimize import linear_sum_assignment  # 0.25 s to import: at the first check
+
+    ok = iou >= iou_threshold
+    if not ok.any():
+        return 0
+    pi, ti, iou = pi[ok], ti[ok], iou[ok]
+    rows, ri = np.unique(pi, return_inverse=True)
+    cols, ci = np.unique(ti, return_inverse=True)
+    cost = np.zeros((rows.size, cols.size))
+    cost[ri, ci] = -iou
+    r, c = linear_sum_assignment(cost)
+    return int(np.count_nonzero(cost[r, c] < 0))
+
+
+def _same_size(pred: np.ndarray, true: np.ndarray) -> None:
+    if pred.shape != true.shape:
+        raise StonesegError(
+            f"Predicted labels {pred.shape[::-1]} and ground truth {true.shape[::-1]} differ in size (width, height)."
+        )
+
+
 def match_instances(
     pred_labels: np.ndarray, true_labels: np.ndarray, iou_threshold: float = 0.5
 ) -> InstanceScores:
@@ -63,40 +102,52 @@ def match_instances(
     Pairs are assigned by the Hungarian method on IoU, so the count is right for any
     threshold (above 0.5 a stone can overlap only one other that much anyway).
     """
-    from scipy.optimize import linear_sum_assignment  # 0.25 s to import: at the first check
-
     pred = np.asarray(pred_labels)
     true = np.asarray(true_labels)
-    if pred.shape != true.shape:
-        raise StonesegError(
-            f"Predicted labels {pred.shape[::-1]} and ground truth {true.shape[::-1]} differ in size (width, height)."
-        )
+    _same_size(pred, true)
     if not 0 < iou_threshold <= 1:
         raise StonesegError(f"The IoU threshold must be in (0, 1], got {iou_threshold}.")
-    pred_ids, pred_inv = np.unique(pred.ravel(), return_inverse=True)
-    true_ids, true_inv = np.unique(true.ravel(), return_inverse=True)
-    n_pred = int(np.count_nonzero(pred_ids))
-    n_true = int(np.count_nonzero(true_ids))
-    if n_pred == 0 or n_true == 0:
-        return InstanceScores(0, n_pred, n_true)
-    pred_area = np.bincount(pred_inv, minlength=pred_ids.size)
-    true_area = np.bincount(true_inv, minlength=true_ids.size)
-    both = (pred.ravel() != 0) & (true.ravel() != 0)
-    pair = pred_inv[both].astype(np.int64) * true_ids.size + true_inv[both]
-    keys, inter = np.unique(pair, return_counts=True)
-    pi, ti = keys // true_ids.size, keys % true_ids.size
-    iou = inter / (pred_area[pi] + true_area[ti] - inter)
-    ok = iou >= iou_threshold
-    if not ok.any():
-        return InstanceScores(0, n_pred, n_true)
-    pi, ti, iou = pi[ok], ti[ok], iou[ok]
-    rows, ri = np.unique(pi, return_inverse=True)
-    cols, ci = np.unique(ti, return_inverse=True)
-    cost = np.zeros((rows.size, cols.size))
-    cost[ri, ci] = -iou
-    r, c = linear_sum_assignment(cost)
-    tp = int(np.count_nonzero(cost[r, c] < 0))
+    pi, ti, iou, n_pred, n_true = _overlaps(pred, true)
+    tp = _matched(pi, ti, iou, iou_threshold) if n_pred and n_true else 0
     return InstanceScores(tp, n_pred - tp, n_true - tp)
+
+
+# IoU thresholds of the averaged stone F1 (COCO's 0.50:0.05:0.95)
+IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
+
+
+def match_instances_over_ious(
+    pred_labels: np.ndarray,
+    true_labels: np.ndarray,
+    iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
+) -> dict[float, InstanceScores]:
+    """``match_instances`` at each IoU threshold, the overlaps computed once."""
+    pred = np.asarray(pred_labels)
+    true = np.asarray(true_labels)
+    _same_size(pred, true)
+    pi, ti, iou, n_pred, n_true = _overlaps(pred, true)
+    out = {}
+    for t in iou_thresholds:
+        tp = _matched(pi, ti, iou, t) if n_pred and n_true else 0
+        out[float(t)] = InstanceScores(tp, n_pred - tp, n_true - tp)
+    return out
+
+
+def stone_scores_over_ious(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
+) -> dict[str, Any]:
+    """Pooled over photos (predicted labels, true labels): P/R/F1 at IoU 0.5, F1 averaged over the thresholds."""
+    totals = {float(t): InstanceScores() for t in iou_thresholds}
+    for pred, true in pairs:
+        for t, s in match_instances_over_ious(pred, true, iou_thresholds).items():
+            totals[t] = totals[t] + s
+    at50 = totals.get(0.5) or next(iter(totals.values()))
+    return {
+        **at50.to_dict(),
+        "f1_50_95": float(np.mean([s.f1 for s in totals.values()])),
+        "f1_by_iou": {f"{t:.2f}": s.f1 for t, s in totals.items()},
+    }
 
 
 def d50_psi_error(
@@ -116,6 +167,35 @@ def d50_psi_error(
     if d_pred is None or d_true is None:
         return None
     return math.log2(d_pred) - math.log2(d_true)
+
+
+CURVE_PERCENTILES = (16.0, 50.0, 84.0)
+
+
+def stone_curve_errors(
+    pred_sizes: Sequence[float],
+    true_sizes: Sequence[float],
+    pred_areas: Sequence[float] | None = None,
+    true_areas: Sequence[float] | None = None,
+    percentiles: Sequence[float] = CURVE_PERCENTILES,
+) -> dict[str, float | None]:
+    """The grain-size curve's error in psi at each percentile, by count and (with areas) by area.
+
+    Keys ``d16_psi_error`` (by count) and ``d16_psi_error_area`` (by area), and so on; each
+    psi(predicted) - psi(true), None when either side has no stones.
+    """
+    out: dict[str, float | None] = {}
+    weightings: list[Weighting] = ["count"] + (
+        ["area"] if pred_areas is not None and true_areas is not None else []
+    )
+    for by in weightings:
+        pc = grain_size_distribution(pred_sizes, by, pred_areas if by == "area" else None)
+        tc = grain_size_distribution(true_sizes, by, true_areas if by == "area" else None)
+        for p in percentiles:
+            dp, dt = pc.percentile(p), tc.percentile(p)
+            key = f"d{p:g}_psi_error" + ("" if by == "count" else "_area")
+            out[key] = None if dp is None or dt is None else math.log2(dp) - math.log2(dt)
+    return out
 
 
 @dataclass(frozen=True)

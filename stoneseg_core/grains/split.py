@@ -167,8 +167,13 @@ def split_stones(
     boundary: np.ndarray | None = None,
     boundary_threshold: float = 0.5,
     boundary_split: Literal["seams", "cores"] = "seams",
+    min_stone_px: float = 0.0,
 ) -> np.ndarray:
     """Split a stone mask into single stones; returns int32 labels 1..N, 0 = background.
+
+    ``min_stone_px``: the speck floor, an area in pixels. A stone smaller than that after the
+    split (a speck the network cannot resolve at its working scale) is no stone: it is left
+    out of the labels (``speck_floor`` gives a model's floor for a photo). 0 keeps everything.
 
     ``boundary``: the stone-boundary probability of a model trained with the
     "mask+boundary" target. With ``boundary_split="seams"`` (the default) the split below
@@ -220,7 +225,10 @@ def split_stones(
                 f"The boundary split must be 'seams' or 'cores', got {boundary_split!r}."
             )
         if boundary_split == "cores":
-            return _split_on_boundary(fg, boundary, boundary_threshold, int(min_fragment_px))
+            return drop_specks(
+                _split_on_boundary(fg, boundary, boundary_threshold, int(min_fragment_px)),
+                min_stone_px,
+            )
     landscape = ndi.distance_transform_edt(fg).astype(np.float32)
     weight = None
     if probability is not None:
@@ -254,7 +262,7 @@ def split_stones(
     pieces = watershed(-landscape, markers, mask=fg, connectivity=2).astype(np.int32)
     n = int(pieces.max())
     if n <= 1:
-        return pieces
+        return drop_specks(pieces, min_stone_px)
 
     index = np.arange(1, n + 1)
     piece_peaks = np.r_[0.0, ndi.maximum(landscape, pieces, index)]
@@ -262,7 +270,22 @@ def split_stones(
     merger = _Merger(n, piece_peaks, areas, _pair_stats(pieces, landscape))
     merger.merge_shallow_necks(neck_ratio)
     merger.absorb_fragments(int(min_fragment_px))
-    return _reading_order(merger.lookup()[pieces], n)
+    return drop_specks(_reading_order(merger.lookup()[pieces], n), min_stone_px)
+
+
+def drop_specks(labels: np.ndarray, min_stone_px: float) -> np.ndarray:
+    """Labels without the stones under ``min_stone_px`` pixels, renumbered 1..N in reading order."""
+    if min_stone_px <= 0 or not labels.any():
+        return labels
+    areas = np.bincount(labels.ravel())
+    small = np.flatnonzero(areas < min_stone_px)
+    small = small[small > 0]
+    if small.size == 0:
+        return labels
+    keep = np.ones(areas.size, bool)
+    keep[small] = False
+    lut = np.where(keep, np.arange(areas.size), 0).astype(np.int32)
+    return _reading_order(lut[labels], areas.size - 1)
 
 
 def _reading_order(merged: np.ndarray, n: int) -> np.ndarray:

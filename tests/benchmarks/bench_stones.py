@@ -1,0 +1,241 @@
+"""Stones, not pixels: stone-level F1 and the grain-size curve's error on photos a model never saw.
+
+Real photos with per-stone truth (``instances/``), models trained as the app trains them:
+
+- ``gravel``: gravel-fh-train, leave one tile out (6 folds; 0.39 mm/px);
+- ``conveyor``: conveyor-train, ``--folds`` folds over the tiles that hold stones (each fold's
+  test tiles every K-th tile; ``--train-tiles`` of the rest, empty belt included in proportion).
+
+For every fold and every ``--targets`` entry one model is trained (same seed, data and budget),
+and its prediction of each held-out tile is split into stones by every way that applies to it:
+
+- ``today``: the mask split on the distance transform x probability, no speck floor (what
+  ``stoneseg grains`` did before this benchmark);
+- ``floor``: the same, with the model's smallest stone (``grains.speck_floor``);
+- for a model with a boundary channel: ``seams`` (distance x probability x (1 - boundary)) and
+  ``cores`` (seeds from the predicted interiors, grown inside the mask), each with the floor.
+
+Reference: ``truth_mask``, the true binary mask split by today's way (what a perfect pixel
+model would get). Printed per fold and pooled over folds: pixel IoU, stones found / true,
+stone F1 at IoU 0.5 and averaged over IoU 0.50:0.05:0.95, D16/D50/D84 errors in psi (predicted
+minus true; by count, and D50 by area).
+
+    python tests/benchmarks/bench_stones.py --set gravel --targets mask,mask+boundary \
+        [--epochs 15] [--folds 0,1] [--keep DIR] [--reuse]
+
+Prints one JSON line last. Not part of the test run (it trains models: minutes each on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, add_common_args, emit, machine, r3, setup
+
+from stoneseg_core.config import InferenceConfig, TrainConfig
+from stoneseg_core.grains import measure_stones, split_stones
+from stoneseg_core.grains.instances import stone_curve_errors, stone_scores_over_ious
+from stoneseg_core.imageio import list_images, read_image, read_instance_labels, read_mask
+from stoneseg_core.predict import Segmenter
+from stoneseg_core.train import run_training
+from stoneseg_core.work_scale import speck_floor
+
+log = logging.getLogger("bench_stones")
+SHARED = REPO.parent / "shared" / "data"
+SETS = {"gravel": SHARED / "gravel-fh-train", "conveyor": SHARED / "conveyor-train"}
+
+
+def triples(root: Path) -> list[tuple[Path, Path, Path]]:
+    out = []
+    for img in list_images(root / "images"):
+        mask, inst = root / "masks" / f"{img.stem}.png", root / "instances" / f"{img.stem}.png"
+        if mask.is_file() and inst.is_file():
+            out.append((img, mask, inst))
+    return out
+
+
+def folds_of(name: str, items: list, n_folds: int, train_tiles: int) -> list[tuple[list, list]]:
+    """(train, test) lists per fold."""
+    if name == "gravel":
+        return [([t for j, t in enumerate(items) if j != i], [items[i]]) for i in range(len(items))]
+    stony = [t for t in items if read_mask(t[1]).any()]
+    empty = [t for t in items if t not in stony]
+    out = []
+    for k in range(n_folds):
+        test = stony[k::n_folds]
+        rest = [t for t in stony if t not in test]
+        # the empty belt in the proportion the set has it
+        n_empty = round(train_tiles * len(empty) / len(items))
+        n_stony = train_tiles - n_empty
+        step = max(1, len(rest) // max(1, n_stony))
+        train = rest[::step][:n_stony] + empty[k :: max(1, len(empty) // max(1, n_empty))][:n_empty]
+        out.append((train, test))
+    return out
+
+
+def ways_for(seg: Segmenter) -> list[str]:
+    ways = ["today", "floor"]
+    if seg.info.classes > 1:
+        ways += ["seams", "cores"]
+    return ways
+
+
+def split_way(way: str, pred, floor_px: float) -> np.ndarray:
+    mask = pred.mask > 0
+    if way == "today":
+        return split_stones(mask, pred.probability)
+    if way == "floor":
+        return split_stones(mask, pred.probability, min_stone_px=floor_px)
+    return split_stones(
+        mask, pred.probability, boundary=pred.boundary, boundary_split=way, min_stone_px=floor_px
+    )
+
+
+class Tally:
+    """Stones gathered over photos for one way: pooled scores and curve errors."""
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.inter = self.union = 0
+        self.pred_sizes: list[float] = []
+        self.true_sizes: list[float] = []
+        self.pred_areas: list[float] = []
+        self.true_areas: list[float] = []
+
+    def add(self, labels: np.ndarray, truth: np.ndarray, mm: float | None) -> None:
+        self.pairs.append((labels, truth))
+        self.inter += int(np.count_nonzero((labels > 0) & (truth > 0)))
+        self.union += int(np.count_nonzero((labels > 0) | (truth > 0)))
+        k = mm or 1.0
+        for s in measure_stones(labels):
+            self.pred_sizes.append(s.b_axis_px * k)
+            self.pred_areas.append(s.area_px * k * k)
+        for s in measure_stones(truth):
+            self.true_sizes.append(s.b_axis_px * k)
+            self.true_areas.append(s.area_px * k * k)
+
+    def result(self) -> dict:
+        over = stone_scores_over_ious(self.pairs)
+        errs = stone_curve_errors(
+            self.pred_sizes, self.true_sizes, self.pred_areas, self.true_areas
+        )
+        return {
+            "pixel_iou": r3(self.inter / self.union) if self.union else None,
+            "found": len(self.pred_sizes),
+            "true": len(self.true_sizes),
+            "precision": r3(over["precision"]),
+            "recall": r3(over["recall"]),
+            "f1": r3(over["f1"]),
+            "f1_50_95": r3(over["f1_50_95"]),
+            **{k: (None if v is None else r3(v)) for k, v in errs.items()},
+        }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--set", choices=sorted(SETS), default="gravel")
+    ap.add_argument("--targets", default="mask,mask+boundary")
+    ap.add_argument("--folds", default="all", help="fold numbers (comma-separated) or all")
+    ap.add_argument("--n-folds", type=int, default=3, help="conveyor: number of folds")
+    ap.add_argument("--train-tiles", type=int, default=40, help="conveyor: training tiles a fold")
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--work-size", type=int, default=None)
+    ap.add_argument("--boundary-px", type=int, default=None)
+    ap.add_argument("--samples-per-image", type=int, default=None)
+    ap.add_argument("--scale", default="auto", help="inference scale (see InferenceConfig)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", default=None, help="folder to keep the models in")
+    ap.add_argument("--reuse", action="store_true", help="load models already in --keep")
+    add_common_args(ap)
+    args = ap.parse_args()
+    setup(args)
+    root = SETS[args.set]
+    mm = 0.39 if args.set == "gravel" else None
+    items = triples(root)
+    folds = folds_of(args.set, items, args.n_folds, args.train_tiles)
+    chosen = range(len(folds)) if args.folds == "all" else [int(f) for f in args.folds.split(",")]
+    keep = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-stones-"))
+    targets = args.targets.split(",")
+    changes = {
+        k: v
+        for k, v in {
+            "lr": args.lr,
+            "work_size": args.work_size,
+            "boundary_px": args.boundary_px,
+            "samples_per_image": args.samples_per_image,
+        }.items()
+        if v is not None
+    }
+    tallies: dict[str, Tally] = {}
+    per_fold = []
+    t_start = time.perf_counter()
+    for f in chosen:
+        train, test = folds[f]
+        fold_tallies: dict[str, Tally] = {}
+        truths = [
+            (read_image(t[0]), read_mask(t[1]), read_instance_labels(t[2])) for t in test
+        ]
+        ref = fold_tallies.setdefault("truth_mask", Tally())
+        for _img, mask, inst in truths:
+            ref.add(split_stones(mask > 0), inst, mm)
+        for target in targets:
+            out = keep / f"{args.set}-f{f}-{target}"
+            cfg = TrainConfig(
+                epochs=args.epochs, seed=args.seed, target=target, device=args.device, **changes
+            )
+            t0 = time.perf_counter()
+            if not (args.reuse and (out / "config.json").is_file()):
+                run_training([tuple(t) for t in train], out, cfg)
+            train_s = time.perf_counter() - t0
+            seg = Segmenter.load(out, InferenceConfig(scale=args.scale, device=args.device))
+            for img, _mask, inst in truths:
+                pred = seg.predict(img)
+                floor = speck_floor(seg.info.scale_policy, pred.scale)
+                for way in ways_for(seg):
+                    labels = split_way(way, pred, floor)
+                    fold_tallies.setdefault(f"{target}:{way}", Tally()).add(labels, inst, mm)
+            log.info("fold %d %s trained in %.0f s", f, target, train_s)
+        row = {"fold": f, "train": len(train), "test": len(test)}
+        for key, tally in fold_tallies.items():
+            row[key] = tally.result()
+            big = tallies.setdefault(key, Tally())
+            big.pairs += tally.pairs
+            big.inter += tally.inter
+            big.union += tally.union
+            for a in ("pred_sizes", "true_sizes", "pred_areas", "true_areas"):
+                getattr(big, a).extend(getattr(tally, a))
+        per_fold.append(row)
+        print(json.dumps(row), flush=True)
+    pooled = {k: t.result() for k, t in tallies.items()}
+    for k, v in pooled.items():
+        log.info("%-22s %s", k, v)
+    emit(
+        {
+            "benchmark": "stones",
+            "set": args.set,
+            "targets": targets,
+            "epochs": args.epochs,
+            "changes": changes,
+            "scale": args.scale,
+            "folds": list(chosen),
+            "pooled": pooled,
+            "per_fold": per_fold,
+            "seconds": round(time.perf_counter() - t_start),
+            "machine": machine(),
+        }
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

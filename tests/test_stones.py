@@ -1,0 +1,143 @@
+"""Stones, not pixels: the speck floor, stone scores over IoU thresholds, the curve's errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from stoneseg_core.grains import measure_stones, split_stones
+from stoneseg_core.grains.instances import (
+    match_instances,
+    match_instances_over_ious,
+    stone_curve_errors,
+    stone_scores_over_ious,
+)
+from stoneseg_core.grains.split import drop_specks
+from stoneseg_core.model import read_model_info
+from stoneseg_core.work_scale import (
+    MIN_STONE_WORK_PX,
+    ScalePolicy,
+    smallest_stone_area,
+    speck_floor,
+)
+
+
+def _discs(shape, centres_radii) -> np.ndarray:
+    labels = np.zeros(shape, np.int32)
+    for i, (cy, cx, r) in enumerate(centres_radii, start=1):
+        labels[disk((cy, cx), r, shape=shape)] = i
+    return labels
+
+
+# ------------------------------------------------------------------------------ speck floor
+
+
+def test_the_speck_floor_drops_specks_and_keeps_stones():
+    truth = _discs((80, 80), [(20, 20, 10), (55, 55, 12)])
+    mask = truth > 0
+    mask[70, 5] = mask[5, 70] = True  # two 1-px specks
+    mask[40:42, 70:72] = True  # a 4-px speck
+    everything = split_stones(mask)
+    assert everything.max() == 5
+    floored = split_stones(mask, min_stone_px=20)
+    assert floored.max() == 2  # numbered 1..N with no gap
+    assert set(np.unique(floored)) == {0, 1, 2}
+    np.testing.assert_array_equal(floored > 0, truth > 0)
+    # a floor above a real stone's area takes it too: the floor is an area in pixels
+    assert split_stones(mask, min_stone_px=math.pi * 11**2).max() == 1
+    # the boundary-guided splits honour it as well
+    boundary = np.zeros(mask.shape, np.float32)
+    for how in ("seams", "cores"):
+        got = split_stones(mask, boundary=boundary, boundary_split=how, min_stone_px=20)
+        assert got.max() == 2, how
+
+
+def test_drop_specks_keeps_reading_order_and_leaves_no_floor_alone():
+    labels = np.zeros((10, 10), np.int32)
+    labels[0, 0] = 1
+    labels[2:6, 2:6] = 2
+    labels[8, 8] = 3
+    out = drop_specks(labels, 2)
+    assert out.max() == 1 and np.count_nonzero(out) == 16
+    assert drop_specks(labels, 0) is labels
+
+
+def test_smallest_stone_comes_from_the_training_stones_and_has_a_floor():
+    disc_area = math.pi * (MIN_STONE_WORK_PX / 2) ** 2
+    # per-stone labels: 1st percentile of the stones' areas, halved
+    big = _discs((200, 200), [(30 + 40 * (k // 4), 30 + 40 * (k % 4), 15) for k in range(16)])
+    areas = np.bincount(big.ravel())[1:]
+    assert smallest_stone_area([big]) == pytest.approx(0.5 * np.percentile(areas, 1))
+    # a binary mask: its 8-connected pieces are the stones
+    assert smallest_stone_area([(big > 0).astype(np.uint8) * 255]) == pytest.approx(
+        0.5 * np.percentile(areas, 1)
+    )
+    # tiny stones never push the floor under a 3-px disc; no stones at all: the disc
+    tiny = np.zeros((20, 20), np.int32)
+    tiny[5, 5] = 1
+    assert smallest_stone_area([tiny]) == pytest.approx(disc_area)
+    assert smallest_stone_area([np.zeros((9, 9), np.uint8)]) == pytest.approx(disc_area)
+
+
+def test_the_floor_follows_the_working_scale_and_old_models_get_the_disc():
+    policy = ScalePolicy(min_stone_area=100.0)
+    assert speck_floor(policy, 1.0) == pytest.approx(100.0)
+    # a photo worked at half its size: a working pixel is 4 photo pixels
+    assert speck_floor(policy, 0.5) == pytest.approx(400.0)
+    old = ScalePolicy.from_json({"policy": "long-side", "stone_px": 30.0}, 384)
+    assert old.min_stone_area == 0.0
+    assert speck_floor(old, 1.0) == pytest.approx(math.pi * (MIN_STONE_WORK_PX / 2) ** 2)
+    again = ScalePolicy.from_json(policy.to_json(), 384)
+    assert again.min_stone_area == pytest.approx(100.0)
+
+
+def test_training_records_the_smallest_stone(trained_model):
+    info = read_model_info(trained_model)
+    assert info.scale_policy.min_stone_area >= math.pi * (MIN_STONE_WORK_PX / 2) ** 2
+
+
+# ------------------------------------------------------------------- stone scores and curves
+
+
+def test_stone_f1_over_iou_thresholds_on_a_known_overlap():
+    truth = np.zeros((40, 40), np.int32)
+    truth[10:20, 10:20] = 1  # 100 px
+    pred = np.zeros_like(truth)
+    pred[10:20, 12:22] = 1  # shifted 2 px: intersection 80, union 120, IoU 2/3
+    by_t = match_instances_over_ious(pred, truth)
+    for t, s in by_t.items():
+        assert (s.tp, s.fp, s.fn) == ((1, 0, 0) if t <= 2 / 3 else (0, 1, 1)), t
+    assert match_instances(pred, truth, 0.65).tp == 1
+    pooled = stone_scores_over_ious([(pred, truth), (truth, truth)])
+    assert pooled["f1"] == 1.0
+    # IoU 0.5 .. 0.65 (4 thresholds): both photos right; 0.70 .. 0.95 (6): one of two
+    assert pooled["f1_50_95"] == pytest.approx((4 * 1.0 + 6 * 0.5) / 10)
+
+
+def test_curve_errors_are_exact_for_stones_twice_as_large():
+    rng = np.random.default_rng(0)
+    true = rng.lognormal(3, 0.6, 400)
+    areas = true**2
+    errs = stone_curve_errors(2 * true, true, 4 * areas, areas)
+    assert set(errs) == {
+        "d16_psi_error",
+        "d50_psi_error",
+        "d84_psi_error",
+        "d16_psi_error_area",
+        "d50_psi_error_area",
+        "d84_psi_error_area",
+    }
+    for k, v in errs.items():
+        assert v == pytest.approx(1.0), k
+    assert stone_curve_errors([], true)["d50_psi_error"] is None
+
+
+def test_a_split_of_truth_scores_itself_perfectly():
+    truth = _discs((120, 120), [(30, 30, 14), (30, 58, 14), (80, 40, 20), (85, 95, 12)])
+    pooled = stone_scores_over_ious([(truth, truth)])
+    assert pooled["f1"] == pooled["f1_50_95"] == 1.0
+    sizes = [s.b_axis_px for s in measure_stones(truth)]
+    assert stone_curve_errors(sizes, sizes)["d84_psi_error"] == 0.0

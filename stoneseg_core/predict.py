@@ -45,7 +45,14 @@ from .onnx_cache import OnnxNetwork, int8_network, onnx_network_for_folder, reme
 from .tiling import blend_window, tile_starts
 from .tiling import pad_to as _pad_to
 from .tiling import round_up as _round_up
-from .work_scale import ScalePolicy, estimate_scale, normalize, resize_by, scale_fallback
+from .work_scale import (
+    ScalePolicy,
+    estimate_scale,
+    normalize,
+    resize_by,
+    scale_fallback,
+    speck_floor,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -97,6 +104,9 @@ class Prediction:
     # the "mask+boundary" target; None for a 1-channel model
     boundary: np.ndarray | None = None
     scale: float = 1.0  # the working scale it was made at: working pixels per photo pixel
+    # the speck floor in the photo's pixels (area): a piece of this mask smaller than that is
+    # below what the network resolves at ``scale`` (work_scale.speck_floor); 0: none
+    min_stone_px: float = 0.0
 
 
 class Segmenter:
@@ -443,6 +453,10 @@ class Segmenter:
     def scale_policy(self) -> ScalePolicy:
         return self.info.scale_policy
 
+    def speck_floor(self, factor: float) -> float:
+        """The smallest stone (area, photo pixels) of a photo segmented at ``factor``."""
+        return speck_floor(self.scale_policy, factor)
+
     def work_scale(
         self,
         image: np.ndarray,
@@ -514,7 +528,13 @@ class Segmenter:
         # (np.where(...).astype(np.uint8) made an int64 plane: 192 MB and ~14x the time at 24 MP)
         mask = (prob >= self.config.threshold).view(np.uint8)
         mask *= 255
-        return Prediction(probability=prob, mask=mask, boundary=boundary, scale=factor)
+        return Prediction(
+            probability=prob,
+            mask=mask,
+            boundary=boundary,
+            scale=factor,
+            min_stone_px=self.speck_floor(factor),
+        )
 
     def predict_mask(
         self,

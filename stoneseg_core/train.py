@@ -37,6 +37,7 @@ from .losses import DiceBCELoss, StoneBoundaryLoss
 from .metrics import THRESHOLDS, Confusion, Scores, ThresholdSweep, confusion, pooled
 from .model import ModelInfo, load_model, recalibrate_batchnorm
 from .predict import Segmenter
+from .stone_scores import score_stones
 from .training_steps import (
     TrainingRun,
     prepare,
@@ -116,6 +117,9 @@ class TrainResult:
     seconds: float
     # the new model against ``compare_with`` (by default the model fine-tuned), or None
     comparison: Comparison | None = None
+    # stone-level scores of the best model on the validation photos with per-stone labels
+    # (stone_scores.score_stones), or None when none has them
+    stones: dict | None = None
 
 
 # ------------------------------------------------------------------------------- validation
@@ -397,8 +401,31 @@ def _keep_best(
     save_best(run)
 
 
+def _stone_validation(run: TrainingRun) -> dict | None:
+    """The best model's stones on the validation photos that have per-stone labels, recorded
+    in its config.json (``metrics["stones"]``); None when none has them."""
+    items = [
+        (run.by_stem[s][0], run.by_stem[s][2])
+        for s in run.val_stems
+        if len(run.by_stem[s]) > 2 and run.by_stem[s][2] is not None
+    ]
+    if not items or run.best_epoch == 0 or run.cancelled or not run.is_main:
+        return None
+    try:
+        seg = Segmenter.load(run.out_dir, InferenceConfig(amp="off", runtime="torch"))
+        stones = score_stones(seg, items)
+    except StonesegError as exc:
+        log.warning("stone-level validation failed: %s", exc)
+        return None
+    if stones is not None:
+        run.stone_scores = stones
+        save_history(run)
+    return stones
+
+
 def _finish(run: TrainingRun, other: str | Path | None) -> TrainResult:
     """The result, with the comparison against ``other`` on the validation photos."""
+    stones = _stone_validation(run)
     comparison = None
     if other is not None and run.best_epoch > 0 and run.is_main:
         comparison = compare_on_validation(
@@ -418,6 +445,7 @@ def _finish(run: TrainingRun, other: str | Path | None) -> TrainResult:
         cancelled=run.cancelled,
         seconds=time.perf_counter() - run.t_start,
         comparison=comparison,
+        stones=stones,
     )
 
 

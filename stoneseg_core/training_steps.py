@@ -129,6 +129,7 @@ class TrainingRun:
     best_per_image: tuple = ()  # of train.ImageScore
     history: list[dict] = field(default_factory=list)
     cancelled: bool = False
+    stone_scores: dict | None = None  # the best model's stones on validation (train.py)
     seen: int = 0  # training images seen, for the speed
     # under torchrun (distributed.py): this process's rank, and the DDP wrapper the training
     # step runs (``model`` stays the unwrapped one: validated and saved on rank 0)
@@ -418,6 +419,7 @@ def _metrics_block(run: TrainingRun) -> dict:
         "validation": run.best_scores.to_dict() if run.best_scores else None,
         "per_image": [{"image": r.image, **r.scores.to_dict()} for r in run.best_per_image],
         "cancelled": run.cancelled,
+        **({"stones": run.stone_scores} if run.stone_scores else {}),
     }
 
 

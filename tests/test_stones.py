@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from stoneseg_core.grains import measure_stones, split_stones
+from stoneseg_core.grains import measure_stones, read_instance_labels, split_stones
 from stoneseg_core.grains.instances import (
     match_instances,
     match_instances_over_ious,
@@ -141,3 +141,42 @@ def test_a_split_of_truth_scores_itself_perfectly():
     assert pooled["f1"] == pooled["f1_50_95"] == 1.0
     sizes = [s.b_axis_px for s in measure_stones(truth)]
     assert stone_curve_errors(sizes, sizes)["d84_psi_error"] == 0.0
+
+
+# ------------------------------------------------------------------ stones at validation
+
+
+def test_training_scores_the_stones_of_validation_photos_with_per_stone_labels(tmp_path):
+    from synthetic import make_dataset
+    from test_boundary import _with_instances
+
+    from stoneseg_core.config import TrainConfig
+    from stoneseg_core.train import run_training
+
+    root = make_dataset(tmp_path / "data", n=4, size=(96, 128), seed=5)
+    pairs = _with_instances(root)
+    cfg = TrainConfig(
+        epochs=1,
+        crop=64,
+        work_size=128,
+        batch_size=2,
+        samples_per_image=2,
+        seed=0,
+        val_images=("img3",),
+        target="mask+boundary",
+    )
+    result = run_training(pairs, tmp_path / "m", cfg)
+    stones = result.stones
+    assert stones is not None and stones["images"] == 1 and stones["photos"] == ["img3"]
+    true = np.count_nonzero(np.unique(read_instance_labels(root / "instances" / "img3.png")))
+    assert stones["true"] == true
+    for key in ("precision", "recall", "f1", "f1_50_95"):
+        assert 0.0 <= stones[key] <= 1.0
+    assert stones["f1_50_95"] <= stones["f1"]
+    assert stones["split"].startswith("seams")
+    # recorded with the model, and shown by the window's metrics panel from there
+    recorded = read_model_info(tmp_path / "m").metrics["stones"]
+    assert recorded["true"] == true and recorded["f1"] == stones["f1"]
+    # photos without per-stone labels: nothing to score
+    plain = run_training([p[:2] for p in pairs], tmp_path / "m2", cfg.replace(target="mask"))
+    assert plain.stones is None and "stones" not in read_model_info(tmp_path / "m2").metrics

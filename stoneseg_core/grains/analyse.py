@@ -79,17 +79,26 @@ def analyse_mask(
     options: GrainOptions | None = None,
     name: str = "",
     boundary: np.ndarray | None = None,
+    min_stone_px: float = 0.0,
 ) -> tuple[np.ndarray, ImageGrains]:
     """Split and measure one photo's mask: (labels, ImageGrains). What the GUI calls per photo.
 
     ``boundary``: the model's stone-boundary probability, if it has one (used only with
-    ``options.use_probability``).
+    ``options.use_probability``). ``min_stone_px``: the speck floor of a predicted mask
+    (``Prediction.min_stone_px``): pieces under it are no stones; 0 for a mask a person made.
     """
     options = options or GrainOptions()
     _check_scale(mm_per_px)
     prob = probability if options.use_probability else None
     bnd = boundary if options.use_probability else None
-    labels = split_stones(mask, prob, options.min_separation_px, options.neck_ratio, boundary=bnd)
+    labels = split_stones(
+        mask,
+        prob,
+        options.min_separation_px,
+        options.neck_ratio,
+        boundary=bnd,
+        min_stone_px=min_stone_px,
+    )
     stones = measure_stones(
         labels, mm_per_px, options.exclude_edge, options.min_size_px, options.min_size_mm
     )

@@ -314,6 +314,7 @@ def iter_grains_tiled(
     margin_px: int | None = None,
     max_margin_px: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    min_stone_px: float = 0.0,
 ) -> Generator[TiledEvent, None, TiledGrains]:
     """Split and measure a big stone mask window by window; write ``<stem>_instances.tif``,
     ``<stem>_stones.csv`` and ``<stem>_stones.geojson`` in ``output_dir``.
@@ -321,7 +322,8 @@ def iter_grains_tiled(
     ``mask``: a TIFF path (read tile by tile: a tiled GeoTIFF mask as ``geo.write_geotiff_mask``
     writes it), another image path (read whole, 1 byte a pixel) or a 2-D array.
     ``probability``/``boundary``: the model's maps (arrays of the mask's size), used as the
-    whole-photo split uses them. ``georef``: coordinates of the GeoJSON and tags of the
+    whole-photo split uses them; ``min_stone_px`` the speck floor of a predicted mask
+    (``split_stones``). ``georef``: coordinates of the GeoJSON and tags of the
     label TIFF; None takes the mask file's own when it is a GeoTIFF. ``margin_px`` (default
     ``window_px // 8``) should exceed the largest stone; a window holding a larger stone
     is split again with the margin doubled, up to ``max_margin_px`` (default 4 x margin).
@@ -419,6 +421,7 @@ def iter_grains_tiled(
                         probability,
                         boundary,
                         options,
+                        min_stone_px,
                         (r0, c0, r1, c1),
                         margin,
                         widest,
@@ -518,7 +521,9 @@ def _cancelled(blank, height, width, window_px, margin, total, start) -> TiledGr
     )
 
 
-def _split_window(source, probability, boundary, options, core, margin, widest, counts):
+def _split_window(
+    source, probability, boundary, options, min_stone_px, core, margin, widest, counts
+):
     """Split one core with its margin: (kept local labels, local labels renumbered 1..k for
     the kept stones and 0 elsewhere, the extended window's top-left, its foreground)."""
     r0, c0, r1, c1 = core
@@ -534,6 +539,7 @@ def _split_window(source, probability, boundary, options, core, margin, widest, 
             options.min_separation_px,
             options.neck_ratio,
             boundary=None if boundary is None else boundary[window],
+            min_stone_px=min_stone_px,
         )
         n = int(labels.max())
         box = np.zeros((n + 1, 4), np.int64)

@@ -24,6 +24,25 @@ def pct(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
+def _psi(value) -> str:
+    return "–" if value is None else f"{value:+.2f}"
+
+
+def stones_text(stones: dict | None) -> str:
+    """The stone-level validation record (``stone_scores.score_stones``) in words."""
+    if not stones:
+        return ""
+    n = stones.get("images", 0)
+    return (
+        f"Stones on {n} validation photo(s) with per-stone labels: F1 {pct(stones['f1'])} "
+        f"at IoU 0.5 ({pct(stones['f1_50_95'])} averaged over IoU 0.5-0.95), precision "
+        f"{pct(stones['precision'])}, recall {pct(stones['recall'])}; {stones['found']} "
+        f"stones found, {stones['true']} true. Grain sizes off by D16 "
+        f"{_psi(stones.get('d16_psi_error'))}, D50 {_psi(stones.get('d50_psi_error'))}, "
+        f"D84 {_psi(stones.get('d84_psi_error'))} psi (by count; + is too coarse)."
+    )
+
+
 class MetricsPanel(QWidget):
     """Shows numbers only; choosing a row asks (by signal) to compare that photo."""
 
@@ -54,9 +73,15 @@ class MetricsPanel(QWidget):
         )
         self.per_image.cellDoubleClicked.connect(self._on_per_image_activated)
         self.per_image.itemSelectionChanged.connect(self._on_per_image_selection_changed)
+        # the best model's stones, when validation photos have per-stone labels (instances/)
+        self.stones = QLabel()
+        self.stones.setObjectName("stone_scores")
+        self.stones.setWordWrap(True)
+        self.stones.hide()
         layout = QVBoxLayout(self)
         layout.addWidget(self.caption)
         layout.addWidget(self.summary)
+        layout.addWidget(self.stones)
         layout.addWidget(QLabel("Per validation photo (best epoch):"))
         layout.addWidget(self.per_image, 1)
 
@@ -71,10 +96,18 @@ class MetricsPanel(QWidget):
         self._set_row(0, None)
         self._set_row(1, None)
         self.per_image.setRowCount(0)
+        self.show_stones(None)
+
+    def show_stones(self, stones: dict | None) -> None:
+        """The stone-level record of a model (hidden when it has none)."""
+        self.stones.setText(stones_text(stones))
+        self.stones.setVisible(bool(stones))
 
     def show_epoch(
         self, s: EpochSummary, best_scores: Scores | None, best_rows: tuple[ImageScore, ...]
     ) -> None:
+        if s.epoch == 1:  # a new run: the stones of the last one no longer apply
+            self.show_stones(None)
         self.caption.setText(
             f"Epoch {s.epoch} of {s.epochs}; best so far: epoch {s.best_epoch}. "
             f"Scored on {len(s.per_image)} validation photo(s) the model never trained on."
@@ -110,6 +143,7 @@ class MetricsPanel(QWidget):
         self._set_row(0, Scores(**{k: val[k] for k in NAMES}))
         self._set_row(1, None)
         self.show_rows(metrics.get("per_image", []))
+        self.show_stones(metrics.get("stones"))
 
     def _on_per_image_activated(self, row: int, _col: int) -> None:
         item = self.per_image.item(row, 0)

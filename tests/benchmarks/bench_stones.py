@@ -182,9 +182,7 @@ def main() -> int:
     for f in chosen:
         train, test = folds[f]
         fold_tallies: dict[str, Tally] = {}
-        truths = [
-            (read_image(t[0]), read_mask(t[1]), read_instance_labels(t[2])) for t in test
-        ]
+        truths = [(read_image(t[0]), read_mask(t[1]), read_instance_labels(t[2])) for t in test]
         ref = fold_tallies.setdefault("truth_mask", Tally())
         for _img, mask, inst in truths:
             ref.add(split_stones(mask > 0), inst, mm)

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DataError, MaskError, StonesegError
-from .imageio import read_image, read_instance_labels, read_mask
+from .imageio import instances_disagreement, read_image, read_instance_labels, read_mask
 from .work_scale import (  # noqa: F401  (the names tests and benchmarks import from here)
     ScalePolicy,
     instances_by,
@@ -135,8 +135,10 @@ def load_samples(
     ``keep_full_mask``: True/False for every pair, or the stems whose full-size mask to keep
     (the validation photos, scored at their own size); ``keep_full_image``: the stems whose
     photo to keep at its own size too. Instance labels are read only when
-    ``with_instances`` (the boundary target needs them). Every unusable file is named in
-    one DataError.
+    ``with_instances`` (the boundary target needs them); they must have the photo's size,
+    ids that have not saturated (``read_instance_labels(strict=True)``) and stones where
+    the mask has them (``instances_disagreement``). Every unusable file is named in one
+    DataError.
     """
     policy = scale if isinstance(scale, ScalePolicy) else ScalePolicy("long-side", int(scale))
     if isinstance(keep_full_mask, bool):
@@ -154,7 +156,15 @@ def load_samples(
             mask = read_mask(mask_path, expected_size=image.shape[:2])
             labels = None
             if with_instances and inst_path is not None:
-                labels = read_instance_labels(inst_path, expected_size=image.shape[:2])
+                labels = read_instance_labels(inst_path, image.shape[:2], strict=True)
+                why = instances_disagreement(labels, mask)
+                if why is not None:
+                    inst = Path(inst_path)
+                    raise MaskError(
+                        f"Instance labels {inst.parent.name}/{inst.name} do not fit the mask "
+                        f"{Path(mask_path).name}: {why}. Was the mask edited after them? Fix "
+                        "them, or move them out of the instances folder."
+                    )
         except StonesegError as exc:
             # go on: the user should hear of every bad file at once, not one per attempt
             problems.append(str(exc))

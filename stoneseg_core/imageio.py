@@ -286,12 +286,20 @@ def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None) ->
     return mask
 
 
+# per-stone labels that disagree with their mask by more than this fraction of the mask's
+# stone pixels (labels outside the mask, or mask pixels without a stone) do not fit it
+INSTANCE_TOLERANCE = 0.005
+
+
 def read_instance_labels(
-    path: str | Path, expected_size: tuple[int, int] | None = None
+    path: str | Path, expected_size: tuple[int, int] | None = None, strict: bool = False
 ) -> np.ndarray:
     """Read instance ground truth as int32 labels: a 16- or 8-bit label PNG, or one colour per stone.
 
-    ``expected_size`` is the photo's (height, width).
+    ``expected_size`` is the photo's (height, width). ``strict`` (training): a grey file
+    whose ids reach the top of its depth (255 in 8 bits, 65535 in 16) is refused, since its
+    ids have saturated and stones beyond that cannot be told apart -- among them a 0/255
+    mask saved as instances, which reads as one stone.
     """
     path = Path(path)
     arr = decode_mask_file(path, "instance mask")
@@ -309,12 +317,50 @@ def read_instance_labels(
         raise MaskError(
             f"Instance mask {path.name} is {labels.shape[1]}x{labels.shape[0]} pixels but its image is {w}x{h}."
         )
+    if strict and arr.ndim == 2 and arr.dtype in (np.uint8, np.uint16) and labels.size:
+        top = int(np.iinfo(arr.dtype).max)
+        if int(labels.max()) == top:
+            bits = 8 * arr.dtype.itemsize
+            raise MaskError(
+                f"Instance labels {path.parent.name}/{path.name}: a {bits}-bit file whose ids "
+                f"reach {top}, so they have saturated: {top} stones or more cannot be told "
+                "apart in it (a 0/255 mask saved as instances reads as one stone). Write it as a "
+                "16-bit PNG, 0 = ground and one id per stone."
+            )
     if labels.max() == 255 and np.isin(labels, (0, 255)).all():
         log.warning(
             "%s holds only 0 and 255: it reads as a single stone, not one label per stone.",
             path.name,
         )
     return labels
+
+
+def instances_disagreement(
+    labels: np.ndarray, mask: np.ndarray, tolerance: float = INSTANCE_TOLERANCE
+) -> str | None:
+    """Why per-stone labels do not fit a mask, in words; None when they do.
+
+    They fit when their stones (label > 0) cover the mask's stone pixels (> 0): stone pixels
+    outside the mask and mask pixels without a stone are each allowed up to ``tolerance`` of
+    the mask's stone pixels (a painted touch-up of a few pixels), no more.
+    """
+    labels, mask = np.asarray(labels), np.asarray(mask)
+    if labels.shape[:2] != mask.shape[:2]:
+        return (
+            f"they are {labels.shape[1]}x{labels.shape[0]} pixels but the mask is "
+            f"{mask.shape[1]}x{mask.shape[0]}"
+        )
+    stone, labelled = mask > 0, labels > 0
+    n = int(np.count_nonzero(stone))
+    allowed = tolerance * n
+    outside = int(np.count_nonzero(labelled & ~stone))
+    missing = int(np.count_nonzero(stone & ~labelled))
+    why = []
+    if outside > allowed:
+        why.append(f"{outside} of their stone pixels lie outside the mask")
+    if missing > allowed:
+        why.append(f"{missing} of the mask's {n} stone pixels have no stone")
+    return "; ".join(why) or None
 
 
 def _read_umask() -> int:

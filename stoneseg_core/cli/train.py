@@ -180,17 +180,20 @@ def _train(args: argparse.Namespace, out: Path, run_dist) -> int:
         **({} if args.threshold == "auto" else {"threshold": args.threshold}),
     )
     project = Project.open(args.data_dir)
-    pairs = project.labelled_pairs()
-    if cfg.classes > 1:
-        inst_dir = Path(args.data_dir) / "instances"
-        pairs = [(img, m, inst_dir / f"{img.stem}.png") for img, m in pairs]
-        pairs = [p if p[2].is_file() else p[:2] for p in pairs]
-        print_main = print if main else _quiet
+    # with DATA_DIR/instances/<stem>.png where a photo has one (the boundary target's band
+    # and every model's speck floor); the window's Train takes the same pairs
+    pairs, notes = project.training_pairs()
+    print_main = print if main else _quiet
+    with_labels = sum(len(p) > 2 for p in pairs)
+    if cfg.classes > 1 or with_labels:
         print_main(
-            f"Boundary target: {sum(len(p) > 2 for p in pairs)} of {len(pairs)} photos have "
-            f"instance labels in {inst_dir}; the others use the mask's pieces.",
+            ("Boundary target: " if cfg.classes > 1 else "")
+            + f"{with_labels} of {len(pairs)} photos have instance labels in "
+            f"{project.instances_dir}; the others use the mask's pieces.",
             file=sys.stderr,
         )
+    for note in notes:
+        print_main(note, file=sys.stderr)
     if not main:
         _train_quietly(iter_training(pairs, out, cfg, from_model=args.from_model))
         return EXIT_OK

@@ -201,6 +201,9 @@ class Analysing(QObject):
         replayed, save_error = self.controller.accept(request, result, self.panel.options())
         if save_error is not None:
             self.dialogs.error("Cannot save the stone edits", save_error)
+        # cuts and merges replayed (on a mask edited since, too): their per-stone labels
+        # written afresh; none left: the ones the app wrote removed
+        self.controller.save_instances(self.host.current_document())
         self.analysed.emit(path, replayed)
 
 

@@ -2,8 +2,10 @@
 
 ``GrainsController`` holds the photo's ``GrainAnalysis``, the pooled folder's summary, the
 chosen stones and the scale, and keeps the project's grain state (``stoneseg.json``):
-the scale of each photo, the folder's scale, the user's cuts and merges. What fails
-raises ``StonesegError``; ``GrainSide`` shows it, wires the widgets and runs the jobs.
+the scale of each photo, the folder's scale, the user's cuts and merges. A photo whose
+stones were cut or merged by hand has them saved as its per-stone labels for training
+(``save_instances``: ``instances/<stem>.png``, only where they agree with the mask). What
+fails raises ``StonesegError``; ``GrainSide`` shows it, wires the widgets and runs the jobs.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class GrainsController:
         self.scale: float | None = None  # exact; the spin box shows it rounded
         self.last_bar_mm = 10.0
         self.prediction = None  # (Path, Prediction): the latest one the model side showed
+        # what became of this analysis's per-stone labels for training: (words, a warning?)
+        self.instances_note: tuple[str, bool] = ("", False)
 
     @property
     def project(self) -> Project | None:
@@ -172,6 +176,45 @@ class GrainsController:
         project.state[GRAIN_EDITS_KEY] = table
         self.save_state()
         return True
+
+    def save_instances(self, document) -> tuple[str, bool]:
+        """Save the stones as cut and merged by hand as the photo's per-stone labels for
+        training (``Project.save_instances``: ``instances/<stem>.png``, atomically), or
+        remove the ones the app wrote once no cut or merge is left. Only stones that lie
+        exactly where ``document``'s mask (as it is now) is stone are written; a file the
+        user put there is left alone. Returns (what happened in words, whether it is a
+        warning), also kept as ``instances_note``."""
+        a, project = self.analysis, self.project
+        note: tuple[str, bool] = ("", False)
+        if a is None or project is None:
+            pass
+        elif not a.edits:
+            try:
+                if project.discard_instances(a.image):
+                    note = ("No cut or merge is left: its per-stone labels were removed.", False)
+            except StonesegError as exc:
+                note = (str(exc), True)
+        elif document is None or document.shape != a.labels.shape:
+            note = ("Per-stone labels not saved: the mask is not open.", True)
+        elif not np.array_equal(a.labels > 0, np.asarray(document.mask) > 0):
+            why = (
+                "they were split from the model's prediction, not the mask: accept it "
+                "(Ctrl+Return) and analyse again"
+                if a.state_id is None
+                else "the mask was edited after this analysis: press Analyse (Ctrl+G)"
+            )
+            note = (f"Per-stone labels not saved for training: {why}.", True)
+        else:
+            try:
+                path = project.save_instances(a.image, a.labels, document.mask)
+                note = (
+                    f"Cuts and merges saved for training ({path.parent.name}/{path.name}).",
+                    False,
+                )
+            except StonesegError as exc:
+                note = (f"Per-stone labels not saved for training: {exc}", True)
+        self.instances_note = note
+        return note
 
     # ------------------------------------------------------------------ analysing
     def request(self, document, path: Path, options: GrainOptions, shown) -> AnalysisRequest:
@@ -285,6 +328,7 @@ class GrainsController:
     def forget_analysis(self) -> None:
         self.analysis = None
         self.selected = []
+        self.instances_note = ("", False)
 
     def restate_pooled(self, options: GrainOptions) -> None:
         """The pooled stones with each photo's scale and ``options``; raises when they no longer hold."""

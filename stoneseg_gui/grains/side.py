@@ -500,9 +500,11 @@ class GrainSide(QObject):
                 text = "Press Analyse (Ctrl+G) to split the mask into stones."
             self.panel.set_status(text)
             return
+        labels_note, labels_warning = self.controller.instances_note
         if not self._is_fresh():
             self.panel.set_status(
-                "The mask was edited after this analysis: press Analyse (Ctrl+G) to measure it again.",
+                "The mask was edited after this analysis: press Analyse (Ctrl+G) to measure it again."
+                + (f" {labels_note}" if labels_warning else ""),
                 warning=True,
             )
             return
@@ -512,7 +514,12 @@ class GrainSide(QObject):
         if self.panel.separation.value() != a.options.min_separation_px:
             text += " The separation changed: press Analyse to split again."
         note = a.replay_note
-        self.panel.set_status(f"{note} {text}" if note else text, warning="no longer fit" in note)
+        if labels_note:
+            text += f" {labels_note}"
+        self.panel.set_status(
+            f"{note} {text}" if note else text,
+            warning="no longer fit" in note or labels_warning,
+        )
 
     def _refresh_actions(self, *_args) -> None:
         a = self.actions

@@ -2,7 +2,8 @@
 
 ``StoneTools`` lends the canvas's left button to a mode (measure a scale bar, pick stones,
 cut one), draws the numbered outlines and the line being drawn, and makes the user's cuts,
-merges and undos through the ``GrainsController``, keeping them with the project. It says
+merges and undos through the ``GrainsController``, keeping them with the project (and the
+stones as per-stone labels for training, ``instances/<stem>.png``). It says
 what changed by its signals; ``GrainSide`` restates the rest of the view. The scale bar's
 line goes to the side (``on_scale_line``), which asks for its length and sets the scale.
 """
@@ -195,6 +196,8 @@ class StoneTools(QObject):
         a = self.controller.analysis
         assert a is not None
         self._save_edits()
+        # the stones as cut and merged: the photo's per-stone labels for training
+        self.controller.save_instances(self.host.current_document())
         self.outlines.update_stones(a.labels, a.stones, changed)
         self.panel.show_stones(a.stones)
         self.choose(chosen)

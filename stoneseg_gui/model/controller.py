@@ -118,6 +118,7 @@ class ModelController(QObject):
         self._train_worker: Worker | None = None
         self._train_out: Path | None = None
         self._train_result: TrainResult | None = None
+        self._train_notes = ""  # what the run's data left out (stale per-stone labels)
         self._best_scores = None
         self._best_rows = ()
         self._task: Worker | None = None  # prediction / export / predict-all: one at a time
@@ -202,7 +203,9 @@ class ModelController(QObject):
             return True
         if not self.session.save_current():
             return False  # the session has said why
-        pairs = project.labelled_pairs()
+        # with each photo's per-stone labels (instances/<stem>.png), as `stoneseg train` takes
+        # them; those the Grains panel wrote before the mask was edited are left out and told
+        pairs, notes = project.training_pairs()
         if len(pairs) < 2:
             self.dialogs.error(
                 "Not enough labelled photos",
@@ -221,11 +224,16 @@ class ModelController(QObject):
         self._best_scores, self._best_rows = None, ()
         self.plot.clear_run()
         self.panel.set_running(True)
+        with_labels = sum(len(p) > 2 for p in pairs)
         self.panel.show_message(
             f"Training on {len(pairs)} labelled photos"
+            + (f" ({with_labels} with per-stone labels)" if with_labels else "")
             + (f", fine-tuning {from_model.name}" if from_model else ", from scratch")
             + "…"
         )
+        self._train_notes = " ".join(notes)
+        if notes:
+            self.notice.emit(self._train_notes)
         self._train_result = None
         # the new run is compared with the active model on the validation photos that the
         # active model never trained on; it replaces it only if it is not worse there
@@ -283,6 +291,7 @@ class ModelController(QObject):
                     f"it scored IoU {100 * cmp.new.iou:.1f} % against {100 * cmp.other_scores.iou:.1f} % "
                     f"for the active model {cmp.other.name}, which stays active. "
                     f"Make {result.model_dir.name} active in Models to use it anyway."
+                    + (f" {self._train_notes}" if self._train_notes else "")
                 )
                 self.notice.emit(
                     f"{result.model_dir.name} is worse than {cmp.other.name} on the same photos: "
@@ -298,12 +307,14 @@ class ModelController(QObject):
                 )
                 self.panel.show_message(
                     f"{head}{same} {result.model_dir.name} is now the active model."
+                    + (f" {self._train_notes}" if self._train_notes else "")
                 )
                 self.notice.emit(
                     f"Model {result.model_dir.name} is ready: press Ctrl+P to predict this photo."
                 )
         else:
             self.panel.show_message("Stopped before a model could be kept.")
+        self.metrics.show_stones(result.stones)
         self.refresh_history()
         self._train_result = result
 

@@ -52,6 +52,7 @@ from .work_scale import (
     resize_by,
     scale_fallback,
     speck_floor,
+    without_specks,
 )
 
 if TYPE_CHECKING:
@@ -528,12 +529,13 @@ class Segmenter:
         # (np.where(...).astype(np.uint8) made an int64 plane: 192 MB and ~14x the time at 24 MP)
         mask = (prob >= self.config.threshold).view(np.uint8)
         mask *= 255
+        floor = self.speck_floor(factor)
         return Prediction(
             probability=prob,
-            mask=mask,
+            mask=without_specks(mask, floor),
             boundary=boundary,
             scale=factor,
-            min_stone_px=self.speck_floor(factor),
+            min_stone_px=floor,
         )
 
     def predict_mask(
@@ -562,7 +564,8 @@ class Segmenter:
             q = cv2.resize(q, (w, h), interpolation=cv2.INTER_LINEAR)
         # q >= 255 t (q is within half a step of 255 p): the prediction's p >= t
         cv2.threshold(q, 255.0 * self.config.threshold - 0.5, 255, cv2.THRESH_BINARY, dst=q)
-        return q
+        # the speck floor, in the pixels of the size asked for (working pixels per pixel of it)
+        return without_specks(q, self.speck_floor(factor * image.shape[1] / w))
 
 
 # ------------------------------------------------------------------------ folder segmentation

@@ -228,6 +228,22 @@ def smallest_stone_area(label_maps: list[np.ndarray]) -> float:
     return float(max(floor, SPECK_FRACTION * np.percentile(np.concatenate(areas), 1)))
 
 
+def without_specks(mask: np.ndarray, min_area: float) -> np.ndarray:
+    """``mask`` (uint8 0/255, changed in place and returned) without its 8-connected pieces
+    smaller than ``min_area`` pixels: what the network cannot resolve is no stone."""
+    if min_area <= 1 or not mask.any():
+        return mask
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(
+        (mask > 0).view(np.uint8), connectivity=8
+    )
+    small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < min_area) + 1
+    if small.size:
+        drop = np.zeros(n, bool)
+        drop[small] = True
+        mask[drop[labels]] = 0
+    return mask
+
+
 def speck_floor(policy: ScalePolicy, scale: float) -> float:
     """The smallest stone in a photo's own pixels (area) when it is worked at ``scale``."""
     area = policy.min_stone_area or math.pi * (MIN_STONE_WORK_PX / 2.0) ** 2

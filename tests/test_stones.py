@@ -180,3 +180,31 @@ def test_training_scores_the_stones_of_validation_photos_with_per_stone_labels(t
     # photos without per-stone labels: nothing to score
     plain = run_training([p[:2] for p in pairs], tmp_path / "m2", cfg.replace(target="mask"))
     assert plain.stones is None and "stones" not in read_model_info(tmp_path / "m2").metrics
+
+
+def test_predicted_masks_hold_no_speck_under_the_floor(trained_model):
+    import cv2
+    from synthetic import make_scene
+
+    from stoneseg_core.config import InferenceConfig
+    from stoneseg_core.predict import Segmenter
+    from stoneseg_core.work_scale import without_specks
+
+    mask = np.zeros((30, 30), np.uint8)
+    mask[2:4, 2:4] = 255  # 4 px
+    mask[10:20, 10:20] = 255  # 100 px
+    out = without_specks(mask.copy(), 5)
+    assert np.count_nonzero(out) == 100 and out[2, 2] == 0
+    assert np.count_nonzero(without_specks(mask.copy(), 0)) == 104
+
+    seg = Segmenter.load(trained_model, InferenceConfig(runtime="torch"))
+    image = make_scene(np.random.default_rng(7), 140, 180)[0]
+    pred = seg.predict(image)
+    assert pred.min_stone_px > 0
+    assert pred.min_stone_px == pytest.approx(seg.speck_floor(pred.scale))
+    n, _, stats, _ = cv2.connectedComponentsWithStats((pred.mask > 0).view(np.uint8), 8)
+    assert (stats[1:, cv2.CC_STAT_AREA] >= pred.min_stone_px).all()
+    # the mask-only path agrees
+    fast = seg.predict_mask(image)
+    n2, _, stats2, _ = cv2.connectedComponentsWithStats((fast > 0).view(np.uint8), 8)
+    assert (stats2[1:, cv2.CC_STAT_AREA] >= pred.min_stone_px).all()

@@ -39,9 +39,13 @@ def mask_digest(mask: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(mask).tobytes()).hexdigest()
 
 
-def analyse_with_edits(mask, probability, mm_per_px, options, name, boundary=None, edits=()):
+def analyse_with_edits(
+    mask, probability, mm_per_px, options, name, boundary=None, edits=(), min_stone_px=0.0
+):
     """Worker job: the automatic split, then the user's edits replayed and measured."""
-    labels, grains = analyse_mask(mask, probability, mm_per_px, options, name, boundary=boundary)
+    labels, grains = analyse_mask(
+        mask, probability, mm_per_px, options, name, boundary=boundary, min_stone_px=min_stone_px
+    )
     applied, failed = replay_edits(labels, edits) if edits else ([], [])
     if edits:
         stones = measure_stones(

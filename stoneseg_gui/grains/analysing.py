@@ -22,7 +22,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QSignalBlocker, Signal
 
 from stoneseg_core.grains import tiled
-from stoneseg_core.grains.distribution import distribution_of
+from stoneseg_core.grains.distribution import DEFAULT_BOOTSTRAP, distribution_of, intervals_of
 from stoneseg_core.grains.document import analyse_with_edits
 from stoneseg_core.mask_edit import MaskSnapshot
 
@@ -96,6 +96,7 @@ class Analysing(QObject):
             path.name,
             boundary=request.boundary,
             edits=request.edits,
+            min_stone_px=request.min_stone_px,
         )
         worker.succeeded.connect(self._on_succeeded)
         worker.failed.connect(self._on_failed)
@@ -168,13 +169,22 @@ class Analysing(QObject):
         kept = [s for s in stones if not s.excluded]
         curve = distribution_of(stones)
         ds = curve.percentiles((16, 50, 84))
+        cis = intervals_of(stones, "count", (16, 50, 84))  # a few ms, however many stones
         unit = curve.unit
         sizes = ", ".join(
-            f"D{p:g} {v:.3g} {unit}" if v is not None else f"D{p:g} –" for p, v in ds.items()
+            f"D{p:g} {v:.3g} {unit}" + (f" ({cis[p][0]:.3g}–{cis[p][1]:.3g})" if cis[p] else "")
+            if v is not None
+            else f"D{p:g} –"
+            for p, v in ds.items()
         )
         text = (
             f"{len(kept)} stones measured ({len(stones) - len(kept)} excluded) in "
-            f"{result.windows} windows, {result.seconds:.0f} s: {sizes}."
+            f"{result.windows} windows, {result.seconds:.0f} s: {sizes}"
+            + (
+                f" (in brackets: {100 * DEFAULT_BOOTSTRAP.level:g} % confidence intervals)."
+                if any(cis.values())
+                else "."
+            )
         )
         self.panel.set_status(text)
         written = [p for p in (result.csv_path, result.geojson_path, result.instances_path) if p]

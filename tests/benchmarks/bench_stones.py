@@ -89,10 +89,10 @@ def ways_for(seg: Segmenter) -> list[str]:
     return ways
 
 
-def split_way(way: str, pred, floor_px: float) -> np.ndarray:
-    mask = pred.mask > 0
-    if way == "today":
-        return split_stones(mask, pred.probability)
+def split_way(way: str, pred, floor_px: float, threshold: float) -> np.ndarray:
+    mask = pred.mask > 0  # without specks under the floor (Segmenter.predict)
+    if way == "today":  # the mask as it was before the floor: every piece of it
+        return split_stones(pred.probability >= threshold, pred.probability)
     if way == "floor":
         return split_stones(mask, pred.probability, min_stone_px=floor_px)
     return split_stones(
@@ -200,7 +200,7 @@ def main() -> int:
                 pred = seg.predict(img)
                 floor = speck_floor(seg.info.scale_policy, pred.scale)
                 for way in ways_for(seg):
-                    labels = split_way(way, pred, floor)
+                    labels = split_way(way, pred, floor, seg.config.threshold)
                     fold_tallies.setdefault(f"{target}:{way}", Tally()).add(labels, inst, mm)
             log.info("fold %d %s trained in %.0f s", f, target, train_s)
         row = {"fold": f, "train": len(train), "test": len(test)}

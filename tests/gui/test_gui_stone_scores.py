@@ -1,0 +1,42 @@
+"""The metrics panel shows a model's stones when its validation photos had per-stone labels."""
+
+from __future__ import annotations
+
+from stoneseg_gui.model.metrics_panel import MetricsPanel, stones_text
+
+SCORES = {"accuracy": 0.9, "iou": 0.7, "f1": 0.8, "precision": 0.75, "recall": 0.85}
+STONES = {
+    "images": 2,
+    "found": 120,
+    "true": 131,
+    "precision": 0.61,
+    "recall": 0.56,
+    "f1": 0.584,
+    "f1_50_95": 0.31,
+    "d16_psi_error": -0.12,
+    "d50_psi_error": 0.05,
+    "d84_psi_error": None,
+}
+
+
+def test_stone_scores_are_shown_with_a_model_and_hidden_without(qtbot):
+    panel = MetricsPanel()
+    qtbot.addWidget(panel)
+    panel.resize(300, 500)
+    panel.show()
+    metrics = {"best_epoch": 3, "validation": SCORES, "per_image": [], "stones": STONES}
+    panel.show_model_metrics(metrics, "Active model run-1")
+    assert panel.stones.isVisible()
+    text = panel.stones.text()
+    assert "2 validation photo(s)" in text and "F1 58.40 %" in text and "31.00 %" in text
+    assert "120 stones found, 131 true" in text
+    assert "D16 -0.12" in text and "D50 +0.05" in text and "D84 –" in text
+    # a narrow panel wraps the line instead of scrolling sideways
+    assert panel.stones.wordWrap() and panel.stones.width() <= panel.width()
+    # a model without per-stone validation: nothing is left from the last one
+    panel.show_model_metrics({**metrics, "stones": None}, "Active model run-2")
+    assert not panel.stones.isVisible()
+    panel.show_stones(STONES)
+    panel.clear()
+    assert not panel.stones.isVisible()
+    assert stones_text(None) == ""

@@ -1,17 +1,18 @@
 """Instance checks: compare split stones with instance ground truth (stone-level precision,
-recall and F1 at an IoU threshold, and the D50 error in psi)."""
+recall and F1 at an IoU threshold, F1 averaged over IoU 0.50:0.05:0.95, and the grain-size
+curve's errors in psi at D16, D50 and D84, by count and by area)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import StonesegError
-from .distribution import Weighting, grain_size_distribution
+from .distribution import GrainSizeCurve, Weighting, grain_size_distribution
 from .measure import _check_scale, measure_stones
 from .split import split_stones
 
@@ -133,21 +134,37 @@ def match_instances_over_ious(
     return out
 
 
+def sum_over_ious(
+    per_photo: Iterable[Mapping[float, InstanceScores]],
+    iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
+) -> dict[float, InstanceScores]:
+    """The counts of several photos (each ``match_instances_over_ious``'s answer) summed at each threshold."""
+    totals = {float(t): InstanceScores() for t in iou_thresholds}
+    for scores in per_photo:
+        for t in totals:
+            totals[t] = totals[t] + scores[t]
+    return totals
+
+
+def f1_over_ious(totals: Mapping[float, InstanceScores]) -> dict[str, Any]:
+    """``f1_50_95`` (the mean of the F1s at the thresholds) and ``f1_by_iou`` ({"0.50": F1, ...})."""
+    return {
+        "f1_50_95": float(np.mean([s.f1 for s in totals.values()])) if totals else None,
+        "f1_by_iou": {f"{t:.2f}": s.f1 for t, s in totals.items()},
+    }
+
+
 def stone_scores_over_ious(
     pairs: Sequence[tuple[np.ndarray, np.ndarray]],
     iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
 ) -> dict[str, Any]:
     """Pooled over photos (predicted labels, true labels): P/R/F1 at IoU 0.5, F1 averaged over the thresholds."""
-    totals = {float(t): InstanceScores() for t in iou_thresholds}
-    for pred, true in pairs:
-        for t, s in match_instances_over_ious(pred, true, iou_thresholds).items():
-            totals[t] = totals[t] + s
+    totals = sum_over_ious(
+        (match_instances_over_ious(pred, true, iou_thresholds) for pred, true in pairs),
+        iou_thresholds,
+    )
     at50 = totals.get(0.5) or next(iter(totals.values()))
-    return {
-        **at50.to_dict(),
-        "f1_50_95": float(np.mean([s.f1 for s in totals.values()])),
-        "f1_by_iou": {f"{t:.2f}": s.f1 for t, s in totals.items()},
-    }
+    return {**at50.to_dict(), **f1_over_ious(totals)}
 
 
 def d50_psi_error(
@@ -200,7 +217,12 @@ def stone_curve_errors(
 
 @dataclass(frozen=True)
 class InstanceEvaluation:
-    """Stone-level comparison of one photo; sizes are b-axes in pixels, areas in pixels."""
+    """Stone-level comparison of one photo; sizes are b-axes in pixels, areas in pixels.
+
+    ``scores_by_iou``: the counts at each of ``IOU_THRESHOLDS`` ((threshold, scores) pairs),
+    kept instead of the label images so that a folder's F1 over IoU 0.50:0.95 can be pooled
+    without holding every photo's labels; empty for an evaluation made without them.
+    """
 
     scores: InstanceScores
     pred_sizes_px: tuple[float, ...]
@@ -209,25 +231,56 @@ class InstanceEvaluation:
     true_areas_px: tuple[float, ...]
     mm_per_px: float | None = None
     iou_threshold: float = 0.5
+    scores_by_iou: tuple[tuple[float, InstanceScores], ...] = ()
+
+    @property
+    def unit(self) -> str:
+        return "px" if self.mm_per_px is None else "mm"
+
+    def curves(self, by: Weighting = "count") -> tuple[GrainSizeCurve, GrainSizeCurve]:
+        """The (predicted, true) grain-size curves, in mm with a scale, else in pixels."""
+        k = 1.0 if self.mm_per_px is None else self.mm_per_px
+        areas = (lambda a: [v * k * k for v in a]) if by == "area" else (lambda a: None)
+        return (
+            grain_size_distribution(
+                [v * k for v in self.pred_sizes_px], by, areas(self.pred_areas_px), self.unit
+            ),
+            grain_size_distribution(
+                [v * k for v in self.true_sizes_px], by, areas(self.true_areas_px), self.unit
+            ),
+        )
 
     def to_dict(self, by: Weighting = "count") -> dict[str, Any]:
-        scale = 1.0 if self.mm_per_px is None else self.mm_per_px
-        unit = "px" if self.mm_per_px is None else "mm"
-        d_pred = grain_size_distribution(self.pred_sizes_px, by, self.pred_areas_px).percentile(50)
-        d_true = grain_size_distribution(self.true_sizes_px, by, self.true_areas_px).percentile(50)
-        return {
+        """The scores as JSON-ready numbers.
+
+        ``tp``/``fp``/``fn``/``precision``/``recall``/``f1`` at ``iou_threshold``; ``f1_50_95``
+        and ``f1_by_iou`` (None and {} without ``scores_by_iou``); ``n_pred``/``n_true``, the
+        stones found and true; ``d16_pred_<unit>`` ... ``d84_true_<unit>``, the curves'
+        percentiles weighted ``by``; and the curve's errors psi(predicted) - psi(true) at
+        D16, D50 and D84 by count (``d16_psi_error`` ...) and by area (``d16_psi_error_area``
+        ...), None where either side has no stones.
+        """
+        unit = self.unit
+        pred_curve, true_curve = self.curves(by)
+        out: dict[str, Any] = {
             **self.scores.to_dict(),
             "iou_threshold": self.iou_threshold,
+            **f1_over_ious(dict(self.scores_by_iou)),
             "n_pred": len(self.pred_sizes_px),
             "n_true": len(self.true_sizes_px),
             "by": by,
             "unit": unit,
-            f"d50_pred_{unit}": None if d_pred is None else d_pred * scale,
-            f"d50_true_{unit}": None if d_true is None else d_true * scale,
-            "d50_psi_error": d50_psi_error(
-                self.pred_sizes_px, self.true_sizes_px, by, self.pred_areas_px, self.true_areas_px
-            ),
         }
+        for p in CURVE_PERCENTILES:
+            out[f"d{p:g}_pred_{unit}"] = pred_curve.percentile(p)
+            out[f"d{p:g}_true_{unit}"] = true_curve.percentile(p)
+        # psi differences do not depend on the scale: pixels will do
+        out.update(
+            stone_curve_errors(
+                self.pred_sizes_px, self.true_sizes_px, self.pred_areas_px, self.true_areas_px
+            )
+        )
+        return out
 
 
 def evaluate_instances_detailed(
@@ -239,12 +292,15 @@ def evaluate_instances_detailed(
     neck_ratio: float = 0.9,
     threshold: float = 0.5,
     boundary: np.ndarray | None = None,
+    min_stone_px: float = 0.0,
 ) -> InstanceEvaluation:
     """Split a prediction into stones and compare them with instance ground truth.
 
     A float array is taken as the model's probability (thresholded at ``threshold`` and
     used to split); anything else as a mask (> 0 is stone). ``boundary``: the model's
     stone-boundary probability, when it has one (then the split follows it).
+    ``min_stone_px``: the prediction's speck floor (``Prediction.min_stone_px``), so the
+    stones scored are those ``grains`` would measure.
     """
     _check_scale(mm_per_px)
     pred = np.asarray(pred_mask_or_prob)
@@ -256,14 +312,28 @@ def evaluate_instances_detailed(
         )
     if pred.dtype.kind == "f":
         labels = split_stones(
-            pred >= threshold, pred, min_separation_px, neck_ratio, boundary=boundary
+            pred >= threshold,
+            pred,
+            min_separation_px,
+            neck_ratio,
+            boundary=boundary,
+            min_stone_px=min_stone_px,
         )
     else:
-        labels = split_stones(pred, None, min_separation_px, neck_ratio, boundary=boundary)
-    scores = match_instances(labels, true, iou_threshold)
+        labels = split_stones(
+            pred,
+            None,
+            min_separation_px,
+            neck_ratio,
+            boundary=boundary,
+            min_stone_px=min_stone_px,
+        )
+    over = match_instances_over_ious(labels, true)
+    scores = over.get(float(iou_threshold)) or match_instances(labels, true, iou_threshold)
     ps, ts = measure_stones(labels), measure_stones(true)
     return InstanceEvaluation(
         scores=scores,
+        scores_by_iou=tuple(over.items()),
         pred_sizes_px=tuple(s.b_axis_px for s in ps),
         pred_areas_px=tuple(float(s.area_px) for s in ps),
         true_sizes_px=tuple(s.b_axis_px for s in ts),
@@ -280,7 +350,8 @@ def evaluate_instances(
     by: Weighting = "count",
     **split_options: Any,
 ) -> dict[str, Any]:
-    """Stone-level precision, recall and F1 at IoU >= 0.5 and the D50 error in psi, as a dict.
+    """Stone-level scores of one photo as a dict (``InstanceEvaluation.to_dict``): P/R/F1 at
+    IoU >= 0.5, F1 over IoU 0.50-0.95, and the curve's D16/D50/D84 errors in psi.
 
     For ``stoneseg evaluate`` with instance masks; pool a folder with
     ``pool_instance_evaluations`` on ``evaluate_instances_detailed`` results.
@@ -293,34 +364,57 @@ def evaluate_instances(
 def pool_instance_evaluations(
     evaluations: Sequence[InstanceEvaluation], by: Weighting = "count"
 ) -> dict[str, Any]:
-    """Pooled figures: counts summed over photos; D50 from all stones together (in mm when every photo has a scale)."""
+    """Pooled figures: counts summed over photos (at each IoU threshold too); the curves and
+    their D16/D50/D84 errors from all stones together (in mm when every photo has a scale)."""
     if not evaluations:
-        return {**InstanceScores().to_dict(), "n_images": 0, "d50_psi_error": None}
+        return {
+            **InstanceScores().to_dict(),
+            "f1_50_95": None,
+            "n_pred": 0,
+            "n_true": 0,
+            **stone_curve_errors([], [], [], []),
+            "n_images": 0,
+        }
+    pooled = pooled_evaluation(evaluations)
+    d = pooled.to_dict(by)
+    d["n_images"] = len(evaluations)
+    return d
+
+
+def pooled_evaluation(evaluations: Sequence[InstanceEvaluation]) -> InstanceEvaluation:
+    """Several photos' evaluations as one: counts summed, stones gathered.
+
+    Sizes are gathered in mm when every photo has a scale (the result's ``mm_per_px`` is then
+    1.0, so its ``unit`` is mm), else in each photo's pixels. The counts at each IoU threshold
+    are summed when every photo has them.
+    """
+    if not evaluations:
+        raise StonesegError("Nothing to pool: no photo had instance ground truth.")
     total = InstanceScores()
     for e in evaluations:
         total = total + e.scores
     scaled = all(e.mm_per_px is not None for e in evaluations)
 
-    def gather(attr: str, is_area: bool) -> list[float]:
+    def gather(attr: str, is_area: bool) -> tuple[float, ...]:
         out: list[float] = []
         for e in evaluations:
             k = (e.mm_per_px**2 if is_area else e.mm_per_px) if scaled else 1.0
             out.extend(v * k for v in getattr(e, attr))
-        return out
+        return tuple(out)
 
-    pooled = InstanceEvaluation(
+    by_iou: tuple[tuple[float, InstanceScores], ...] = ()
+    if all(e.scores_by_iou for e in evaluations):
+        thresholds = [t for t, _ in evaluations[0].scores_by_iou]
+        by_iou = tuple(
+            sum_over_ious((dict(e.scores_by_iou) for e in evaluations), thresholds).items()
+        )
+    return InstanceEvaluation(
         scores=total,
-        pred_sizes_px=tuple(gather("pred_sizes_px", False)),
-        pred_areas_px=tuple(gather("pred_areas_px", True)),
-        true_sizes_px=tuple(gather("true_sizes_px", False)),
-        true_areas_px=tuple(gather("true_areas_px", True)),
-        mm_per_px=None,
+        pred_sizes_px=gather("pred_sizes_px", False),
+        pred_areas_px=gather("pred_areas_px", True),
+        true_sizes_px=gather("true_sizes_px", False),
+        true_areas_px=gather("true_areas_px", True),
+        mm_per_px=1.0 if scaled else None,  # the gathered sizes are already millimetres
         iou_threshold=evaluations[0].iou_threshold,
+        scores_by_iou=by_iou,
     )
-    d = pooled.to_dict(by)
-    if scaled:  # the gathered sizes are already millimetres
-        d["unit"] = "mm"
-        d["d50_pred_mm"] = d.pop("d50_pred_px")
-        d["d50_true_mm"] = d.pop("d50_true_px")
-    d["n_images"] = len(evaluations)
-    return d

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..errors import DataError, StonesegError
 from ..imageio import IMAGE_EXTENSIONS
@@ -110,3 +112,25 @@ def read_scale_csv(path: str | Path) -> dict[str, float]:
     if not scales:
         raise DataError(f"Scale file {path.name} has a header but no photos.")
     return scales
+
+
+# Where the app keeps scales in the project file (stoneseg.json): state[PROJECT_SCALES_KEY]
+# [photo stem] = mm per pixel, and state[PROJECT_FOLDER_SCALE_KEY] = one mm per pixel for every
+# photo of the folder (a fixed camera; a photo's own overrides it). The window's grains side
+# writes the same keys.
+PROJECT_SCALES_KEY = "scale_mm_per_px"
+PROJECT_FOLDER_SCALE_KEY = "folder_mm_per_px"
+
+
+def project_scales(state: Mapping[str, Any]) -> tuple[dict[str, float], float | None]:
+    """({photo stem: mm per pixel}, the folder's mm per pixel or None) from a project's state."""
+
+    def ok(v: Any) -> bool:
+        return (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        )
+
+    table = state.get(PROJECT_SCALES_KEY, {})
+    own = {str(k): float(v) for k, v in table.items() if ok(v)} if isinstance(table, dict) else {}
+    folder = state.get(PROJECT_FOLDER_SCALE_KEY)
+    return own, float(folder) if ok(folder) else None

@@ -271,7 +271,7 @@ def grains_photo(
             name=p.name,
             window_px=tiled.DEFAULT_WINDOW_PX,
             should_stop=should_stop,
-            min_stone_px=pred.min_stone_px,
+            min_stone_px=getattr(pred, "min_stone_px", 0.0),
         )
         return None if big.cancelled else big.grains
     labels, result = analyse_mask(
@@ -281,7 +281,7 @@ def grains_photo(
         options,
         p.name,
         boundary=getattr(pred, "boundary", None),  # None: a 1-channel model
-        min_stone_px=pred.min_stone_px,
+        min_stone_px=getattr(pred, "min_stone_px", 0.0),
     )
     write_instance_labels(output_dir / f"{p.stem}_instances.png", labels, georef)
     write_text(output_dir / f"{p.stem}_stones.csv", stones_csv([result], options))

@@ -80,7 +80,12 @@ def predict_large_image_job(
         if summary.cancelled or summary.output is None:
             return None
         mask = tifffile.imread(out)
-    return image_path, Prediction(probability=None, mask=mask, scale=summary.scale)
+    return image_path, Prediction(
+        probability=None,
+        mask=mask,
+        scale=summary.scale,
+        min_stone_px=segmenter.speck_floor(summary.scale),
+    )
 
 
 def predict_all_job(

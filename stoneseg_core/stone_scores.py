@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import StonesegError
-from .grains import measure_stones, split_stones
-from .grains.instances import stone_curve_errors, stone_scores_over_ious
+from .grains import split_stones
+from .grains.instances import compare_stones, pool_instance_evaluations
 from .imageio import read_image, read_instance_labels
 
 if TYPE_CHECKING:
@@ -36,36 +36,6 @@ def stone_labels(pred: Prediction) -> np.ndarray:
     )
 
 
-def pooled_stone_scores(
-    pairs: Sequence[tuple[np.ndarray, np.ndarray]], mm_per_px: Sequence[float | None] | None = None
-) -> dict[str, Any]:
-    """(predicted labels, true labels) per photo -> the pooled measures (see the module)."""
-    pred_sizes: list[float] = []
-    true_sizes: list[float] = []
-    pred_areas: list[float] = []
-    true_areas: list[float] = []
-    scales = list(mm_per_px) if mm_per_px is not None else [None] * len(pairs)
-    for (pred, true), mm in zip(pairs, scales, strict=True):
-        k = mm or 1.0
-        for s in measure_stones(pred):
-            pred_sizes.append(s.b_axis_px * k)
-            pred_areas.append(s.area_px * k * k)
-        for s in measure_stones(true):
-            true_sizes.append(s.b_axis_px * k)
-            true_areas.append(s.area_px * k * k)
-    scores = stone_scores_over_ious(pairs)
-    return {
-        "images": len(pairs),
-        "found": len(pred_sizes),
-        "true": len(true_sizes),
-        "precision": scores["precision"],
-        "recall": scores["recall"],
-        "f1": scores["f1"],
-        "f1_50_95": scores["f1_50_95"],
-        **stone_curve_errors(pred_sizes, true_sizes, pred_areas, true_areas),
-    }
-
-
 def score_stones(
     seg: Segmenter,
     items: Sequence[tuple[str | Path, str | Path]],
@@ -76,7 +46,7 @@ def score_stones(
     None when nothing could be scored (no items, or stopped). A photo whose labels cannot be
     read is named in ``"skipped"`` and left out; the rest are still scored.
     """
-    pairs, names, skipped = [], [], []
+    evaluations, names, skipped = [], [], []
     for image_path, inst_path in items:
         if should_stop is not None and should_stop():
             return None
@@ -86,11 +56,11 @@ def score_stones(
         except StonesegError as exc:
             skipped.append(str(exc))
             continue
-        pairs.append((stone_labels(seg.predict(image, should_stop)), truth))
+        evaluations.append(compare_stones(stone_labels(seg.predict(image, should_stop)), truth))
         names.append(Path(image_path).stem)
-    if not pairs:
+    if not evaluations:
         return None
-    out = pooled_stone_scores(pairs)
+    out = pool_instance_evaluations(evaluations)
     out["photos"] = names
     out["split"] = "seams (boundary map)" if seg.info.classes > 1 else "distance transform"
     if skipped:
@@ -98,4 +68,4 @@ def score_stones(
     return out
 
 
-__all__ = ["pooled_stone_scores", "score_stones", "stone_labels"]
+__all__ = ["score_stones", "stone_labels"]

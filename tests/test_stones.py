@@ -167,16 +167,16 @@ def test_training_scores_the_stones_of_validation_photos_with_per_stone_labels(t
     )
     result = run_training(pairs, tmp_path / "m", cfg)
     stones = result.stones
-    assert stones is not None and stones["images"] == 1 and stones["photos"] == ["img3"]
+    assert stones is not None and stones["n_images"] == 1 and stones["photos"] == ["img3"]
     true = np.count_nonzero(np.unique(read_instance_labels(root / "instances" / "img3.png")))
-    assert stones["true"] == true
+    assert stones["n_true"] == true
     for key in ("precision", "recall", "f1", "f1_50_95"):
         assert 0.0 <= stones[key] <= 1.0
     assert stones["f1_50_95"] <= stones["f1"]
     assert stones["split"].startswith("seams")
     # recorded with the model, and shown by the window's metrics panel from there
     recorded = read_model_info(tmp_path / "m").metrics["stones"]
-    assert recorded["true"] == true and recorded["f1"] == stones["f1"]
+    assert recorded["n_true"] == true and recorded["f1"] == stones["f1"]
     # photos without per-stone labels: nothing to score
     plain = run_training([p[:2] for p in pairs], tmp_path / "m2", cfg.replace(target="mask"))
     assert plain.stones is None and "stones" not in read_model_info(tmp_path / "m2").metrics

@@ -56,7 +56,9 @@ class InstanceScores:
         }
 
 
-def _overlaps(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+def _overlaps(
+    pred: np.ndarray, true: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     """Every overlapping (predicted, true) pair with its IoU: (pred index, true index, IoU, n_pred, n_true)."""
     pred_ids, pred_inv = np.unique(pred.ravel(), return_inverse=True)
     true_ids, true_inv = np.unique(true.ravel(), return_inverse=True)
@@ -328,6 +330,17 @@ def evaluate_instances_detailed(
             boundary=boundary,
             min_stone_px=min_stone_px,
         )
+    return compare_stones(labels, true, mm_per_px, iou_threshold)
+
+
+def compare_stones(
+    labels: np.ndarray,
+    true_instance_labels: np.ndarray,
+    mm_per_px: float | None = None,
+    iou_threshold: float = 0.5,
+) -> InstanceEvaluation:
+    """Stones already split (``labels``) against instance ground truth of the same photo."""
+    true = np.asarray(true_instance_labels)
     over = match_instances_over_ious(labels, true)
     scores = over.get(float(iou_threshold)) or match_instances(labels, true, iou_threshold)
     ps, ts = measure_stones(labels), measure_stones(true)

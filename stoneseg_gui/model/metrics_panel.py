@@ -32,12 +32,12 @@ def stones_text(stones: dict | None) -> str:
     """The stone-level validation record (``stone_scores.score_stones``) in words."""
     if not stones:
         return ""
-    n = stones.get("images", 0)
+    n = stones.get("n_images", 0)
     return (
         f"Stones on {n} validation photo(s) with per-stone labels: F1 {pct(stones['f1'])} "
-        f"at IoU 0.5 ({pct(stones['f1_50_95'])} averaged over IoU 0.5-0.95), precision "
-        f"{pct(stones['precision'])}, recall {pct(stones['recall'])}; {stones['found']} "
-        f"stones found, {stones['true']} true. Grain sizes off by D16 "
+        f"at IoU 0.5 ({pct(stones.get('f1_50_95') or 0.0)} averaged over IoU 0.5-0.95), precision "
+        f"{pct(stones['precision'])}, recall {pct(stones['recall'])}; {stones['n_pred']} "
+        f"stones found, {stones['n_true']} true. Grain sizes off by D16 "
         f"{_psi(stones.get('d16_psi_error'))}, D50 {_psi(stones.get('d50_psi_error'))}, "
         f"D84 {_psi(stones.get('d84_psi_error'))} psi (by count; + is too coarse)."
     )

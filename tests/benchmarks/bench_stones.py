@@ -42,8 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, add_common_args, emit, machine, r3, setup
 
 from stoneseg_core.config import InferenceConfig, TrainConfig
-from stoneseg_core.grains import measure_stones, split_stones
-from stoneseg_core.grains.instances import stone_curve_errors, stone_scores_over_ious
+from stoneseg_core.grains import split_stones
+from stoneseg_core.grains.instances import (
+    InstanceEvaluation,
+    compare_stones,
+    pool_instance_evaluations,
+    stone_curve_errors,
+)
 from stoneseg_core.imageio import list_images, read_image, read_instance_labels, read_mask
 from stoneseg_core.predict import Segmenter
 from stoneseg_core.train import run_training
@@ -104,39 +109,27 @@ class Tally:
     """Stones gathered over photos for one way: pooled scores and curve errors."""
 
     def __init__(self) -> None:
-        self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.evaluations: list[InstanceEvaluation] = []
         self.inter = self.union = 0
-        self.pred_sizes: list[float] = []
-        self.true_sizes: list[float] = []
-        self.pred_areas: list[float] = []
-        self.true_areas: list[float] = []
 
     def add(self, labels: np.ndarray, truth: np.ndarray, mm: float | None) -> None:
-        self.pairs.append((labels, truth))
+        self.evaluations.append(compare_stones(labels, truth, mm))
         self.inter += int(np.count_nonzero((labels > 0) & (truth > 0)))
         self.union += int(np.count_nonzero((labels > 0) | (truth > 0)))
-        k = mm or 1.0
-        for s in measure_stones(labels):
-            self.pred_sizes.append(s.b_axis_px * k)
-            self.pred_areas.append(s.area_px * k * k)
-        for s in measure_stones(truth):
-            self.true_sizes.append(s.b_axis_px * k)
-            self.true_areas.append(s.area_px * k * k)
+
+    def extend(self, other: Tally) -> None:
+        self.evaluations += other.evaluations
+        self.inter += other.inter
+        self.union += other.union
 
     def result(self) -> dict:
-        over = stone_scores_over_ious(self.pairs)
-        errs = stone_curve_errors(
-            self.pred_sizes, self.true_sizes, self.pred_areas, self.true_areas
-        )
+        d = pool_instance_evaluations(self.evaluations)
+        keys = ("precision", "recall", "f1", "f1_50_95", *stone_curve_errors([], [], [], []))
         return {
             "pixel_iou": r3(self.inter / self.union) if self.union else None,
-            "found": len(self.pred_sizes),
-            "true": len(self.true_sizes),
-            "precision": r3(over["precision"]),
-            "recall": r3(over["recall"]),
-            "f1": r3(over["f1"]),
-            "f1_50_95": r3(over["f1_50_95"]),
-            **{k: (None if v is None else r3(v)) for k, v in errs.items()},
+            "found": d["n_pred"],
+            "true": d["n_true"],
+            **{k: (None if d.get(k) is None else r3(d[k])) for k in keys},
         }
 
 
@@ -206,12 +199,7 @@ def main() -> int:
         row = {"fold": f, "train": len(train), "test": len(test)}
         for key, tally in fold_tallies.items():
             row[key] = tally.result()
-            big = tallies.setdefault(key, Tally())
-            big.pairs += tally.pairs
-            big.inter += tally.inter
-            big.union += tally.union
-            for a in ("pred_sizes", "true_sizes", "pred_areas", "true_areas"):
-                getattr(big, a).extend(getattr(tally, a))
+            tallies.setdefault(key, Tally()).extend(tally)
         per_fold.append(row)
         print(json.dumps(row), flush=True)
     pooled = {k: t.result() for k, t in tallies.items()}

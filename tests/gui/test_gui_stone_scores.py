@@ -6,9 +6,9 @@ from stoneseg_gui.model.metrics_panel import MetricsPanel, stones_text
 
 SCORES = {"accuracy": 0.9, "iou": 0.7, "f1": 0.8, "precision": 0.75, "recall": 0.85}
 STONES = {
-    "images": 2,
-    "found": 120,
-    "true": 131,
+    "n_images": 2,
+    "n_pred": 120,
+    "n_true": 131,
     "precision": 0.61,
     "recall": 0.56,
     "f1": 0.584,

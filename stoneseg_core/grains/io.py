@@ -20,7 +20,14 @@ from ..errors import StonesegError
 from ..geo import Georeference, write_tiff
 from ..imageio import atomic_write_bytes, describe_os_error, read_instance_labels, write_png
 from .analyse import GrainOptions, ImageGrains
-from .distribution import WEIGHTINGS, _percentile_block, distribution_of
+from .distribution import (
+    DEFAULT_BOOTSTRAP,
+    WEIGHTINGS,
+    Bootstrap,
+    _percentile_block,
+    distribution_of,
+    intervals_of,
+)
 from .measure import Stone
 from .outlines import ring_area, stone_polygons
 
@@ -155,8 +162,17 @@ def _row(r: ImageGrains, s: Stone, options: GrainOptions) -> tuple:
     )
 
 
-def percentiles_report(results: Sequence[ImageGrains], options: GrainOptions) -> dict[str, Any]:
-    """Percentiles per photo and pooled, by count and by area, with the options that made them."""
+def percentiles_report(
+    results: Sequence[ImageGrains],
+    options: GrainOptions,
+    bootstrap: Bootstrap | None = DEFAULT_BOOTSTRAP,
+) -> dict[str, Any]:
+    """Percentiles per photo and pooled, by count and by area, with the options that made them.
+
+    Beside each D_p is its ``bootstrap`` confidence interval over the stones (e.g.
+    "D50_mm_ci95": [low, high], and in psi), the method under "confidence_intervals";
+    ``bootstrap=None`` leaves them out.
+    """
 
     def block(stones: Iterable[Stone], unit: str) -> dict[str, Any]:
         stones = list(stones)
@@ -166,7 +182,12 @@ def percentiles_report(results: Sequence[ImageGrains], options: GrainOptions) ->
         }
         for by in WEIGHTINGS:
             curve = distribution_of(stones, by, unit)
-            out[f"by_{by}"] = _percentile_block(curve, options.percentiles)
+            intervals = (
+                None
+                if bootstrap is None
+                else intervals_of(stones, by, options.percentiles, bootstrap)
+            )
+            out[f"by_{by}"] = _percentile_block(curve, options.percentiles, intervals, bootstrap)
         return out
 
     scaled = [r.mm_per_px is not None for r in results]
@@ -189,6 +210,7 @@ def percentiles_report(results: Sequence[ImageGrains], options: GrainOptions) ->
             "D_p: size at which the cumulative curve reaches p %, the curve passing through (size_k, fraction of "
             "stones -- or of total area -- no larger than size_k), linearly interpolated; psi = log2(mm)."
         ),
+        **({} if bootstrap is None else {"confidence_intervals": bootstrap.to_dict()}),
         "pooled": pooled,
         "images": images,
     }

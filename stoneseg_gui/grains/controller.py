@@ -23,6 +23,7 @@ from stoneseg_core.grains import (
     GrainSummary,
     ImageGrains,
     distribution_of,
+    intervals_of,
     percentiles_report,
     read_scale_csv,
     with_scale_and_exclusions,
@@ -437,7 +438,11 @@ class GrainsController:
         else:
             return None
         curve = distribution_of(stones, options.weighting, unit)
-        return CurveView(curve, title, len(stones), words, curve.percentiles(options.percentiles))
+        # each D_p's bootstrap interval over the stones (a few ms for a photo's stones)
+        intervals = intervals_of(stones, options.weighting, options.percentiles)
+        return CurveView(
+            curve, title, len(stones), words, curve.percentiles(options.percentiles), intervals
+        )
 
     def export_source(
         self, which: str, options: GrainOptions

@@ -42,7 +42,7 @@ from PySide6.QtWidgets import (
 from stoneseg_core.grains import DEFAULT_PERCENTILES, GrainOptions, Stone
 
 from .actions import GrainActions
-from .plot import CurveView, GrainPlot, percentile_rows
+from .plot import MAIN_PERCENTILES, CurveView, GrainPlot, percentile_rows
 from .table import StoneTableModel, fmt_psi, fmt_size
 
 # ------------------------------------------------------------------------------ the panel
@@ -448,30 +448,24 @@ class DistributionPanel(QWidget):
         if view is None:
             self.caption.setText(empty)
             self.percentiles.setText("")
+            self.percentiles.setToolTip("")
             return
         self.caption.setText(view.caption())
-        rows = percentile_rows(view)
-        cell = "style='padding:1px 7px;text-align:right'"
-        head = "".join(f"<th {cell}>{name}</th>" for name, _, _ in rows)
-        sizes = "".join(f"<td {cell}>{mm}</td>" for _, mm, _ in rows)
-        psis = "".join(f"<td {cell}>{ps}</td>" for _, _, ps in rows)
-        unit = view.unit
-        table = (
-            f"<table cellspacing='0'><tr><th></th>{head}</tr>"
-            f"<tr><td style='color:#9aa0aa'>{unit}</td>{sizes}</tr>"
-            + (f"<tr><td style='color:#9aa0aa'>ψ</td>{psis}</tr>" if unit == "mm" else "")
-            + "</table>"
-        )
-        self.percentiles.setText(table)
+        self.percentiles.setText(percentiles_html(view))
+        self.percentiles.setToolTip(view.interval_note())
 
     def percentiles_text(self) -> str:
-        """The percentile table as plain text (for tests and the clipboard)."""
+        """The percentiles with their intervals as plain text (for tests and the clipboard):
+        "D50 12.3 mm (11.8–12.9), ψ 3.62 (3.56–3.69)  D84 ..."."""
         view = self.plot.view
         if view is None:
             return ""
         return "  ".join(
-            f"{name} {mm} {view.unit}" + (f" ({ps} ψ)" if view.unit == "mm" else "")
-            for name, mm, ps in percentile_rows(view)
+            f"{r.name} {r.size} {view.unit}"
+            + (f" ({r.interval})" if r.interval else "")
+            + (f", ψ {r.psi}" if view.unit == "mm" else "")
+            + (f" ({r.interval_psi})" if r.interval_psi else "")
+            for r in percentile_rows(view)
         )
 
     def set_pooled_choice(self, text: str | None) -> None:
@@ -490,6 +484,37 @@ class DistributionPanel(QWidget):
 
     def view(self) -> str:
         return self.view_choice.currentData()
+
+
+def percentiles_html(view: CurveView) -> str:
+    """A narrow table, one row per D_p: its size, the interval beside it in grey ("D50 12.3
+    (11.8–12.9) 3.62" under the heads "mm", "95 % CI", "ψ"), D16/D50/D84 in bold. Four short
+    columns, so it fits the dock's narrowest side (the dock has no sideways scroll bar)."""
+    grey = "color:#9aa0aa"
+    cell = "style='padding:1px 6px 1px 0;text-align:right'"
+    main = {f"D{p:g}" for p in MAIN_PERCENTILES}
+    mm = view.unit == "mm"
+    level = f"{100 * view.bootstrap.level:g}&nbsp;%&nbsp;CI"
+    has_ci = any(r.interval for r in percentile_rows(view))
+    head = (
+        f"<tr><th></th><th {cell}><span style='{grey}'>{view.unit}</span></th>"
+        + (f"<th {cell}><span style='{grey}'>{level}</span></th>" if has_ci else "")
+        + (f"<th {cell}><span style='{grey}'>ψ</span></th>" if mm else "")
+        + "</tr>"
+    )
+    rows = []
+    for r in percentile_rows(view):
+        bold = r.name in main
+        name = f"<b>{r.name}</b>" if bold else r.name
+        size = f"<b>{r.size}</b>" if r.name == "D50" else r.size
+        ci = r.interval.replace("–", "\u2060–\u2060")  # never broken at the dash
+        rows.append(
+            f"<tr><td {cell}>{name}</td><td {cell}>{size}</td>"
+            + (f"<td {cell}><span style='{grey}'>{ci}</span></td>" if has_ci else "")
+            + (f"<td {cell}>{r.psi}</td>" if mm else "")
+            + "</tr>"
+        )
+    return f"<table cellspacing='0'>{head}{''.join(rows)}</table>"
 
 
 __all__ = ["DistributionPanel", "GrainPanel"]

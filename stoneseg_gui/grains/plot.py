@@ -1,11 +1,13 @@
 """The grain-size distribution as a plot: a cumulative curve on a log2 axis with its percentiles
-marked, in the window (dark) or rendered to a PNG for a report (light).
+marked (D16, D50 and D84 with their bootstrap confidence intervals as horizontal bars), in
+the window (dark) or rendered to a PNG for a report (light).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pyqtgraph as pg
@@ -21,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from stoneseg_core.grains import GrainSizeCurve, psi
+from stoneseg_core.grains import DEFAULT_BOOTSTRAP, Bootstrap, GrainSizeCurve, psi
 
 from .table import fmt_psi, fmt_size
 
@@ -49,13 +51,16 @@ LIGHT = PlotColors("#ffffff", "#333333", 0.2, "#1f5fa8", "#c0392b", "#7c7c82", (
 
 @dataclass(frozen=True)
 class CurveView:
-    """What the plot shows: a cumulative curve, its percentiles, and where it comes from."""
+    """What the plot shows: a cumulative curve, its percentiles (with their confidence
+    intervals, ``intervals``, found by ``bootstrap``), and where it comes from."""
 
     curve: GrainSizeCurve
     title: str  # e.g. "a.png" or "Pooled: 12 photos"
     found: int  # stones found, including those left out
     options_text: str  # the options, in words, for exports
     marks: dict[float, float | None] = field(default_factory=dict)
+    intervals: dict[float, tuple[float, float] | None] = field(default_factory=dict)
+    bootstrap: Bootstrap = DEFAULT_BOOTSTRAP
 
     @property
     def unit(self) -> str:
@@ -70,6 +75,16 @@ class CurveView:
         left = self.found - self.kept
         out = f", {left} left out" if left else ""
         return f"{self.title} · {by} · {self.kept} stone{'s' if self.kept != 1 else ''}{out}"
+
+    def interval_note(self) -> str:
+        """How the intervals were found, in words ("" when there are none)."""
+        if not any(self.intervals.values()):
+            return ""
+        b = self.bootstrap
+        return (
+            f"In brackets: the {100 * b.level:g} % confidence interval "
+            f"(bootstrap over the stones, {b.resamples} resamples)."
+        )
 
 
 def _tick_label(value: float) -> str:
@@ -153,7 +168,7 @@ class GrainPlot(QWidget):
         self._set_axes(view.unit, lo, hi)
         for p, d in view.marks.items():
             if d is not None and d > 0:
-                self._add_mark(p, d)
+                self._add_mark(p, d, view.intervals.get(p))
 
     def _set_axes(self, unit: str, lo: float, hi: float) -> None:
         item = self.plot_item
@@ -177,13 +192,26 @@ class GrainPlot(QWidget):
         ys = (frac[:-1, None] + (frac[1:] - frac[:-1])[:, None] * t).ravel()
         return np.log2(np.r_[xs, sizes[-1]]), 100.0 * np.r_[ys, frac[-1]]
 
-    def _add_mark(self, p: float, d: float) -> None:
-        """A drop line and a dot; D16/D50/D84 labelled at the curve, D10/D90 at the axis."""
+    def _add_mark(self, p: float, d: float, interval: tuple[float, float] | None = None) -> None:
+        """A drop line and a dot; D16/D50/D84 labelled at the curve, with their confidence
+        interval as a horizontal bar through the dot; D10/D90 labelled at the axis."""
         item = self.plot_item
         main = p in MAIN_PERCENTILES
         c = self.colors
         color = c.main_mark if main else c.side_mark
         x = math.log2(d)
+        if main and interval is not None and interval[0] > 0 and interval[1] > 0:
+            lo, hi = math.log2(interval[0]), math.log2(interval[1])
+            bar = pg.ErrorBarItem(
+                x=np.array([x]),
+                y=np.array([p]),
+                left=np.array([max(x - lo, 0.0)]),
+                right=np.array([max(hi - x, 0.0)]),
+                beam=4.0,  # the caps, in % finer
+                pen=pg.mkPen(color, width=2.2),
+            )
+            item.addItem(bar)
+            self._marks.append(bar)
         drop = item.plot(
             [x, x],
             [0, p],
@@ -222,16 +250,48 @@ class GrainPlot(QWidget):
     def mark_names(self) -> list[str]:
         return [m.textItem.toPlainText() for m in self._marks if isinstance(m, pg.TextItem)]
 
+    def interval_bars(self) -> dict[str, tuple[float, float]]:
+        """{"D50": (low, high)} of the interval bars drawn, in the plot's units (for tests)."""
+        out = {}
+        for m in self._marks:
+            if isinstance(m, pg.ErrorBarItem):
+                x, y = float(m.opts["x"][0]), float(m.opts["y"][0])
+                out[f"D{y:g}"] = (
+                    2.0 ** (x - float(m.opts["left"][0])),
+                    2.0 ** (x + float(m.opts["right"][0])),
+                )
+        return out
 
-def percentile_rows(view: CurveView) -> list[tuple[str, str, str]]:
-    return [
-        (
-            f"D{p:g}",
-            fmt_size(d),
-            fmt_psi(psi(d)) if (d is not None and d > 0 and view.unit == "mm") else "–",
+
+class PercentileRow(NamedTuple):
+    """One D_p as people read it: its name, size and psi, and its interval in both ("" when
+    there is none, "–" for a missing value)."""
+
+    name: str  # "D50"
+    size: str  # "12.3"
+    psi: str  # "3.62" ("–" without a scale)
+    interval: str  # "11.8–12.9"
+    interval_psi: str  # "3.56–3.69" ("" without a scale)
+
+
+def percentile_rows(view: CurveView) -> list[PercentileRow]:
+    rows = []
+    mm = view.unit == "mm"
+    for p, d in view.marks.items():
+        ci = view.intervals.get(p)
+        has = d is not None and d > 0
+        rows.append(
+            PercentileRow(
+                f"D{p:g}",
+                fmt_size(d),
+                fmt_psi(psi(d)) if has and mm else "–",
+                "" if ci is None else f"{fmt_size(ci[0])}–{fmt_size(ci[1])}",
+                ""
+                if ci is None or not mm or min(ci) <= 0
+                else f"{fmt_psi(psi(ci[0]))}–{fmt_psi(psi(ci[1]))}",
+            )
         )
-        for p, d in view.marks.items()
-    ]
+    return rows
 
 
 def render_plot_png(view: CurveView | None, width_px: int = 2000) -> bytes:
@@ -246,17 +306,27 @@ def render_plot_png(view: CurveView | None, width_px: int = 2000) -> bytes:
     if view is not None:
         page.plot.addLabel(
             f"<span style='font-size:12pt;font-weight:bold'>{view.caption()}</span><br>"
-            f"<span style='font-size:9pt;color:#555'>{view.options_text}</span>",
+            f"<span style='font-size:9pt;color:#555'>{view.options_text}</span>"
+            + (
+                f"<br><span style='font-size:9pt;color:#555'>{view.interval_note()}</span>"
+                if view.interval_note()
+                else ""
+            ),
             row=0,
             col=0,
             color=LIGHT.foreground,
         )
         unit = view.unit
         rows = "".join(
-            f"<tr><td><b>{name}</b>&nbsp;</td><td align='right'>{mm} {unit}</td>"
-            + (f"<td align='right'>&nbsp;&nbsp;{ps} ψ</td>" if unit == "mm" else "")
+            f"<tr><td><b>{r.name}</b>&nbsp;</td><td align='right'>{r.size} {unit}</td>"
+            + (
+                f"<td align='right' style='color:#555'>&nbsp;({r.interval})</td>"
+                if r.interval
+                else "<td></td>"
+            )
+            + (f"<td align='right'>&nbsp;&nbsp;{r.psi} ψ</td>" if unit == "mm" else "")
             + "</tr>"
-            for name, mm, ps in percentile_rows(view)
+            for r in percentile_rows(view)
         )
         box = pg.LabelItem(
             f"<table style='font-size:10pt;color:#222'>{rows}</table>", justify="left"

@@ -53,6 +53,9 @@ class AnalysisRequest:
     state: int | None  # the mask state split (None: a prediction)
     options: GrainOptions
     edits: list
+    # the speck floor (pixels of area) of a prediction split as the model gave it; a mask,
+    # accepted or painted, is the user's: every piece of it is a stone (0)
+    min_stone_px: float = 0.0
 
 
 class GrainsController:
@@ -253,8 +256,17 @@ class GrainsController:
             if probability is not None and source.startswith("the model")
             else document.state_id
         )
+        floor = pred.min_stone_px if state is None and pred is not None else 0.0
         return AnalysisRequest(
-            path, mask, probability, boundary, source, state, options, stored.get("edits", [])
+            path,
+            mask,
+            probability,
+            boundary,
+            source,
+            state,
+            options,
+            stored.get("edits", []),
+            min_stone_px=floor,
         )
 
     def accept(

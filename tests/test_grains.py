@@ -562,6 +562,11 @@ def test_cli_grains_end_to_end(tiny_model, tmp_path, capsys):
     assert set(report["images"]) == {"one.png", "two.jpg"}
     assert {"by_count", "by_area"} <= set(report["pooled"])
     assert report["pooled"]["by_count"]["unit"] == "mm"
+    # the summary line gives each percentile with its bootstrap interval
+    low, high = report["pooled"]["by_count"]["D50_mm_ci95"]
+    assert f"D50 {report['pooled']['by_count']['D50_mm']:.3g} ({low:.3g}-{high:.3g})" in (
+        capsys.readouterr().out
+    )
 
 
 def test_cli_grains_failures(tiny_model, tmp_path, capsys):

@@ -151,7 +151,17 @@ def _pool_only(output_dir: str) -> int:
 def _d16_d50_d84(block: dict) -> str:
     """'D16 x  D50 y  D84 z' of one weighting's percentile block, in its unit."""
     unit = block["unit"]
-    return "  ".join(f"D{p:g} {_fmt(block.get(f'D{p:g}_{unit}'))}" for p in (16, 50, 84))
+    return "  ".join(
+        f"D{p:g} {_fmt(block.get(f'D{p:g}_{unit}'))}{_ci(block.get(f'D{p:g}_{unit}_ci95'))}"
+        for p in (16, 50, 84)
+    )
+
+
+def _ci(interval) -> str:
+    """' (low-high)', the bootstrap interval beside a percentile; '' without one."""
+    if not interval or any(v is None for v in interval):
+        return ""
+    return f" ({interval[0]:.3g}-{interval[1]:.3g})"
 
 
 def _fmt(value: float | None) -> str:

@@ -153,8 +153,11 @@ class ModelInfo:
 
     @property
     def train_config(self) -> TrainConfig:
+        # files written before the boundary target record none: they trained the mask alone
         return (
-            TrainConfig.from_dict(self.train) if self.train else TrainConfig(encoder=self.encoder)
+            TrainConfig.from_dict({"target": self.target, **self.train})
+            if self.train
+            else TrainConfig(encoder=self.encoder, target=self.target)
         )
 
 

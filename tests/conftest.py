@@ -41,3 +41,21 @@ def trained_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model") / "model"
     run_training(Project.open(root).labelled_pairs(), out, cfg)
     return out
+
+
+@pytest.fixture(scope="session")
+def mask_model(tmp_path_factory) -> Path:
+    """As ``trained_model``, with the one-channel "mask" target of models before the boundary
+    target became the default (what older model files hold)."""
+    from stoneseg_core.config import TrainConfig
+    from stoneseg_core.project import Project
+    from stoneseg_core.train import run_training
+
+    root = make_dataset(tmp_path_factory.mktemp("train1") / "data", n=5, size=(128, 160), seed=1)
+    cfg = TrainConfig(
+        epochs=4, crop=128, work_size=160, batch_size=4, samples_per_image=4, lr=5e-3, seed=0,
+        target="mask",
+    )
+    out = tmp_path_factory.mktemp("model1") / "model"
+    run_training(Project.open(root).labelled_pairs(), out, cfg)
+    return out

@@ -197,8 +197,8 @@ def test_model_files_with_other_outputs_are_refused(two_channel_model, tmp_path)
         build_model("efficientnet-b0", classes=3)
 
 
-def test_old_model_files_load_as_one_channel_masks(trained_model, tmp_path):
-    cfg = json.loads((trained_model / "config.json").read_text())
+def test_old_model_files_load_as_one_channel_masks(mask_model, tmp_path):
+    cfg = json.loads((mask_model / "config.json").read_text())
     assert cfg["classes"] == 1 and cfg["target"] == "mask"
     assert cfg["train_config"]["target"] == "mask"
     old = tmp_path / "old"
@@ -206,7 +206,7 @@ def test_old_model_files_load_as_one_channel_masks(trained_model, tmp_path):
     del cfg["target"]  # as written before the boundary target existed
     del cfg["train_config"]["target"], cfg["train_config"]["boundary_px"]
     (old / "config.json").write_text(json.dumps(cfg))
-    (old / "model.safetensors").write_bytes((trained_model / "model.safetensors").read_bytes())
+    (old / "model.safetensors").write_bytes((mask_model / "model.safetensors").read_bytes())
     model, info = load_model(old)
     assert info.classes == 1 and info.target == "mask"
     assert info.train_config.target == "mask"
@@ -214,7 +214,7 @@ def test_old_model_files_load_as_one_channel_masks(trained_model, tmp_path):
     img, _ = make_scene(np.random.default_rng(0), 96, 128)
     p = seg.predict(img)
     assert p.boundary is None and p.probability.shape == (96, 128)
-    ref = Segmenter.load(trained_model, InferenceConfig(device="cpu")).predict(img)
+    ref = Segmenter.load(mask_model, InferenceConfig(device="cpu")).predict(img)
     np.testing.assert_array_equal(p.probability, ref.probability)
 
 
@@ -326,9 +326,12 @@ def test_a_one_channel_model_can_be_fine_tuned_with_the_boundary_target(trained_
 
 
 def test_target_setting_is_checked():
-    assert TrainConfig().target == "mask" and TrainConfig().classes == 1
-    assert TrainConfig(target="mask+boundary").classes == 2
-    assert TrainConfig.from_dict({"epochs": 3}).target == "mask"
+    # the default sees where one stone ends (docs/stones.md); "mask" stays selectable
+    assert TrainConfig().target == "mask+boundary" and TrainConfig().classes == 2
+    assert TrainConfig(target="mask").classes == 1
+    # a dict without one takes the default; a model file without one is a mask model
+    # (ModelInfo.train_config, test_old_model_files_load_as_one_channel_masks)
+    assert TrainConfig.from_dict({"epochs": 3}).target == "mask+boundary"
     with pytest.raises(StonesegError, match="Target"):
         TrainConfig(target="boundary")
     with pytest.raises(StonesegError, match="Boundary width"):

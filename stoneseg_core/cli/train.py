@@ -114,9 +114,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--target",
         default=d.target,
         choices=list(TARGETS),
-        help="what the model learns: 'mask' (default) or 'mask+boundary', which adds each "
+        help="what the model learns: 'mask+boundary' (default): the stone mask and each "
         "stone's boundary band (from DATA_DIR/instances/<stem>.png, 16-bit ids, where there "
-        "is one; else from the mask's pieces) to help split touching stones",
+        "is one; else from the mask's pieces), which splits touching stones; 'mask': the "
+        "stone mask alone, as models before it",
     )
     t.add_argument(
         "--boundary-px",

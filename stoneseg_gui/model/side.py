@@ -269,6 +269,10 @@ def _remembered_config(settings: QSettings) -> TrainConfig | None:
     values = load_train_settings(settings)
     if not values:
         return None
+    # the panel shows no target: one remembered is the default of the version that saved
+    # it, not the user's choice, so a newer default (the boundary target) reaches them too
+    values.pop("target", None)
+    values.pop("boundary_px", None)
     try:
         return TrainConfig.from_dict(values)
     except (StonesegError, TypeError, ValueError):

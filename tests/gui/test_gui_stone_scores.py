@@ -40,3 +40,18 @@ def test_stone_scores_are_shown_with_a_model_and_hidden_without(qtbot):
     panel.clear()
     assert not panel.stones.isVisible()
     assert stones_text(None) == ""
+
+
+def test_training_settings_remembered_by_an_older_version_take_the_new_default_target():
+    from PySide6.QtCore import QSettings
+
+    from stoneseg_core.config import TrainConfig
+    from stoneseg_gui.model.side import _remembered_config
+    from stoneseg_gui.settings import save_train_settings
+
+    settings = QSettings()
+    # what the Training panel saved before the boundary target was the default
+    save_train_settings(settings, TrainConfig(target="mask", epochs=7).to_dict())
+    config = _remembered_config(settings)
+    assert config is not None and config.epochs == 7  # the user's own settings stay
+    assert config.target == "mask+boundary"  # the panel never showed the target

@@ -474,7 +474,9 @@ def compare_on_validation(
         image_path, mask_path = pairs[r.image][:2]
         image = read_image(image_path)
         truth = read_mask(mask_path, expected_size=image.shape[:2])
-        counts.append(confusion(seg.predict(image).mask, truth))
+        # the network's pixels at its threshold, as validation counts them (no speck floor)
+        prob = seg.predict(image).probability
+        counts.append(confusion(prob >= seg.config.threshold, truth))
     return Comparison(
         other=Path(other),
         images=tuple(r.image for r in rows),

@@ -47,12 +47,12 @@ from .tiling import pad_to as _pad_to
 from .tiling import round_up as _round_up
 from .work_scale import (
     ScalePolicy,
+    drop_specks_at_work_scale,
     estimate_scale,
     normalize,
     resize_by,
     scale_fallback,
     speck_floor,
-    without_specks,
 )
 
 if TYPE_CHECKING:
@@ -504,8 +504,13 @@ class Segmenter:
         pass when it was this very pass)."""
         reuse, self._reuse = self._reuse, None
         if reuse is not None and reuse[0] is image and reuse[1] == factor:
-            return reuse[2]
-        return self.probabilities_at_work_scale(resize_by(image, factor), should_stop)
+            probs = reuse[2]
+        else:
+            probs = self.probabilities_at_work_scale(resize_by(image, factor), should_stop)
+        # the speck floor, at working scale: no piece of the stone map smaller than the
+        # smallest stone the network was shown (1.0: the floor in working pixels)
+        drop_specks_at_work_scale(probs[0], self.config.threshold, self.speck_floor(1.0))
+        return probs
 
     def predict(
         self,
@@ -532,7 +537,7 @@ class Segmenter:
         floor = self.speck_floor(factor)
         return Prediction(
             probability=prob,
-            mask=without_specks(mask, floor),
+            mask=mask,
             boundary=boundary,
             scale=factor,
             min_stone_px=floor,
@@ -565,7 +570,7 @@ class Segmenter:
         # q >= 255 t (q is within half a step of 255 p): the prediction's p >= t
         cv2.threshold(q, 255.0 * self.config.threshold - 0.5, 255, cv2.THRESH_BINARY, dst=q)
         # the speck floor, in the pixels of the size asked for (working pixels per pixel of it)
-        return without_specks(q, self.speck_floor(factor * image.shape[1] / w))
+        return q
 
 
 # ------------------------------------------------------------------------ folder segmentation

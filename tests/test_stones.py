@@ -188,23 +188,26 @@ def test_predicted_masks_hold_no_speck_under_the_floor(trained_model):
 
     from stoneseg_core.config import InferenceConfig
     from stoneseg_core.predict import Segmenter
-    from stoneseg_core.work_scale import without_specks
+    from stoneseg_core.work_scale import drop_specks_at_work_scale
 
-    mask = np.zeros((30, 30), np.uint8)
-    mask[2:4, 2:4] = 255  # 4 px
-    mask[10:20, 10:20] = 255  # 100 px
-    out = without_specks(mask.copy(), 5)
-    assert np.count_nonzero(out) == 100 and out[2, 2] == 0
-    assert np.count_nonzero(without_specks(mask.copy(), 0)) == 104
+    prob = np.zeros((30, 30), np.float32)
+    prob[2:4, 2:4] = 0.9  # 4 px
+    prob[10:20, 10:20] = 0.8  # 100 px
+    prob[25, 25] = 0.3  # under the threshold: not a piece
+    out = drop_specks_at_work_scale(prob.copy(), 0.5, 5)
+    assert np.count_nonzero(out >= 0.5) == 100 and out[2, 2] == 0 and out[25, 25] == 0.3
+    assert np.count_nonzero(drop_specks_at_work_scale(prob.copy(), 0.5, 0) >= 0.5) == 104
 
     seg = Segmenter.load(trained_model, InferenceConfig(runtime="torch"))
     image = make_scene(np.random.default_rng(7), 140, 180)[0]
     pred = seg.predict(image)
     assert pred.min_stone_px > 0
     assert pred.min_stone_px == pytest.approx(seg.speck_floor(pred.scale))
+    # the floor is applied at working scale: at the photo's size a piece may come out a
+    # little smaller than the floor there (resampling), never a speck of a few pixels
     n, _, stats, _ = cv2.connectedComponentsWithStats((pred.mask > 0).view(np.uint8), 8)
-    assert (stats[1:, cv2.CC_STAT_AREA] >= pred.min_stone_px).all()
+    assert (stats[1:, cv2.CC_STAT_AREA] >= 0.5 * pred.min_stone_px).all()
     # the mask-only path agrees
     fast = seg.predict_mask(image)
     n2, _, stats2, _ = cv2.connectedComponentsWithStats((fast > 0).view(np.uint8), 8)
-    assert (stats2[1:, cv2.CC_STAT_AREA] >= pred.min_stone_px).all()
+    assert (stats2[1:, cv2.CC_STAT_AREA] >= 0.5 * pred.min_stone_px).all()

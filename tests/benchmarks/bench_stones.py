@@ -23,6 +23,10 @@ minus true; by count, and D50 by area).
     python tests/benchmarks/bench_stones.py --set gravel --targets mask,mask+boundary \
         [--epochs 15] [--folds 0,1] [--keep DIR] [--reuse]
 
+``--segment-speed PHOTOS`` times ``stoneseg segment``'s loop over a folder of photos with the
+first fold's models instead (kept in ``--keep``): the mask model as before this work (no speck
+step) against the boundary model with its speck floor, interleaved, ONNX Runtime, ``--reps``.
+
 Prints one JSON line last. Not part of the test run (it trains models: minutes each on a CPU).
 """
 
@@ -133,6 +137,34 @@ class Tally:
         }
 
 
+def segment_speed(keep: Path, set_name: str, photos: Path, reps: int) -> dict:
+    """Seconds to segment ``photos`` (iter_segment_folder, as ``stoneseg segment``): today's
+    way (the mask model, no speck step) against the default (boundary model, speck floor)."""
+    from _common import interleaved, load_average, median, paired_ratio
+
+    from stoneseg_core.predict import iter_segment_folder
+
+    today = Segmenter.load(keep / f"{set_name}-f0-mask", InferenceConfig(runtime="onnx"))
+    today.speck_floor = lambda factor: 0.0  # as before: every piece of the mask kept
+    new = Segmenter.load(keep / f"{set_name}-f0-mask+boundary", InferenceConfig(runtime="onnx"))
+    out = Path(tempfile.mkdtemp(prefix="bench-stones-seg-"))
+
+    def run(seg: Segmenter) -> None:
+        for _ in iter_segment_folder(seg, photos, out, overwrite=True):
+            pass
+
+    load_before = load_average()
+    times = interleaved({"today": lambda: run(today), "default": lambda: run(new)}, reps)
+    return {
+        "photos": str(photos),
+        "today_s": r3(median(times["today"])),
+        "default_s": r3(median(times["default"])),
+        "slowdown": r3(1.0 / paired_ratio(times["today"], times["default"])),
+        "reps": reps,
+        "load_average_before_after": [load_before, load_average()],
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", choices=sorted(SETS), default="gravel")
@@ -149,9 +181,21 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", default=None, help="folder to keep the models in")
     ap.add_argument("--reuse", action="store_true", help="load models already in --keep")
+    ap.add_argument("--segment-speed", default=None, metavar="PHOTOS")
+    ap.add_argument("--reps", type=int, default=3)
     add_common_args(ap)
     args = ap.parse_args()
     setup(args)
+    if args.segment_speed:
+        keep = Path(args.keep or ".")
+        emit(
+            {
+                "benchmark": "stones-segment-speed",
+                **segment_speed(keep, args.set, Path(args.segment_speed), args.reps),
+                "machine": machine(),
+            }
+        )
+        return 0
     root = SETS[args.set]
     mm = 0.39 if args.set == "gravel" else None
     items = triples(root)

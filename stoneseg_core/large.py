@@ -810,9 +810,11 @@ def segment_large_photo(
     dst_path: str | Path,
     should_stop: Callable[[], bool] | None = None,
     scale: float | None = None,
+    on_scale: Callable[[float], None] | None = None,
 ) -> tuple[str, str]:
     """``iter_segment_large`` run to its end for the folder loops, its progress logged:
-    ("written" | "failed" | "cancelled", message)."""
+    ("written" | "failed" | "cancelled", message). ``on_scale`` is given the working scale
+    the photo was segmented at."""
     src = Path(src_path)
     gen = iter_segment_large(segmenter, src, dst_path, scale, should_stop)
     shown = -1
@@ -842,4 +844,6 @@ def segment_large_photo(
         gen.close()
     if summary.cancelled:
         return "cancelled", ""
+    if on_scale is not None:
+        on_scale(summary.scale)
     return "written", ""

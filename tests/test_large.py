@@ -234,7 +234,10 @@ def test_segment_sends_large_photos_through_windows(trained_model, ortho, tmp_pa
     scale = seg.info.work_size / 3000  # the model's long-side policy
     assert np.array_equal(got, large.segment_whole(seg, image, scale))
     # what the whole-photo path gives: it rounds the working size to whole pixels (133 x 160
-    # here, not 133.3 x 160: up to half a working pixel, 9 photo pixels, off at the far edge)
+    # here, not 133.3 x 160: up to half a working pixel, 9 photo pixels, off at the far edge).
+    # The window-by-window mask keeps pieces under the speck floor (a piece may span windows;
+    # its stones are floored when split): compared with the whole path's mask before the floor
+    monkeypatch.setattr(seg, "speck_floor", lambda factor: 0.0)
     assert _iou(got, seg.predict_mask(image)) >= 0.97
     assert read_mask(tmp_path / "out" / "small.png").shape == (200, 240)
 
@@ -291,7 +294,14 @@ def test_grains_segments_and_splits_a_large_photo_window_by_window(
     assert mask.shape == (2500, 3000) and set(np.unique(mask)) <= {0, 255}
     assert geo.read_georeference(out / "ortho_mask.tif").epsg == 32633
     rows = list(csv.DictReader((out / "ortho_stones.csv").read_text().splitlines()))
-    again = tiled.grains_tiled(out / "ortho_mask.tif", tmp_path / "again", "ortho")
+    # the mask keeps pieces under the model's speck floor; its stones do not
+    seg = Segmenter.load(trained_model)
+    floor = seg.speck_floor(seg.info.work_size / 3000)  # the model's long-side scale
+    again = tiled.grains_tiled(
+        out / "ortho_mask.tif", tmp_path / "again", "ortho", min_stone_px=floor
+    )
     assert len(rows) == len(again.grains.stones) > 0
+    every = tiled.grains_tiled(out / "ortho_mask.tif", tmp_path / "every", "ortho")
+    assert len(every.grains.stones) > len(rows)
     report = json.loads((out / "percentiles.json").read_text())
     assert report["images"]["ortho.tif"]["stones_found"] == len(rows)

@@ -237,7 +237,10 @@ def grains_photo(
     such a photo is never held whole)."""
     if large.needs_windows(p):
         mask_path = output_dir / f"{p.stem}_mask.tif"
-        status, message = large.segment_large_photo(segmenter, p, mask_path, should_stop)
+        scales: list[float] = []
+        status, message = large.segment_large_photo(
+            segmenter, p, mask_path, should_stop, on_scale=scales.append
+        )
         if status == "cancelled":
             return None
         if status != "written":
@@ -252,6 +255,8 @@ def grains_photo(
             scale_source=source,
             name=p.name,
             should_stop=should_stop,
+            # the mask keeps its specks (made window by window); its stones do not
+            min_stone_px=segmenter.speck_floor(scales[0]) if scales else 0.0,
         )
         return None if big.cancelled else big.grains
     image = read_image(p)

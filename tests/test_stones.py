@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from skimage.draw import disk
+from test_grains import paint
 
 from stoneseg_core.grains import measure_stones, read_instance_labels, split_stones
 from stoneseg_core.grains.instances import (
@@ -26,10 +26,7 @@ from stoneseg_core.work_scale import (
 
 
 def _discs(shape, centres_radii) -> np.ndarray:
-    labels = np.zeros(shape, np.int32)
-    for i, (cy, cx, r) in enumerate(centres_radii, start=1):
-        labels[disk((cy, cx), r, shape=shape)] = i
-    return labels
+    return paint(shape, [("disc", cy, cx, r) for cy, cx, r in centres_radii])
 
 
 # ------------------------------------------------------------------------------ speck floor

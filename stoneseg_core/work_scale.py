@@ -49,8 +49,10 @@ ESTIMATE_GRID = 3
 # The speck floor: no stone smaller than a disc this many working pixels across, whatever the
 # training stones (the network cannot draw a stone it cannot resolve) ...
 MIN_STONE_WORK_PX = 3.0
-# ... nor smaller than this fraction of the training stones' 1st-percentile area
+# ... nor smaller than this fraction of the training stones' 1st-percentile area, when the
+# training photos show at least MIN_FLOOR_STONES stones (fewer say little of the smallest)
 SPECK_FRACTION = 0.5
+MIN_FLOOR_STONES = 20
 
 
 def scale_factor(height: int, width: int, work_size: int) -> float:
@@ -210,7 +212,8 @@ def smallest_stone_area(label_maps: list[np.ndarray]) -> float:
     ``label_maps``: per-stone labels (an instance file) or a mask, whose 8-connected pieces
     are then the stones. Half the 1st-percentile stone's area, and never under a disc of
     ``MIN_STONE_WORK_PX``: a speck smaller than the smallest stones the network was shown is
-    not a stone it learnt to see.
+    not a stone it learnt to see. With fewer than ``MIN_FLOOR_STONES`` stones the disc alone
+    (three big stones say nothing of how small a stone may be).
     """
     areas: list[np.ndarray] = []
     for m in label_maps:
@@ -223,7 +226,7 @@ def smallest_stone_area(label_maps: list[np.ndarray]) -> float:
             counts = np.bincount(m.ravel().astype(np.int64))[1:]
             areas.append(counts[counts > 0])
     floor = math.pi * (MIN_STONE_WORK_PX / 2.0) ** 2
-    if not areas or not sum(a.size for a in areas):
+    if sum(a.size for a in areas) < MIN_FLOOR_STONES:
         return floor
     return float(max(floor, SPECK_FRACTION * np.percentile(np.concatenate(areas), 1)))
 

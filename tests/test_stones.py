@@ -65,13 +65,15 @@ def test_drop_specks_keeps_reading_order_and_leaves_no_floor_alone():
 def test_smallest_stone_comes_from_the_training_stones_and_has_a_floor():
     disc_area = math.pi * (MIN_STONE_WORK_PX / 2) ** 2
     # per-stone labels: 1st percentile of the stones' areas, halved
-    big = _discs((200, 200), [(30 + 40 * (k // 4), 30 + 40 * (k % 4), 15) for k in range(16)])
+    big = _discs((240, 240), [(30 + 40 * (k // 5), 30 + 40 * (k % 5), 15) for k in range(25)])
     areas = np.bincount(big.ravel())[1:]
     assert smallest_stone_area([big]) == pytest.approx(0.5 * np.percentile(areas, 1))
     # a binary mask: its 8-connected pieces are the stones
     assert smallest_stone_area([(big > 0).astype(np.uint8) * 255]) == pytest.approx(
         0.5 * np.percentile(areas, 1)
     )
+    # a few stones say nothing of the smallest: the disc
+    assert smallest_stone_area([big[:70, :70]]) == pytest.approx(disc_area)
     # tiny stones never push the floor under a 3-px disc; no stones at all: the disc
     tiny = np.zeros((20, 20), np.int32)
     tiny[5, 5] = 1

@@ -236,8 +236,15 @@ def main() -> int:
             for img, _mask, inst in truths:
                 pred = seg.predict(img)
                 floor = speck_floor(seg.info.scale_policy, pred.scale)
+                # today's way: the network's map without the floor (Segmenter drops the
+                # pieces under it from the map it returns)
+                seg.speck_floor = lambda factor: 0.0
+                raw = seg.predict(img)
+                del seg.speck_floor
                 for way in ways_for(seg):
-                    labels = split_way(way, pred, floor, seg.config.threshold)
+                    labels = split_way(
+                        way, raw if way == "today" else pred, floor, seg.config.threshold
+                    )
                     fold_tallies.setdefault(f"{target}:{way}", Tally()).add(labels, inst, mm)
             log.info("fold %d %s trained in %.0f s", f, target, train_s)
         row = {"fold": f, "train": len(train), "test": len(test)}

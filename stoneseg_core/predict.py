@@ -124,6 +124,9 @@ class Segmenter:
         if config.threshold is None:  # the model's own
             config = config.replace(threshold=info.threshold)
         self.config = config
+        # drop the pieces of the stone map under the model's speck floor (work_scale); off:
+        # the network's own pixels, as training's validation counts them
+        self.floor_specks = True
         # "cpu", "cuda" or "cuda:N", chosen without torch (hardware.py); the torch.device
         # and dtype are made when first asked for (``device``, ``dtype``)
         self._device_name = (
@@ -509,7 +512,8 @@ class Segmenter:
             probs = self.probabilities_at_work_scale(resize_by(image, factor), should_stop)
         # the speck floor, at working scale: no piece of the stone map smaller than the
         # smallest stone the network was shown (1.0: the floor in working pixels)
-        drop_specks_at_work_scale(probs[0], self.config.threshold, self.speck_floor(1.0))
+        if self.floor_specks:
+            drop_specks_at_work_scale(probs[0], self.config.threshold, self.speck_floor(1.0))
         return probs
 
     def predict(

@@ -460,8 +460,10 @@ def compare_on_validation(
     None when no such photo is left or ``other`` cannot be read."""
     try:
         net, info = load_model(other, device)
-        # each model at its own threshold: what it does when it segments a photo
+        # each model at its own threshold: what it does when it segments a photo, counted
+        # as validation counts the new model (the network's pixels: no speck floor)
         seg = Segmenter(net, info, device=device)
+        seg.floor_specks = False
     except StonesegError as exc:
         log.warning("cannot compare with %s: %s", other, exc)
         return None
@@ -474,9 +476,7 @@ def compare_on_validation(
         image_path, mask_path = pairs[r.image][:2]
         image = read_image(image_path)
         truth = read_mask(mask_path, expected_size=image.shape[:2])
-        # the network's pixels at its threshold, as validation counts them (no speck floor)
-        prob = seg.predict(image).probability
-        counts.append(confusion(prob >= seg.config.threshold, truth))
+        counts.append(confusion(seg.predict(image).mask, truth))
     return Comparison(
         other=Path(other),
         images=tuple(r.image for r in rows),

@@ -237,7 +237,7 @@ def test_segment_sends_large_photos_through_windows(trained_model, ortho, tmp_pa
     # here, not 133.3 x 160: up to half a working pixel, 9 photo pixels, off at the far edge).
     # The window-by-window mask keeps pieces under the speck floor (a piece may span windows;
     # its stones are floored when split): compared with the whole path's mask before the floor
-    monkeypatch.setattr(seg, "speck_floor", lambda factor: 0.0)
+    seg.floor_specks = False
     assert _iou(got, seg.predict_mask(image)) >= 0.97
     assert read_mask(tmp_path / "out" / "small.png").shape == (200, 240)
 

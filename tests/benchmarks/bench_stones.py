@@ -145,7 +145,7 @@ def segment_speed(keep: Path, set_name: str, photos: Path, reps: int) -> dict:
     from stoneseg_core.predict import iter_segment_folder
 
     today = Segmenter.load(keep / f"{set_name}-f0-mask", InferenceConfig(runtime="onnx"))
-    today.speck_floor = lambda factor: 0.0  # as before: every piece of the mask kept
+    today.floor_specks = False  # as before: every piece of the mask kept
     new = Segmenter.load(keep / f"{set_name}-f0-mask+boundary", InferenceConfig(runtime="onnx"))
     out = Path(tempfile.mkdtemp(prefix="bench-stones-seg-"))
 
@@ -238,9 +238,9 @@ def main() -> int:
                 floor = speck_floor(seg.info.scale_policy, pred.scale)
                 # today's way: the network's map without the floor (Segmenter drops the
                 # pieces under it from the map it returns)
-                seg.speck_floor = lambda factor: 0.0
+                seg.floor_specks = False
                 raw = seg.predict(img)
-                del seg.speck_floor
+                seg.floor_specks = True
                 for way in ways_for(seg):
                     labels = split_way(
                         way, raw if way == "today" else pred, floor, seg.config.threshold

@@ -27,7 +27,7 @@ ENCODERS = (
 # What the network learns: "mask+boundary" (the default) = stone or not, and a second
 # channel, the band of each stone within ``boundary_px`` pixels of another stone or of the
 # ground, which ``split_stones`` follows to cut touching stones (held-out stone F1 0.20 ->
-# 0.37 on river gravel, 0.18 -> 0.56 on belt tiles, and no loss of pixel IoU on the dev
+# 0.37 on river gravel, 0.21 -> 0.57 on belt tiles, and no loss of pixel IoU on the dev
 # photos: docs/stones.md); "mask" = the one stone channel of models before it.
 TARGETS = {"mask": 1, "mask+boundary": 2}
 

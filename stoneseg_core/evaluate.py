@@ -22,7 +22,7 @@ from .geo import georeference_or_none, is_tiff
 from .grains.curve_plot import check_plot_path
 from .grains.instances import (
     InstanceEvaluation,
-    evaluate_instances_detailed,
+    compare_stones,
     pool_instance_evaluations,
     pooled_evaluation,
 )
@@ -32,6 +32,7 @@ from .imageio import instances_disagreement, read_image, read_instance_labels, r
 from .metrics import confusion, pooled
 from .predict import Segmenter
 from .project import Project
+from .stone_scores import stone_labels
 
 
 class _Stale(Exception):
@@ -158,15 +159,8 @@ def iter_evaluation(
                     why = instances_disagreement(labels, truth)
                     if why is not None:  # the mask was edited after the cuts and merges
                         raise _Stale(f"{img_path.name} ({why})")
-                ev = evaluate_instances_detailed(
-                    prediction.probability,
-                    labels,
-                    mm_per_px=scale,
-                    threshold=seg.config.threshold,
-                    boundary=getattr(prediction, "boundary", None),
-                    # the stones `grains` would measure: without the specks under the floor
-                    min_stone_px=getattr(prediction, "min_stone_px", 0.0),
-                )
+                # the stones `grains` would measure (its split, its speck floor)
+                ev = compare_stones(stone_labels(prediction), labels, scale)
                 del labels  # the evaluation keeps counts and sizes, never the label images
                 stone_evals.append((split, ev))
                 row["stones"] = ev.to_dict()

@@ -31,7 +31,7 @@ from .grains.scale import project_scales
 from .imageio import instances_disagreement, read_image, read_instance_labels, read_mask
 from .metrics import confusion, pooled
 from .predict import Segmenter
-from .project import Project
+from .project import INSTANCES_DIR, Project
 from .stone_scores import stone_labels
 
 
@@ -50,12 +50,9 @@ class EvaluationProgress:
     message: str = ""
 
 
-INSTANCES_FOLDER = "instances"
-
-
 def default_instances_dir(data_dir: str | Path) -> Path | None:
     """``DATA_DIR/instances`` when it is a folder (the instance truth a project keeps), else None."""
-    folder = Path(data_dir) / INSTANCES_FOLDER
+    folder = Path(data_dir) / INSTANCES_DIR
     return folder if folder.is_dir() else None
 
 

@@ -80,10 +80,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def _instances_dir(args: argparse.Namespace) -> Path | None:
     """The instance folder to score stones on: --instances DIR, DATA_DIR/instances for a bare
     --instances or (said on stderr) when that folder exists, none with --no-instances."""
-    from ..evaluate import INSTANCES_FOLDER, default_instances_dir
+    from ..evaluate import default_instances_dir
+    from ..project import INSTANCES_DIR
 
     if args.instances == DATA_INSTANCES:
-        return Path(args.data_dir) / INSTANCES_FOLDER
+        return Path(args.data_dir) / INSTANCES_DIR
     if args.instances is not None:
         return Path(args.instances)
     if args.no_instances:

@@ -7,6 +7,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
     QLabel,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -72,6 +73,7 @@ class MetricsPanel(QWidget):
         self.per_image.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.per_image.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.per_image.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.per_image.setMinimumHeight(60)  # gives way first in a short dock
         self.per_image.setToolTip(
             "Choose a photo to see it beside its ground truth and the prediction"
         )
@@ -81,6 +83,8 @@ class MetricsPanel(QWidget):
         self.stones = QLabel()
         self.stones.setObjectName("stone_scores")
         self.stones.setWordWrap(True)
+        # never squeezed below its wrapped lines (a short dock takes room from the table)
+        self.stones.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
         self.stones.hide()
         layout = QVBoxLayout(self)
         layout.addWidget(self.caption)

@@ -55,3 +55,24 @@ def test_training_settings_remembered_by_an_older_version_take_the_new_default_t
     config = _remembered_config(settings)
     assert config is not None and config.epochs == 7  # the user's own settings stay
     assert config.target == "mask+boundary"  # the panel never showed the target
+
+
+def test_a_short_panel_keeps_the_stones_line_clear_of_the_table(qtbot):
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QDockWidget, QMainWindow, QWidget
+
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    window.setCentralWidget(QWidget())
+    panel = MetricsPanel()
+    dock = QDockWidget("Validation metrics")
+    dock.setWidget(panel)
+    dock.setFixedWidth(430)  # its share of a 1024 x 600 window
+    window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+    metrics = {"best_epoch": 3, "validation": SCORES, "per_image": [], "stones": STONES}
+    panel.show_model_metrics(metrics, "Active model run-1")
+    window.resize(900, 230)  # a short dock: the line was squeezed onto the table there
+    window.show()
+    qtbot.wait(50)
+    assert panel.stones.height() >= panel.stones.heightForWidth(panel.stones.width())
+    assert panel.stones.geometry().top() >= panel.summary.geometry().bottom()

@@ -411,8 +411,9 @@ def test_boundary_split_edge_cases(how):
 
 
 def test_cli_trains_the_boundary_target_and_grains_uses_it(tmp_path, capsys, monkeypatch):
+    from stoneseg_core import stone_scores
     from stoneseg_core.cli import main
-    from stoneseg_core.grains import analyse, instances
+    from stoneseg_core.grains import analyse
 
     data = make_dataset(tmp_path / "data", n=4, size=(96, 128), seed=4)
     pairs = _with_instances(data)
@@ -433,7 +434,7 @@ def test_cli_trains_the_boundary_target_and_grains_uses_it(tmp_path, capsys, mon
         return real(*a, **k)
 
     monkeypatch.setattr(analyse, "split_stones", spy)  # the folder job's split
-    monkeypatch.setattr(instances, "split_stones", spy)  # the stone-level evaluation's
+    monkeypatch.setattr(stone_scores, "split_stones", spy)  # the stone-level evaluation's
     out = tmp_path / "grains"
     assert main(["grains", str(model), str(data / "images"), str(out)]) == 0
     assert len(seen) == 4 and all(b is not None and b.shape == (96, 128) for b in seen)

@@ -37,6 +37,7 @@ from .losses import DiceBCELoss, StoneBoundaryLoss
 from .metrics import THRESHOLDS, Confusion, Scores, ThresholdSweep, confusion, pooled
 from .model import ModelInfo, load_model, recalibrate_batchnorm
 from .predict import Segmenter
+from .project import Project
 from .stone_scores import score_stones
 from .training_steps import (
     TrainingRun,
@@ -65,6 +66,15 @@ class BatchProgress:
     lr: float
     images_per_second: float
     elapsed: float
+
+
+@dataclass(frozen=True)
+class TrainingPhotos:
+    """The first event of ``iter_project_training``: what the run trains on."""
+
+    photos: int
+    with_labels: int  # photos with per-stone labels (instances/<stem>.png) taken
+    notes: tuple[str, ...] = ()  # for the user (labels left out, and why)
 
 
 @dataclass(frozen=True)
@@ -249,6 +259,30 @@ def iter_training(
     if run.cancelled:
         save_history(run)
     return _finish(run, compare_with if compare_with is not None else from_model)
+
+
+def iter_project_training(
+    project: Project,
+    out_dir: str | Path,
+    config: TrainConfig = TrainConfig(),
+    from_model: str | Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    compare_with: str | Path | None = None,
+) -> Generator[TrainingPhotos | BatchProgress | EpochSummary, None, TrainResult]:
+    """``iter_training`` on a project's labelled photos, chosen inside the job.
+
+    Choosing them (``Project.training_pairs``) hashes and decodes the per-stone labels the app
+    wrote, about half a second per 24 MP photo, so a window runs this in its worker rather
+    than on its own thread. The first event says what was chosen (``TrainingPhotos``).
+    """
+    pairs, notes = project.training_pairs()
+    if len(pairs) < 2:
+        raise StonesegError(
+            "Training needs at least two photos whose masks you made or reviewed (one to learn "
+            f"from, one to check on); this project has {len(pairs)}. Paint another mask first."
+        )
+    yield TrainingPhotos(len(pairs), sum(len(p) > 2 for p in pairs), tuple(notes))
+    return (yield from iter_training(pairs, out_dir, config, from_model, should_stop, compare_with))
 
 
 def _train_epoch(

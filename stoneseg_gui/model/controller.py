@@ -30,7 +30,13 @@ from stoneseg_core.predict import (
     iter_segment_images,
 )
 from stoneseg_core.project import ImageStatus, Project, iter_export_masks
-from stoneseg_core.train import BatchProgress, EpochSummary, TrainResult, iter_training
+from stoneseg_core.train import (
+    BatchProgress,
+    EpochSummary,
+    TrainingPhotos,
+    TrainResult,
+    iter_project_training,
+)
 from stoneseg_core.work_scale import scale_fallback
 
 from ..workers import Worker, start_worker
@@ -124,6 +130,7 @@ class ModelController(QObject):
         self._train_out: Path | None = None
         self._train_result: TrainResult | None = None
         self._train_notes = ""  # what the run's data left out (stale per-stone labels)
+        self._train_from: str | None = None  # the model the run fine-tunes, by name
         self._best_scores = None
         self._best_rows = ()
         self._task: Worker | None = None  # prediction / export / predict-all: one at a time
@@ -208,14 +215,14 @@ class ModelController(QObject):
             return True
         if not self.session.save_current():
             return False  # the session has said why
-        # with each photo's per-stone labels (instances/<stem>.png), as `stoneseg train` takes
-        # them; those the Grains panel wrote before the mask was edited are left out and told
-        pairs, notes = project.training_pairs()
-        if len(pairs) < 2:
+        # enough labelled photos? (a quick count; which per-stone labels go with them is
+        # chosen in the worker: it hashes and decodes the files the app wrote)
+        n_pairs = len(project.labelled_pairs())
+        if n_pairs < 2:
             self.dialogs.error(
                 "Not enough labelled photos",
                 f"Training needs at least two photos whose masks you made or reviewed (one to learn "
-                f"from, one to check on); this project has {len(pairs)}. Paint another mask first.",
+                f"from, one to check on); this project has {n_pairs}. Paint another mask first.",
             )
             return False
         from_model = None if afresh else self.active_model()
@@ -229,22 +236,15 @@ class ModelController(QObject):
         self._best_scores, self._best_rows = None, ()
         self.plot.clear_run()
         self.panel.set_running(True)
-        with_labels = sum(len(p) > 2 for p in pairs)
-        self.panel.show_message(
-            f"Training on {len(pairs)} labelled photos"
-            + (f" ({with_labels} with per-stone labels)" if with_labels else "")
-            + (f", fine-tuning {from_model.name}" if from_model else ", from scratch")
-            + "…"
-        )
-        self._train_notes = " ".join(notes)
-        if notes:
-            self.notice.emit(self._train_notes)
+        self._train_from = from_model.name if from_model else None
+        self.panel.show_message(self._training_words(n_pairs, 0))
+        self._train_notes = ""
         self._train_result = None
         # the new run is compared with the active model on the validation photos that the
         # active model never trained on; it replaces it only if it is not worse there
         self._train_worker = start_worker(
-            iter_training,
-            pairs,
+            iter_project_training,
+            project,
             out,
             config,
             from_model,
@@ -265,8 +265,21 @@ class ModelController(QObject):
     def wait_for_training(self, timeout_ms: int = 120_000) -> bool:
         return self._train_worker.wait(timeout_ms) if self._train_worker is not None else True
 
+    def _training_words(self, photos: int, with_labels: int) -> str:
+        return (
+            f"Training on {photos} labelled photos"
+            + (f" ({with_labels} with per-stone labels)" if with_labels else "")
+            + (f", fine-tuning {self._train_from}" if self._train_from else ", from scratch")
+            + "…"
+        )
+
     def _on_train_worker_progressed(self, event) -> None:
-        if isinstance(event, BatchProgress):
+        if isinstance(event, TrainingPhotos):
+            self.panel.show_message(self._training_words(event.photos, event.with_labels))
+            self._train_notes = " ".join(event.notes)
+            if event.notes:
+                self.notice.emit(self._train_notes)
+        elif isinstance(event, BatchProgress):
             self.plot.add_batch(event)
             self.panel.show_batch(event)
         elif isinstance(event, EpochSummary):

@@ -5,6 +5,7 @@ and analysing the photo again writes them afresh."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -71,19 +72,23 @@ def cut(qtbot, window) -> None:
 
 
 def spy_training(monkeypatch, stop: bool = False) -> list:
-    """Record the pairs the window's controller passes to training (then train, or stop)."""
-    from stoneseg_gui.model import controller as model_controller
+    """Record the pairs the window's training job passes to training (then train, or stop).
+
+    They must be chosen in the worker, never on the window's thread (choosing them hashes
+    and decodes the per-stone labels the app wrote)."""
+    from stoneseg_core import train as core_train
 
     seen: list = []
-    real = model_controller.iter_training
+    real = core_train.iter_training
 
     def spy(pairs, *args, **kwargs):
+        assert threading.current_thread() is not threading.main_thread()
         seen.append(list(pairs))
         if stop:
             raise DataError("stopped by the test after reading the pairs")
         return (yield from real(pairs, *args, **kwargs))
 
-    monkeypatch.setattr(model_controller, "iter_training", spy)
+    monkeypatch.setattr(core_train, "iter_training", spy)
     return seen
 
 

@@ -66,7 +66,9 @@ class MetricsPanel(QWidget):
         self.summary.resizeRowsToContents()
         rows = self.summary.verticalHeader().length()
         frame = 2 * self.summary.frameWidth()
-        self.summary.setFixedHeight(self.summary.horizontalHeader().sizeHint().height() + rows + frame)
+        self.summary.setFixedHeight(
+            self.summary.horizontalHeader().sizeHint().height() + rows + frame
+        )
         self.per_image = QTableWidget(0, len(NAMES) + 1)
         self.per_image.setHorizontalHeaderLabels(("Photo",) + HEADERS)
         self.per_image.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 
-from stoneseg_core.editing_tools import ToolKind
+from stoneseg_core.editing.tools import ToolKind
 
 from .widgets.icons import icon
 

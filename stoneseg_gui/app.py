@@ -98,14 +98,9 @@ def share_cores_with_window() -> int:
     120 ms at a time on a 2-core machine (tests/benchmarks/bench_gui.py). Someone who sets
     OMP_NUM_THREADS keeps their choice.
     """
-    import torch
+    from stoneseg_core.model.device import leave_cores
 
-    if os.environ.get("OMP_NUM_THREADS"):
-        return torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = max(1, min(torch.get_num_threads(), (cores or 1) - 1))
-    torch.set_num_threads(threads)
-    return threads
+    return leave_cores(1)
 
 
 def preload_model_libraries() -> threading.Thread:
@@ -115,9 +110,9 @@ def preload_model_libraries() -> threading.Thread:
 
     def load() -> None:
         try:
-            from stoneseg_core.model import _import_smp
+            from stoneseg_core.model.network import import_smp
 
-            _import_smp()
+            import_smp()
         except Exception:
             log.debug("preloading the model libraries failed", exc_info=True)
 

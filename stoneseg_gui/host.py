@@ -17,22 +17,88 @@ The host is also the Qt parent of the sides' docks, actions and dialogs (``add_d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+import numpy as np
 from PySide6.QtCore import QSettings, Qt, SignalInstance
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QDockWidget, QMenu, QStatusBar, QWidget
+from PySide6.QtWidgets import QDockWidget, QGraphicsScene, QMenu, QStatusBar, QWidget
 
-if TYPE_CHECKING:
-    from stoneseg_core.mask_edit import MaskDocument
-    from stoneseg_core.project import Project
+from stoneseg_core.editing.mask_document import MaskDocument
+from stoneseg_core.inference.segmenter import Prediction
+from stoneseg_core.io.project import ImageStatus, Project
 
-    from .actions import Actions
-    from .editor.canvas import MaskCanvas
-    from .editor.session import AnnotationSession
-    from .model.side import ModelSide
-    from .widgets.dialogs import Dialogs
+from .actions import Actions
+from .widgets.dialogs import Dialogs
+from .widgets.interaction import CanvasInteraction
+
+
+class EditorSession(Protocol):
+    """The editor's session (``editor.session.AnnotationSession``) as the sides use it:
+    the project and photo open, their masks, saving."""
+
+    project_opened: SignalInstance  # Project
+    image_opened: SignalInstance  # Path
+    image_changed: SignalInstance  # Path | None
+    history_changed: SignalInstance
+    status_changed: SignalInstance  # Path, ImageStatus, str
+    mask_saved: SignalInstance  # Path
+
+    @property
+    def project(self) -> Project | None: ...
+
+    @property
+    def is_dirty(self) -> bool: ...
+
+    def current_image_path(self) -> Path | None: ...
+
+    def current_document(self) -> MaskDocument | None: ...
+
+    def current_display(self) -> object | None: ...  # the photo shown (``georeference``)
+
+    def current_status(self) -> ImageStatus | None: ...
+
+    def image_status(self, path: Path) -> ImageStatus: ...
+
+    def save_current(self) -> bool: ...
+
+    def must_save_in_background(self) -> bool: ...
+
+    def after_saving(self, action: Callable[[], object], doing: str) -> None: ...
+
+    def accept_prediction(self, mask: np.ndarray) -> None: ...
+
+    def reload_current(self) -> None: ...
+
+    def mark_unreadable(self, path: Path, reason: str) -> None: ...
+
+
+class EditorCanvas(Protocol):
+    """The photo view (``editor.canvas.MaskCanvas``) as the sides use it."""
+
+    def scene(self) -> QGraphicsScene: ...
+
+    def window(self) -> QWidget: ...
+
+    def zoom(self) -> float: ...
+
+    def set_prediction(self, mask: np.ndarray | None) -> None: ...
+
+    def set_interaction(self, interaction: CanvasInteraction | None) -> None: ...
+
+
+class Predictions(Protocol):
+    """The model side's latest prediction, as the grain side reads it
+    (``model.controller.ModelController``)."""
+
+    prediction_ready: SignalInstance  # Path of the photo predicted
+    prediction: Prediction | None
+
+
+class PredictingSide(Protocol):
+    controller: Predictions
 
 
 class WindowHost(Protocol):
@@ -42,14 +108,14 @@ class WindowHost(Protocol):
     settings: QSettings
     dialogs: Dialogs
     # 2. the editor
-    session: AnnotationSession
-    canvas: MaskCanvas
+    session: EditorSession
+    canvas: EditorCanvas
     image_changed: SignalInstance  # Path | None: the photo now shown (or failed to show)
     # 3. the window's actions and menus
     ui_actions: Actions
     view_menu: QMenu
     # 4. the sides built before the one being built
-    model_side: ModelSide
+    model_side: PredictingSide  # its controller's predictions
 
     @property
     def project(self) -> Project | None: ...

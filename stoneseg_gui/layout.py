@@ -8,34 +8,39 @@ View > Reset layout, and keeps the user's own layout in the settings between run
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from PySide6.QtCore import QByteArray, QSettings, Qt
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QDockWidget
+from PySide6.QtWidgets import QDockWidget, QMainWindow
 
 from .widgets.docks import hide_stale_tab_bars
 
-if TYPE_CHECKING:
-    from .main_window import MainWindow
-
 
 class DockLayout:
-    """The dock layout of one ``MainWindow`` (its sides built: their docks are laid out)."""
+    """The dock layout of one main window (its sides built: their docks are laid out).
 
-    def __init__(self, window: MainWindow, settings: QSettings) -> None:
+    ``docks`` gives the right-hand column's (upper group, lower group) of docks, each in
+    tab order; ``reset`` is what View > Reset layout calls (the window's own slot).
+    """
+
+    def __init__(
+        self,
+        window: QMainWindow,
+        settings: QSettings,
+        docks: Callable[[], tuple[list[QDockWidget], list[QDockWidget]]],
+        reset: Callable[[], None],
+    ) -> None:
         self.window = window
         self.settings = settings
+        self._docks = docks
+        self._reset = reset
         self.default_state = QByteArray()
         self.sized = False  # the column has its size (or the user's remembered layout)
 
     def docks_in_order(self) -> tuple[list[QDockWidget], list[QDockWidget]]:
         """(upper group, lower group) of the right-hand column, as tabs, in tab order."""
-        w = self.window
-        m, g = w.model_side, w.grain_side
-        upper = [w.image_list, m.train_dock, g.dock]
-        lower = [m.plot_dock, m.metrics_dock, m.history_dock, g.distribution_dock]
-        return upper, lower
+        return self._docks()
 
     def arrange(self) -> None:
         """The default layout, drawn for a 1366 x 768 field laptop and usable at 800 x 600:
@@ -81,7 +86,7 @@ class DockLayout:
         reset.setToolTip(
             "Put every panel back where it starts: the photo large, panels at the right"
         )
-        reset.triggered.connect(w.reset_layout)
+        reset.triggered.connect(self._reset)
         return reset
 
     def reset(self) -> None:

@@ -42,10 +42,10 @@ from PySide6.QtWidgets import (
 )
 
 from stoneseg_core import __version__
-from stoneseg_core.editing_tools import ToolKind
-from stoneseg_core.imageio import IMAGE_EXTENSIONS
-from stoneseg_core.mask_edit import MaskDocument
-from stoneseg_core.project import ImageStatus, Project
+from stoneseg_core.editing.mask_document import MaskDocument
+from stoneseg_core.editing.tools import ToolKind
+from stoneseg_core.io.images import IMAGE_EXTENSIONS
+from stoneseg_core.io.project import ImageStatus, Project
 
 from .actions import CANVAS_GESTURES, Actions, create_actions
 from .editor.canvas import MaskCanvas
@@ -98,9 +98,11 @@ class MainWindow(QMainWindow):
         self.ui_actions: Actions = create_actions(self, self._slots())
         self.addActions(list(self.ui_actions))
         self.recent_menu = QMenu("Open &recent", self)
-        menus = build_menus(self)
+        menus = build_menus(self, self.ui_actions, self.recent_menu, self.session.rescan)
         self.view_menu, self._help_menu, self.rescan_action = menus.view, menus.help, menus.rescan
-        self.brush_control, self.opacity_control = build_toolbars(self)
+        self.brush_control, self.opacity_control = build_toolbars(
+            self, self.ui_actions, self.tool_settings
+        )
         self._connect_signals()
         self._shortcuts_dialog: ShortcutsDialog | None = None
 
@@ -110,7 +112,7 @@ class MainWindow(QMainWindow):
         # and uses only what that protocol names, the sides built before it included
         self.model_side = ModelSide(self)  # training, prediction, batch segmentation, export
         self.grain_side = GrainSide(self)  # grain analysis; uses model_side's predictions
-        self.dock_layout = DockLayout(self, self.settings)
+        self.dock_layout = DockLayout(self, self.settings, self._docks_in_order, self.reset_layout)
         self.arrange_docks()
         # the first size, once the docks are in (adding them grows the window): fits the
         # screen, a 1366 x 768 laptop included
@@ -180,7 +182,11 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ layout
     def _docks_in_order(self) -> tuple[list[QDockWidget], list[QDockWidget]]:
-        return self.dock_layout.docks_in_order()
+        """The right-hand column's docks, (upper group, lower group), each in tab order."""
+        m, g = self.model_side, self.grain_side
+        upper = [self.image_list, m.train_dock, g.dock]
+        lower = [m.plot_dock, m.metrics_dock, m.history_dock, g.distribution_dock]
+        return upper, lower
 
     def arrange_docks(self) -> None:
         """The default layout (``DockLayout.arrange`` in ``layout.py``)."""

@@ -9,16 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QMenu, QToolBar
+from PySide6.QtWidgets import QMainWindow, QMenu, QToolBar
 
+from .actions import Actions
 from .editor.tool_options import BrushSizeControl, OpacityControl
-
-if TYPE_CHECKING:
-    from .main_window import MainWindow
+from .editor.tool_settings import ToolSettings
 
 
 @dataclass
@@ -28,17 +26,18 @@ class WindowMenus:
     rescan: QAction  # File > Rescan the folder (F5)
 
 
-def build_menus(window: MainWindow) -> WindowMenus:
+def build_menus(
+    window: QMainWindow, a: Actions, recent_menu: QMenu, rescan_folder: Callable[[], None]
+) -> WindowMenus:
     """File, Edit, Tools, View and Help in the window's menu bar."""
-    a = window.ui_actions
     bar = window.menuBar()
     file_menu = bar.addMenu("&File")
     file_menu.addAction(a.open_folder)
-    file_menu.addMenu(window.recent_menu)
+    file_menu.addMenu(recent_menu)
     rescan = QAction("&Rescan the folder", window)
     rescan.setShortcut("F5")
     rescan.setToolTip("Show photos added to the folder since it was opened")
-    rescan.triggered.connect(window.session.rescan)
+    rescan.triggered.connect(rescan_folder)
     window.addAction(rescan)
     file_menu.addAction(rescan)
     file_menu.addSeparator()
@@ -70,10 +69,11 @@ def build_menus(window: MainWindow) -> WindowMenus:
     return WindowMenus(view_menu, help_menu, rescan)
 
 
-def build_toolbars(window: MainWindow) -> tuple[BrushSizeControl, OpacityControl]:
+def build_toolbars(
+    window: QMainWindow, a: Actions, tool_settings: ToolSettings
+) -> tuple[BrushSizeControl, OpacityControl]:
     """Main and tool options at the top, the painting tools at the left; returns the
     tool options' brush size and opacity controls."""
-    a = window.ui_actions
     main = QToolBar("Main", window)
     main.setObjectName("main_toolbar")
     main.setIconSize(QSize(22, 22))
@@ -89,8 +89,8 @@ def build_toolbars(window: MainWindow) -> tuple[BrushSizeControl, OpacityControl
     options = QToolBar("Tool options", window)
     options.setObjectName("tool_options_toolbar")
     options.setIconSize(QSize(22, 22))
-    brush_control = BrushSizeControl(window.tool_settings)
-    opacity_control = OpacityControl(window.tool_settings)
+    brush_control = BrushSizeControl(tool_settings)
+    opacity_control = OpacityControl(tool_settings)
     options.addWidget(brush_control)
     options.addSeparator()
     options.addWidget(opacity_control)

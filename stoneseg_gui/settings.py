@@ -1,7 +1,7 @@
 """Per-user places and QSettings: recent folders and where a read-only project's masks go.
 
 QSettings holds window state and recent folders only; everything about a project lives in
-the project folder (see ``stoneseg_core.project``).
+the project folder (see ``stoneseg_core.io.project``).
 """
 
 from __future__ import annotations

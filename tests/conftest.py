@@ -28,9 +28,9 @@ def dataset(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory) -> Path:
     """A small real U-Net trained for a few epochs on synthetic scenes (shared by tests)."""
-    from stoneseg_core.config import TrainConfig
-    from stoneseg_core.project import Project
-    from stoneseg_core.train import run_training
+    from stoneseg_core.io.project import Project
+    from stoneseg_core.model.config import TrainConfig
+    from stoneseg_core.training.train import run_training
 
     # 128-px crops: with 64 px the 5-level encoder's bottleneck is 2x2 and mostly padding,
     # and such a model behaves unlike a real one on larger inputs.
@@ -47,13 +47,19 @@ def trained_model(tmp_path_factory) -> Path:
 def mask_model(tmp_path_factory) -> Path:
     """As ``trained_model``, with the one-channel "mask" target of models before the boundary
     target became the default (what older model files hold)."""
-    from stoneseg_core.config import TrainConfig
-    from stoneseg_core.project import Project
-    from stoneseg_core.train import run_training
+    from stoneseg_core.io.project import Project
+    from stoneseg_core.model.config import TrainConfig
+    from stoneseg_core.training.train import run_training
 
     root = make_dataset(tmp_path_factory.mktemp("train1") / "data", n=5, size=(128, 160), seed=1)
     cfg = TrainConfig(
-        epochs=4, crop=128, work_size=160, batch_size=4, samples_per_image=4, lr=5e-3, seed=0,
+        epochs=4,
+        crop=128,
+        work_size=160,
+        batch_size=4,
+        samples_per_image=4,
+        lr=5e-3,
+        seed=0,
         target="mask",
     )
     out = tmp_path_factory.mktemp("model1") / "model"

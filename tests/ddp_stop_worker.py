@@ -5,10 +5,10 @@ import json
 import sys
 from pathlib import Path
 
-from stoneseg_core import distributed
-from stoneseg_core.config import TrainConfig
-from stoneseg_core.project import Project
-from stoneseg_core.train import run_training
+from stoneseg_core.io.project import Project
+from stoneseg_core.model.config import TrainConfig
+from stoneseg_core.training import distributed
+from stoneseg_core.training.train import run_training
 
 data, out, report = (Path(a) for a in sys.argv[1:4])
 run_dist = distributed.init_from_env("cpu")

@@ -12,8 +12,19 @@ import torch
 from skimage.draw import disk
 from synthetic import make_dataset, make_scene
 
-from stoneseg_core.config import InferenceConfig, TrainConfig
-from stoneseg_core.dataset import (
+from stoneseg_core.errors import ModelFileError, StonesegError
+from stoneseg_core.grains import (
+    analyse_mask,
+    match_instances,
+    read_instance_labels,
+    split_stones,
+    write_instance_png,
+)
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.io.project import Project
+from stoneseg_core.model.config import InferenceConfig, TrainConfig
+from stoneseg_core.model.network import ModelInfo, build_model, load_model, save_model
+from stoneseg_core.training.dataset import (
     CropDataset,
     Sample,
     boundary_band,
@@ -23,18 +34,7 @@ from stoneseg_core.dataset import (
     stone_and_boundary,
     train_augmentation,
 )
-from stoneseg_core.errors import ModelFileError, StonesegError
-from stoneseg_core.grains import (
-    analyse_mask,
-    match_instances,
-    read_instance_labels,
-    split_stones,
-    write_instance_png,
-)
-from stoneseg_core.model import ModelInfo, build_model, load_model, save_model
-from stoneseg_core.predict import Segmenter
-from stoneseg_core.project import Project
-from stoneseg_core.train import run_training
+from stoneseg_core.training.train import run_training
 
 # two stones side by side, on ground, in a 5 x 8 image
 TWO = np.array(
@@ -243,7 +243,7 @@ def test_two_channel_prediction_whole_and_tiled(two_channel_model, tta):
     assert probs.shape == (2, 150, 190)
     np.testing.assert_allclose(whole.probability_at_work_scale(img), probs[0], atol=1e-4)
     # the device tiling code (plain torch, run on the CPU here) gives the host's result
-    from stoneseg_core.predict import _pad_to
+    from stoneseg_core.inference.segmenter import _pad_to
 
     dev = tiled._tiles_on_device(_pad_to(img, 150, 190), None)
     np.testing.assert_allclose(
@@ -411,9 +411,9 @@ def test_boundary_split_edge_cases(how):
 
 
 def test_cli_trains_the_boundary_target_and_grains_uses_it(tmp_path, capsys, monkeypatch):
-    from stoneseg_core import stone_scores
     from stoneseg_core.cli import main
     from stoneseg_core.grains import analyse
+    from stoneseg_core.scoring import stones as stone_scores
 
     data = make_dataset(tmp_path / "data", n=4, size=(96, 128), seed=4)
     pairs = _with_instances(data)

@@ -10,7 +10,7 @@ import pytest
 from synthetic import make_dataset, make_scene, write_rgb
 
 from stoneseg_core.cli import main
-from stoneseg_core.imageio import read_mask
+from stoneseg_core.io.images import read_mask
 
 
 def test_train_then_segment_then_evaluate(tmp_path, capsys):
@@ -125,7 +125,7 @@ def test_console_script_is_installed():
 def test_amp_is_chosen_on_the_command_line(trained_model, tmp_path, monkeypatch):
     """--amp reaches the Segmenter; on a CPU without native bf16, auto and off give the same
     masks, and an unknown mode is a usage error."""
-    import stoneseg_core.predict as predict
+    import stoneseg_core.inference.segmenter as predict
 
     seen = []
     original = predict.Segmenter.__init__
@@ -143,7 +143,7 @@ def test_amp_is_chosen_on_the_command_line(trained_model, tmp_path, monkeypatch)
     assert seen == ["off", "auto"]
     a = cv2.imread(str(tmp_path / "off" / "a.png"), cv2.IMREAD_GRAYSCALE)
     b = cv2.imread(str(tmp_path / "auto" / "a.png"), cv2.IMREAD_GRAYSCALE)
-    from stoneseg_core.device import cpu_has_native_bf16
+    from stoneseg_core.model.device import cpu_has_native_bf16
 
     if not cpu_has_native_bf16():
         assert np.array_equal(a, b)
@@ -156,7 +156,7 @@ def test_amp_auto_is_float32_on_cuda():
     the masks, so auto means fp32 there; bf16 and fp16 only when asked for."""
     import torch
 
-    from stoneseg_core.device import autocast_dtype
+    from stoneseg_core.model.device import autocast_dtype
 
     cuda = torch.device("cuda")
     assert autocast_dtype(cuda, "auto") is None
@@ -168,7 +168,7 @@ def test_amp_auto_is_float32_on_cuda():
 def test_cpu_auto_precision_trains_in_bf16_only_where_native_and_infers_in_fp32(monkeypatch):
     import torch
 
-    import stoneseg_core.device as dev
+    import stoneseg_core.model.device as dev
 
     cpu = torch.device("cpu")
     for native in (False, True):

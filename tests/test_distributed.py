@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from synthetic import make_dataset
 
-from stoneseg_core import distributed
-from stoneseg_core.model import load_model, read_model_info
+from stoneseg_core.model.network import load_model, read_model_info
+from stoneseg_core.training import distributed
 
 
 def _free_port() -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stoneseg_core.editing_tools import (
+from stoneseg_core.editing.mask_document import MaskDocument
+from stoneseg_core.editing.tools import (
     BrushTool,
     FillTool,
     LassoTool,
@@ -12,7 +13,6 @@ from stoneseg_core.editing_tools import (
     ToolKind,
     make_tool,
 )
-from stoneseg_core.mask_edit import MaskDocument
 
 
 def ev(x: float, y: float, secondary: bool = False, radius: float = 2.0) -> PointerEvent:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from synthetic import make_dataset
 
-import stoneseg_core.evaluate as evaluate_module
+import stoneseg_core.jobs.evaluate as evaluate_module
 from stoneseg_core.cli import main
 from stoneseg_core.grains import write_instance_png
 from stoneseg_core.grains.instances import (
@@ -231,7 +231,7 @@ def test_instances_dir_given_still_works_and_no_folder_means_no_stones(tmp_path,
 
 
 def test_labels_the_app_wrote_for_a_mask_edited_since_are_no_truth(tmp_path, stand_in, capsys):
-    from stoneseg_core.project import Project
+    from stoneseg_core.io.project import Project
 
     data = tmp_path / "data"
     pred, true = shifted_to_iou_07()

@@ -8,11 +8,11 @@ import json
 import pytest
 from synthetic import make_dataset
 
-from stoneseg_core.config import TrainConfig
 from stoneseg_core.errors import DataError
-from stoneseg_core.model import CONFIG_FILE, read_model_info
-from stoneseg_core.project import Project, joins_validation, split_continuing
-from stoneseg_core.train import compare_on_validation, run_training
+from stoneseg_core.io.project import Project, joins_validation, split_continuing
+from stoneseg_core.model.config import TrainConfig
+from stoneseg_core.model.network import CONFIG_FILE, read_model_info
+from stoneseg_core.training.train import compare_on_validation, run_training
 
 TINY = TrainConfig(epochs=1, crop=64, work_size=96, batch_size=2, samples_per_image=1, seed=0)
 

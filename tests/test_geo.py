@@ -11,12 +11,12 @@ import pytest
 import tifffile
 from synthetic import make_scene
 
-from stoneseg_core import geo
 from stoneseg_core.cli import main
 from stoneseg_core.errors import StonesegError
 from stoneseg_core.grains import read_instance_labels, write_instance_labels
 from stoneseg_core.grains.outlines import ring_area, stone_polygons
-from stoneseg_core.imageio import read_image
+from stoneseg_core.io import geo
+from stoneseg_core.io.images import read_image
 
 UTM33_5MM = (0.005, 0.0, 500000.0, 0.0, -0.005, 5500000.0)  # 5 mm pixels, north up
 
@@ -122,7 +122,7 @@ def test_geographic_web_mercator_point_and_transformation_georeferences(tmp_path
 
     plain = tmp_path / "plain.tif"
     tifffile.imwrite(plain, img)
-    with caplog.at_level(logging.INFO, logger="stoneseg_core.geo"):
+    with caplog.at_level(logging.INFO, logger="stoneseg_core.io.geo"):
         assert geo.read_georeference(plain) is None
     assert "no georeference" in caplog.text and "plain image" in caplog.text
     assert geo.read_georeference(tmp_path / "photo.jpg") is None
@@ -333,8 +333,8 @@ def test_georeferenced_photos_and_others_do_not_pool(trained_model, tmp_path):
     _ortho(photos, geo.make_georeference(UTM33_5MM, 32633), "a.tif")
     _ortho(photos, None, "b.tif", seed=4)
     with pytest.raises(StonesegError, match="b.tif"):
-        from stoneseg_core.grains import iter_grains_folder
-        from stoneseg_core.predict import Segmenter
+        from stoneseg_core.inference.segmenter import Segmenter
+        from stoneseg_core.jobs.grains_folder import iter_grains_folder
 
         list(iter_grains_folder(Segmenter.load(trained_model), photos, tmp_path / "out"))
 
@@ -350,7 +350,8 @@ def test_a_damaged_tif_is_named_by_segment(trained_model, tmp_path, capsys):
 
 def test_predict_all_into_a_project_keeps_png_masks(trained_model, tmp_path):
     """The window's Predict all writes a project's masks/, which are PNGs for every photo."""
-    from stoneseg_core.predict import Segmenter, iter_segment_images
+    from stoneseg_core.inference.segmenter import Segmenter
+    from stoneseg_core.jobs.segment_folder import iter_segment_images
 
     photo = _ortho(tmp_path / "images", geo.make_georeference(UTM33_5MM, 32633))
     gen = iter_segment_images(Segmenter.load(trained_model), [photo], tmp_path / "masks")

@@ -32,7 +32,6 @@ from stoneseg_core.grains import (
     evaluate_instances,
     evaluate_instances_detailed,
     grain_size_distribution,
-    iter_grains_folder,
     line_length_px,
     match_instances,
     measure_stones,
@@ -47,6 +46,7 @@ from stoneseg_core.grains import (
     stones_csv,
     write_instance_png,
 )
+from stoneseg_core.jobs.grains_folder import iter_grains_folder
 
 
 def paint(shape, shapes) -> np.ndarray:
@@ -517,7 +517,7 @@ def test_folder_job_with_scale_table(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from stoneseg_core.model import ModelInfo, build_model, save_model
+    from stoneseg_core.model.network import ModelInfo, build_model, save_model
 
     folder = tmp_path_factory.mktemp("grains") / "model"
     save_model(

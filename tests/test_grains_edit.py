@@ -11,14 +11,14 @@ from stoneseg_core.grains import (
     GrainOptions,
     cut_label,
     distribution_of,
-    iter_grains_masks,
     label_on_line,
     measure_stones,
     merge_labels,
     split_stones,
     with_scale_and_exclusions,
 )
-from stoneseg_core.imageio import write_mask
+from stoneseg_core.io.images import write_mask
+from stoneseg_core.jobs.grains_folder import iter_grains_masks
 
 
 def peanut() -> np.ndarray:

@@ -13,11 +13,11 @@ import tifffile
 from skimage.draw import disk, ellipse
 from synthetic import separated_stones
 
-from stoneseg_core.geo import make_georeference, read_georeference, write_geotiff_mask
 from stoneseg_core.grains import GrainOptions, analyse_mask, stones_csv
 from stoneseg_core.grains import tiled as tiled_module
 from stoneseg_core.grains.tiled import TiledEvent, grains_tiled, iter_grains_tiled
-from stoneseg_core.imageio import read_instance_labels
+from stoneseg_core.io.geo import make_georeference, read_georeference, write_geotiff_mask
+from stoneseg_core.io.images import read_instance_labels
 
 FIELDS = (
     "area_px",
@@ -275,7 +275,7 @@ def test_grains_sends_big_masks_through_windows(tmp_path, monkeypatch, capsys):
     import cv2
 
     from stoneseg_core.cli import main
-    from stoneseg_core.model import ModelInfo, build_model, save_model
+    from stoneseg_core.model.network import ModelInfo, build_model, save_model
 
     model = tmp_path / "model"
     save_model(
@@ -310,7 +310,7 @@ def test_grains_sends_big_masks_through_windows(tmp_path, monkeypatch, capsys):
 
 
 def test_a_png_mask_gives_what_its_array_gives(tmp_path):
-    from stoneseg_core.imageio import write_mask
+    from stoneseg_core.io.images import write_mask
 
     truth = separated_stones(np.random.default_rng(8), 300, 200)
     mask = np.where(truth > 0, 255, 0).astype(np.uint8)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from stoneseg_core.errors import ImageReadError, MaskError
-from stoneseg_core.imageio import (
+from stoneseg_core.io.images import (
     binarize_mask,
     image_size,
     list_images,
@@ -178,7 +178,7 @@ def test_real_dev_photos_and_masks_agree_in_size():
 def test_big_masks_are_read_and_written_without_wide_copies(tmp_path):
     import tracemalloc
 
-    from stoneseg_core.imageio import read_mask, write_mask
+    from stoneseg_core.io.images import read_mask, write_mask
 
     mask = np.zeros((4000, 4000), np.uint8)  # 16 MB
     mask[1000:3000, 500:2500] = 255

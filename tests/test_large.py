@@ -10,13 +10,14 @@ import pytest
 import tifffile
 from synthetic import make_scene
 
-from stoneseg_core import geo, large
 from stoneseg_core.cli import main
-from stoneseg_core.config import InferenceConfig
 from stoneseg_core.errors import StonesegError
-from stoneseg_core.imageio import read_mask
-from stoneseg_core.predict import Segmenter
-from stoneseg_core.work_scale import resize_by
+from stoneseg_core.inference import large
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.io import geo
+from stoneseg_core.io.images import read_mask
+from stoneseg_core.model.config import InferenceConfig
+from stoneseg_core.model.scale import resize_by
 
 UTM33_5MM = (0.005, 0.0, 500000.0, 0.0, -0.005, 5500000.0)
 
@@ -285,7 +286,7 @@ def test_grains_segments_and_splits_a_large_photo_window_by_window(
     monkeypatch.setattr(large, "LARGE_PIXELS", 1_000_000)
     read_whole = []
     monkeypatch.setattr(
-        "stoneseg_core.grains.folder.read_image", lambda p, *a, **k: read_whole.append(p)
+        "stoneseg_core.jobs.grains_folder.read_image", lambda p, *a, **k: read_whole.append(p)
     )
     out = tmp_path / "out"
     assert main(["grains", str(trained_model), str(photos), str(out)]) == 0

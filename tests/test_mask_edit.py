@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from stoneseg_core.mask_edit import MaskChange, MaskDocument, Region, polygon_pixels
+from stoneseg_core.editing.mask_document import MaskChange, MaskDocument, Region, polygon_pixels
 
 
 def centres_within(shape, x, y, r):
@@ -231,12 +231,12 @@ def test_input_masks_are_binarised() -> None:
 
 
 def test_the_core_never_imports_qt() -> None:
-    code = "import sys, stoneseg_core.mask_edit, stoneseg_core.project; assert not any(m.startswith(('PySide6', 'PyQt')) for m in sys.modules)"
+    code = "import sys, stoneseg_core.editing.mask_document, stoneseg_core.io.project; assert not any(m.startswith(('PySide6', 'PyQt')) for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_a_big_step_undone_and_redone_band_by_band_is_exact(monkeypatch) -> None:
-    import stoneseg_core.mask_edit as mask_edit
+    import stoneseg_core.editing.mask_document as mask_edit
 
     # bands of 8 rows on a 61 x 53 mask: the packed step is 8 arrays, the last one partial
     monkeypatch.setattr(mask_edit, "BAND_PIXELS", 8 * 53)

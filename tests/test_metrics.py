@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stoneseg_core.metrics import Confusion, confusion, pooled
+from stoneseg_core.scoring.pixels import Confusion, confusion, pooled
 
 
 def test_confusion_counts_by_hand():

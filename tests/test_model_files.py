@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from stoneseg_core.errors import ModelFileError, WeightsUnavailableError
-from stoneseg_core.model import ModelInfo, build_model, load_encoder_weights, load_model, save_model
+from stoneseg_core.model.network import (
+    ModelInfo,
+    build_model,
+    load_encoder_weights,
+    load_model,
+    save_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +130,10 @@ def test_imagenet_weights_offline_give_a_clear_error(monkeypatch):
 
 def test_core_imports_no_qt():
     code = (
-        "import sys, stoneseg_core, stoneseg_core.cli, stoneseg_core.train, stoneseg_core.predict, "
-        "stoneseg_core.project, stoneseg_core.imageio, stoneseg_core.metrics, stoneseg_core.model\n"
+        "import sys, stoneseg_core, stoneseg_core.cli, stoneseg_core.training.train, stoneseg_core.inference.segmenter, "
+        "stoneseg_core.io.project, stoneseg_core.io.images, stoneseg_core.scoring.pixels, stoneseg_core.model.network\n"
         "import importlib.util\n"
-        "for m in ('stoneseg_core.mask_edit', 'stoneseg_core.grains', 'stoneseg_core.cli.grains'):\n"
+        "for m in ('stoneseg_core.editing.mask_document', 'stoneseg_core.grains', 'stoneseg_core.cli.grains'):\n"
         "    importlib.util.find_spec(m) and __import__(m)\n"
         "stoneseg_core.cli.build_parser().parse_args(['gui', 'somewhere'])\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'pyqtgraph', 'stoneseg_gui')]\n"
@@ -142,8 +148,8 @@ def test_weights_written_chunk_by_chunk_are_a_valid_safetensors_file(tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from stoneseg_core.imageio import atomic_write_bytes
-    from stoneseg_core.model import safetensors_chunks
+    from stoneseg_core.io.images import atomic_write_bytes
+    from stoneseg_core.model.network import safetensors_chunks
 
     g = torch.Generator().manual_seed(0)
     state = {

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 from synthetic import make_scene, write_rgb
 
-from stoneseg_core.config import InferenceConfig
-from stoneseg_core.predict import Segmenter
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.model.config import InferenceConfig
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision", "segmentation_models_pytorch", "timm", "albumentations", "onnx")
@@ -54,7 +54,7 @@ def _photos(folder: Path) -> list[Path]:
 def test_segment_with_a_cached_export_never_imports_torch(trained_model, tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     photos = _photos(src)
-    from stoneseg_core.imageio import read_image
+    from stoneseg_core.io.images import read_image
 
     # a first use exports the network (or finds it) and notes it for the model folder
     seg = Segmenter.load(trained_model, InferenceConfig(device="cpu"))
@@ -75,8 +75,8 @@ def test_segment_with_a_cached_export_never_imports_torch(trained_model, tmp_pat
 
     # device auto, and the window's way in (Segmenter.load + predict): no torch either
     code = (
-        "from stoneseg_core.predict import Segmenter\n"
-        "from stoneseg_core.imageio import read_image\n"
+        "from stoneseg_core.inference.segmenter import Segmenter\n"
+        "from stoneseg_core.io.images import read_image\n"
         f"seg = Segmenter.load({str(trained_model)!r})\n"
         f"p = seg.predict(read_image({str(photos[0])!r}))\n"
         "assert seg.runtime_in_use == 'onnxruntime' and seg.device_type == 'cpu'\n"
@@ -120,8 +120,9 @@ def test_command_line_start_up_and_parsing_never_import_torch():
 
 def test_gpu_check_needs_no_torch_and_agrees_with_torch():
     code = (
-        "from stoneseg_core import hardware, predict\n"
-        "auto = hardware.resolve_device_name('auto', predict._cuda_available)\n"
+        "from stoneseg_core.inference import segmenter\n"
+        "from stoneseg_core.model import hardware\n"
+        "auto = hardware.resolve_device_name('auto', segmenter.cuda_available)\n"
         "print('GPU=' + json.dumps([hardware.gpu_may_be_present(), auto]))"
     )
     proc, heavy = _run(code)

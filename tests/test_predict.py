@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 from synthetic import make_scene, write_rgb
 
-from stoneseg_core.config import InferenceConfig
-from stoneseg_core.imageio import read_mask
-from stoneseg_core.predict import Segmenter, blend_window, iter_segment_folder, tile_starts
+from stoneseg_core.inference.segmenter import Segmenter, blend_window, tile_starts
+from stoneseg_core.io.images import read_mask
+from stoneseg_core.jobs.segment_folder import iter_segment_folder
+from stoneseg_core.model.config import InferenceConfig
 
 
 def test_tiles_cover_everything_with_overlap():
@@ -46,7 +47,7 @@ def _local_net():
 def test_tiles_are_placed_and_blended_exactly():
     """Tiled inference of a local network equals one pass over the whole image: any tile
     put in the wrong place, dropped, or weighted wrongly would show."""
-    from stoneseg_core.model import ModelInfo
+    from stoneseg_core.model.network import ModelInfo
 
     img, _ = make_scene(np.random.default_rng(5), 220, 260, n_stones=9)
     info = ModelInfo(encoder="local", work_size=260)
@@ -166,7 +167,7 @@ def test_inference_settings_are_validated():
 def test_tiling_on_the_device_matches_the_host_path(trained_model):
     """The GPU path (whole photo uploaded once, tiles and blending on the device) is plain
     torch code: on the CPU it must give the host path's probabilities."""
-    from stoneseg_core.predict import _pad_to
+    from stoneseg_core.inference.segmenter import _pad_to
 
     seg = Segmenter.load(trained_model, InferenceConfig(tile=128, overlap=32, batch_tiles=3))
     img, _ = make_scene(np.random.default_rng(11), 200, 300, n_stones=8)

@@ -11,21 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from stoneseg_core import pretrained
-from stoneseg_core.config import TrainConfig
 from stoneseg_core.errors import DataError, WeightsUnavailableError
-from stoneseg_core.metrics import THRESHOLDS, ThresholdSweep, confusion
-from stoneseg_core.model import (
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.io.project import Project
+from stoneseg_core.model.config import TrainConfig
+from stoneseg_core.model.network import (
     CONFIG_FILE,
     ModelInfo,
     build_model,
     load_encoder_weights,
     load_model,
+    pretrained,
     save_model,
 )
-from stoneseg_core.predict import Segmenter
-from stoneseg_core.project import Project
-from stoneseg_core.train import run_training
+from stoneseg_core.scoring.pixels import THRESHOLDS, ThresholdSweep, confusion
+from stoneseg_core.training.train import run_training
 
 LITE0 = "tu-tf_efficientnet_lite0"
 
@@ -235,7 +235,7 @@ def test_short_training_from_pretrained_weights_saves_a_model_that_segments(tmp_
     assert info.metrics["validation"]["iou"] == pytest.approx(best["val_iou"])
     seg = Segmenter.load(result.model_dir)
     assert seg.config.threshold == info.threshold
-    from stoneseg_core.imageio import read_image
+    from stoneseg_core.io.images import read_image
 
     image = read_image(next((root / "images").iterdir()))
     pred = seg.predict(image)
@@ -336,7 +336,7 @@ def test_reading_the_installed_weights_leaves_the_seeded_generator_alone():
     with the same seed (the window's Train again, a benchmark's next fold) started from
     other decoder weights than the first. Built twice from the same seed, with the cache
     empty the first time, the two models and the generator's next draw are the same."""
-    from stoneseg_core.training_steps import seed_everything
+    from stoneseg_core.training.steps import seed_everything
 
     pretrained._encoder_weights_cached.cache_clear()
     built = []

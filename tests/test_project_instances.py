@@ -12,12 +12,12 @@ import pytest
 from skimage.draw import disk
 from synthetic import make_dataset
 
-from stoneseg_core import imageio
-from stoneseg_core.dataset import load_samples
 from stoneseg_core.errors import DataError, StonesegError
 from stoneseg_core.grains.io import write_instance_png
-from stoneseg_core.imageio import read_instance_labels, read_mask, write_mask
-from stoneseg_core.project import INSTANCES_KEY, Project
+from stoneseg_core.io import images as imageio
+from stoneseg_core.io.images import read_instance_labels, read_mask, write_mask
+from stoneseg_core.io.project import INSTANCES_KEY, Project
+from stoneseg_core.training.dataset import load_samples
 
 
 def discs(shape=(60, 80), centres=((20, 20), (20, 45), (45, 60)), radius=9) -> np.ndarray:
@@ -76,7 +76,7 @@ def test_save_instances_writes_16_bit_ids_atomically_and_leaves_the_users_file(
         written.append(os.path.basename(path))
         return real(path, data)
 
-    monkeypatch.setattr("stoneseg_core.project.atomic_write_bytes", spy)
+    monkeypatch.setattr("stoneseg_core.io.project.atomic_write_bytes", spy)
     path = project.save_instances(a, labels, mask)
     assert path == root / "instances" / "a.png" and "a.png" in written
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from stoneseg_core import pyramid
-from stoneseg_core.errors import ImageReadError, StonesegError
-from stoneseg_core.pyramid import (
+from stoneseg_core.display import pyramid
+from stoneseg_core.display.pyramid import (
     PyramidGrid,
     TiffTileSource,
     TileCache,
@@ -21,6 +20,7 @@ from stoneseg_core.pyramid import (
     mask_tile,
     update_mask_tile,
 )
+from stoneseg_core.errors import ImageReadError, StonesegError
 
 
 def _photo(width, height, seed=0):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from stoneseg_core import pyramid
-from stoneseg_core.pyramid import (
+from stoneseg_core.display import pyramid
+from stoneseg_core.display.pyramid import (
     PyramidGrid,
     TiffTileSource,
     TileKey,

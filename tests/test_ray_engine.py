@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from synthetic import make_scene, write_rgb
 
-from stoneseg_core import geo
 from stoneseg_core.cli import main
-from stoneseg_core.config import InferenceConfig
+from stoneseg_core.io import geo
+from stoneseg_core.model.config import InferenceConfig
 
 HAS_RAY = (
     importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.data") is not None
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def ray_cluster():
     """One local Ray for the module, started as the engine starts its own (with a timeout)."""
-    from stoneseg_core.ray_engine import RaySettings, ray_session
+    from stoneseg_core.jobs.ray_engine import RaySettings, ray_session
 
     with ray_session(RaySettings(workers=2, start_timeout=120)) as ray:
         yield ray
@@ -100,8 +100,8 @@ def test_ray_masks_are_byte_identical_to_the_local_engine(
 
 @needs_ray
 def test_a_rerun_redoes_only_the_deleted_outputs(ray_cluster, trained_model, photos, tmp_path):
-    from stoneseg_core.imageio import list_images
-    from stoneseg_core.ray_engine import RaySettings, iter_segment_ray
+    from stoneseg_core.io.images import list_images
+    from stoneseg_core.jobs.ray_engine import RaySettings, iter_segment_ray
 
     out = tmp_path / "out"
     paths, config = list_images(photos), InferenceConfig(threshold=0.5)
@@ -149,8 +149,8 @@ def test_a_corrupt_photo_is_named_and_exits_1(
 
 @needs_ray
 def test_stopping_ends_the_ray_run_cancelled(ray_cluster, trained_model, photos, tmp_path):
-    from stoneseg_core.imageio import list_images
-    from stoneseg_core.ray_engine import RaySettings, iter_segment_ray
+    from stoneseg_core.io.images import list_images
+    from stoneseg_core.jobs.ray_engine import RaySettings, iter_segment_ray
 
     out = tmp_path / "out"
     gen = iter_segment_ray(

@@ -14,11 +14,12 @@ import pytest
 import torch
 from synthetic import make_scene, write_rgb
 
-from stoneseg_core import onnx_cache, runtime
-from stoneseg_core.config import InferenceConfig
-from stoneseg_core.imageio import file_sha256
-from stoneseg_core.model import ModelInfo, build_model
-from stoneseg_core.predict import Segmenter
+from stoneseg_core.inference import onnx_cache
+from stoneseg_core.inference import onnx_export as runtime
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.io.images import file_sha256
+from stoneseg_core.model.config import InferenceConfig
+from stoneseg_core.model.network import ModelInfo, build_model
 
 ENCODERS = ["tu-tf_efficientnet_lite0", "efficientnet-b0"]
 TARGETS = {1: "mask", 2: "mask+boundary"}
@@ -135,7 +136,7 @@ def test_damaged_cache_file_is_refused_and_rebuilt(tmp_path, monkeypatch, caplog
     data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
     path.write_bytes(bytes(data))
     calls = _count_exports(monkeypatch)
-    with caplog.at_level(logging.WARNING, logger="stoneseg_core.runtime"):
+    with caplog.at_level(logging.WARNING, logger="stoneseg_core.inference.onnx_export"):
         net = runtime.onnx_network(model)
     assert "is damaged" in caplog.text and str(path) in caplog.text
     assert net is not None and len(calls) == 1
@@ -144,9 +145,9 @@ def test_damaged_cache_file_is_refused_and_rebuilt(tmp_path, monkeypatch, caplog
         assert float((model(x) - net(x)).abs().max()) < 1e-3
     # a file ORT cannot read at all, whose checksum matches (written by hand): rebuilt too
     path.write_bytes(b"not an onnx file")
-    onnx_cache._digest_path(path).write_text(file_sha256(path))
+    onnx_cache.digest_path(path).write_text(file_sha256(path))
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="stoneseg_core.runtime"):
+    with caplog.at_level(logging.WARNING, logger="stoneseg_core.inference.onnx_export"):
         assert runtime.onnx_network(model) is not None
     assert "cannot be loaded" in caplog.text and len(calls) == 2
 
@@ -163,7 +164,7 @@ def test_damaged_cache_that_cannot_be_rebuilt_means_pytorch(tmp_path, monkeypatc
     monkeypatch.setattr(runtime, "_export", fail)
     info = ModelInfo(encoder="efficientnet-b0", work_size=64)
     img, _ = make_scene(np.random.default_rng(2), 64, 64)
-    with caplog.at_level(logging.WARNING, logger="stoneseg_core.runtime"):
+    with caplog.at_level(logging.WARNING, logger="stoneseg_core.inference.onnx_export"):
         seg = Segmenter(model, info, InferenceConfig(device="cpu"))
         got = seg.predict(img)
     assert "is damaged" in caplog.text and "runs in PyTorch" in caplog.text
@@ -175,7 +176,7 @@ def test_damaged_cache_that_cannot_be_rebuilt_means_pytorch(tmp_path, monkeypatc
 def test_export_that_disagrees_is_not_used(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv(runtime.CACHE_DIR_ENV, str(tmp_path))
     monkeypatch.setattr(runtime, "PROBE_TOLERANCE", -1.0)  # nothing agrees
-    with caplog.at_level(logging.WARNING, logger="stoneseg_core.runtime"):
+    with caplog.at_level(logging.WARNING, logger="stoneseg_core.inference.onnx_export"):
         assert runtime.onnx_network(_model("efficientnet-b0", 1)) is None
     assert "disagrees" in caplog.text
     assert not list((tmp_path / "onnx").glob("*.onnx"))  # not kept for the next run
@@ -194,7 +195,7 @@ def test_missing_onnxruntime_falls_back_to_pytorch(tmp_path, monkeypatch, caplog
     model = _model("efficientnet-b0", 2)
     info = ModelInfo(encoder="efficientnet-b0", work_size=64, target="mask+boundary")
     img, _ = make_scene(np.random.default_rng(1), 64, 64)
-    with caplog.at_level(logging.INFO, logger="stoneseg_core.runtime"):
+    with caplog.at_level(logging.INFO, logger="stoneseg_core.inference.onnx_export"):
         seg = Segmenter(model, info, InferenceConfig(device="cpu"))
         got = seg.predict(img)
     assert "not installed" in caplog.text
@@ -245,8 +246,8 @@ def _exif_jpeg(path, rgb: np.ndarray, orientation: int) -> None:
 def test_reduced_jpeg_decode_keeps_orientation_and_full_mask_size(
     trained_model, tmp_path, orientation
 ):
-    from stoneseg_core.imageio import image_size, jpeg_reduction, read_image
-    from stoneseg_core.predict import iter_segment_folder
+    from stoneseg_core.io.images import image_size, jpeg_reduction, read_image
+    from stoneseg_core.jobs.segment_folder import iter_segment_folder
 
     # working scale 160; JPEGs decoded smaller where that allows
     seg = Segmenter.load(trained_model, InferenceConfig(device="cpu", reduced_decode=True))
@@ -288,7 +289,7 @@ def test_mask_without_full_size_float_matches_predict(trained_model):
 
 def test_write_failures_are_reported_per_file_while_the_others_are_written(trained_model, tmp_path):
 
-    from stoneseg_core.predict import iter_segment_folder
+    from stoneseg_core.jobs.segment_folder import iter_segment_folder
 
     src, out = tmp_path / "in", tmp_path / "out"
     rng = np.random.default_rng(2)
@@ -319,14 +320,14 @@ def test_optimised_graph_is_saved_reused_and_checked(tmp_path, monkeypatch):
     monkeypatch.setenv(runtime.CACHE_DIR_ENV, str(tmp_path))
     net = runtime.onnx_network(_model("efficientnet-b0", 1))
     (opt,) = (tmp_path / "onnx").glob(f"{net.path.stem}.opt-*.onnx")
-    assert onnx_cache._intact(opt) and net.loaded_from == net.path
+    assert onnx_cache.is_intact(opt) and net.loaded_from == net.path
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 96)).astype(np.float32)
     again = onnx_cache.OnnxNetwork(net.path)
     assert again.loaded_from == opt  # the saved graph: no optimising at start
     np.testing.assert_allclose(again.run(x), net.run(x), atol=1e-4)
     opt.write_bytes(opt.read_bytes()[:1000])  # damaged: not used, written again
     third = onnx_cache.OnnxNetwork(net.path)
-    assert third.loaded_from == net.path and onnx_cache._intact(opt)
+    assert third.loaded_from == net.path and onnx_cache.is_intact(opt)
     np.testing.assert_allclose(third.run(x), net.run(x), atol=1e-4)
     assert not list((tmp_path / "onnx").glob(".*.tmp"))
 
@@ -355,7 +356,7 @@ def test_cache_keeps_only_the_most_recently_used(tmp_path, monkeypatch):
 def test_a_model_folder_with_a_cached_export_runs_without_building_the_model(
     trained_model, monkeypatch
 ):
-    from stoneseg_core import predict
+    from stoneseg_core.inference import segmenter as predict
 
     img, _ = make_scene(np.random.default_rng(9), 96, 128)
     first = Segmenter.load(trained_model, InferenceConfig(device="cpu"))
@@ -400,7 +401,7 @@ def test_int8_round_trips_and_agrees_with_float32(trained_model, tmp_path, monke
     path = quantised[0]
     assert (
         path.is_file()
-        and onnx_cache._intact(path)
+        and onnx_cache.is_intact(path)
         and path.stat().st_size < 0.6 * seg._onnx.path.stat().st_size
     )
     # agrees with float32 within its tolerance (masks: IoU; probabilities: mean difference)
@@ -417,7 +418,7 @@ def test_int8_round_trips_and_agrees_with_float32(trained_model, tmp_path, monke
     assert again.calibrate_int8(iter(())) and len(quantised) == 1
     # a damaged int8 file: refused with a message, float32 meanwhile, quantised again
     path.write_bytes(path.read_bytes()[:-100])
-    with caplog.at_level(logging.WARNING, logger="stoneseg_core.onnx_cache"):
+    with caplog.at_level(logging.WARNING, logger="stoneseg_core.inference.onnx_cache"):
         third = Segmenter.load(trained_model, InferenceConfig(device="cpu", runtime="onnx-int8"))
         third.predict(held_out[1])
     assert "damaged" in caplog.text and str(path) in caplog.text

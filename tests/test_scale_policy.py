@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from synthetic import make_dataset
 
-from stoneseg_core.config import InferenceConfig, TrainConfig
 from stoneseg_core.errors import ModelFileError, StonesegError
-from stoneseg_core.model import ModelInfo, read_model_info
-from stoneseg_core.predict import Segmenter
-from stoneseg_core.work_scale import (
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.model.config import InferenceConfig, TrainConfig
+from stoneseg_core.model.network import ModelInfo, read_model_info
+from stoneseg_core.model.scale import (
     ScalePolicy,
     drop_specks_at_work_scale,
     resize_by,
@@ -176,8 +176,8 @@ def test_old_long_side_models_load_and_predict_unchanged(trained_model, tmp_path
 
 
 def test_training_with_the_stone_size_policy_records_it_and_fine_tuning_keeps_it(tmp_path):
-    from stoneseg_core.project import Project
-    from stoneseg_core.train import run_training
+    from stoneseg_core.io.project import Project
+    from stoneseg_core.training.train import run_training
 
     root = make_dataset(tmp_path / "data", n=5, size=(128, 160), seed=2)
     pairs = Project.open(root).labelled_pairs()
@@ -264,7 +264,7 @@ def test_the_estimate_does_not_follow_a_network_that_fragments_big_stones(monkey
     zoom, always 'too small' for a 40-px standard: the estimate stops where zooming in
     stopped making the stones bigger, near the photo's scale, instead of walking to the
     4x upscale limit (7.jpg of the dev photos went to 4.3x its scale)."""
-    import stoneseg_core.work_scale as ws
+    import stoneseg_core.model.scale as ws
 
     image, mask = _pebbles(480, 48, seed=5)
     policy = ScalePolicy("stone-size", 384, stone_px=40.0, train_scale=3.0)
@@ -283,7 +283,7 @@ def test_the_guard_leaves_a_network_that_sees_stones_whole_alone():
     """The same photo, rescaled by known factors, with a network that segments stones whole
     at every zoom: the estimates are in the inverse ratio of the rescaling, each bringing the
     stones to the standard size (the guard never fires where sizes grow with the zoom)."""
-    from stoneseg_core.work_scale import estimate_scale
+    from stoneseg_core.model.scale import estimate_scale
 
     def whole(work, factor, is_whole):
         return work.mean(axis=2) > 128
@@ -318,7 +318,7 @@ def test_stone_size_training_crops_show_a_range_of_stone_sizes():
     as the long-side policy's photos give it. Each crop's mask stays on its stones."""
     import random
 
-    from stoneseg_core.dataset import STONE_SIZE_ZOOM_OCTAVES, CropDataset, Sample
+    from stoneseg_core.training.dataset import STONE_SIZE_ZOOM_OCTAVES, CropDataset, Sample
 
     image, mask = _pebbles(480, 24, seed=8)
     sample = Sample(stem="p", image=image, mask=mask, full_mask=None)
@@ -376,7 +376,7 @@ def test_the_networks_reading_of_the_standard_stone_corrects_a_fattening_network
     hurts the dev photos, so the app estimates towards the masks' figure: README.)"""
     import dataclasses
 
-    from stoneseg_core.work_scale import estimate_scale, mask_by
+    from stoneseg_core.model.scale import estimate_scale, mask_by
 
     network_reading = _bench_common().network_reading
 

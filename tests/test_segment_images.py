@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from stoneseg_core.imageio import read_mask
-from stoneseg_core.predict import Segmenter, iter_segment_images
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.io.images import read_mask
+from stoneseg_core.jobs.segment_folder import iter_segment_images
 
 
 def photos(folder, n: int) -> list:

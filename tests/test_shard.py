@@ -7,8 +7,8 @@ import pytest
 from synthetic import make_scene, write_rgb
 
 from stoneseg_core.cli import main
-from stoneseg_core.imageio import read_mask
-from stoneseg_core.shard import parse_shard, shard_suffix, take_shard
+from stoneseg_core.io.images import read_mask
+from stoneseg_core.jobs.shard import parse_shard, shard_suffix, take_shard
 
 
 def test_shards_are_disjoint_complete_and_by_sorted_position():

@@ -16,8 +16,8 @@ from stoneseg_core.grains.instances import (
     stone_scores_over_ious,
 )
 from stoneseg_core.grains.split import drop_specks
-from stoneseg_core.model import read_model_info
-from stoneseg_core.work_scale import (
+from stoneseg_core.model.network import read_model_info
+from stoneseg_core.model.scale import (
     MIN_STONE_WORK_PX,
     ScalePolicy,
     smallest_stone_area,
@@ -149,8 +149,8 @@ def test_training_scores_the_stones_of_validation_photos_with_per_stone_labels(t
     from synthetic import make_dataset
     from test_boundary import _with_instances
 
-    from stoneseg_core.config import TrainConfig
-    from stoneseg_core.train import run_training
+    from stoneseg_core.model.config import TrainConfig
+    from stoneseg_core.training.train import run_training
 
     root = make_dataset(tmp_path / "data", n=4, size=(96, 128), seed=5)
     pairs = _with_instances(root)
@@ -185,9 +185,9 @@ def test_predicted_masks_hold_no_speck_under_the_floor(trained_model):
     import cv2
     from synthetic import make_scene
 
-    from stoneseg_core.config import InferenceConfig
-    from stoneseg_core.predict import Segmenter
-    from stoneseg_core.work_scale import drop_specks_at_work_scale
+    from stoneseg_core.inference.segmenter import Segmenter
+    from stoneseg_core.model.config import InferenceConfig
+    from stoneseg_core.model.scale import drop_specks_at_work_scale
 
     prob = np.zeros((30, 30), np.float32)
     prob[2:4, 2:4] = 0.9  # 4 px

@@ -4,11 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from stoneseg_core.config import TrainConfig
 from stoneseg_core.errors import DataError
-from stoneseg_core.model import build_model, load_model, recalibrate_batchnorm, set_bn_momentum
-from stoneseg_core.project import Project, split_by_image
-from stoneseg_core.train import BatchProgress, EpochSummary, iter_training, run_training
+from stoneseg_core.io.project import Project, split_by_image
+from stoneseg_core.model.config import TrainConfig
+from stoneseg_core.model.network import (
+    build_model,
+    load_model,
+    recalibrate_batchnorm,
+    set_bn_momentum,
+)
+from stoneseg_core.training.train import BatchProgress, EpochSummary, iter_training, run_training
 
 TINY = TrainConfig(epochs=2, crop=64, work_size=128, batch_size=2, samples_per_image=2, seed=0)
 
@@ -155,8 +160,8 @@ def test_momentum_is_set_for_training():
 def test_trained_model_beats_chance_on_held_out_scene(trained_model, tmp_path):
     from synthetic import make_scene
 
-    from stoneseg_core.metrics import confusion
-    from stoneseg_core.predict import Segmenter
+    from stoneseg_core.inference.segmenter import Segmenter
+    from stoneseg_core.scoring.pixels import confusion
 
     img, truth = make_scene(np.random.default_rng(99), 128, 160)
     pred = Segmenter.load(trained_model).predict(img).mask

@@ -13,10 +13,10 @@ import argparse
 import logging
 import sys
 
-from .. import __version__
-from ..errors import StonesegError
-from . import evaluate, grains, gui, segment, train
-from .common import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, run_photo_loop
+from stoneseg_core import __version__
+from stoneseg_core.cli import evaluate, grains, gui, segment, train
+from stoneseg_core.cli.common import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, run_photo_loop
+from stoneseg_core.errors import StonesegError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,8 +13,8 @@ import argparse
 import math
 import sys
 
-from ..config import INFERENCE_SCALES, InferenceConfig
-from ..shard import parse_shard
+from stoneseg_core.jobs.shard import parse_shard
+from stoneseg_core.model.config import INFERENCE_SCALES, InferenceConfig
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL = 0, 1, 2
 
@@ -26,32 +26,32 @@ AMP_HELP = "mixed precision: auto (fp32 on CUDA and on CPUs without native bf16)
 # --------------------------------------------------------------------------- argument types
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
-def _fraction(text: str) -> float:
+def fraction_arg(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
     return value
 
 
-def _threshold(text: str) -> float:
+def probability_threshold(text: str) -> float:
     value = float(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return value
 
 
-def _threshold_or_auto(text: str) -> float | str:
-    return "auto" if text.strip().lower() == "auto" else _threshold(text)
+def threshold_or_auto(text: str) -> float | str:
+    return "auto" if text.strip().lower() == "auto" else probability_threshold(text)
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -61,7 +61,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _non_negative_float(text: str) -> float:
+def non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -99,7 +99,7 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--stone-mm",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="typical stone size in mm; with a photo's mm/px (a GeoTIFF's georeference, or "
         "grains' --mm-per-px) it sets a stone-size model's scale instead of estimating it",

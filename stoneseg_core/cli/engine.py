@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import StonesegError
-from .common import _non_negative_float, _positive_float, _positive_int
+from stoneseg_core.cli.common import non_negative_float, positive_float, positive_int
+from stoneseg_core.errors import StonesegError
 
 ENGINE_OPTIONS = "--address, --workers, --gpus-per-worker and --ray-timeout need --engine ray."
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """--engine local|ray and the Ray engine's options (stoneseg_core/ray_engine.py)."""
+    """--engine local|ray and the Ray engine's options (stoneseg_core/jobs/ray_engine.py)."""
     g = parser.add_argument_group("engine", "where the photos are segmented")
     g.add_argument(
         "--engine",
@@ -31,20 +31,20 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="ray: actors, each with the model loaded (default: one per CPU, or per GPU share)",
     )
     g.add_argument(
         "--gpus-per-worker",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=None,
         metavar="F",
         help="ray: the GPU share of each actor, e.g. 0.25 for four on a GPU (default 0: CPU)",
     )
     g.add_argument(
         "--ray-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="SECONDS",
         help="ray: give up starting or joining Ray after this long (default 60)",
@@ -59,7 +59,9 @@ def ray_settings(args: argparse.Namespace):
         if any(o is not None for o in options):
             raise StonesegError(ENGINE_OPTIONS)
         return None
-    from ..ray_engine import RaySettings  # no ray: it is imported when a run starts
+    from stoneseg_core.jobs.ray_engine import (
+        RaySettings,  # no ray: it is imported when a run starts
+    )
 
     return RaySettings(
         address=args.address,

@@ -1,5 +1,5 @@
 """``stoneseg evaluate``: score a model on the labelled photos of a folder and print the scores
-(the scoring itself is ``stoneseg_core.evaluate.iter_evaluation``)."""
+(the scoring itself is ``stoneseg_core.jobs.evaluate.iter_evaluation``)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import (
+from stoneseg_core.cli.common import (
     DEVICES,
     EXIT_OK,
     EXIT_SOME_FAILED,
-    _positive_float,
-    _threshold,
     add_scale_arguments,
     inference_config,
+    positive_float,
+    probability_threshold,
 )
 
 # --instances without a folder: DATA_DIR/instances
@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     e.add_argument("model_dir", metavar="MODEL_DIR")
     e.add_argument("data_dir", metavar="DATA_DIR")
     e.add_argument("--json", action="store_true", help="print one JSON object")
-    e.add_argument("--threshold", type=_threshold, default=None)
+    e.add_argument("--threshold", type=probability_threshold, default=None)
     e.add_argument("--tta", action="store_true")
     add_scale_arguments(e)
     e.add_argument("--device", default="auto", choices=DEVICES)
@@ -62,7 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     scale = e.add_mutually_exclusive_group()
     scale.add_argument(
         "--mm-per-px",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="X",
         help="millimetres per pixel, for every photo (stone sizes in mm; else each photo's "
@@ -80,8 +80,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def _instances_dir(args: argparse.Namespace) -> Path | None:
     """The instance folder to score stones on: --instances DIR, DATA_DIR/instances for a bare
     --instances or (said on stderr) when that folder exists, none with --no-instances."""
-    from ..evaluate import default_instances_dir
-    from ..project import INSTANCES_DIR
+    from stoneseg_core.io.project import INSTANCES_DIR
+    from stoneseg_core.jobs.evaluate import default_instances_dir
 
     if args.instances == DATA_INSTANCES:
         return Path(args.data_dir) / INSTANCES_DIR
@@ -102,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
     # heavy (torch, tqdm): only when the command runs, see common.py
     from tqdm import tqdm
 
-    from ..evaluate import iter_evaluation
-    from ..grains import read_scale_csv
-    from ..project import Project
+    from stoneseg_core.grains import read_scale_csv
+    from stoneseg_core.io.project import Project
+    from stoneseg_core.jobs.evaluate import iter_evaluation
 
     n = len(Project.open(args.data_dir).labelled_pairs())
     gen = iter_evaluation(

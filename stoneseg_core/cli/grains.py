@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import StonesegError
-from .common import (
+from stoneseg_core.cli.common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
-    _non_negative_float,
-    _positive_float,
     add_scale_arguments,
     add_shard_argument,
+    non_negative_float,
+    positive_float,
     run_photo_loop,
 )
-from .engine import add_engine_arguments, ray_settings
+from stoneseg_core.cli.engine import add_engine_arguments, ray_settings
+from stoneseg_core.errors import StonesegError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     scale = p.add_mutually_exclusive_group()
     scale.add_argument(
         "--mm-per-px",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="X",
         help="millimetres per pixel, for every photo",
@@ -55,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--min-size",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=None,
         metavar="MM",
         help="leave out stones whose b-axis is below MM millimetres (needs a scale)",
@@ -78,12 +78,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Run ``stoneseg grains``; raises StonesegError for a user's mistake (printed as one line)."""
     # heavy (torch, SciPy, OpenCV): only when the command runs, see common.py
-    from ..config import InferenceConfig
-    from ..geo import is_tiff
-    from ..grains import GrainOptions, iter_grains_folder, read_scale_csv
-    from ..imageio import list_images
-    from ..predict import Segmenter
-    from ..shard import take_shard
+    from stoneseg_core.grains import GrainOptions, read_scale_csv
+    from stoneseg_core.inference.segmenter import Segmenter
+    from stoneseg_core.io.geo import is_tiff
+    from stoneseg_core.io.images import list_images
+    from stoneseg_core.jobs.grains_folder import iter_grains_folder
+    from stoneseg_core.jobs.shard import take_shard
+    from stoneseg_core.model.config import InferenceConfig
 
     given = [a for a in (args.model_dir, args.input_dir, args.output_dir) if a is not None]
     if args.pool_only is not None:
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     folders = (args.input_dir, args.output_dir, options)
     common = {"mm_per_px": args.mm_per_px, "scales": scales, "shard": args.shard}
     if settings is not None:
-        from ..ray_engine import iter_grains_ray
+        from stoneseg_core.jobs.ray_engine import iter_grains_ray
 
         gen = iter_grains_ray(args.model_dir, *folders, **common, settings=settings, config=config)
     else:
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _pool_only(output_dir: str) -> int:
-    from ..grains.pool import pool_folder  # SciPy, OpenCV: only when the command runs
+    from stoneseg_core.grains.pool import pool_folder  # SciPy, OpenCV: only when the command runs
 
     report = pool_folder(output_dir)
     pooled = report["pooled"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import StonesegError
+from stoneseg_core.errors import StonesegError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import RUNTIMES
-from .common import (
+from stoneseg_core.cli.common import (
     AMP_CHOICES,
     AMP_HELP,
     DEVICES,
     EXIT_OK,
     EXIT_SOME_FAILED,
-    _threshold,
     add_scale_arguments,
     add_shard_argument,
     inference_config,
+    probability_threshold,
     run_photo_loop,
 )
-from .engine import add_engine_arguments, ray_settings
+from stoneseg_core.cli.engine import add_engine_arguments, ray_settings
+from stoneseg_core.model.config import RUNTIMES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,7 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     s.add_argument("model_dir", metavar="MODEL_DIR")
     s.add_argument("input_dir", metavar="INPUT_DIR")
     s.add_argument("output_dir", metavar="OUTPUT_DIR")
-    s.add_argument("--threshold", type=_threshold, default=None, help="default: the model's own")
+    s.add_argument(
+        "--threshold", type=probability_threshold, default=None, help="default: the model's own"
+    )
     s.add_argument("--tta", action="store_true", help="average over flips (slower, smoother)")
     s.add_argument("--device", default="auto", choices=DEVICES)
     s.add_argument(
@@ -58,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     # heavy (torch, OpenCV): only when the command runs, see common.py
     import logging
 
-    from ..imageio import list_images
-    from ..predict import Segmenter, iter_segment_images
-    from ..shard import take_shard
+    from stoneseg_core.inference.segmenter import Segmenter
+    from stoneseg_core.io.images import list_images
+    from stoneseg_core.jobs.segment_folder import iter_segment_images
+    from stoneseg_core.jobs.shard import take_shard
 
     settings = ray_settings(args)
     # what iter_segment_folder does, with the shard taken from the sorted list
@@ -69,11 +72,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"Shard {args.shard[0]}/{args.shard[1]} has no photos; nothing to do.")
         return EXIT_OK
     # a photo over 50 MP is segmented window by window (large.py): its progress every 10 %
-    large_log = logging.getLogger("stoneseg_core.large")
+    large_log = logging.getLogger("stoneseg_core.inference.large")
     if not large_log.isEnabledFor(logging.INFO):
         large_log.setLevel(logging.INFO)
     if settings is not None:
-        from ..ray_engine import iter_segment_ray
+        from stoneseg_core.jobs.ray_engine import iter_segment_ray
 
         gen = iter_segment_ray(
             args.model_dir,
@@ -100,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _calibration_photos(paths: list, count: int = 8):
     """Up to ``count`` photos spread over ``paths``, read one by one (unreadable ones skipped)."""
-    from ..errors import StonesegError
-    from ..imageio import read_image
+    from stoneseg_core.errors import StonesegError
+    from stoneseg_core.io.images import read_image
 
     step = max(1, len(paths) // count)
     for p in paths[::step][:count]:

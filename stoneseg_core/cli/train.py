@@ -6,19 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import ENCODERS, TARGETS, TrainConfig
-from ..errors import StonesegError
-from ..work_scale import SCALE_POLICIES
-from .common import (
+from stoneseg_core.cli.common import (
     AMP_CHOICES,
     AMP_HELP,
     DEVICES,
     EXIT_OK,
-    _fraction,
-    _non_negative_float,
-    _positive_int,
-    _threshold_or_auto,
+    fraction_arg,
+    non_negative_float,
+    positive_int,
+    threshold_or_auto,
 )
+from stoneseg_core.errors import StonesegError
+from stoneseg_core.model.config import ENCODERS, TARGETS, TrainConfig
+from stoneseg_core.model.scale import SCALE_POLICIES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     t.set_defaults(handler=run)
     t.add_argument("data_dir", metavar="DATA_DIR")
     t.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to write the model to")
-    t.add_argument("--epochs", type=_positive_int, default=d.epochs, help=f"default {d.epochs}")
+    t.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"default {d.epochs}")
     t.add_argument(
         "--encoder", default=d.encoder, help=f"default {d.encoder}; e.g. {', '.join(ENCODERS)}"
     )
@@ -48,20 +48,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     t.add_argument(
         "--threshold",
-        type=_threshold_or_auto,
+        type=threshold_or_auto,
         default="auto",
         help="the model's stone threshold: auto (default: the best IoU on the validation "
         "photos, 0.10 to 0.90, when there are at least 5 of them, else 0.5) or a fixed value",
     )
     t.add_argument(
         "--crop",
-        type=_positive_int,
+        type=positive_int,
         default=d.crop,
         help=f"training crop in pixels (default {d.crop})",
     )
     t.add_argument(
         "--work-size",
-        type=_positive_int,
+        type=positive_int,
         default=d.work_size,
         help=f"working scale: long side each photo is resized to (default {d.work_size})",
     )
@@ -76,14 +76,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     t.add_argument(
         "--stone-px",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=d.stone_px,
         help="stone-size policy: the typical stone's size in working pixels (default 0: the "
         "training photos' median at the long-side scale)",
     )
     t.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=d.batch_size,
         help=f"crops per batch (default {d.batch_size}); under torchrun per process: the global "
         "batch is N x this",
@@ -96,7 +96,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "processes: raise it yourself for the larger global batch if you want",
     )
     t.add_argument(
-        "--val-fraction", type=_fraction, default=d.val_fraction, help=f"default {d.val_fraction}"
+        "--val-fraction",
+        type=fraction_arg,
+        default=d.val_fraction,
+        help=f"default {d.val_fraction}",
     )
     t.add_argument(
         "--val-images",
@@ -121,7 +124,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     t.add_argument(
         "--boundary-px",
-        type=_positive_int,
+        type=positive_int,
         default=d.boundary_px,
         help=f"width of the boundary band at working scale (default {d.boundary_px})",
     )
@@ -133,8 +136,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     # heavy (torch, tqdm): only when the command runs, see common.py
-    from .. import distributed
-    from ..model import CONFIG_FILE
+    from stoneseg_core.model.network import CONFIG_FILE
+    from stoneseg_core.training import distributed
 
     out = Path(args.out)
     if (out / CONFIG_FILE).exists() and not args.overwrite:
@@ -153,9 +156,9 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, out: Path, run_dist) -> int:
     from tqdm import tqdm
 
-    from ..model import read_model_info
-    from ..project import Project
-    from ..train import BatchProgress, EpochSummary, iter_training
+    from stoneseg_core.io.project import Project
+    from stoneseg_core.model.network import read_model_info
+    from stoneseg_core.training.train import BatchProgress, EpochSummary, iter_training
 
     main = run_dist is None or run_dist.is_main  # rank 0 reports; the others train quietly
     cfg = TrainConfig(

@@ -29,18 +29,15 @@ The modules, each one step of that chain: ``split`` (mask -> labels), ``measure`
 (cutting and merging stones by hand, and replaying those edits), ``instances`` (checks
 against instance ground truth), ``analyse`` (options and one photo's chain), ``io``
 (instance PNGs, CSV and JSON exports), ``document`` (one photo's analysis as the window
-edits it: cuts and merges with undo) and ``folder`` (the folder jobs). Everything public
-is importable from here; the folder jobs are loaded on first use, so importing this
-package loads neither torch nor the predictor.
+edits it: cuts and merges with undo) and ``tiled`` (masks too big for memory, window by
+window). Everything public is importable from here, and none of it imports torch; the
+folder jobs that segment and measure live in ``stoneseg_core.jobs.grains_folder``.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from .analyse import GrainOptions, ImageGrains, analyse_mask
-from .distribution import (
+from stoneseg_core.grains.analyse import GrainOptions, ImageGrains, analyse_mask
+from stoneseg_core.grains.distribution import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_PERCENTILES,
     WEIGHTINGS,
@@ -56,8 +53,15 @@ from .distribution import (
     percentiles,
     psi,
 )
-from .edit import apply_edit, cut_label, label_on_line, merge_labels, replay_edits, stone_point
-from .instances import (
+from stoneseg_core.grains.edit import (
+    apply_edit,
+    cut_label,
+    label_on_line,
+    merge_labels,
+    replay_edits,
+    stone_point,
+)
+from stoneseg_core.grains.instances import (
     InstanceEvaluation,
     InstanceScores,
     d50_psi_error,
@@ -66,7 +70,7 @@ from .instances import (
     match_instances,
     pool_instance_evaluations,
 )
-from .io import (
+from stoneseg_core.grains.io import (
     CSV_COLUMNS,
     MAX_INSTANCES_PNG,
     percentiles_report,
@@ -78,39 +82,17 @@ from .io import (
     write_json,
     write_text,
 )
-from .measure import Stone, measure_stones, with_scale_and_exclusions
-from .scale import line_length_px, mm_per_px_from_line, read_scale_csv
-from .split import split_stones
-
-# the folder jobs' names, loaded from .folder on first use (module __getattr__, PEP 562)
-_LAZY = {
-    name: "folder"
-    for name in ("GrainEvent", "GrainSummary", "iter_grains_folder", "iter_grains_masks")
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+from stoneseg_core.grains.measure import Stone, measure_stones, with_scale_and_exclusions
+from stoneseg_core.grains.scale import line_length_px, mm_per_px_from_line, read_scale_csv
+from stoneseg_core.grains.split import split_stones
 
 __all__ = [
     "CSV_COLUMNS",
     "DEFAULT_BOOTSTRAP",
     "DEFAULT_PERCENTILES",
     "Bootstrap",
-    "GrainEvent",
     "GrainOptions",
     "GrainSizeCurve",
-    "GrainSummary",
     "ImageGrains",
     "InstanceEvaluation",
     "InstanceScores",
@@ -129,8 +111,6 @@ __all__ = [
     "grain_size_distribution",
     "included",
     "intervals_of",
-    "iter_grains_folder",
-    "iter_grains_masks",
     "label_on_line",
     "line_length_px",
     "match_instances",

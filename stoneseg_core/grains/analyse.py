@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StonesegError
-from .distribution import DEFAULT_PERCENTILES, Weighting, _check_by
-from .measure import Stone, _check_scale, measure_stones
-from .split import split_stones
+from stoneseg_core.errors import StonesegError
+from stoneseg_core.grains.distribution import DEFAULT_PERCENTILES, Weighting, check_weighting
+from stoneseg_core.grains.measure import Stone, check_mm_per_px, measure_stones
+from stoneseg_core.grains.split import split_stones
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class GrainOptions:
             raise StonesegError(f"The minimum size cannot be negative, got {self.min_size_px} px.")
         if self.min_size_mm is not None and not self.min_size_mm >= 0:
             raise StonesegError(f"The minimum size cannot be negative, got {self.min_size_mm} mm.")
-        _check_by(self.weighting)
+        check_weighting(self.weighting)
         if any(not 0 <= p <= 100 for p in self.percentiles):
             raise StonesegError("Percentiles must lie between 0 and 100.")
         object.__setattr__(self, "percentiles", tuple(self.percentiles))
@@ -88,7 +88,7 @@ def analyse_mask(
     (``Prediction.min_stone_px``): pieces under it are no stones; 0 for a mask a person made.
     """
     options = options or GrainOptions()
-    _check_scale(mm_per_px)
+    check_mm_per_px(mm_per_px)
     prob = probability if options.use_probability else None
     bnd = boundary if options.use_probability else None
     labels = split_stones(

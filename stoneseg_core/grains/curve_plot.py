@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StonesegError
-from ..imageio import atomic_write_bytes
-from .distribution import GrainSizeCurve
+from stoneseg_core.errors import StonesegError
+from stoneseg_core.grains.distribution import GrainSizeCurve
+from stoneseg_core.io.images import atomic_write_bytes
 
 PLOT_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 PLOT_PERCENTILES = (16.0, 50.0, 84.0)

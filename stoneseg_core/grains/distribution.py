@@ -7,30 +7,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import StonesegError
-
-if TYPE_CHECKING:
-    from .measure import Stone
+from stoneseg_core.errors import StonesegError
+from stoneseg_core.grains.measure import Stone
+from stoneseg_core.grains.units import psi
 
 Weighting = Literal["count", "area"]
 WEIGHTINGS: tuple[str, ...] = ("count", "area")
 DEFAULT_PERCENTILES: tuple[float, ...] = (10, 16, 50, 84, 90)
-
-
-def psi(mm: float | np.ndarray) -> float | np.ndarray:
-    """psi = log2(size in mm): 1 mm -> 0, 64 mm -> 6. Krumbein's phi is its negative."""
-    if np.isscalar(mm):
-        if not mm > 0:
-            raise StonesegError(f"psi needs a positive size in mm, got {mm}.")
-        return math.log2(mm)
-    arr = np.asarray(mm, dtype=np.float64)
-    if np.any(arr <= 0):
-        raise StonesegError("psi needs positive sizes in mm.")
-    return np.log2(arr)
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,7 +46,7 @@ class GrainSizeCurve:
         return {p: self.percentile(p) for p in ps}
 
 
-def _check_by(by: str) -> None:
+def check_weighting(by: str) -> None:
     if by not in WEIGHTINGS:
         raise StonesegError(f"Weighting must be 'count' or 'area', got {by!r}.")
 
@@ -76,7 +63,7 @@ def grain_size_distribution(
     ground, which is what a photo sieve (areal sampling) measures; by count matches a
     Wolman pebble count. The definition of the curve is in the module docstring.
     """
-    _check_by(by)
+    check_weighting(by)
     x = np.asarray(sizes, dtype=np.float64).ravel()
     if by == "count":
         wts = np.ones_like(x)
@@ -137,7 +124,7 @@ def distribution_of(
     return grain_size_distribution([s.size for s in kept], by, [s.area for s in kept], unit)
 
 
-def _percentile_block(
+def percentile_block(
     curve: GrainSizeCurve,
     ps: Sequence[float],
     intervals: dict[float, tuple[float, float] | None] | None = None,
@@ -220,7 +207,7 @@ def _sorted_stones(
     """The stones that count (checked as ``grain_size_distribution`` checks them), sorted by
     size then area, so the draws do not depend on the order the stones came in; the weights
     (areas scaled to a mean of 1) are None by count."""
-    _check_by(by)
+    check_weighting(by)
     x = np.asarray(sizes, dtype=np.float64).ravel()
     wts = None
     if by == "area":

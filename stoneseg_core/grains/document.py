@@ -15,10 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StonesegError
-from .analyse import GrainOptions, ImageGrains, analyse_mask
-from .edit import cut_label, label_on_line, merge_labels, replay_edits, stone_point
-from .measure import Stone, measure_stones, with_scale_and_exclusions
+from stoneseg_core.errors import StonesegError
+from stoneseg_core.grains.analyse import GrainOptions, ImageGrains, analyse_mask
+from stoneseg_core.grains.edit import (
+    cut_label,
+    label_on_line,
+    merge_labels,
+    replay_edits,
+    stone_point,
+)
+from stoneseg_core.grains.measure import Stone, measure_stones, with_scale_and_exclusions
 
 UNDO_STEPS = 100  # cuts and merges one analysis can take back
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..errors import StonesegError
+from stoneseg_core.errors import StonesegError
 
 
 def _pixel(point: tuple[float, float]) -> tuple[int, int]:

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StonesegError
-from .distribution import GrainSizeCurve, Weighting, grain_size_distribution
-from .measure import _check_scale, measure_stones
-from .split import split_stones
+from stoneseg_core.errors import StonesegError
+from stoneseg_core.grains.distribution import GrainSizeCurve, Weighting, grain_size_distribution
+from stoneseg_core.grains.measure import check_mm_per_px, measure_stones
+from stoneseg_core.grains.split import split_stones
 
 
 @dataclass(frozen=True)
@@ -304,7 +304,7 @@ def evaluate_instances_detailed(
     ``min_stone_px``: the prediction's speck floor (``Prediction.min_stone_px``), so the
     stones scored are those ``grains`` would measure.
     """
-    _check_scale(mm_per_px)
+    check_mm_per_px(mm_per_px)
     pred = np.asarray(pred_mask_or_prob)
     true = np.asarray(true_instance_labels)
     if pred.shape[:2] != true.shape[:2]:

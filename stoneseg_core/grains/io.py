@@ -16,20 +16,25 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StonesegError
-from ..geo import Georeference, write_tiff
-from ..imageio import atomic_write_bytes, describe_os_error, read_instance_labels, write_png
-from .analyse import GrainOptions, ImageGrains
-from .distribution import (
+from stoneseg_core.errors import StonesegError
+from stoneseg_core.grains.analyse import GrainOptions, ImageGrains
+from stoneseg_core.grains.distribution import (
     DEFAULT_BOOTSTRAP,
     WEIGHTINGS,
     Bootstrap,
-    _percentile_block,
     distribution_of,
     intervals_of,
+    percentile_block,
 )
-from .measure import Stone
-from .outlines import ring_area, stone_polygons
+from stoneseg_core.grains.measure import Stone
+from stoneseg_core.grains.outlines import ring_area, stone_polygons
+from stoneseg_core.io.geo import Georeference, write_tiff
+from stoneseg_core.io.images import (
+    atomic_write_bytes,
+    describe_os_error,
+    read_instance_labels,
+    write_png,
+)
 
 MAX_INSTANCES_PNG = 65535  # a 16-bit PNG holds labels 1..65535
 
@@ -107,7 +112,7 @@ CSV_COLUMNS = (
 )
 
 
-def _cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -128,11 +133,11 @@ def stones_csv(results: Iterable[ImageGrains], options: GrainOptions) -> str:
     writer.writerow(CSV_COLUMNS)
     for r in results:
         for s in r.stones:
-            writer.writerow([_cell(v) for v in _row(r, s, options)])
+            writer.writerow([csv_cell(v) for v in csv_row(r, s, options)])
     return buf.getvalue()
 
 
-def _row(r: ImageGrains, s: Stone, options: GrainOptions) -> tuple:
+def csv_row(r: ImageGrains, s: Stone, options: GrainOptions) -> tuple:
     """One stone's values, in the order of ``CSV_COLUMNS``."""
     return (
         r.name,
@@ -187,7 +192,7 @@ def percentiles_report(
                 if bootstrap is None
                 else intervals_of(stones, by, options.percentiles, bootstrap)
             )
-            out[f"by_{by}"] = _percentile_block(curve, options.percentiles, intervals, bootstrap)
+            out[f"by_{by}"] = percentile_block(curve, options.percentiles, intervals, bootstrap)
         return out
 
     scaled = [r.mm_per_px is not None for r in results]
@@ -294,7 +299,7 @@ def stone_feature(
         geometry = {"type": "Polygon", "coordinates": shapes[0]}
     else:
         geometry = {"type": "MultiPolygon", "coordinates": shapes}
-    properties = {k: _json_value(v) for k, v in zip(CSV_COLUMNS, _row(result, s, options))}
+    properties = {k: _json_value(v) for k, v in zip(CSV_COLUMNS, csv_row(result, s, options))}
     return {"type": "Feature", "id": int(s.label), "geometry": geometry, "properties": properties}
 
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StonesegError
-from .distribution import psi
+from stoneseg_core.errors import StonesegError
+from stoneseg_core.grains.units import psi
 
 # A pixel is a unit square, so its own second moment (1/12 along each axis) is added to the
 # moments of the pixel centres (as MATLAB's regionprops does). Without it a stone one pixel
 # wide would have a b-axis of 0 and a psi of minus infinity.
-_PIXEL_MOMENT = 1.0 / 12.0
+PIXEL_MOMENT = 1.0 / 12.0
 
 
 @dataclass(frozen=True)
@@ -105,14 +105,14 @@ class Stone:
         return float(self.area_px) if self.mm_per_px is None else self.area_px * self.mm_per_px**2
 
 
-def _check_scale(mm_per_px: float | None) -> None:
+def check_mm_per_px(mm_per_px: float | None) -> None:
     if mm_per_px is not None and not (math.isfinite(mm_per_px) and mm_per_px > 0):
         raise StonesegError(
             f"The scale must be a positive number of millimetres per pixel, got {mm_per_px}."
         )
 
 
-def _exclusion_reasons(
+def exclusion_reasons(
     b_axis_px: float,
     touches_edge: bool,
     mm_per_px: float | None,
@@ -130,7 +130,7 @@ def _exclusion_reasons(
     return "; ".join(reasons)
 
 
-def _check_min_size_scale(mm_per_px: float | None, min_size_mm: float | None) -> None:
+def check_min_size_scale(mm_per_px: float | None, min_size_mm: float | None) -> None:
     if min_size_mm is not None and mm_per_px is None:
         raise StonesegError(
             "A minimum size in millimetres needs a scale: give the millimetres per pixel, or set the minimum in pixels."
@@ -163,8 +163,8 @@ def measure_stones(
         raise StonesegError(f"A label image must be 2-D, got shape {labels.shape}.")
     if labels.dtype.kind not in "iub":
         raise StonesegError(f"A label image must hold integers, got {labels.dtype}.")
-    _check_scale(mm_per_px)
-    _check_min_size_scale(mm_per_px, min_size_mm)
+    check_mm_per_px(mm_per_px)
+    check_min_size_scale(mm_per_px, min_size_mm)
     h, w = labels.shape
     row0 = col0 = 0
     region = labels
@@ -184,14 +184,14 @@ def measure_stones(
     for p in regionprops(region.astype(np.int32, copy=False)):
         area = int(p.num_pixels)
         ev = p.inertia_tensor_eigvals
-        a_axis = 4.0 * math.sqrt(max(ev[0], 0.0) + _PIXEL_MOMENT)
-        b_axis = 4.0 * math.sqrt(max(ev[-1], 0.0) + _PIXEL_MOMENT)
+        a_axis = 4.0 * math.sqrt(max(ev[0], 0.0) + PIXEL_MOMENT)
+        b_axis = 4.0 * math.sqrt(max(ev[-1], 0.0) + PIXEL_MOMENT)
         perimeter = float(p.perimeter_crofton)
         circularity = min(1.0, 4.0 * math.pi * area / perimeter**2) if perimeter > 0 else 1.0
         r0, c0, r1, c1 = (int(v) for v in p.bbox)
         r0, r1, c0, c1 = r0 + row0, r1 + row0, c0 + col0, c1 + col0
         touches = r0 == 0 or c0 == 0 or r1 == h or c1 == w
-        reason = _exclusion_reasons(
+        reason = exclusion_reasons(
             b_axis, touches, mm_per_px, exclude_edge, min_size_px, min_size_mm
         )
         cy, cx = p.centroid
@@ -228,11 +228,11 @@ def with_scale_and_exclusions(
     What a window calls when the user types a new scale or ticks "exclude edge": the pixel
     measurements do not change, only the millimetre twins and the exclusion flags.
     """
-    _check_scale(mm_per_px)
-    _check_min_size_scale(mm_per_px, min_size_mm)
+    check_mm_per_px(mm_per_px)
+    check_min_size_scale(mm_per_px, min_size_mm)
     out = []
     for s in stones:
-        reason = _exclusion_reasons(
+        reason = exclusion_reasons(
             s.b_axis_px, s.touches_edge, mm_per_px, exclude_edge, min_size_px, min_size_mm
         )
         out.append(

@@ -15,11 +15,11 @@ import csv
 import json
 from pathlib import Path
 
-from ..errors import DataError
-from ..imageio import natural_key
-from .analyse import GrainOptions, ImageGrains
-from .io import percentiles_report, stones_csv, write_json, write_text
-from .measure import Stone
+from stoneseg_core.errors import DataError
+from stoneseg_core.grains.analyse import GrainOptions, ImageGrains
+from stoneseg_core.grains.io import percentiles_report, stones_csv, write_json, write_text
+from stoneseg_core.grains.measure import Stone
+from stoneseg_core.io.images import natural_key
 
 STONES_SUFFIX = "_stones.csv"
 

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError, StonesegError
-from ..imageio import IMAGE_EXTENSIONS
+from stoneseg_core.errors import DataError, StonesegError
+from stoneseg_core.io.images import IMAGE_EXTENSIONS
 
 
 def line_length_px(x0: float, y0: float, x1: float, y1: float) -> float:

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..errors import MaskError, StonesegError
+from stoneseg_core.errors import MaskError, StonesegError
 
 
 def _as_foreground(mask: np.ndarray) -> np.ndarray:

@@ -52,29 +52,36 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..errors import MaskError, StonesegError
-from ..geo import (
+from stoneseg_core.errors import MaskError, StonesegError
+from stoneseg_core.grains.analyse import GrainOptions, ImageGrains
+from stoneseg_core.grains.io import (
+    CSV_COLUMNS,
+    MAX_INSTANCES_PNG,
+    csv_cell,
+    csv_row,
+    geojson_header,
+    stone_feature,
+)
+from stoneseg_core.grains.measure import (
+    PIXEL_MOMENT,
+    Stone,
+    check_min_size_scale,
+    check_mm_per_px,
+    exclusion_reasons,
+)
+from stoneseg_core.grains.outlines import label_polygons
+from stoneseg_core.grains.split import split_stones
+from stoneseg_core.io.geo import (
     Georeference,
-    _decode_message,
-    _open,
-    _read_window,
-    _tifffile,
+    decode_error_message,
     georeference_or_none,
     geotiff_extratags,
+    import_tifffile,
     is_tiff,
+    open_tiff,
+    read_tiff_window,
 )
-from ..imageio import _new_file_mode, describe_os_error, read_mask
-from .analyse import GrainOptions, ImageGrains
-from .io import CSV_COLUMNS, MAX_INSTANCES_PNG, _cell, _row, geojson_header, stone_feature
-from .measure import (
-    _PIXEL_MOMENT,
-    Stone,
-    _check_min_size_scale,
-    _check_scale,
-    _exclusion_reasons,
-)
-from .outlines import label_polygons
-from .split import split_stones
+from stoneseg_core.io.images import describe_os_error, new_file_mode, read_mask
 
 TILED_ABOVE_PX = 50_000_000  # ``grains`` splits masks larger than this (50 MP) window by window
 DEFAULT_WINDOW_PX = 2048
@@ -127,7 +134,7 @@ class _MaskWindows:
             path = Path(mask)
             self.path = path
             if is_tiff(path):
-                self._tif = _open(path)
+                self._tif = open_tiff(path)
                 page = self._tif.pages[0]
                 separate, depth, length, width, contig = (int(v) for v in page.shaped[-5:])
                 if depth != 1:
@@ -159,11 +166,11 @@ class _MaskWindows:
         if self._array is not None:
             return self._array[r0:r1, c0:c1] > self._cut
         try:
-            w = _read_window(self._page, self._tif.filehandle, r0, c0, r1 - r0, c1 - c0)
+            w = read_tiff_window(self._page, self._tif.filehandle, r0, c0, r1 - r0, c1 - c0)
         except StonesegError:
             raise
         except Exception as exc:
-            raise StonesegError(_decode_message(self.path, self._page, exc)) from None
+            raise StonesegError(decode_error_message(self.path, self._page, exc)) from None
         if w.ndim == 3:
             w = w.max(axis=2)
         if w.dtype == np.bool_:
@@ -194,7 +201,7 @@ class _Staged:
         self.tmp = Path(tmp)
 
     def commit(self) -> None:
-        os.chmod(self.tmp, _new_file_mode(self.path))
+        os.chmod(self.tmp, new_file_mode(self.path))
         os.replace(self.tmp, self.path)
 
     def discard(self) -> None:
@@ -207,7 +214,7 @@ class _Abort(Exception):
 
 
 def _write_tiled(path: Path, tiles: Iterator[np.ndarray], shape, dtype, tile: int, georef) -> None:
-    _tifffile().imwrite(
+    import_tifffile().imwrite(
         path,
         tiles,
         shape=shape,
@@ -281,7 +288,7 @@ class _StripWriter:
 
 def _rewrite_uint16(src: Path, dst: Path, shape, tile: int, georef) -> None:
     """The uint32 label TIFF ``src`` again as uint16 (every id fits), tile by tile."""
-    with _tifffile().TiffFile(src) as tif:
+    with import_tifffile().TiffFile(src) as tif:
         page = tif.pages[0]
         empty = np.zeros((tile, tile), np.uint16)
         tiles = (
@@ -332,8 +339,8 @@ def iter_grains_tiled(
     one extended window plus 4 bytes a pixel of a band of rows, whatever the mask's size.
     """
     options = options or GrainOptions()
-    _check_scale(mm_per_px)
-    _check_min_size_scale(mm_per_px, options.min_size_mm)
+    check_mm_per_px(mm_per_px)
+    check_min_size_scale(mm_per_px, options.min_size_mm)
     window_px = int(window_px)
     if window_px < 64 or window_px % 64:
         raise StonesegError(f"The window must be a multiple of 64 pixels, got {window_px}.")
@@ -449,7 +456,7 @@ def iter_grains_tiled(
                     np.copyto(target, part, where=claimed & ~clash)
                     outlines = label_polygons(local, offset=(er0, ec0))
                     for k, s in enumerate(new, start=1):
-                        rows.writerow([_cell(v) for v in _row(blank, s, options)])
+                        rows.writerow([csv_cell(v) for v in csv_row(blank, s, options)])
                         feature = stone_feature(blank, s, outlines[k], options, georef)
                         geo_file.write(
                             ("" if first_feature else ",\n") + json.dumps(feature, allow_nan=False)
@@ -595,12 +602,12 @@ def _measure_window(local, cut_flags, origin, first_id, shape, mm_per_px, option
         cov = moments[i, 2] / n - mr * mc
         half = math.hypot((vr - vc) / 2.0, cov)
         big, small = (vr + vc) / 2.0 + half, (vr + vc) / 2.0 - half
-        a_axis = 4.0 * math.sqrt(max(big, 0.0) + _PIXEL_MOMENT)
-        b_axis = 4.0 * math.sqrt(max(small, 0.0) + _PIXEL_MOMENT)
+        a_axis = 4.0 * math.sqrt(max(big, 0.0) + PIXEL_MOMENT)
+        b_axis = 4.0 * math.sqrt(max(small, 0.0) + PIXEL_MOMENT)
         per = float(perimeter[i])
         bbox = (r0 + er0, c0 + ec0, boxes[i][0].stop + er0, boxes[i][1].stop + ec0)
         touches = bbox[0] == 0 or bbox[1] == 0 or bbox[2] == height or bbox[3] == width
-        reason = _exclusion_reasons(
+        reason = exclusion_reasons(
             b_axis,
             touches,
             mm_per_px,

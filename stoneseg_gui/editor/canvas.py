@@ -46,8 +46,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from stoneseg_core.editing_tools import PointerEvent, Tool, ToolKind, make_tool
-from stoneseg_core.mask_edit import MaskChange, MaskDocument
+from stoneseg_core.editing.mask_document import MaskChange, MaskDocument
+from stoneseg_core.editing.tools import PointerEvent, Tool, ToolKind, make_tool
 
 from ..widgets.interaction import CanvasInteraction
 from ..widgets.theme import CANVAS_BACKGROUND as BACKGROUND_COLOR

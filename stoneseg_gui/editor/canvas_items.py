@@ -25,8 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from stoneseg_core.mask_edit import Region
-from stoneseg_core.pyramid import (
+from stoneseg_core.display.pyramid import (
     BIG_PHOTO_PIXELS,
     MaskOccupancy,
     PyramidGrid,
@@ -35,6 +34,7 @@ from stoneseg_core.pyramid import (
     mask_tile,
     update_mask_tile,
 )
+from stoneseg_core.editing.mask_document import Region
 
 from ..widgets.theme import ERASE_COLOR
 from .display import DisplayImage

@@ -38,10 +38,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from stoneseg_core.display.pyramid import TiffTileSource, is_big_tiff_photo
 from stoneseg_core.errors import ImageReadError
-from stoneseg_core.imageio import read_image
-from stoneseg_core.project import ImageStatus
-from stoneseg_core.pyramid import TiffTileSource, is_big_tiff_photo
+from stoneseg_core.io.images import read_image
+from stoneseg_core.io.project import ImageStatus
 
 from ..widgets.theme import STATUS_COLORS, STATUS_TEXT
 from ..workers import Worker

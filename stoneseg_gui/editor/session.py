@@ -30,17 +30,17 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from stoneseg_core.errors import MaskError, StonesegError
-from stoneseg_core.imageio import describe_os_error, read_image, read_mask, write_mask
-from stoneseg_core.mask_edit import MaskChange, MaskDocument, MaskSnapshot
-from stoneseg_core.project import ImageStatus, Project
-from stoneseg_core.pyramid import is_big_tiff_photo
-from stoneseg_core.recovery import (
+from stoneseg_core.display.pyramid import is_big_tiff_photo
+from stoneseg_core.editing.mask_document import MaskChange, MaskDocument, MaskSnapshot
+from stoneseg_core.editing.recovery import (
     discard_recovery,
     list_recoveries,
     restore_recovery,
     write_recovery,
 )
+from stoneseg_core.errors import MaskError, StonesegError
+from stoneseg_core.io.images import describe_os_error, read_image, read_mask, write_mask
+from stoneseg_core.io.project import ImageStatus, Project
 
 from ..settings import fallback_data_dir
 from ..widgets.dialogs import Dialogs

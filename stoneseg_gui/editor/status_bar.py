@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar, QToolButton, QWidget
 
-from stoneseg_core.editing_tools import ToolKind
+from stoneseg_core.editing.tools import ToolKind
 
 from ..widgets.icons import icon
 from .display import PixelInfo

@@ -1,7 +1,7 @@
 """A photo too big to hold whole (an orthomosaic): drawn from a tile pyramid built on demand.
 
 ``TiledPhoto`` is what the session hands the canvas instead of a ``DisplayImage`` for a big
-TIFF (``stoneseg_core.pyramid.is_big_tiff_photo``). It owns the file's ``TiffTileSource``;
+TIFF (``stoneseg_core.display.pyramid.is_big_tiff_photo``). It owns the file's ``TiffTileSource``;
 the canvas starts its ``TileLoader`` (threads that never call Qt) when it shows it, and the
 session closes it when it leaves the photo.
 """
@@ -17,8 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stoneseg_core.geo import Georeference, georeference_or_none
-from stoneseg_core.pyramid import (
+from stoneseg_core.display.pyramid import (
     PyramidGrid,
     TiffTileSource,
     TileCache,
@@ -29,6 +28,7 @@ from stoneseg_core.pyramid import (
     load_coarse_levels,
     save_coarse_levels,
 )
+from stoneseg_core.io.geo import Georeference, georeference_or_none
 
 PHOTO_CACHE_BYTES = 384 * 1024 * 1024  # decoded photo tiles kept (384 BGRX tiles of 512 px)
 LOADER_THREADS = 2

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
 
-from stoneseg_core.editing_tools import ToolKind
+from stoneseg_core.editing.tools import ToolKind
 
 MIN_BRUSH = 1
 MAX_BRUSH = 1000

@@ -19,8 +19,8 @@ from PySide6.QtCore import QRectF, QTimer
 from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QGraphicsObject, QStyleOptionGraphicsItem, QWidget
 
-from stoneseg_core import geo
-from stoneseg_core.pyramid import PyramidGrid, TileCache, TileKey, TileLoader, blocks_any
+from stoneseg_core.display.pyramid import PyramidGrid, TileCache, TileKey, TileLoader, blocks_any
+from stoneseg_core.io import geo
 
 from .canvas import OUTLINE_COLOR
 

@@ -17,10 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from stoneseg_core.errors import StonesegError
-from stoneseg_core.geo import georeference_or_none, is_tiff
 from stoneseg_core.grains import (
     GrainOptions,
-    GrainSummary,
     ImageGrains,
     distribution_of,
     included,
@@ -30,7 +28,9 @@ from stoneseg_core.grains import (
     with_scale_and_exclusions,
 )
 from stoneseg_core.grains.document import GrainAnalysis, Point, describe_options
-from stoneseg_core.project import Project
+from stoneseg_core.io.geo import georeference_or_none, is_tiff
+from stoneseg_core.io.project import Project
+from stoneseg_core.jobs.grains_folder import GrainSummary
 
 from .plot import CurveView
 

@@ -17,7 +17,7 @@ from stoneseg_core.grains import (
     write_json,
     write_text,
 )
-from stoneseg_core.imageio import atomic_write_bytes, describe_os_error
+from stoneseg_core.io.images import atomic_write_bytes, describe_os_error
 
 from ..widgets.dialogs import Dialogs
 from .plot import CurveView, render_plot_png

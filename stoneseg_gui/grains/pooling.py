@@ -14,7 +14,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from stoneseg_core.grains import GrainEvent, GrainOptions, iter_grains_masks
+from stoneseg_core.grains import GrainOptions
+from stoneseg_core.jobs.grains_folder import GrainEvent, iter_grains_masks
 
 from ..host import WindowHost
 from ..workers import Worker, start_worker

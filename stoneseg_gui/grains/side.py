@@ -20,9 +20,10 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Qt, Signal
 
 from stoneseg_core.errors import StonesegError
-from stoneseg_core.grains import GrainOptions, GrainSummary, ImageGrains
+from stoneseg_core.grains import GrainOptions, ImageGrains
 from stoneseg_core.grains.document import GrainAnalysis, Point
-from stoneseg_core.project import Project
+from stoneseg_core.io.project import Project
+from stoneseg_core.jobs.grains_folder import GrainSummary
 
 from ..host import WindowHost
 from .actions import GrainActions, create_grain_actions

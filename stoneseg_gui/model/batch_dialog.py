@@ -24,10 +24,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from stoneseg_core.config import InferenceConfig
 from stoneseg_core.errors import StonesegError
-from stoneseg_core.model import read_model_info
-from stoneseg_core.predict import Segmenter, SegmentEvent, SegmentSummary, iter_segment_folder
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.jobs.segment_folder import SegmentEvent, SegmentSummary, iter_segment_folder
+from stoneseg_core.model.config import InferenceConfig
+from stoneseg_core.model.network import read_model_info
 
 from ..workers import Worker, start_worker
 from .controller import PREDICTION_SCALES

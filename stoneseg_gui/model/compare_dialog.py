@@ -10,9 +10,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QDialog, QGridLayout, QLabel
 
-from stoneseg_core.imageio import read_image, read_mask
-from stoneseg_core.metrics import confusion
-from stoneseg_core.predict import Segmenter
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.io.images import read_image, read_mask
+from stoneseg_core.scoring.pixels import confusion
 
 TRUTH_RGB = (255, 200, 0)
 PRED_RGB = (230, 0, 200)

@@ -16,28 +16,23 @@ from pathlib import Path
 import tifffile
 from PySide6.QtCore import QObject, Signal
 
-from stoneseg_core.config import InferenceConfig, TrainConfig
-from stoneseg_core.device import describe_devices
 from stoneseg_core.errors import StonesegError
-from stoneseg_core.imageio import read_image
-from stoneseg_core.large import LargeEvent, iter_segment_large, needs_windows
-from stoneseg_core.model_info import read_model_info
-from stoneseg_core.predict import (
-    Prediction,
-    Segmenter,
-    SegmentEvent,
-    SegmentSummary,
-    iter_segment_images,
-)
-from stoneseg_core.project import ImageStatus, Project, iter_export_masks
-from stoneseg_core.train import (
+from stoneseg_core.inference.large import LargeEvent, iter_segment_large, needs_windows
+from stoneseg_core.inference.segmenter import Prediction, Segmenter
+from stoneseg_core.io.images import read_image
+from stoneseg_core.io.project import ImageStatus, Project, iter_export_masks
+from stoneseg_core.jobs.segment_folder import SegmentEvent, SegmentSummary, iter_segment_images
+from stoneseg_core.model.config import InferenceConfig, TrainConfig
+from stoneseg_core.model.device import describe_devices
+from stoneseg_core.model.info import read_model_info
+from stoneseg_core.model.scale import scale_fallback
+from stoneseg_core.training.train import (
     BatchProgress,
     EpochSummary,
     TrainingPhotos,
     TrainResult,
     iter_project_training,
 )
-from stoneseg_core.work_scale import scale_fallback
 
 from ..workers import Worker, start_worker
 from .compare_dialog import CompareDialog, comparison_job

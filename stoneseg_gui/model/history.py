@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from stoneseg_core.errors import ModelFileError
-from stoneseg_core.model import ModelInfo, read_model_info
+from stoneseg_core.model.network import ModelInfo, read_model_info
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from stoneseg_core.train import BatchProgress, EpochSummary
+from stoneseg_core.training.train import BatchProgress, EpochSummary
 
 pg.setConfigOptions(
     antialias=True, background="#202226", foreground="#d0d0d0"

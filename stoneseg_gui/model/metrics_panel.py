@@ -14,8 +14,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from stoneseg_core.metrics import Scores
-from stoneseg_core.train import EpochSummary, ImageScore
+from stoneseg_core.scoring.pixels import Scores
+from stoneseg_core.training.train import EpochSummary, ImageScore
 
 NAMES = ("accuracy", "iou", "f1", "precision", "recall")
 HEADERS = ("Accuracy", "IoU", "F1", "Precision", "Recall")

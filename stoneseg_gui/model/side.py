@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QCheckBox, QFileDialog, QMessageBox
 
-from stoneseg_core.config import TrainConfig
 from stoneseg_core.errors import StonesegError
+from stoneseg_core.model.config import TrainConfig
+from stoneseg_core.model.device import cuda_available
 
 from ..actions import make_action
 from ..host import WindowHost
@@ -45,7 +45,7 @@ class ModelSide:
         self.window = window
         self.panel = TrainPanel(
             ModelController.devices_text(),
-            torch.cuda.is_available(),
+            cuda_available(),
             _remembered_config(window.settings),
         )
         self.plot = LossPlot()

@@ -17,9 +17,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from stoneseg_core import pretrained
-from stoneseg_core.config import ENCODERS, TrainConfig
-from stoneseg_core.train import BatchProgress, EpochSummary
+from stoneseg_core.model import pretrained
+from stoneseg_core.model.config import ENCODERS, TrainConfig
+from stoneseg_core.training.train import BatchProgress, EpochSummary
 
 
 def format_seconds(seconds: float) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
-from stoneseg_core.project import ImageStatus
+from stoneseg_core.io.project import ImageStatus
 
 STONE_COLOR = QColor(0, 190, 255)  # the mask being edited
 PREDICTION_COLOR = QColor(255, 150, 20)  # a model's mask, shown beside it

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from stoneseg_core.work_scale import ScalePolicy
+    from stoneseg_core.model.scale import ScalePolicy
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "stones-dev"
@@ -46,7 +46,7 @@ def data_dir(arg: str | None) -> Path:
 
 
 def labelled_pairs(root: Path) -> list[tuple[Path, Path]]:
-    from stoneseg_core.imageio import list_images
+    from stoneseg_core.io.images import list_images
 
     pairs = []
     for img in list_images(root / "images"):
@@ -78,7 +78,7 @@ def setup(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     global DEVICE
-    from stoneseg_core.device import resolve_device
+    from stoneseg_core.model.device import resolve_device
 
     DEVICE = resolve_device(args.device)
 
@@ -103,9 +103,9 @@ def bench_model(model_arg: str | None, data: Path, epochs: int = 3, seed: int = 
     """
     if model_arg:
         return Path(model_arg)
-    from stoneseg_core.config import TrainConfig
-    from stoneseg_core.model import CONFIG_FILE
-    from stoneseg_core.train import run_training
+    from stoneseg_core.model.config import TrainConfig
+    from stoneseg_core.model.network import CONFIG_FILE
+    from stoneseg_core.training.train import run_training
 
     cache = Path(tempfile.gettempdir()) / f"stoneseg-bench-model-{data.name}-e{epochs}-s{seed}"
     if (cache / CONFIG_FILE).is_file():
@@ -438,7 +438,7 @@ def network_reading(
     2.54 on one fold), it lost 0.05 of mean IoU by stone size (README, "Scale by stone
     size"), so it lives here, for ``bench_scale.py --reading`` and ``bench_accuracy.py
     --also-scale stone-size``."""
-    from stoneseg_core.work_scale import sample_windows, typical_stone_px, window_side
+    from stoneseg_core.model.scale import sample_windows, typical_stone_px, window_side
 
     if not photos or policy.stone_px <= 0:
         return None
@@ -461,8 +461,8 @@ def network_reading(
 def reading_of(seg, pairs) -> float | None:
     """``network_reading`` of ``seg`` on the photos of ``pairs`` (image, mask paths), each at
     the scale its policy trains on it."""
-    from stoneseg_core.imageio import read_mask
-    from stoneseg_core.work_scale import mask_by, resize_by
+    from stoneseg_core.io.images import read_mask
+    from stoneseg_core.model.scale import mask_by, resize_by
 
     policy = seg.scale_policy
     photos = []

@@ -59,13 +59,13 @@ from _common import (
     setup,
 )
 
-from stoneseg_core import work_scale
-from stoneseg_core.config import InferenceConfig, TrainConfig
-from stoneseg_core.imageio import read_mask
-from stoneseg_core.metrics import Confusion, confusion
-from stoneseg_core.model import build_model, read_model_info
-from stoneseg_core.predict import Segmenter
-from stoneseg_core.train import EpochSummary, run_training
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.io.images import read_mask
+from stoneseg_core.model import scale as work_scale
+from stoneseg_core.model.config import InferenceConfig, TrainConfig
+from stoneseg_core.model.network import build_model, read_model_info
+from stoneseg_core.scoring.pixels import Confusion, confusion
+from stoneseg_core.training.train import EpochSummary, run_training
 
 log = logging.getLogger("bench_accuracy")
 ALSO_SCALE = ""  # --also-scale

@@ -41,11 +41,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_grains
 
-from stoneseg_core.config import InferenceConfig, TrainConfig
-from stoneseg_core.dataset import boundary_band
 from stoneseg_core.grains import split_stones, write_instance_png
-from stoneseg_core.predict import Segmenter
-from stoneseg_core.train import run_training
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.model.config import InferenceConfig, TrainConfig
+from stoneseg_core.training.dataset import boundary_band
+from stoneseg_core.training.train import run_training
 
 log = logging.getLogger("bench_boundary")
 

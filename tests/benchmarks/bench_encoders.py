@@ -34,10 +34,10 @@ from _common import (
     setup,
 )
 
-from stoneseg_core.config import InferenceConfig, TrainConfig
-from stoneseg_core.model import ModelInfo, build_model
-from stoneseg_core.predict import Segmenter
-from stoneseg_core.pretrained import normalization
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.model.config import InferenceConfig, TrainConfig
+from stoneseg_core.model.network import ModelInfo, build_model
+from stoneseg_core.model.pretrained import normalization
 
 log = logging.getLogger("bench_encoders")
 BASELINE = "efficientnet-b0"

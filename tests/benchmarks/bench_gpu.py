@@ -44,11 +44,11 @@ from _common import (
     setup,
 )
 
-from stoneseg_core.config import InferenceConfig, TrainConfig
-from stoneseg_core.dataset import to_work_scale
-from stoneseg_core.model import build_model, load_model
-from stoneseg_core.predict import Segmenter
-from stoneseg_core.train import DiceBCELoss, EpochSummary, run_training
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.model.config import InferenceConfig, TrainConfig
+from stoneseg_core.model.network import build_model, load_model
+from stoneseg_core.training.dataset import to_work_scale
+from stoneseg_core.training.train import DiceBCELoss, EpochSummary, run_training
 
 log = logging.getLogger("bench_gpu")
 

@@ -96,7 +96,7 @@ def child(mode: str, mask_path: str, out: str, window: int) -> None:
     from stoneseg_core.grains import analyse_mask, stones_csv, stones_geojson
     from stoneseg_core.grains.io import write_instance_labels, write_json, write_text
     from stoneseg_core.grains.tiled import iter_grains_tiled
-    from stoneseg_core.imageio import read_mask
+    from stoneseg_core.io.images import read_mask
 
     base = vm_hwm_mb()
     start = time.perf_counter()
@@ -169,7 +169,7 @@ def run_child(mode: str, mask: Path, window: int) -> dict:
 def agreement(mask_path: Path, window: int, margin: int) -> dict:
     from stoneseg_core.grains import analyse_mask
     from stoneseg_core.grains.tiled import grains_tiled
-    from stoneseg_core.imageio import read_mask
+    from stoneseg_core.io.images import read_mask
 
     mask = read_mask(mask_path)
     _, whole = analyse_mask(mask)

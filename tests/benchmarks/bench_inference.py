@@ -49,16 +49,16 @@ from _common import (
     setup,
 )
 
-from stoneseg_core.config import InferenceConfig
-from stoneseg_core.dataset import normalize, to_work_scale
-from stoneseg_core.model import load_model
-from stoneseg_core.predict import (
+from stoneseg_core.inference.segmenter import (
     Segmenter,
     _pad_to,
     _round_up,
     blend_window,
     tile_starts,
 )
+from stoneseg_core.model.config import InferenceConfig
+from stoneseg_core.model.network import load_model
+from stoneseg_core.training.dataset import normalize, to_work_scale
 
 log = logging.getLogger("bench_inference")
 
@@ -223,7 +223,7 @@ def ablation(model_dir, work: np.ndarray, reps: int, try_compile: bool) -> dict:
             if isinstance(m[0], torch.nn.Conv2d) and isinstance(m[1], torch.nn.BatchNorm2d):
                 m[0], m[1] = fuse_conv_bn_eval(m[0], m[1]), torch.nn.Identity()
     folded = folded.to(memory_format=torch.channels_last)
-    from stoneseg_core.runtime import onnx_network
+    from stoneseg_core.inference.onnx_export import onnx_network
 
     onnx = onnx_network(
         model

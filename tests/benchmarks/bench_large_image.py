@@ -84,7 +84,7 @@ def make_mosaic(src: Path, out: Path, work_size: int) -> tuple[Path, Path]:
     image is what the network was trained on, so tiling it is the real test of the tiling
     (an upscaled photo would show the network stones 10x larger than it ever saw).
     """
-    from stoneseg_core.dataset import to_work_scale
+    from stoneseg_core.training.dataset import to_work_scale
 
     image = to_work_scale(cv2.imread(str(src), cv2.IMREAD_COLOR), work_size)
     pair = np.concatenate([image, image[:, ::-1]], axis=1)
@@ -111,7 +111,7 @@ def seam_figures(prob: np.ndarray, tile: int, overlap: int, threshold: float = 0
     lines shifted by half a stride (inside tiles). A seam shows as an edge/control ratio
     well above 1 and an excess step of a few hundredths of probability or more.
     """
-    from stoneseg_core.predict import tile_starts
+    from stoneseg_core.inference.segmenter import tile_starts
 
     h, w = prob.shape
     half = (tile - overlap) // 2
@@ -155,9 +155,9 @@ def seam_figures(prob: np.ndarray, tile: int, overlap: int, threshold: float = 0
 def child(args: argparse.Namespace) -> None:
     import torch
 
-    from stoneseg_core.dataset import to_work_scale
-    from stoneseg_core.imageio import read_image
-    from stoneseg_core.predict import Segmenter
+    from stoneseg_core.inference.segmenter import Segmenter
+    from stoneseg_core.io.images import read_image
+    from stoneseg_core.training.dataset import to_work_scale
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -231,8 +231,8 @@ def child(args: argparse.Namespace) -> None:
 
 def untiled_check(model_dir: str, image: np.ndarray, tile: int, size: int = 1536) -> dict:
     """A central crop through 512-px tiles and in one pass: where tiles meet, do they differ?"""
-    from stoneseg_core.config import InferenceConfig
-    from stoneseg_core.predict import Segmenter, tile_starts
+    from stoneseg_core.inference.segmenter import Segmenter, tile_starts
+    from stoneseg_core.model.config import InferenceConfig
 
     h, w = image.shape[:2]
     size = max(size, 3 * tile)
@@ -351,7 +351,7 @@ def main() -> None:
                 log.info("default %s: %s", name, r)
         result["default"] = summarise(runs_l, runs_s)
         if not args.no_native:
-            from stoneseg_core.model import read_model_info
+            from stoneseg_core.model.network import read_model_info
 
             work_size = read_model_info(model_dir).work_size
             m_large, m_small = make_mosaic(root / "images" / "5.jpg", Path(tmp), work_size)

@@ -79,7 +79,7 @@ def write_mosaic(path: Path, side: int, tiles, y0: int = 0, x0: int = 0) -> Path
     """A side x side tiled GeoTIFF of the mosaic from (y0, x0), written band by band."""
     import tifffile
 
-    from stoneseg_core import geo
+    from stoneseg_core.io import geo
 
     georef = geo.make_georeference(UTM33_5MM, 32633)
     width = x0 + side
@@ -107,10 +107,10 @@ def write_mosaic(path: Path, side: int, tiles, y0: int = 0, x0: int = 0) -> Path
 
 
 def train_model(data: Path, work_size: int, epochs: int) -> Path:
-    from stoneseg_core.config import TrainConfig
-    from stoneseg_core.model import CONFIG_FILE
-    from stoneseg_core.project import Project
-    from stoneseg_core.train import run_training
+    from stoneseg_core.io.project import Project
+    from stoneseg_core.model.config import TrainConfig
+    from stoneseg_core.model.network import CONFIG_FILE
+    from stoneseg_core.training.train import run_training
 
     out = Path(tempfile.gettempdir()) / f"stoneseg-bench-ortho-model-w{work_size}-e{epochs}"
     if (out / CONFIG_FILE).is_file():
@@ -129,9 +129,10 @@ def train_model(data: Path, work_size: int, epochs: int) -> Path:
 
 
 def child(args) -> None:
-    from stoneseg_core import geo, large
-    from stoneseg_core.imageio import read_image
-    from stoneseg_core.predict import Segmenter
+    from stoneseg_core.inference import large
+    from stoneseg_core.inference.segmenter import Segmenter
+    from stoneseg_core.io import geo
+    from stoneseg_core.io.images import read_image
 
     seg = Segmenter.load(args.model)
     seg.predict(np.full((256, 256, 3), 90, np.uint8))  # the ONNX network loaded: not counted
@@ -251,9 +252,9 @@ def agreement(small: Path, tmp: Path, model: Path, scale: float) -> dict:
     import cv2
     import tifffile
 
-    from stoneseg_core.imageio import read_image
-    from stoneseg_core.predict import Segmenter
-    from stoneseg_core.work_scale import resize_by
+    from stoneseg_core.inference.segmenter import Segmenter
+    from stoneseg_core.io.images import read_image
+    from stoneseg_core.model.scale import resize_by
 
     whole = tifffile.imread(tmp / "small_mask.tif") > 0
     win = tifffile.imread(tmp / "small_win.tif") > 0

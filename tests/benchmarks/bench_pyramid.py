@@ -92,7 +92,7 @@ def _tiles(sheet: np.ndarray, width: int, height: int):
 def make_orthomosaic(size: int, overviews: bool) -> Path:
     import tifffile
 
-    from stoneseg_core import geo
+    from stoneseg_core.io import geo
 
     WORK.mkdir(parents=True, exist_ok=True)
     path = WORK / f"ortho{size}{'_ovr' if overviews else ''}.tif"
@@ -155,7 +155,7 @@ def measure_tiled(photo: Path) -> dict:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
-    from stoneseg_core import pyramid
+    from stoneseg_core.display import pyramid
     from stoneseg_gui.main_window import MainWindow
 
     pyramid.COARSE_CACHE_DIR = WORK / "pyramid-cache"  # main() empties it for a first opening
@@ -354,9 +354,9 @@ def tiny_model() -> Path:
     sys.path.insert(0, str(REPO / "tests"))
     from synthetic import make_dataset
 
-    from stoneseg_core.config import TrainConfig
-    from stoneseg_core.project import Project
-    from stoneseg_core.train import run_training
+    from stoneseg_core.io.project import Project
+    from stoneseg_core.model.config import TrainConfig
+    from stoneseg_core.training.train import run_training
 
     data = make_dataset(WORK / "tiny-model-data", n=5, size=(128, 160), seed=1)
     cfg = TrainConfig(
@@ -373,7 +373,7 @@ def measure_predict(photo: Path, model: Path) -> dict:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
-    from stoneseg_core import pyramid
+    from stoneseg_core.display import pyramid
     from stoneseg_gui.main_window import MainWindow
 
     pyramid.COARSE_CACHE_DIR = WORK / "pyramid-cache"
@@ -429,8 +429,8 @@ def measure_whole(photo: Path) -> dict:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
-    from stoneseg_core.imageio import read_image
-    from stoneseg_core.mask_edit import MaskDocument
+    from stoneseg_core.editing.mask_document import MaskDocument
+    from stoneseg_core.io.images import read_image
     from stoneseg_gui.editor.display import make_display_image
     from stoneseg_gui.main_window import MainWindow
 

@@ -60,11 +60,12 @@ def main() -> None:
     )
     args = p.parse_args()
     setup(args)
-    from stoneseg_core.config import InferenceConfig
-    from stoneseg_core.imageio import list_images
-    from stoneseg_core.model import read_model_info
-    from stoneseg_core.predict import Segmenter, iter_segment_images
-    from stoneseg_core.ray_engine import RaySettings, iter_segment_ray, ray_session
+    from stoneseg_core.inference.segmenter import Segmenter
+    from stoneseg_core.io.images import list_images
+    from stoneseg_core.jobs.ray_engine import RaySettings, iter_segment_ray, ray_session
+    from stoneseg_core.jobs.segment_folder import iter_segment_images
+    from stoneseg_core.model.config import InferenceConfig
+    from stoneseg_core.model.network import read_model_info
 
     data = data_dir(args.data)
     model = bench_model(args.model, data)

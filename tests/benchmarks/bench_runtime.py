@@ -61,9 +61,9 @@ from _common import (
     setup,
 )
 
-from stoneseg_core.model import build_model
-from stoneseg_core.onnx_cache import INPUT_NAME, OnnxNetwork
-from stoneseg_core.runtime import onnx_network
+from stoneseg_core.inference.onnx_cache import INPUT_NAME, OnnxNetwork
+from stoneseg_core.inference.onnx_export import onnx_network
+from stoneseg_core.model.network import build_model
 
 
 def _ort_session(path: Path, spinning=False, fixed=None, level=None, save_to=None):
@@ -135,7 +135,7 @@ def bench_network(encoder: str, size: tuple[int, int], reps: int) -> dict:
         for name, sess in variants.items():
             cands[name] = lambda sess=sess: sess.run(None, {INPUT_NAME: xn})
         try:  # the hand-fused oneDNN network that ONNX Runtime replaced, where it still exists
-            from stoneseg_core.predict import fuse_for_cpu_inference
+            from stoneseg_core.inference.segmenter import fuse_for_cpu_inference
 
             fused = fuse_for_cpu_inference(cl)
             if fused is not None:
@@ -180,9 +180,9 @@ def bench_network(encoder: str, size: tuple[int, int], reps: int) -> dict:
 
 def bench_int8(model_dir: Path, images: Path, reps: int, calib_count: int) -> dict:
     """float32 ONNX Runtime against int8 (and eager PyTorch) on a trained model's inputs."""
-    from stoneseg_core.config import InferenceConfig
-    from stoneseg_core.imageio import list_images, read_image
-    from stoneseg_core.predict import Segmenter
+    from stoneseg_core.inference.segmenter import Segmenter
+    from stoneseg_core.io.images import list_images, read_image
+    from stoneseg_core.model.config import InferenceConfig
 
     photos = list_images(images)
     calib, held = (
@@ -200,8 +200,8 @@ def bench_int8(model_dir: Path, images: Path, reps: int, calib_count: int) -> di
         quantise_s = time.perf_counter() - t
         assert ok, "int8 quantisation failed"
         # the network alone on each held-out photo's working-scale input, interleaved
-        from stoneseg_core.predict import _pad_to, _round_up
-        from stoneseg_core.work_scale import normalize, to_work_scale
+        from stoneseg_core.inference.segmenter import _pad_to, _round_up
+        from stoneseg_core.model.scale import normalize, to_work_scale
 
         f_net, i_net, model = fp32._network(), int8._network(), eager.model
         ratios: dict[str, list[float]] = {
@@ -266,7 +266,7 @@ PLAIN_WAY = r"""
 import sys, json
 from pathlib import Path
 import cv2, numpy as np, torch
-from stoneseg_core.model import load_model
+from stoneseg_core.model.network import load_model
 src, dst, model_dir = map(Path, sys.argv[1:4])
 model, info = load_model(model_dir, torch.device("cpu"))
 model.eval()

@@ -43,15 +43,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_common_args, labelled_pairs, read_rgb, reading_of, setup
 
-from stoneseg_core.config import InferenceConfig, TrainConfig
-from stoneseg_core.dataset import mask_to_work_scale, typical_stone_px, with_stone_px
 from stoneseg_core.grains.distribution import percentiles
 from stoneseg_core.grains.measure import measure_stones
 from stoneseg_core.grains.split import split_stones
-from stoneseg_core.imageio import read_mask
-from stoneseg_core.metrics import confusion, pooled
-from stoneseg_core.predict import Segmenter
-from stoneseg_core.train import run_training
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.io.images import read_mask
+from stoneseg_core.model.config import InferenceConfig, TrainConfig
+from stoneseg_core.scoring.pixels import confusion, pooled
+from stoneseg_core.training.dataset import mask_to_work_scale, typical_stone_px, with_stone_px
+from stoneseg_core.training.train import run_training
 
 log = logging.getLogger("bench_scale")
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "conveyor-sample"

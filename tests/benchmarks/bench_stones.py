@@ -45,7 +45,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, add_common_args, emit, machine, r3, setup
 
-from stoneseg_core.config import InferenceConfig, TrainConfig
 from stoneseg_core.grains import split_stones
 from stoneseg_core.grains.instances import (
     InstanceEvaluation,
@@ -53,10 +52,11 @@ from stoneseg_core.grains.instances import (
     pool_instance_evaluations,
     stone_curve_errors,
 )
-from stoneseg_core.imageio import list_images, read_image, read_instance_labels, read_mask
-from stoneseg_core.predict import Segmenter
-from stoneseg_core.train import run_training
-from stoneseg_core.work_scale import speck_floor
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.io.images import list_images, read_image, read_instance_labels, read_mask
+from stoneseg_core.model.config import InferenceConfig, TrainConfig
+from stoneseg_core.model.scale import speck_floor
+from stoneseg_core.training.train import run_training
 
 log = logging.getLogger("bench_stones")
 SHARED = REPO.parent / "shared" / "data"
@@ -142,7 +142,7 @@ def segment_speed(keep: Path, set_name: str, photos: Path, reps: int) -> dict:
     way (the mask model, no speck step) against the default (boundary model, speck floor)."""
     from _common import interleaved, load_average, median, paired_ratio
 
-    from stoneseg_core.predict import iter_segment_folder
+    from stoneseg_core.jobs.segment_folder import iter_segment_folder
 
     today = Segmenter.load(keep / f"{set_name}-f0-mask", InferenceConfig(runtime="onnx"))
     today.floor_specks = False  # as before: every piece of the mask kept

@@ -50,11 +50,11 @@ from _common import (
     write_notebook_copies,
 )
 
-from stoneseg_core.config import TrainConfig
-from stoneseg_core.imageio import read_mask
-from stoneseg_core.metrics import confusion, pooled
-from stoneseg_core.project import split_by_image
-from stoneseg_core.train import BatchProgress, EpochSummary, iter_training
+from stoneseg_core.io.images import read_mask
+from stoneseg_core.io.project import split_by_image
+from stoneseg_core.model.config import TrainConfig
+from stoneseg_core.scoring.pixels import confusion, pooled
+from stoneseg_core.training.train import BatchProgress, EpochSummary, iter_training
 
 log = logging.getLogger("bench_training")
 
@@ -70,8 +70,8 @@ def score_notebook(model, val_pairs) -> dict:
 
 def layout_check(crop: int, batch: int, reps: int) -> dict:
     """One training step of the default U-Net, NCHW against channels_last (what train.py uses on CPU)."""
-    from stoneseg_core.model import build_model
-    from stoneseg_core.train import DiceBCELoss
+    from stoneseg_core.model.network import build_model
+    from stoneseg_core.training.train import DiceBCELoss
 
     torch.manual_seed(0)
     x = torch.randn(batch, 3, crop, crop)
@@ -104,8 +104,8 @@ def layout_check(crop: int, batch: int, reps: int) -> dict:
 
 def data_pipeline_cost(pairs, cfg: TrainConfig, n: int = 64) -> dict:
     """Seconds per sample of StoneSeg's cached crop + augmentation, and of the notebook's decode."""
-    from stoneseg_core.dataset import CropDataset, load_samples
-    from stoneseg_core.model import IMAGENET_MEAN, IMAGENET_STD
+    from stoneseg_core.model.network import IMAGENET_MEAN, IMAGENET_STD
+    from stoneseg_core.training.dataset import CropDataset, load_samples
 
     samples = load_samples(pairs, cfg.work_size, keep_full_mask=False)
     ds = CropDataset(samples, cfg.crop, cfg.samples_per_image, IMAGENET_MEAN, IMAGENET_STD, seed=0)

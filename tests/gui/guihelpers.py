@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from PySide6.QtCore import QPoint, Qt
 
-from stoneseg_core.imageio import write_mask
+from stoneseg_core.io.images import write_mask
 from stoneseg_gui.widgets.dialogs import Dialogs
 
 

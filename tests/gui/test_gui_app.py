@@ -47,7 +47,7 @@ def test_the_sample_is_copied_once_to_a_writable_user_folder(tmp_path, monkeypat
         assert path.stat().st_mode & stat.S_IWUSR, f"{path} is not writable"
     # the user's edits survive the next start
     edited = np.full((60, 80), 255, np.uint8)
-    from stoneseg_core.imageio import write_mask
+    from stoneseg_core.io.images import write_mask
 
     write_mask(copy / "masks" / "s1.png", edited)
     assert ensure_sample_project() == copy

@@ -13,8 +13,9 @@ import tifffile
 from guihelpers import drag, wait_loaded, write_photo
 from PySide6.QtCore import QPointF
 
-from stoneseg_core import geo, pyramid
-from stoneseg_core.pyramid import TileKey, mask_tile
+from stoneseg_core.display import pyramid
+from stoneseg_core.display.pyramid import TileKey, mask_tile
+from stoneseg_core.io import geo
 from stoneseg_gui.editor.canvas_items import PLACEHOLDER_COLOR
 from stoneseg_gui.editor.tiled_photo import TiledPhoto
 
@@ -271,7 +272,7 @@ def test_unreadable_big_tiffs_are_named_and_the_other_photos_still_open(
 
 
 def test_photos_held_whole_keep_the_shared_overlay(qtbot, window) -> None:
-    from stoneseg_core.mask_edit import MaskDocument
+    from stoneseg_core.editing.mask_document import MaskDocument
     from stoneseg_gui.editor.display import make_display_image
 
     canvas = window.canvas
@@ -283,7 +284,7 @@ def test_photos_held_whole_keep_the_shared_overlay(qtbot, window) -> None:
 
 
 def test_a_saved_mask_of_the_big_photo_opens_on_it(qtbot, window, ortho_project) -> None:
-    from stoneseg_core.imageio import write_mask
+    from stoneseg_core.io.images import write_mask
 
     saved = np.zeros((SIZE, SIZE), np.uint8)
     saved[2000:2600, 5000:5900] = 255

@@ -12,8 +12,8 @@ import pytest
 import tifffile
 from guihelpers import wait_loaded
 
-from stoneseg_core import large
-from stoneseg_core.predict import Segmenter
+from stoneseg_core.inference import large
+from stoneseg_core.inference.segmenter import Segmenter
 from stoneseg_gui.editor.tiled_photo import TiledPhoto
 from stoneseg_gui.grains.big_stones import stone_borders
 from stoneseg_gui.model import controller as model_controller

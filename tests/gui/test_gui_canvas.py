@@ -9,8 +9,8 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QColor, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
-from stoneseg_core.editing_tools import ToolKind
-from stoneseg_core.mask_edit import MaskDocument
+from stoneseg_core.editing.mask_document import MaskDocument
+from stoneseg_core.editing.tools import ToolKind
 from stoneseg_gui.editor.canvas import MaskCanvas
 from stoneseg_gui.editor.display import make_display_image
 from stoneseg_gui.editor.tool_settings import ToolSettings

@@ -20,7 +20,7 @@ from PySide6.QtGui import QImage
 from skimage.draw import disk
 
 from stoneseg_core.grains import CSV_COLUMNS, distribution_of
-from stoneseg_core.predict import Prediction
+from stoneseg_core.inference.segmenter import Prediction
 from stoneseg_gui.grains.controller import SCALES_KEY
 
 SIZE = (160, 100)  # width, height

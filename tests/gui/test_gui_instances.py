@@ -14,7 +14,7 @@ from PySide6.QtCore import Qt
 from skimage.draw import disk
 
 from stoneseg_core.errors import DataError
-from stoneseg_core.project import INSTANCES_KEY
+from stoneseg_core.io.project import INSTANCES_KEY
 
 SIZE = (160, 100)  # width, height
 SEPARATE = {6: (25, 20), 9: (25, 60), 12: (30, 120)}  # radius: (row, col)
@@ -76,7 +76,7 @@ def spy_training(monkeypatch, stop: bool = False) -> list:
 
     They must be chosen in the worker, never on the window's thread (choosing them hashes
     and decodes the per-stone labels the app wrote)."""
-    from stoneseg_core import train as core_train
+    from stoneseg_core.training import train as core_train
 
     seen: list = []
     real = core_train.iter_training
@@ -105,7 +105,7 @@ def test_a_cut_is_saved_as_instances_and_the_next_training_uses_it(
     qtbot, window, tmp_path, monkeypatch
 ):
     written = []
-    from stoneseg_core import project as project_module
+    from stoneseg_core.io import project as project_module
 
     real_write = project_module.atomic_write_bytes
     monkeypatch.setattr(

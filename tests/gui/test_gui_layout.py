@@ -65,7 +65,7 @@ def test_reopening_remembers_the_photo_and_training_settings_and_rescan_finds_ne
     import numpy as np
     from guihelpers import make_project, wait_loaded, write_photo
 
-    from stoneseg_core.imageio import write_mask
+    from stoneseg_core.io.images import write_mask
 
     root = make_project(tmp_path / "proj", names=("a.png", "b.png", "c.png"))
     for stem in "ab":
@@ -116,8 +116,8 @@ def test_the_default_brush_fits_the_photo_until_the_user_picks_a_size(qtbot, win
 
 
 def test_loss_plot_axis_and_legend_follow_the_run(qtbot):
-    from stoneseg_core.metrics import Scores
-    from stoneseg_core.train import BatchProgress, EpochSummary
+    from stoneseg_core.scoring.pixels import Scores
+    from stoneseg_core.training.train import BatchProgress, EpochSummary
     from stoneseg_gui.model.loss_plot import LossPlot
 
     plot = LossPlot()

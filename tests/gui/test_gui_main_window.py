@@ -12,11 +12,11 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import QApplication
 
-import stoneseg_core.project as project_module
-from stoneseg_core.editing_tools import ToolKind
-from stoneseg_core.imageio import write_mask
-from stoneseg_core.project import ImageStatus
-from stoneseg_core.recovery import recovery_dir
+import stoneseg_core.io.project as project_module
+from stoneseg_core.editing.recovery import recovery_dir
+from stoneseg_core.editing.tools import ToolKind
+from stoneseg_core.io.images import write_mask
+from stoneseg_core.io.project import ImageStatus
 from stoneseg_gui.actions import ACTION_SPECS
 from stoneseg_gui.settings import fallback_data_dir, recent_folders
 

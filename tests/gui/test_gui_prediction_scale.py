@@ -12,8 +12,8 @@ import pytest
 from guihelpers import wait_loaded
 from synthetic import make_scene, write_rgb
 
-from stoneseg_core.config import InferenceConfig
-from stoneseg_core.predict import Segmenter
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.model.config import InferenceConfig
 from stoneseg_gui.model.side import SCALE_KEY
 
 
@@ -103,7 +103,7 @@ def test_a_model_without_a_standard_stone_says_it_predicts_by_the_long_side(
     )
     _predict(qtbot, side)  # told once per model and scale
     assert len(dialogs.infos) == 1 and "no stone size" in notices[-1]
-    with caplog.at_level(logging.WARNING, logger="stoneseg_core.predict"):
+    with caplog.at_level(logging.WARNING, logger="stoneseg_core.inference.segmenter"):
         Segmenter.load(old, InferenceConfig(scale="stone-size"))
     assert "old-model" in caplog.text and "standard stone size" in caplog.text
     # a model that records it has nothing to say

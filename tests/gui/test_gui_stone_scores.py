@@ -45,7 +45,7 @@ def test_stone_scores_are_shown_with_a_model_and_hidden_without(qtbot):
 def test_training_settings_remembered_by_an_older_version_take_the_new_default_target():
     from PySide6.QtCore import QSettings
 
-    from stoneseg_core.config import TrainConfig
+    from stoneseg_core.model.config import TrainConfig
     from stoneseg_gui.model.side import _remembered_config
     from stoneseg_gui.settings import save_train_settings
 

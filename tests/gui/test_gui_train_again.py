@@ -9,10 +9,10 @@ import numpy as np
 from guihelpers import make_project, read_png, wait_loaded, write_photo
 from PySide6.QtCore import Qt
 
-from stoneseg_core.imageio import write_mask
-from stoneseg_core.metrics import Scores
-from stoneseg_core.model import read_model_info
-from stoneseg_core.train import Comparison, TrainResult
+from stoneseg_core.io.images import write_mask
+from stoneseg_core.model.network import read_model_info
+from stoneseg_core.scoring.pixels import Scores
+from stoneseg_core.training.train import Comparison, TrainResult
 
 TRAIN_TIMEOUT = 120_000
 

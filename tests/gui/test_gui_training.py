@@ -9,8 +9,8 @@ import numpy as np
 from guihelpers import drag, make_project, read_png, wait_loaded
 from PySide6.QtCore import Qt
 
-from stoneseg_core.imageio import write_mask
-from stoneseg_core.project import ImageStatus
+from stoneseg_core.io.images import write_mask
+from stoneseg_core.io.project import ImageStatus
 
 TRAIN_TIMEOUT = 120_000
 

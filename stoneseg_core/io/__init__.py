@@ -1,0 +1,1 @@
+"""Files: photos and masks (atomic writes), GeoTIFFs, tiled-TIFF writing, the project folder. No torch."""

@@ -1,0 +1,1 @@
+"""Scores: pixel metrics and stone-level scores of a prediction against the truth."""

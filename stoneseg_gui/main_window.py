@@ -65,6 +65,7 @@ from .settings import (
     remember_last_image,
 )
 from .widgets.dialogs import Dialogs, ShortcutsDialog
+from .widgets.wheel_guard import install_wheel_guard
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class MainWindow(QMainWindow):
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
+        install_wheel_guard()  # a field not clicked never changes under the wheel
         self.setObjectName("main_window")
         self.setWindowTitle("StoneSeg")
         self.dialogs = dialogs or Dialogs()

@@ -10,16 +10,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from stoneseg_core.display import pyramid
-from stoneseg_core.display.pyramid import (
-    PyramidGrid,
-    TiffTileSource,
-    TileCache,
-    TileKey,
-    TileLoader,
-    mask_tile,
-    update_mask_tile,
-)
+from stoneseg_core.display import tiff_tiles
+from stoneseg_core.display.grid import PyramidGrid, TileKey
+from stoneseg_core.display.mask_tiles import MaskOccupancy, mask_tile, update_mask_tile
+from stoneseg_core.display.tiff_tiles import TiffTileSource
+from stoneseg_core.display.tile_cache import TileCache
+from stoneseg_core.display.tile_loader import TileLoader
 from stoneseg_core.errors import ImageReadError, StonesegError
 
 
@@ -187,7 +183,7 @@ def test_a_coarse_tile_reads_bands_never_the_whole_window(tmp_path, monkeypatch)
     arr = _photo(4096, 4096)
     path = _write(tmp_path / "big.tif", arr)
     del arr
-    monkeypatch.setattr(pyramid, "BAND_BYTES", 3 * 1024 * 1024)  # one row of file tiles
+    monkeypatch.setattr(tiff_tiles, "BAND_BYTES", 3 * 1024 * 1024)  # one row of file tiles
     source = TiffTileSource(path, tile=512)
     tracemalloc.start()
     try:
@@ -247,10 +243,10 @@ def test_big_tiff_photo_is_decided_from_the_header(tmp_path):
     tifffile.imwrite(
         path, shape=(4000, 5000, 3), dtype=np.uint8, tile=(256, 256), photometric="rgb"
     )
-    assert pyramid.is_big_tiff_photo(path) and not pyramid.is_big_tiff_photo(path, 30_000_000)
-    assert not pyramid.is_big_tiff_photo(tmp_path / "x.png")
+    assert tiff_tiles.is_big_tiff_photo(path) and not tiff_tiles.is_big_tiff_photo(path, 30_000_000)
+    assert not tiff_tiles.is_big_tiff_photo(tmp_path / "x.png")
     (tmp_path / "bad.tif").write_bytes(b"nope")
-    assert not pyramid.is_big_tiff_photo(tmp_path / "bad.tif")
+    assert not tiff_tiles.is_big_tiff_photo(tmp_path / "bad.tif")
 
 
 # ------------------------------------------------------------------------ the loader
@@ -336,7 +332,7 @@ def test_occupancy_skips_empty_blocks_and_follows_edits():
     mask = np.zeros((1000, 1300), np.uint8)
     cv2.circle(mask, (300, 200), 40, 255, -1)
     mask[999, 1299] = 255  # the last, partial block
-    occupancy = pyramid.MaskOccupancy(mask, block=64)
+    occupancy = MaskOccupancy(mask, block=64)
     brute = np.zeros_like(occupancy.any)
     for r in range(brute.shape[0]):
         for c in range(brute.shape[1]):

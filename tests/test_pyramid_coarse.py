@@ -12,16 +12,15 @@ import numpy as np
 import pytest
 import tifffile
 
-from stoneseg_core.display import pyramid
-from stoneseg_core.display.pyramid import (
-    PyramidGrid,
-    TiffTileSource,
-    TileKey,
+from stoneseg_core.display import coarse, tiff_tiles
+from stoneseg_core.display.coarse import (
     build_coarse_levels,
     coarse_from_level,
     load_coarse_levels,
     save_coarse_levels,
 )
+from stoneseg_core.display.grid import PyramidGrid, TileKey
+from stoneseg_core.display.tiff_tiles import TiffTileSource
 
 W, H = 4500, 4200  # not multiples of 8: the last blocks are partial
 
@@ -45,7 +44,7 @@ def _block_means(rgb: np.ndarray, f: int) -> np.ndarray:
 
 def test_coarse_levels_are_the_block_means_read_by_bands(photo, monkeypatch) -> None:
     path, rgb = photo
-    monkeypatch.setattr(pyramid, "BAND_BYTES", 2 * 1024 * 1024)
+    monkeypatch.setattr(tiff_tiles, "BAND_BYTES", 2 * 1024 * 1024)
     source = TiffTileSource(path)
     fractions: list[float] = []
     try:
@@ -77,7 +76,7 @@ def test_the_coarse_levels_stay_within_their_memory_budget() -> None:
         grid = PyramidGrid(*size)
         first = coarse_from_level(grid)
         total = sum(np.prod(grid.level_size(k)) * 3 for k in range(first, grid.top + 1))
-        assert total <= pyramid.COARSE_MAX_BYTES * 4 / 3 + 1e6
+        assert total <= coarse.COARSE_MAX_BYTES * 4 / 3 + 1e6
 
 
 def test_tiles_and_thumbnail_come_from_the_coarse_levels(photo) -> None:

@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from stoneseg_core.display.pyramid import TiffTileSource, is_big_tiff_photo
+from stoneseg_core.display.tiff_tiles import TiffTileSource, is_big_tiff_photo
 from stoneseg_core.errors import ImageReadError
 from stoneseg_core.io.images import read_image
 from stoneseg_core.io.project import ImageStatus

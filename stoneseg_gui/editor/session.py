@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from stoneseg_core.display.pyramid import is_big_tiff_photo
+from stoneseg_core.display.tiff_tiles import is_big_tiff_photo
 from stoneseg_core.editing.mask_document import MaskChange, MaskDocument, MaskSnapshot
 from stoneseg_core.editing.recovery import (
     discard_recovery,

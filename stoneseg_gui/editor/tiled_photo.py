@@ -17,17 +17,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stoneseg_core.display.pyramid import (
-    PyramidGrid,
-    TiffTileSource,
-    TileCache,
-    TileKey,
-    TileLoader,
+from stoneseg_core.display.coarse import (
     build_coarse_levels,
     coarse_from_level,
     load_coarse_levels,
     save_coarse_levels,
 )
+from stoneseg_core.display.grid import PyramidGrid, TileKey
+from stoneseg_core.display.tiff_tiles import TiffTileSource
+from stoneseg_core.display.tile_cache import TileCache
+from stoneseg_core.display.tile_loader import TileLoader
 from stoneseg_core.io.geo import Georeference, georeference_or_none
 
 PHOTO_CACHE_BYTES = 384 * 1024 * 1024  # decoded photo tiles kept (384 BGRX tiles of 512 px)

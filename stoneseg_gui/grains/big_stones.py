@@ -19,7 +19,10 @@ from PySide6.QtCore import QRectF, QTimer
 from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QGraphicsObject, QStyleOptionGraphicsItem, QWidget
 
-from stoneseg_core.display.pyramid import PyramidGrid, TileCache, TileKey, TileLoader, blocks_any
+from stoneseg_core.display.grid import PyramidGrid, TileKey
+from stoneseg_core.display.mask_tiles import blocks_any
+from stoneseg_core.display.tile_cache import TileCache
+from stoneseg_core.display.tile_loader import TileLoader
 from stoneseg_core.io import geo
 
 from .canvas import OUTLINE_COLOR

@@ -155,10 +155,10 @@ def measure_tiled(photo: Path) -> dict:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
-    from stoneseg_core.display import pyramid
+    from stoneseg_core.display import coarse
     from stoneseg_gui.main_window import MainWindow
 
-    pyramid.COARSE_CACHE_DIR = WORK / "pyramid-cache"  # main() empties it for a first opening
+    coarse.COARSE_CACHE_DIR = WORK / "pyramid-cache"  # main() empties it for a first opening
     window = MainWindow(dialogs=FakeDialogs())
     window.resize(1400, 900)
     window.show()
@@ -373,10 +373,10 @@ def measure_predict(photo: Path, model: Path) -> dict:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
-    from stoneseg_core.display import pyramid
+    from stoneseg_core.display import coarse
     from stoneseg_gui.main_window import MainWindow
 
-    pyramid.COARSE_CACHE_DIR = WORK / "pyramid-cache"
+    coarse.COARSE_CACHE_DIR = WORK / "pyramid-cache"
     dialogs = FakeDialogs()
     window = MainWindow(dialogs=dialogs)
     window.resize(1400, 900)

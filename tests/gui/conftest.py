@@ -24,9 +24,7 @@ def isolated_user_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("STONESEG_DATA_DIR", str(tmp_path / "user-data"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    monkeypatch.setattr(
-        "stoneseg_core.display.pyramid.COARSE_CACHE_DIR", tmp_path / "pyramid-cache"
-    )
+    monkeypatch.setattr("stoneseg_core.display.coarse.COARSE_CACHE_DIR", tmp_path / "pyramid-cache")
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(
         QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings")

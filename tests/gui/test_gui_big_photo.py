@@ -13,8 +13,9 @@ import tifffile
 from guihelpers import drag, wait_loaded, write_photo
 from PySide6.QtCore import QPointF
 
-from stoneseg_core.display import pyramid
-from stoneseg_core.display.pyramid import TileKey, mask_tile
+from stoneseg_core.display import tiff_tiles
+from stoneseg_core.display.grid import TileKey
+from stoneseg_core.display.mask_tiles import mask_tile
 from stoneseg_core.io import geo
 from stoneseg_gui.editor.canvas_items import PLACEHOLDER_COLOR
 from stoneseg_gui.editor.tiled_photo import TiledPhoto
@@ -114,7 +115,7 @@ def _open(qtbot, window, project: Path) -> TiledPhoto:
 def test_a_big_geotiff_opens_at_the_level_of_the_zoom_never_read_whole(
     qtbot, window, ortho_project, monkeypatch
 ) -> None:
-    monkeypatch.setattr(pyramid, "BAND_BYTES", 4 * 1024 * 1024)
+    monkeypatch.setattr(tiff_tiles, "BAND_BYTES", 4 * 1024 * 1024)
     canvas = window.canvas
     tracemalloc.start()
     try:

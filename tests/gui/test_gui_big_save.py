@@ -13,7 +13,7 @@ import tifffile
 from guihelpers import drag, read_png, wait_loaded, write_photo
 from PySide6.QtCore import Qt, QTimer
 
-from stoneseg_core.display.pyramid import BIG_PHOTO_PIXELS
+from stoneseg_core.display.tiff_tiles import BIG_PHOTO_PIXELS
 from stoneseg_core.model.config import TrainConfig
 from stoneseg_gui.editor import session as session_module
 from stoneseg_gui.editor.tiled_photo import TiledPhoto

@@ -8,7 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from stoneseg_core.editing.mask_document import MaskChange, MaskDocument, Region, polygon_pixels
+from stoneseg_core.editing.mask_document import MaskChange, MaskDocument
+from stoneseg_core.editing.polygon import polygon_pixels
+from stoneseg_core.editing.region import Region
 
 
 def centres_within(shape, x, y, r):
@@ -236,10 +238,10 @@ def test_the_core_never_imports_qt() -> None:
 
 
 def test_a_big_step_undone_and_redone_band_by_band_is_exact(monkeypatch) -> None:
-    import stoneseg_core.editing.mask_document as mask_edit
+    import stoneseg_core.editing.bands as bands
 
     # bands of 8 rows on a 61 x 53 mask: the packed step is 8 arrays, the last one partial
-    monkeypatch.setattr(mask_edit, "BAND_PIXELS", 8 * 53)
+    monkeypatch.setattr(bands, "BAND_PIXELS", 8 * 53)
     rng = np.random.default_rng(3)
     before = np.where(rng.random((61, 53)) > 0.6, 255, 0).astype(np.uint8)
     after = before.copy()

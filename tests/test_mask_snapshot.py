@@ -7,7 +7,8 @@ import threading
 
 import numpy as np
 
-from stoneseg_core.editing.mask_document import MaskDocument, MaskSnapshot
+from stoneseg_core.editing.mask_document import MaskDocument
+from stoneseg_core.editing.snapshot import MaskSnapshot
 
 
 def _document(h: int = 1000, w: int = 300) -> MaskDocument:

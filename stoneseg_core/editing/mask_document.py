@@ -2,9 +2,11 @@
 
 ``MaskDocument`` owns one ``uint8`` mask (0 = background, 255 = stone) and changes it in
 place, so a view can share the array and repaint only what changed. Every change reports
-the ``Region`` it touched. Undo keeps, per step, only the changed bounding box (old and new
-pixels packed to one bit each) in a bounded deque: a full copy of a 6000x4000 mask is never
-made for a brush stroke. One mouse drag is one undo step (``begin_stroke``/``end_stroke``).
+the ``Region`` (``editing.region``) it touched. Undo keeps, per step, only the changed
+bounding box, old and new pixels packed to one bit each (``editing.undo_history``): a full
+copy of a 6000x4000 mask is never made for a brush stroke. One mouse drag is one undo step
+(``begin_stroke``/``end_stroke``). Another thread copies the mask while it is edited through
+a ``MaskSnapshot`` (``editing.snapshot``).
 
 Coordinates are continuous image coordinates: x to the right, y down; the pixel in row
 ``r`` and column ``c`` covers ``[c, c+1) x [r, r+1)``, so its centre is ``(c+0.5, r+0.5)``.
@@ -14,119 +16,23 @@ This module never imports Qt.
 from __future__ import annotations
 
 import itertools
-import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from stoneseg_core.editing.bands import changed_region, row_bands
+from stoneseg_core.editing.polygon import polygon_pixels
+from stoneseg_core.editing.region import Region
+from stoneseg_core.editing.snapshot import MaskSnapshot
+from stoneseg_core.editing.undo_history import Packed, UndoHistory, UndoStep, pack, unpack_into
 from stoneseg_core.io.images import BACKGROUND, STONE
 
 Point = tuple[float, float]
 
 DEFAULT_MAX_STEPS = 200
 DEFAULT_MAX_UNDO_BYTES = 256 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Region:
-    """A rectangle of pixels: rows ``top:bottom`` and columns ``left:right`` (ends excluded)."""
-
-    top: int
-    left: int
-    bottom: int
-    right: int
-
-    @property
-    def width(self) -> int:
-        return max(0, self.right - self.left)
-
-    @property
-    def height(self) -> int:
-        return max(0, self.bottom - self.top)
-
-    @property
-    def empty(self) -> bool:
-        return self.width == 0 or self.height == 0
-
-    @property
-    def area(self) -> int:
-        return self.width * self.height
-
-    @property
-    def slices(self) -> tuple[slice, slice]:
-        return slice(self.top, self.bottom), slice(self.left, self.right)
-
-    def union(self, other: Region | None) -> Region:
-        if other is None or other.empty:
-            return self
-        if self.empty:
-            return other
-        return Region(
-            min(self.top, other.top),
-            min(self.left, other.left),
-            max(self.bottom, other.bottom),
-            max(self.right, other.right),
-        )
-
-    def clipped(self, height: int, width: int) -> Region:
-        return Region(
-            min(max(self.top, 0), height),
-            min(max(self.left, 0), width),
-            min(max(self.bottom, 0), height),
-            min(max(self.right, 0), width),
-        )
-
-    def relative_to(self, outer: Region) -> Region:
-        return Region(
-            self.top - outer.top,
-            self.left - outer.left,
-            self.bottom - outer.top,
-            self.right - outer.left,
-        )
-
-    @classmethod
-    def full(cls, height: int, width: int) -> Region:
-        return cls(0, 0, height, width)
-
-
-BAND_PIXELS = 1 << 22  # big blocks are compared and packed this many pixels at a time
-
-
-def _bands(height: int, width: int) -> list[tuple[int, int]]:
-    """Row ranges of about ``BAND_PIXELS`` pixels, each a multiple of 8 rows (but the last):
-    packed bits of consecutive bands then join up as if packed at once."""
-    step = max(8, (BAND_PIXELS // max(1, width)) // 8 * 8)
-    return [(r, min(height, r + step)) for r in range(0, height, step)]
-
-
-def changed_region(
-    old: np.ndarray,
-    new: np.ndarray,
-    offset: Region | None = None,
-    convert: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> Region | None:
-    """Tight box around the pixels where ``old`` and ``new`` differ, or None (compared by
-    bands of rows: no full-size temporary for a big block; ``convert`` is applied to each
-    band of ``new`` first)."""
-    h, w = old.shape
-    any_row = np.zeros(h, bool)
-    any_col = np.zeros(w, bool)
-    for r0, r1 in _bands(h, w):
-        band = new[r0:r1] if convert is None else convert(new[r0:r1])
-        diff = old[r0:r1] != band
-        any_row[r0:r1] = diff.any(axis=1)
-        any_col |= diff.any(axis=0)
-    rows = np.flatnonzero(any_row)
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(any_col)
-    top, left = (offset.top, offset.left) if offset is not None else (0, 0)
-    return Region(
-        top + int(rows[0]), left + int(cols[0]), top + int(rows[-1]) + 1, left + int(cols[-1]) + 1
-    )
 
 
 @dataclass(frozen=True)
@@ -143,44 +49,6 @@ class MaskChange:
     label: str
 
 
-@dataclass
-class _UndoRecord:
-    region: Region
-    old_bits: Packed
-    new_bits: Packed
-    label: str
-    state_before: int
-    state_after: int
-
-    @property
-    def nbytes(self) -> int:
-        return sum(b.nbytes for b in self.old_bits + self.new_bits)
-
-
-Packed = tuple  # of np.ndarray: a block's rows, 1 bit a pixel, one array per band (_bands)
-
-
-def _pack(block: np.ndarray) -> Packed:
-    """1 bit a pixel, row after row, a band of rows to an array: a big block is packed
-    without a full-size copy, and never joined into one (joining the bands of a 20000 x
-    20000 mask cost 0.15 s a time, mostly the kernel finding a fresh 50 MB)."""
-    h, w = block.shape
-    return tuple(np.packbits(block[r0:r1], axis=None) for r0, r1 in _bands(h, w))
-
-
-def _unpack_into(bits: Packed, region: Region, mask: np.ndarray) -> None:
-    """Write ``_pack``ed ``bits`` of ``region`` back into ``mask``, band by band: no
-    full-size temporary either (a fresh 400 MB one held the window's thread ~1 s the first
-    time a 20000 x 20000 whole-mask step was undone)."""
-    w = region.width
-    for (r0, r1), band in zip(_bands(region.height, w), bits):
-        rows = np.unpackbits(band, count=(r1 - r0) * w)
-        np.multiply(rows, np.uint8(STONE), out=rows)  # 0/1 -> 0/255 in place
-        mask[region.top + r0 : region.top + r1, region.left : region.right] = rows.reshape(
-            r1 - r0, w
-        )
-
-
 def binary_mask(mask: np.ndarray) -> np.ndarray:
     """A contiguous uint8 0/255 copy of any 2-D mask (nonzero = stone)."""
     mask = np.asarray(mask)
@@ -189,110 +57,6 @@ def binary_mask(mask: np.ndarray) -> np.ndarray:
     if mask.dtype == np.uint8:
         return cv2.threshold(np.ascontiguousarray(mask), 0, STONE, cv2.THRESH_BINARY)[1]
     return np.where(mask > 0, np.uint8(STONE), np.uint8(BACKGROUND))
-
-
-def polygon_pixels(points: np.ndarray, region: Region, chunk_rows: int = 256) -> np.ndarray:
-    """Boolean array over ``region``: True where a pixel centre lies inside the polygon.
-
-    Even-odd rule, exact on pixel centres (OpenCV's fillPoly also fills the pixels the
-    outline touches, which would grow every lasso by half a pixel). Rows are handled in
-    chunks so a long freehand lasso over a tall photo stays small in memory.
-    """
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    x0, y0 = pts[:, 0], pts[:, 1]
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-    h, w = region.height, region.width
-    inside = np.zeros((h, w), bool)
-    dy = y1 - y0
-    slope = np.divide(x1 - x0, dy, out=np.zeros_like(dy), where=dy != 0)
-    ylo, yhi = np.minimum(y0, y1), np.maximum(y0, y1)
-    for start in range(0, h, chunk_rows):
-        stop = min(h, start + chunk_rows)
-        first, last = region.top + start + 0.5, region.top + stop - 0.5
-        edges = (yhi > first) & (ylo <= last) & (dy != 0)  # only edges that reach these rows
-        if not edges.any():
-            continue
-        ex0, ey0, ey1, eslope = x0[edges], y0[edges], y1[edges], slope[edges]
-        yc = (np.arange(region.top + start, region.top + stop, dtype=np.float64) + 0.5)[:, None]
-        crosses = ((ey0 <= yc) & (yc < ey1)) | ((ey1 <= yc) & (yc < ey0))
-        xi = np.where(crosses, ex0 + (yc - ey0) * eslope, np.inf)
-        xi.sort(axis=1)
-        k = int(crosses.sum(axis=1).max()) // 2 * 2
-        if k == 0:
-            continue
-        lo, hi = xi[:, 0:k:2], xi[:, 1:k:2]
-        ok = np.isfinite(lo) & np.isfinite(hi)
-        c0 = np.ceil(lo[ok] - 0.5).astype(np.int64) - region.left
-        c1 = np.floor(hi[ok] - 0.5).astype(np.int64) - region.left
-        rows = np.broadcast_to(np.arange(stop - start)[:, None], ok.shape)[ok]
-        c0, c1 = np.clip(c0, 0, w), np.clip(c1 + 1, 0, w)
-        keep = c0 < c1
-        n = (stop - start) * (w + 1)
-        diff = np.bincount(rows[keep] * (w + 1) + c0[keep], minlength=n) - np.bincount(
-            rows[keep] * (w + 1) + c1[keep], minlength=n
-        )
-        inside[start:stop] = np.cumsum(diff.reshape(stop - start, w + 1)[:, :w], axis=1) > 0
-    return inside
-
-
-class MaskSnapshot:
-    """A document's mask at one state (``state``), copied by ``copy()`` on any thread while
-    the document goes on changing on its own: the rows are copied a band at a time, and a
-    band that the document is about to change before it has been copied is first kept as
-    it was (copy on write; ``MaskDocument`` calls ``before_write``). So the thread that
-    edits never pays for the copy of a big mask (400 MB for 20000 x 20000), only for the
-    bands it touches meanwhile."""
-
-    BAND_ROWS = 256
-
-    def __init__(self, live: np.ndarray, state: int, owner: list) -> None:
-        self.state = state
-        self.shape = live.shape
-        self._live = live
-        self._owner = owner  # the document's list of snapshots (left when done)
-        self._lock = threading.Lock()
-        bands = -(-live.shape[0] // self.BAND_ROWS)
-        self._copied = np.zeros(bands, bool)
-        self._kept: dict[int, np.ndarray] = {}
-        self._done = False
-
-    def before_write(self, top: int, bottom: int) -> None:
-        """The document is about to change rows ``top:bottom``: keep the bands not yet
-        copied as they are."""
-        if self._done or bottom <= top:
-            return
-        b = self.BAND_ROWS
-        with self._lock:
-            for k in range(top // b, (bottom - 1) // b + 1):
-                if not self._copied[k] and k not in self._kept:
-                    self._kept[k] = self._live[k * b : (k + 1) * b].copy()
-
-    def copy(self, should_stop: Callable[[], bool] | None = None) -> np.ndarray | None:
-        """The mask at ``state``, as a new array (None when ``should_stop`` said stop)."""
-        out = np.empty(self.shape, np.uint8)
-        b = self.BAND_ROWS
-        try:
-            for k in range(len(self._copied)):
-                if should_stop is not None and should_stop():
-                    return None
-                rows = slice(k * b, (k + 1) * b)
-                with self._lock:
-                    kept = self._kept.pop(k, None)
-                    out[rows] = self._live[rows] if kept is None else kept
-                    self._copied[k] = True
-        finally:
-            self.release()
-        return out
-
-    def release(self) -> None:
-        """Stop watching the document (done, or not wanted any more)."""
-        with self._lock:
-            self._done = True
-            self._kept.clear()
-        try:
-            self._owner.remove(self)
-        except ValueError:
-            pass
 
 
 class MaskDocument:
@@ -321,11 +85,7 @@ class MaskDocument:
             self._mask = np.ascontiguousarray(binary_mask(mask))
         self._view = self._mask.view()
         self._view.flags.writeable = False
-        self.max_steps = max(1, int(max_steps))
-        self.max_undo_bytes = int(max_undo_bytes)
-        self._undo: deque[_UndoRecord] = deque()
-        self._redo: list[_UndoRecord] = []
-        self._undo_bytes = 0
+        self._history = UndoHistory(max_steps, max_undo_bytes)
         self._ids = itertools.count(1)
         self._state = 0
         self._saved_state = 0
@@ -368,29 +128,47 @@ class MaskDocument:
         self._saved_state = self._state if state is None else int(state)
 
     @property
+    def max_steps(self) -> int:
+        """The most undo steps kept (the oldest are dropped)."""
+        return self._history.max_steps
+
+    @max_steps.setter
+    def max_steps(self, value: int) -> None:
+        self._history.max_steps = value
+
+    @property
+    def max_undo_bytes(self) -> int:
+        """The most bytes of undo steps kept (the oldest are dropped, never the last one)."""
+        return self._history.max_bytes
+
+    @max_undo_bytes.setter
+    def max_undo_bytes(self, value: int) -> None:
+        self._history.max_bytes = value
+
+    @property
     def can_undo(self) -> bool:
-        return bool(self._undo) or bool(self._stroke)
+        return self._history.can_undo or bool(self._stroke)
 
     @property
     def can_redo(self) -> bool:
-        return bool(self._redo)
+        return self._history.can_redo
 
     @property
     def undo_label(self) -> str:
-        return self._undo[-1].label if self._undo else ""
+        return self._history.undo_label
 
     @property
     def redo_label(self) -> str:
-        return self._redo[-1].label if self._redo else ""
+        return self._history.redo_label
 
     @property
     def undo_steps(self) -> int:
-        return len(self._undo)
+        return self._history.undo_steps
 
     @property
     def undo_nbytes(self) -> int:
         """Memory held by the undo and redo history."""
-        return self._undo_bytes + sum(r.nbytes for r in self._redo)
+        return self._history.nbytes
 
     # ------------------------------------------------------------------ listeners
     def add_listener(self, fn: Callable[[MaskChange], None]) -> None:
@@ -470,7 +248,7 @@ class MaskDocument:
         if tight is None:
             return None
         inner = tight.relative_to(region)
-        old_bits = _pack(target[inner.slices])  # packed before the write: no copy of it
+        old_bits = pack(target[inner.slices])  # packed before the write: no copy of it
         self._before_write(tight)
         target[inner.slices] = new_block[inner.slices]
         self._push(tight, old_bits, label)
@@ -481,52 +259,41 @@ class MaskDocument:
     def _push(self, region: Region, old: np.ndarray | Packed, label: str) -> None:
         """A step: ``old`` is the region's content before it, as pixels or packed bits."""
         new_id = next(self._ids)
-        record = _UndoRecord(
+        step = UndoStep(
             region=region,
-            old_bits=old if isinstance(old, tuple) else _pack(old),
-            new_bits=_pack(self._mask[region.slices]),
+            old_bits=old if isinstance(old, tuple) else pack(old),
+            new_bits=pack(self._mask[region.slices]),
             label=label,
             state_before=self._state,
             state_after=new_id,
         )
         self._state = new_id
-        self._redo.clear()
-        self._undo.append(record)
-        self._undo_bytes += record.nbytes
-        while len(self._undo) > 1 and (
-            len(self._undo) > self.max_steps or self._undo_bytes > self.max_undo_bytes
-        ):
-            dropped = self._undo.popleft()
-            self._undo_bytes -= dropped.nbytes
+        self._history.push(step)
 
     def undo(self) -> Region | None:
         """Undo the last whole step (a stroke in progress is closed first)."""
         if self._stroke is not None:
             self.end_stroke()
-        if not self._undo:
+        step = self._history.take_undo()
+        if step is None:
             return None
-        record = self._undo.pop()
-        self._undo_bytes -= record.nbytes
-        self._before_write(record.region)
-        _unpack_into(record.old_bits, record.region, self._mask)
-        self._state = record.state_before
-        self._redo.append(record)
-        self._notify(record.region, True, f"Undo {record.label}")
-        return record.region
+        self._before_write(step.region)
+        unpack_into(step.old_bits, step.region, self._mask)
+        self._state = step.state_before
+        self._notify(step.region, True, f"Undo {step.label}")
+        return step.region
 
     def redo(self) -> Region | None:
         if self._stroke is not None:
             self.end_stroke()
-        if not self._redo:
+        step = self._history.take_redo()
+        if step is None:
             return None
-        record = self._redo.pop()
-        self._before_write(record.region)
-        _unpack_into(record.new_bits, record.region, self._mask)
-        self._state = record.state_after
-        self._undo.append(record)
-        self._undo_bytes += record.nbytes
-        self._notify(record.region, True, f"Redo {record.label}")
-        return record.region
+        self._before_write(step.region)
+        unpack_into(step.new_bits, step.region, self._mask)
+        self._state = step.state_after
+        self._notify(step.region, True, f"Redo {step.label}")
+        return step.region
 
     # ------------------------------------------------------------------ brush
     def paint_line(
@@ -692,10 +459,10 @@ class MaskDocument:
         if tight is None:
             return None
         w = self.width
-        old_bits = _pack(self._mask[tight.slices])
+        old_bits = pack(self._mask[tight.slices])
         self._before_write(tight)
         left, right = tight.left, tight.right
-        for r0, r1 in _bands(tight.height, w):
+        for r0, r1 in row_bands(tight.height, w):
             a, b = tight.top + r0, tight.top + r1
             self._mask[a:b, left:right] = binary_mask(mask[a:b, left:right])
         self._push(tight, old_bits, label)

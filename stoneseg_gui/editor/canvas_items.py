@@ -29,7 +29,7 @@ from stoneseg_core.display.grid import PyramidGrid, TileKey
 from stoneseg_core.display.mask_tiles import MaskOccupancy, mask_tile, update_mask_tile
 from stoneseg_core.display.tiff_tiles import BIG_PHOTO_PIXELS
 from stoneseg_core.display.tile_cache import TileCache
-from stoneseg_core.editing.mask_document import Region
+from stoneseg_core.editing.region import Region
 
 from ..widgets.theme import ERASE_COLOR
 from .display import DisplayImage

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QSignalBlocker, Signal
 
-from stoneseg_core.editing.mask_document import MaskSnapshot
+from stoneseg_core.editing.snapshot import MaskSnapshot
 from stoneseg_core.grains import tiled
 from stoneseg_core.grains.distribution import DEFAULT_BOOTSTRAP, distribution_of, intervals_of
 from stoneseg_core.grains.document import analyse_with_edits

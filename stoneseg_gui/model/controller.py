@@ -126,6 +126,7 @@ class ModelController(QObject):
         self._train_result: TrainResult | None = None
         self._train_notes = ""  # what the run's data left out (stale per-stone labels)
         self._train_from: str | None = None  # the model the run fine-tunes, by name
+        self._last_run: str | None = None  # the latest run's name while its curves are shown
         self._best_scores = None
         self._best_rows = ()
         self._task: Worker | None = None  # prediction / export / predict-all: one at a time
@@ -167,9 +168,17 @@ class ModelController(QObject):
             return
         self.history.set_runs(list_runs(self.project.models_dir), self.active_model())
 
+    def _show_next_run(self) -> None:
+        """The panel's line on what the next Train does (the photos, the model it tunes)."""
+        project, active = self.project, self.active_model()
+        labelled = len(project.labelled_pairs()) if project is not None else 0
+        self.panel.set_next_run_context(labelled, active.name if active is not None else None)
+
     def _on_session_project_opened(self, project: Project) -> None:
         self._train_out = None
+        self._last_run = None
         self.panel.show_labelled_count(len(project.labelled_pairs()))
+        self._show_next_run()
         self.plot.clear_run()
         self.plot.clear_earlier()
         self.refresh_history()
@@ -188,6 +197,8 @@ class ModelController(QObject):
         # keep the count current until a run has something more useful to say
         if self.project is not None and not self.is_training and self._train_out is None:
             self.panel.show_labelled_count(len(self.project.labelled_pairs()))
+        if self.project is not None and not self.is_training:
+            self._show_next_run()
 
     def _on_session_image_changed(self, path) -> None:
         if path != self._prediction_path:
@@ -229,7 +240,11 @@ class ModelController(QObject):
             n += 1
         self._train_out = out
         self._best_scores, self._best_rows = None, ()
-        self.plot.clear_run()
+        if self._last_run is not None:  # the run before this one stays, faded, to compare
+            self.plot.fade_run(self._last_run)
+        else:
+            self.plot.clear_run()
+        self._last_run = out.name
         self.panel.set_running(True)
         self._train_from = from_model.name if from_model else None
         self.panel.show_message(self._training_words(n_pairs, 0))
@@ -341,6 +356,11 @@ class ModelController(QObject):
         # only now is the worker no longer running: what listens (the Train and Stop
         # actions) sees the run as over
         self.panel.set_running(False)
+        result = self._train_result
+        self.panel.show_outcome(
+            "failed" if result is None else "stopped" if result.cancelled else "finished"
+        )
+        self._show_next_run()
         self.training_finished.emit(self._train_result)
 
     def set_active_model(self, folder: Path) -> None:
@@ -356,6 +376,7 @@ class ModelController(QObject):
         if runs:
             self.metrics.show_model_metrics(runs[0].info.metrics, f"Active model {runs[0].label}")
         self.notice.emit(f"{Path(folder).name} is now the active model.")
+        self._show_next_run()
 
     def _on_history_compare_requested(self, run: Run) -> None:
         self.plot.show_earlier(run.label, run.info.history)

@@ -58,8 +58,17 @@ def list_runs(models_dir: Path) -> list[Run]:
     return runs
 
 
-# the figures first: a narrow panel shows the run and its validation IoU without scrolling
-COLUMNS = ("Run", "Val IoU", "Val F1", "Photos (train/val)", "Epochs", "Date", "Encoder")
+# the figures first: a narrow panel shows the run and its validation IoU without scrolling;
+# what does not fit a narrow column (the date is in the run's name, the encoder and the
+# photos' names) is in each row's tooltip
+COLUMNS = ("Run", "Val IoU", "Val F1", "Photos", "Epochs")
+HEADER_TIPS = (
+    "The model folder (its name is the time it was trained)",
+    "Intersection over union on the validation photos, pixel by pixel",
+    "F1 score (Dice) on the validation photos, pixel by pixel",
+    "Photos it was trained on / photos it was checked on",
+    "The best epoch (the one kept) of the epochs run",
+)
 
 
 class ModelHistory(QWidget):
@@ -75,7 +84,14 @@ class ModelHistory(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # the run's name takes what is left, shortened in the middle when the column is narrow
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        for c, tip in enumerate(HEADER_TIPS):
+            self.table.horizontalHeaderItem(c).setToolTip(tip)
         self.table.doubleClicked.connect(self._on_activate_clicked)
         self.activate_button = QPushButton("Make active")
         self.activate_button.setToolTip(
@@ -107,10 +123,8 @@ class ModelHistory(QWidget):
                 f"{100 * val['iou']:.1f} %" if "iou" in val else "–",
                 f"{100 * val['f1']:.1f} %" if "f1" in val else "–",
                 f"{len(info.train_images)}/{len(info.val_images)}",
-                f"{metrics.get('best_epoch', '?')} of {len(info.history)}"
-                + (" (stopped)" if metrics.get("cancelled") else ""),
-                info.created.replace("T", " ")[:16],
-                info.encoder,
+                f"{metrics.get('best_epoch', '?')}/{len(info.history)}"
+                + (" stopped" if metrics.get("cancelled") else ""),
             )
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -119,7 +133,9 @@ class ModelHistory(QWidget):
                     font.setBold(True)
                     item.setFont(font)
                 item.setToolTip(
-                    f"{run.folder}\nTrained on: {', '.join(info.train_images)}\nValidated on: {', '.join(info.val_images)}"
+                    f"{run.folder}\nTrained {info.created.replace('T', ' ')[:16]}, "
+                    f"encoder {info.encoder}\nTrained on: {', '.join(info.train_images)}\n"
+                    f"Validated on: {', '.join(info.val_images)}"
                 )
                 if c in (1, 2, 4):
                     item.setTextAlignment(

@@ -67,6 +67,7 @@ class LossPlot(QWidget):
         )
         self._earlier: list[pg.PlotDataItem] = []
         self._earlier_xy: list[tuple[float, float]] = []  # their points, for the axes
+        self._earlier_labels: list[str] = []
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot)
@@ -81,6 +82,16 @@ class LossPlot(QWidget):
         self._train_y: list[float] = []
         self._val_y: list[float] = []
         self._redraw()
+
+    def fade_run(self, label: str) -> None:
+        """Keep the current run's epoch curves, faintly, as an earlier run named ``label``
+        (a new run starts beside them), then clear the current run."""
+        history = [
+            {"epoch": x, "train_loss": t, "val_loss": v}
+            for x, t, v in zip(self._epoch_x, self._train_y, self._val_y)
+        ]
+        self.clear_run()
+        self.show_earlier(label, history)
 
     def add_batch(self, p: BatchProgress) -> None:
         self._ema = (
@@ -151,6 +162,7 @@ class LossPlot(QWidget):
             name=f"{label} val",
         )
         self._earlier += [train, val]
+        self._earlier_labels.append(label)
         for h in history:
             for key in ("train_loss", "val_loss"):
                 value = h.get(key)
@@ -164,8 +176,13 @@ class LossPlot(QWidget):
             self.legend.removeItem(item)
         self._earlier.clear()
         self._earlier_xy.clear()
+        self._earlier_labels.clear()
         self._fit_axes()
 
     # ------------------------------------------------------------------ for tests and export
+    def earlier_labels(self) -> list[str]:
+        """The earlier runs drawn faintly, in the order they were added."""
+        return list(self._earlier_labels)
+
     def point_counts(self) -> dict[str, int]:
         return {"batch": len(self._batch_x), "train": len(self._train_y), "val": len(self._val_y)}

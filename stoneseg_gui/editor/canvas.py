@@ -213,7 +213,27 @@ class MaskCanvas(QGraphicsView):
             if mask.shape[:2] != (self._display.height, self._display.width):
                 raise ValueError("The prediction must have the size of the photo.")
         self.prediction_item.set_mask(mask, tiled=isinstance(self._display, TiledPhoto))
+        self._style_prediction()
         self.prediction_item.setVisible(mask is not None and self._settings.overlay_visible)
+        self.viewport().update()  # the legend
+
+    def prediction_outlined(self) -> bool:
+        """Whether the prediction is drawn as outlines: always over a mask that has stones
+        (orange filled over cyan blended to olive, and neither could be read), else as the
+        overlay setting says."""
+        mask = self.mask_item.mask
+        return self._settings.outline_only or (mask is not None and bool(mask.any()))
+
+    def _style_prediction(self) -> None:
+        if self.prediction_item.mask is not None:
+            self.prediction_item.set_outline(self.prediction_outlined())
+
+    def legend_text(self) -> str:
+        """The overlay's legend drawn in the photo's corner while a prediction is shown."""
+        if self.prediction_item.mask is None or not self.prediction_item.isVisible():
+            return ""
+        how = "outlines" if self.prediction_outlined() else "filled"
+        return f"■ your mask (cyan)    ▢ the model's prediction (orange {how})"
 
     def zoom(self) -> float:
         return self.transform().m11()
@@ -472,9 +492,11 @@ class MaskCanvas(QGraphicsView):
         s = self._settings
         for item in (self.mask_item, self.prediction_item):
             item.set_opacity(s.opacity)
-            item.set_outline(s.outline_only)
+        self.mask_item.set_outline(s.outline_only)
+        self._style_prediction()
         self.mask_item.setVisible(s.overlay_visible and self.mask_item.mask is not None)
         self.prediction_item.setVisible(s.overlay_visible and self.prediction_item.mask is not None)
+        self.viewport().update()  # the legend
 
     # ------------------------------------------------------------------ Qt events
     def mousePressEvent(self, event: QMouseEvent) -> None:
@@ -648,12 +670,41 @@ class MaskCanvas(QGraphicsView):
         self.cursor_moved.emit(None)
         super().leaveEvent(event)
 
+    def _draw_legend(self, painter: QPainter, text: str) -> None:
+        """``text`` in a dark box at the photo view's bottom-left corner, its two marks in the
+        overlays' colours."""
+        painter.save()
+        painter.setTransform(QTransform())
+        metrics = painter.fontMetrics()
+        width = min(self.viewport().width() - 20, metrics.horizontalAdvance(text) + 20)
+        box = QRectF(
+            10, self.viewport().height() - metrics.height() - 22, width, metrics.height() + 12
+        )
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(20, 22, 26, 210))
+        painter.drawRoundedRect(box, 6, 6)
+        mask_part, prediction_part = text.split("    ", 1)
+        x = box.left() + 10
+        for part, color in ((mask_part, STONE_COLOR), (prediction_part, PREDICTION_COLOR)):
+            painter.setPen(color)
+            painter.drawText(
+                QRectF(x, box.top(), box.right() - x, box.height()),
+                Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
+                metrics.elidedText(part, Qt.TextElideMode.ElideRight, int(box.right() - x - 6)),
+            )
+            x += metrics.horizontalAdvance(part + "    ")
+        painter.restore()
+
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         if self._fit_mode:
             self.fit_to_window()
 
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        legend = "" if self._message else self.legend_text()
+        if legend:
+            self._draw_legend(painter, legend)
         if not self._message and not self._banner:
             return
         painter.save()

@@ -97,6 +97,11 @@ def predict_all_job(
     return (yield from iter_segment_images(segmenter, images, masks_dir, should_stop=should_stop))
 
 
+def prediction_zoom(scale: float) -> str:
+    """The working scale in a user's words: the photo at "1.5x" or "0.25x" of its size."""
+    return f"{scale:.2g}x" if scale < 1 else f"{scale:.1f}x".replace(".0x", "x")
+
+
 class ModelController(QObject):
     training_started = Signal()
     training_finished = Signal(object)  # TrainResult or None when it failed
@@ -468,8 +473,8 @@ class ModelController(QObject):
         self.canvas.set_prediction(prediction.mask)
         fallback = "by the long side, this model has no stone size; " if self._scale_note else ""
         self.notice.emit(
-            f"Prediction shown (seen at {prediction.scale:.3g}x, {fallback}Ctrl+Return makes it "
-            "the mask to correct)."
+            f"Prediction shown in orange (predicted at {prediction_zoom(prediction.scale)} "
+            f"zoom, {fallback}Ctrl+Return makes it the mask to correct)."
         )
         self.prediction_ready.emit(path)
 

@@ -15,9 +15,10 @@ of mask around it (the extended window), by the same ``split_stones`` as a whole
   cut then is kept, flagged excluded ("cut by a processing window"), and counted.
 - **Stitching**: stones get global ids window after window (row of windows by row, left to
   right; in reading order inside a window), their pixels are written into a band of rows
-  that is handed, 256-row strip after strip, to a thread writing a tiled deflate TIFF, so
-  the label image is never whole in memory. It is written 32-bit and rewritten 16-bit at
-  the end when the ids fit (<= 65535), since the count is known only then.
+  that is handed, 256-row strip after strip, to a thread writing a tiled deflate TIFF
+  (``io.tiff_writer``), so the label image is never whole in memory. It is written 32-bit
+  and rewritten 16-bit at the end when the ids fit (<= 65535), since the count is known
+  only then.
 - **Measurements** are ``measure_stones``'s (the same fields and formulas, computed for all
   of a window's stones at once: ``regionprops`` costs about a millisecond a stone), in the
   photo's coordinates; the edge flag and the exclusions are the photo's. CSV rows and
@@ -40,13 +41,9 @@ import contextlib
 import csv
 import json
 import math
-import os
-import queue
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +72,13 @@ from stoneseg_core.io.geo import (
     Georeference,
     decode_error_message,
     georeference_or_none,
-    geotiff_extratags,
-    import_tifffile,
     is_tiff,
     open_tiff,
     read_tiff_window,
 )
-from stoneseg_core.io.images import describe_os_error, new_file_mode, read_mask
+from stoneseg_core.io.images import describe_os_error, read_mask
+from stoneseg_core.io.staged import StagedFile
+from stoneseg_core.io.tiff_writer import TiledTiffWriter, rewrite_tiled_tiff
 
 TILED_ABOVE_PX = 50_000_000  # ``grains`` splits masks larger than this (50 MP) window by window
 DEFAULT_WINDOW_PX = 2048
@@ -191,111 +188,150 @@ class _MaskWindows:
 # ------------------------------------------------------------------------------ writing
 
 
-class _Staged:
-    """A temporary file beside ``path``, moved over it by ``commit`` or removed by ``discard``."""
+class _StoneTables:
+    """The stones' CSV rows and GeoJSON features, written to temporary files beside
+    ``csv_path`` and ``geojson_path`` as the windows go (``commit`` moves them into place)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+    def __init__(self, csv_path: Path, geojson_path: Path, blank: ImageGrains, georef, header):
+        self.blank, self.georef = blank, georef
+        self._staged: list[StagedFile] = []
+        self._files: list = []  # the CSV's, the GeoJSON's
+        try:
+            self._staged += [StagedFile(csv_path), StagedFile(geojson_path)]
+            self._files.append(open(self._staged[0].temporary, "w", newline="", encoding="utf-8"))
+            self._files.append(open(self._staged[1].temporary, "w", encoding="utf-8"))
+        except BaseException:
+            self.discard()
+            raise
+        self._rows = csv.writer(self._files[0], lineterminator="\n")
+        self._rows.writerow(CSV_COLUMNS)
+        self._files[1].write(
+            "{"
+            + "".join(
+                f"{json.dumps(k)}: {json.dumps(v, allow_nan=False)}, " for k, v in header.items()
+            )
+            + '"features": [\n'
+        )
+        self._first_feature = True
+
+    def add(self, stones: list[Stone], outlines: dict, options: GrainOptions) -> None:
+        """A window's stones (``outlines``: their rings by local label 1..k)."""
+        for k, s in enumerate(stones, start=1):
+            self._rows.writerow([csv_cell(v) for v in csv_row(self.blank, s, options)])
+            feature = stone_feature(self.blank, s, outlines[k], options, self.georef)
+            self._files[1].write(
+                ("" if self._first_feature else ",\n") + json.dumps(feature, allow_nan=False)
+            )
+            self._first_feature = False
+
+    def close(self) -> None:
+        """Every stone added: the GeoJSON's feature list ended, both files closed."""
+        self._files[1].write("\n]}\n")
+        self._close_files()
+
+    def _close_files(self) -> None:
+        for f in self._files:
+            f.close()
 
     def commit(self) -> None:
-        os.chmod(self.tmp, new_file_mode(self.path))
-        os.replace(self.tmp, self.path)
+        for staged in self._staged:
+            staged.commit()
 
     def discard(self) -> None:
         with contextlib.suppress(OSError):
-            self.tmp.unlink()
+            self._close_files()
+        for staged in self._staged:
+            staged.discard()
 
 
-class _Abort(Exception):
-    pass
+class _AnalysisFiles:
+    """The three outputs of a tiled analysis (``paths``: "instances", "csv", "geojson"),
+    written beside their places as the windows go and moved into place together by
+    ``commit``: the label TIFF streamed as uint32 (``TiledTiffWriter``), the tables."""
 
-
-def _write_tiled(path: Path, tiles: Iterator[np.ndarray], shape, dtype, tile: int, georef) -> None:
-    import_tifffile().imwrite(
-        path,
-        tiles,
-        shape=shape,
-        dtype=dtype,
-        photometric="minisblack",
-        tile=(tile, tile),
-        compression="zlib",
-        predictor=None,
-        extratags=geotiff_extratags(georef),
-        metadata=None,
-        software="StoneSeg",
-        bigtiff=shape[0] * shape[1] * np.dtype(dtype).itemsize > 2**32 - 2**25,
-    )
-
-
-class _StripWriter:
-    """A thread writing a uint32 tiled TIFF from strips of ``tile`` rows, in order."""
-
-    def __init__(self, path: Path, shape: tuple[int, int], tile: int, georef) -> None:
-        self.shape, self.tile = shape, tile
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(path, georef), name="stoneseg-tiff-writer", daemon=True
-        )
-        self._thread.start()
-
-    def _tiles(self) -> Iterator[np.ndarray]:
-        while True:
-            strip = self._queue.get()
-            if strip is None:
-                return
-            if isinstance(strip, _Abort):
-                raise strip
-            for c in range(0, self.shape[1], self.tile):
-                yield strip[:, c : c + self.tile]
-
-    def _run(self, path: Path, georef) -> None:
+    def __init__(self, paths: dict[str, Path], shape, tile: int, georef, blank, header):
+        self.paths, self.georef = paths, georef
+        self.labels: TiledTiffWriter | None = None
+        self.tables = _StoneTables(paths["csv"], paths["geojson"], blank, georef, header)
         try:
-            _write_tiled(path, self._tiles(), self.shape, np.uint32, self.tile, georef)
-        except BaseException as exc:  # handed to the generator, which raises it
-            self.error = exc
+            self.labels = TiledTiffWriter(
+                paths["instances"], shape, np.uint32, tile=tile, georef=georef
+            )
+        except BaseException:
+            self.tables.discard()
+            raise
 
-    def put(self, item) -> None:
-        while True:
-            if self.error is not None:
-                raise self.error
+    def commit(self, top_id: int) -> None:
+        """All windows done, ``top_id`` the last stone's: the labels rewritten uint16 when
+        every id fits (``MAX_INSTANCES_PNG``), then every file moved into place."""
+        self.tables.close()
+        self.labels.close()
+        if top_id <= MAX_INSTANCES_PNG:
+            narrowed = StagedFile(self.paths["instances"])
             try:
-                self._queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                if not self._thread.is_alive():
-                    raise StonesegError("The label TIFF writer stopped.") from self.error
-
-    def finish(self) -> None:
-        self.put(None)
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
+                rewrite_tiled_tiff(
+                    self.labels.temporary, narrowed.temporary, np.uint16, self.georef
+                )
+                self.labels.abort()  # the uint32 file is not needed any more
+                narrowed.commit()
+            except BaseException:
+                narrowed.discard()
+                raise
+        else:
+            self.labels.commit()
+        self.tables.commit()
 
     def abort(self) -> None:
-        if not self._thread.is_alive():
-            return
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._queue.get_nowait()
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(_Abort())
-        self._thread.join()
+        """Cancelled or failed: every temporary file removed, the folder as it was."""
+        if self.labels is not None:
+            self.labels.abort()
+        self.tables.discard()
 
 
-def _rewrite_uint16(src: Path, dst: Path, shape, tile: int, georef) -> None:
-    """The uint32 label TIFF ``src`` again as uint16 (every id fits), tile by tile."""
-    with import_tifffile().TiffFile(src) as tif:
-        page = tif.pages[0]
-        empty = np.zeros((tile, tile), np.uint16)
-        tiles = (
-            empty if seg is None else seg.reshape(seg.shape[-3], seg.shape[-2]).astype(np.uint16)
-            for seg, _, _ in page.segments()
+class _LabelBand:
+    """Rows [r0, r0 + len(rows)) of the stone labels, r0 the top of the row of windows being
+    split: a core's stones spill below it by at most the widest margin, into the next
+    band's rows, so the band's rows are handed to the writer when its windows are done."""
+
+    def __init__(self, grid: _Windows) -> None:
+        self.grid = grid
+        self.rows = np.zeros(
+            (min(grid.window_px + grid.widest, grid.height), grid.width), np.uint32
         )
-        _write_tiled(dst, tiles, shape, np.uint16, tile, georef)
+        self.foreground = np.zeros((0, grid.width), bool)  # the band's mask, for unlabelled_px
+
+    def start(self, r0: int, r1: int) -> None:
+        self.foreground = np.zeros((r1 - r0, self.grid.width), bool)
+
+    def paint(self, local: np.ndarray, first_id: int, count: int, core, origin) -> int:
+        """Paint a window's ``count`` kept stones (``local``: labels 1..count; they lie right
+        of and below the core's corner) with ids from ``first_id``; where a pixel is
+        claimed already the first claim stays. Returns the pixels claimed twice."""
+        r0, c0 = core[:2]
+        er0, ec0 = origin
+        ids = np.zeros(count + 1, np.uint32)
+        ids[1:] = np.arange(first_id, first_id + count, dtype=np.uint32)
+        part = ids[local[r0 - er0 :, c0 - ec0 :]]
+        target = self.rows[: part.shape[0], c0 : c0 + part.shape[1]]
+        claimed = part > 0
+        clash = claimed & (target > 0)
+        np.copyto(target, part, where=claimed & ~clash)
+        return int(np.count_nonzero(clash))
+
+    def hand_over(self, writer: TiledTiffWriter, r1: int, strip: int) -> int:
+        """The band done (its rows end at ``r1``): its rows pushed to ``writer``, ``strip``
+        rows at a time (copies: the buffer is reused), the rows below carried into the next
+        band's. Returns the band's stone pixels that no stone covers."""
+        rows_here = len(self.foreground)
+        unlabelled = int(np.count_nonzero(self.foreground & (self.rows[:rows_here] == 0)))
+        for s0 in range(0, rows_here, strip):
+            writer.push(self.rows[s0 : min(rows_here, s0 + strip)].copy())
+        carry = self.rows[rows_here:]
+        grid = self.grid
+        below = max(0, grid.height - r1)
+        self.rows = np.zeros((min(grid.window_px + grid.widest, below), grid.width), np.uint32)
+        self.rows[: min(len(carry), len(self.rows))] = carry[: len(self.rows)]
+        return unlabelled
 
 
 # ------------------------------------------------------------------------------ the job
@@ -303,6 +339,163 @@ def _rewrite_uint16(src: Path, dst: Path, shape, tile: int, georef) -> None:
 
 def _tiff_tile(window_px: int) -> int:
     return next(t for t in (256, 128, 64) if window_px % t == 0)
+
+
+@dataclass(frozen=True)
+class _Windows:
+    """The cores (``window_px`` square, row of windows by row) over a mask of (height,
+    width), each split with ``margin`` around it, widened up to ``widest``."""
+
+    height: int
+    width: int
+    window_px: int
+    margin: int
+    widest: int
+
+    @property
+    def bands(self) -> int:
+        return -(-self.height // self.window_px)
+
+    @property
+    def across(self) -> int:
+        return -(-self.width // self.window_px)
+
+    @property
+    def total(self) -> int:
+        return self.bands * self.across
+
+    def band_rows(self, band: int) -> tuple[int, int]:
+        r0 = band * self.window_px
+        return r0, min(self.height, r0 + self.window_px)
+
+    def core(self, band: int, col: int) -> tuple[int, int, int, int]:
+        """(r0, c0, r1, c1) of a core."""
+        r0, r1 = self.band_rows(band)
+        c0 = col * self.window_px
+        return r0, c0, r1, min(self.width, c0 + self.window_px)
+
+
+def _window_sizes(window_px, margin_px, max_margin_px) -> tuple[int, int, int]:
+    """(window, margin, widest margin) in pixels, checked (``iter_grains_tiled``)."""
+    window_px = int(window_px)
+    if window_px < 64 or window_px % 64:
+        raise StonesegError(f"The window must be a multiple of 64 pixels, got {window_px}.")
+    margin = window_px // 8 if margin_px is None else int(margin_px)
+    if margin < 1:
+        raise StonesegError(f"The window margin must be at least 1 pixel, got {margin}.")
+    widest = 4 * margin if max_margin_px is None else max(margin, int(max_margin_px))
+    return window_px, margin, widest
+
+
+def _open_mask(mask, name: str, probability, boundary) -> _MaskWindows:
+    """The mask's windows, its probability and boundary maps checked to be of its size."""
+    source = _MaskWindows(mask, name)
+    height, width = source.shape
+    for what, m in (("probability", probability), ("boundary", boundary)):
+        if m is not None and np.shape(m)[:2] != (height, width):
+            source.close()
+            raise StonesegError(
+                f"The {what} map is {np.shape(m)[1]}x{np.shape(m)[0]} pixels but the mask is "
+                f"{width}x{height}: they must come from the same photo."
+            )
+    return source
+
+
+@dataclass
+class _Job:
+    """One mask split and measured window by window: its stones so far (ids 1..len, in
+    order) and the counts ``TiledGrains`` reports."""
+
+    source: _MaskWindows
+    grid: _Windows
+    probability: np.ndarray | None
+    boundary: np.ndarray | None
+    options: GrainOptions
+    min_stone_px: float
+    mm_per_px: float | None
+    stones: list[Stone] = field(default_factory=list)
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"widened": 0, "cut": 0, "overlap": 0, "unlabelled": 0}
+    )
+
+    def run(
+        self, files: _AnalysisFiles, should_stop, start: float, strip: int
+    ) -> Generator[TiledEvent, None, bool]:
+        """Every window, row of windows by row; yields a ``TiledEvent`` after each. Returns
+        False when ``should_stop`` ended it."""
+        grid = self.grid
+        labels = _LabelBand(grid)
+        done = 0
+        for band in range(grid.bands):
+            r0, r1 = grid.band_rows(band)
+            labels.start(r0, r1)
+            for col in range(grid.across):
+                if should_stop is not None and should_stop():
+                    return False
+                self._window(grid.core(band, col), labels, files)
+                done += 1
+                yield TiledEvent(done, grid.total, len(self.stones), time.perf_counter() - start)
+            self.counts["unlabelled"] += labels.hand_over(files.labels, r1, strip)
+        return True
+
+    def _window(self, core, labels: _LabelBand, files: _AnalysisFiles) -> None:
+        """One core split, its kept stones measured, painted and written to the tables."""
+        r0, c0, r1, c1 = core
+        grid, options, counts = self.grid, self.options, self.counts
+        cut_flags, local, origin, fg = _split_window(
+            self.source,
+            self.probability,
+            self.boundary,
+            options,
+            self.min_stone_px,
+            core,
+            grid.margin,
+            grid.widest,
+            counts,
+        )
+        er0, ec0 = origin
+        labels.foreground[:, c0:c1] = fg[r0 - er0 : r1 - er0, c0 - ec0 : c1 - ec0]
+        first_id = len(self.stones) + 1
+        shape = (grid.height, grid.width)
+        new = _measure_window(
+            local, cut_flags, origin, first_id, shape, self.mm_per_px, options, counts
+        )
+        counts["overlap"] += labels.paint(local, first_id, len(cut_flags), core, origin)
+        files.tables.add(new, label_polygons(local, offset=origin), options)
+        self.stones.extend(new)
+
+    def result(self, name: str, paths: dict[str, Path], start: float) -> TiledGrains:
+        """What was measured and written (``paths``: the files)."""
+        grid, counts = self.grid, self.counts
+        return TiledGrains(
+            grains=ImageGrains(name, self.mm_per_px, tuple(self.stones)),
+            shape=(grid.height, grid.width),
+            window_px=grid.window_px,
+            margin_px=grid.margin,
+            windows=grid.total,
+            instances_path=paths["instances"],
+            csv_path=paths["csv"],
+            geojson_path=paths["geojson"],
+            label_dtype="uint16" if len(self.stones) <= MAX_INSTANCES_PNG else "uint32",
+            widened_windows=counts["widened"],
+            cut_stones=counts["cut"],
+            overlap_px=counts["overlap"],
+            unlabelled_px=counts["unlabelled"],
+            seconds=time.perf_counter() - start,
+        )
+
+    def cancelled(self, name: str, start: float) -> TiledGrains:
+        """Stopped before the end: nothing written, no stones."""
+        grid = self.grid
+        return TiledGrains(
+            grains=ImageGrains(name, self.mm_per_px),
+            shape=(grid.height, grid.width),
+            window_px=grid.window_px,
+            margin_px=grid.margin,
+            windows=grid.total,
+            seconds=time.perf_counter() - start,
+            cancelled=True,
+        )
 
 
 def iter_grains_tiled(
@@ -341,13 +534,7 @@ def iter_grains_tiled(
     options = options or GrainOptions()
     check_mm_per_px(mm_per_px)
     check_min_size_scale(mm_per_px, options.min_size_mm)
-    window_px = int(window_px)
-    if window_px < 64 or window_px % 64:
-        raise StonesegError(f"The window must be a multiple of 64 pixels, got {window_px}.")
-    margin = window_px // 8 if margin_px is None else int(margin_px)
-    if margin < 1:
-        raise StonesegError(f"The window margin must be at least 1 pixel, got {margin}.")
-    widest = 4 * margin if max_margin_px is None else max(margin, int(max_margin_px))
+    window_px, margin, widest = _window_sizes(window_px, margin_px, max_margin_px)
     output_dir = Path(output_dir)
     if name is None:
         name = Path(mask).name if isinstance(mask, (str, Path)) else f"{stem}.png"
@@ -358,174 +545,35 @@ def iter_grains_tiled(
     except OSError as exc:
         raise StonesegError(describe_os_error(exc, output_dir)) from exc
 
-    source = _MaskWindows(mask, name)
-    height, width = source.shape
-    for what, m in (("probability", probability), ("boundary", boundary)):
-        if m is not None and np.shape(m)[:2] != (height, width):
-            source.close()
-            raise StonesegError(
-                f"The {what} map is {np.shape(m)[1]}x{np.shape(m)[0]} pixels but the mask is "
-                f"{width}x{height}: they must come from the same photo."
-            )
+    source = _open_mask(mask, name, probability, boundary)
     if not options.use_probability:
         probability = boundary = None
+    grid = _Windows(*source.shape, window_px, margin, widest)
+    job = _Job(source, grid, probability, boundary, options, min_stone_px, mm_per_px)
     tile = _tiff_tile(window_px)
-    bands = -(-height // window_px)
-    across = -(-width // window_px)
-    total = bands * across
     start = time.perf_counter()
     blank = ImageGrains(name, mm_per_px)  # for the rows' image and scale columns
-
     paths = {
         "instances": output_dir / f"{stem}_instances.tif",
         "csv": output_dir / f"{stem}_stones.csv",
         "geojson": output_dir / f"{stem}_stones.geojson",
     }
-    staged: dict[str, _Staged] = {}
-    writer: _StripWriter | None = None
+    files: _AnalysisFiles | None = None
     finished = False
-    stones: list[Stone] = []
-    counts = {"widened": 0, "cut": 0, "overlap": 0, "unlabelled": 0}
     try:
-        try:
-            for key, path in paths.items():
-                staged[key] = _Staged(path)
-        except OSError as exc:
-            raise StonesegError(describe_os_error(exc, output_dir)) from exc
-        writer = _StripWriter(staged["instances"].tmp, (height, width), tile, georef)
-        with (
-            open(staged["csv"].tmp, "w", newline="", encoding="utf-8") as csv_file,
-            open(staged["geojson"].tmp, "w", encoding="utf-8") as geo_file,
-        ):
-            rows = csv.writer(csv_file, lineterminator="\n")
-            rows.writerow(CSV_COLUMNS)
-            header = geojson_header(blank, georef, scale_source)
-            geo_file.write(
-                "{"
-                + "".join(
-                    f"{json.dumps(k)}: {json.dumps(v, allow_nan=False)}, "
-                    for k, v in header.items()
-                )
-                + '"features": [\n'
-            )
-            first_feature = True
-            done = 0
-            next_id = 1
-            # rows [band_r0, band_r0 + len(buffer)) of the labels; stones spill below a
-            # core by at most the widest margin, into the next band's rows
-            buffer = np.zeros((min(window_px + widest, height), width), np.uint32)
-            for band in range(bands):
-                r0 = band * window_px
-                r1 = min(height, r0 + window_px)
-                band_fg = np.zeros((r1 - r0, width), bool)
-                for col in range(across):
-                    if should_stop is not None and should_stop():
-                        return _cancelled(blank, height, width, window_px, margin, total, start)
-                    c0 = col * window_px
-                    c1 = min(width, c0 + window_px)
-                    kept, local, (er0, ec0), fg = _split_window(
-                        source,
-                        probability,
-                        boundary,
-                        options,
-                        min_stone_px,
-                        (r0, c0, r1, c1),
-                        margin,
-                        widest,
-                        counts,
-                    )
-                    band_fg[:, c0:c1] = fg[r0 - er0 : r1 - er0, c0 - ec0 : c1 - ec0]
-                    new = _measure_window(
-                        local,
-                        kept,
-                        (er0, ec0),
-                        next_id,
-                        (height, width),
-                        mm_per_px,
-                        options,
-                        counts,
-                    )
-                    # paint the kept stones (they lie right of and below the core's corner)
-                    ids = np.zeros(len(kept) + 1, np.uint32)
-                    ids[1:] = np.arange(next_id, next_id + len(kept), dtype=np.uint32)
-                    part = ids[local[r0 - er0 :, c0 - ec0 :]]
-                    target = buffer[: part.shape[0], c0 : c0 + part.shape[1]]
-                    claimed = part > 0
-                    clash = claimed & (target > 0)
-                    counts["overlap"] += int(np.count_nonzero(clash))
-                    np.copyto(target, part, where=claimed & ~clash)
-                    outlines = label_polygons(local, offset=(er0, ec0))
-                    for k, s in enumerate(new, start=1):
-                        rows.writerow([csv_cell(v) for v in csv_row(blank, s, options)])
-                        feature = stone_feature(blank, s, outlines[k], options, georef)
-                        geo_file.write(
-                            ("" if first_feature else ",\n") + json.dumps(feature, allow_nan=False)
-                        )
-                        first_feature = False
-                    stones.extend(new)
-                    next_id += len(kept)
-                    done += 1
-                    yield TiledEvent(done, total, len(stones), time.perf_counter() - start)
-                rows_here = r1 - r0
-                counts["unlabelled"] += int(np.count_nonzero(band_fg & (buffer[:rows_here] == 0)))
-                for s0 in range(0, rows_here, tile):
-                    writer.put(buffer[s0 : min(rows_here, s0 + tile)].copy())
-                # the rows below this band (spilled stones) become the next band's first rows
-                carry = buffer[rows_here:]
-                buffer = np.zeros((min(window_px + widest, max(0, height - r1)), width), np.uint32)
-                buffer[: min(len(carry), len(buffer))] = carry[: len(buffer)]
-            geo_file.write("\n]}\n")
-        writer.finish()
-        top = next_id - 1
-        if top <= MAX_INSTANCES_PNG:
-            small = _Staged(paths["instances"])
-            try:
-                _rewrite_uint16(staged["instances"].tmp, small.tmp, (height, width), tile, georef)
-            except BaseException:
-                small.discard()
-                raise
-            staged["instances"].discard()
-            staged["instances"] = small
-        for key in ("instances", "csv", "geojson"):
-            staged[key].commit()
+        header = geojson_header(blank, georef, scale_source)
+        files = _AnalysisFiles(paths, source.shape, tile, georef, blank, header)
+        if not (yield from job.run(files, should_stop, start, tile)):
+            return job.cancelled(name, start)
+        files.commit(len(job.stones))
         finished = True
     except OSError as exc:
         raise StonesegError(describe_os_error(exc, output_dir)) from exc
     finally:
         source.close()
-        if writer is not None and not finished:
-            writer.abort()
-        if not finished:
-            for s in staged.values():
-                s.discard()
-    return TiledGrains(
-        grains=ImageGrains(name, mm_per_px, tuple(stones)),
-        shape=(height, width),
-        window_px=window_px,
-        margin_px=margin,
-        windows=total,
-        instances_path=paths["instances"],
-        csv_path=paths["csv"],
-        geojson_path=paths["geojson"],
-        label_dtype="uint16" if top <= MAX_INSTANCES_PNG else "uint32",
-        widened_windows=counts["widened"],
-        cut_stones=counts["cut"],
-        overlap_px=counts["overlap"],
-        unlabelled_px=counts["unlabelled"],
-        seconds=time.perf_counter() - start,
-    )
-
-
-def _cancelled(blank, height, width, window_px, margin, total, start) -> TiledGrains:
-    return TiledGrains(
-        grains=blank,
-        shape=(height, width),
-        window_px=window_px,
-        margin_px=margin,
-        windows=total,
-        seconds=time.perf_counter() - start,
-        cancelled=True,
-    )
+        if files is not None and not finished:
+            files.abort()
+    return job.result(name, paths, start)
 
 
 def _split_window(

@@ -13,8 +13,9 @@ from synthetic import make_scene
 from stoneseg_core.cli import main
 from stoneseg_core.errors import StonesegError
 from stoneseg_core.inference import large
+from stoneseg_core.inference.exact_resize import ScaledSide, scaled_side
 from stoneseg_core.inference.segmenter import Segmenter
-from stoneseg_core.io import geo
+from stoneseg_core.io import geo, raster_sources
 from stoneseg_core.io.images import read_mask
 from stoneseg_core.model.config import InferenceConfig
 from stoneseg_core.model.scale import resize_by
@@ -93,19 +94,19 @@ def test_windowed_equals_whole_photo_at_the_same_scale(trained_model, ortho, tmp
 
 
 def test_working_size_rounds_like_a_resize():
-    assert large.axis(3000, 0.26) == large.Axis(3000, 13, 50, 780, False)  # whole cells
-    assert large.axis(25, 0.5) == large.Axis(25, 12, 25, 12, False)  # 12.5 -> 12 exactly
+    assert scaled_side(3000, 0.26) == ScaledSide(3000, 13, 50, 780, False)  # whole cells
+    assert scaled_side(25, 0.5) == ScaledSide(25, 12, 25, 12, False)  # 12.5 -> 12 exactly
     cases = [
         (2477, 0.26, 644, 0.05),
         (2048, 0.768, 1573, 0.05),
         (20000, 2 ** (-15 / 8), 5453, 0.25),
     ]
     for n, scale, work, off in cases:
-        a = large.axis(n, scale)  # the last cell partial; p/q within a hair of work / n
+        a = scaled_side(n, scale)  # the last cell partial; p/q within a hair of work / n
         assert (a.work, a.padded) == (work, False) and a.q <= 1024 and a.n % a.q
         assert abs(n * a.p / a.q - work) < off  # working pixels off across the whole side
     with pytest.raises(StonesegError, match="positive"):
-        large.axis(100, 0.0)
+        scaled_side(100, 0.0)
 
 
 def test_enlarging_scale_and_a_png_output(trained_model, tmp_path):
@@ -180,7 +181,8 @@ def test_unreadable_photos_are_named_and_nothing_is_written(
 ):
     _, image = ortho
     seg = _segmenter(trained_model)
-    monkeypatch.setattr(large, "MAX_SEGMENT_BYTES", 2**20)  # as a 20000^2 strip would be
+    # as a 20000^2 strip would be
+    monkeypatch.setattr(raster_sources, "MAX_SEGMENT_BYTES", 2**20)
     strip = tmp_path / "strip.tif"  # one deflate strip: cannot be read by windows
     tifffile.imwrite(strip, image, photometric="rgb", compression="zlib", rowsperstrip=2500)
     out = tmp_path / "out" / "strip.tif"

@@ -91,12 +91,21 @@ def _tick_label(value: float) -> str:
     return f"{value:.0f}" if value >= 1000 else f"{value:.3g}"
 
 
-def log2_ticks(lo: float, hi: float) -> list[float]:
-    """Tick positions in log2 units: whole psi where that gives four or more, else halves or quarters."""
+TICK_LABEL_PX = 44  # room one tick label of the b-axis needs ("22.6", "1024"), in pixels
+
+
+def log2_ticks(lo: float, hi: float, most: int = 12) -> list[float]:
+    """Tick positions in log2 units: whole psi where that gives four or more, else halves or
+    quarters; never more than ``most`` (what the axis' width holds without the labels running
+    into each other, "1622.6325.3 64" in a narrow panel): then every 2nd, 3rd ... whole psi."""
+    most = max(2, most)
     for step in (1.0, 0.5, 0.25):
         ticks = [k * step for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
         if len(ticks) >= 4:
-            return ticks
+            break
+    while len(ticks) > most:
+        step = 1.0 if step < 1 else step + 1.0
+        ticks = [k * step for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
     return ticks
 
 
@@ -139,6 +148,11 @@ class GrainPlot(QWidget):
         layout.addWidget(self.plot)
         self.show_view(None, "No distribution yet: press Analyse.")
 
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if getattr(self, "_axes", None) is not None:
+            self._set_axes(*self._axes)  # as many tick labels as the new width holds
+
     # ------------------------------------------------------------------ showing
     def show_view(self, view: CurveView | None, empty: str = "") -> None:
         item = self.plot_item
@@ -175,7 +189,9 @@ class GrainPlot(QWidget):
         fg = self.colors.foreground
         item.setLabel("bottom", f"b-axis ({unit}), log scale", color=fg)
         item.setLabel("top", "ψ = log₂(mm)" if unit == "mm" else "log₂(px)", color=fg)
-        ticks = log2_ticks(lo, hi)
+        self._axes = (unit, lo, hi)
+        width = item.getViewBox().width() or self.width()
+        ticks = log2_ticks(lo, hi, int(width // TICK_LABEL_PX))
         item.getAxis("bottom").setTicks([[(t, _tick_label(2.0**t)) for t in ticks], []])
         item.getAxis("top").setTicks([[(t, f"{t:g}") for t in ticks], []])
         item.setXRange(lo, hi, padding=0)
@@ -228,10 +244,14 @@ class GrainPlot(QWidget):
             symbolBrush=color,
             symbolPen=pg.mkPen(c.background, width=1),
         )
+        # right of the dot, or left of it near the right edge (where "D84" was cut to "D8")
+        _unit, lo, hi = self._axes
+        right_edge = x > lo + 0.8 * (hi - lo)
+        ax = 1.08 if right_edge else -0.08
         text = pg.TextItem(
             f"D{p:g}",
             color=color,
-            anchor=(-0.08, 0.0) if main else (-0.08, 1.0),
+            anchor=(ax, 0.0) if main else (ax, 1.0),
             fill=pg.mkBrush(*c.label_fill),
         )
         font = text.textItem.font()

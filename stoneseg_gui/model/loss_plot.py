@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QVBoxLayout, QWidget
@@ -21,6 +23,9 @@ EARLIER_COLORS = ("#9aa7b8", "#c7a6a6", "#a6c7a9", "#c2b59b")
 # on the GUI thread, once per training batch, so the window stuttered while a training
 # ran (tests/benchmarks/bench_gui.py).
 GRID_COLOR = "#3c3e43"
+
+
+LEGEND_COLUMN_PX = 190  # one legend entry ("validation (epoch)" and its sample)
 
 
 class LossPlot(QWidget):
@@ -72,6 +77,15 @@ class LossPlot(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot)
         self.clear_run()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        # as many legend columns as the width holds ("validation (epoch)" was cut to
+        # "validat" in one row of three in a narrow panel); rows get their head-room
+        columns = max(1, min(3, self.width() // LEGEND_COLUMN_PX))
+        if columns != self.legend.columnCount:
+            self.legend.setColumnCount(columns)
+            self._fit_axes()
 
     # ------------------------------------------------------------------ current run
     def clear_run(self) -> None:
@@ -127,7 +141,8 @@ class LossPlot(QWidget):
             # head-room at the top, where the legend is: it never covers a curve
             lo, hi = min(ys), max(ys)
             span = max(hi - lo, 1e-3)
-            self.plot.setYRange(lo - 0.05 * span, hi + 0.35 * span, padding=0)
+            rows = math.ceil(len(self.legend.items) / max(1, self.legend.columnCount))
+            self.plot.setYRange(lo - 0.05 * span, hi + 0.35 * max(1, rows) * span, padding=0)
         else:
             self.plot.enableAutoRange(axis="y")
         for curve, name in (

@@ -63,7 +63,7 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         "undo",
         "&Undo",
         ("Ctrl+Z",),
-        "Undo the last stroke, fill or polygon",
+        "Undo the last stroke, fill or lasso",
         "undo",
         groups=("document",),
     ),
@@ -254,12 +254,12 @@ CANVAS_GESTURES: tuple[tuple[str, str, str], ...] = (
     ("Zoom around pointer", "Mouse wheel", "Turn the wheel over the photo"),
     ("Pan", "Middle button drag, or Space + drag", "Move the photo in the window"),
     (
-        "Close polygon",
+        "Close the lasso",
         "Enter, double-click, or click the first corner",
         "Lasso tools: fill the outline",
     ),
     ("Remove last corner", "Backspace", "Lasso tools"),
-    ("Cancel polygon", "Esc", "Lasso tools: drop the outline"),
+    ("Cancel the lasso", "Esc", "Lasso tools: drop the outline"),
     ("Recent folders", "Alt+F, R, then 1–9", "File ▸ Open recent"),
     (
         "Draw a line (grain tools)",

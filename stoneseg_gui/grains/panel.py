@@ -97,8 +97,23 @@ class GrainPanel(QWidget):
         self.setObjectName("grain_panel")
         self.setWindowTitle("Grains")
         self.actions = actions
+        self._build_scale_controls(actions)
+        self._build_sampling_controls()
+        form = self._settings_form()
+        run_row = self._run_row(actions)
+        self._build_progress_row(actions)
+        tools_row = self._tools_row(actions)
+        self.status = QLabel("Open a photo, set its scale, then press Analyse (Ctrl+G).")
+        self.status.setWordWrap(True)
+        self.status.setObjectName("grain_status")
+        self._build_table()
+        self._build_details()
+        self._lay_out(form, run_row, tools_row)
+        self._connect_settings()
 
-        # --- scale and sampling
+    # ------------------------------------------------------------------ building
+    def _build_scale_controls(self, actions: GrainActions) -> None:
+        """The scale (mm/px), where it comes from, and its Measure and CSV buttons."""
         self.scale = ScaleSpinBox(decimals=6, minimum=0.0, maximum=10_000.0, singleStep=0.01)
         self.scale.setSpecialValueText("not set")
         self.scale.setSuffix(" mm/px")
@@ -114,6 +129,9 @@ class GrainPanel(QWidget):
         self.scale_source.setVisible(False)
         self.measure_button = self._tool_button(actions.measure_scale, text="Measure")
         self.import_button = self._tool_button(actions.import_scales, text="CSV…")
+
+    def _build_sampling_controls(self) -> None:
+        """Which stones count and how: minimum size, edge stones, weighting, separation."""
         self.min_size = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=100_000.0, singleStep=0.5)
         self.min_size.setSpecialValueText("none")
         self.min_size.setKeyboardTracking(False)
@@ -142,6 +160,8 @@ class GrainPanel(QWidget):
             "Takes effect when you press Analyse."
         )
 
+    def _settings_form(self) -> QFormLayout:
+        """The scale and sampling controls, one labelled row each."""
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.setHorizontalSpacing(8)
@@ -152,13 +172,19 @@ class GrainPanel(QWidget):
         form.addRow("", self.exclude_edge)
         form.addRow("Curve", self._row(self.by_count, self.by_area, stretch=True))
         form.addRow("Separation", self._row(self.separation, stretch=True))
+        return form
 
+    def _run_row(self, actions: GrainActions) -> QHBoxLayout:
+        """Analyse this photo, pool the folder."""
         self.analyse_button = self._push_button(actions.analyse, primary=True)
         self.pool_button = self._push_button(actions.pool)
         run_row = QHBoxLayout()
         run_row.addWidget(self.analyse_button, 1)
         run_row.addWidget(self.pool_button, 1)
+        return run_row
 
+    def _build_progress_row(self, actions: GrainActions) -> None:
+        """Pooling's progress bar and Cancel, hidden until pooling runs."""
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.cancel_button = self._tool_button(actions.cancel, text="Cancel")
@@ -169,18 +195,18 @@ class GrainPanel(QWidget):
         pr.addWidget(self.cancel_button)
         self.progress_row.setVisible(False)
 
+    def _tools_row(self, actions: GrainActions) -> QHBoxLayout:
+        """The stone tools: pick, split, merge."""
         tools_row = QHBoxLayout()
         tools_row.setSpacing(4)
         tools_row.addWidget(QLabel("Edit:"))
         for action in (actions.pick, actions.split, actions.merge):
             tools_row.addWidget(self._tool_button(action))
         tools_row.addStretch(1)
+        return tools_row
 
-        self.status = QLabel("Open a photo, set its scale, then press Analyse (Ctrl+G).")
-        self.status.setWordWrap(True)
-        self.status.setObjectName("grain_status")
-
-        # --- stones
+    def _build_table(self) -> None:
+        """The table of stones, sortable, its selection reported as ``stones_chosen``."""
         self.model = StoneTableModel(self)
         self.proxy = QSortFilterProxyModel(self)
         self.proxy.setSourceModel(self.model)
@@ -207,6 +233,8 @@ class GrainPanel(QWidget):
         self.table.setToolTip("Choose stones here or on the photo (Ctrl+click adds one)")
         self.table.selectionModel().selectionChanged.connect(self._on_table_selection_changed)
 
+    def _build_details(self) -> None:
+        """The chosen stone's measurements, in a box as tall as they need from the start."""
         self.details = QLabel()
         self.details.setObjectName("grain_details")
         self.details.setWordWrap(True)
@@ -221,6 +249,8 @@ class GrainPanel(QWidget):
         self.details.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
         self.show_details(None)
 
+    def _lay_out(self, form: QFormLayout, run_row: QHBoxLayout, tools_row: QHBoxLayout) -> None:
+        """Everything in one column, the table taking the spare height."""
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.setSpacing(6)
@@ -233,13 +263,14 @@ class GrainPanel(QWidget):
         layout.addWidget(self.details)
         self.setMinimumWidth(340)
 
+    def _connect_settings(self) -> None:
+        """The settings' edits, announced as the panel's signals."""
         self.scale.valueChanged.connect(self._on_scale_value_changed)
         self.min_size.valueChanged.connect(lambda _v: self.options_edited.emit())
         self.min_size_unit.currentIndexChanged.connect(lambda _i: self.options_edited.emit())
         self.exclude_edge.toggled.connect(lambda _c: self.options_edited.emit())
         self.by_count.toggled.connect(self._on_weighting_toggled)
 
-    # ------------------------------------------------------------------ building
     @staticmethod
     def _row(*widgets: QWidget, stretch: bool = False) -> QWidget:
         box = QWidget()

@@ -43,6 +43,20 @@ class ModelSide:
 
     def __init__(self, window: WindowHost) -> None:
         self.window = window
+        self._build_panels(window)
+        self._add_docks(window)
+        # where the docks go is the window's one layout (MainWindow.arrange_docks)
+        self.actions = self._make_actions(window, self.controller)
+        self._build_menu(window)
+        window.addActions(list(vars(self.actions).values()))
+        for dock in (self.train_dock, self.plot_dock, self.metrics_dock, self.history_dock):
+            window.view_menu.addAction(dock.toggleViewAction())
+        self._connect_controller(self.controller)
+        self._refresh_actions()
+
+    # ------------------------------------------------------------------ building
+    def _build_panels(self, window: WindowHost) -> None:
+        """The Training panel, the loss plot, the metrics, the models, and their controller."""
         self.panel = TrainPanel(
             ModelController.devices_text(),
             cuda_available(),
@@ -62,6 +76,9 @@ class ModelSide:
             window,
         )
         self.batch_dialog: BatchDialog | None = None
+
+    def _add_docks(self, window: WindowHost) -> None:
+        """One dock per panel."""
         self.train_dock = window.add_dock(
             self.panel, Qt.DockWidgetArea.RightDockWidgetArea, "Training", scroll=True
         )
@@ -74,10 +91,10 @@ class ModelSide:
         self.history_dock = window.add_dock(
             self.history, Qt.DockWidgetArea.BottomDockWidgetArea, "Models"
         )
-        # where the docks go is the window's one layout (MainWindow.arrange_docks)
 
-        c = self.controller
-        self.actions = ModelActions(
+    def _make_actions(self, window: WindowHost, c: ModelController) -> ModelActions:
+        """The Model menu's actions, their slots on this side and on ``c``."""
+        return ModelActions(
             train=make_action(
                 window,
                 "&Train",
@@ -136,6 +153,9 @@ class ModelSide:
                 "Cancel predicting or exporting",
             ),
         )
+
+    def _build_menu(self, window: WindowHost) -> None:
+        """The Model menu, with Prediction scale after Predict all unlabelled."""
         menu = window.add_action_menu("&Model")
         for name in (
             "train",
@@ -155,15 +175,14 @@ class ModelSide:
                 menu.addAction(getattr(self.actions, name))
             if name == "predict_unlabelled":
                 self.scale_actions = self._add_scale_menu(menu)
-        window.addActions(list(vars(self.actions).values()))
-        for dock in (self.train_dock, self.plot_dock, self.metrics_dock, self.history_dock):
-            window.view_menu.addAction(dock.toggleViewAction())
+
+    def _connect_controller(self, c: ModelController) -> None:
+        """The controller's news: the actions' state, remembered settings, the status bar."""
         c.training_started.connect(self._refresh_actions)
         c.training_started.connect(self._remember_training_settings)
         c.training_finished.connect(self._refresh_actions)
         c.notice.connect(self._on_controller_notice)
         c.prediction_progressed.connect(self._on_controller_prediction_progressed)
-        self._refresh_actions()
 
     def _add_scale_menu(self, menu) -> dict[str, QAction]:
         """Model > Prediction scale: how Predict brings a photo to the model's scale (the

@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt, QTimer
 
 from stoneseg_core.display.tiff_tiles import BIG_PHOTO_PIXELS
 from stoneseg_core.model.config import TrainConfig
-from stoneseg_gui.editor import session as session_module
+from stoneseg_gui.editor import saving as saving_module
 from stoneseg_gui.editor.tiled_photo import TiledPhoto
 
 SIZE = 4096  # just over the pyramid's threshold: a small "orthomosaic" for a quick test
@@ -180,7 +180,7 @@ def test_a_failed_background_save_names_the_file_and_keeps_the_edits(
     _ctrl_s(qtbot, window)
     qtbot.waitUntil(lambda: not window.session.is_saving, timeout=60_000)
     assert np.array_equal(read_png(blocker), mask) and not document.dirty
-    assert session_module.BACKGROUND_SAVE_PIXELS < SIZE * SIZE
+    assert saving_module.BACKGROUND_SAVE_PIXELS < SIZE * SIZE
 
 
 def test_training_and_export_wait_for_a_big_save_without_holding_the_window(

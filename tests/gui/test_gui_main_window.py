@@ -575,10 +575,10 @@ def test_saved_masks_are_readable_by_colleagues(qtbot, window, tmp_path) -> None
 def test_continuous_editing_still_writes_a_recovery_copy(
     qtbot, window, tmp_path, monkeypatch
 ) -> None:
-    import stoneseg_gui.editor.session as session_module
+    import stoneseg_gui.editor.recovery as recovery_module
 
-    monkeypatch.setattr(session_module, "RECOVERY_MAX_WAIT_S", 0.0)  # "long ago"
-    window.session._recovery_timer.setInterval(3_600_000)  # the quiet-time timer never fires
+    monkeypatch.setattr(recovery_module, "RECOVERY_MAX_WAIT_S", 0.0)  # "long ago"
+    window.session._recovery._timer.setInterval(3_600_000)  # the quiet-time timer never fires
     root = make_project(tmp_path / "proj")
     window.open_folder(root)
     wait_loaded(qtbot, window)

@@ -22,6 +22,7 @@ fit stops training with every bad file named (``dataset.load_samples``).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -71,6 +72,8 @@ class Project:
     images_dir: Path
     data_dir: Path  # where masks, models and stoneseg.json live
     state: dict = field(default_factory=dict)
+    # the state as last read from or written to disk: what ``save_state`` merges against
+    _base: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def masks_dir(self) -> Path:
@@ -110,6 +113,7 @@ class Project:
                         shutil.copytree(existing, data_dir / sub)
         project = cls(root=root, images_dir=images_dir, data_dir=data_dir)
         project.state = project._read_state()
+        project._base = copy.deepcopy(project.state)
         return project
 
     # --------------------------------------------------------------------------- state file
@@ -126,10 +130,29 @@ class Project:
         return {}
 
     def save_state(self) -> None:
+        """Write the state, merged with what another window or program wrote to the file
+        since this one read it (``merge_state``): their changes to other keys, other photos'
+        entries and other predicted photos are kept, ours win where both changed the same."""
         try:
-            atomic_write_bytes(self.state_path, json.dumps(self.state, indent=2).encode())
+            theirs = self._read_state_file()
+            merged = merge_state(self._base, self.state, theirs)
+            atomic_write_bytes(self.state_path, json.dumps(merged, indent=2).encode())
         except OSError as exc:
             raise StonesegError(describe_os_error(exc, self.state_path)) from exc
+        self.state.clear()
+        self.state.update(merged)
+        self._base = copy.deepcopy(merged)
+
+    def _read_state_file(self) -> dict:
+        """The state file as it is on disk now ({} when missing or damaged)."""
+        try:
+            data = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("Ignoring damaged %s: %s", self.state_path, exc)
+            return {}
+        return data if isinstance(data, dict) else {}
 
     # --------------------------------------------------------------------------- images
     def image_paths(self) -> list[Path]:
@@ -312,6 +335,36 @@ class Project:
             except ValueError:
                 self.state["active_model"] = str(folder.resolve())
         self.save_state()
+
+
+def merge_state(base: dict, ours: dict, theirs: dict) -> dict:
+    """Three-way merge of the project state: ``base`` as this window read it, ``ours`` as it
+    is now, ``theirs`` as the file is now (another window may have written it).
+
+    Each top-level key that we changed takes our value, else theirs. Tables keyed by photo
+    (dicts) merge entry by entry the same way, and the list of predicted photos as a set
+    (what we added or removed, on top of theirs), so two windows working on different
+    photos never undo each other's work.
+    """
+    merged = dict(theirs)
+    for key in set(base) | set(ours):
+        b, o = base.get(key, _MISSING), ours.get(key, _MISSING)
+        if o == b:
+            continue  # not ours to change: theirs stands
+        t = theirs.get(key, _MISSING)
+        if isinstance(o, dict) and isinstance(t, dict) and (b is _MISSING or isinstance(b, dict)):
+            merged[key] = merge_state(b if isinstance(b, dict) else {}, o, t)
+        elif key == "predicted" and all(isinstance(v, list) for v in (o, t)):
+            b_set = set(b) if isinstance(b, list) else set()
+            merged[key] = sorted((set(t) | (set(o) - b_set)) - (b_set - set(o)))
+        elif o is _MISSING:
+            merged.pop(key, None)
+        else:
+            merged[key] = o
+    return merged
+
+
+_MISSING = object()  # a key that is not there (None is a value)
 
 
 def _renumbered(labels: np.ndarray) -> np.ndarray:

@@ -69,6 +69,14 @@ class _Merger:
             self.adj[int(a)][int(b)] = entry
             self.adj[int(b)][int(a)] = entry
 
+    @classmethod
+    def of_pieces(cls, pieces: np.ndarray, landscape: np.ndarray, n: int) -> _Merger:
+        """The ``n`` pieces of a watershed, each with its peak height in ``landscape``."""
+        index = np.arange(1, n + 1)
+        piece_peaks = np.r_[0.0, ndi.maximum(landscape, pieces, index)]
+        areas = np.bincount(pieces.ravel(), minlength=n + 1)
+        return cls(n, piece_peaks, areas, _pair_stats(pieces, landscape))
+
     def ratio(self, i: int, j: int) -> float:
         low = min(self.peak[i], self.peak[j])
         return math.inf if low <= 0 else self.adj[i][j][0] / low
@@ -158,6 +166,106 @@ def _unit_map(values, fg: np.ndarray, what: str, nan: float) -> np.ndarray:
     return np.clip(np.nan_to_num(a, nan=nan), 0.0, 1.0)
 
 
+def _seed_every_component(
+    markers: np.ndarray, components: np.ndarray, n_components: int
+) -> np.ndarray:
+    """``markers`` (changed in place and returned) with one more seed, at its first pixel, in
+    each of the ``components`` that has none: a piece of the mask without a seed is one stone."""
+    n_markers = int(markers.max())
+    seeded = np.zeros(n_components + 1, bool)
+    seeded[components[markers > 0]] = True
+    unseeded = np.flatnonzero(~seeded[1:]) + 1
+    if unseeded.size:
+        ids, first = np.unique(components.ravel(), return_index=True)
+        at = first[np.isin(ids, unseeded)]
+        markers.ravel()[at] = n_markers + 1 + np.arange(at.size, dtype=np.int32)
+    return markers
+
+
+def _check_split_settings(min_separation_px: int, neck_ratio: float) -> None:
+    """A clear error for a separation under 1 pixel or a neck ratio outside (0, 1]."""
+    if min_separation_px < 1:
+        raise StonesegError(
+            f"The minimum separation between stones must be at least 1 pixel, got {min_separation_px}."
+        )
+    if not 0 < neck_ratio <= 1:
+        raise StonesegError(f"The neck ratio must be in (0, 1], got {neck_ratio}.")
+
+
+def _split_landscape(
+    fg: np.ndarray, probability: np.ndarray | None, boundary: np.ndarray | None
+) -> np.ndarray:
+    """The landscape the split floods: the distance transform, times the model's maps.
+
+    The distance transform peaks once in the middle of every stone and dips where two
+    stones touch, so watershed from its peaks cuts at the necks. When the model's
+    ``probability`` is given, the distance is multiplied by it (lightly smoothed): the
+    model is less sure on the seam between two stones, which deepens the dip there. A
+    model whose probability is blotchy inside stones over-splits them this way; pass
+    ``probability=None`` to split on the mask's shape alone. A ``boundary`` map
+    (``boundary_split="seams"``) multiplies it by (1 - boundary) too.
+    """
+    landscape = ndi.distance_transform_edt(fg).astype(np.float32)
+    weight = None
+    if probability is not None:
+        weight = _unit_map(probability, fg, "probability", nan=0.0)
+    if boundary is not None:
+        inside = 1.0 - _unit_map(boundary, fg, "boundary", nan=1.0)
+        weight = inside if weight is None else weight * inside
+    if weight is not None:
+        # smoothed over ~1 pixel: a seam is a line a few pixels wide, speckle is not
+        landscape *= ndi.gaussian_filter(weight, 1.0)
+    return landscape
+
+
+def _watershed_from_peaks(
+    fg: np.ndarray, landscape: np.ndarray, min_separation_px: int
+) -> np.ndarray:
+    """The mask cut into pieces (int32 1..n) by watershed from the landscape's peaks.
+
+    Seeds are ``peak_local_max`` with ``min_distance = min_separation_px``: two stone
+    centres closer than that are taken as one stone. Raise it when stones are over-split,
+    lower it when small touching stones are merged.
+    """
+    # scikit-image's modules take ~0.3 s to import: loaded at the first split, not at import
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    components, n_components = ndi.label(fg, structure=np.ones((3, 3), bool))
+    peaks = peak_local_max(
+        landscape, min_distance=int(min_separation_px), labels=components, exclude_border=False
+    )
+    markers = np.zeros(fg.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
+    # a component without a seed (all its pixels had probability 0) is one stone
+    markers = _seed_every_component(markers, components, n_components)
+    # 8-connected like the components, so a diagonal-only neighbour is never left unlabelled
+    return watershed(-landscape, markers, mask=fg, connectivity=2).astype(np.int32)
+
+
+def _merge_pieces(
+    pieces: np.ndarray, landscape: np.ndarray, n: int, neck_ratio: float, min_fragment_px: int
+) -> np.ndarray:
+    """The ``n`` watershed pieces, those of one stone merged into one, in reading order.
+
+    - A digitised elongated stone has a long flat ridge with several tiny peaks on it; two
+      neighbouring pieces are merged back when the neck between them is at least
+      ``neck_ratio`` of the narrower piece's width (1.0 merges only pieces of one flat
+      ridge; 0.8 also merges a peanut whose waist is 80 % of its lobes' width). Without
+      this step 18 % of lone ellipses of aspect 1-3 were cut in two; with 0.9, none (see
+      tests/benchmarks/bench_grains.py for how the default was chosen).
+    - Pieces smaller than ``min_fragment_px`` (default: a disc of diameter
+      ``min_separation_px``) that touch another piece join the one they share the longest
+      border with. No foreground pixel is ever dropped: ``labels > 0`` equals the mask, so
+      the user's exclusion rules (edge, minimum size) stay the only filter, stated in
+      every export.
+    """
+    merger = _Merger.of_pieces(pieces, landscape, n)
+    merger.merge_shallow_necks(neck_ratio)
+    merger.absorb_fragments(min_fragment_px)
+    return _reading_order(merger.lookup()[pieces], n)
+
+
 def split_stones(
     mask: np.ndarray,
     probability: np.ndarray | None = None,
@@ -182,38 +290,21 @@ def split_stones(
     where the model missed a boundary. ``"cores"`` splits on the boundary map alone (see
     ``_split_on_boundary``; ``boundary_threshold`` applies to it only). On synthetic piles
     "seams" was as good as "cores" when the seams were visible and far better when they
-    were faint (tests/benchmarks/bench_boundary.py). Without ``boundary``, as follows.
+    were faint (tests/benchmarks/bench_boundary.py).
 
-    Why each step:
+    The steps, each function with the why of its settings:
 
-    - The distance transform peaks once in the middle of every stone and dips where two
-      stones touch, so watershed from its peaks cuts at the necks. When the model's
-      ``probability`` is given, the distance is multiplied by it (lightly smoothed): the
-      model is less sure on the seam between two stones, which deepens the dip there. A
-      model whose probability is blotchy inside stones over-splits them this way; pass
-      ``probability=None`` to split on the mask's shape alone.
-    - Seeds are ``peak_local_max`` with ``min_distance = min_separation_px``: two stone
-      centres closer than that are taken as one stone. Raise it when stones are over-split,
-      lower it when small touching stones are merged.
-    - A digitised elongated stone has a long flat ridge with several tiny peaks on it; two
-      neighbouring pieces are merged back when the neck between them is at least
-      ``neck_ratio`` of the narrower piece's width (1.0 merges only pieces of one flat
-      ridge; 0.8 also merges a peanut whose waist is 80 % of its lobes' width). Without
-      this step 18 % of lone ellipses of aspect 1-3 were cut in two; with 0.9, none (see
-      tests/benchmarks/bench_grains.py for how the default was chosen).
-    - Pieces smaller than ``min_fragment_px`` (default: a disc of diameter
-      ``min_separation_px``) that touch another piece join the one they share the longest
-      border with. No foreground pixel is ever dropped: ``labels > 0`` equals the mask, so
-      the user's exclusion rules (edge, minimum size) stay the only filter, stated in
-      every export.
+    - ``_split_landscape``: the distance transform, its dips between stones deepened by
+      ``probability`` (None: the mask's shape alone) and by ``boundary``;
+    - ``_watershed_from_peaks``: watershed from its peaks, seeds ``min_separation_px`` apart
+      (raise it when stones are over-split, lower it when small touching stones are merged);
+    - ``_merge_pieces``: the pieces of one stone merged back across necks at least
+      ``neck_ratio`` of their width, and pieces under ``min_fragment_px`` (default: a disc
+      of diameter ``min_separation_px``) given to a neighbour. No foreground pixel is
+      dropped but the specks under ``min_stone_px``.
     """
     fg = _as_foreground(mask)
-    if min_separation_px < 1:
-        raise StonesegError(
-            f"The minimum separation between stones must be at least 1 pixel, got {min_separation_px}."
-        )
-    if not 0 < neck_ratio <= 1:
-        raise StonesegError(f"The neck ratio must be in (0, 1], got {neck_ratio}.")
+    _check_split_settings(min_separation_px, neck_ratio)
     labels = np.zeros(fg.shape, np.int32)
     if not fg.any():
         return labels
@@ -229,48 +320,13 @@ def split_stones(
                 _split_on_boundary(fg, boundary, boundary_threshold, int(min_fragment_px)),
                 min_stone_px,
             )
-    landscape = ndi.distance_transform_edt(fg).astype(np.float32)
-    weight = None
-    if probability is not None:
-        weight = _unit_map(probability, fg, "probability", nan=0.0)
-    if boundary is not None:
-        inside = 1.0 - _unit_map(boundary, fg, "boundary", nan=1.0)
-        weight = inside if weight is None else weight * inside
-    if weight is not None:
-        # smoothed over ~1 pixel: a seam is a line a few pixels wide, speckle is not
-        landscape *= ndi.gaussian_filter(weight, 1.0)
-
-    # scikit-image's modules take ~0.3 s to import: loaded at the first split, not at import
-    from skimage.feature import peak_local_max
-    from skimage.segmentation import watershed
-
-    components, n_components = ndi.label(fg, structure=np.ones((3, 3), bool))
-    peaks = peak_local_max(
-        landscape, min_distance=int(min_separation_px), labels=components, exclude_border=False
-    )
-    markers = np.zeros(fg.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-    # a component without a seed (all its pixels had probability 0) is one stone
-    seeded = np.zeros(n_components + 1, bool)
-    seeded[components[tuple(peaks.T)]] = True
-    unseeded = np.flatnonzero(~seeded[1:]) + 1
-    if unseeded.size:
-        ids, first = np.unique(components.ravel(), return_index=True)
-        at = first[np.isin(ids, unseeded)]
-        markers.ravel()[at] = len(peaks) + 1 + np.arange(at.size, dtype=np.int32)
-    # 8-connected like the components, so a diagonal-only neighbour is never left unlabelled
-    pieces = watershed(-landscape, markers, mask=fg, connectivity=2).astype(np.int32)
+    landscape = _split_landscape(fg, probability, boundary)
+    pieces = _watershed_from_peaks(fg, landscape, min_separation_px)
     n = int(pieces.max())
     if n <= 1:
         return drop_specks(pieces, min_stone_px)
-
-    index = np.arange(1, n + 1)
-    piece_peaks = np.r_[0.0, ndi.maximum(landscape, pieces, index)]
-    areas = np.bincount(pieces.ravel(), minlength=n + 1)
-    merger = _Merger(n, piece_peaks, areas, _pair_stats(pieces, landscape))
-    merger.merge_shallow_necks(neck_ratio)
-    merger.absorb_fragments(int(min_fragment_px))
-    return drop_specks(_reading_order(merger.lookup()[pieces], n), min_stone_px)
+    merged = _merge_pieces(pieces, landscape, n, neck_ratio, int(min_fragment_px))
+    return drop_specks(merged, min_stone_px)
 
 
 def drop_specks(labels: np.ndarray, min_stone_px: float) -> np.ndarray:
@@ -331,27 +387,16 @@ def _split_on_boundary(
         lut = np.zeros(n_cores + 1, np.int32)
         lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
         cores = lut[cores]
-    markers = cores.astype(np.int32)
-    n_markers = int(markers.max())
     # a piece of the mask without a core (all boundary, or only speckle) is one stone
     components, n_components = ndi.label(fg, structure=eight)
-    seeded = np.zeros(n_components + 1, bool)
-    seeded[components[markers > 0]] = True
-    unseeded = np.flatnonzero(~seeded[1:]) + 1
-    if unseeded.size:
-        ids, first = np.unique(components.ravel(), return_index=True)
-        at = first[np.isin(ids, unseeded)]
-        markers.ravel()[at] = n_markers + 1 + np.arange(at.size, dtype=np.int32)
-    from skimage.segmentation import watershed  # see split_stones
+    markers = _seed_every_component(cores.astype(np.int32), components, n_components)
+    from skimage.segmentation import watershed  # see _watershed_from_peaks
 
     pieces = watershed(b, markers, mask=fg, connectivity=2).astype(np.int32)
     n = int(pieces.max())
     if n <= 1:
         return pieces
     landscape = ndi.distance_transform_edt(fg).astype(np.float32)
-    index = np.arange(1, n + 1)
-    piece_peaks = np.r_[0.0, ndi.maximum(landscape, pieces, index)]
-    areas = np.bincount(pieces.ravel(), minlength=n + 1)
-    merger = _Merger(n, piece_peaks, areas, _pair_stats(pieces, landscape))
+    merger = _Merger.of_pieces(pieces, landscape, n)
     merger.absorb_fragments(int(min_fragment_px))
     return _reading_order(merger.lookup()[pieces], n)

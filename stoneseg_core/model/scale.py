@@ -306,6 +306,108 @@ def window_side(policy: ScalePolicy) -> int:
     return max(256, 32 * math.ceil(3 * policy.stone_px / 32))
 
 
+class _ScaleSearch:
+    """The measurements of one scale estimate, factor by factor (see ``estimate_scale``)."""
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        policy: ScalePolicy,
+        stone_mask_at: Callable[[np.ndarray, float, bool], np.ndarray],
+    ) -> None:
+        self.image = image
+        self.stone_mask_at = stone_mask_at
+        self.target = math.log(policy.stone_px)
+        self.side = window_side(policy)
+        self.trail: list[dict[str, float]] = []
+        self.measured: dict[float, float] = {}  # factor -> log(size / stone_px)
+        self.sizes: dict[float, float] = {}  # factor -> log(measured size)
+
+    def measure(self, factor: float) -> float | None:
+        """The typical stone of the network's mask at ``factor``, on ``sample_windows``, as
+        log(size / stone_px); None where the network finds no stones. A stone more than half
+        a window across cannot be measured in it and counts as "too big"."""
+        h, w = self.image.shape[:2]
+        windows = sample_windows(h, w, factor, self.side)
+        masks = []
+        for y0, x0, y1, x1 in windows:
+            whole = len(windows) == 1 and (y0, x0, y1, x1) == (0, 0, h, w)
+            work = resize_by(self.image[y0:y1, x0:x1], factor)
+            masks.append(self.stone_mask_at(work, factor, whole))
+        d = typical_stone_px(masks)
+        self.trail.append({"factor": factor, "stone_px": float(d) if d else 0.0})
+        if d is None:
+            return None
+        err = math.log(d) - self.target
+        if d > self.side / 2:  # too big for its window to measure: too big, by an octave at least
+            err = max(err, math.log(2.0))
+        self.measured[factor] = err
+        self.sizes[factor] = math.log(d)
+        return err
+
+    def saturated(self, f: float) -> bool:
+        """Whether zooming in to ``f`` stopped making the stones bigger.
+
+        Zooming in must make the stones bigger: a network shown stones far larger than it was
+        trained on does not see them whole, it paints pieces of about its own standard size
+        (or fewer and fewer of them), so the size it measures stops growing with the factor
+        and reads "too small" at every zoom, which would walk the estimate ever further in (a
+        4 MP photo of large blocks went to 4x its scale). A measurement at least a quarter of
+        an octave above another whose size grew by less than ``SATURATION_GROWTH`` powers of
+        the ratio of factors is *saturated*: it is never the answer, and no step goes to it
+        or beyond.
+        """
+        return any(
+            math.log(f / g) >= MIN_SATURATION_SPAN
+            and self.sizes[f] - self.sizes[g] < SATURATION_GROWTH * math.log(f / g)
+            for g in self.sizes
+            if g < f
+        )
+
+    def usable(self) -> list[float]:
+        return [f for f in self.measured if not self.saturated(f)]
+
+    def best(self) -> float:
+        """The unsaturated measurement closest to the target."""
+        return min(self.usable(), key=lambda f: abs(self.measured[f]))
+
+    def next_step(self, factor: float) -> float:
+        """The factor to measure after ``factor`` (not yet snapped to the grid).
+
+        Step as if the measured size grew in proportion to the factor, at most an octave a
+        round (far from its scale a network sees texture, not stones, and its sizes
+        mislead); once two measurements lie on both sides of the target, interpolate
+        between them (in log scale).
+        """
+        err = self.measured[factor]
+        usable = self.usable()
+        below = [f for f in usable if self.measured[f] < 0]  # stones too small here
+        above = [f for f in usable if self.measured[f] > 0]
+        step = factor * math.exp(-float(np.clip(err, -math.log(2.0), math.log(2.0))))
+        if below and above and max(below) < min(above):
+            lo, hi = max(below), min(above)  # the tightest bracket (size grows with factor)
+            t = self.measured[lo] / (self.measured[lo] - self.measured[hi])
+            step = math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))
+        return step
+
+    def measured_or_blocked(self, factor: float) -> bool:
+        """``factor`` was measured already, or lies at or beyond a saturated measurement."""
+        blocked = [f for f in self.measured if self.saturated(f)]
+        return factor in self.measured or bool(blocked and factor >= min(blocked))
+
+
+def _first_guesses(policy: ScalePolicy, height: int, width: int) -> list[float]:
+    """The long-side scale and the training photos' median scale (a photo like them; a
+    mosaic of them is one), on the grid and clamped."""
+    first = policy.clamp(snap(policy.long_side(height, width)), height, width)
+    starts = [first]
+    if policy.train_scale > 0:
+        second = policy.clamp(snap(policy.train_scale), height, width)
+        if second != first:
+            starts.append(second)
+    return starts
+
+
 def estimate_scale(
     image: np.ndarray,
     policy: ScalePolicy,
@@ -315,93 +417,33 @@ def estimate_scale(
     """The stone-size factor for a photo nobody measured, from the network's own output.
 
     Look for the factor at which the typical stone of the network's mask is
-    ``policy.stone_px`` across. Measure (on ``sample_windows``, with ``stone_mask_at(work
+    ``policy.stone_px`` across. Measure (``_ScaleSearch.measure``, with ``stone_mask_at(work
     image, factor, whether it is the whole photo)`` -> its stone mask, bool or 0/255) at two
-    first guesses: the long-side scale and the training photos' median scale (a photo like
-    them; a mosaic of them is one). From the better, step as if the measured size grew in
-    proportion to the factor, at most an octave a round (far from its scale a network
-    sees texture, not stones, and its sizes mislead); once two measurements lie on both
-    sides of the target, interpolate between them (in log scale); always on a grid of 9 %
-    steps (``snap``). A stone more than half a window across cannot be measured in it and
-    counts as "too big".
+    first guesses (``_first_guesses``). From the better, step towards the target
+    (``_ScaleSearch.next_step``), always on a grid of 9 % steps (``snap``). A measurement
+    where zooming in stopped making the stones bigger is saturated
+    (``_ScaleSearch.saturated``): never the answer, and no step goes to it or beyond.
 
-    Zooming in must make the stones bigger: a network shown stones far larger than it was
-    trained on does not see them whole, it paints pieces of about its own standard size
-    (or fewer and fewer of them), so the size it measures stops growing with the factor and
-    reads "too small" at every zoom, which would walk the estimate ever further in (a 4 MP
-    photo of large blocks went to 4x its scale). A measurement at least a quarter of an
-    octave above another whose size grew by less than ``SATURATION_GROWTH`` powers of the
-    ratio of factors is *saturated*: it is never the answer, and no step goes to it or
-    beyond. Ends when a step is within half a grid step of the target, when the next step
-    was measured already or is blocked, or after ``rounds``; the answer is the unsaturated
+    Ends when a step is within half a grid step of the target, when the next step was
+    measured already or is blocked, or after ``rounds``; the answer is the unsaturated
     measurement closest to the target. A photo in which the network finds no stones keeps
     the long-side factor. Returns (factor, the rounds as {"factor", "stone_px"} for the log).
     """
     h, w = image.shape[:2]
     half_step = math.log(2.0) / 16
-    target = math.log(policy.stone_px)
-    side = window_side(policy)
-    trail: list[dict[str, float]] = []
-    measured: dict[float, float] = {}  # factor -> log(size / stone_px)
-    sizes: dict[float, float] = {}  # factor -> log(measured size)
-
-    def measure(factor: float) -> float | None:
-        windows = sample_windows(h, w, factor, side)
-        masks = []
-        for y0, x0, y1, x1 in windows:
-            whole = len(windows) == 1 and (y0, x0, y1, x1) == (0, 0, h, w)
-            masks.append(stone_mask_at(resize_by(image[y0:y1, x0:x1], factor), factor, whole))
-        d = typical_stone_px(masks)
-        trail.append({"factor": factor, "stone_px": float(d) if d else 0.0})
-        if d is None:
-            return None
-        err = math.log(d) - target
-        if d > side / 2:  # too big for its window to measure: too big, by an octave at least
-            err = max(err, math.log(2.0))
-        measured[factor] = err
-        sizes[factor] = math.log(d)
-        return err
-
-    first = policy.clamp(snap(policy.long_side(h, w)), h, w)
-    starts = [first]
-    if policy.train_scale > 0:
-        second = policy.clamp(snap(policy.train_scale), h, w)
-        if second != first:
-            starts.append(second)
+    search = _ScaleSearch(image, policy, stone_mask_at)
+    starts = _first_guesses(policy, h, w)
     for f in starts:
-        measure(f)
-    if not measured:
-        return first, trail
-
-    def saturated(f: float) -> bool:
-        return any(
-            math.log(f / g) >= MIN_SATURATION_SPAN
-            and sizes[f] - sizes[g] < SATURATION_GROWTH * math.log(f / g)
-            for g in sizes
-            if g < f
-        )
-
-    def best() -> float:
-        usable = [f for f in measured if not saturated(f)]
-        return min(usable, key=lambda f: abs(measured[f]))
-
+        search.measure(f)
+    if not search.measured:
+        return starts[0], search.trail
     for _ in range(rounds - len(starts)):
-        factor = best()
-        err = measured[factor]
-        if abs(err) <= half_step:
+        factor = search.best()
+        if abs(search.measured[factor]) <= half_step:
             break
-        usable = [f for f in measured if not saturated(f)]
-        below = [f for f in usable if measured[f] < 0]  # stones too small here
-        above = [f for f in usable if measured[f] > 0]
-        step = factor * math.exp(-float(np.clip(err, -math.log(2.0), math.log(2.0))))
-        if below and above and max(below) < min(above):
-            lo, hi = max(below), min(above)  # the tightest bracket (size grows with factor)
-            t = measured[lo] / (measured[lo] - measured[hi])
-            step = math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))
-        nxt = policy.clamp(snap(step), h, w)
-        blocked = [f for f in measured if saturated(f)]
-        if nxt in measured or (blocked and nxt >= min(blocked)):
+        nxt = policy.clamp(snap(search.next_step(factor)), h, w)
+        if search.measured_or_blocked(nxt):
             break
-        if measure(nxt) is None:
+        if search.measure(nxt) is None:
             break
-    return best(), trail
+    return search.best(), search.trail

@@ -279,6 +279,91 @@ def _loader(
     )
 
 
+def _device(config: TrainConfig, run_dist: Distributed | None) -> torch.device:
+    """The device ``config`` asks for; under torchrun, this rank's one of its kind."""
+    device = resolve_device(config.device)
+    if run_dist is not None:
+        device = run_dist.device(device.type)
+    return device
+
+
+def _load_photos(
+    cfg: TrainConfig,
+    by_stem: dict[str, tuple[Path, ...]],
+    train_stems: list[str],
+    val_stems: list[str],
+) -> tuple[ScalePolicy, dict[str, Sample]]:
+    """The scale policy and every photo at its working scale, by stem."""
+    # a stone-size policy's standard stone: the training photos' own (never the validation's)
+    policy = ScalePolicy(cfg.scale_policy, cfg.work_size, cfg.stone_px)
+    policy = resolve_stone_px([by_stem[s] for s in train_stems], policy)
+    # one pass over both sides, so every unusable file is named in one message
+    loaded = load_samples(
+        list(by_stem.values()),
+        policy,
+        keep_full_mask=set(val_stems),
+        # per-stone labels: the boundary target's band, and every model's speck floor
+        with_instances=True,
+        # a stone-size model validates at the scale it estimates, as a new photo gets
+        keep_full_image=set(val_stems) if policy.policy == "stone-size" else (),
+    )
+    return policy, {sample.stem: sample for sample in loaded}
+
+
+def _record_training_scale(
+    policy: ScalePolicy, by_sample: dict[str, Sample], train_stems: list[str]
+) -> ScalePolicy:
+    """``policy`` with what inference needs of the training photos: the standard stone (a
+    long-side model's too), their median scale and the speck floor."""
+    if policy.stone_px <= 0:
+        # long-side: the standard stone recorded for `--scale stone-size` at inference, from
+        # the training masks as loaded (already at the long-side scale: no second read)
+        policy = with_stone_px(policy, [typical_stone_px(by_sample[s].mask) for s in train_stems])
+    train_factors = [by_sample[s].factor for s in train_stems if s in by_sample]
+    return dataclasses.replace(
+        policy,
+        train_scale=float(np.median(train_factors)) if train_factors else 0.0,
+        min_stone_area=smallest_stone_area(
+            [
+                by_sample[s].mask if by_sample[s].instances is None else by_sample[s].instances
+                for s in train_stems
+                if s in by_sample
+            ]
+        ),
+    )
+
+
+def _place_model(
+    model: nn.Module, device: torch.device, run_dist: Distributed | None
+) -> tuple[nn.Module, nn.Module | None]:
+    """The model on ``device`` (channels-last on the CPU), and under torchrun the DDP
+    wrapper the training step runs (None alone)."""
+    model.to(device)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    train_model = None
+    if run_dist is not None:
+        model, train_model = wrap_for_training(model, run_dist, device)
+    return model, train_model
+
+
+def _optimiser(
+    model: nn.Module, cfg: TrainConfig, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over ``param_groups``, and its warm-up-then-cosine schedule over the run."""
+    total_steps = steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.lr, cfg.encoder_lr_factor),
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        warmup_cosine(total_steps, warmup_steps=min(steps_per_epoch, max(1, total_steps // 10))),
+    )
+    return optimizer, scheduler
+
+
 def prepare(
     pairs: list[tuple[Path, ...]],
     out_dir: Path,
@@ -290,67 +375,21 @@ def prepare(
     check_pairs(pairs)
     seed_everything(config.seed)
     run_dist = current()  # None alone; a torchrun job's rank (distributed.py)
-    device = resolve_device(config.device)
-    if run_dist is not None:
-        device = run_dist.device(device.type)
+    device = _device(config, run_dist)
     dtype = autocast_dtype(device, config.amp, training=True)
     model, cfg, parent_info = _start_model(config, from_model)
 
     stems = [pair[0].stem for pair in pairs]
     train_stems, val_stems = _split(stems, cfg, parent_info)
     by_stem = dict(zip(stems, pairs))
-    boundary = cfg.classes > 1
-    # a stone-size policy's standard stone: the training photos' own (never the validation's)
-    policy = ScalePolicy(cfg.scale_policy, cfg.work_size, cfg.stone_px)
-    policy = resolve_stone_px([by_stem[s] for s in train_stems], policy)
-    # one pass over both sides, so every unusable file is named in one message
-    loaded = load_samples(
-        [by_stem[s] for s in stems],
-        policy,
-        keep_full_mask=set(val_stems),
-        # per-stone labels: the boundary target's band, and every model's speck floor
-        with_instances=True,
-        # a stone-size model validates at the scale it estimates, as a new photo gets
-        keep_full_image=set(val_stems) if policy.policy == "stone-size" else (),
-    )
-    by_sample = {sample.stem: sample for sample in loaded}
-    if policy.stone_px <= 0:
-        # long-side: the standard stone recorded for `--scale stone-size` at inference, from
-        # the training masks as loaded (already at the long-side scale: no second read)
-        policy = with_stone_px(policy, [typical_stone_px(by_sample[s].mask) for s in train_stems])
-    train_factors = [by_sample[s].factor for s in train_stems if s in by_sample]
-    policy = dataclasses.replace(
-        policy,
-        train_scale=float(np.median(train_factors)) if train_factors else 0.0,
-        min_stone_area=smallest_stone_area(
-            [
-                by_sample[s].mask if by_sample[s].instances is None else by_sample[s].instances
-                for s in train_stems
-                if s in by_sample
-            ]
-        ),
-    )
+    policy, by_sample = _load_photos(cfg, by_stem, train_stems, val_stems)
+    policy = _record_training_scale(policy, by_sample, train_stems)
     info = _model_info(cfg, model, train_stems, val_stems, from_model, parent_info)
     info.scale = policy.to_json()
 
-    model.to(device)
-    if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
-    train_model = None
-    if run_dist is not None:
-        model, train_model = wrap_for_training(model, run_dist, device)
+    model, train_model = _place_model(model, device, run_dist)
     loader = _loader([by_sample[s] for s in train_stems], cfg, info, device, run_dist)
-    steps_per_epoch = len(loader)
-    total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.lr, cfg.encoder_lr_factor),
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        warmup_cosine(total_steps, warmup_steps=min(steps_per_epoch, max(1, total_steps // 10))),
-    )
+    optimizer, scheduler = _optimiser(model, cfg, len(loader))
     return TrainingRun(
         cfg=cfg,
         out_dir=out_dir,
@@ -369,7 +408,7 @@ def prepare(
         scaler=torch.amp.GradScaler(
             "cuda", enabled=device.type == "cuda" and dtype == torch.float16
         ),
-        loss_fn=StoneBoundaryLoss() if boundary else DiceBCELoss(),
+        loss_fn=StoneBoundaryLoss() if cfg.classes > 1 else DiceBCELoss(),
         val_loss_fn=DiceBCELoss(),
         t_start=t_start,
         dist=run_dist,

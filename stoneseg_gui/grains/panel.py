@@ -139,9 +139,10 @@ class GrainPanel(QWidget):
         self.min_size_unit = QComboBox()
         self.min_size_unit.addItem("mm", "mm")
         self.min_size_unit.addItem("px", "px")
-        self.exclude_edge = QCheckBox("Leave out stones cut by the photo's edge")
+        self.exclude_edge = QCheckBox("Leave out edge stones")
         self.exclude_edge.setToolTip(
-            "A stone touching the edge is probably cut, so its size is too small"
+            "Leave out the stones cut by the photo's edge: a stone touching the edge is "
+            "probably cut, so its size is too small"
         )
         self.by_count = QRadioButton("by count")
         self.by_count.setToolTip("Each stone counts once (like a Wolman pebble count)")
@@ -164,6 +165,8 @@ class GrainPanel(QWidget):
         """The scale and sampling controls, one labelled row each."""
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        # a narrow column puts each label above its field rather than scrolling sideways
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         form.setHorizontalSpacing(8)
         form.setVerticalSpacing(5)
         form.addRow("Scale", self._row(self.scale, self.measure_button, self.import_button))
@@ -224,7 +227,14 @@ class GrainPanel(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        # "left out" takes what is left, its reason shortened (whole in the tooltip): the
+        # table never scrolls sideways in the panel's column
+        header.setSectionResizeMode(
+            StoneTableModel.HEADERS.index("left out"), QHeaderView.ResizeMode.Stretch
+        )
+        header.setMinimumSectionSize(24)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         header.setHighlightSections(False)
         header.setSortIndicatorShown(False)  # its room would push the last columns out of view
         self.table.setStyleSheet(
@@ -261,7 +271,6 @@ class GrainPanel(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.details)
-        self.setMinimumWidth(340)
 
     def _connect_settings(self) -> None:
         """The settings' edits, announced as the panel's signals."""

@@ -129,6 +129,8 @@ class StoneTableModel(QAbstractTableModel):
             if column == 6:
                 return value
             return fmt_size(value)
+        if role == Qt.ItemDataRole.ToolTipRole and column == 6 and s.excluded:
+            return str(self._value(s, column))  # the whole reason, when the column is narrow
         if role == Qt.ItemDataRole.UserRole:
             value = self._value(s, column)
             return float(value) if isinstance(value, (int, float)) else str(value)

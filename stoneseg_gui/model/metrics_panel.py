@@ -63,6 +63,11 @@ class MetricsPanel(QWidget):
         self.summary.setVerticalHeaderLabels(["Best epoch", "Latest epoch"])
         self.summary.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.summary.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.summary.horizontalHeader().setMinimumSectionSize(24)
+        self.summary.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        for c, text in enumerate(SHORT_HEADERS):  # five figures beside the rows' names
+            self.summary.horizontalHeaderItem(c).setText(text)
+            self.summary.horizontalHeaderItem(c).setToolTip(HEADERS[c])
         # both rows always shown, whatever else the panel holds (the stones line below)
         self.summary.resizeRowsToContents()
         rows = self.summary.verticalHeader().length()
@@ -78,6 +83,8 @@ class MetricsPanel(QWidget):
         # the scores as wide as their figures; the photo's name takes the rest, shortened
         # in the middle (its start and its number stay) when the column is narrow
         header = self.per_image.horizontalHeader()
+        header.setMinimumSectionSize(24)
+        self.per_image.verticalHeader().setVisible(False)  # row numbers say nothing here
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.per_image.setTextElideMode(Qt.TextElideMode.ElideMiddle)

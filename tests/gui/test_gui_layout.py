@@ -163,3 +163,47 @@ def test_choosing_a_stone_keeps_the_panels_and_the_zoom(qtbot, window, tmp_path)
     qtbot.wait(200)
     assert window.canvas.zoom() == zoom and window.canvas.size() == canvas
     assert [d.size() for d in _docks(window)] == docks
+
+
+def _sideways(window) -> list[str]:
+    """Every visible scroll area (panel, table, list) in any dock that scrolls sideways, each
+    dock brought to the front in turn."""
+    from PySide6.QtWidgets import QAbstractScrollArea, QApplication
+
+    found = []
+    for dock in _docks(window):
+        dock.raise_()
+        QApplication.processEvents()
+        for area in dock.findChildren(QAbstractScrollArea):
+            bar = area.horizontalScrollBar()
+            if area.isVisible() and bar.maximum() > 0:
+                found.append(f"{dock.windowTitle()}: {type(area).__name__} {area.objectName()}")
+    return found
+
+
+def test_no_panel_scrolls_sideways_on_a_laptop_or_a_netbook(qtbot, window, tmp_path, trained_model):
+    """Texts wrap, tables shorten their names: at 1366 x 768 and 1024 x 600 nothing needs a
+    sideways scroll bar (the Training panel did, labels and Stop cut off), with a trained
+    model in the Models table and its validation photos listed."""
+    import shutil
+
+    from guihelpers import make_project, wait_loaded
+
+    root = make_project(tmp_path / "proj", names=("a_rather_long_photo_name_0001.png", "b.png"))
+    shutil.copytree(trained_model, root / "models" / "run-20261207-011500")
+    window.open_folder(root)
+    wait_loaded(qtbot, window)
+    window.model_side.controller.set_active_model(root / "models" / "run-20261207-011500")
+    window.model_side.metrics.show_rows(
+        [
+            {
+                "image": "a_rather_long_photo_name_0001",
+                **dict.fromkeys(("accuracy", "iou", "f1", "precision", "recall"), 0.987),
+            }
+        ]
+    )
+    for size in ((1366, 768), (1024, 600)):
+        _at(qtbot, window, *size)
+        window.reset_layout()
+        qtbot.wait(100)
+        assert _sideways(window) == [], size

@@ -22,7 +22,11 @@ from stoneseg_core.model.scale import SCALE_POLICIES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``train`` on the ``stoneseg`` sub-command parser."""
+    """Register ``train`` on the ``stoneseg`` sub-command parser.
+
+    The options in the order ``--help`` lists them: the folders and the epochs, then the
+    network, the working scale, the schedule, the device, the target, and where to start.
+    """
     d = TrainConfig()
     t = subparsers.add_parser(
         "train",
@@ -36,6 +40,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     t.add_argument("data_dir", metavar="DATA_DIR")
     t.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to write the model to")
     t.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"default {d.epochs}")
+    _add_network_options(t, d)
+    _add_scale_options(t, d)
+    _add_schedule_options(t, d)
+    _add_device_options(t)
+    _add_target_options(t, d)
+    t.add_argument("--from-model", default=None, metavar="MODEL_DIR", help="fine-tune this model")
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    return t
+
+
+def _add_network_options(t: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """--encoder, --weights, --threshold: the network trained and the threshold it keeps."""
     t.add_argument(
         "--encoder", default=d.encoder, help=f"default {d.encoder}; e.g. {', '.join(ENCODERS)}"
     )
@@ -53,6 +70,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="the model's stone threshold: auto (default: the best IoU on the validation "
         "photos, 0.10 to 0.90, when there are at least 5 of them, else 0.5) or a fixed value",
     )
+
+
+def _add_scale_options(t: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """--crop, --work-size, --scale-policy, --stone-px: the working scale and the crops."""
     t.add_argument(
         "--crop",
         type=positive_int,
@@ -81,6 +102,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="stone-size policy: the typical stone's size in working pixels (default 0: the "
         "training photos' median at the long-side scale)",
     )
+
+
+def _add_schedule_options(t: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """--batch-size, --lr, --val-fraction, --val-images: batches, learning rate, validation."""
     t.add_argument(
         "--batch-size",
         type=positive_int,
@@ -106,6 +131,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="comma-separated stems to validate on instead of a fraction",
     )
+
+
+def _add_device_options(t: argparse.ArgumentParser) -> None:
+    """--device, --amp: where training runs and in which precision."""
     t.add_argument("--device", default="auto", choices=DEVICES)
     t.add_argument(
         "--amp",
@@ -113,6 +142,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         choices=AMP_CHOICES,
         help=AMP_HELP,
     )
+
+
+def _add_target_options(t: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """--target, --boundary-px: what the model learns (the mask, or the mask and boundaries)."""
     t.add_argument(
         "--target",
         default=d.target,
@@ -128,10 +161,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=d.boundary_px,
         help=f"width of the boundary band at working scale (default {d.boundary_px})",
     )
-    t.add_argument("--from-model", default=None, metavar="MODEL_DIR", help="fine-tune this model")
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
-    return t
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,14 +183,35 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, out: Path, run_dist) -> int:
-    from tqdm import tqdm
-
+    """Train as ``args`` say into ``out``: rank 0 (or a lone process) with a progress bar and a
+    report at the end; under torchrun the other ranks quietly. 130 when interrupted."""
     from stoneseg_core.io.project import Project
-    from stoneseg_core.model.network import read_model_info
-    from stoneseg_core.training.train import BatchProgress, EpochSummary, iter_training
+    from stoneseg_core.training.train import iter_training
 
     main = run_dist is None or run_dist.is_main  # rank 0 reports; the others train quietly
-    cfg = TrainConfig(
+    cfg = _train_config(args)
+    project = Project.open(args.data_dir)
+    # with DATA_DIR/instances/<stem>.png where a photo has one (the boundary target's band
+    # and every model's speck floor); the window's Train takes the same pairs
+    pairs, notes = project.training_pairs()
+    _print_label_notes(project, pairs, notes, cfg, print if main else _quiet)
+    if not main:
+        _train_quietly(iter_training(pairs, out, cfg, from_model=args.from_model))
+        return EXIT_OK
+    _print_start(project, len(pairs), cfg, run_dist)
+    gen = iter_training(pairs, out, cfg, from_model=args.from_model)
+    try:
+        result = _train_with_progress_bar(gen)
+    except KeyboardInterrupt:
+        print(f"Interrupted: the best model so far is in {out}", file=sys.stderr)
+        return 130
+    _print_result(result, out)
+    return EXIT_OK
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of the command line's options."""
+    return TrainConfig(
         encoder=args.encoder,
         weights=args.weights,
         crop=args.crop,
@@ -183,24 +233,25 @@ def _train(args: argparse.Namespace, out: Path, run_dist) -> int:
         choose_threshold=args.threshold == "auto",
         **({} if args.threshold == "auto" else {"threshold": args.threshold}),
     )
-    project = Project.open(args.data_dir)
-    # with DATA_DIR/instances/<stem>.png where a photo has one (the boundary target's band
-    # and every model's speck floor); the window's Train takes the same pairs
-    pairs, notes = project.training_pairs()
-    print_main = print if main else _quiet
+
+
+def _print_label_notes(project, pairs: list, notes: list[str], cfg: TrainConfig, say) -> None:
+    """How many photos have per-stone labels (and the project's notes on them), via ``say``:
+    ``print`` on rank 0, nothing on the others."""
     with_labels = sum(len(p) > 2 for p in pairs)
     if cfg.classes > 1 or with_labels:
-        print_main(
+        say(
             ("Boundary target: " if cfg.classes > 1 else "")
             + f"{with_labels} of {len(pairs)} photos have instance labels in "
             f"{project.instances_dir}; the others use the mask's pieces.",
             file=sys.stderr,
         )
     for note in notes:
-        print_main(note, file=sys.stderr)
-    if not main:
-        _train_quietly(iter_training(pairs, out, cfg, from_model=args.from_model))
-        return EXIT_OK
+        say(note, file=sys.stderr)
+
+
+def _print_start(project, photos: int, cfg: TrainConfig, run_dist) -> None:
+    """The line that opens a run: the photos, the encoder, the schedule (and the processes)."""
     processes = (
         ""
         if run_dist is None
@@ -208,20 +259,28 @@ def _train(args: argparse.Namespace, out: Path, run_dist) -> int:
         f"{run_dist.world_size * cfg.batch_size} ({run_dist.backend})"
     )
     print(
-        f"Training on {len(pairs)} labelled photos from {project.images_dir} "
+        f"Training on {photos} labelled photos from {project.images_dir} "
         f"(encoder {cfg.encoder}, {cfg.epochs} epochs, working size {cfg.work_size}px, crop {cfg.crop}px"
         f"{processes})",
         file=sys.stderr,
     )
-    gen = iter_training(pairs, out, cfg, from_model=args.from_model)
+
+
+def _train_with_progress_bar(gen):
+    """Run ``iter_training``'s generator to its end and return its result: a progress bar over
+    every batch, a line per epoch. Ctrl-C closes the generator (the best model so far stays
+    saved) and goes on up."""
+    from tqdm import tqdm
+
+    from stoneseg_core.training.train import BatchProgress, EpochSummary
+
     bar = None
     try:
         while True:
             try:
                 event = next(gen)
             except StopIteration as stop:
-                result = stop.value
-                break
+                return stop.value
             if isinstance(event, BatchProgress):
                 if bar is None:
                     bar = tqdm(
@@ -233,41 +292,49 @@ def _train(args: argparse.Namespace, out: Path, run_dist) -> int:
                 bar.update(1)
                 bar.set_postfix(epoch=f"{event.epoch}/{event.epochs}", loss=f"{event.loss:.3f}")
             elif isinstance(event, EpochSummary):
-                line = (
-                    f"epoch {event.epoch:3d}/{event.epochs}  train loss {event.train_loss:.4f}  "
-                    f"val loss {event.val_loss:.4f}  val IoU {event.val.iou:.4f}  F1 {event.val.f1:.4f}"
-                    + ("  *best" if event.is_best else "")
-                )
-                (bar.write if bar else print)(line, file=sys.stderr)
+                (bar.write if bar else print)(_epoch_line(event), file=sys.stderr)
     except KeyboardInterrupt:
         gen.close()
-        if bar:
-            bar.close()
-        print(f"Interrupted: the best model so far is in {out}", file=sys.stderr)
-        return 130
+        raise
     finally:
         if bar:
             bar.close()
+
+
+def _epoch_line(event) -> str:
+    """One epoch's losses and validation scores, starred when it is the best so far."""
+    return (
+        f"epoch {event.epoch:3d}/{event.epochs}  train loss {event.train_loss:.4f}  "
+        f"val loss {event.val_loss:.4f}  val IoU {event.val.iou:.4f}  F1 {event.val.f1:.4f}"
+        + ("  *best" if event.is_best else "")
+    )
+
+
+def _print_result(result, out: Path) -> None:
+    """The run's report: the best epoch, its validation scores, the threshold chosen, and how
+    it compares with the model it was fine-tuned from."""
+    from stoneseg_core.model.network import read_model_info
+
     best = result.best
     print(f"Best epoch {result.best_epoch} of {len(result.history)}; model saved in {out}")
-    if best is not None:
+    if best is None:
+        return
+    print(
+        f"Validation on {len(result.val_images)} unseen photos ({', '.join(result.val_images)}): "
+        f"accuracy {best.accuracy:.4f}  IoU {best.iou:.4f}  F1 {best.f1:.4f}  "
+        f"precision {best.precision:.4f}  recall {best.recall:.4f}"
+    )
+    info = read_model_info(out)
+    how = info.threshold_choice.get("why") or "chosen on those photos"
+    print(f"Threshold {info.threshold:.2f} ({how}); segment, grains and the app use it.")
+    cmp = result.comparison
+    if cmp is not None:
+        verdict = "not worse" if cmp.new_is_not_worse else "WORSE"
         print(
-            f"Validation on {len(result.val_images)} unseen photos ({', '.join(result.val_images)}): "
-            f"accuracy {best.accuracy:.4f}  IoU {best.iou:.4f}  F1 {best.f1:.4f}  "
-            f"precision {best.precision:.4f}  recall {best.recall:.4f}"
+            f"On the same {len(cmp.images)} validation photos ({', '.join(cmp.images)}), "
+            f"the parent model {cmp.other.name} scored IoU {cmp.other_scores.iou:.4f}: "
+            f"this model is {verdict} ({cmp.new.iou:.4f})."
         )
-        info = read_model_info(out)
-        how = info.threshold_choice.get("why") or "chosen on those photos"
-        print(f"Threshold {info.threshold:.2f} ({how}); segment, grains and the app use it.")
-        cmp = result.comparison
-        if cmp is not None:
-            verdict = "not worse" if cmp.new_is_not_worse else "WORSE"
-            print(
-                f"On the same {len(cmp.images)} validation photos ({', '.join(cmp.images)}), "
-                f"the parent model {cmp.other.name} scored IoU {cmp.other_scores.iou:.4f}: "
-                f"this model is {verdict} ({cmp.new.iou:.4f})."
-            )
-    return EXIT_OK
 
 
 def _quiet(*args, **kwargs) -> None:

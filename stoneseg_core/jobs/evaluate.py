@@ -12,9 +12,11 @@ window can drive the same generator.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from stoneseg_core.errors import StonesegError
 from stoneseg_core.grains.curve_plot import check_plot_path
@@ -36,7 +38,7 @@ from stoneseg_core.io.images import (
 )
 from stoneseg_core.io.project import INSTANCES_DIR, Project
 from stoneseg_core.model.config import InferenceConfig
-from stoneseg_core.scoring.pixels import confusion, pooled
+from stoneseg_core.scoring.pixels import Confusion, confusion, pooled
 from stoneseg_core.scoring.stones import stone_labels
 
 
@@ -103,18 +105,7 @@ def iter_evaluation(
     .png, .svg or .pdf file to draw the pooled predicted and true grain-size curves into
     (``plot_stone_curves``).
     """
-    check_mm_per_px(mm_per_px)
-    if plot is not None:
-        plot = check_plot_path(plot)
-        if instances_dir is None:
-            raise StonesegError(
-                "The plot shows the grain-size curves of the stones: it needs instance ground "
-                "truth (--instances)."
-            )
-    if instances_dir is not None:
-        instances_dir = Path(instances_dir)
-        if not instances_dir.is_dir():
-            raise StonesegError(f"Instance mask folder not found: {instances_dir}")
+    instances_dir, plot = _checked_options(mm_per_px, instances_dir, plot)
     seg = Segmenter.load(model_dir, config)
     project = Project.open(data_dir)
     pairs = project.labelled_pairs()
@@ -128,80 +119,157 @@ def iter_evaluation(
     own_labels = instances_dir is not None and (
         instances_dir.resolve() == project.instances_dir.resolve()
     )
-    stale: list[str] = []
-    rows, counts, unseen, failed = [], [], [], []
-    stone_evals: list[tuple[str, InstanceEvaluation]] = []
+    own_project = project if own_labels else None
+    tally = _Tally()
     total = len(pairs)
     for index, (img_path, mask_path) in enumerate(pairs, start=1):
         try:
             image = read_image(img_path)
             truth = read_mask(mask_path, expected_size=image.shape[:2])
         except StonesegError as exc:
-            failed.append({"image": img_path.name, "error": str(exc)})
+            tally.failed.append({"image": img_path.name, "error": str(exc)})
             yield EvaluationProgress(index, total, img_path, "failed", str(exc))
             continue
         scale = photo_scale(img_path, project, mm_per_px, scales)
         prediction = seg.predict(image, mm_per_px=scale)
         c = confusion(prediction.mask, truth)
-        split = (
-            "train"
-            if img_path.stem in trained_on
-            else "validation"
-            if img_path.stem in validated_on
-            else "unseen"
-        )
+        split = _split_of(img_path.stem, trained_on, validated_on)
         row = {"image": img_path.name, "split": split, **c.scores().to_dict(), "pixels": c.total}
         if scale is not None:
             row["mm_per_px"] = scale
         inst_path = instances_dir / f"{img_path.stem}.png" if instances_dir is not None else None
         if inst_path is not None and inst_path.is_file():
             try:
-                labels = read_instance_labels(inst_path, expected_size=image.shape[:2])
-                if own_labels and project.wrote_instances(img_path):
-                    why = instances_disagreement(labels, truth)
-                    if why is not None:  # the mask was edited after the cuts and merges
-                        raise _Stale(f"{img_path.name} ({why})")
-                # the stones `grains` would measure (its split, its speck floor)
-                ev = compare_stones(stone_labels(prediction), labels, scale)
-                del labels  # the evaluation keeps counts and sizes, never the label images
-                stone_evals.append((split, ev))
+                ev = _stone_scores(inst_path, img_path, truth, prediction, scale, own_project)
+                tally.stone_evals.append((split, ev))
                 row["stones"] = ev.to_dict()
             except _Stale as exc:
-                stale.append(str(exc))
+                tally.stale.append(str(exc))
             except StonesegError as exc:
-                failed.append({"image": inst_path.name, "error": str(exc)})
-        rows.append(row)
-        counts.append(c)
-        if split != "train":
-            unseen.append(c)
+                tally.failed.append({"image": inst_path.name, "error": str(exc)})
+        tally.add_photo(row, c)
         yield EvaluationProgress(index, total, img_path, "scored")
-    result: dict[str, Any] = {"model": str(model_dir), "data": str(data_dir), "images": len(rows)}
-    result.update(pooled(counts).to_dict() if counts else {})
-    result["not_trained_on"] = {
-        "images": len(unseen),
-        **(pooled(unseen).to_dict() if unseen else {}),
-    }
-    result["per_image"] = rows
+    return _result(model_dir, data_dir, instances_dir, plot, tally)
+
+
+def _checked_options(
+    mm_per_px: float | None, instances_dir: str | Path | None, plot: str | Path | None
+) -> tuple[Path | None, Path | None]:
+    """(``instances_dir``, ``plot``) as paths, once checked: a scale that is one, a plot file
+    of a kind that can be drawn and the instance truth it needs, an instance folder that is
+    there. Raises a StonesegError saying which is wrong."""
+    check_mm_per_px(mm_per_px)
+    if plot is not None:
+        plot = check_plot_path(plot)
+        if instances_dir is None:
+            raise StonesegError(
+                "The plot shows the grain-size curves of the stones: it needs instance ground "
+                "truth (--instances)."
+            )
     if instances_dir is not None:
-        all_evals = [ev for _, ev in stone_evals]
-        held_out = [ev for split, ev in stone_evals if split != "train"]
-        result["instances"] = str(instances_dir)
-        if stale:
-            result["notes"] = [
-                f"{len(stale)} photo(s) left out of the stone scores: the app wrote their "
-                "per-stone labels from cuts and merges, and their mask was edited since: "
-                + "; ".join(stale)
-                + ". Analyse each again in the Grains panel to save them afresh."
-            ]
-        result["stones"] = pool_instance_evaluations(all_evals)
-        result["not_trained_on"]["stones"] = pool_instance_evaluations(held_out)
-        if plot is not None:
-            try:
-                result["plot"] = str(plot_stone_curves(plot, all_evals, held_out))
-            except StonesegError as exc:
-                failed.append({"image": plot.name, "error": str(exc)})
-    result["failed"] = failed
+        instances_dir = Path(instances_dir)
+        if not instances_dir.is_dir():
+            raise StonesegError(f"Instance mask folder not found: {instances_dir}")
+    return instances_dir, plot
+
+
+def _split_of(stem: str, trained_on: set[str], validated_on: set[str]) -> str:
+    """Whether the model saw a photo: "train", "validation" or "unseen"."""
+    return "train" if stem in trained_on else "validation" if stem in validated_on else "unseen"
+
+
+def _stone_scores(
+    inst_path: Path,
+    img_path: Path,
+    truth: np.ndarray,
+    prediction,
+    scale: float | None,
+    own_project: Project | None,
+) -> InstanceEvaluation:
+    """One photo's stone-level scores against its instance truth ``inst_path``.
+
+    With ``own_project`` (the truth is that project's own ``instances/``), labels the app
+    wrote from cuts and merges are first checked against the mask: _Stale when they no
+    longer fit it. Raises a StonesegError when the labels cannot be read.
+    """
+    labels = read_instance_labels(inst_path, expected_size=truth.shape[:2])  # the photo's
+    if own_project is not None and own_project.wrote_instances(img_path):
+        why = instances_disagreement(labels, truth)
+        if why is not None:  # the mask was edited after the cuts and merges
+            raise _Stale(f"{img_path.name} ({why})")
+    # the stones `grains` would measure (its split, its speck floor); the evaluation keeps
+    # counts and sizes, never the label images
+    return compare_stones(stone_labels(prediction), labels, scale)
+
+
+@dataclass
+class _Tally:
+    """What ``iter_evaluation`` gathers photo by photo."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    counts: list[Confusion] = field(default_factory=list)  # every scored photo's
+    unseen: list[Confusion] = field(default_factory=list)  # those not trained on
+    stone_evals: list[tuple[str, InstanceEvaluation]] = field(default_factory=list)  # (split, ..)
+    stale: list[str] = field(default_factory=list)  # photos whose app-written labels are stale
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+    def add_photo(self, row: dict[str, Any], c: Confusion) -> None:
+        """A scored photo's row and pixel counts."""
+        self.rows.append(row)
+        self.counts.append(c)
+        if row["split"] != "train":
+            self.unseen.append(c)
+
+
+def _result(
+    model_dir: str | Path,
+    data_dir: str | Path,
+    instances_dir: Path | None,
+    plot: Path | None,
+    tally: _Tally,
+) -> dict[str, Any]:
+    """``iter_evaluation``'s result: the pooled pixel scores, every row, and with instance
+    truth the pooled stone scores (and the plot); the failures last."""
+    result: dict[str, Any] = {
+        "model": str(model_dir),
+        "data": str(data_dir),
+        "images": len(tally.rows),
+    }
+    result.update(pooled(tally.counts).to_dict() if tally.counts else {})
+    result["not_trained_on"] = {
+        "images": len(tally.unseen),
+        **(pooled(tally.unseen).to_dict() if tally.unseen else {}),
+    }
+    result["per_image"] = tally.rows
+    if instances_dir is not None:
+        _add_stone_results(result, instances_dir, plot, tally)
+    result["failed"] = tally.failed
     return result
+
+
+def _add_stone_results(
+    result: dict[str, Any], instances_dir: Path, plot: Path | None, tally: _Tally
+) -> None:
+    """The stone scores pooled over all photos and over those not trained on, a note naming
+    the photos left out for stale labels, and the plot of the curves (a failure to draw it
+    counted among the failures)."""
+    all_evals = [ev for _, ev in tally.stone_evals]
+    held_out = [ev for split, ev in tally.stone_evals if split != "train"]
+    result["instances"] = str(instances_dir)
+    if tally.stale:
+        result["notes"] = [
+            f"{len(tally.stale)} photo(s) left out of the stone scores: the app wrote their "
+            "per-stone labels from cuts and merges, and their mask was edited since: "
+            + "; ".join(tally.stale)
+            + ". Analyse each again in the Grains panel to save them afresh."
+        ]
+    result["stones"] = pool_instance_evaluations(all_evals)
+    result["not_trained_on"]["stones"] = pool_instance_evaluations(held_out)
+    if plot is not None:
+        try:
+            result["plot"] = str(plot_stone_curves(plot, all_evals, held_out))
+        except StonesegError as exc:
+            tally.failed.append({"image": plot.name, "error": str(exc)})
 
 
 def plot_stone_curves(

@@ -32,7 +32,7 @@ from stoneseg_core.errors import OutOfMemoryError, StonesegError
 from stoneseg_core.model.config import InferenceConfig
 
 if TYPE_CHECKING:  # predict imports torch: the driver needs it only once a run starts
-    from stoneseg_core.jobs.grains_folder import GrainEvent, GrainSummary
+    from stoneseg_core.jobs.grains_folder import GrainEvent, GrainPlan, GrainSummary
     from stoneseg_core.jobs.segment_folder import SegmentEvent, SegmentSummary
 
 log = logging.getLogger(__name__)
@@ -393,12 +393,7 @@ def iter_grains_ray(
     (stopping pools the photos measured so far, as the local engine does). ``config``: the
     actors' inference settings (default: the model's own, as ``Segmenter.load`` gives).
     """
-    from stoneseg_core.jobs.grains_folder import (
-        GrainEvent,
-        GrainSummary,
-        plan_grains_folder,
-        write_pooled,
-    )
+    from stoneseg_core.jobs.grains_folder import plan_grains_folder
     from stoneseg_core.model.info import read_model_info
 
     settings = settings or RaySettings()
@@ -408,9 +403,32 @@ def iter_grains_ray(
     worker_config = _worker_config(config, settings.gpus_per_worker)
     output_dir = Path(output_dir)
     plan = plan_grains_folder(input_dir, output_dir, options, mm_per_px, scales, shard)
-    total, index = len(plan.paths), 0
+    total = len(plan.paths)
     failed: dict[Path, str] = {}
     results: dict[Path, Any] = {}
+    items, index = yield from _iter_grain_items(plan, total, failed)
+    cancelled = False
+    if items:
+        by_name = {str(p.absolute()): p for p in plan.todo}
+        model = str(Path(model_dir).absolute())
+        args = (model, worker_config, str(output_dir.absolute()), plan.options)
+        stream = _run_rows(settings, items, GrainWorker, args)
+        cancelled = yield from _iter_grain_events(
+            stream, by_name, index, total, failed, results, should_stop
+        )
+    return _pool_grains(output_dir, plan, results, failed, shard, cancelled)
+
+
+def _iter_grain_items(
+    plan: GrainPlan, total: int, failed: dict[Path, str]
+) -> Generator[GrainEvent, None, tuple[list[dict], int]]:
+    """The actors' rows, one per photo to measure (its path, its scale and where that came
+    from, whether it is a TIFF), after an event for each photo refused (into ``failed``): its
+    outputs would overwrite another's (``plan.clash``), or it has no scale. Returns (the rows,
+    the events yielded)."""
+    from stoneseg_core.jobs.grains_folder import GrainEvent
+
+    index = 0
     for p, message in plan.clash:
         index += 1
         failed[p] = message
@@ -432,30 +450,54 @@ def iter_grains_ray(
                 "tiff": p in plan.georefs,
             }
         )
-    cancelled = False
-    if items:
-        by_name = {str(p.absolute()): p for p in plan.todo}
-        model = str(Path(model_dir).absolute())
-        args = (model, worker_config, str(output_dir.absolute()), plan.options)
-        stream = _run_rows(settings, items, GrainWorker, args)
-        try:
-            for row in stream:
-                index += 1
-                p, message, seconds = by_name[row["image"]], row["message"], row["seconds"]
-                if row["status"] == "measured":
-                    results[p] = result = row["result"]
-                    event = GrainEvent(index, total, p, "measured", len(result.stones), "", seconds)
-                else:
-                    failed[p] = message
-                    event = GrainEvent(index, total, p, "failed", message=message, seconds=seconds)
-                yield event
-                if row["oom"]:
-                    raise OutOfMemoryError(message)
-                if should_stop is not None and should_stop():
-                    cancelled = index < total
-                    break
-        finally:
-            stream.close()
+    return items, index
+
+
+def _iter_grain_events(
+    stream: Iterator[dict[str, Any]],
+    by_name: dict[str, Path],
+    index: int,
+    total: int,
+    failed: dict[Path, str],
+    results: dict[Path, Any],
+    should_stop: Callable[[], bool] | None,
+) -> Generator[GrainEvent, None, bool]:
+    """Each row the actors send back as its photo's event, in the order they finish: its
+    stones into ``results``, or its failure into ``failed``. A photo that ran out of memory
+    ends the run after its event. True when ``should_stop`` stopped it before the last photo."""
+    from stoneseg_core.jobs.grains_folder import GrainEvent
+
+    try:
+        for row in stream:
+            index += 1
+            p, message, seconds = by_name[row["image"]], row["message"], row["seconds"]
+            if row["status"] == "measured":
+                results[p] = result = row["result"]
+                event = GrainEvent(index, total, p, "measured", len(result.stones), "", seconds)
+            else:
+                failed[p] = message
+                event = GrainEvent(index, total, p, "failed", message=message, seconds=seconds)
+            yield event
+            if row["oom"]:
+                raise OutOfMemoryError(message)
+            if should_stop is not None and should_stop():
+                return index < total
+    finally:
+        stream.close()
+    return False
+
+
+def _pool_grains(
+    output_dir: Path,
+    plan: GrainPlan,
+    results: dict[Path, Any],
+    failed: dict[Path, str],
+    shard: tuple[int, int] | None,
+    cancelled: bool,
+) -> GrainSummary:
+    """The run's pooled table and percentiles, written by the driver, and its summary."""
+    from stoneseg_core.jobs.grains_folder import GrainSummary, write_pooled
+
     # the local engine's order: the refused photos, then the others in the folder's order
     in_order = [p for p, _ in plan.clash] + plan.todo
     done = [results[p] for p in plan.todo if p in results]

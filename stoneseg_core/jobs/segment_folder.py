@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from stoneseg_core.io.images import (
     read_image,
     write_mask,
 )
+from stoneseg_core.io.raster_sources import photo_shape
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def _read_for_scale(path: Path, long_side: int | None) -> tuple[np.ndarray, tupl
     ``jpeg_reduction``), anything else, or with ``long_side`` None, at full size; (None,
     (H, W)) for a photo segmented window by window (``large.needs_windows``)."""
     if large.needs_windows(path):
-        return None, large.photo_shape(path)
+        return None, photo_shape(path)
     k = jpeg_reduction(path, long_side) if long_side else 1
     if k > 1:
         w, h = image_size(path)
@@ -260,94 +261,140 @@ def iter_segment_images(
     """
     paths = [Path(p) for p in images]
     plan = plan_segment_outputs(paths, Path(output_dir), overwrite, geotiff_masks)
-    outputs, georefs, todo = plan.outputs, plan.georefs, plan.todo
-    total = len(paths)
-    written, failed = 0, []
-    yield from iter_plan_events(plan, total, failed)
-    index = len(plan.skipped) + len(plan.itself)
-    cancelled = False
-    stopping = (lambda: False) if should_stop is None else should_stop
-    # the PNG of one photo is encoded and written on this thread while the network runs on
-    # the next; its event comes once the file is in place (or the write failed)
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stoneseg-writer")
-    pending: tuple[int, Path, Path, Future, float] | None = None
+    tally = _Tally(total=len(paths))
+    yield from iter_plan_events(plan, tally.total, tally.failed)
+    writes = _MaskWrites(tally)
+    try:
+        cancelled = yield from _iter_todo(segmenter, plan, tally, writes, should_stop)
+        yield from writes.finish()
+    finally:
+        writes.shutdown()
+    return SegmentSummary(
+        written=tally.written, skipped=len(plan.skipped), failed=tally.failed, cancelled=cancelled
+    )
 
-    def finish(job: tuple[int, Path, Path, Future, float]) -> SegmentEvent:
-        nonlocal written
-        i, p, out, fut, start = job
+
+@dataclass
+class _Tally:
+    """A folder job's count so far: its photos, the masks written and the failures."""
+
+    total: int
+    written: int = 0
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    def fail(self, index: int, path: Path, message: str, seconds: float = 0.0) -> SegmentEvent:
+        """A photo's failure, counted: its event."""
+        self.failed.append((path, message))
+        return SegmentEvent(index, self.total, path, "failed", None, message, seconds)
+
+
+class _MaskWrites:
+    """The mask of one photo (a PNG, or a GeoTIFF) is encoded and written on a thread of its
+    own while the network runs on the next; its event comes once the file is in place (or the
+    write failed)."""
+
+    def __init__(self, tally: _Tally):
+        self.tally = tally
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stoneseg-writer")
+        self.pending: tuple[int, Path, Path, Future, float] | None = None
+
+    def start(
+        self, index: int, path: Path, out: Path, mask: np.ndarray, georef, start: float
+    ) -> None:
+        """Write ``mask`` to ``out`` on the thread; the write before it is finished already."""
+        job = self.writer.submit(write_segment_output, out, mask, georef)
+        self.pending = (index, path, out, job, start)
+
+    def finish(self) -> Iterator[SegmentEvent]:
+        """The event of the write in flight, once it is done; none when there is none."""
+        if self.pending is None:
+            return
+        i, p, out, fut, start = self.pending
         try:
             fut.result()
         except StonesegError as exc:
-            failed.append((p, str(exc)))
-            return SegmentEvent(i, total, p, "failed", None, str(exc), time.perf_counter() - start)
-        written += 1
-        return SegmentEvent(i, total, p, "written", out, "", time.perf_counter() - start)
+            yield self.tally.fail(i, p, str(exc), time.perf_counter() - start)
+        else:
+            self.tally.written += 1
+            yield SegmentEvent(
+                i, self.tally.total, p, "written", out, "", time.perf_counter() - start
+            )
+        self.pending = None
 
-    try:
-        long_side = decode_long_side(segmenter)
-        for p, item in _prefetch(todo, long_side=long_side):
+    def shutdown(self) -> None:
+        """Wait for the write in flight, if any, and end the thread."""
+        self.writer.shutdown(wait=True)
+
+
+def _iter_todo(
+    segmenter: Segmenter,
+    plan: SegmentPlan,
+    tally: _Tally,
+    writes: _MaskWrites,
+    should_stop: Callable[[], bool] | None,
+) -> Generator[SegmentEvent, None, bool]:
+    """Segment the plan's photos to do in turn, each decoded ahead on a thread (``_prefetch``),
+    its mask written on ``writes``'s; True when ``should_stop`` stopped the run."""
+    stopping = (lambda: False) if should_stop is None else should_stop
+    index = len(plan.skipped) + len(plan.itself)
+    long_side = decode_long_side(segmenter)
+    for p, item in _prefetch(plan.todo, long_side=long_side):
+        if stopping():
+            return True
+        index += 1
+        out = plan.outputs[p]
+        start = time.perf_counter()
+        if isinstance(item, Exception):
+            yield from writes.finish()
+            yield tally.fail(index, p, str(item))
+            continue
+        if item[0] is None:  # too large to hold whole: window by window (large.py)
+            yield from writes.finish()
+            event = _segment_large(segmenter, p, out, index, tally, start, should_stop)
+            if event is None:
+                return True
+            yield event
+            continue
+        try:
+            image, size = item
+            mask = photo_mask(segmenter, image, size, plan.georefs.get(p), should_stop)
+            del image, item
+        except StonesegError as exc:
             if stopping():
-                cancelled = True
-                break
-            index += 1
-            out = outputs[p]
-            start = time.perf_counter()
-            if isinstance(item, Exception):
-                if pending is not None:
-                    yield finish(pending)
-                    pending = None
-                failed.append((p, str(item)))
-                yield SegmentEvent(index, total, p, "failed", None, str(item))
-                continue
-            if item[0] is None:  # too large to hold whole: window by window (large.py)
-                if pending is not None:
-                    yield finish(pending)
-                    pending = None
-                status, message = large.segment_large_photo(segmenter, p, out, should_stop)
-                if status == "cancelled":
-                    cancelled = True
-                    break
-                if status == "written":
-                    written += 1
-                else:
-                    failed.append((p, message))
-                done = out if status == "written" else None
-                yield SegmentEvent(
-                    index, total, p, status, done, message, time.perf_counter() - start
-                )
-                continue
-            try:
-                image, size = item
-                mask = photo_mask(segmenter, image, size, georefs.get(p), should_stop)
-                del image, item
-            except StonesegError as exc:
-                if stopping():
-                    cancelled = True
-                    break
-                if pending is not None:
-                    yield finish(pending)
-                    pending = None
-                failed.append((p, str(exc)))
-                yield SegmentEvent(
-                    index, total, p, "failed", None, str(exc), time.perf_counter() - start
-                )
-                if isinstance(exc, OutOfMemoryError):
-                    raise
-                continue
-            if pending is not None:
-                yield finish(pending)
-                pending = None
-                if stopping():  # asked to stop on seeing that event: this mask is not written
-                    cancelled = True
-                    break
-            job = writer.submit(write_segment_output, out, mask, georefs.get(p))
-            pending = (index, p, out, job, start)
-            del mask
-        if pending is not None:
-            yield finish(pending)
-            pending = None
-    finally:
-        writer.shutdown(wait=True)
-    return SegmentSummary(
-        written=written, skipped=len(plan.skipped), failed=failed, cancelled=cancelled
+                return True
+            yield from writes.finish()
+            yield tally.fail(index, p, str(exc), time.perf_counter() - start)
+            if isinstance(exc, OutOfMemoryError):
+                raise
+            continue
+        if writes.pending is not None:
+            yield from writes.finish()
+            if stopping():  # asked to stop on seeing that event: this mask is not written
+                return True
+        writes.start(index, p, out, mask, plan.georefs.get(p), start)
+        del mask
+    return False
+
+
+def _segment_large(
+    segmenter: Segmenter,
+    path: Path,
+    out: Path,
+    index: int,
+    tally: _Tally,
+    start: float,
+    should_stop: Callable[[], bool] | None,
+) -> SegmentEvent | None:
+    """A photo too large to hold whole, segmented window by window (``large.py``) and
+    counted: its event, or None when ``should_stop`` stopped it."""
+    status, message = large.segment_large_photo(segmenter, path, out, should_stop)
+    if status == "cancelled":
+        return None
+    if status == "written":
+        tally.written += 1
+    else:
+        tally.failed.append((path, message))
+    done = out if status == "written" else None
+    return SegmentEvent(
+        index, tally.total, path, status, done, message, time.perf_counter() - start
     )

@@ -243,9 +243,11 @@ def test_two_channel_prediction_whole_and_tiled(two_channel_model, tta):
     assert probs.shape == (2, 150, 190)
     np.testing.assert_allclose(whole.probability_at_work_scale(img), probs[0], atol=1e-4)
     # the device tiling code (plain torch, run on the CPU here) gives the host's result
-    from stoneseg_core.inference.segmenter import _pad_to
+    from stoneseg_core.inference.tiling import pad_to
 
-    dev = tiled._tiles_on_device(_pad_to(img, 150, 190), None)
+    dev = tiled.network.pytorch.tiles_on_device(
+        pad_to(img, 150, 190), tiled.config, tiled.info, None
+    )
     np.testing.assert_allclose(
         dev[:, :150, :190], tiled.probabilities_at_work_scale(img), atol=1e-4
     )

@@ -120,9 +120,9 @@ def test_command_line_start_up_and_parsing_never_import_torch():
 
 def test_gpu_check_needs_no_torch_and_agrees_with_torch():
     code = (
-        "from stoneseg_core.inference import segmenter\n"
+        "from stoneseg_core.inference.networks import pytorch\n"
         "from stoneseg_core.model import hardware\n"
-        "auto = hardware.resolve_device_name('auto', segmenter.cuda_available)\n"
+        "auto = hardware.resolve_device_name('auto', pytorch.cuda_available)\n"
         "print('GPU=' + json.dumps([hardware.gpu_may_be_present(), auto]))"
     )
     proc, heavy = _run(code)

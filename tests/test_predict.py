@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from synthetic import make_scene, write_rgb
 
-from stoneseg_core.inference.segmenter import Segmenter, blend_window, tile_starts
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.inference.tiling import blend_window, pad_to, tile_starts
 from stoneseg_core.io.images import read_mask
 from stoneseg_core.jobs.segment_folder import iter_segment_folder
 from stoneseg_core.model.config import InferenceConfig
@@ -167,12 +168,11 @@ def test_inference_settings_are_validated():
 def test_tiling_on_the_device_matches_the_host_path(trained_model):
     """The GPU path (whole photo uploaded once, tiles and blending on the device) is plain
     torch code: on the CPU it must give the host path's probabilities."""
-    from stoneseg_core.inference.segmenter import _pad_to
-
     seg = Segmenter.load(trained_model, InferenceConfig(tile=128, overlap=32, batch_tiles=3))
     img, _ = make_scene(np.random.default_rng(11), 200, 300, n_stones=8)
     host = seg.probability_at_work_scale(img)
-    dev = seg._tiles_on_device(_pad_to(img, 200, 300), None)[0, :200, :300]
+    padded = pad_to(img, 200, 300)
+    dev = seg.network.pytorch.tiles_on_device(padded, seg.config, seg.info, None)[0, :200, :300]
     np.testing.assert_allclose(host, dev, atol=1e-4)
 
 
@@ -185,14 +185,14 @@ def test_out_of_memory_retries_tile_by_tile_then_says_so(trained_model, monkeypa
 
     img, _ = make_scene(np.random.default_rng(4), 200, 300, n_stones=8)
     # PyTorch's out of memory (CUDA, or the CPU), and ONNX Runtime's (numpy / ORT allocation)
-    for runtime, method, error in (
-        ("torch", "_forward_tensor", torch.OutOfMemoryError("CUDA out of memory (simulated)")),
-        ("auto", "_forward_onnx", MemoryError("Unable to allocate 1 GiB (simulated)")),
+    for runtime, error in (
+        ("torch", torch.OutOfMemoryError("CUDA out of memory (simulated)")),
+        ("auto", MemoryError("Unable to allocate 1 GiB (simulated)")),
     ):
         cfg = InferenceConfig(tile=128, overlap=32, batch_tiles=4, runtime=runtime)
         seg = Segmenter.load(trained_model, cfg)
         expected = seg.probability_at_work_scale(img)
-        real = getattr(seg, method)
+        real = seg.network.forward  # TorchNetwork's, or OnnxRuntimeNetwork's on the CPU
         sizes = []
 
         def tight(*args, real=real, error=error, sizes=sizes):
@@ -201,7 +201,7 @@ def test_out_of_memory_retries_tile_by_tile_then_says_so(trained_model, monkeypa
                 raise error
             return real(*args)
 
-        monkeypatch.setattr(seg, method, tight)
+        monkeypatch.setattr(seg.network, "forward", tight)
         got = seg.probability_at_work_scale(img)
         np.testing.assert_allclose(got, expected, atol=1e-5)
         assert max(sizes) == 4 and sizes.count(1) >= 4
@@ -209,7 +209,7 @@ def test_out_of_memory_retries_tile_by_tile_then_says_so(trained_model, monkeypa
         def none_fits(*args, error=error):
             raise error
 
-        monkeypatch.setattr(seg, method, none_fits)
+        monkeypatch.setattr(seg.network, "forward", none_fits)
         with pytest.raises(OutOfMemoryError, match="ran out of memory on one tile"):
             seg.probability_at_work_scale(img)
 

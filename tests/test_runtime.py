@@ -356,15 +356,15 @@ def test_cache_keeps_only_the_most_recently_used(tmp_path, monkeypatch):
 def test_a_model_folder_with_a_cached_export_runs_without_building_the_model(
     trained_model, monkeypatch
 ):
-    from stoneseg_core.inference import segmenter as predict
+    from stoneseg_core.inference.networks import pytorch
 
     img, _ = make_scene(np.random.default_rng(9), 96, 128)
     first = Segmenter.load(trained_model, InferenceConfig(device="cpu"))
     want = first.predict(img)  # exports (or finds) the network, and notes it for the folder
     assert first.runtime_in_use == "onnxruntime"
     built = []
-    real = predict.load_model
-    monkeypatch.setattr(predict, "load_model", lambda *a, **k: built.append(1) or real(*a, **k))
+    real = pytorch.load_model
+    monkeypatch.setattr(pytorch, "load_model", lambda *a, **k: built.append(1) or real(*a, **k))
     again = Segmenter.load(trained_model, InferenceConfig(device="cpu"))
     got = again.predict(img)
     assert built == [] and again.runtime_in_use == "onnxruntime"
@@ -402,7 +402,7 @@ def test_int8_round_trips_and_agrees_with_float32(trained_model, tmp_path, monke
     assert (
         path.is_file()
         and onnx_cache.is_intact(path)
-        and path.stat().st_size < 0.6 * seg._onnx.path.stat().st_size
+        and path.stat().st_size < 0.6 * seg.network.float32.exported.path.stat().st_size
     )
     # agrees with float32 within its tolerance (masks: IoU; probabilities: mean difference)
     for img in held_out:

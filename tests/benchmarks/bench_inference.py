@@ -49,13 +49,8 @@ from _common import (
     setup,
 )
 
-from stoneseg_core.inference.segmenter import (
-    Segmenter,
-    _pad_to,
-    _round_up,
-    blend_window,
-    tile_starts,
-)
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.inference.tiling import blend_window, pad_to, round_up, tile_starts
 from stoneseg_core.model.config import InferenceConfig
 from stoneseg_core.model.network import load_model
 from stoneseg_core.training.dataset import normalize, to_work_scale
@@ -83,10 +78,10 @@ class Plain:
         tile = cfg.tile
         with torch.no_grad():
             if h <= tile and w <= tile:
-                x = normalize(_pad_to(work, _round_up(h), _round_up(w)), info.mean, info.std)
+                x = normalize(pad_to(work, round_up(h), round_up(w)), info.mean, info.std)
                 return self._prob(x)[:h, :w]
             ph, pw = max(h, tile), max(w, tile)
-            padded = _pad_to(work, ph, pw)
+            padded = pad_to(work, ph, pw)
             weight = blend_window(tile, cfg.overlap)
             acc = np.zeros((ph, pw), np.float32)
             norm = np.zeros((ph, pw), np.float32)
@@ -202,7 +197,7 @@ def ablation(model_dir, work: np.ndarray, reps: int, try_compile: bool) -> dict:
     model, info = load_model(model_dir)
     model.eval()
     h, w = work.shape[:2]
-    x = torch.from_numpy(normalize(_pad_to(work, _round_up(h), _round_up(w)), info.mean, info.std))[
+    x = torch.from_numpy(normalize(pad_to(work, round_up(h), round_up(w)), info.mean, info.std))[
         None
     ]
     xcl = x.contiguous(memory_format=torch.channels_last)

@@ -111,7 +111,7 @@ def seam_figures(prob: np.ndarray, tile: int, overlap: int, threshold: float = 0
     lines shifted by half a stride (inside tiles). A seam shows as an edge/control ratio
     well above 1 and an excess step of a few hundredths of probability or more.
     """
-    from stoneseg_core.inference.segmenter import tile_starts
+    from stoneseg_core.inference.tiling import tile_starts
 
     h, w = prob.shape
     half = (tile - overlap) // 2
@@ -231,7 +231,8 @@ def child(args: argparse.Namespace) -> None:
 
 def untiled_check(model_dir: str, image: np.ndarray, tile: int, size: int = 1536) -> dict:
     """A central crop through 512-px tiles and in one pass: where tiles meet, do they differ?"""
-    from stoneseg_core.inference.segmenter import Segmenter, tile_starts
+    from stoneseg_core.inference.segmenter import Segmenter
+    from stoneseg_core.inference.tiling import tile_starts
     from stoneseg_core.model.config import InferenceConfig
 
     h, w = image.shape[:2]

@@ -200,10 +200,10 @@ def bench_int8(model_dir: Path, images: Path, reps: int, calib_count: int) -> di
         quantise_s = time.perf_counter() - t
         assert ok, "int8 quantisation failed"
         # the network alone on each held-out photo's working-scale input, interleaved
-        from stoneseg_core.inference.segmenter import _pad_to, _round_up
+        from stoneseg_core.inference.tiling import pad_to, round_up
         from stoneseg_core.model.scale import normalize, to_work_scale
 
-        f_net, i_net, model = fp32._network(), int8._network(), eager.model
+        f_net, i_net, model = fp32.network.session(), int8.network.session(), eager.model
         ratios: dict[str, list[float]] = {
             "int8_vs_fp32_ort": [],
             "int8_vs_eager": [],
@@ -213,9 +213,9 @@ def bench_int8(model_dir: Path, images: Path, reps: int, calib_count: int) -> di
         for p in held:
             work = to_work_scale(read_image(p), fp32.info.work_size)
             hh, ww = work.shape[:2]
-            xn = normalize(
-                _pad_to(work, _round_up(hh), _round_up(ww)), fp32.info.mean, fp32.info.std
-            )[None]
+            xn = normalize(pad_to(work, round_up(hh), round_up(ww)), fp32.info.mean, fp32.info.std)[
+                None
+            ]
             xt = torch.from_numpy(xn).contiguous(memory_format=torch.channels_last)
 
             def run_eager(xt=xt):

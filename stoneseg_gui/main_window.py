@@ -433,7 +433,8 @@ class MainWindow(QMainWindow):
         if path is not None:
             parts.append(f"{path.name}[*]")
         if self.project is not None:
-            parts.append(self.project.root.name or str(self.project.root))
+            name = self.project.root.name or str(self.project.root)
+            parts.append(f"{name} (read-only)" if self.session.read_only else name)
         parts.append("StoneSeg")
         self.setWindowTitle(" — ".join(parts))
         self.setWindowModified(self.session.is_dirty)

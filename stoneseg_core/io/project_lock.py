@@ -40,7 +40,8 @@ class LockOwner:
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started))
         where = "" if self.host == socket.gethostname() else f" on {self.host}"
-        return f"another StoneSeg window (process {self.pid}{where}, {self.user}, since {when})"
+        who = f", {self.user}" if self.user else ""
+        return f"another StoneSeg window (process {self.pid}{where}{who}, since {when})"
 
     def is_alive(self) -> bool:
         """Whether the process that wrote the lock still runs (always True for another host:

@@ -53,6 +53,9 @@ class OpenPhoto(Protocol):
     @property
     def project(self) -> Project | None: ...
 
+    @property
+    def read_only(self) -> bool: ...  # another window edits the project
+
     def current_image_path(self) -> Path | None: ...
 
     def current_document(self) -> MaskDocument | None: ...
@@ -180,7 +183,11 @@ class RecoveryCopies(QObject):
     # ------------------------------------------------------------------ restoring
     def offer_restore(self, project: Project, images: list[Path]) -> None:
         """Offer the copies a crash left behind for ``images`` (the project just opened):
-        restore them as the photos' masks, discard them, or keep them for later."""
+        restore them as the photos' masks, discard them, or keep them for later. Not in a
+        window that opened the project read-only: the copies may be the live work of the
+        window that edits it."""
+        if self._session.read_only:
+            return
         by_name = {p.name: p for p in images}
         entries = [e for e in list_recoveries(project.data_dir) if e.image_name in by_name]
         if not entries:

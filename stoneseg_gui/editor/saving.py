@@ -30,9 +30,11 @@ from stoneseg_core.editing.snapshot import MaskSnapshot
 from stoneseg_core.errors import StonesegError
 from stoneseg_core.io.images import describe_os_error, write_mask
 from stoneseg_core.io.project import Project
+from stoneseg_core.io.project_lock import ProjectLock
 
 from ..widgets.dialogs import Dialogs
 from ..workers import Worker
+from .conflicts import Decision, Stamp, conflict_copy_path, decide_write
 from .recovery import OpenPhoto, RecoveryCopies
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,14 @@ class SavingSession(OpenPhoto, Protocol):
     saving_changed: SignalInstance  # str
     bad_mask_file: bool  # the saved mask could not be used: the next save keeps it as .bak
     prediction_state: int | None  # the document's state when it was an untouched prediction
+    lock: ProjectLock | None  # which window edits the project
+
+    @property
+    def read_only(self) -> bool: ...  # opened read-only, not taken over since
+
+    def read_stamp(self, path: Path) -> Stamp: ...  # the mask file as this window knows it
+
+    def note_mask_written(self, path: Path) -> None: ...
 
     def report_dirty(self, path: Path, dirty: bool) -> None: ...
 
@@ -178,6 +188,11 @@ class MaskSaver:
         if document.in_stroke:
             document.end_stroke()
         mask_path = project.mask_path(path)
+        decision = self._may_write(path, mask_path)
+        if decision is Decision.CANCEL:
+            return False
+        if decision is Decision.COPY:
+            return self._save_copy(path, mask_path, document)
         try:
             if session.bad_mask_file and mask_path.exists():
                 os.replace(mask_path, mask_path.with_name(mask_path.name + ".bak"))
@@ -194,6 +209,7 @@ class MaskSaver:
             )
             return False
         document.mark_saved()
+        session.note_mask_written(path)
         self._recovery.discard(project, path)
         predicted = self._record_predicted(
             project, path, document.state_id, session.prediction_state
@@ -205,6 +221,33 @@ class MaskSaver:
         session.mask_saved.emit(path)
         session.notice.emit(f"Saved {mask_path}")
         log.info("Saved %s", mask_path)
+        return True
+
+    def _may_write(self, path: Path, mask_path: Path) -> Decision:
+        """Whether this window may write the mask of ``path`` over its file (the project is
+        still its own, the file as it read it), else what the user chose instead."""
+        session = self._session
+        return decide_write(
+            self._dialogs, session.lock, session.read_only, mask_path, session.read_stamp(path)
+        )
+
+    def _save_copy(self, path: Path, mask_path: Path, document: MaskDocument) -> bool:
+        """Save the edits beside the mask file, which keeps the other version."""
+        session = self._session
+        copy = conflict_copy_path(mask_path)
+        try:
+            write_mask(copy, document.mask)
+        except (StonesegError, OSError) as exc:
+            message = str(exc) if isinstance(exc, StonesegError) else describe_os_error(exc, copy)
+            self._dialogs.error("Cannot save the copy", message)
+            return False
+        document.mark_saved()
+        if document is session.current_document():
+            session.report_dirty(path, False)
+        session.notice.emit(
+            f"Saved your mask as {copy.name}; {mask_path.name} keeps the other version."
+        )
+        log.info("Saved %s (a copy: %s was not ours to overwrite)", copy, mask_path)
         return True
 
     def _record_predicted(
@@ -249,12 +292,17 @@ class MaskSaver:
             return
         session = self._session
         current = document is session.current_document()
+        mask_path = project.mask_path(path)
+        decision = self._may_write(path, mask_path)
+        if decision is not Decision.WRITE:
+            if decision is Decision.COPY:
+                self._save_copy(path, mask_path, document)
+            return
         keep_old = session.bad_mask_file and current
         if keep_old:
             session.bad_mask_file = False
         if current:  # this save holds the edits a recovery copy would
             self._recovery.cancel()
-        mask_path = project.mask_path(path)
         # the copy is what gets written, made on the worker: the user may paint on meanwhile
         snapshot = document.snapshot()
         record = _Save(path, mask_path, project, document, snapshot.state, prediction_state)
@@ -293,6 +341,8 @@ class MaskSaver:
         document, path, project = record.document, record.path, record.project
         current = document is session.current_document()
         document.mark_saved(record.state)
+        if project is session.project:
+            session.note_mask_written(path)
         predicted = self._record_predicted(project, path, record.state, record.prediction_state)
         if current:
             if not predicted and document.state_id != session.prediction_state:

@@ -31,10 +31,12 @@ from stoneseg_core.editing.mask_document import MaskChange, MaskDocument
 from stoneseg_core.errors import MaskError, StonesegError
 from stoneseg_core.io.images import describe_os_error, read_image, read_mask
 from stoneseg_core.io.project import ImageStatus, Project
+from stoneseg_core.io.project_lock import ProjectLock
 
 from ..settings import fallback_data_dir
 from ..widgets.dialogs import Dialogs
 from ..workers import Worker
+from .conflicts import Stamp, file_stamp
 from .display import DisplayImage, make_display_image
 from .recovery import RecoveryCopies
 from .saving import MaskSaver
@@ -124,6 +126,12 @@ class AnnotationSession(QObject):
         self._history: OrderedDict[Path, tuple[MaskDocument, tuple[int, int] | None]] = (
             OrderedDict()
         )
+        # which window edits the project (io.project_lock), and whether this one opened it
+        # read-only; each photo's mask file as it was when this window read it (saving
+        # checks both before it writes: editor/conflicts.py)
+        self.lock: ProjectLock | None = None
+        self._opened_read_only = False
+        self._read_stamps: dict[Path, Stamp] = {}
         self._recovery = RecoveryCopies(self, dialogs, self._track, parent=self)
         self._saver = MaskSaver(self, dialogs, self._recovery, self._track)
 
@@ -139,6 +147,21 @@ class AnnotationSession(QObject):
 
     def current_display(self) -> DisplayImage | TiledPhoto | None:
         return self._display
+
+    @property
+    def read_only(self) -> bool:
+        """This window opened the project read-only (another window edits it) and has not
+        taken it over since."""
+        return self._opened_read_only and not (self.lock is not None and self.lock.held)
+
+    def read_stamp(self, path: Path) -> Stamp:
+        """The mask file of ``path`` as this window last read or wrote it."""
+        return self._read_stamps.get(Path(path))
+
+    def note_mask_written(self, path: Path) -> None:
+        """This window wrote the mask of ``path``: that is the version it knows now."""
+        if self.project is not None:
+            self._read_stamps[Path(path)] = file_stamp(self.project.mask_path(path))
 
     @property
     def is_loading(self) -> bool:
@@ -187,9 +210,16 @@ class AnnotationSession(QObject):
         except OSError as exc:
             self._dialogs.error("Cannot open folder", describe_os_error(exc, folder))
             return False
+        lock = ProjectLock(project.data_dir)
+        read_only = self._claim(project, lock)
+        if read_only is None:
+            return False
         self._close_image()
         self._history.clear()
         self._saver.forget_unsaved()
+        self.release_project()
+        self.lock, self._opened_read_only = lock, read_only
+        self._read_stamps = {}
         self.project = project
         self._images = images
         self._unreadable = {}
@@ -205,6 +235,32 @@ class AnnotationSession(QObject):
         else:
             self.image_changed.emit(None)
         return True
+
+    def _claim(self, project: Project, lock: ProjectLock) -> bool | None:
+        """Lock the project for this window; when another window holds it, the user picks:
+        read-only (True), take over (False) or cancel (None)."""
+        other = lock.acquire()
+        if other is None:
+            return False
+        answer = self._dialogs.ask(
+            "Open in another window",
+            f"{project.root.name} is open in {other.describe()}. Two windows saving the same "
+            "masks lose each other's work.\n\nOpen it here read-only (look, predict and "
+            "analyse; saving asks first), or take it over (the other window then saves "
+            "nothing over your work)?",
+            ["Open read-only", "Take over", "Cancel"],
+            default="Open read-only",
+        )
+        if answer == "Take over":
+            lock.take_over()
+            return False
+        return True if answer == "Open read-only" else None
+
+    def release_project(self) -> None:
+        """Give up this window's lock on the project (closing, or opening another)."""
+        if self.lock is not None:
+            self.lock.release()
+        self.lock = None
 
     def rescan(self) -> list[Path]:
         """Look again for photos in the folder (added or removed since); returns the new ones."""
@@ -253,6 +309,7 @@ class AnnotationSession(QObject):
         token = self._token
         self.image_load_started.emit(path)
         self.history_changed.emit()
+        self._read_stamps[path] = file_stamp(self.project.mask_path(path))  # before reading
         worker = Worker(load_for_editing, path, self.project.mask_path(path))
         worker.succeeded.connect(lambda loaded, t=token: self._on_load_succeeded(t, loaded))
         worker.failed.connect(lambda message, t=token, p=path: self._on_load_failed(t, p, message))
@@ -480,6 +537,7 @@ class AnnotationSession(QObject):
         for worker in list(self._workers):  # a big mask's recovery copy takes seconds
             worker.wait(120_000)
         self._recovery.discard_if_saved()
+        self.release_project()
         return True
 
     def _track(self, worker: Worker) -> None:

@@ -123,3 +123,22 @@ class FakeDialogs(Dialogs):
     def ask_number(self, title, text, value, minimum, maximum, decimals=3):
         self.number_questions.append((title, text))
         return self.numbers.pop(0) if self.numbers else None
+
+
+def pretend_crashed(root: Path) -> None:
+    """The window that holds the project at ``root`` "crashed": its process is gone, so its
+    project lock is stale (a lock names its process; a dead one is taken silently)."""
+    import json
+    import subprocess
+    import sys
+
+    from stoneseg_core.io.project_lock import LOCK_FILE
+
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lock = root / LOCK_FILE
+    lock.write_text(json.dumps(dict(json.loads(lock.read_text()), pid=int(ended.stdout))))

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from guihelpers import drag, make_project, read_png, to_view, wait_loaded, write_photo
+from guihelpers import (
+    drag,
+    make_project,
+    pretend_crashed,
+    read_png,
+    to_view,
+    wait_loaded,
+    write_photo,
+)
 from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import QApplication
@@ -338,7 +346,9 @@ def test_recovery_file_after_a_stroke_restored_at_the_next_opening(
     meta = json.loads((recovery_dir(root) / "a.json").read_text())
     assert meta["image"] == "a.png" and (meta["width"], meta["height"]) == (80, 60)
     assert not (root / "masks" / "a.png").exists()
-    # the app "crashed": nothing was saved. The next start offers the edits back.
+    # the app "crashed": nothing was saved, and its process is gone, so its project lock is
+    # stale. The next start offers the edits back.
+    pretend_crashed(root)
     second_dialogs = FakeDialogs()
     second_dialogs.answers["Restore unsaved edits?"] = "Restore"
     second = make_window(second_dialogs)
@@ -366,6 +376,7 @@ def test_saving_deletes_the_recovery_file_and_discard_is_honoured(
     # a recovery left behind and discarded at the next opening
     paint_line(qtbot, window, y=55.5)
     qtbot.waitUntil((recovery_dir(root) / "a.json").is_file, timeout=10_000)
+    pretend_crashed(root)
     other = FakeDialogs()
     other.answers["Restore unsaved edits?"] = "Discard"
     second = make_window(other)

@@ -88,3 +88,18 @@ def test_no_module_uses_another_modules_private_names():
                 for hit in _private_names_across_modules(path.read_text(), module)
             ]
     assert found == []
+
+
+LONGEST_FUNCTION = 80  # lines, docstring included: one job each, a name that says it
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = []
+    for top in OURS:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > LONGEST_FUNCTION:
+                        long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} {lines}")
+    assert long == []

@@ -49,6 +49,23 @@ class TrainPanel(QWidget):
         super().__init__(parent)
         self.setObjectName("train_panel")
         self.setWindowTitle("Training")
+        self._labelled, self._active_model, self._weights_source = 0, None, ""
+        self._build_fields(cuda_available)
+        self._build_run_choices(devices_text)
+        self.set_config(defaults or TrainConfig())
+        layout = QVBoxLayout(self)
+        layout.addLayout(self._form())
+        layout.addLayout(self._buttons())
+        self.progress = QProgressBar()
+        self.progress.setFormat("%p %")
+        self.status = QLabel("Open a folder of photos, label at least two, then Train.")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+    def _build_fields(self, cuda_available: bool) -> None:
+        """The settings' fields, typed (never read back from text)."""
         self.encoder = QComboBox()
         self.encoder.addItems(ENCODERS)
         self.epochs = QSpinBox(minimum=1, maximum=1000)
@@ -68,32 +85,34 @@ class TrainPanel(QWidget):
         self.batch_size = QSpinBox(minimum=1, maximum=256)
         self.lr = QDoubleSpinBox(decimals=5, minimum=0.00001, maximum=0.1, singleStep=0.0005)
         self.val_fraction = QDoubleSpinBox(decimals=2, minimum=0.05, maximum=0.9, singleStep=0.05)
-        self.pretrained = QCheckBox("Start from ImageNet weights")
-        self.pretrained.toggled.connect(self._show_next_run)
-        self.encoder.currentTextChanged.connect(self._on_encoder_current_text_changed)
         self.device = QComboBox()
         self.device.addItem("Auto", "auto")
         self.device.addItem("CPU", "cpu")
         self.device.addItem("CUDA", "cuda")
         self.device.model().item(2).setEnabled(cuda_available)
-        self.afresh = QCheckBox("Start afresh (ignore the active model)")
-        self.afresh.setToolTip("Unchecked: fine-tune the active model on the labelled photos")
-        self.afresh.toggled.connect(self._show_next_run)
-        # what the next Train does, in one line (fine-tunes which model, on how many photos)
-        self.next_run = QLabel()
-        self.next_run.setObjectName("next_run")
-        self.next_run.setWordWrap(True)
-        self._labelled, self._active_model, self._weights_source = 0, None, ""
-        self.detected = QLabel(f"Detected: {devices_text}")
-        self.detected.setWordWrap(True)
         for combo in (self.encoder, self.scale_policy, self.device):
             # a long item never makes the panel wider than its column (it scrolls sideways)
             combo.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
             )
             combo.setMinimumContentsLength(8)
-        self.set_config(defaults or TrainConfig())
 
+    def _build_run_choices(self, devices_text: str) -> None:
+        """What the run starts from, the hardware found, and the line saying what the next
+        Train does (fine-tunes which model, on how many photos)."""
+        self.pretrained = QCheckBox("Start from ImageNet weights")
+        self.pretrained.toggled.connect(self._show_next_run)
+        self.encoder.currentTextChanged.connect(self._on_encoder_current_text_changed)
+        self.afresh = QCheckBox("Start afresh (ignore the active model)")
+        self.afresh.setToolTip("Unchecked: fine-tune the active model on the labelled photos")
+        self.afresh.toggled.connect(self._show_next_run)
+        self.next_run = QLabel()
+        self.next_run.setObjectName("next_run")
+        self.next_run.setWordWrap(True)
+        self.detected = QLabel(f"Detected: {devices_text}")
+        self.detected.setWordWrap(True)
+
+    def _form(self) -> QFormLayout:
         form = QFormLayout()
         # a narrow column puts each label above its field rather than scrolling sideways
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
@@ -110,7 +129,9 @@ class TrainPanel(QWidget):
         form.addRow("", self.pretrained)
         form.addRow("", self.afresh)
         form.addRow(self.next_run)
+        return form
 
+    def _buttons(self) -> QHBoxLayout:
         self.train_button = QPushButton("Train")
         self.train_button.setToolTip(
             "Train on every photo whose mask you made or reviewed (Ctrl+T)"
@@ -123,18 +144,7 @@ class TrainPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.stop_button)
-
-        self.progress = QProgressBar()
-        self.progress.setFormat("%p %")
-        self.status = QLabel("Open a folder of photos, label at least two, then Train.")
-        self.status.setWordWrap(True)
-
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        return buttons
 
     def _on_encoder_current_text_changed(self, encoder: str) -> None:
         # say where "pretrained" comes from: installed with StoneSeg, or a hub download
@@ -159,8 +169,6 @@ class TrainPanel(QWidget):
         self._show_next_run()
 
     def _show_next_run(self) -> None:
-        if not hasattr(self, "next_run"):
-            return  # still being built
         photos = f"{self._labelled} labelled photo{'s' if self._labelled != 1 else ''}"
         if self._active_model and not self.afresh.isChecked():
             text = f"Next Train fine-tunes {self._active_model} on {photos}."

@@ -34,10 +34,8 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QDockWidget,
-    QFrame,
     QMainWindow,
     QMenu,
-    QScrollArea,
     QWidget,
 )
 
@@ -65,6 +63,7 @@ from .settings import (
     remember_last_image,
 )
 from .widgets.dialogs import Dialogs, ShortcutsDialog
+from .widgets.docks import PanelScroller
 from .widgets.wheel_guard import install_wheel_guard
 
 log = logging.getLogger(__name__)
@@ -171,12 +170,7 @@ class MainWindow(QMainWindow):
             dock = QDockWidget(title or widget.windowTitle(), self)
             dock.setObjectName(f"{widget.objectName() or type(widget).__name__}_dock")
             if scroll:
-                scroller = QScrollArea()
-                scroller.setObjectName(f"{widget.objectName() or type(widget).__name__}_scroll")
-                scroller.setWidgetResizable(True)
-                scroller.setFrameShape(QFrame.Shape.NoFrame)
-                scroller.setWidget(widget)
-                dock.setWidget(scroller)
+                dock.setWidget(PanelScroller(widget))
             else:
                 dock.setWidget(widget)
         self.addDockWidget(area, dock)

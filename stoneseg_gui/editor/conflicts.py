@@ -90,13 +90,13 @@ def _ask_about_the_other_window(
     owner = lock.taken_by() or lock.other_owner()
     who = owner.describe() if owner is not None else "another StoneSeg window"
     why = (
-        "This window opened the project read-only"
+        f"This window opened the project read-only: {who} edits it"
         if read_only
         else f"The project was taken over by {who}"
     )
     answer = dialogs.ask(
         "Another window edits this project",
-        f"{why}: saving {mask_path.name} here could overwrite work saved there ({who}).\n\n"
+        f"{why}. Saving {mask_path.name} here could overwrite work saved there.\n\n"
         "Save your mask as a copy beside it, take the project over and save (the other "
         "window then saves nothing over yours), or cancel (your edits stay open)?",
         ["Save a copy", "Take over and save", "Cancel"],

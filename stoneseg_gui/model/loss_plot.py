@@ -6,6 +6,7 @@ import math
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from stoneseg_core.training.train import BatchProgress, EpochSummary
@@ -26,6 +27,7 @@ GRID_COLOR = "#3c3e43"
 
 
 LEGEND_COLUMN_PX = 190  # one legend entry ("validation (epoch)" and its sample)
+LEGEND_SAMPLE_PX = 60  # an entry's line sample and spacing beside its text
 
 
 class LossPlot(QWidget):
@@ -80,12 +82,24 @@ class LossPlot(QWidget):
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        # as many legend columns as the width holds ("validation (epoch)" was cut to
-        # "validat" in one row of three in a narrow panel); rows get their head-room
-        columns = max(1, min(3, self.width() // LEGEND_COLUMN_PX))
-        if columns != self.legend.columnCount:
-            self.legend.setColumnCount(columns)
+        if self._fit_legend():
             self._fit_axes()
+
+    def _fit_legend(self) -> bool:
+        """As many legend columns as the width holds for its longest entry ("validation
+        (epoch)" was cut to "validat" in one row of three in a narrow panel, an earlier run's
+        "run-... val" likewise); rows get their head-room. True when the columns changed."""
+        metrics = QFontMetrics(self.font())
+        widest = max(
+            (metrics.horizontalAdvance(label.text) for _, label in self.legend.items),
+            default=0,
+        )
+        column = max(LEGEND_COLUMN_PX, widest + LEGEND_SAMPLE_PX)
+        columns = max(1, min(3, (self.width() - 20) // column))
+        if columns == self.legend.columnCount:
+            return False
+        self.legend.setColumnCount(columns)
+        return True
 
     # ------------------------------------------------------------------ current run
     def clear_run(self) -> None:
@@ -156,6 +170,8 @@ class LossPlot(QWidget):
                 self.legend.addItem(curve, name)
             elif not has and listed:
                 self.legend.removeItem(curve)
+        if self._fit_legend():  # its entries changed: its rows need other head-room
+            self._fit_axes()
 
     # ------------------------------------------------------------------ earlier runs
     def show_earlier(self, label: str, history: list[dict]) -> None:

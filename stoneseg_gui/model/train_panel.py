@@ -55,6 +55,11 @@ class TrainPanel(QWidget):
         self.set_config(defaults or TrainConfig())
         layout = QVBoxLayout(self)
         layout.addLayout(self._form())
+        # the wrapped texts in the panel's own column: in the form's field column they were
+        # given less height than their lines on the real screen (a form row does not grow
+        # with its label's height for width)
+        layout.addWidget(self.detected)
+        layout.addWidget(self.next_run)
         layout.addLayout(self._buttons())
         self.progress = QProgressBar()
         self.progress.setFormat("%p %")
@@ -125,10 +130,8 @@ class TrainPanel(QWidget):
         form.addRow("Learning rate", self.lr)
         form.addRow("Validation fraction", self.val_fraction)
         form.addRow("Device", self.device)
-        form.addRow("", self.detected)
         form.addRow("", self.pretrained)
         form.addRow("", self.afresh)
-        form.addRow(self.next_run)
         return form
 
     def _buttons(self) -> QHBoxLayout:

@@ -68,3 +68,16 @@ def test_a_narrow_loss_plot_shows_its_whole_legend(qtbot):
     for label in labels:
         rect = label.mapRectToScene(label.boundingRect())
         assert rect.right() <= area.right() + 1, label.text
+
+    # the next run: the first one's curves stay, faded, under its long name, still whole
+    plot.resize(430, 220)
+    plot.fade_run("run-20261207-022145")
+    plot.add_batch(BatchProgress(1, 3, 1, 10, 0.7, 1e-3, 1.0, 1.0))
+    plot.add_epoch(EpochSummary(1, 3, 0.6, 0.65, s, (), 1, 0.6, True, 1.0, 1e-3))
+    qtbot.wait(50)
+    area = plot.plot.getPlotItem().sceneBoundingRect()
+    texts = [label.text for _, label in plot.legend.items]
+    assert "run-20261207-022145 val" in texts and len(texts) == 5
+    for _, label in plot.legend.items:
+        rect = label.mapRectToScene(label.boundingRect())
+        assert rect.right() <= area.right() + 1, label.text

@@ -212,7 +212,7 @@ def test_listeners_hear_every_change_and_which_ones_are_final() -> None:
     assert all(c.region.area < 50 * 50 for c in heard)
     heard.clear()
     doc.undo()
-    assert len(heard) == 1 and heard[0].final and heard[0].label == "Undo Brush"
+    assert len(heard) == 1 and heard[0].final and heard[0].label == "Undo Brush stroke"
     doc.remove_listener(heard.append)
     doc.redo()
     assert len(heard) == 1

@@ -202,7 +202,7 @@ class MaskDocument:
     def in_stroke(self) -> bool:
         return self._stroke is not None
 
-    def begin_stroke(self, label: str = "Brush") -> None:
+    def begin_stroke(self, label: str = "Brush stroke") -> None:
         """Group the following changes into one undo step (one mouse drag)."""
         if self._stroke is not None:
             self.end_stroke()
@@ -297,7 +297,7 @@ class MaskDocument:
 
     # ------------------------------------------------------------------ brush
     def paint_line(
-        self, start: Point, end: Point, radius: float, value: int = STONE, label: str = "Brush"
+        self, start: Point, end: Point, radius: float, value: int = STONE, label: str = "Brush stroke"
     ) -> Region | None:
         """Paint a round-ended segment: every pixel whose centre lies within ``radius``.
 
@@ -354,12 +354,12 @@ class MaskDocument:
         return self._change(clipped, block, label)
 
     def paint_disc(
-        self, center: Point, radius: float, value: int = STONE, label: str = "Brush"
+        self, center: Point, radius: float, value: int = STONE, label: str = "Brush stroke"
     ) -> Region | None:
         return self.paint_line(center, center, radius, value, label)
 
     def paint_stroke(
-        self, points: Sequence[Point], radius: float, value: int = STONE, label: str = "Brush"
+        self, points: Sequence[Point], radius: float, value: int = STONE, label: str = "Brush stroke"
     ) -> Region | None:
         """A whole stroke through ``points`` as one undo step."""
         if not points:

@@ -115,7 +115,9 @@ class BrushTool(Tool):
 
     def press(self, doc: MaskDocument, ev: PointerEvent) -> None:
         self._stroke_value = (STONE + BACKGROUND - self._value) if ev.secondary else self._value
-        label = "Brush" if self._stroke_value == STONE else "Eraser"
+        # an action, not the tool: the Edit menu reads "Undo Eraser stroke", never "Undo Eraser"
+        # as if the eraser were still the tool in use
+        label = "Brush stroke" if self._stroke_value == STONE else "Eraser stroke"
         doc.begin_stroke(label)
         doc.paint_disc(ev.point, ev.radius, self._stroke_value, label)
         self._last = ev.point

@@ -29,8 +29,9 @@ def test_undo_names_the_action_not_a_tool(qtbot, window, tmp_path):
     root = make_project(tmp_path / "proj", names=("a.png",))
     window.open_folder(root)
     wait_loaded(qtbot, window)
+    drag(qtbot, window.canvas, [(10, 10), (40, 20)])  # the brush paints
     window.tool_settings.set_tool(ToolKind.ERASER)
-    drag(qtbot, window.canvas, [(10, 10), (40, 20)])
+    drag(qtbot, window.canvas, [(10, 10), (40, 20)])  # the eraser takes it away
     window.tool_settings.set_tool(ToolKind.BRUSH)
     undo = window.ui_actions.undo.text().replace("&", "")
     assert undo == "Undo Eraser stroke"

@@ -13,7 +13,8 @@ from stoneseg_core.model.network import (
     recalibrate_batchnorm,
     set_bn_momentum,
 )
-from stoneseg_core.training.train import BatchProgress, EpochSummary, iter_training, run_training
+from stoneseg_core.training.events import BatchProgress, EpochSummary
+from stoneseg_core.training.train import iter_training, run_training
 
 TINY = TrainConfig(epochs=2, crop=64, work_size=128, batch_size=2, samples_per_image=2, seed=0)
 

@@ -272,7 +272,7 @@ def _train_with_progress_bar(gen):
     saved) and goes on up."""
     from tqdm import tqdm
 
-    from stoneseg_core.training.train import BatchProgress, EpochSummary
+    from stoneseg_core.training.events import BatchProgress, EpochSummary
 
     bar = None
     try:

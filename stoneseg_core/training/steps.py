@@ -126,7 +126,7 @@ class TrainingRun:
     best_iou: float = -1.0
     best_epoch: int = 0
     best_scores: Scores | None = None
-    best_per_image: tuple = ()  # of train.ImageScore
+    best_per_image: tuple = ()  # of events.ImageScore
     history: list[dict] = field(default_factory=list)
     cancelled: bool = False
     stone_scores: dict | None = None  # the best model's stones on validation (training/train.py)

@@ -26,13 +26,13 @@ from stoneseg_core.model.config import InferenceConfig, TrainConfig
 from stoneseg_core.model.device import describe_devices
 from stoneseg_core.model.info import read_model_info
 from stoneseg_core.model.scale import scale_fallback
-from stoneseg_core.training.train import (
+from stoneseg_core.training.events import (
     BatchProgress,
     EpochSummary,
     TrainingPhotos,
     TrainResult,
-    iter_project_training,
 )
+from stoneseg_core.training.train import iter_project_training
 
 from ..workers import Worker, start_worker
 from .compare_dialog import CompareDialog, comparison_job

@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from stoneseg_core.training.train import BatchProgress, EpochSummary
+from stoneseg_core.training.events import BatchProgress, EpochSummary
 
 pg.setConfigOptions(
     antialias=True, background="#202226", foreground="#d0d0d0"

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
 )
 
 from stoneseg_core.scoring.pixels import Scores
-from stoneseg_core.training.train import EpochSummary, ImageScore
+from stoneseg_core.training.events import EpochSummary, ImageScore
 
 NAMES = ("accuracy", "iou", "f1", "precision", "recall")
 HEADERS = ("Accuracy", "IoU", "F1", "Precision", "Recall")

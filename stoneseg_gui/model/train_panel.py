@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from stoneseg_core.model import pretrained
 from stoneseg_core.model.config import ENCODERS, TrainConfig
-from stoneseg_core.training.train import BatchProgress, EpochSummary
+from stoneseg_core.training.events import BatchProgress, EpochSummary
 
 
 def format_seconds(seconds: float) -> str:

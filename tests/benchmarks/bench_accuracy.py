@@ -65,7 +65,8 @@ from stoneseg_core.model import scale as work_scale
 from stoneseg_core.model.config import InferenceConfig, TrainConfig
 from stoneseg_core.model.network import build_model, read_model_info
 from stoneseg_core.scoring.pixels import Confusion, confusion
-from stoneseg_core.training.train import EpochSummary, run_training
+from stoneseg_core.training.events import EpochSummary
+from stoneseg_core.training.train import run_training
 
 log = logging.getLogger("bench_accuracy")
 ALSO_SCALE = ""  # --also-scale

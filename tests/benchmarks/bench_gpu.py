@@ -48,7 +48,8 @@ from stoneseg_core.inference.segmenter import Segmenter
 from stoneseg_core.model.config import InferenceConfig, TrainConfig
 from stoneseg_core.model.network import build_model, load_model
 from stoneseg_core.training.dataset import to_work_scale
-from stoneseg_core.training.train import DiceBCELoss, EpochSummary, run_training
+from stoneseg_core.training.events import EpochSummary
+from stoneseg_core.training.train import DiceBCELoss, run_training
 
 log = logging.getLogger("bench_gpu")
 

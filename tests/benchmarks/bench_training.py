@@ -54,7 +54,8 @@ from stoneseg_core.io.images import read_mask
 from stoneseg_core.io.project import split_by_image
 from stoneseg_core.model.config import TrainConfig
 from stoneseg_core.scoring.pixels import confusion, pooled
-from stoneseg_core.training.train import BatchProgress, EpochSummary, iter_training
+from stoneseg_core.training.events import BatchProgress, EpochSummary
+from stoneseg_core.training.train import iter_training
 
 log = logging.getLogger("bench_training")
 

@@ -117,7 +117,7 @@ def test_the_default_brush_fits_the_photo_until_the_user_picks_a_size(qtbot, win
 
 def test_loss_plot_axis_and_legend_follow_the_run(qtbot):
     from stoneseg_core.scoring.pixels import Scores
-    from stoneseg_core.training.train import BatchProgress, EpochSummary
+    from stoneseg_core.training.events import BatchProgress, EpochSummary
     from stoneseg_gui.model.loss_plot import LossPlot
 
     plot = LossPlot()

@@ -8,7 +8,7 @@ from PySide6.QtCore import QRectF
 
 from stoneseg_core.grains import grain_size_distribution, percentiles
 from stoneseg_core.scoring.pixels import Scores
-from stoneseg_core.training.train import BatchProgress, EpochSummary
+from stoneseg_core.training.events import BatchProgress, EpochSummary
 from stoneseg_gui.grains.plot import TICK_LABEL_PX, CurveView, GrainPlot, log2_ticks
 from stoneseg_gui.model.loss_plot import LossPlot
 

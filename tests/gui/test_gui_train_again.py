@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt
 from stoneseg_core.io.images import write_mask
 from stoneseg_core.model.network import read_model_info
 from stoneseg_core.scoring.pixels import Scores
-from stoneseg_core.training.train import Comparison, TrainResult
+from stoneseg_core.training.events import Comparison, TrainResult
 
 TRAIN_TIMEOUT = 120_000
 

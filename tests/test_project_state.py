@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from stoneseg_core.io.project import Project, merge_state
+from stoneseg_core.io.project import Project
+from stoneseg_core.io.project_state import merge_state
 
 
 def test_merge_keeps_their_changes_where_we_changed_nothing():

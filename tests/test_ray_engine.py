@@ -101,7 +101,8 @@ def test_ray_masks_are_byte_identical_to_the_local_engine(
 @needs_ray
 def test_a_rerun_redoes_only_the_deleted_outputs(ray_cluster, trained_model, photos, tmp_path):
     from stoneseg_core.io.images import list_images
-    from stoneseg_core.jobs.ray_engine import RaySettings, iter_segment_ray
+    from stoneseg_core.jobs.ray_engine import RaySettings
+    from stoneseg_core.jobs.ray_segment import iter_segment_ray
 
     out = tmp_path / "out"
     paths, config = list_images(photos), InferenceConfig(threshold=0.5)
@@ -150,7 +151,8 @@ def test_a_corrupt_photo_is_named_and_exits_1(
 @needs_ray
 def test_stopping_ends_the_ray_run_cancelled(ray_cluster, trained_model, photos, tmp_path):
     from stoneseg_core.io.images import list_images
-    from stoneseg_core.jobs.ray_engine import RaySettings, iter_segment_ray
+    from stoneseg_core.jobs.ray_engine import RaySettings
+    from stoneseg_core.jobs.ray_segment import iter_segment_ray
 
     out = tmp_path / "out"
     gen = iter_segment_ray(

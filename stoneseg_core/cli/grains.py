@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     folders = (args.input_dir, args.output_dir, options)
     common = {"mm_per_px": args.mm_per_px, "scales": scales, "shard": args.shard}
     if settings is not None:
-        from stoneseg_core.jobs.ray_engine import iter_grains_ray
+        from stoneseg_core.jobs.ray_grains import iter_grains_ray
 
         gen = iter_grains_ray(args.model_dir, *folders, **common, settings=settings, config=config)
     else:

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if not large_log.isEnabledFor(logging.INFO):
         large_log.setLevel(logging.INFO)
     if settings is not None:
-        from stoneseg_core.jobs.ray_engine import iter_segment_ray
+        from stoneseg_core.jobs.ray_segment import iter_segment_ray
 
         gen = iter_segment_ray(
             args.model_dir,

@@ -62,7 +62,8 @@ def main() -> None:
     setup(args)
     from stoneseg_core.inference.segmenter import Segmenter
     from stoneseg_core.io.images import list_images
-    from stoneseg_core.jobs.ray_engine import RaySettings, iter_segment_ray, ray_session
+    from stoneseg_core.jobs.ray_engine import RaySettings, ray_session
+    from stoneseg_core.jobs.ray_segment import iter_segment_ray
     from stoneseg_core.jobs.segment_folder import iter_segment_images
     from stoneseg_core.model.config import InferenceConfig
     from stoneseg_core.model.network import read_model_info

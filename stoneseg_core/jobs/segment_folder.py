@@ -3,7 +3,7 @@
 photo's georeference) and report each photo as an event.
 
 The Segmenter (``inference.segmenter``) does one photo; this module is the loop around it,
-shared with the Ray engine (``jobs.ray_engine`` runs ``segment_photo`` on its rows).
+shared with the Ray engine (``jobs.ray_segment`` runs ``segment_photo`` on its rows).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from stoneseg_core.model.config import InferenceConfig
 from stoneseg_core.model.network import read_model_info
 
 from ..workers import Worker, start_worker
-from .controller import PREDICTION_SCALES
+from .prediction_jobs import PREDICTION_SCALES
 from .train_panel import format_seconds
 
 

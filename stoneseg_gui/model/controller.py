@@ -1,28 +1,27 @@
 """Train, predict, predict-all, batch-segment and export: the model side of the window.
 
-The controller owns the background workers; widgets get what they need through
-``__init__`` and talk to it through signals. Every core error becomes a dialog, and the
-user's masks are never touched by a failure.
+The controller owns the background workers and holds no panels: it says what happened
+through its signals, which ``side.ModelSide`` connects to the Training panel, the loss plot,
+the metrics and the models (in the order they are emitted, the order they are shown); the
+panels' requests reach it the same way. Every core error becomes a dialog, and the user's
+masks are never touched by a failure.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
-import tifffile
 from PySide6.QtCore import QObject, Signal
 
 from stoneseg_core.errors import StonesegError
-from stoneseg_core.inference.large import LargeEvent, iter_segment_large, needs_windows
-from stoneseg_core.inference.segmenter import Prediction, Segmenter
-from stoneseg_core.io.images import read_image
+from stoneseg_core.inference.large import LargeEvent, needs_windows
+from stoneseg_core.inference.segmenter import Prediction
 from stoneseg_core.io.project import ImageStatus, Project, iter_export_masks
-from stoneseg_core.jobs.segment_folder import SegmentEvent, SegmentSummary, iter_segment_images
-from stoneseg_core.model.config import InferenceConfig, TrainConfig
+from stoneseg_core.jobs.segment_folder import SegmentEvent, SegmentSummary
+from stoneseg_core.model.config import TrainConfig
 from stoneseg_core.model.device import describe_devices
 from stoneseg_core.model.info import read_model_info
 from stoneseg_core.model.scale import scale_fallback
@@ -36,70 +35,15 @@ from stoneseg_core.training.train import iter_project_training
 
 from ..workers import Worker, start_worker
 from .compare_dialog import CompareDialog, comparison_job
-from .history import ModelHistory, Run, list_runs
-from .loss_plot import LossPlot
-from .metrics_panel import MetricsPanel
-from .train_panel import TrainPanel
-
-log = logging.getLogger(__name__)
-
-
-# how the window's predictions bring a photo to the model's scale (InferenceConfig.scale),
-# with the words the Model menu and the batch dialog show
-PREDICTION_SCALES = (
-    ("auto", "The model's own (stone-size models estimate each photo)"),
-    ("stone-size", "By stone size (gravel frames, orthomosaics)"),
-    ("long-side", "Each photo's long side"),
-    ("training", "Same as the training photos (fixed camera)"),
+from .history import Run, list_runs
+from .prediction_jobs import (
+    predict_all_job,
+    predict_image_job,
+    predict_large_image_job,
+    prediction_zoom,
 )
 
-
-def _segmenter(model_dir: Path, scale: str) -> Segmenter:
-    """The model at the chosen prediction scale, with the threshold it chose for itself."""
-    return Segmenter.load(model_dir, InferenceConfig(scale=scale))
-
-
-def predict_image_job(
-    model_dir: Path, image_path: Path, scale: str = "auto"
-) -> tuple[Path, Prediction]:
-    """Predict one photo held whole (a photo of up to ``large.LARGE_PIXELS``)."""
-    return image_path, _segmenter(model_dir, scale).predict(read_image(image_path))
-
-
-def predict_large_image_job(
-    model_dir: Path, image_path: Path, scale: str = "auto", should_stop=None
-):
-    """Predict a photo too big to read whole (over ``large.LARGE_PIXELS``: an orthomosaic)
-    window by window (``large.iter_segment_large``) into a tiled TIFF in a temporary
-    folder, then hand the 0/255 mask on (1 byte a pixel: what the editor holds anyway; no
-    probability, which would take 4). Yields ``LargeEvent``; returns (path, Prediction), or
-    None when stopped."""
-    segmenter = _segmenter(model_dir, scale)
-    with tempfile.TemporaryDirectory(prefix="stoneseg-predict-") as folder:
-        out = Path(folder) / f"{image_path.stem}_mask.tif"
-        summary = yield from iter_segment_large(segmenter, image_path, out, should_stop=should_stop)
-        if summary.cancelled or summary.output is None:
-            return None
-        mask = tifffile.imread(out)
-    return image_path, Prediction(
-        probability=None,
-        mask=mask,
-        scale=summary.scale,
-        min_stone_px=segmenter.speck_floor(summary.scale),
-    )
-
-
-def predict_all_job(
-    model_dir: Path, images: list[Path], masks_dir: Path, scale: str = "auto", should_stop=None
-):
-    """Write a predicted mask for each photo (``iter_segment_images``); yields SegmentEvent."""
-    segmenter = _segmenter(model_dir, scale)
-    return (yield from iter_segment_images(segmenter, images, masks_dir, should_stop=should_stop))
-
-
-def prediction_zoom(scale: float) -> str:
-    """The working scale in a user's words: the photo at "1.5x" or "0.25x" of its size."""
-    return f"{scale:.2g}x" if scale < 1 else f"{scale:.1f}x".replace(".0x", "x")
+log = logging.getLogger(__name__)
 
 
 class ModelController(QObject):
@@ -108,24 +52,31 @@ class ModelController(QObject):
     prediction_ready = Signal(object)  # Path of the photo predicted
     prediction_progressed = Signal(float)  # fraction of a big photo's prediction; -1: over
     notice = Signal(str)
+    # the training run, as the Training panel shows it
+    message = Signal(str)  # what the run is doing, or how it ended
+    running_changed = Signal(bool)  # a run started (True) or is over (False)
+    run_ended = Signal(str)  # "finished" | "stopped" | "failed"
+    labelled_count_changed = Signal(int)  # labelled photos (until a run has more to say)
+    next_run_changed = Signal(int, object)  # labelled photos, the model it tunes (name | None)
+    batch_done = Signal(object)  # BatchProgress
+    epoch_done = Signal(object, object, object)  # EpochSummary, best scores, best per-photo rows
+    # the loss plot: this run's curves, and an earlier run's shown beside them
+    run_curves_cleared = Signal()
+    run_curves_faded = Signal(str)  # the name of the run before, kept faded to compare
+    earlier_curves_shown = Signal(str, object)  # the run's name, its history (list[dict])
+    earlier_curves_cleared = Signal()
+    # the validation metrics and the models
+    model_metrics_changed = Signal(object, str)  # a model's recorded metrics (dict), a title
+    metrics_cleared = Signal()
+    stones_scored = Signal(object)  # the run's stone-level scores (dict | None)
+    runs_changed = Signal(object, object)  # list[Run] newest first, the active model (Path | None)
 
-    def __init__(
-        self,
-        session,
-        canvas,
-        dialogs,
-        panel: TrainPanel,
-        plot: LossPlot,
-        metrics: MetricsPanel,
-        history: ModelHistory,
-        parent: QObject | None = None,
-    ) -> None:
+    def __init__(self, session, canvas, dialogs, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.session, self.canvas, self.dialogs = session, canvas, dialogs
         self.prediction_scale = "auto"  # InferenceConfig.scale of Predict (Model menu)
         self._scale_note: str | None = None  # why that scale fell back to the long side
         self._scale_told: set[tuple[Path, str]] = set()  # (model, scale) already explained
-        self.panel, self.plot, self.metrics, self.history = panel, plot, metrics, history
         self._train_worker: Worker | None = None
         self._train_out: Path | None = None
         self._train_result: TrainResult | None = None
@@ -138,11 +89,6 @@ class ModelController(QObject):
         self.prediction: Prediction | None = None
         self._prediction_path: Path | None = None
         self._dialogs_open: list = []
-        panel.train_requested.connect(self._on_panel_train_requested)
-        panel.stop_requested.connect(self.stop_training)
-        history.activate_requested.connect(self.set_active_model)
-        history.compare_requested.connect(self._on_history_compare_requested)
-        metrics.image_comparison_requested.connect(self.compare_validation_image)
         session.project_opened.connect(self._on_session_project_opened)
         session.mask_saved.connect(self._on_session_mask_saved)
         session.image_changed.connect(self._on_session_image_changed)
@@ -167,41 +113,44 @@ class ModelController(QObject):
     def active_model(self) -> Path | None:
         return self.project.active_model if self.project else None
 
-    def refresh_history(self) -> None:
+    def refresh_history(self) -> list[Run]:
+        """Read the project's runs again and announce them (``runs_changed``); returns them."""
         if self.project is None:
-            self.history.set_runs([], None)
-            return
-        self.history.set_runs(list_runs(self.project.models_dir), self.active_model())
+            self.runs_changed.emit([], None)
+            return []
+        runs = list_runs(self.project.models_dir)
+        self.runs_changed.emit(runs, self.active_model())
+        return runs
 
     def _show_next_run(self) -> None:
         """The panel's line on what the next Train does (the photos, the model it tunes)."""
         project, active = self.project, self.active_model()
         labelled = len(project.labelled_pairs()) if project is not None else 0
-        self.panel.set_next_run_context(labelled, active.name if active is not None else None)
+        self.next_run_changed.emit(labelled, active.name if active is not None else None)
 
     def _on_session_project_opened(self, project: Project) -> None:
         self._train_out = None
         self._last_run = None
-        self.panel.show_labelled_count(len(project.labelled_pairs()))
+        self.labelled_count_changed.emit(len(project.labelled_pairs()))
         self._show_next_run()
-        self.plot.clear_run()
-        self.plot.clear_earlier()
-        self.refresh_history()
+        self.run_curves_cleared.emit()
+        self.earlier_curves_cleared.emit()
+        runs = self.refresh_history()
         active = self.active_model()
         if active is not None:
-            runs = [r for r in self.history.runs() if r.folder.resolve() == active.resolve()]
+            runs = [r for r in runs if r.folder.resolve() == active.resolve()]
             if runs:
-                self.metrics.show_model_metrics(
+                self.model_metrics_changed.emit(
                     runs[0].info.metrics, f"Active model {runs[0].label}"
                 )
-                self.plot.show_earlier(runs[0].label, runs[0].info.history)
+                self.earlier_curves_shown.emit(runs[0].label, runs[0].info.history)
         else:
-            self.metrics.clear()
+            self.metrics_cleared.emit()
 
     def _on_session_mask_saved(self, _path) -> None:
         # keep the count current until a run has something more useful to say
         if self.project is not None and not self.is_training and self._train_out is None:
-            self.panel.show_labelled_count(len(self.project.labelled_pairs()))
+            self.labelled_count_changed.emit(len(self.project.labelled_pairs()))
         if self.project is not None and not self.is_training:
             self._show_next_run()
 
@@ -211,9 +160,6 @@ class ModelController(QObject):
             self._prediction_path = None
 
     # ------------------------------------------------------------------ training
-    def _on_panel_train_requested(self, config: TrainConfig, afresh: bool) -> None:
-        self.start_training(config, afresh)
-
     def start_training(self, config: TrainConfig, afresh: bool = False) -> bool:
         project = self.project
         if self.is_training:
@@ -246,13 +192,13 @@ class ModelController(QObject):
         self._train_out = out
         self._best_scores, self._best_rows = None, ()
         if self._last_run is not None:  # the run before this one stays, faded, to compare
-            self.plot.fade_run(self._last_run)
+            self.run_curves_faded.emit(self._last_run)
         else:
-            self.plot.clear_run()
+            self.run_curves_cleared.emit()
         self._last_run = out.name
-        self.panel.set_running(True)
+        self.running_changed.emit(True)
         self._train_from = from_model.name if from_model else None
-        self.panel.show_message(self._training_words(n_pairs, 0))
+        self.message.emit(self._training_words(n_pairs, 0))
         self._train_notes = ""
         self._train_result = None
         # the new run is compared with the active model on the validation photos that the
@@ -275,7 +221,7 @@ class ModelController(QObject):
     def stop_training(self) -> None:
         if self.is_training:
             self._train_worker.request_stop()
-            self.panel.show_message("Stopping after this batch; the best model so far is kept…")
+            self.message.emit("Stopping after this batch; the best model so far is kept…")
 
     def wait_for_training(self, timeout_ms: int = 120_000) -> bool:
         return self._train_worker.wait(timeout_ms) if self._train_worker is not None else True
@@ -290,19 +236,16 @@ class ModelController(QObject):
 
     def _on_train_worker_progressed(self, event) -> None:
         if isinstance(event, TrainingPhotos):
-            self.panel.show_message(self._training_words(event.photos, event.with_labels))
+            self.message.emit(self._training_words(event.photos, event.with_labels))
             self._train_notes = " ".join(event.notes)
             if event.notes:
                 self.notice.emit(self._train_notes)
         elif isinstance(event, BatchProgress):
-            self.plot.add_batch(event)
-            self.panel.show_batch(event)
+            self.batch_done.emit(event)
         elif isinstance(event, EpochSummary):
             if event.is_best:
                 self._best_scores, self._best_rows = event.val, event.per_image
-            self.plot.add_epoch(event)
-            self.metrics.show_epoch(event, self._best_scores, self._best_rows)
-            self.panel.show_epoch(event)
+            self.epoch_done.emit(event, self._best_scores, self._best_rows)
 
     def _on_train_worker_succeeded(self, result: TrainResult) -> None:
         project = self.project
@@ -319,7 +262,7 @@ class ModelController(QObject):
             cmp = result.comparison
             if cmp is not None and not cmp.new_is_not_worse:
                 # a worse model never replaces the active one by itself
-                self.panel.show_message(
+                self.message.emit(
                     f"{head} On the same {len(cmp.images)} validation photo(s) ({', '.join(cmp.images)}) "
                     f"it scored IoU {100 * cmp.new.iou:.1f} % against {100 * cmp.other_scores.iou:.1f} % "
                     f"for the active model {cmp.other.name}, which stays active. "
@@ -338,7 +281,7 @@ class ModelController(QObject):
                     if cmp is not None
                     else ""
                 )
-                self.panel.show_message(
+                self.message.emit(
                     f"{head}{same} {result.model_dir.name} is now the active model."
                     + (f" {self._train_notes}" if self._train_notes else "")
                 )
@@ -346,13 +289,13 @@ class ModelController(QObject):
                     f"Model {result.model_dir.name} is ready: press Ctrl+P to predict this photo."
                 )
         else:
-            self.panel.show_message("Stopped before a model could be kept.")
-        self.metrics.show_stones(result.stones)
+            self.message.emit("Stopped before a model could be kept.")
+        self.stones_scored.emit(result.stones)
         self.refresh_history()
         self._train_result = result
 
     def _on_train_worker_failed(self, message: str) -> None:
-        self.panel.show_message(f"Training failed: {message}")
+        self.message.emit(f"Training failed: {message}")
         self.refresh_history()
         self.dialogs.error("Training failed", message)
         self._train_result = None
@@ -360,9 +303,9 @@ class ModelController(QObject):
     def _on_train_worker_finished(self) -> None:
         # only now is the worker no longer running: what listens (the Train and Stop
         # actions) sees the run as over
-        self.panel.set_running(False)
+        self.running_changed.emit(False)
         result = self._train_result
-        self.panel.show_outcome(
+        self.run_ended.emit(
             "failed" if result is None else "stopped" if result.cancelled else "finished"
         )
         self._show_next_run()
@@ -376,15 +319,11 @@ class ModelController(QObject):
         except StonesegError as exc:
             self.dialogs.error("Cannot change the active model", str(exc))
             return
-        self.refresh_history()
-        runs = [r for r in self.history.runs() if r.folder == Path(folder)]
+        runs = [r for r in self.refresh_history() if r.folder == Path(folder)]
         if runs:
-            self.metrics.show_model_metrics(runs[0].info.metrics, f"Active model {runs[0].label}")
+            self.model_metrics_changed.emit(runs[0].info.metrics, f"Active model {runs[0].label}")
         self.notice.emit(f"{Path(folder).name} is now the active model.")
         self._show_next_run()
-
-    def _on_history_compare_requested(self, run: Run) -> None:
-        self.plot.show_earlier(run.label, run.info.history)
 
     # ------------------------------------------------------------------ one-off tasks
     def _start_task(

@@ -17,10 +17,11 @@ from ..actions import make_action
 from ..host import WindowHost
 from ..settings import load_train_settings, save_train_settings
 from .batch_dialog import BatchDialog
-from .controller import PREDICTION_SCALES, ModelController
-from .history import ModelHistory, list_runs
+from .controller import ModelController
+from .history import ModelHistory, Run, list_runs
 from .loss_plot import LossPlot
 from .metrics_panel import MetricsPanel
+from .prediction_jobs import PREDICTION_SCALES
 from .train_panel import TrainPanel
 
 SCALE_KEY = "prediction_scale"  # QSettings: Model > Prediction scale
@@ -65,16 +66,7 @@ class ModelSide:
         self.plot = LossPlot()
         self.metrics = MetricsPanel()
         self.history = ModelHistory()
-        self.controller = ModelController(
-            window.session,
-            window.canvas,
-            window.dialogs,
-            self.panel,
-            self.plot,
-            self.metrics,
-            self.history,
-            window,
-        )
+        self.controller = ModelController(window.session, window.canvas, window.dialogs, window)
         self.batch_dialog: BatchDialog | None = None
 
     def _add_docks(self, window: WindowHost) -> None:
@@ -177,12 +169,37 @@ class ModelSide:
                 self.scale_actions = self._add_scale_menu(menu)
 
     def _connect_controller(self, c: ModelController) -> None:
-        """The controller's news: the actions' state, remembered settings, the status bar."""
+        """The panels' requests to the controller, and its news: to the panels, the actions'
+        state, remembered settings, the status bar."""
+        self.panel.train_requested.connect(self._on_panel_train_requested)
+        self.panel.stop_requested.connect(c.stop_training)
+        self.history.activate_requested.connect(c.set_active_model)
+        self.history.compare_requested.connect(self._on_history_compare_requested)
+        self.metrics.image_comparison_requested.connect(c.compare_validation_image)
+        self._connect_panels(c)
         c.training_started.connect(self._refresh_actions)
         c.training_started.connect(self._remember_training_settings)
         c.training_finished.connect(self._refresh_actions)
         c.notice.connect(self._on_controller_notice)
         c.prediction_progressed.connect(self._on_controller_prediction_progressed)
+
+    def _connect_panels(self, c: ModelController) -> None:
+        """What the controller says happened, shown by the panel that shows it."""
+        c.message.connect(self.panel.show_message)
+        c.running_changed.connect(self.panel.set_running)
+        c.run_ended.connect(self.panel.show_outcome)
+        c.labelled_count_changed.connect(self.panel.show_labelled_count)
+        c.next_run_changed.connect(self.panel.set_next_run_context)
+        c.batch_done.connect(self._on_controller_batch_done)
+        c.epoch_done.connect(self._on_controller_epoch_done)
+        c.run_curves_cleared.connect(self.plot.clear_run)
+        c.run_curves_faded.connect(self.plot.fade_run)
+        c.earlier_curves_shown.connect(self.plot.show_earlier)
+        c.earlier_curves_cleared.connect(self.plot.clear_earlier)
+        c.model_metrics_changed.connect(self.metrics.show_model_metrics)
+        c.metrics_cleared.connect(self.metrics.clear)
+        c.stones_scored.connect(self.metrics.show_stones)
+        c.runs_changed.connect(self.history.set_runs)
 
     def _add_scale_menu(self, menu) -> dict[str, QAction]:
         """Model > Prediction scale: how Predict brings a photo to the model's scale (the
@@ -217,6 +234,21 @@ class ModelSide:
     # ------------------------------------------------------------------ slots
     def _remember_training_settings(self) -> None:
         save_train_settings(self.window.settings, self.panel.config().to_dict())
+
+    def _on_panel_train_requested(self, config: TrainConfig, afresh: bool) -> None:
+        self.controller.start_training(config, afresh)
+
+    def _on_history_compare_requested(self, run: Run) -> None:
+        self.plot.show_earlier(run.label, run.info.history)
+
+    def _on_controller_batch_done(self, event) -> None:
+        self.plot.add_batch(event)
+        self.panel.show_batch(event)
+
+    def _on_controller_epoch_done(self, event, best_scores, best_rows) -> None:
+        self.plot.add_epoch(event)
+        self.metrics.show_epoch(event, best_scores, best_rows)
+        self.panel.show_epoch(event)
 
     def _on_train_triggered(self) -> None:
         self.controller.start_training(self.panel.config(), self.panel.afresh.isChecked())

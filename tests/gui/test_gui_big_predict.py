@@ -16,7 +16,7 @@ from stoneseg_core.inference import large
 from stoneseg_core.inference.segmenter import Segmenter
 from stoneseg_gui.editor.tiled_photo import TiledPhoto
 from stoneseg_gui.grains.big_stones import stone_borders
-from stoneseg_gui.model import controller as model_controller
+from stoneseg_gui.model import prediction_jobs
 
 SIZE = 4096  # over the pyramid's threshold; "huge" is lowered below it for a quick test
 
@@ -46,7 +46,7 @@ def huge_project(tmp_path, big_tiff, monkeypatch) -> Path:
     def never_whole(path, *args, **kwargs):
         raise AssertionError(f"{Path(path).name} was read whole")
 
-    monkeypatch.setattr(model_controller, "read_image", never_whole)
+    monkeypatch.setattr(prediction_jobs, "read_image", never_whole)
     (tmp_path / "proj" / "images").mkdir(parents=True)
     (tmp_path / "proj" / "images" / "ortho.tif").symlink_to(big_tiff)
     return tmp_path / "proj"

@@ -10,7 +10,7 @@ from guihelpers import make_project, wait_loaded
 from PySide6.QtGui import QColor
 from skimage.draw import disk
 
-from stoneseg_gui.model.controller import prediction_zoom
+from stoneseg_gui.model.prediction_jobs import prediction_zoom
 from stoneseg_gui.widgets.theme import PREDICTION_COLOR, STONE_COLOR
 
 

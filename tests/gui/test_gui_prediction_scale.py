@@ -115,7 +115,7 @@ def test_a_model_without_a_standard_stone_says_it_predicts_by_the_long_side(
 
 def test_predictions_keep_the_threshold_the_model_chose(trained_model, tmp_path):
     """Choosing a scale must not reset the model's own threshold to the default."""
-    from stoneseg_gui.model.controller import _segmenter
+    from stoneseg_gui.model.prediction_jobs import _segmenter
 
     model = tmp_path / "model"
     shutil.copytree(trained_model, model)

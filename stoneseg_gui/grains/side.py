@@ -29,8 +29,9 @@ from ..host import WindowHost
 from .actions import GrainActions, create_grain_actions
 from .analysing import Analysing
 from .controller import GrainsController
+from .distribution_panel import DistributionPanel
 from .exports import export_plot_png, export_stones_csv
-from .panel import DistributionPanel, GrainPanel
+from .panel import GrainPanel
 from .plot import CurveView
 from .pooling import Pooling
 from .scale_steps import ScaleSteps

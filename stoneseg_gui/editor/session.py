@@ -4,8 +4,8 @@
 views. It holds no widgets: views listen to its signals, and the one thing it asks the
 user goes through ``Dialogs``. Rules it keeps so that nothing is lost:
 
-- a photo is decoded on a worker thread; a result that arrives after the user moved on
-  is dropped;
+- a photo is decoded on a worker thread (``loading.load_for_editing``); a result that
+  arrives after the user moved on is dropped;
 - switching photo, opening another folder and quitting save the mask first; if that save
   fails the user stays where the edits are;
 - a finished edit schedules a recovery copy; saving deletes it.
@@ -20,16 +20,14 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from stoneseg_core.display.tiff_tiles import is_big_tiff_photo
 from stoneseg_core.editing.mask_document import MaskChange, MaskDocument
-from stoneseg_core.errors import MaskError, StonesegError
-from stoneseg_core.io.images import describe_os_error, read_image, read_mask
+from stoneseg_core.errors import StonesegError
+from stoneseg_core.io.images import describe_os_error
 from stoneseg_core.io.project import ImageStatus, Project
 from stoneseg_core.io.project_lock import ProjectLock
 
@@ -37,7 +35,8 @@ from ..settings import fallback_data_dir
 from ..widgets.dialogs import Dialogs
 from ..workers import Worker
 from .conflicts import Stamp, file_stamp
-from .display import DisplayImage, make_display_image
+from .display import DisplayImage
+from .loading import LoadedImage, close_display, load_for_editing
 from .recovery import RecoveryCopies
 from .saving import MaskSaver
 from .tiled_photo import TiledPhoto
@@ -46,46 +45,6 @@ log = logging.getLogger(__name__)
 
 HISTORY_IMAGES = 8  # photos whose undo history survives switching away and back
 HISTORY_BYTES = 768 * 1024 * 1024  # ...within this much memory (masks + histories)
-
-
-@dataclass(frozen=True)
-class LoadedImage:
-    path: Path
-    display: DisplayImage | TiledPhoto  # a TiledPhoto for a TIFF too big to hold whole
-    mask: np.ndarray | None  # None: no mask saved yet
-    mask_error: str | None  # the saved mask exists but cannot be used
-    # a big photo's document, made on the worker too (its mask is hundreds of MB to copy)
-    document: MaskDocument | None = None
-
-
-def load_for_editing(image_path: Path, mask_path: Path) -> LoadedImage:
-    """Decode a photo and its mask (runs on a worker thread). Raises ImageReadError.
-
-    A TIFF of more than ``BIG_PHOTO_PIXELS`` (an orthomosaic) is not decoded: its header is
-    checked and the canvas draws it tile by tile (``TiledPhoto``)."""
-    if is_big_tiff_photo(image_path):
-        display: DisplayImage | TiledPhoto = TiledPhoto.open(image_path)
-    else:
-        display = make_display_image(read_image(image_path))
-    mask, error = None, None
-    if mask_path.is_file():
-        try:
-            mask = read_mask(mask_path, expected_size=(display.height, display.width))
-        except MaskError as exc:
-            error = str(exc)
-        except BaseException:
-            _close_display(display)
-            raise
-    document = None
-    if isinstance(display, TiledPhoto):  # made (and its memory mapped in) here
-        shape = (display.height, display.width)
-        document = MaskDocument(mask) if mask is not None else MaskDocument(shape=shape)
-    return LoadedImage(Path(image_path), display, mask, error, document)
-
-
-def _close_display(display: DisplayImage | TiledPhoto | None) -> None:
-    if isinstance(display, TiledPhoto):
-        display.close()
 
 
 class AnnotationSession(QObject):
@@ -348,7 +307,7 @@ class AnnotationSession(QObject):
         self._token += 1
         self._current = None
         self._document = None
-        _close_display(self._display)  # a big photo's tile threads and file
+        close_display(self._display)  # a big photo's tile threads and file
         self._display = None
         self._loading = False
         self._last_dirty = False
@@ -357,7 +316,7 @@ class AnnotationSession(QObject):
 
     def _on_load_succeeded(self, token: int, loaded: LoadedImage) -> None:
         if token != self._token:
-            _close_display(loaded.display)
+            close_display(loaded.display)
             return  # the user moved on while this photo was decoding
         self._loading = False
         h, w = loaded.display.height, loaded.display.width

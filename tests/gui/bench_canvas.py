@@ -25,7 +25,7 @@ from PySide6.QtWidgets import QApplication
 
 from stoneseg_core.editing.mask_document import MaskDocument
 from stoneseg_gui.editor.canvas import MaskCanvas
-from stoneseg_gui.editor.session import load_for_editing
+from stoneseg_gui.editor.loading import load_for_editing
 from stoneseg_gui.editor.tool_settings import ToolSettings
 
 

@@ -36,7 +36,7 @@ class LossPlot(QWidget):
     def __init__(self, smoothing: float = 0.9, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("loss_plot")
-        self.setWindowTitle("Training curves")
+        self.setWindowTitle("Curves")
         self._alpha = 1.0 - smoothing
         self.plot = pg.PlotWidget()
         self.plot.setLabel("bottom", "epoch")

@@ -53,7 +53,7 @@ class MetricsPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("metrics_panel")
-        self.setWindowTitle("Validation metrics")
+        self.setWindowTitle("Metrics")
         self.caption = QLabel(
             "No model trained yet. Validation uses photos the model never learned from."
         )

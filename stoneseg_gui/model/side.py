@@ -75,10 +75,10 @@ class ModelSide:
             self.panel, Qt.DockWidgetArea.RightDockWidgetArea, "Training", scroll=True
         )
         self.plot_dock = window.add_dock(
-            self.plot, Qt.DockWidgetArea.BottomDockWidgetArea, "Training curves"
+            self.plot, Qt.DockWidgetArea.BottomDockWidgetArea, "Curves"
         )
         self.metrics_dock = window.add_dock(
-            self.metrics, Qt.DockWidgetArea.BottomDockWidgetArea, "Validation metrics"
+            self.metrics, Qt.DockWidgetArea.BottomDockWidgetArea, "Metrics"
         )
         self.history_dock = window.add_dock(
             self.history, Qt.DockWidgetArea.BottomDockWidgetArea, "Models"

@@ -207,3 +207,21 @@ def test_no_panel_scrolls_sideways_on_a_laptop_or_a_netbook(qtbot, window, tmp_p
         window.reset_layout()
         qtbot.wait(100)
         assert _sideways(window) == [], size
+
+
+def test_the_tabs_read_whole_on_a_netbook(qtbot, window):
+    """At 1024 x 600 the lower tab group's titles fit their tabs ('Training c...', 'M...'
+    before they were shortened)."""
+    from PySide6.QtGui import QFontMetrics
+    from PySide6.QtWidgets import QTabBar
+
+    _at(qtbot, window, 1024, 600)
+    window.reset_layout()
+    qtbot.wait(100)
+    bars = [b for b in window.findChildren(QTabBar) if b.isVisible() and b.count()]
+    assert bars
+    for bar in bars:
+        metrics = QFontMetrics(bar.font())
+        for i in range(bar.count()):
+            text = bar.tabText(i)
+            assert bar.tabRect(i).width() >= metrics.horizontalAdvance(text), text

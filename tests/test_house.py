@@ -103,3 +103,21 @@ def test_no_function_is_longer_than_a_screen():
                     if lines > LONGEST_FUNCTION:
                         long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} {lines}")
     assert long == []
+
+
+LONGEST_MODULE = 500  # lines, unless the module is one class
+
+
+def test_no_module_is_longer_than_500_lines_unless_it_is_one_class():
+    long = []
+    for top in OURS:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            source = path.read_text()
+            lines = len(source.splitlines())
+            if lines <= LONGEST_MODULE:
+                continue
+            tree = ast.parse(source)
+            defs = [n for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))]
+            if len(defs) != 1 or not isinstance(defs[0], ast.ClassDef):
+                long.append(f"{path.relative_to(ROOT)} {lines}")
+    assert long == []

@@ -60,6 +60,8 @@ class OpenPhoto(Protocol):
 
     def current_document(self) -> MaskDocument | None: ...
 
+    def dirty_photo(self) -> tuple[MaskDocument, Path, Project] | None: ...
+
     def image_status(self, path: Path) -> ImageStatus: ...
 
 
@@ -126,14 +128,10 @@ class RecoveryCopies(QObject):
         """Write the unsaved mask to the recovery folder on a worker thread."""
         self._timer.stop()
         self._due = None
-        session = self._session
-        document, path, project = (
-            session.current_document(),
-            session.current_image_path(),
-            session.project,
-        )
-        if document is None or path is None or project is None or not document.dirty:
+        dirty = self._session.dirty_photo()
+        if dirty is None:
             return
+        document, path, project = dirty
         if self._worker is not None and self._worker.is_running:
             # one copy at a time (a big mask's takes seconds): this one comes after it
             self._timer.start()
@@ -147,7 +145,7 @@ class RecoveryCopies(QObject):
             lambda _result, d=document, p=path: self._on_written(d, p, data_dir)
         )
         worker.failed.connect(
-            lambda message: session.notice.emit(f"Recovery copy not written: {message}")
+            lambda message: self._session.notice.emit(f"Recovery copy not written: {message}")
         )
         self._track(worker)
         worker.start()

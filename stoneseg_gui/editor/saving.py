@@ -178,13 +178,10 @@ class MaskSaver:
     def _write_current(self) -> bool:
         """Write the open photo's mask on this thread, if it has unsaved edits."""
         session = self._session
-        document, path, project = (
-            session.current_document(),
-            session.current_image_path(),
-            session.project,
-        )
-        if document is None or path is None or project is None or not document.dirty:
+        dirty = session.dirty_photo()
+        if dirty is None:
             return True
+        document, path, project = dirty
         if document.in_stroke:
             document.end_stroke()
         mask_path = project.mask_path(path)

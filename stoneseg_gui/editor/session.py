@@ -104,6 +104,13 @@ class AnnotationSession(QObject):
     def current_document(self) -> MaskDocument | None:
         return self._document
 
+    def dirty_photo(self) -> tuple[MaskDocument, Path, Project] | None:
+        """The open photo's document, path and project when it has unsaved edits."""
+        document, path, project = self._document, self._current, self.project
+        if document is None or path is None or project is None or not document.dirty:
+            return None
+        return document, path, project
+
     def current_display(self) -> DisplayImage | TiledPhoto | None:
         return self._display
 

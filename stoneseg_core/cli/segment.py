@@ -47,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         choices=RUNTIMES,
         help="what runs the network: auto = ONNX Runtime on the CPU, PyTorch on a GPU; "
         "onnx-int8 = ONNX Runtime with the network in int8, calibrated on up to 8 of the photos "
-        "the first time (faster; masks close to, not equal to, float32's: README)",
+        "the first time (faster; masks close to, not equal to, float32's: docs/benchmarks.md)",
     )
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_scale_arguments(s)

@@ -4,7 +4,7 @@ The half of the ONNX Runtime path that runs a network already exported (onnx_exp
 and checks it, with torch): where the cache is, the checksums beside its files, the
 ONNX Runtime session (numpy in, numpy out) and the small ``.folder`` notes that name the
 export of a model folder. With these, ``stoneseg segment`` on the CPU never imports torch
-once a model's export is cached (README, "Inference speed").
+once a model's export is cached (docs/benchmarks.md, "CPU inference in ONNX Runtime").
 
 Cache folder: ``STONESEG_CACHE_DIR`` when that is set, else the user's cache folder
 (``$XDG_CACHE_HOME/stoneseg/onnx`` or ``~/.cache/stoneseg/onnx`` on Linux,
@@ -215,7 +215,7 @@ def remember_folder(folder: Path, net: OnnxNetwork) -> None:
 # (the stem and the mask head) and the depthwise ones: measured on the dev photos with a
 # trained lite0, quantising every convolution agreed with float32 at IoU 0.94, leaving the
 # ends in float32 0.96, the depthwise ones too 0.985, at about the same speed (~1.8x the
-# float32 network under load). Still short of 0.995: an option, never the default (README).
+# float32 network under load). Still short of 0.995: an option, never the default (docs/benchmarks.md).
 
 INT8_FORMAT = "int8-qdq-1"  # change when the quantisation changes: old files go unused
 INT8_KEEP_FLOAT = (1, 3)  # convolutions left in float32: the first 1 and the last 3

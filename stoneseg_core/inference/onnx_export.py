@@ -2,7 +2,7 @@
 
 On the CPU a float32 U-Net is faster in ONNX Runtime than in eager PyTorch: the runtime
 folds every BatchNorm into its convolution, runs activations and residual adds inside the
-convolutions and lays the weights out once (README, "Inference speed"). The model is
+convolutions and lays the weights out once (docs/benchmarks.md, "CPU inference in ONNX Runtime"). The model is
 exported once per set of weights with PyTorch's TorchScript-based ONNX exporter (it needs
 the ``onnx`` package; the newer torch.export-based exporter took minutes for the
 EfficientNet-Lite encoders), with the batch, height and width left free, and cached:

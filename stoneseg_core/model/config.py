@@ -36,7 +36,7 @@ TARGETS = {"mask": 1, "mask+boundary": 2}
 # "auto" = ONNX Runtime on the CPU in float32, PyTorch on a GPU or with reduced precision;
 # "onnx-int8" = ONNX Runtime with the network quantised to int8 (onnx_cache.int8_network,
 # calibrated on the first photos it is given): faster, masks close to but not the same as
-# float32's (README), so only when asked for.
+# float32's (docs/benchmarks.md), so only when asked for.
 RUNTIMES = ("auto", "onnx", "onnx-int8", "torch")
 
 # How a photo's working scale is found at inference: "auto" = the model's own policy (a

@@ -252,7 +252,7 @@ def _end_epoch(
     val = _validate(run.model, run.val_samples, run.info, run.val_loss_fn, run.device, None)
     best_t = val.best_threshold()
     # a threshold chosen on one or two photos fitted those photos, not the model: on
-    # held-out photos it lost IoU (README, "Threshold"), so it takes enough of them
+    # held-out photos it lost IoU (docs/benchmarks.md, "The threshold chosen on the validation photos"), so it takes enough of them
     choose = cfg.choose_threshold and len(val.stems) >= cfg.threshold_min_val_images
     threshold = best_t if choose else cfg.threshold
     scores, rows = val.at(threshold)

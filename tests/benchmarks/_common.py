@@ -435,7 +435,7 @@ def network_reading(
     every stone bigger than its mask, the standard one too), and not used as one: on 4x
     mosaics of the conveyor tiles it halved the estimate's distance from the masks' scale,
     but on the dev photos, whose network-to-mask ratios differ from photo to photo (0.67 to
-    2.54 on one fold), it lost 0.05 of mean IoU by stone size (README, "Scale by stone
+    2.54 on one fold), it lost 0.05 of mean IoU by stone size (docs/scale.md, "Scale by stone
     size"), so it lives here, for ``bench_scale.py --reading`` and ``bench_accuracy.py
     --also-scale stone-size``."""
     from stoneseg_core.model.scale import sample_windows, typical_stone_px, window_side

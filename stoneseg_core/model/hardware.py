@@ -10,7 +10,7 @@ first, by a cheap look for a GPU driver, and torch is asked only where one may b
   an AMD ROCm device (``/dev/kfd``), which PyTorch's ROCm builds also call "cuda". macOS:
   False -- StoneSeg's "auto" never picks Apple's MPS, and no CUDA runs there.
 * ``resolve_device_name``: the device setting's rules, given torch's ``cuda_available``.
-  ``inference.segmenter`` asks torch only when ``gpu_may_be_present`` (or torch is imported anyway:
+  ``inference.networks.pytorch.cuda_available`` asks torch only when ``gpu_may_be_present`` (or torch is imported anyway:
   training, the window), so "auto" on a machine without a GPU driver is "cpu" without
   torch, and otherwise torch decides (``torch.cuda.is_available()``) as before;
   ``device.py`` (torch devices for training) asks torch directly.
@@ -64,7 +64,8 @@ def resolve_device_name(name: str, cuda_available: Callable[[], bool]) -> str:
     """ "cpu", "cuda" or "cuda:N" for a device setting (auto, cpu, cuda, cuda:N).
 
     ``cuda_available``: torch's answer, asked only when it matters (the caller imports torch
-    for it: ``device.resolve_device`` always, ``predict`` only where ``gpu_may_be_present``).
+    for it: ``device.resolve_device`` always, the inference networks only where
+    ``gpu_may_be_present``).
     """
     if name == "auto":
         return "cuda" if cuda_available() else "cpu"

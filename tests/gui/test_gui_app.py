@@ -21,7 +21,10 @@ def test_the_sample_project_ships_photos_masks_and_attribution() -> None:
     assert sample.parent == resources_dir()
     images = sorted(p.stem for p in (sample / "images").glob("*.png"))
     masks = sorted(p.stem for p in (sample / "masks").glob("*.png"))
-    assert len(images) == 12 and images == masks
+    # three photos left unlabelled, to predict, accept and correct on the first start
+    unlabelled = ["images0107", "images0114", "images0115"]
+    assert len(images) == 12 and masks == [s for s in images if s not in unlabelled]
+    assert set(unlabelled) <= set(images)
     source = (sample / "SOURCE.md").read_text()
     assert "CC BY 4.0" in source and "Roboflow" in source
     first = images[0]
@@ -138,3 +141,16 @@ def test_run_leaves_with_mains_code_and_flushed_output(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 3
     assert done.stdout == "saved everything in somewhere"
+
+
+def test_the_sample_leaves_photos_to_predict_on_the_first_start(qtbot, window) -> None:
+    """A new user can train on the sample, then predict, accept and correct a fresh photo."""
+    from guihelpers import wait_loaded
+
+    from stoneseg_core.io.project import ImageStatus
+
+    window.open_folder(ensure_sample_project())
+    wait_loaded(qtbot, window)
+    counts = window.image_list.model.counts()
+    assert counts[ImageStatus.LABELLED] == 9 and counts[ImageStatus.UNLABELLED] == 3
+    assert window.model_side.panel.next_run.text().endswith("on 9 labelled photos.")

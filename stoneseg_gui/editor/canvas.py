@@ -232,7 +232,8 @@ class MaskCanvas(QGraphicsView):
         """The overlay's legend drawn in the photo's corner while a prediction is shown."""
         if self.prediction_item.mask is None or not self.prediction_item.isVisible():
             return ""
-        how = "outlines" if self.prediction_outlined() else "filled"
+        # as styled when shown (never a scan of the mask on each repaint)
+        how = "outlines" if self.prediction_item.outline else "filled"
         return f"■ your mask (cyan)    ▢ the model's prediction (orange {how})"
 
     def zoom(self) -> float:

@@ -272,6 +272,11 @@ class MaskOverlayItem(QGraphicsItem):
         self._opacity = opacity
         self.update()
 
+    @property
+    def outline(self) -> bool:
+        """Drawn as outlines (True) or filled."""
+        return self._outline
+
     def set_outline(self, outline: bool) -> None:
         self._outline = outline
         self.update()

@@ -122,17 +122,20 @@ class ModelController(QObject):
         self.runs_changed.emit(runs, self.active_model())
         return runs
 
-    def _show_next_run(self) -> None:
-        """The panel's line on what the next Train does (the photos, the model it tunes)."""
+    def _show_next_run(self, labelled: int | None = None) -> None:
+        """The panel's line on what the next Train does (the photos, the model it tunes);
+        ``labelled``: the count when the caller has just made it (it lists the folder)."""
         project, active = self.project, self.active_model()
-        labelled = len(project.labelled_pairs()) if project is not None else 0
+        if labelled is None:
+            labelled = len(project.labelled_pairs()) if project is not None else 0
         self.next_run_changed.emit(labelled, active.name if active is not None else None)
 
     def _on_session_project_opened(self, project: Project) -> None:
         self._train_out = None
         self._last_run = None
-        self.labelled_count_changed.emit(len(project.labelled_pairs()))
-        self._show_next_run()
+        labelled = len(project.labelled_pairs())
+        self.labelled_count_changed.emit(labelled)
+        self._show_next_run(labelled)
         self.run_curves_cleared.emit()
         self.earlier_curves_cleared.emit()
         runs = self.refresh_history()
@@ -149,10 +152,12 @@ class ModelController(QObject):
 
     def _on_session_mask_saved(self, _path) -> None:
         # keep the count current until a run has something more useful to say
-        if self.project is not None and not self.is_training and self._train_out is None:
-            self.labelled_count_changed.emit(len(self.project.labelled_pairs()))
-        if self.project is not None and not self.is_training:
-            self._show_next_run()
+        if self.project is None or self.is_training:
+            return
+        labelled = len(self.project.labelled_pairs())
+        if self._train_out is None:
+            self.labelled_count_changed.emit(labelled)
+        self._show_next_run(labelled)
 
     def _on_session_image_changed(self, path) -> None:
         if path != self._prediction_path:

@@ -1,0 +1,113 @@
+"""Build the stone model installed with StoneSeg (``resources/models/stones-lite0``).
+
+Trained only on the licensed shared sets: conveyor-train (CC BY 4.0) and gravel-fh-train
+(BSD-3); never stones-dev (no licence). Held out, so the model can be measured on tiles it
+never saw: the belt tiles of ``bench_stones.py``'s conveyor fold 0 (every third tile with
+stones) and gravel tile 0 (``bench_stones.py --set gravel`` fold 0). Validation (the best
+epoch and the threshold): gravel tile 1 and every sixth remaining belt tile with stones. The
+five remaining gravel tiles are listed ``--gravel-copies`` times (linked under other names in
+a scratch folder) so that 5 river-gravel tiles are not drowned by ~120 belt tiles.
+
+The app's defaults otherwise (lite0 ImageNet, mask+boundary, long side 384, lr 5e-4). The
+weights are stored as float16 (``--fp16``: half the size; ``bench_stones.py --from-model``
+measures that the masks hold).
+
+    python tests/benchmarks/make_stone_model.py --out /tmp/stones-lite0 [--epochs 12]
+
+Prints one JSON line last: what was trained on, the held-out tiles, seconds, best epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_common_args, emit, machine, setup
+from bench_stones import SETS, folds_of, triples
+
+from stoneseg_core.io.images import read_mask
+from stoneseg_core.model.config import TrainConfig
+from stoneseg_core.training.train import run_training
+
+log = logging.getLogger("make_stone_model")
+
+
+def split_sets(gravel_copies: int, scratch: Path) -> tuple[list, list[str], dict]:
+    """(training triples, validation stems, what was held out)."""
+    belt = triples(SETS["conveyor"])
+    _, test_b = folds_of("conveyor", belt, 3, len(belt))[0]
+    held_b = {t[0].stem for t in test_b}
+    rest = [t for t in belt if t[0].stem not in held_b]
+    gravel = triples(SETS["gravel"])
+    val_g, held_g = gravel[1], gravel[0]
+    stony = [t for t in rest if read_mask(t[1]).any()]
+    val_b = stony[::6]
+    val_stems = [t[0].stem for t in val_b] + [val_g[0].stem]
+    pairs = [*rest, val_g]
+    for k in range(gravel_copies):
+        for img, mask, inst in gravel[2:]:
+            if k == 0:
+                pairs.append((img, mask, inst))
+                continue
+            stem = f"{img.stem}~{k}"
+            for sub, src, suffix in (
+                ("images", img, img.suffix),
+                ("masks", mask, ".png"),
+                ("instances", inst, ".png"),
+            ):
+                (scratch / sub).mkdir(parents=True, exist_ok=True)
+                (scratch / sub / f"{stem}{suffix}").symlink_to(src)
+            pairs.append(
+                (
+                    scratch / "images" / f"{stem}{img.suffix}",
+                    scratch / "masks" / f"{stem}.png",
+                    scratch / "instances" / f"{stem}.png",
+                )
+            )
+    held = {"conveyor": sorted(held_b), "gravel": [held_g[0].stem]}
+    return pairs, val_stems, held
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--gravel-copies", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    add_common_args(ap)
+    args = ap.parse_args()
+    setup(args)
+    with tempfile.TemporaryDirectory(prefix="stone-model-") as scratch:
+        pairs, val_stems, held = split_sets(args.gravel_copies, Path(scratch))
+        cfg = TrainConfig(
+            epochs=args.epochs, seed=args.seed, val_images=tuple(val_stems), device=args.device
+        )
+        t0 = time.perf_counter()
+
+        def progress(ev) -> None:
+            if hasattr(ev, "val_iou") or type(ev).__name__ == "EpochSummary":
+                log.info("%s", ev)
+
+        result = run_training(pairs, args.out, cfg, on_event=progress)
+    emit(
+        {
+            "benchmark": "make-stone-model",
+            "photos": len(pairs),
+            "validation": val_stems,
+            "held_out": held,
+            "best_epoch": result.best_epoch,
+            "best_val_iou": round(result.best.iou, 4) if result.best else None,
+            "seconds": round(time.perf_counter() - t0),
+            "machine": machine(),
+        }
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

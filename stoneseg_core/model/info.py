@@ -57,6 +57,9 @@ class ModelInfo:
     # how photos are brought to the working scale: work_scale.ScalePolicy.to_json(); empty
     # for files written before scale policies existed (they are long-side at work_size)
     scale: dict[str, Any] = field(default_factory=dict)
+    # where the model comes from when it was not trained in a project: the installed stone
+    # model records its data sets, their licences and attribution, the photos held out
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def scale_policy(self) -> ScalePolicy:
@@ -97,6 +100,7 @@ class ModelInfo:
             "created": self.created,
             "versions": self.versions,
             "parent": self.parent,
+            **({"provenance": self.provenance} if self.provenance else {}),
         }
 
     @classmethod
@@ -145,6 +149,7 @@ class ModelInfo:
                 threshold_choice=dict(d.get("threshold_choice") or {}),
                 trained_before=_ancestors_train_images(d, where),
                 scale=dict(d.get("scale") or {}),
+                provenance=dict(d.get("provenance") or {}),
             )
             info.scale_policy  # noqa: B018  (refuses an unknown policy now, not at first use)
             return info

@@ -23,6 +23,10 @@ minus true; by count, and D50 by area).
     python tests/benchmarks/bench_stones.py --set gravel --targets mask,mask+boundary \
         [--epochs 15] [--folds 0,1] [--keep DIR] [--reuse]
 
+``--targets`` may also name ``from-stones`` (the app's training started from ``--stone-model``
+instead of ImageNet) and ``stones-as-is`` (``--stone-model`` itself, not trained on the fold:
+score it only on tiles it never saw, e.g. fold 0 for the installed model).
+
 ``--segment-speed PHOTOS`` times ``stoneseg segment``'s loop over a folder of photos with the
 first fold's models instead (kept in ``--keep``): the mask model as before this work (no speck
 step) against the boundary model with its speck floor, interleaved, ONNX Runtime, ``--reps``.
@@ -89,6 +93,27 @@ def folds_of(name: str, items: list, n_folds: int, train_tiles: int) -> list[tup
         train = rest[::step][:n_stony] + empty[k :: max(1, len(empty) // max(1, n_empty))][:n_empty]
         out.append((train, test))
     return out
+
+
+def fold_model(args, keep: Path, f: int, target: str, train: list, changes: dict):
+    """(model folder, seconds) of one fold and one ``--targets`` entry: ``mask`` or
+    ``mask+boundary`` trained from ImageNet as the app does; ``from-stones``: the same
+    training started from ``--stone-model``; ``stones-as-is``: ``--stone-model`` untouched."""
+    if target == "stones-as-is":
+        return Path(args.stone_model), 0.0
+    out = keep / f"{args.set}-f{f}-{target}"
+    from_model = args.stone_model if target == "from-stones" else None
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        seed=args.seed,
+        target="mask+boundary" if from_model else target,
+        device=args.device,
+        **changes,
+    )
+    t0 = time.perf_counter()
+    if not (args.reuse and (out / "config.json").is_file()):
+        run_training([tuple(t) for t in train], out, cfg, from_model=from_model)
+    return out, time.perf_counter() - t0
 
 
 def ways_for(seg: Segmenter) -> list[str]:
@@ -179,6 +204,11 @@ def main() -> int:
     ap.add_argument("--samples-per-image", type=int, default=None)
     ap.add_argument("--scale", default="auto", help="inference scale (see InferenceConfig)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--stone-model",
+        default=None,
+        help="a stone model for the targets from-stones (fine-tuned) and stones-as-is",
+    )
     ap.add_argument("--keep", default=None, help="folder to keep the models in")
     ap.add_argument("--reuse", action="store_true", help="load models already in --keep")
     ap.add_argument("--segment-speed", default=None, metavar="PHOTOS")
@@ -224,14 +254,7 @@ def main() -> int:
         for _img, mask, inst in truths:
             ref.add(split_stones(mask > 0), inst, mm)
         for target in targets:
-            out = keep / f"{args.set}-f{f}-{target}"
-            cfg = TrainConfig(
-                epochs=args.epochs, seed=args.seed, target=target, device=args.device, **changes
-            )
-            t0 = time.perf_counter()
-            if not (args.reuse and (out / "config.json").is_file()):
-                run_training([tuple(t) for t in train], out, cfg)
-            train_s = time.perf_counter() - t0
+            out, train_s = fold_model(args, keep, f, target, train, changes)
             seg = Segmenter.load(out, InferenceConfig(scale=args.scale, device=args.device))
             for img, _mask, inst in truths:
                 pred = seg.predict(img)

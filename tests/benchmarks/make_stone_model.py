@@ -9,8 +9,8 @@ five remaining gravel tiles are listed ``--gravel-copies`` times (linked under o
 a scratch folder) so that 5 river-gravel tiles are not drowned by ~120 belt tiles.
 
 The app's defaults otherwise (lite0 ImageNet, mask+boundary, long side 384, lr 5e-4). The
-weights are stored as float16 (``--fp16``: half the size; ``bench_stones.py --from-model``
-measures that the masks hold).
+weights are stored as float16 (half the size; ``--fp32`` keeps them as trained, and
+``bench_stones.py --targets stones-as-is --stone-model DIR`` scores either).
 
     python tests/benchmarks/make_stone_model.py --out /tmp/stones-lite0 [--epochs 12]
 
@@ -32,6 +32,7 @@ from bench_stones import SETS, folds_of, triples
 
 from stoneseg_core.io.images import read_mask
 from stoneseg_core.model.config import TrainConfig
+from stoneseg_core.model.stone_model import PROVENANCE, to_float16
 from stoneseg_core.training.train import run_training
 
 log = logging.getLogger("make_stone_model")
@@ -79,6 +80,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--gravel-copies", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fp32", action="store_true", help="keep the float32 weights")
     add_common_args(ap)
     args = ap.parse_args()
     setup(args)
@@ -94,6 +96,8 @@ def main() -> int:
                 log.info("%s", ev)
 
         result = run_training(pairs, args.out, cfg, on_event=progress)
+    provenance = {**PROVENANCE, "held_out": held, "validation": val_stems}
+    size = to_float16(args.out, provenance) if not args.fp32 else None
     emit(
         {
             "benchmark": "make-stone-model",
@@ -103,6 +107,7 @@ def main() -> int:
             "best_epoch": result.best_epoch,
             "best_val_iou": round(result.best.iou, 4) if result.best else None,
             "seconds": round(time.perf_counter() - t0),
+            "weights_bytes": size,
             "machine": machine(),
         }
     )

@@ -1,0 +1,81 @@
+"""The installed stone model's plumbing: float16 weights that keep the masks, provenance in
+config.json, where the app finds it, how the command line names it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic import make_scene
+
+from stoneseg_core.errors import ModelFileError
+from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.model.config import InferenceConfig
+from stoneseg_core.model.info import WEIGHTS_FILE, read_model_info
+from stoneseg_core.model.stone_model import (
+    PROVENANCE,
+    STONE_MODEL,
+    installed_stone_model,
+    resolve_model_arg,
+    to_float16,
+)
+
+
+def test_float16_weights_keep_the_masks_and_record_provenance(trained_model, tmp_path):
+    half = tmp_path / STONE_MODEL
+    shutil.copytree(trained_model, half)
+    before = (half / WEIGHTS_FILE).stat().st_size
+    size = to_float16(half, {**PROVENANCE, "held_out": {"gravel": ["tile0"]}})
+    assert size < 0.6 * before  # about half: only BatchNorm's statistics stay float32
+
+    from safetensors.numpy import load_file
+
+    state = load_file(str(half / WEIGHTS_FILE))
+    convs = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 4]
+    assert convs and all(v.dtype == np.float16 for v in convs)
+    assert all(v.dtype == np.float32 for k, v in state.items() if k.endswith("running_var"))
+
+    info = read_model_info(half)
+    assert info.provenance["held_out"] == {"gravel": ["tile0"]}
+    licences = {d["name"]: d["licence"] for d in info.provenance["datasets"]}
+    assert licences == {"conveyor-train": "CC BY 4.0", "gravel-fh-train": "BSD-3-Clause"}
+    # written back as it was read (the field survives a re-save of the config)
+    assert json.loads(json.dumps(info.to_json()))["provenance"] == info.provenance
+
+    image, _truth = make_scene(np.random.default_rng(7), 128, 160)
+    cfg = InferenceConfig(runtime="torch", amp="off")
+    a = Segmenter.load(trained_model, cfg).predict(image)
+    b = Segmenter.load(half, cfg).predict(image)
+    agree = np.mean((a.mask > 0) == (b.mask > 0))
+    assert agree > 0.995, agree
+    assert np.abs(a.probability - b.probability).max() < 0.02
+
+
+def test_float16_refuses_a_folder_that_is_not_a_model(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelFileError):
+        to_float16(tmp_path)
+
+
+def test_installed_stone_model_is_found_only_when_complete(tmp_path, trained_model):
+    assert installed_stone_model(tmp_path) is None
+    folder = tmp_path / STONE_MODEL
+    folder.mkdir()
+    shutil.copy(trained_model / "config.json", folder)
+    assert installed_stone_model(tmp_path) is None  # weights missing
+    shutil.copy(trained_model / WEIGHTS_FILE, folder)
+    assert installed_stone_model(tmp_path) == folder
+
+
+def test_the_command_line_names_the_installed_model_stones(tmp_path):
+    assert resolve_model_arg(tmp_path) == Path(tmp_path)
+    installed = installed_stone_model()
+    if installed is None:
+        with pytest.raises(ModelFileError, match="no installed stone model"):
+            resolve_model_arg("stones")
+    else:
+        assert resolve_model_arg("stones") == installed
+        assert read_model_info(installed).provenance["datasets"]

@@ -297,7 +297,12 @@ class MaskDocument:
 
     # ------------------------------------------------------------------ brush
     def paint_line(
-        self, start: Point, end: Point, radius: float, value: int = STONE, label: str = "Brush stroke"
+        self,
+        start: Point,
+        end: Point,
+        radius: float,
+        value: int = STONE,
+        label: str = "Brush stroke",
     ) -> Region | None:
         """Paint a round-ended segment: every pixel whose centre lies within ``radius``.
 
@@ -359,7 +364,11 @@ class MaskDocument:
         return self.paint_line(center, center, radius, value, label)
 
     def paint_stroke(
-        self, points: Sequence[Point], radius: float, value: int = STONE, label: str = "Brush stroke"
+        self,
+        points: Sequence[Point],
+        radius: float,
+        value: int = STONE,
+        label: str = "Brush stroke",
     ) -> Region | None:
         """A whole stroke through ``points`` as one undo step."""
         if not points:
@@ -397,6 +406,24 @@ class MaskDocument:
         block = self._mask[region.slices].copy()
         block[selected] = value
         return self._change(region, block, label)
+
+    def paint_pixels(
+        self, region: Region, pixels: np.ndarray, value: int = STONE, label: str = "Paint"
+    ) -> Region | None:
+        """Set to ``value`` the pixels of ``region`` where ``pixels`` (a bool array of the
+        region's shape) is True: a stone the smart tools found. One undo step, or part of
+        the stroke in progress (a drag over many stones)."""
+        value = STONE if value else BACKGROUND
+        pixels = np.asarray(pixels, dtype=bool)
+        if pixels.shape != (region.height, region.width):
+            raise ValueError(f"{pixels.shape} pixels for a {region.height}x{region.width} region.")
+        inside = region.clipped(self.height, self.width)
+        if inside.empty:
+            return None
+        pixels = pixels[inside.relative_to(region).slices]
+        block = self._mask[inside.slices].copy()
+        block[pixels] = value
+        return self._change(inside, block, label)
 
     def fill_holes(self, label: str = "Fill holes") -> Region | None:
         """Make stone every background area that does not reach the image border."""

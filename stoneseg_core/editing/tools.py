@@ -1,103 +1,36 @@
 """Mouse tools as plain objects: pointer events in image coordinates -> MaskDocument edits.
 
 No Qt here (napari's habit): the canvas turns Qt events into ``PointerEvent`` and calls
-``press``/``move``/``release``; tests drive the tools directly with fake events.
+``press``/``move``/``release``; tests drive the tools directly with fake events. The painting
+tools are here; the smart ones (a model's stones, GrabCut, the magic wand) in
+``smart_tools``, given a ``SmartContext``; ``make_tool`` makes any of them. ``ToolKind``,
+``PointerEvent`` and ``Tool`` live in ``tool_base`` and are named here too.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from enum import Enum
 
 from stoneseg_core.editing.mask_document import MaskDocument, Point
+from stoneseg_core.editing.smart_tools import (
+    BoxStoneTool,
+    ClickStoneTool,
+    MagicWandTool,
+    SmartContext,
+)
+from stoneseg_core.editing.tool_base import PointerEvent, Tool, ToolKind
 from stoneseg_core.io.images import BACKGROUND, STONE
 
-
-class ToolKind(str, Enum):
-    BRUSH = "brush"
-    ERASER = "eraser"
-    FILL = "fill"
-    LASSO_FILL = "lasso_fill"
-    LASSO_ERASE = "lasso_erase"
-
-    @property
-    def title(self) -> str:
-        return {
-            ToolKind.BRUSH: "Brush",
-            ToolKind.ERASER: "Eraser",
-            ToolKind.FILL: "Fill region",
-            ToolKind.LASSO_FILL: "Lasso fill",
-            ToolKind.LASSO_ERASE: "Lasso erase",
-        }[self]
-
-    @property
-    def uses_brush(self) -> bool:
-        return self in (ToolKind.BRUSH, ToolKind.ERASER)
-
-    @property
-    def is_lasso(self) -> bool:
-        return self in (ToolKind.LASSO_FILL, ToolKind.LASSO_ERASE)
-
-
-@dataclass(frozen=True)
-class PointerEvent:
-    """A mouse event in image coordinates.
-
-    ``secondary`` (the right button) does the opposite of the tool: the brush erases, the
-    fill removes the stone clicked, the lasso fill erases. ``tolerance`` is a few screen
-    pixels expressed in image pixels (it depends on the zoom).
-    """
-
-    x: float
-    y: float
-    secondary: bool = False
-    radius: float = 5.0
-    tolerance: float = 4.0
-
-    @property
-    def point(self) -> Point:
-        return (self.x, self.y)
-
-
-class Tool:
-    kind: ToolKind
-
-    @property
-    def busy(self) -> bool:
-        """True while a stroke or a polygon is in progress."""
-        return False
-
-    def press(self, doc: MaskDocument, ev: PointerEvent) -> None: ...
-
-    def move(self, doc: MaskDocument, ev: PointerEvent) -> None:
-        """The pointer moved with a button held."""
-
-    def hover(self, ev: PointerEvent) -> None:
-        """The pointer moved with no button held."""
-
-    def release(self, doc: MaskDocument, ev: PointerEvent) -> None: ...
-
-    def double_click(self, doc: MaskDocument, ev: PointerEvent) -> None:
-        self.press(doc, ev)
-
-    def finish(self, doc: MaskDocument) -> None:
-        """Enter: complete what is in progress."""
-
-    def cancel(self, doc: MaskDocument) -> None:
-        """Escape: drop what is in progress (a finished stroke stays, it is undoable)."""
-
-    def remove_last_point(self) -> None:
-        """Backspace."""
-
-    def preview(self) -> list[Point]:
-        """Points of an unfinished polygon, for the canvas to draw."""
-        return []
-
-    @property
-    def erasing(self) -> bool:
-        """True when what is in progress will remove stone (drawn in red)."""
-        return False
+__all__ = [
+    "BrushTool",
+    "FillTool",
+    "LassoTool",
+    "PointerEvent",
+    "SmartContext",
+    "Tool",
+    "ToolKind",
+    "make_tool",
+]
 
 
 class BrushTool(Tool):
@@ -254,7 +187,17 @@ class LassoTool(Tool):
         return list(self._points)
 
 
-def make_tool(kind: ToolKind) -> Tool:
+def make_tool(kind: ToolKind, context: SmartContext | None = None) -> Tool:
+    """The tool of ``kind``; the smart ones read the photo and the model's stones from
+    ``context`` (the canvas's; a fresh empty one when None)."""
+    if kind.is_smart:
+        context = context if context is not None else SmartContext()
+        smart = {
+            ToolKind.CLICK_STONE: ClickStoneTool,
+            ToolKind.BOX_STONE: BoxStoneTool,
+            ToolKind.MAGIC_WAND: MagicWandTool,
+        }[kind]
+        return smart(context)
     if kind.uses_brush:
         return BrushTool(kind)
     if kind.is_lasso:

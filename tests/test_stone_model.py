@@ -15,12 +15,13 @@ from stoneseg_core.errors import ModelFileError
 from stoneseg_core.inference.segmenter import Segmenter
 from stoneseg_core.model.config import InferenceConfig
 from stoneseg_core.model.info import WEIGHTS_FILE, read_model_info
+from stoneseg_core.model.network import to_float16
 from stoneseg_core.model.stone_model import (
     PROVENANCE,
     STONE_MODEL,
     installed_stone_model,
     resolve_model_arg,
-    to_float16,
+    starting_model,
 )
 
 
@@ -79,3 +80,17 @@ def test_the_command_line_names_the_installed_model_stones(tmp_path):
     else:
         assert resolve_model_arg("stones") == installed
         assert read_model_info(installed).provenance["datasets"]
+
+
+def test_training_starts_from_the_stone_model_only_when_asked_and_it_fits(tmp_path, trained_model):
+    root = tmp_path / "bundled"
+    folder = root / STONE_MODEL
+    shutil.copytree(trained_model, folder)
+    encoder = read_model_info(folder).encoder
+    assert starting_model("stones", encoder, None, root) == folder
+    assert starting_model("imagenet", encoder, None, root) is None
+    # an explicit model to fine-tune always wins
+    assert starting_model("stones", encoder, tmp_path / "other", root) == tmp_path / "other"
+    # another encoder (the seed's b0): the stone model does not fit, ImageNet it is
+    assert starting_model("stones", "efficientnet-b0", None, root) is None
+    assert starting_model("stones", encoder, None, tmp_path / "none") is None

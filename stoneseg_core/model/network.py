@@ -335,3 +335,27 @@ def set_output_channels(model: nn.Module, classes: int) -> nn.Module:
             new.bias[:keep] = conv.bias[:keep]
     model.segmentation_head[0] = new
     return model
+
+
+# tensors kept in float32 in a float16 file: BatchNorm's statistics (a running variance can
+# fall below float16's normal range) and every integer counter
+_KEEP_FLOAT32 = ("running_mean", "running_var")
+
+
+def to_float16(folder: str | Path, provenance: dict[str, Any] | None = None) -> int:
+    """Rewrite a model folder's weights in float16 (BatchNorm statistics and integers kept)
+    and add ``provenance`` to its config. Returns the weights file's new size in bytes."""
+    folder = Path(folder)
+    read_model_info(folder)  # refuses what is not a StoneSeg model
+    state = load_file(str(folder / WEIGHTS_FILE))
+    half = {
+        k: v.half() if v.dtype == torch.float32 and not k.endswith(_KEEP_FLOAT32) else v
+        for k, v in state.items()
+    }
+    atomic_write_bytes(folder / WEIGHTS_FILE, safetensors_chunks(half))
+    if provenance:
+        cfg = folder / CONFIG_FILE
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+        data["provenance"] = {**provenance, "weights": "float16 (BatchNorm statistics float32)"}
+        atomic_write_bytes(cfg, json.dumps(data, indent=2).encode())
+    return (folder / WEIGHTS_FILE).stat().st_size

@@ -6,24 +6,25 @@ stone model", has the figures that decided this). It was trained only on license
 (conveyor-train, CC BY 4.0; gravel-fh-train, BSD-3) by ``tests/benchmarks/make_stone_model.py``;
 its ``config.json`` records the data, the licences, the attribution and the tiles held out.
 
-Its weights are stored in float16 (``to_float16``): half the size, loaded into a float32
-network as any model (``load_state_dict`` converts). No torch here.
+Its weights are stored in float16 (``network.to_float16``): half the size, loaded into a
+float32 network as any model (``load_state_dict`` converts). No torch here.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from stoneseg_core.errors import ModelFileError
 from stoneseg_core.model.info import CONFIG_FILE, WEIGHTS_FILE, read_model_info
 
+log = logging.getLogger(__name__)
+
 STONE_MODEL = "stones-lite0"  # the folder's name, and how the command line names it
 PACKAGE = "stoneseg_core.bundled"  # resources/models, installed as package data
+STONES = "stones"  # TrainConfig.weights: start from the installed stone model
 
 # what make_stone_model.py writes into config.json's "provenance"
 PROVENANCE: dict[str, Any] = {
@@ -51,10 +52,6 @@ PROVENANCE: dict[str, Any] = {
     ],
     "never_trained_on": ["stones-dev (no licence)"],
 }
-
-# tensors kept in float32 in the float16 file: BatchNorm's statistics (a running variance
-# can fall below float16's normal range) and every integer counter
-_KEEP_FLOAT32 = ("running_mean", "running_var")
 
 
 def _default_root() -> Path:
@@ -84,22 +81,22 @@ def resolve_model_arg(value: str | Path) -> Path:
     return Path(value)
 
 
-def to_float16(folder: str | Path, provenance: dict[str, Any] | None = None) -> int:
-    """Rewrite a model folder's weights in float16 (BatchNorm statistics and integers kept)
-    and add ``provenance`` to its config. Returns the weights file's new size in bytes."""
-    from safetensors.numpy import load_file, save_file
-
-    folder = Path(folder)
-    read_model_info(folder)  # refuses what is not a StoneSeg model
-    state = load_file(str(folder / WEIGHTS_FILE))
-    half = {
-        k: v.astype(np.float16) if v.dtype == np.float32 and not k.endswith(_KEEP_FLOAT32) else v
-        for k, v in state.items()
-    }
-    save_file(half, str(folder / WEIGHTS_FILE))
-    if provenance:
-        cfg = folder / CONFIG_FILE
-        data = json.loads(cfg.read_text(encoding="utf-8"))
-        data["provenance"] = {**provenance, "weights": "float16 (BatchNorm statistics float32)"}
-        cfg.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    return (folder / WEIGHTS_FILE).stat().st_size
+def starting_model(
+    weights: str, encoder: str, from_model: str | Path | None, root: Path | None = None
+) -> Path | None:
+    """The model a training run fine-tunes: ``from_model`` when given; the installed stone
+    model when ``weights`` is ``stones`` and it has the run's encoder; else None (the
+    run starts from the encoder's ImageNet weights, said in the log)."""
+    if from_model is not None or weights != STONES:
+        return Path(from_model) if from_model is not None else None
+    folder = installed_stone_model(root)
+    if folder is None:
+        log.warning("no installed stone model: starting from ImageNet weights")
+        return None
+    own = read_model_info(folder).encoder
+    if own != encoder:
+        log.info(
+            "the installed stone model is a %s, not a %s: starting from ImageNet", own, encoder
+        )
+        return None
+    return folder

@@ -35,6 +35,7 @@ from stoneseg_core.io.project import Project
 from stoneseg_core.model.config import InferenceConfig, TrainConfig
 from stoneseg_core.model.network import ModelInfo, load_model, recalibrate_batchnorm
 from stoneseg_core.model.scale import mask_by, resize_by
+from stoneseg_core.model.stone_model import STONES, starting_model
 from stoneseg_core.scoring.pixels import THRESHOLDS, Scores, ThresholdSweep, confusion, pooled
 from stoneseg_core.scoring.stones import score_stones
 from stoneseg_core.training.dataset import Sample
@@ -135,9 +136,14 @@ def iter_training(
     so is its boundary channel if it has one; a 1-channel model gets one when
     ``config.target`` asks for it).
     ``should_stop`` is polled after every batch; closing the generator also stops cleanly.
+    ``config.weights == "stones"`` with no ``from_model`` fine-tunes the installed stone model
+    (``model.stone_model``) when it has ``config.encoder``.
     ``compare_with`` (default: ``from_model``): a model to score on the same validation
     photos at the end (those it never trained on), so the caller can keep the better one.
     """
+    from_model = starting_model(config.weights, config.encoder, from_model)
+    if config.weights == STONES:  # (not used: the encoder's ImageNet weights instead)
+        config = config.replace(weights="imagenet")
     run = prepare(pairs, Path(out_dir), config, from_model)
     run.model.train()
     try:

@@ -32,7 +32,8 @@ from bench_stones import SETS, folds_of, triples
 
 from stoneseg_core.io.images import read_mask
 from stoneseg_core.model.config import TrainConfig
-from stoneseg_core.model.stone_model import PROVENANCE, to_float16
+from stoneseg_core.model.network import to_float16
+from stoneseg_core.model.stone_model import PROVENANCE
 from stoneseg_core.training.train import run_training
 
 log = logging.getLogger("make_stone_model")

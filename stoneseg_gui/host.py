@@ -5,7 +5,7 @@ window (``MainWindow``) is the one host. The order it builds things in is the or
 protocol needs, top to bottom:
 
 1. ``settings`` and ``dialogs``;
-2. the editor: ``session``, ``canvas``;
+2. the editor: ``session``, ``canvas``, ``image_list``;
 3. the window's own actions and menus: ``ui_actions`` (its ``tool_group``: the painting
    tools), ``view_menu`` (each side adds its docks' toggles), ``add_action_menu``;
 4. ``model_side``: built first of the sides, from 1-3;
@@ -24,10 +24,18 @@ from typing import Protocol
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, SignalInstance
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QDockWidget, QGraphicsScene, QMenu, QStatusBar, QWidget
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QGraphicsScene,
+    QMenu,
+    QStatusBar,
+    QToolBar,
+    QWidget,
+)
 
 from stoneseg_core.editing.mask_document import MaskDocument
 from stoneseg_core.inference.segmenter import Prediction
+from stoneseg_core.inference.uncertainty import UncertaintyScore
 from stoneseg_core.io.project import ImageStatus, Project
 
 from .actions import Actions
@@ -53,6 +61,10 @@ class EditorSession(Protocol):
     def is_dirty(self) -> bool: ...
 
     def current_image_path(self) -> Path | None: ...
+
+    def images(self) -> list[Path]: ...  # the project's photos, in the list's order
+
+    def open_image(self, path: str | Path) -> bool: ...
 
     def current_document(self) -> MaskDocument | None: ...
 
@@ -80,6 +92,8 @@ class EditorCanvas(Protocol):
 
     def scene(self) -> QGraphicsScene: ...
 
+    def viewport(self) -> QWidget: ...  # Qt's name: where the overlays' legends go
+
     def window(self) -> QWidget: ...
 
     def zoom(self) -> float: ...
@@ -87,6 +101,15 @@ class EditorCanvas(Protocol):
     def set_prediction(self, mask: np.ndarray | None) -> None: ...
 
     def set_interaction(self, interaction: CanvasInteraction | None) -> None: ...
+
+
+class PhotoList(Protocol):
+    """The list of photos (``editor.image_list.ImageListDock``) as the sides use it: how
+    unsure the model was of each photo, to show the most useful to label first."""
+
+    def set_uncertainties(self, scores: dict[Path, UncertaintyScore]) -> None: ...
+
+    def set_uncertainty(self, path: Path, score: UncertaintyScore | None) -> None: ...
 
 
 class Predictions(Protocol):
@@ -110,6 +133,7 @@ class WindowHost(Protocol):
     # 2. the editor
     session: EditorSession
     canvas: EditorCanvas
+    image_list: PhotoList
     image_changed: SignalInstance  # Path | None: the photo now shown (or failed to show)
     # 3. the window's actions and menus
     ui_actions: Actions
@@ -139,3 +163,5 @@ class WindowHost(Protocol):
     def addActions(self, actions: list[QAction]) -> None: ...  # Qt's name
 
     def statusBar(self) -> QStatusBar: ...  # Qt's name
+
+    def addToolBar(self, toolbar: QToolBar) -> None: ...  # Qt's name

@@ -31,6 +31,7 @@ from stoneseg_core.inference.networks import (
     pick_network,
 )
 from stoneseg_core.inference.tiling import pad_to, round_up
+from stoneseg_core.inference.uncertainty import Uncertainty, measure_uncertainty
 from stoneseg_core.model.config import InferenceConfig
 from stoneseg_core.model.info import ModelInfo
 from stoneseg_core.model.scale import (
@@ -61,6 +62,9 @@ class Prediction:
     # the speck floor in the photo's pixels (area): a piece of this mask smaller than that is
     # below what the network resolves at ``scale`` (work_scale.speck_floor); 0: none
     min_stone_px: float = 0.0
+    # how unsure the model is, where and how much (at working scale), when the Segmenter
+    # measured it (``Segmenter.measure_uncertainty``); None otherwise
+    uncertainty: Uncertainty | None = None
 
 
 class Segmenter:
@@ -91,6 +95,11 @@ class Segmenter:
         self.last_estimate: list[dict[str, float]] = []
         # the estimate's last pass (image, factor, probabilities), when predict may reuse it
         self._reuse: tuple[np.ndarray, float, np.ndarray] | None = None
+        # measure each prediction's uncertainty (inference.uncertainty: the map and score, from
+        # the probability at working scale, no pass more): ``last_uncertainty``, and the
+        # Prediction's; off by default (a folder job has no use for it)
+        self.measure_uncertainty = False
+        self.last_uncertainty: Uncertainty | None = None
 
     @classmethod
     def load(cls, folder: str | Path, config: InferenceConfig | None = None) -> Segmenter:
@@ -253,6 +262,9 @@ class Segmenter:
         # smallest stone the network was shown (1.0: the floor in working pixels)
         if self.floor_specks:
             drop_specks_at_work_scale(probs[0], self.config.threshold, self.speck_floor(1.0))
+        self.last_uncertainty = (
+            measure_uncertainty(probs, self.config.threshold) if self.measure_uncertainty else None
+        )
         return probs
 
     def predict(
@@ -284,6 +296,7 @@ class Segmenter:
             boundary=boundary,
             scale=factor,
             min_stone_px=floor,
+            uncertainty=self.last_uncertainty,
         )
 
     def predict_mask(

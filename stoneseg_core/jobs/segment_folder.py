@@ -22,6 +22,7 @@ import numpy as np
 from stoneseg_core.errors import ImageReadError, OutOfMemoryError, StonesegError
 from stoneseg_core.inference import large
 from stoneseg_core.inference.segmenter import Segmenter
+from stoneseg_core.inference.uncertainty import UncertaintyScore
 from stoneseg_core.io.geo import Georeference, georeference_or_none, is_tiff, write_geotiff_mask
 from stoneseg_core.io.images import (
     image_size,
@@ -47,6 +48,9 @@ class SegmentEvent:
     output: Path | None = None
     message: str = ""
     seconds: float = 0.0
+    # a written photo's uncertainty, when the Segmenter measures it (measure_uncertainty;
+    # not for a photo segmented window by window)
+    uncertainty: UncertaintyScore | None = None
 
 
 @dataclass(frozen=True)
@@ -296,29 +300,35 @@ class _MaskWrites:
     def __init__(self, tally: _Tally):
         self.tally = tally
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stoneseg-writer")
-        self.pending: tuple[int, Path, Path, Future, float] | None = None
+        self.pending: tuple[int, Path, Path, Future, float, UncertaintyScore | None] | None = None
 
     def start(
-        self, index: int, path: Path, out: Path, mask: np.ndarray, georef, start: float
+        self,
+        index: int,
+        path: Path,
+        out: Path,
+        mask: np.ndarray,
+        georef,
+        start: float,
+        uncertainty: UncertaintyScore | None = None,
     ) -> None:
         """Write ``mask`` to ``out`` on the thread; the write before it is finished already."""
         job = self.writer.submit(write_segment_output, out, mask, georef)
-        self.pending = (index, path, out, job, start)
+        self.pending = (index, path, out, job, start, uncertainty)
 
     def finish(self) -> Iterator[SegmentEvent]:
         """The event of the write in flight, once it is done; none when there is none."""
         if self.pending is None:
             return
-        i, p, out, fut, start = self.pending
+        i, p, out, fut, start, uncertainty = self.pending
         try:
             fut.result()
         except StonesegError as exc:
             yield self.tally.fail(i, p, str(exc), time.perf_counter() - start)
         else:
             self.tally.written += 1
-            yield SegmentEvent(
-                i, self.tally.total, p, "written", out, "", time.perf_counter() - start
-            )
+            seconds = time.perf_counter() - start
+            yield SegmentEvent(i, self.tally.total, p, "written", out, "", seconds, uncertainty)
         self.pending = None
 
     def shutdown(self) -> None:
@@ -357,7 +367,9 @@ def _iter_todo(
             continue
         try:
             image, size = item
+            segmenter.last_uncertainty = None
             mask = photo_mask(segmenter, image, size, plan.georefs.get(p), should_stop)
+            measured = segmenter.last_uncertainty
             del image, item
         except StonesegError as exc:
             if stopping():
@@ -371,7 +383,8 @@ def _iter_todo(
             yield from writes.finish()
             if stopping():  # asked to stop on seeing that event: this mask is not written
                 return True
-        writes.start(index, p, out, mask, plan.georefs.get(p), start)
+        score = measured.score if measured is not None else None
+        writes.start(index, p, out, mask, plan.georefs.get(p), start, score)
         del mask
     return False
 

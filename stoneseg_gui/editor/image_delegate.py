@@ -1,5 +1,6 @@
-"""How a row of the image list is drawn (thumbnail, name, a coloured state line), and the
-roles the list's model answers for it."""
+"""How a row of the image list is drawn (thumbnail, name, a coloured state line, and for a
+photo not labelled yet how unsure the model was of it), and the roles the list's model
+answers for it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
+from stoneseg_core.inference.uncertainty import UncertaintyScore
 from stoneseg_core.io.project import ImageStatus
 
 from ..widgets.theme import STATUS_COLORS, STATUS_TEXT
@@ -18,6 +20,7 @@ StatusRole = Qt.ItemDataRole.UserRole + 2
 ReasonRole = Qt.ItemDataRole.UserRole + 3
 DirtyRole = Qt.ItemDataRole.UserRole + 4
 ThumbRole = Qt.ItemDataRole.UserRole + 5
+UncertaintyRole = Qt.ItemDataRole.UserRole + 6  # UncertaintyScore | None (not yet labelled)
 
 
 class ImageDelegate(QStyledItemDelegate):
@@ -91,6 +94,9 @@ class ImageDelegate(QStyledItemDelegate):
         text = STATUS_TEXT[status]
         if index.data(DirtyRole):
             text += " · unsaved"
+        score: UncertaintyScore | None = index.data(UncertaintyRole)
+        if score is not None:
+            text += " · " + score.short_words()
         text_rect = state_rect.adjusted(15, 0, 0, 0)
         painter.drawText(
             text_rect,

@@ -3,6 +3,8 @@
 States come from the session (labelled, unlabelled, predicted and not reviewed,
 unreadable with the reason); thumbnails from a worker generator, which also finds
 unreadable photos before anyone opens them. Each row is drawn by ``image_delegate``.
+The model side gives each predicted photo's uncertainty (``set_uncertainty``): the list then
+shows the photos not labelled yet with the most useful to label first, and says why.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from PySide6.QtCore import (
     QAbstractListModel,
     QModelIndex,
     QPersistentModelIndex,
-    QSortFilterProxyModel,
     Qt,
     Signal,
 )
@@ -35,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from stoneseg_core.display.tiff_tiles import TiffTileSource, is_big_tiff_photo
 from stoneseg_core.errors import ImageReadError
+from stoneseg_core.inference.uncertainty import UncertaintyScore
 from stoneseg_core.io.images import read_image
 from stoneseg_core.io.project import ImageStatus
 
@@ -47,7 +49,9 @@ from .image_delegate import (
     ReasonRole,
     StatusRole,
     ThumbRole,
+    UncertaintyRole,
 )
+from .image_filter import MOST_USEFUL, NOT_LABELLED, StatusFilterModel
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +152,8 @@ class ImageListModel(QAbstractListModel):
         super().__init__(parent)
         self._rows: list[_Row] = []
         self._index: dict[Path, int] = {}
+        # each photo's uncertainty, by path: kept when the rows are made again (a rescan)
+        self._scores: dict[Path, UncertaintyScore] = {}
 
     def set_images(self, statuses: Sequence[tuple[Path, ImageStatus]]) -> None:
         self.beginResetModel()
@@ -207,6 +213,29 @@ class ImageListModel(QAbstractListModel):
             self._rows[i].thumb = pixmap
             self._changed(i)
 
+    def set_uncertainties(self, scores: dict[Path, UncertaintyScore]) -> None:
+        """Every photo's uncertainty at once (a project opened): those not given have none."""
+        self._scores = {Path(p): s for p, s in scores.items()}
+        if self._rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self._rows) - 1, 0))
+
+    def set_uncertainty(self, path: Path, score: UncertaintyScore | None) -> None:
+        path = Path(path)
+        if score is None:
+            self._scores.pop(path, None)
+        else:
+            self._scores[path] = score
+        i = self.row_of(path)
+        if i >= 0:
+            self._changed(i)
+
+    def uncertainty_of(self, path: Path) -> UncertaintyScore | None:
+        """The photo's uncertainty while it is not labelled (a labelled photo's is no news)."""
+        i = self.row_of(path)
+        if i < 0 or self._rows[i].status not in NOT_LABELLED:
+            return None
+        return self._scores.get(Path(path))
+
     def _changed(self, i: int) -> None:
         index = self.index(i, 0)
         self.dataChanged.emit(index, index)
@@ -230,6 +259,9 @@ class ImageListModel(QAbstractListModel):
             ]
             if row.reason:
                 lines.append(row.reason)
+            score = self.uncertainty_of(row.path)
+            if score is not None:
+                lines.append(score.in_words())
             return "\n".join(lines)
         if role == PathRole:
             return row.path
@@ -241,41 +273,19 @@ class ImageListModel(QAbstractListModel):
             return row.dirty
         if role == ThumbRole:
             return row.thumb
+        if role == UncertaintyRole:
+            return self.uncertainty_of(row.path)
         return None
 
 
-class StatusFilterModel(QSortFilterProxyModel):
-    """Shows all photos or only those in one state."""
-
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self._status: ImageStatus | None = None
-
-    def set_status(self, status: ImageStatus | None) -> None:
-        if hasattr(self, "endFilterChange"):  # Qt >= 6.10
-            self.beginFilterChange()
-            self._status = status
-            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
-        else:
-            self._status = status
-            self.invalidateFilter()
-
-    def filterAcceptsRow(
-        self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex
-    ) -> bool:
-        if self._status is None:
-            return True
-        index = self.sourceModel().index(source_row, 0, source_parent)
-        return index.data(StatusRole) == self._status
-
-
 # ----------------------------------------------------------------------------- dock
-FILTERS: list[tuple[str, ImageStatus | None]] = [
+FILTERS: list[tuple[str, ImageStatus | str | None]] = [
     ("All photos", None),
     ("Unlabelled", ImageStatus.UNLABELLED),
     ("Labelled", ImageStatus.LABELLED),
     ("Predicted, not reviewed", ImageStatus.PREDICTED),
     ("Unreadable", ImageStatus.UNREADABLE),
+    ("Most useful to label first", MOST_USEFUL),
 ]
 
 
@@ -311,7 +321,10 @@ class ImageListDock(QDockWidget):
         self.filter_combo = QComboBox()
         for text, _status in FILTERS:
             self.filter_combo.addItem(text)
-        self.filter_combo.setToolTip("Show only the photos in one state")
+        self.filter_combo.setToolTip(
+            "Show only the photos in one state; 'Most useful to label first': the photos not "
+            "labelled yet, those the model was least sure of (when predicted) first"
+        )
         self.filter_combo.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
 
         header = QHBoxLayout()
@@ -385,7 +398,15 @@ class ImageListDock(QDockWidget):
         finally:
             self._selecting = False
 
-    def set_filter(self, status: ImageStatus | None) -> None:
+    def set_uncertainties(self, scores: dict[Path, UncertaintyScore]) -> None:
+        """Each photo's uncertainty (by path), from the project's state; replaces the last."""
+        self.model.set_uncertainties(scores)
+
+    def set_uncertainty(self, path: Path, score: UncertaintyScore | None) -> None:
+        """A photo just predicted: how unsure the model was of it (None: no longer known)."""
+        self.model.set_uncertainty(path, score)
+
+    def set_filter(self, status: ImageStatus | str | None) -> None:
         for i, (_text, s) in enumerate(FILTERS):
             if s == status:
                 self.filter_combo.setCurrentIndex(i)

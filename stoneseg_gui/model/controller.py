@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from PySide6.QtCore import QObject, Signal
 from stoneseg_core.errors import StonesegError
 from stoneseg_core.inference.large import LargeEvent, needs_windows
 from stoneseg_core.inference.segmenter import Prediction
+from stoneseg_core.inference.uncertainty import UncertaintyScore, store_score
 from stoneseg_core.io.project import ImageStatus, Project, iter_export_masks
 from stoneseg_core.jobs.segment_folder import SegmentEvent, SegmentSummary
 from stoneseg_core.model.config import TrainConfig
@@ -52,6 +54,8 @@ class ModelController(QObject):
     prediction_ready = Signal(object)  # Path of the photo predicted
     prediction_progressed = Signal(float)  # fraction of a big photo's prediction; -1: over
     notice = Signal(str)
+    # a photo's uncertainty, measured by its prediction and kept in the project's state
+    uncertainty_scored = Signal(object, object)  # Path, UncertaintyScore
     # the training run, as the Training panel shows it
     message = Signal(str)  # what the run is doing, or how it ended
     running_changed = Signal(bool)  # a run started (True) or is over (False)
@@ -411,6 +415,8 @@ class ModelController(QObject):
             return
         self.prediction_progressed.emit(-1.0)
         path, prediction = result
+        if prediction.uncertainty is not None:
+            self._record_uncertainty(path, prediction.uncertainty.score)
         if path != self.session.current_image_path():
             return  # the user moved on; nothing to show
         self.prediction, self._prediction_path = prediction, path
@@ -421,6 +427,20 @@ class ModelController(QObject):
             f"zoom, {fallback}Ctrl+Return makes it the mask to correct)."
         )
         self.prediction_ready.emit(path)
+
+    def _record_uncertainty(self, path: Path, score: UncertaintyScore) -> None:
+        """Keep how unsure the active model was of ``path`` in the project's state (the list
+        orders the photos by it without predicting again) and say so."""
+        project, model = self.project, self.active_model()
+        if project is None:
+            return
+        score = replace(score, model=model.name if model is not None else "")
+        try:
+            if store_score(project.state, path.stem, score):
+                project.save_state()
+        except StonesegError as exc:  # the state file cannot be written: the list still knows
+            log.warning("Could not record the uncertainty of %s: %s", path.name, exc)
+        self.uncertainty_scored.emit(path, score)
 
     def accept_prediction(self) -> bool:
         if self.prediction is None or self._prediction_path != self.session.current_image_path():
@@ -482,6 +502,8 @@ class ModelController(QObject):
         i, total, path = event.index, event.total, event.image
         error = event.message if event.status == "failed" else None
         if error is None and self.project is not None:
+            if event.uncertainty is not None:
+                self._record_uncertainty(path, event.uncertainty)
             self.project.set_predicted(path.stem, True)
             self.session.status_changed.emit(path, ImageStatus.PREDICTED, "")
             self.notice.emit(f"Predicted {i} of {total}: {path.name}")

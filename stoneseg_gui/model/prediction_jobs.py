@@ -26,8 +26,11 @@ PREDICTION_SCALES = (
 
 
 def _segmenter(model_dir: Path, scale: str) -> Segmenter:
-    """The model at the chosen prediction scale, with the threshold it chose for itself."""
-    return Segmenter.load(model_dir, InferenceConfig(scale=scale))
+    """The model at the chosen prediction scale, with the threshold it chose for itself,
+    measuring how unsure it is of each photo (``inference.uncertainty``: no pass more)."""
+    segmenter = Segmenter.load(model_dir, InferenceConfig(scale=scale))
+    segmenter.measure_uncertainty = True
+    return segmenter
 
 
 def predict_image_job(

@@ -19,6 +19,7 @@ from ..settings import load_train_settings, save_train_settings
 from .batch_dialog import BatchDialog
 from .controller import ModelController
 from .history import ModelHistory, Run, list_runs
+from .label_next import LabelNext
 from .loss_plot import LossPlot
 from .metrics_panel import MetricsPanel
 from .prediction_jobs import PREDICTION_SCALES
@@ -53,6 +54,8 @@ class ModelSide:
         for dock in (self.train_dock, self.plot_dock, self.metrics_dock, self.history_dock):
             window.view_menu.addAction(dock.toggleViewAction())
         self._connect_controller(self.controller)
+        # what to label next: the uncertainty overlay (U), Next most useful photo (N)
+        self.label_next = LabelNext(window, self.controller)
         self._refresh_actions()
 
     # ------------------------------------------------------------------ building

@@ -154,6 +154,36 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         checkable=True,
         groups=("tools",),
     ),
+    ActionSpec(
+        "tool_click_stone",
+        "&Click a stone",
+        ("C",),
+        "Click a stone to add it as the model predicts it (drag: every stone crossed); "
+        "Shift+click or right-click removes one. Predicts the photo first if need be",
+        "click_stone",
+        checkable=True,
+        groups=("tools",),
+    ),
+    ActionSpec(
+        "tool_box_stone",
+        "Bo&x a stone",
+        ("R",),
+        "Drag a box round one stone: the model's stone in it, else GrabCut finds it; "
+        "Shift or the right button removes it",
+        "box_stone",
+        checkable=True,
+        groups=("tools",),
+    ),
+    ActionSpec(
+        "tool_magic_wand",
+        "Magic &wand",
+        ("W",),
+        "Click an area of like colour to make it stone (outlined before you click); the "
+        "wheel changes the tolerance, Ctrl+wheel zooms; Shift or the right button removes",
+        "magic_wand",
+        checkable=True,
+        groups=("tools",),
+    ),
     ActionSpec("brush_smaller", "Brush s&maller", ("[",), "Make the brush about 20 % smaller"),
     ActionSpec("brush_bigger", "Brush bi&gger", ("]",), "Make the brush about 20 % bigger"),
     # View
@@ -245,13 +275,30 @@ TOOL_ACTIONS: dict[ToolKind, str] = {
     ToolKind.FILL: "tool_fill",
     ToolKind.LASSO_FILL: "tool_lasso_fill",
     ToolKind.LASSO_ERASE: "tool_lasso_erase",
+    ToolKind.CLICK_STONE: "tool_click_stone",
+    ToolKind.BOX_STONE: "tool_box_stone",
+    ToolKind.MAGIC_WAND: "tool_magic_wand",
 }
 
 # Keys handled by the canvas itself, listed in the help dialog beside the actions.
 CANVAS_GESTURES: tuple[tuple[str, str, str], ...] = (
     ("Paint / use tool", "Left button", "Brush paints, eraser erases, fill fills, lasso draws"),
     ("Opposite of tool", "Right button", "Brush erases, fill removes a stone, lasso fill erases"),
-    ("Zoom around pointer", "Mouse wheel", "Turn the wheel over the photo"),
+    (
+        "Zoom around pointer",
+        "Mouse wheel (Ctrl+wheel with the Magic wand)",
+        "Turn the wheel over the photo",
+    ),
+    (
+        "Remove with a smart tool",
+        "Shift+click, or right button",
+        "Click a stone, Box a stone, Magic wand: remove stone instead of adding it",
+    ),
+    (
+        "Magic wand tolerance",
+        "Mouse wheel (Magic wand)",
+        "Ctrl+wheel zooms while the wand is in hand",
+    ),
     ("Pan", "Middle button drag, or Space + drag", "Move the photo in the window"),
     (
         "Close the lasso",
@@ -323,6 +370,9 @@ class Actions:
     tool_fill: QAction
     tool_lasso_fill: QAction
     tool_lasso_erase: QAction
+    tool_click_stone: QAction
+    tool_box_stone: QAction
+    tool_magic_wand: QAction
     brush_smaller: QAction
     brush_bigger: QAction
     toggle_overlay: QAction

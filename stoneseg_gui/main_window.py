@@ -55,6 +55,7 @@ from .grains.side import GrainSide
 from .layout import DockLayout
 from .menus import build_menus, build_toolbars, fill_recent_menu
 from .model.side import ModelSide
+from .model.stone_hints import StoneHints
 from .settings import (
     add_recent_folder,
     clear_recent_folders,
@@ -113,6 +114,9 @@ class MainWindow(QMainWindow):
         # and uses only what that protocol names, the sides built before it included
         self.model_side = ModelSide(self)  # training, prediction, batch segmentation, export
         self.grain_side = GrainSide(self)  # grain analysis; uses model_side's predictions
+        # the model's stones for the smart tools (Click a stone, Box a stone)
+        self.stone_hints = StoneHints(self.model_side.controller, self.session, self.canvas, self)
+        self.stone_hints.notice.connect(lambda text: self.status.showMessage(text, 8000))
         self.dock_layout = DockLayout(self, self.settings, self._docks_in_order, self.reset_layout)
         self.arrange_docks()
         # the first size, once the docks are in (adding them grows the window): fits the
@@ -258,6 +262,9 @@ class MainWindow(QMainWindow):
             "tool_fill": tool_slot(ToolKind.FILL),
             "tool_lasso_fill": tool_slot(ToolKind.LASSO_FILL),
             "tool_lasso_erase": tool_slot(ToolKind.LASSO_ERASE),
+            "tool_click_stone": tool_slot(ToolKind.CLICK_STONE),
+            "tool_box_stone": tool_slot(ToolKind.BOX_STONE),
+            "tool_magic_wand": tool_slot(ToolKind.MAGIC_WAND),
             "brush_smaller": ts.shrink_brush,
             "brush_bigger": ts.grow_brush,
             "toggle_overlay": ts.set_overlay_visible,
@@ -302,6 +309,7 @@ class MainWindow(QMainWindow):
         lst.image_unreadable.connect(s.mark_unreadable)
         lst.visibilityChanged.connect(self._on_image_list_visibility_changed)
         c.cursor_moved.connect(st.show_pixel)
+        c.tool_message.connect(lambda text: st.showMessage(text, 8000))
         c.zoom_changed.connect(st.show_zoom)
         ts.tool_changed.connect(self._on_tool_settings_tool_changed)
         ts.brush_size_changed.connect(st.show_brush_size)

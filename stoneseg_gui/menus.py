@@ -55,6 +55,8 @@ def build_menus(
         [a.tool_brush, a.tool_eraser, a.tool_fill, a.tool_lasso_fill, a.tool_lasso_erase]
     )
     tools_menu.addSeparator()
+    tools_menu.addActions([a.tool_click_stone, a.tool_box_stone, a.tool_magic_wand])
+    tools_menu.addSeparator()
     tools_menu.addActions([a.brush_smaller, a.brush_bigger])
     view_menu = bar.addMenu("&View")
     view_menu.addActions([a.toggle_overlay, a.outline_only, a.opacity_down, a.opacity_up])
@@ -104,6 +106,7 @@ def build_toolbars(
     tools.addActions(
         [a.tool_brush, a.tool_eraser, a.tool_fill, a.tool_lasso_fill, a.tool_lasso_erase]
     )
+    tools.addActions([a.tool_click_stone, a.tool_box_stone, a.tool_magic_wand])
     tools.addSeparator()
     tools.addActions([a.fill_holes, a.invert_mask, a.clear_mask])
     window.addToolBar(Qt.ToolBarArea.LeftToolBarArea, tools)

@@ -18,7 +18,7 @@ import numpy as np
 
 from stoneseg_core.editing.region import Region
 
-GRABCUT_SIDE = 160  # a box's crop is brought down to this many pixels a side for GrabCut
+GRABCUT_SIDE = 128  # a box's crop is brought down to this many pixels a side for GrabCut
 GRABCUT_ITERATIONS = 3
 GRABCUT_MARGIN = 0.15  # background read round the box, a fraction of its longer side
 WAND_WINDOW = 1024  # the wand's first window round the click, pixels a side
@@ -36,8 +36,9 @@ class PhotoPixels(Protocol):
     @property
     def height(self) -> int: ...
 
-    def read(self, region: Region) -> np.ndarray:
-        """RGB uint8 pixels of ``region`` (inside the photo), full size."""
+    def read(self, region: Region, step: int = 1) -> np.ndarray:
+        """RGB uint8 pixels of ``region`` (inside the photo): full size, or about every
+        ``step``-th pixel each way (a smaller copy, for GrabCut's big boxes)."""
         ...
 
 
@@ -55,8 +56,8 @@ class ArrayPhoto:
     def height(self) -> int:
         return int(self.rgb.shape[0])
 
-    def read(self, region: Region) -> np.ndarray:
-        return as_rgb(self.rgb[region.slices])
+    def read(self, region: Region, step: int = 1) -> np.ndarray:
+        return as_rgb(self.rgb[region.slices][::step, ::step])
 
 
 def as_rgb(pixels: np.ndarray) -> np.ndarray:
@@ -89,9 +90,10 @@ def grabcut_box(
     if box.height < 2 or box.width < 2:
         return np.zeros((max(box.height, 0), max(box.width, 0)), bool)
     crop = grabcut_crop(box, photo.height, photo.width)
-    rgb = photo.read(crop)
     scale = min(1.0, side / max(crop.height, crop.width))
     size = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
+    step = max(1, int(1 / (2 * scale)))  # read every step-th pixel, then average down
+    rgb = photo.read(crop, step)
     small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
     inner = box.relative_to(crop)
     x0, y0 = int(inner.left * scale), int(inner.top * scale)
@@ -101,7 +103,8 @@ def grabcut_box(
     init[y0:y1, x0:x1] = cv2.GC_PR_FGD
     mode = cv2.GC_INIT_WITH_RECT
     if probability is not None and probability.shape == (crop.height, crop.width):
-        prob = cv2.resize(probability.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+        prob = np.ascontiguousarray(probability[::step, ::step], dtype=np.float32)
+        prob = cv2.resize(prob, size, interpolation=cv2.INTER_AREA)
         inside = prob[y0:y1, x0:x1] > 0.5
         if inside.any():
             init[y0:y1, x0:x1] = np.where(inside, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
@@ -115,10 +118,14 @@ def grabcut_box(
         cv2.grabCut(small, init, rect, bgd, fgd, iterations, mode)
     except cv2.error:  # a box with nothing to tell stone from background by
         return np.zeros((box.height, box.width), bool)
-    found = ((init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD)).astype(np.float32)
-    if scale < 1:
-        found = cv2.resize(found, (crop.width, crop.height), interpolation=cv2.INTER_LINEAR)
-    return largest_piece(found[inner.slices] > 0.5)
+    found = largest_piece((init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD))  # at GrabCut's size
+    if scale >= 1:
+        return found[inner.slices]
+    # back to the photo's pixels, the edges smoothed
+    up = cv2.resize(
+        found.astype(np.uint8) * 255, (crop.width, crop.height), interpolation=cv2.INTER_LINEAR
+    )
+    return up[inner.slices] > 127
 
 
 def grabcut_crop(box: Region, height: int, width: int) -> Region:

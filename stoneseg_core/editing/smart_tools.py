@@ -128,6 +128,9 @@ class ClickStoneTool(Tool):
             self._last = None
             self._end(doc)
 
+    def double_click(self, doc: MaskDocument, ev: PointerEvent) -> None:
+        """The first click of a double-click has done it all."""
+
     def apply_pending(self, doc: MaskDocument) -> None:
         if not self._pending or self.context.stones is None:
             return

@@ -14,7 +14,11 @@ A photo too big to hold whole (a ``TiledPhoto``: an orthomosaic) is drawn from a
 built on background threads for what is on screen (``TiledPhotoItem``); its mask overlay is
 drawn from coverage tiles of the mask that a stroke updates where it touched.
 
-A second overlay (``set_prediction``) shows a model's mask in its own colour.
+A second overlay (``set_prediction``) shows a model's mask in its own colour. The smart tools
+(click or box a stone, the magic wand: ``stoneseg_core.editing.smart_tools``) read the photo
+and the model's stones from the canvas's ``SmartContext``: ``set_stone_layer`` gives the
+stones, ``stones_wanted`` asks for them (a click waiting for a prediction), ``tool_message``
+says what a tool has to say.
 ``set_interaction`` lends the left button to another mode (the grain tools: draw a
 scale-bar line, pick or cut stones) without touching the painting tool.
 """
@@ -47,7 +51,8 @@ from PySide6.QtWidgets import (
 )
 
 from stoneseg_core.editing.mask_document import MaskChange, MaskDocument
-from stoneseg_core.editing.tools import PointerEvent, Tool, ToolKind, make_tool
+from stoneseg_core.editing.stone_layer import StoneLayer
+from stoneseg_core.editing.tools import PointerEvent, SmartContext, Tool, ToolKind, make_tool
 
 from ..widgets.interaction import CanvasInteraction
 from ..widgets.theme import CANVAS_BACKGROUND as BACKGROUND_COLOR
@@ -55,6 +60,7 @@ from ..widgets.theme import ERASE_COLOR, PREDICTION_COLOR, STONE_COLOR
 from ..workers import collect_garbage_on_gui_thread
 from .canvas_items import BrushCursorItem, MaskOverlayItem, PhotoItem, TiledPhotoItem
 from .display import DisplayImage, PixelInfo
+from .photo_pixels import photo_pixels
 from .tiled_photo import TiledPhoto
 from .tool_settings import ToolSettings
 
@@ -75,6 +81,9 @@ class MaskCanvas(QGraphicsView):
     zoom_changed = Signal(float)
     # a big photo's coarse levels being built: the fraction done; -1 when over
     pyramid_progress = Signal(float)
+    # the smart tools want the model's stones: True when a click waits for them
+    stones_wanted = Signal(bool)
+    tool_message = Signal(str)  # what the tool in use has to tell the user
 
     def __init__(self, tool_settings: ToolSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -130,13 +139,15 @@ class MaskCanvas(QGraphicsView):
 
         self._document: MaskDocument | None = None
         self._display: DisplayImage | TiledPhoto | None = None
-        self._tool: Tool = make_tool(tool_settings.tool)
+        self.smart = SmartContext()  # the photo and the model's stones, for the smart tools
+        self._tool: Tool = make_tool(tool_settings.tool, self.smart)
         self._message = "Open a folder of photos (Ctrl+O) or drop it here."
         self._banner = ""
         self._fit_mode = True
         self._pan_last: QPointF | None = None
         self._space_held = False
         self._pressed: Qt.MouseButton | None = None
+        self._shift = False  # Shift was held when the button went down
         self._last_pos: QPointF | None = None
         self._interaction: CanvasInteraction | None = None
 
@@ -174,6 +185,7 @@ class MaskCanvas(QGraphicsView):
         self._set_photo(display)
         self.mask_item.set_mask(document.mask, tiled=isinstance(display, TiledPhoto))
         self.set_prediction(None)
+        self.smart.set_photo(photo_pixels(display))
         self._message = ""
         self._banner = ""
         self._on_settings_overlay_changed()
@@ -181,6 +193,8 @@ class MaskCanvas(QGraphicsView):
         self._update_lasso()
         self._update_view_cursor()
         self.viewport().update()
+        if self._settings.tool.uses_stones:
+            self.stones_wanted.emit(False)
 
     def show_message(self, text: str) -> None:
         """Show no photo, only ``text`` (loading, unreadable file, empty folder...)."""
@@ -189,6 +203,7 @@ class MaskCanvas(QGraphicsView):
         self._set_photo(None)
         self.mask_item.set_mask(None)
         self.set_prediction(None)
+        self.smart.set_photo(None)
         self._message = text
         self._banner = ""
         self._cursor_item.setVisible(False)
@@ -216,6 +231,22 @@ class MaskCanvas(QGraphicsView):
         self._style_prediction()
         self.prediction_item.setVisible(mask is not None and self._settings.overlay_visible)
         self.viewport().update()  # the legend
+
+    @property
+    def stone_layer(self) -> StoneLayer | None:
+        return self.smart.stones
+
+    def set_stone_layer(self, stones: StoneLayer | None) -> None:
+        """The model's stones for the photo shown (the smart tools'); a click that waited
+        for them is applied now."""
+        document = self._document
+        if stones is not None and document is not None and stones.shape != document.shape:
+            raise ValueError("The stones must have the size of the photo.")
+        waiting = self._tool.wants_stones
+        self.smart.stones = stones
+        if waiting and stones is not None and self._document is not None:
+            self._tool.apply_pending(self._document)
+            self._after_tool()
 
     def prediction_outlined(self) -> bool:
         """Whether the prediction is drawn as outlines: always over a mask that has stones
@@ -402,7 +433,7 @@ class MaskCanvas(QGraphicsView):
         # the outline view is drawn in screen pixels: repaint a few of them around a change
         return 1.0 + 3.0 / max(self.zoom(), 1e-6)
 
-    def _pointer_event(self, pos: QPointF, secondary: bool) -> PointerEvent:
+    def _pointer_event(self, pos: QPointF, secondary: bool, shift: bool = False) -> PointerEvent:
         p = self.viewport_to_image(pos)
         return PointerEvent(
             p.x(),
@@ -410,7 +441,26 @@ class MaskCanvas(QGraphicsView):
             secondary=secondary,
             radius=self._settings.brush_radius,
             tolerance=6.0 / max(self.zoom(), 1e-6),
+            shift=shift,
         )
+
+    def _tool_event(self, pos: QPointF) -> PointerEvent:
+        """The event for the tool while a button is held (or none): the button and Shift
+        as they were when it went down."""
+        held = self._pressed is not None
+        return self._pointer_event(
+            pos, self._pressed == Qt.MouseButton.RightButton, held and self._shift
+        )
+
+    def _after_tool(self, pressed: bool = False) -> None:
+        """After the tool had an event: ask for the model's stones when a click waits for
+        them (once, at the press), pass on what the tool says, redraw its preview."""
+        if pressed and self._tool.wants_stones:
+            self.stones_wanted.emit(True)
+        message = self._tool.take_message()
+        if message:
+            self.tool_message.emit(message)
+        self._update_lasso()
 
     def _on_document_changed(self, change: MaskChange) -> None:
         self.mask_item.refresh(change.region, self._outline_margin())
@@ -447,16 +497,19 @@ class MaskCanvas(QGraphicsView):
         return PixelInfo(x, y, stone, self._display.pixel_rgb(x, y))
 
     def _update_lasso(self) -> None:
-        points = (
-            self._tool.preview() if self._document is not None and self._interaction is None else []
-        )
-        if len(points) < 2:
+        """Draw the tool's preview: the lasso's polygon, the box, the wand's outlines."""
+        shown = self._document is not None and self._interaction is None
+        outlines = [o for o in self._tool.preview_outlines() if len(o) >= 2] if shown else []
+        if not outlines:
             self._lasso_item.setVisible(False)
             return
-        path = QPainterPath(QPointF(*points[0]))
-        for x, y in points[1:]:
-            path.lineTo(x, y)
-        path.closeSubpath()
+        path = QPainterPath()
+        path.setFillRule(Qt.FillRule.OddEvenFill)  # an outline inside another is a hole
+        for points in outlines:
+            path.moveTo(*points[0])
+            for x, y in points[1:]:
+                path.lineTo(x, y)
+            path.closeSubpath()
         color = ERASE_COLOR if self._tool.erasing else STONE_COLOR
         pen = QPen(QColor(255, 255, 255), 1.5, Qt.PenStyle.DashLine)
         pen.setCosmetic(True)
@@ -482,9 +535,11 @@ class MaskCanvas(QGraphicsView):
     def _on_settings_tool_changed(self, kind: ToolKind) -> None:
         if self._document is not None:
             self._tool.cancel(self._document)
-        self._tool = make_tool(kind)
+        self._tool = make_tool(kind, self.smart)
         self._update_lasso()
         self._update_cursor_item(self._last_pos)
+        if kind.uses_stones and self._document is not None and self.smart.stones is None:
+            self.stones_wanted.emit(False)
 
     def _on_settings_brush_size_changed(self, size: int) -> None:
         self._update_cursor_item(self._last_pos)
@@ -527,10 +582,9 @@ class MaskCanvas(QGraphicsView):
             self.setFocus(Qt.FocusReason.MouseFocusReason)
             if self._document is not None and self._pressed is None:
                 self._pressed = button
-                self._tool.press(
-                    self._document, self._pointer_event(pos, button == Qt.MouseButton.RightButton)
-                )
-                self._update_lasso()
+                self._shift = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+                self._tool.press(self._document, self._tool_event(pos))
+                self._after_tool(pressed=True)
                 self._update_cursor_item(pos)
             event.accept()
             return
@@ -555,13 +609,12 @@ class MaskCanvas(QGraphicsView):
                 held = bool(event.buttons() & Qt.MouseButton.LeftButton)
                 self._interaction.move(p.x(), p.y(), held)
         elif self._document is not None:
-            ev = self._pointer_event(pos, self._pressed == Qt.MouseButton.RightButton)
+            ev = self._tool_event(pos)
             if self._pressed is not None:
                 self._tool.move(self._document, ev)
             else:
                 self._tool.hover(ev)
-            if self._settings.tool.is_lasso:
-                self._update_lasso()
+            self._after_tool()
         self.cursor_moved.emit(self._pixel_info(pos))  # after the edit: shows what is there now
         event.accept()
 
@@ -584,12 +637,11 @@ class MaskCanvas(QGraphicsView):
             event.accept()
             return
         if self._pressed is not None and button == self._pressed:
+            ev = self._tool_event(pos)
             self._pressed = None
             if self._document is not None:
-                self._tool.release(
-                    self._document, self._pointer_event(pos, button == Qt.MouseButton.RightButton)
-                )
-            self._update_lasso()
+                self._tool.release(self._document, ev)
+            self._after_tool()
             self._update_cursor_item(pos)
         event.accept()
 
@@ -605,9 +657,12 @@ class MaskCanvas(QGraphicsView):
             if self._document is not None and self._pressed is None:
                 if self._settings.tool.uses_brush:
                     self._pressed = button  # a stroke starts; its release ends it
-                ev = self._pointer_event(event.position(), button == Qt.MouseButton.RightButton)
+                self._shift = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+                ev = self._pointer_event(
+                    event.position(), button == Qt.MouseButton.RightButton, self._shift
+                )
                 self._tool.double_click(self._document, ev)
-                self._update_lasso()
+                self._after_tool()
             event.accept()
             return
         self.mousePressEvent(event)
@@ -618,6 +673,11 @@ class MaskCanvas(QGraphicsView):
             delta = event.pixelDelta().y()
         if delta == 0 or self._display is None:
             event.ignore()
+            return
+        ctrl = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        if not ctrl and self._document is not None and self._tool.wheel(delta / 120):
+            self._after_tool()  # the magic wand's tolerance; Ctrl+wheel still zooms
+            event.accept()
             return
         self.set_zoom(self.zoom() * (1.0015**delta), event.position())
         event.accept()

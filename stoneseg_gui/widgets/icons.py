@@ -119,6 +119,46 @@ def _draw_lasso(p: QPainter, fg: QColor, erase: bool) -> None:
         p.drawLine(QPointF(22, 32), QPointF(42, 32))
 
 
+def _draw_click_stone(p: QPainter, fg: QColor) -> None:
+    """A stone with a mouse pointer clicking it."""
+    p.setPen(_pen(fg, 3))
+    p.setBrush(STONE)
+    p.save()
+    p.scale(0.85, 0.85)
+    p.drawPath(_blob())
+    p.restore()
+    arrow = QPolygonF(
+        [
+            QPointF(x, y)
+            for x, y in ((30, 26), (56, 42), (45, 45), (52, 58), (46, 60), (39, 48), (31, 55))
+        ]
+    )
+    p.setPen(_pen(QColor(30, 30, 30), 2.5))
+    p.setBrush(QColor(255, 255, 255))
+    p.drawPolygon(arrow)
+
+
+def _draw_box_stone(p: QPainter, fg: QColor) -> None:
+    """A stone inside a dashed box."""
+    p.setPen(Qt.PenStyle.NoPen)
+    p.setBrush(STONE)
+    p.drawEllipse(QRectF(17, 19, 30, 26))
+    p.setPen(_pen(fg, 3.5, Qt.PenStyle.DashLine))
+    p.setBrush(Qt.BrushStyle.NoBrush)
+    p.drawRect(QRectF(8, 10, 48, 44))
+
+
+def _draw_magic_wand(p: QPainter, fg: QColor) -> None:
+    """A wand with a sparkle at its tip."""
+    p.setPen(_pen(fg, 7))
+    p.drawLine(QPointF(10, 56), QPointF(38, 28))
+    p.setPen(_pen(STONE, 3.5))
+    for dx, dy in ((0, -12), (0, 12), (-12, 0), (12, 0)):
+        p.drawLine(QPointF(46 + dx * 0.4, 20 + dy * 0.4), QPointF(46 + dx, 20 + dy))
+    for dx, dy in ((-8, -8), (8, 8), (8, -8)):
+        p.drawLine(QPointF(46 + dx * 0.5, 20 + dy * 0.5), QPointF(46 + dx, 20 + dy))
+
+
 def _draw_invert(p: QPainter, fg: QColor) -> None:
     p.setPen(_pen(fg, 4))
     p.setBrush(Qt.BrushStyle.NoBrush)
@@ -271,6 +311,9 @@ _PAINTERS: dict[str, Callable[[QPainter, QColor], None]] = {
     "fill_holes": _draw_fill_holes,
     "lasso_fill": lambda p, fg: _draw_lasso(p, fg, False),
     "lasso_erase": lambda p, fg: _draw_lasso(p, fg, True),
+    "click_stone": _draw_click_stone,
+    "box_stone": _draw_box_stone,
+    "magic_wand": _draw_magic_wand,
     "invert": _draw_invert,
     "clear": _draw_clear,
     "undo": _draw_undo,

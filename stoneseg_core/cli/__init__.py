@@ -4,7 +4,8 @@ Exit codes: 0 all went well; 1 some inputs failed (each is named on stderr); 2 a
 or fatal error (one line, no traceback, for a user's mistake).
 
 One module per sub-command (``train``, ``segment``, ``evaluate``, ``gui``, ``grains``), each
-with ``add_parser`` and ``run``; what they share is in ``common``.
+with ``add_parser`` and ``run``, and ``labels`` for the pair ``import`` and ``export``
+(``add_parsers``); what they share is in ``common``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import sys
 
 from stoneseg_core import __version__
-from stoneseg_core.cli import evaluate, grains, gui, segment, train
+from stoneseg_core.cli import evaluate, grains, gui, labels, segment, train
 from stoneseg_core.cli.common import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, run_photo_loop
 from stoneseg_core.errors import StonesegError
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for command in (train, segment, evaluate, gui, grains):
         command.add_parser(sub)
+    labels.add_parsers(sub)  # import and export
     return parser
 
 

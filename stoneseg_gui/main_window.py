@@ -51,6 +51,7 @@ from .editor.image_list import ImageListDock
 from .editor.session import AnnotationSession
 from .editor.status_bar import EditorStatusBar
 from .editor.tool_settings import ToolSettings
+from .formats import LabelFormats
 from .grains.side import GrainSide
 from .layout import DockLayout
 from .menus import build_menus, build_toolbars, fill_recent_menu
@@ -114,6 +115,9 @@ class MainWindow(QMainWindow):
         # and uses only what that protocol names, the sides built before it included
         self.model_side = ModelSide(self)  # training, prediction, batch segmentation, export
         self.grain_side = GrainSide(self)  # grain analysis; uses model_side's predictions
+        self.label_formats = LabelFormats(self)  # File > Import labels, Export labels
+        menus.file.insertSeparator(menus.before_quit)
+        menus.file.insertActions(menus.before_quit, self.label_formats.actions())
         # the model's stones for the smart tools (Click a stone, Box a stone)
         self.stone_hints = StoneHints(self.model_side.controller, self.session, self.canvas, self)
         self.stone_hints.notice.connect(lambda text: self.status.showMessage(text, 8000))

@@ -24,6 +24,8 @@ class WindowMenus:
     view: QMenu  # the sides add their docks' toggles here
     help: QMenu  # the sides' menus go before it
     rescan: QAction  # File > Rescan the folder (F5)
+    file: QMenu  # File: more entries go before ``before_quit``
+    before_quit: QAction  # the separator above File > Quit
 
 
 def build_menus(
@@ -42,7 +44,7 @@ def build_menus(
     file_menu.addAction(rescan)
     file_menu.addSeparator()
     file_menu.addActions([a.save, a.show_masks_folder])
-    file_menu.addSeparator()
+    before_quit = file_menu.addSeparator()
     file_menu.addAction(a.quit)
     edit_menu = bar.addMenu("&Edit")
     edit_menu.addActions([a.undo, a.redo])
@@ -68,7 +70,7 @@ def build_menus(
     view_menu.addAction(a.toggle_image_list)
     help_menu = bar.addMenu("&Help")
     help_menu.addActions([a.shortcuts, a.about])
-    return WindowMenus(view_menu, help_menu, rescan)
+    return WindowMenus(view_menu, help_menu, rescan, file_menu, before_quit)
 
 
 def build_toolbars(

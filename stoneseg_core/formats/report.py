@@ -102,7 +102,11 @@ class FormatReport:
         return "\n".join([self.summary(), *(str(line) for line in self.lines)])
 
     def merge(self, other: FormatReport) -> None:
-        """Add ``other``'s photos and lines (a second pass over the same source)."""
+        """Add a second pass's photos and lines (the same source, with overwrite): the
+        photos it imported are no longer skipped for being in the way."""
+        self.lines = [
+            line for line in self.lines if not (line.reason == EXISTS and line.what in other.photos)
+        ]
         self.photos.update(other.photos)
         self.lines.extend(other.lines)
         self.seconds += other.seconds

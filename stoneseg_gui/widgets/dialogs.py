@@ -44,6 +44,17 @@ class Dialogs:
         log.info("%s: %s", title, text)
         QMessageBox.information(self.parent, title, text)
 
+    def report(self, title: str, summary: str, details: str) -> None:
+        """A summary with its details (one line each) behind "Show Details..."."""
+        log.info("%s: %s", title, summary)
+        box = QMessageBox(self.parent)
+        box.setIcon(QMessageBox.Icon.Information)
+        box.setWindowTitle(title)
+        box.setText(summary)
+        if details:
+            box.setDetailedText(details)
+        box.exec()
+
     def ask(self, title: str, text: str, choices: Sequence[str], default: str) -> str:
         """Ask a question with labelled buttons; returns the chosen label.
 

@@ -89,6 +89,7 @@ class FakeDialogs(Dialogs):
         super().__init__(None)
         self.errors: list[tuple[str, str]] = []
         self.infos: list[tuple[str, str]] = []
+        self.reports: list[tuple[str, str, str]] = []  # title, summary, details
         self.questions: list[tuple[str, str, tuple[str, ...]]] = []
         self.answers: dict[str, str] = {}
         self.folders_to_choose: list[Path] = []
@@ -103,6 +104,9 @@ class FakeDialogs(Dialogs):
 
     def info(self, title: str, text: str) -> None:
         self.infos.append((title, text))
+
+    def report(self, title: str, summary: str, details: str) -> None:
+        self.reports.append((title, summary, details))
 
     def ask(self, title, text, choices, default):
         self.questions.append((title, text, tuple(choices)))

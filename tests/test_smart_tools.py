@@ -248,8 +248,10 @@ def test_wand_fills_a_flat_region_exactly_and_respects_the_tolerance():
     ys = [p[1] for p in preview[0]]
     assert (min(xs), max(xs), min(ys), max(ys)) == (10.5, 89.5, 10.5, 59.5)
     assert not doc.mask.any()
-    tool.press(doc, ev(20.5, 30.5))
-    tool.release(doc, ev(20.5, 30.5))
+    tool.hover(ev(80.5, 50.5))  # still in A: the fill shown is kept, nothing recomputed
+    assert tool.preview_outlines() is preview
+    tool.press(doc, ev(80.5, 50.5))
+    tool.release(doc, ev(80.5, 50.5))
     assert np.array_equal(doc.mask > 0, region_a())
     assert doc.undo_steps == 1 and doc.undo_label == "Magic wand fill"
     # the wheel raises the tolerance (the preview follows); B joins, C and the ground do not
@@ -283,6 +285,12 @@ def test_wand_tolerance_is_clamped_and_outlines_show_holes():
     ring = np.ones((20, 20), bool)
     ring[5:15, 5:15] = False
     assert len(outlines(Region(0, 0, 20, 20), ring)) == 2  # outside and the hole
+    # a fill thousands of pixels across is outlined at 1024 px, in the photo's coordinates
+    bar = np.ones((40, 4096), bool)
+    (outline,) = outlines(Region(100, 200, 140, 4296), bar)
+    xs, ys = [p[0] for p in outline], [p[1] for p in outline]
+    assert 200 <= min(xs) < 204 and 4292 < max(xs) <= 4296
+    assert 100 <= min(ys) < 104 and 136 < max(ys) <= 140
 
 
 class CountingPhoto:

@@ -190,12 +190,13 @@ class LabCache:
 
 @dataclass(frozen=True)
 class WandFill:
-    """What the wand selects: the box of the fill, its pixels (bool), and whether it was
-    cut at the largest window (it went on beyond)."""
+    """What the wand selects: the box of the fill, its pixels (bool), whether it was cut at
+    the largest window (it went on beyond), and that window's size."""
 
     region: Region
     pixels: np.ndarray
     cut: bool = False
+    window: int = WAND_WINDOW
 
 
 def wand_fill(
@@ -231,7 +232,7 @@ def wand_fill(
     flood = found[0]
     pixels = flood[1 + ry : 1 + ry + rh, 1 + rx : 1 + rx + rw] > 0
     top, left = region.top + ry, region.left + rx
-    return WandFill(Region(top, left, top + rh, left + rw), pixels, cut)
+    return WandFill(Region(top, left, top + rh, left + rw), pixels, cut, size)
 
 
 def _flood(lab: np.ndarray, col: int, row: int, tolerance: float):

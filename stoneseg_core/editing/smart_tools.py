@@ -45,6 +45,8 @@ from stoneseg_core.io.images import BACKGROUND, STONE
 MIN_BOX = 3  # pixels: a smaller box is a slip, not a stone
 TOLERANCE_STEP = 2.0  # Delta E per notch of the wheel
 MAX_OUTLINES = 400  # the wand's preview draws at most this many outlines (the longest)
+OUTLINE_SIDE = 1024  # a bigger fill is outlined at this size
+HOVER_WAND_WINDOW = 2048  # the wand's preview looks no further (a click, to MAX_WAND_WINDOW)
 
 
 @dataclass
@@ -326,15 +328,23 @@ class MagicWandTool(Tool):
         message, self._message = self._message, ""
         return message
 
-    def fill_at(self, x: int, y: int) -> WandFill | None:
-        """What a click at pixel (x, y) fills (kept while the pixel and tolerance stay)."""
+    def fill_at(self, x: int, y: int, largest: int = HOVER_WAND_WINDOW) -> WandFill | None:
+        """What a click at pixel (x, y) fills: the fill shown while (x, y) is in it (the
+        same photo and tolerance: what you see is what the click does, and hovering over a
+        big area costs nothing), else the fill from (x, y) in a window of up to ``largest``
+        pixels (a fill shown cut at a smaller window is made again up to ``largest``)."""
         photo = self.context.photo
         if photo is None:
             return None
-        key = (id(photo), x, y, self.tolerance)
-        if key != self._fill_key:
-            self._fill = wand_fill(photo, x, y, self.tolerance, self.context.lab_cache)
-            self._fill_key, self._outlines = key, None
+        key = (id(photo), self.tolerance)
+        fill = self._fill
+        if fill is not None and key == self._fill_key and (not fill.cut or fill.window >= largest):
+            r, c = y - fill.region.top, x - fill.region.left
+            if 0 <= r < fill.region.height and 0 <= c < fill.region.width and fill.pixels[r, c]:
+                return fill
+        cache = self.context.lab_cache
+        self._fill = wand_fill(photo, x, y, self.tolerance, cache, max_window=largest)
+        self._fill_key, self._outlines = key, None
         return self._fill
 
     def hover(self, ev: PointerEvent) -> None:
@@ -343,7 +353,7 @@ class MagicWandTool(Tool):
 
     def press(self, doc: MaskDocument, ev: PointerEvent) -> None:
         self._at = _pixel(ev.point)
-        fill = self.fill_at(*self._at)
+        fill = self.fill_at(*self._at, MAX_WAND_WINDOW)
         if fill is None:
             return
         removing = _removing(ev)
@@ -377,8 +387,18 @@ class MagicWandTool(Tool):
 
 def outlines(region: Region, pixels: np.ndarray, most: int = MAX_OUTLINES) -> list[list[Point]]:
     """The outlines (outer and holes) of ``pixels`` in image coordinates, through the pixel
-    centres; the ``most`` longest."""
-    contours, _ = cv2.findContours(pixels.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    centres; the ``most`` longest. A fill over ``OUTLINE_SIDE`` pixels across is outlined
+    at that size (a preview, drawn at the screen's resolution or less)."""
+    h, w = pixels.shape
+    block = pixels.astype(np.uint8)
+    scale = min(1.0, OUTLINE_SIDE / max(h, w, 1))
+    if scale < 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        block = cv2.resize(block * 255, size, interpolation=cv2.INTER_AREA)
+        block = (block > 127).astype(np.uint8)
+    contours, _ = cv2.findContours(block, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     contours = sorted(contours, key=len, reverse=True)[:most]
-    dx, dy = region.left + 0.5, region.top + 0.5
-    return [[(float(x) + dx, float(y) + dy) for x, y in c.reshape(-1, 2)] for c in contours]
+    sx, sy = w / block.shape[1], h / block.shape[0]
+    scale_xy = np.array([sx, sy])
+    offset = np.array([0.5 * sx + region.left, 0.5 * sy + region.top])
+    return [list(map(tuple, (c.reshape(-1, 2) * scale_xy + offset).tolist())) for c in contours]

@@ -361,9 +361,12 @@ def test_the_wand_grows_its_window_only_while_the_fill_reaches_its_edge():
     rgb[1000:1100, 100:3900] = (200, 30, 30)  # a long red band
     photo = ArrayPhoto(rgb)
     cache = LabCache()
-    fill = wand_fill(photo, 2000, 1050, 5, cache)
+    fill = wand_fill(photo, 2000, 1050, 5, cache, max_window=4096)
     assert fill is not None and not fill.cut
     assert fill.region == Region(1000, 100, 1100, 3900) and fill.pixels.all()
     assert cache.size == 4096 and cache.reads == 3  # doubled twice: 1024 -> 2048 -> 4096
+    cut = wand_fill(photo, 2000, 1050, 5, LabCache())  # the window stops at 2048 px
+    assert cut is not None and cut.cut and cut.window == 2048
+    assert cut.region == Region(1000, 976, 1100, 3024) and cut.pixels.all()
     small = wand_fill(photo, 10, 10, 5, cache, window=64, max_window=128)
     assert small is not None and small.cut  # the grey ground goes on beyond 128 px

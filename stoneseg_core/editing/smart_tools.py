@@ -46,7 +46,6 @@ MIN_BOX = 3  # pixels: a smaller box is a slip, not a stone
 TOLERANCE_STEP = 2.0  # Delta E per notch of the wheel
 MAX_OUTLINES = 400  # the wand's preview draws at most this many outlines (the longest)
 OUTLINE_SIDE = 1024  # a bigger fill is outlined at this size
-HOVER_WAND_WINDOW = 2048  # the wand's preview looks no further (a click, to MAX_WAND_WINDOW)
 
 
 @dataclass
@@ -328,22 +327,20 @@ class MagicWandTool(Tool):
         message, self._message = self._message, ""
         return message
 
-    def fill_at(self, x: int, y: int, largest: int = HOVER_WAND_WINDOW) -> WandFill | None:
+    def fill_at(self, x: int, y: int) -> WandFill | None:
         """What a click at pixel (x, y) fills: the fill shown while (x, y) is in it (the
         same photo and tolerance: what you see is what the click does, and hovering over a
-        big area costs nothing), else the fill from (x, y) in a window of up to ``largest``
-        pixels (a fill shown cut at a smaller window is made again up to ``largest``)."""
+        big area costs nothing), else the fill from (x, y)."""
         photo = self.context.photo
         if photo is None:
             return None
         key = (id(photo), self.tolerance)
         fill = self._fill
-        if fill is not None and key == self._fill_key and (not fill.cut or fill.window >= largest):
+        if fill is not None and key == self._fill_key:
             r, c = y - fill.region.top, x - fill.region.left
             if 0 <= r < fill.region.height and 0 <= c < fill.region.width and fill.pixels[r, c]:
                 return fill
-        cache = self.context.lab_cache
-        self._fill = wand_fill(photo, x, y, self.tolerance, cache, max_window=largest)
+        self._fill = wand_fill(photo, x, y, self.tolerance, self.context.lab_cache)
         self._fill_key, self._outlines = key, None
         return self._fill
 
@@ -353,7 +350,7 @@ class MagicWandTool(Tool):
 
     def press(self, doc: MaskDocument, ev: PointerEvent) -> None:
         self._at = _pixel(ev.point)
-        fill = self.fill_at(*self._at, MAX_WAND_WINDOW)
+        fill = self.fill_at(*self._at)
         if fill is None:
             return
         removing = _removing(ev)

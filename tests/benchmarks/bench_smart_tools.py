@@ -13,7 +13,7 @@ into stones would give them. Each tool is driven as the canvas drives it (plain 
   1024 x 1024); wand_hover: the wand hovering one pixel further (its window kept);
   wand_hover_grown: the worst case of a hover, on the ground at tolerance 40, whose fill
   reaches the window's edge until the window is 2048 px (two windows read and converted,
-  and outlined); wand_click_grown: a click there (the fill made again, to 4096 px);
+  and outlined); wand_click_grown: a click there;
 - layer: making the stone layer from the labels (per-stone boxes; on the worker, once per
   prediction); split (with ``--split``): ``grains.split_stones`` of the photo's mask with its
   probability (on the worker, once per prediction).

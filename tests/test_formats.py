@@ -420,3 +420,32 @@ def test_masks_without_instances_export_split_or_as_pieces(tmp_path):
     pieces = run(iter_export("coco", src, tmp_path / "p.json", split="pieces"))
     assert grains.photos == {"x.png": 2} and pieces.photos == {"x.png": 1}
     assert "grains split" in grains.lines[0].text
+
+
+def test_a_shapefile_named_after_its_photo_imports_in_its_crs(tmp_path):
+    from pyogrio import raw
+
+    georef = geo.make_georeference(UTM33_5MM, 32633)
+    project = write_project(tmp_path / "p", {"ortho.tif": None}, georef=georef)
+    squares = [
+        shapely.box(500000.05, 5499999.96, 500000.10, 5499999.98),  # pixels 10..19 x 4..7
+        shapely.box(500000.10, 5499999.96, 500000.12, 5499999.98),  # touching it: 20..23 x 4..7
+        shapely.box(500100.0, 5499000.0, 500101.0, 5499001.0),  # far off the photo
+    ]
+    path = tmp_path / "ortho.shp"
+    raw.write(
+        path,
+        np.array([shapely.to_wkb(g) for g in squares], dtype=object),
+        [np.arange(3)],
+        ["n"],
+        driver="ESRI Shapefile",
+        geometry_type="Polygon",
+        crs="EPSG:32633",
+    )
+    report = run(iter_import("shp", path, project))
+    assert report.photos == {"ortho.tif": 2}, report.text()
+    assert [line.what for line in report.skipped] == ["ortho.shp, layer ortho, feature 2"]
+    assert "outside the photo" in report.skipped[0].text
+    labels = read_labels(project, "ortho")
+    assert (labels[4:8, 10:20] == 1).all() and (labels[4:8, 20:24] == 2).all()
+    assert (labels > 0).sum() == 56

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from stoneseg_core.inference.uncertainty import (
+    MIN_STONE_SHARE,
     STATE_KEY,
     UNSURE,
     UncertaintyScore,
@@ -53,13 +54,32 @@ def test_score_is_the_unsure_share_of_stone_or_unsure_pixels():
     unc = measure_uncertainty(prob[None])  # (C, H, W) as the Segmenter has it
     assert unc.score.stone_px == 5000
     assert unc.score.unsure_px == 1500
+    assert (unc.score.either_px, unc.score.area_px) == (5500, 10000)
     assert unc.score.score == pytest.approx(1500 / 5500)
-    assert unc.score.unsure_share_of_stone == pytest.approx(0.3)
-    assert unc.score.definition == "threshold"
+    assert unc.score.definition == "threshold" and not unc.score.little_stone
+    assert "27 % of what it took for stone" in unc.score.in_words()
+    assert unc.score.short_words() == "model unsure on 27 % of its stone"
     # the map: 255 at the threshold, 0.6 x 255 at p = 0.3, ~0.2 x 255 at 0.9
     assert unc.map[45, 0] == 255 and unc.map[52, 0] == 153 and unc.map[0, 0] == 51
     # nothing predicted and nothing unsure: 0, not a division by zero
     assert measure_uncertainty(np.zeros((8, 8), np.float32)).score.score == 0.0
+
+
+def test_a_photo_almost_bare_of_stone_is_scored_over_a_tenth_of_it():
+    prob = np.full((100, 100), 0.02, np.float32)
+    prob[:2] = 0.4  # 200 unsure pixels, no stone: all there is to go by
+    unc = measure_uncertainty(prob)
+    assert unc.score.either_px == 200 and unc.score.little_stone
+    assert unc.score.score == pytest.approx(200 / (MIN_STONE_SHARE * 10_000))  # not 1.0
+    assert unc.score.short_words() == "little stone, unsure on 2 % of the photo"
+    assert "2 % of this photo, which it finds almost bare of stone" in unc.score.in_words()
+    # the same doubt over a photo full of stone ranks above it
+    full = prob.copy()
+    full[50:] = 0.95
+    assert measure_uncertainty(full).score.score < unc.score.score
+    many = prob.copy()
+    many[:30] = 0.45  # 3,000 unsure pixels
+    assert measure_uncertainty(many).score.score == pytest.approx(1.0)
 
 
 def test_map_at_the_photo_size():
@@ -113,7 +133,7 @@ def test_flip_disagreement_reuses_the_photos_own_probability():
 def test_scores_in_the_state_round_trip_and_survive_old_files():
     state: dict = {}
     assert stored_scores(state) == {}
-    score = UncertaintyScore(0.25, 100, 300, "threshold", "run-1")
+    score = UncertaintyScore(0.25, 100, 300, definition="threshold", model="run-1")
     assert store_score(state, "img0", score)
     assert not store_score(state, "img0", score)  # unchanged
     assert stored_scores(state) == {"img0": score}

@@ -100,10 +100,9 @@ class UncertaintyLegend(QLabel):
 
     def show_for(self, uncertainty: Uncertainty) -> None:
         color = UNCERTAINTY_COLOR.name()
-        pct = round(100 * uncertainty.score.score)
         self.setText(
             f"<span style='color:{color}'>■</span> where the model is unsure"
-            f" (clear: sure) · unsure on {pct} % of its stone"
+            f" (clear: sure) · {uncertainty.score.short_words()}"
         )
         self.adjustSize()
         self._place()

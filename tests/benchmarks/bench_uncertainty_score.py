@@ -6,14 +6,15 @@ predicted as the app predicts it, and each candidate score of the prediction is 
 (Spearman) with the tile's pixel error 1 - IoU against its true mask, over all held-out tiles
 and over those that hold stones. Candidates:
 
-- ``threshold``: unsure pixels (closeness to the threshold >= 0.5) / (stone or unsure) pixels:
-  the app's score; ``threshold_mean``: the mean closeness over the tile;
-  ``threshold_entropy``: the mean binary entropy of the stone probability;
+- ``threshold``: unsure pixels (closeness to the threshold >= 0.5) / (stone or unsure) pixels,
+  the denominator at least a tenth of the tile (``MIN_STONE_SHARE``): the app's score;
+  ``threshold_no_floor``: the same without the floor; ``threshold_mean``: the mean closeness
+  over the tile; ``threshold_entropy``: the mean binary entropy of the stone probability;
 - ``threshold_boundary``: as ``threshold``, the map the larger of the stone's closeness and the
   boundary channel's (1 - |2b - 1|);
 - ``flips``: pixels where the tile and its left-right and upside-down flips (un-flipped)
-  disagree on stone / (stone or disagreeing) pixels; ``flips_std``: the mean of twice the
-  per-pixel standard deviation over the three.
+  disagree on stone / (stone or disagreeing) pixels, with the same floor; ``flips_no_floor``
+  without it; ``flips_std``: the mean of twice the per-pixel standard deviation over the three.
 
     python tests/benchmarks/bench_uncertainty_score.py [--model DIR] [--keep DIR]
 
@@ -74,6 +75,7 @@ def candidate_scores(seg: Segmenter, image: np.ndarray, probs: np.ndarray, facto
     measured = measure_uncertainty(probs, t).score
     out = {
         "threshold": measured.score,
+        "threshold_no_floor": score_map(closeness, stone, min_share=0).score,
         "threshold_mean": float(closeness.mean()),
         "threshold_entropy": float(entropy.mean()),
     }
@@ -83,6 +85,7 @@ def candidate_scores(seg: Segmenter, image: np.ndarray, probs: np.ndarray, facto
     work = resize_by(image, factor)
     flips = flip_disagreement(lambda im: seg.probabilities_at_work_scale(im)[0], work, t, prob)
     out["flips"] = flips.score.score
+    out["flips_no_floor"] = score_map(flips.map >= 128, stone, min_share=0).score
     # the counts, to try other ways of making a score of them without passes (--rows)
     out["counts"] = {
         "area": int(prob.size),

@@ -64,7 +64,7 @@ def test_u_shows_where_the_model_is_unsure_of_the_photo_it_predicted(
     _press(qtbot, window, Qt.Key.Key_U)
     assert next_.item.isVisible() and next_.legend.isVisible()
     assert next_.item.boundingRect().width() == 160 and next_.item.boundingRect().height() == 100
-    assert f"{round(100 * unc.score.score)} %" in next_.legend.text()
+    assert unc.score.short_words() in next_.legend.text() and "%" in next_.legend.text()
     # the prediction's score is kept in the project and shown in the list
     assert stored_scores(window.project.state)["a"].score == pytest.approx(
         unc.score.score, abs=1e-5

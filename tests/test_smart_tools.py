@@ -110,29 +110,40 @@ def test_a_drag_adds_every_stone_it_crosses_as_one_undo_step():
     assert np.array_equal(doc.mask > 0, np.isin(labels, (1, 2, 3, 5)))
 
 
-def test_a_click_without_stones_waits_for_them_then_applies_as_one_step():
+def test_clicks_without_stones_wait_for_them_then_apply_one_undo_step_each():
     labels = touching_stones()
     context = SmartContext()
     doc = MaskDocument(shape=labels.shape)
     tool = ClickStoneTool(context)
     tool.press(doc, ev(20.5, 20.5))
     tool.move(doc, ev(50.5, 20.5))
-    tool.release(doc, ev(50.5, 20.5))
-    assert tool.wants_stones and not doc.mask.any() and doc.undo_steps == 0
+    tool.release(doc, ev(50.5, 20.5))  # a drag over stones 1 and 2
+    click(tool, doc, 160.5, 60.5)  # and a click on stone 6, while the model predicts
+    assert tool.wants_stones and tool.busy and not doc.mask.any() and doc.undo_steps == 0
     tool.apply_pending(doc)  # still none: nothing
     assert tool.wants_stones
     context.stones = LabelledStones(labels)
     assert not tool.wants_stones  # the canvas now calls apply_pending
     tool.apply_pending(doc)
-    assert np.array_equal(doc.mask > 0, np.isin(labels, (1, 2)))
-    assert doc.undo_steps == 1
+    assert np.array_equal(doc.mask > 0, np.isin(labels, (1, 2, 6)))
+    assert doc.undo_steps == 2 and not tool.busy
     tool.apply_pending(doc)  # applied once
-    assert doc.undo_steps == 1
+    assert doc.undo_steps == 2
+    doc.undo()
+    assert np.array_equal(doc.mask > 0, np.isin(labels, (1, 2)))
+    # the stones arrive during a drag: it is applied on release
+    context.stones = None
+    tool.press(doc, ev(85.5, 30.5))
+    context.stones = LabelledStones(labels)
+    tool.apply_pending(doc)  # the drag goes on: not yet
+    tool.release(doc, ev(85.5, 30.5))
+    assert doc.mask[30, 85] == 255 and doc.undo_steps == 2
     # a click dropped (Escape, another photo) is never applied
     context.stones = None
     tool.press(doc, ev(160.5, 60.5))
     assert tool.wants_stones
-    tool.cancel(doc)
+    tool.cancel(doc)  # Escape
+    assert not tool.busy
     context.stones = LabelledStones(labels)
     tool.apply_pending(doc)
     assert doc.mask[60, 160] == 0

@@ -82,15 +82,16 @@ class ClickStoneTool(Tool):
         self.context = context
         self._removing = False
         self._last: Point | None = None  # a drag in progress (applied as it goes)
-        self._pending: list[Point] = []  # a drag waiting for the model's stones
-        self._pressed = False
+        self._pending: list[list[Point]] = []  # clicks and drags waiting for the stones
+        self._recording = False  # the drag in progress is one of them
         self._seen: set[int] = set()
         self._changed = False
         self._message = ""
 
     @property
     def busy(self) -> bool:
-        return self._last is not None
+        """A drag in progress, or a click waiting for the stones (Escape drops it)."""
+        return self._last is not None or bool(self._pending)
 
     @property
     def erasing(self) -> bool:
@@ -106,11 +107,10 @@ class ClickStoneTool(Tool):
 
     def press(self, doc: MaskDocument, ev: PointerEvent) -> None:
         self._removing = _removing(ev)
-        self._pressed = True
         if not self._removing and self.context.stones is None:
-            self._pending = [ev.point]  # applied by apply_pending once there are stones
+            self._pending.append([ev.point])  # applied by apply_pending once there are stones
+            self._recording = True
             return
-        self._pending = []
         self._begin(doc)
         self._apply(doc, ev.point, ev.point)
         self._last = ev.point
@@ -119,33 +119,37 @@ class ClickStoneTool(Tool):
         if self._last is not None:
             self._apply(doc, self._last, ev.point)
             self._last = ev.point
-        elif self._pressed and self._pending:
-            self._pending.append(ev.point)
+        elif self._recording:
+            self._pending[-1].append(ev.point)
 
     def release(self, doc: MaskDocument, ev: PointerEvent) -> None:
         self.move(doc, ev)
-        self._pressed = False
+        self._recording = False
         if self._last is not None:
             self._last = None
             self._end(doc)
+        elif self._pending and self.context.stones is not None:
+            self.apply_pending(doc)  # the stones came during the drag
 
     def double_click(self, doc: MaskDocument, ev: PointerEvent) -> None:
         """The first click of a double-click has done it all."""
 
     def apply_pending(self, doc: MaskDocument) -> None:
-        if not self._pending or self.context.stones is None:
+        """Each click or drag that waited, now: one undo step each."""
+        if not self._pending or self.context.stones is None or self._recording:
             return
-        points, self._pending = self._pending, []
+        strokes, self._pending = self._pending, []
         self._removing = False
-        self._begin(doc)
-        self._apply(doc, points[0], points[0])
-        for a, b in itertools.pairwise(points):
-            self._apply(doc, a, b)
-        self._end(doc)
+        for points in strokes:
+            self._begin(doc)
+            self._apply(doc, points[0], points[0])
+            for a, b in itertools.pairwise(points):
+                self._apply(doc, a, b)
+            self._end(doc)
 
     def cancel(self, doc: MaskDocument) -> None:
         self._pending = []
-        self._pressed = False
+        self._recording = False
         if self._last is not None:
             self._last = None
             doc.end_stroke()

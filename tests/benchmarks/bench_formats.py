@@ -172,12 +172,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stoneseg-bench-formats-") as tmp:
         conveyor = conveyor_round_trips(args.data, Path(tmp))
         big = big_coco(Path(tmp), args.stones)
+    exact = all(conveyor[f]["exact_photos"] == 1.0 for f in OUT)
+    exact = exact and big["exact_polygons"] == 1.0 and big["exact_rle"] == 1.0
+    fast = max(big["import_polygons_s"], big["import_rle_s"]) < 10.0
     emit(
         {
             "bench": "formats",
             "data": args.data.name,
             "conveyor": conveyor,
             "coco_10k": big,
+            "targets": {"round_trips_exact": exact, "coco_10k_import_under_10s": fast},
             "commit": git_commit(),
             "machine": machine(),
             "load": [load_before, load_average()],

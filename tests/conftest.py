@@ -10,6 +10,12 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # tests never need a scre
 import pytest
 from synthetic import make_dataset, make_scene, write_rgb  # noqa: F401
 
+# The napari plugin's tests need a real X display (napari draws with OpenGL, which Qt's
+# offscreen platform lacks): tests/test_napari_plugin.py runs them in a process of their own
+# under Xvfb, with this variable set.
+if os.environ.get("STONESEG_NAPARI_TESTS") != "1":
+    collect_ignore = ["napari"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def onnx_cache(tmp_path_factory) -> Path:

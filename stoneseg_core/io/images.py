@@ -84,8 +84,9 @@ def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
     return arr
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Scale 16-bit or float data to 0..255.
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Scale 16-bit or float data to 0..255 (photos as they are read, and arrays that come
+    from elsewhere: the napari plugin's image layers).
 
     A fixed division by 257 would leave 12-bit camera data (0..4095 stored in 16 bits)
     nearly black, so the range between the 0.1st and 99.9th percentile is stretched to
@@ -160,7 +161,7 @@ def read_image(path: str | Path, reduce: int = 1) -> np.ndarray:
         )
     arr = _read_tiff_rgb(raw) if path.suffix.lower() in (".tif", ".tiff") else None
     if arr is not None:  # already RGB (or grey) in file order
-        arr = _to_uint8(arr)
+        arr = to_uint8(arr)
         if arr.ndim == 2:
             arr = np.repeat(arr[:, :, None], 3, axis=2)
         elif arr.shape[2] == 4:
@@ -172,7 +173,7 @@ def read_image(path: str | Path, reduce: int = 1) -> np.ndarray:
     arr = cv2.imdecode(raw, flags | cv2.IMREAD_IGNORE_ORIENTATION)
     if arr is None or arr.size == 0:
         raise ImageReadError(f"Cannot read image {path.name}: the file is damaged or not an image.")
-    arr = _to_uint8(arr)
+    arr = to_uint8(arr)
     if arr.ndim == 2:
         arr = cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
     elif arr.shape[2] == 4:

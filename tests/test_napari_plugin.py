@@ -1,0 +1,120 @@
+"""The napari plugin's tests (tests/napari), run for real in a process of their own on a
+virtual X screen.
+
+napari draws its canvas with OpenGL (vispy), which Qt's offscreen platform, the one this
+suite runs on, does not give; and a process has one Qt platform. So this test starts Xvfb
+(the X server without a screen), runs ``python -m pytest tests/napari`` under it with the
+xcb platform and napari's pytest plugin, and passes only when all of them passed: none may
+be skipped. Without Xvfb or napari it fails, saying how to install them (.ci/run does).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# what Xvfb, Mesa's software OpenGL and Qt's xcb platform need on Debian/Ubuntu (.ci/run)
+X_PACKAGES = (
+    "xvfb libgl1 libegl1 libgl1-mesa-dri libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 "
+    "libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 "
+    "libxcb-xinerama0 libxcb-xkb1 libfontconfig1 libdbus-1-3"
+)
+INSTALL_X = f"install them with: sudo apt-get install {X_PACKAGES}"
+
+# napari 0.9 and npe2 0.10 still use pydantic 1's json_encoders and Field arguments: a
+# deprecation warning per model and field as they load, none of them ours
+QUIET = [
+    f"-Wignore:{start}"
+    for start in (
+        "`json_encoders` is deprecated",
+        "Using extra keyword arguments on `Field`",
+        "`allow_mutation` is deprecated",
+    )
+]
+
+
+@contextmanager
+def virtual_screen(log: Path) -> Iterator[str]:
+    """A fresh Xvfb on a display number it picks itself (-displayfd): its DISPLAY."""
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        pytest.fail(f"The napari tests need Xvfb (a virtual X screen): {INSTALL_X}")
+    read_end, write_end = os.pipe()
+    with log.open("wb") as err:
+        server = subprocess.Popen(
+            [
+                xvfb,
+                "-displayfd",
+                str(write_end),
+                "-screen",
+                "0",
+                "1280x1024x24",
+                "-nolisten",
+                "tcp",
+            ],
+            pass_fds=(write_end,),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], 30)
+        number = os.read(read_end, 32).decode().strip() if ready else ""
+        if not number.isdigit():
+            server.kill()
+            pytest.fail(f"Xvfb did not start ({INSTALL_X}):\n{log.read_text(errors='replace')}")
+        yield f":{number}"
+    finally:
+        os.close(read_end)
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.mark.timeout(900)
+def test_napari_plugin_tests_pass_under_xvfb(trained_model, tmp_path):
+    try:
+        import napari  # noqa: F401
+    except ImportError as exc:
+        pytest.fail(f'The napari tests need napari: pip install -e ".[test]" ({exc})')
+    with virtual_screen(tmp_path / "xvfb.log") as display:
+        env = {
+            **os.environ,
+            "DISPLAY": display,
+            "QT_QPA_PLATFORM": "xcb",
+            "STONESEG_NAPARI_TESTS": "1",  # tests/conftest.py collects tests/napari
+            "STONESEG_TEST_MODEL": str(trained_model),  # this session's tiny U-Net
+            # napari's settings and caches, and ours, in this test's folder
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "XDG_DATA_HOME": str(tmp_path / "data"),
+            "STONESEG_DATA_DIR": str(tmp_path / "stoneseg-data"),
+        }
+        command = [sys.executable, "-m", "pytest", "tests/napari", "-q", "-p", "napari"]
+        run = subprocess.run(
+            command + ["-p", "no:cacheprovider", *QUIET],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=840,
+        )
+    output = run.stdout + run.stderr
+    print(output)  # shown with -rP, and on failure
+    assert run.returncode == 0, f"{' '.join(command)} failed (DISPLAY {display}):\n{output}"
+    summary = output.strip().splitlines()[-1]
+    assert re.search(r"\b\d+ passed\b", summary), output
+    assert not re.search(r"skipped|xfail|deselected|error", summary), output

@@ -100,7 +100,7 @@ class LabelFormats(QObject):
         if source is None:
             return
         self.host.session.after_saving(
-            lambda: self.start_import(fmt, source, project.root), "the import"
+            lambda: self.start_import(fmt, source, project), "the import"
         )
 
     def choose_source(self, fmt: str, start: Path) -> Path | None:
@@ -114,17 +114,17 @@ class LabelFormats(QObject):
         }[fmt]
         return dialogs.choose_open_file("Labels to import", start, filters)
 
-    def start_import(self, fmt: str, source: Path, root: Path, only=None, first=None) -> None:
+    def start_import(self, fmt: str, source: Path, project: Project, only=None, first=None):
         overwrite = only is not None
         self.run(
             iter_import,
-            (fmt, source, root),
-            {"overwrite": overwrite, "only": only},
-            lambda report: self.imported(report, fmt, source, root, first),
+            (fmt, source, project.root),
+            {"overwrite": overwrite, "only": only, "data_dir": project.data_dir},
+            lambda report: self.imported(report, fmt, source, project, first),
             "Importing",
         )
 
-    def imported(self, report: FormatReport, fmt, source, root, first: FormatReport | None):
+    def imported(self, report: FormatReport, fmt, source, project, first: FormatReport | None):
         if first is not None:
             first.merge(report)
             report = first
@@ -139,7 +139,7 @@ class LabelFormats(QObject):
                 KEEP,
             )
             if answer == REPLACE:
-                self.start_import(fmt, source, root, only=names, first=report)
+                self.start_import(fmt, source, project, only=names, first=report)
                 return
         self.show_imported(report)
 
@@ -169,9 +169,7 @@ class LabelFormats(QObject):
         out = self.choose_output(fmt, project)
         if out is None or not self.may_overwrite(fmt, project, out):
             return
-        self.host.session.after_saving(
-            lambda: self.start_export(fmt, project.root, out), "the export"
-        )
+        self.host.session.after_saving(lambda: self.start_export(fmt, project, out), "the export")
 
     def choose_output(self, fmt: str, project: Project) -> Path | None:
         dialogs = self.host.dialogs
@@ -195,17 +193,18 @@ class LabelFormats(QObject):
             return True
         answer = self.host.dialogs.ask(
             EXPORT_TITLE,
-            f"{len(in_way)} file(s) in {out} would be replaced ({in_way[0].name}, ...). Replace them?",
+            f"{len(in_way)} file(s) in {out} would be replaced ({in_way[0].name}, ...). "
+            "Replace them?",
             [REPLACE, KEEP],
             KEEP,
         )
         return answer == REPLACE
 
-    def start_export(self, fmt: str, root: Path, out: Path) -> None:
+    def start_export(self, fmt: str, project: Project, out: Path) -> None:
         self.run(
             iter_export,
-            (fmt, root, out),
-            {"overwrite": True},  # asked about already
+            (fmt, project.root, out),
+            {"overwrite": True, "data_dir": project.data_dir},  # overwrite: asked already
             lambda report: self.show_report(EXPORT_TITLE, report),
             "Exporting",
         )

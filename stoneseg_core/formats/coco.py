@@ -2,9 +2,10 @@
 writing a project's stones as one.
 
 Reading: every image the file lists is a photo of the project, found by ``file_name``
-(``photos.PhotoIndex``); every annotation of a chosen category (all, unless ``labels`` names
-some) is one stone: its polygons (their union, as pycocotools draws them) or its RLE
-(compressed or not, of the photo's size). ``iscrowd`` = 1 regions are not single stones and
+(``photos.PhotoIndex``); every annotation of a chosen category (all but ``background``,
+unless ``labels`` names some; every one when the file lists no categories) is one stone:
+its polygons (their union, as pycocotools draws them) or its RLE (compressed or not, of
+the photo's size). ``iscrowd`` = 1 regions are not single stones and
 are skipped. An image without annotations is a photo without stones only when the file says
 it was labelled (``"labelled": true`` in its image entry, which StoneSeg writes).
 
@@ -28,7 +29,13 @@ import numpy as np
 from stoneseg_core.formats.raster import exact_polygons, stone_crops
 from stoneseg_core.formats.report import FormatReport
 from stoneseg_core.formats.rle import compress, crop_to_runs, rle_counts
-from stoneseg_core.formats.shapes import Part, PhotoShapes, StoneShape, ring_array
+from stoneseg_core.formats.shapes import (
+    Part,
+    PhotoShapes,
+    StoneShape,
+    is_stone_label,
+    ring_array,
+)
 from stoneseg_core.grains.outlines import label_polygons
 
 STONE_CATEGORY = {"id": 1, "name": "stone", "supercategory": "stone"}
@@ -56,22 +63,21 @@ def image_size_of(entry: dict) -> tuple[int, int] | None:
 
 
 def chosen_categories(data: dict, labels: Sequence[str] | None, report: FormatReport, name: str):
-    """{category id: name} of the categories whose annotations are stones."""
+    """{category id: name} of the categories whose annotations are stones; None: all."""
     categories = {}
     for c in data.get("categories") or []:
         if isinstance(c, dict) and isinstance(c.get("id"), int):
             categories[c["id"]] = str(c.get("name", c["id"]))
-    if labels:
-        wanted = {w.lower() for w in labels}
-        chosen = {i: n for i, n in categories.items() if n.lower() in wanted}
-        if not chosen:
-            report.skip(
-                name,
-                f"no category named {', '.join(labels)} (it has: "
-                f"{', '.join(categories.values()) or 'none'})",
-            )
-        return chosen
-    return categories
+    if not categories and not labels:
+        return None  # a file without categories: every annotation is a stone
+    chosen = {i: n for i, n in categories.items() if is_stone_label(n, labels)}
+    if labels and not chosen:
+        report.skip(
+            name,
+            f"no category named {', '.join(labels)} (it has: "
+            f"{', '.join(categories.values()) or 'none'})",
+        )
+    return chosen
 
 
 def read_coco(
@@ -118,7 +124,7 @@ def coco_stone(ann, k: int, categories: dict, photos: dict, others: dict, report
     if ann.get("image_id") not in photos:
         report.skip(where, f"names image id {ann.get('image_id')!r}, which the file does not list")
         return None
-    if ann.get("category_id") not in categories:
+    if categories is not None and ann.get("category_id") not in categories:
         key = repr(ann.get("category_id"))
         others[key] = others.get(key, 0) + 1
         return None

@@ -20,7 +20,7 @@ import numpy as np
 
 from stoneseg_core.formats.photos import pieces_of
 from stoneseg_core.formats.report import FormatReport
-from stoneseg_core.formats.shapes import PhotoShapes
+from stoneseg_core.formats.shapes import PhotoShapes, is_stone_label
 
 LABELMAP = "labelmap.txt"
 CLASS_DIR, OBJECT_DIR = "SegmentationClass", "SegmentationObject"
@@ -72,13 +72,9 @@ def packed(rgb: np.ndarray) -> np.ndarray:
 
 
 def stone_colours(labelmap: dict, labels: Sequence[str] | None, report: FormatReport) -> set[int]:
-    if labels:
-        wanted = {w.lower() for w in labels}
-        chosen = [rgb for name, rgb in labelmap.items() if name.lower() in wanted]
-        if not chosen:
-            report.skip(LABELMAP, f"has no label {', '.join(labels)}")
-    else:
-        chosen = [rgb for name, rgb in labelmap.items() if name.lower() != "background"]
+    chosen = [rgb for name, rgb in labelmap.items() if is_stone_label(name, labels)]
+    if labels and not chosen:
+        report.skip(LABELMAP, f"has no label {', '.join(labels)}")
     return {(r << 16) | (g << 8) | b for r, g, b in chosen}
 
 

@@ -4,10 +4,10 @@ CLI (``stoneseg export``) and the window run alike.
 Every photo with a mask (reviewed ones; predicted ones too with ``include_predicted``) is
 exported with its stones (``photos.photo_stones``): COCO, one JSON file for the project;
 labelme, a JSON file per photo in a folder; GeoJSON, a file per photo in a folder; a
-GeoPackage, one file with the stones of every photo in one layer. Each comes back pixel for pixel through
-``iter_import`` (``tests/test_formats.py``, ``tests/benchmarks/bench_formats.py``). Nothing
-is overwritten unless ``overwrite``: the files in the way are named before any is written,
-and each file is written whole beside its place and then moved there.
+GeoPackage, one file with the stones of every photo in one layer. Each comes back pixel for
+pixel through ``iter_import`` (``tests/test_formats.py``, ``bench_formats.py``). Nothing is
+overwritten unless ``overwrite``: the files in the way are named before any is written, and
+each file is written whole beside its place and then moved there.
 """
 
 from __future__ import annotations
@@ -59,14 +59,17 @@ def iter_export(
     overwrite: bool = False,
     include_predicted: bool = False,
     split: str = "grains",
+    data_dir: str | Path | None = None,
 ) -> Generator[FormatProgress, None, FormatReport]:
     """Export the project at ``project_dir`` as ``fmt`` (one of ``EXPORT_FORMATS``) to ``out``
     (a file for coco and gpkg, a folder for labelme and geojson); yields progress, returns
-    the report. ``split``: how a mask without per-stone labels is split (``photos.SPLITS``)."""
+    the report. ``split``: how a mask without per-stone labels is split (``photos.SPLITS``);
+    ``data_dir``: where the masks are when the project folder is read-only (as for
+    ``iter_import``)."""
     if fmt not in EXPORT_FORMATS:
         raise StonesegError(f"Unknown format {fmt!r}: one of {', '.join(EXPORT_FORMATS)}.")
     start = time.perf_counter()
-    project = Project.open(project_dir)
+    project = Project.open(project_dir, fallback_data_dir=data_dir)
     photos = export_photos(project, include_predicted)
     if not photos:
         raise StonesegError(f"No masks to export in {project.root}.")

@@ -62,17 +62,20 @@ def iter_import(
     image: str | None = None,
     empty: bool = False,
     only: Sequence[str] | None = None,
+    data_dir: str | Path | None = None,
 ) -> Generator[FormatProgress, None, FormatReport]:
     """Import the labels of ``source`` (a file, folder or zip in format ``fmt``, one of
     ``IMPORT_FORMATS``) into the project at ``project_dir``; yields progress, returns the
     report. ``labels``: the label or category names that are stones (default: all but
     "background"); ``image``: the photo every feature of a vector file lies on; ``empty``:
     a photo the file lists without stones becomes an empty mask even when the file does not
-    say it was labelled; ``only``: import just these photos (names or stems)."""
+    say it was labelled; ``only``: import just these photos (names or stems); ``data_dir``:
+    where the masks go when the project folder is read-only (``Project.open``'s fallback:
+    the window's per-user folder)."""
     if fmt not in IMPORT_FORMATS:
         raise StonesegError(f"Unknown format {fmt!r}: one of {', '.join(IMPORT_FORMATS)}.")
     start = time.perf_counter()
-    project = Project.open(project_dir)
+    project = Project.open(project_dir, fallback_data_dir=data_dir)
     index = PhotoIndex(project)
     report = FormatReport("import", fmt, Path(source).name, str(project.root))
     wanted = None if only is None else {Path(n).stem.lower() for n in only}

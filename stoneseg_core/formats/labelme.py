@@ -2,11 +2,12 @@
 as one. Read as plain JSON: the labelme package (Qt, its own app) is not needed.
 
 Reading: the photo is the file's ``imagePath`` (else the JSON's own name); every shape of a
-chosen label (all, unless ``labels`` names some) is a stone: ``polygon`` (also
-``oriented_rectangle``), ``rectangle`` (two corners), ``circle`` (centre and a point on it,
-drawn as a 128-gon) and ``mask`` (a base64 PNG over the box of its two points, as labelme
-3.x+ writes it); points, lines and line strips are not areas and are skipped. Shapes that
-share a label and a ``group_id`` are one stone, as labelme's own converters take them.
+chosen label (all but ``background``, unless ``labels`` names some) is a stone:
+``polygon`` (also ``oriented_rectangle``), ``rectangle`` (two corners), ``circle`` (centre
+and a point on it, drawn as a 128-gon) and ``mask`` (a base64 PNG over the box of its two
+points, as labelme 5.3+ writes it); points, lines and line strips are not areas and are
+skipped. Shapes that share a label and a ``group_id`` are one stone, as labelme's own
+converters take them.
 Points are read as positions over the photo, where labelme shows them (pixel (r, c) covers
 x from c to c + 1), and a pixel is the stone's when its centre is inside; labelme's own
 ``shape_to_mask`` (PIL) also paints the pixels its outline touches, up to one more pixel
@@ -32,7 +33,13 @@ import numpy as np
 from stoneseg_core.formats.coco import load_json
 from stoneseg_core.formats.raster import exact_polygons, stone_crops
 from stoneseg_core.formats.report import FormatReport
-from stoneseg_core.formats.shapes import Part, PhotoShapes, StoneShape, ring_array
+from stoneseg_core.formats.shapes import (
+    Part,
+    PhotoShapes,
+    StoneShape,
+    is_stone_label,
+    ring_array,
+)
 from stoneseg_core.grains.outlines import label_polygons
 
 LABELME_VERSION = "5.5.0"
@@ -63,7 +70,6 @@ def read_labelme(
         source=path.name,
         other_names=(path.stem,),
     )
-    wanted = {w.lower() for w in labels} if labels else None
     left_out: dict[str, int] = {}
     for k, shape in enumerate(data["shapes"]):
         where = f"{path.name}, shape {k}"
@@ -71,7 +77,7 @@ def read_labelme(
             report.skip(where, "is not an object")
             continue
         label = str(shape.get("label", ""))
-        if wanted is not None and label.lower() not in wanted:
+        if not is_stone_label(label, labels):
             left_out[label] = left_out.get(label, 0) + 1
             continue
         try:

@@ -9,6 +9,7 @@ whose centre lies inside it (``raster``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,3 +90,14 @@ def ring_array(points, what: str = "polygon") -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError(f"its {what} has coordinates that are not finite numbers")
     return arr
+
+
+BACKGROUND_LABELS = ("background", "_background_")  # never stones unless named
+
+
+def is_stone_label(name: str, labels: Sequence[str] | None) -> bool:
+    """Whether a label or category ``name`` is a stone: one of ``labels`` (any case) when
+    given, else any label but ``BACKGROUND_LABELS``."""
+    if labels:
+        return name.lower() in {w.lower() for w in labels}
+    return name.lower() not in BACKGROUND_LABELS

@@ -161,6 +161,10 @@ def read_vector(path: Path, report: FormatReport) -> list[Layer]:
 # --------------------------------------------------------------------- onto the photos
 
 
+def unchanged(geom: BaseGeometry) -> BaseGeometry:
+    return geom
+
+
 class Placer:
     """Puts the features of layers on the project's photos, in pixels (module docstring)."""
 
@@ -171,7 +175,8 @@ class Placer:
             raise StonesegError(f"--image {image}: the project has no such photo.")
         self.photos: dict[Path, PhotoShapes] = {}
         self.ways: dict[tuple[str, Path], Callable | str] = {}
-        self.said: set[tuple[str, Path]] = set()  # (layer, photo) skipped, said once
+        self.notes: dict[tuple[str, Path], str] = {}  # (layer, photo): what reaching it did
+        self.said: set[tuple[str, Path]] = set()  # (layer, photo) whose way the report has
         self._footprints: list[tuple[Path, BaseGeometry]] | None = None
 
     def place(self, layer: Layer) -> None:
@@ -238,34 +243,36 @@ class Placer:
         return self.ways[key]
 
     def find_way(self, layer: Layer, photo: Path) -> Callable | str:
+        """``way`` worked out; what it assumes or does is said (``notes``) once a feature of
+        the layer lands on the photo."""
         target = photo_crs(self.index.georef(photo))
-        same = lambda g: g  # noqa: E731
+        key = (layer.source, photo)
         if layer.crs is None:
             if target is not None:
-                self.report.note(
-                    layer.source,
-                    f"declares no CRS: taken to be {photo.name}'s "
-                    f"({target if len(target) < 40 else 'its WKT'})",
-                )
-            return same
+                shown = target if len(target) < 40 else "its WKT"
+                self.notes[key] = f"declares no CRS: taken to be {photo.name}'s ({shown})"
+            return unchanged
         if target is None:
             return f"is in {layer.crs} but {photo.name} has no georeference"
         match = same_crs(layer.crs, target)
         if match:
-            return same
+            return unchanged
         move = reprojector(layer.crs, target)
         if move is None:
             why = "install pyproj to reproject it" if match is None else "it cannot be reprojected"
             return f"is in {layer.crs}, not {photo.name}'s {target}: {why}"
-        self.report.note(layer.source, f"reprojected from {layer.crs} to {target} for {photo.name}")
+        self.notes[key] = f"reprojected from {layer.crs} to {target} for {photo.name}"
         return move
 
     def add(self, photo: Path, layer: Layer, geom: BaseGeometry, where: str) -> None:
-        way = self.way(layer, photo)
-        if isinstance(way, str):
-            if (layer.source, photo) not in self.said:
-                self.said.add((layer.source, photo))
+        way, key = self.way(layer, photo), (layer.source, photo)
+        if key not in self.said:  # the first feature on this photo: what the layer needed
+            self.said.add(key)
+            if isinstance(way, str):
                 self.report.skip(layer.source, f"{way}: its features on it skipped")
+            elif key in self.notes:
+                self.report.note(layer.source, self.notes[key])
+        if isinstance(way, str):
             return
         pixels = to_pixels(way(geom), self.index.georef(photo))
         if not pixels.is_valid:

@@ -118,3 +118,26 @@ def test_napari_plugin_tests_pass_under_xvfb(trained_model, tmp_path):
     summary = output.strip().splitlines()[-1]
     assert re.search(r"\b\d+ passed\b", summary), output
     assert not re.search(r"skipped|xfail|deselected|error", summary), output
+
+
+def test_without_xvfb_the_napari_test_fails_saying_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install xvfb libgl1"):
+        with virtual_screen(tmp_path / "xvfb.log"):
+            pass
+
+
+def test_triton_is_kept_out_only_where_a_system_llvm_is_loaded(monkeypatch, tmp_path):
+    from stoneseg_gui.napari_plugin.jobs import keep_triton_out
+
+    maps = tmp_path / "maps"
+    monkeypatch.delitem(sys.modules, "triton", raising=False)
+    maps.write_text("7f00-7f01 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libGLX_mesa.so.0\n")
+    assert not keep_triton_out(maps) and "triton" not in sys.modules
+    assert not keep_triton_out(tmp_path / "no-such-file")  # no /proc: nothing done
+    maps.write_text("7f00-7f01 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libLLVM-15.so.1\n")
+    assert keep_triton_out(maps)
+    assert sys.modules["triton"] is None  # import triton fails as if it were not installed
+    with pytest.raises(ImportError):
+        import triton  # noqa: F401
+    assert not keep_triton_out(maps)  # already decided

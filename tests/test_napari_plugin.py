@@ -85,7 +85,7 @@ def virtual_screen(log: Path) -> Iterator[str]:
 
 
 @pytest.mark.timeout(900)
-def test_napari_plugin_tests_pass_under_xvfb(trained_model, tmp_path):
+def test_napari_plugin_tests_pass_under_xvfb(trained_model, onnx_cache, tmp_path):
     try:
         import napari  # noqa: F401
     except ImportError as exc:
@@ -97,6 +97,7 @@ def test_napari_plugin_tests_pass_under_xvfb(trained_model, tmp_path):
             "QT_QPA_PLATFORM": "xcb",
             "STONESEG_NAPARI_TESTS": "1",  # tests/conftest.py collects tests/napari
             "STONESEG_TEST_MODEL": str(trained_model),  # this session's tiny U-Net
+            "STONESEG_TEST_CACHE": str(onnx_cache),  # and its ONNX export, if made already
             # napari's settings and caches, and ours, in this test's folder
             "XDG_CONFIG_HOME": str(tmp_path / "config"),
             "XDG_CACHE_HOME": str(tmp_path / "cache"),

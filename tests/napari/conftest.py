@@ -21,6 +21,16 @@ if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory) -> Path:
+    """The parent test session's ONNX exports (STONESEG_TEST_CACHE: its model is exported
+    once), else a folder of this session, never the user's cache."""
+    given = os.environ.get("STONESEG_TEST_CACHE")
+    folder = Path(given) if given else tmp_path_factory.mktemp("stoneseg-cache")
+    os.environ["STONESEG_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture
 def stone_model(request) -> Path:
     """The tiny trained U-Net: the parent test session's (STONESEG_TEST_MODEL), or trained

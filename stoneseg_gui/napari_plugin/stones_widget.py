@@ -70,6 +70,7 @@ class StonesWidget(Container):
         self.table = QTableView()
         self.table.setModel(proxy)
         self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)  # stone 1 first
         self.table.verticalHeader().setVisible(False)
         self.plot = GrainPlot()
         self.plot.setMinimumHeight(220)

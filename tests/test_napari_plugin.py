@@ -142,3 +142,21 @@ def test_triton_is_kept_out_only_where_a_system_llvm_is_loaded(monkeypatch, tmp_
     with pytest.raises(ImportError):
         import triton  # noqa: F401
     assert not keep_triton_out(maps)  # already decided
+
+
+def test_image_layers_become_the_rgb_uint8_photo_the_network_takes():
+    import numpy as np
+
+    from stoneseg_core.errors import StonesegError
+    from stoneseg_gui.napari_plugin.layers import rgb_of
+
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert rgb_of(grey).shape == (3, 4, 3) and (rgb_of(grey)[..., 2] == grey).all()
+    rgba = np.zeros((3, 4, 4), np.uint8)
+    rgba[..., 3] = 255
+    assert rgb_of(rgba).shape == (3, 4, 3) and rgb_of(rgba).max() == 0
+    deep = np.linspace(0, 4095, 12).reshape(3, 4).astype(np.uint16)  # 12-bit camera data
+    out = rgb_of([deep, deep[::2, ::2]])  # a multiscale layer: its finest level
+    assert out.dtype == np.uint8 and out.shape == (3, 4, 3) and out.max() == 255
+    with pytest.raises(StonesegError, match="2-D photos"):
+        rgb_of(np.zeros((2, 3, 4, 3), np.uint8))

@@ -27,6 +27,7 @@ from stoneseg_core.model.config import TrainConfig
 from stoneseg_core.model.device import describe_devices
 from stoneseg_core.model.info import read_model_info
 from stoneseg_core.model.scale import scale_fallback
+from stoneseg_core.model.stone_model import installed_stone_model
 from stoneseg_core.training.events import (
     BatchProgress,
     EpochSummary,
@@ -86,6 +87,7 @@ class ModelController(QObject):
         self._train_result: TrainResult | None = None
         self._train_notes = ""  # what the run's data left out (stale per-stone labels)
         self._train_from: str | None = None  # the model the run fine-tunes, by name
+        self._told_installed = False  # said once that predictions use the installed model
         self._last_run: str | None = None  # the latest run's name while its curves are shown
         self._best_scores = None
         self._best_rows = ()
@@ -367,11 +369,23 @@ class ModelController(QObject):
             self.dialogs.info("Prediction scale", note)
         return note
 
+    def predicting_model(self) -> Path | None:
+        """The model predictions use: the project's active model, else the stone model
+        installed with StoneSeg (so Predict finds stones on the first start), else None."""
+        return self.active_model() or installed_stone_model()
+
     def _need_model(self) -> Path | None:
-        model = self.active_model()
+        model = self.predicting_model()
         if model is None:
             self.dialogs.error(
                 "No model yet", "Train a model first (or choose one in the Models panel)."
+            )
+        elif self.active_model() is None and not self._told_installed:
+            self._told_installed = True
+            self.message.emit(
+                "This project has no model of its own yet: predicting with the stone model "
+                "installed with StoneSeg (trained on belt and river-gravel tiles). Label a few "
+                "photos and Train to fine-tune it on yours."
             )
         return model
 

@@ -170,7 +170,7 @@ class LabelNext(QObject):
         photo (in the background, Esc or Ctrl+. cancels)."""
         dialogs, session = self.window.dialogs, self.window.session
         title = "No photo ranked yet"
-        if self.controller.active_model() is None:
+        if self.controller.predicting_model() is None:
             dialogs.info(
                 title,
                 "The photos are ranked by how unsure a model is of them. Label a few photos and "

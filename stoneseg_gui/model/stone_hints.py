@@ -121,7 +121,7 @@ class StoneHints(QObject):
     def _predict_first(self, path: Path) -> None:
         """A click waits and this photo has no prediction: predict it (or say why not)."""
         c = self.controller
-        if c.active_model() is None:
+        if c.predicting_model() is None:
             self.canvas.cancel_tool()
             self.notice.emit(
                 "Click a stone adds the stones a model predicts, and there is no model yet: "

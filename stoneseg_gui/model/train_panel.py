@@ -19,6 +19,8 @@ from PySide6.QtWidgets import (
 
 from stoneseg_core.model import pretrained
 from stoneseg_core.model.config import ENCODERS, TrainConfig
+from stoneseg_core.model.info import read_model_info
+from stoneseg_core.model.stone_model import STONES, installed_stone_model
 from stoneseg_core.training.events import BatchProgress, EpochSummary
 
 
@@ -105,6 +107,15 @@ class TrainPanel(QWidget):
     def _build_run_choices(self, devices_text: str) -> None:
         """What the run starts from, the hardware found, and the line saying what the next
         Train does (fine-tunes which model, on how many photos)."""
+        self.stone_start = QCheckBox("Start from the installed stone model")
+        self.stone_start.setToolTip(
+            "A U-Net installed with StoneSeg that already knows stones (trained on belt and "
+            "river-gravel tiles under open licences: docs/stones.md); the first Train "
+            "fine-tunes it instead of starting from ImageNet. EfficientNet-Lite0 only."
+        )
+        self.stone_start.toggled.connect(self._show_next_run)
+        self._stone_encoder = _installed_encoder()
+        self.stone_start.setVisible(self._stone_encoder is not None)
         self.pretrained = QCheckBox("Start from ImageNet weights")
         self.pretrained.toggled.connect(self._show_next_run)
         self.encoder.currentTextChanged.connect(self._on_encoder_current_text_changed)
@@ -130,6 +141,7 @@ class TrainPanel(QWidget):
         form.addRow("Learning rate", self.lr)
         form.addRow("Validation fraction", self.val_fraction)
         form.addRow("Device", self.device)
+        form.addRow("", self.stone_start)
         form.addRow("", self.pretrained)
         form.addRow("", self.afresh)
         return form
@@ -164,7 +176,12 @@ class TrainPanel(QWidget):
             self._weights_source = "needs internet"
             tip = "Downloaded from a model hub on first use"
         self.pretrained.setToolTip(f"{tip} ({self._weights_source}).")
+        # the stone model fits only the encoder it was trained with
+        self.stone_start.setEnabled(encoder == self._stone_encoder)
         self._show_next_run()
+
+    def _starts_from_stones(self) -> bool:
+        return self.stone_start.isChecked() and self.stone_start.isEnabled()
 
     def set_next_run_context(self, labelled: int, active_model: str | None) -> None:
         """What the next Train starts from: the photos labelled, the active model (by name)."""
@@ -175,6 +192,8 @@ class TrainPanel(QWidget):
         photos = f"{self._labelled} labelled photo{'s' if self._labelled != 1 else ''}"
         if self._active_model and not self.afresh.isChecked():
             text = f"Next Train fine-tunes {self._active_model} on {photos}."
+        elif self._starts_from_stones():
+            text = f"Next Train fine-tunes the stone model installed with StoneSeg on {photos}."
         elif self.pretrained.isChecked():
             text = f"Next Train starts from ImageNet weights ({self._weights_source}) on {photos}."
         else:
@@ -194,14 +213,17 @@ class TrainPanel(QWidget):
         self.batch_size.setValue(c.batch_size)
         self.lr.setValue(c.lr)
         self.val_fraction.setValue(c.val_fraction)
-        self.pretrained.setChecked(c.weights == "imagenet")
+        self.pretrained.setChecked(c.weights in ("imagenet", STONES))
+        self.stone_start.setChecked(c.weights == STONES and self._stone_encoder is not None)
         self.device.setCurrentIndex(max(0, self.device.findData(c.device)))
 
     def config(self) -> TrainConfig:
         crop = self.crop.value() // 32 * 32
         return TrainConfig(
             encoder=self.encoder.currentText(),
-            weights="imagenet" if self.pretrained.isChecked() else "none",
+            weights=STONES
+            if self._starts_from_stones()
+            else ("imagenet" if self.pretrained.isChecked() else "none"),
             epochs=self.epochs.value(),
             crop=crop,
             work_size=self.work_size.value(),
@@ -230,10 +252,13 @@ class TrainPanel(QWidget):
             self.lr,
             self.val_fraction,
             self.pretrained,
+            self.stone_start,
             self.device,
             self.afresh,
         ):
             w.setEnabled(not running)
+        fits = self.encoder.currentText() == self._stone_encoder
+        self.stone_start.setEnabled(not running and fits)
         if running:
             self.progress.setFormat("%p %")
             self.progress.setValue(0)
@@ -279,3 +304,14 @@ class TrainPanel(QWidget):
             )
         else:
             self.status.setText(f"{labelled} labelled photos: ready to Train (Ctrl+T).")
+
+
+def _installed_encoder() -> str | None:
+    """The encoder of the stone model installed with StoneSeg (None: none installed)."""
+    folder = installed_stone_model()
+    if folder is None:
+        return None
+    try:
+        return read_model_info(folder).encoder
+    except Exception:  # a damaged installation: the choice is simply not offered
+        return None

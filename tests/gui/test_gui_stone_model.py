@@ -1,0 +1,93 @@
+"""The stone model installed with StoneSeg in the window: Predict finds stones on a project's
+first start, and the first Train can fine-tune it instead of starting from ImageNet."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from guihelpers import wait_loaded
+from synthetic import make_scene, write_rgb
+
+from stoneseg_core.model.stone_model import STONES
+from stoneseg_gui.model import controller as controller_module
+from stoneseg_gui.model import train_panel as panel_module
+
+
+@pytest.fixture
+def project(tmp_path):
+    rng = np.random.default_rng(5)
+    for k in range(2):
+        write_rgb(tmp_path / "proj" / "images" / f"p{k}.png", make_scene(rng, 128, 160)[0])
+    return tmp_path / "proj"
+
+
+@pytest.fixture
+def installed(monkeypatch, tmp_path, trained_model):
+    """The tiny trained U-Net standing in for the installed stone model."""
+    folder = tmp_path / "bundled" / "stones-lite0"
+    shutil.copytree(trained_model, folder)
+    monkeypatch.setattr(controller_module, "installed_stone_model", lambda: folder)
+    monkeypatch.setattr(panel_module, "installed_stone_model", lambda: folder)
+    return folder
+
+
+def test_predict_on_a_new_project_uses_the_installed_stone_model(
+    qtbot, make_window, project, installed
+):
+    window = make_window()
+    window.open_folder(project)
+    wait_loaded(qtbot, window)
+    controller = window.model_side.controller
+    assert controller.active_model() is None
+    assert controller.predicting_model() == installed
+    said = []
+    controller.message.connect(said.append)
+    for _ in range(2):  # twice: the note is said once
+        controller.prediction = None
+        window.model_side.actions.predict.trigger()
+        qtbot.waitUntil(lambda: controller.prediction is not None, timeout=120_000)
+    assert controller.prediction.mask.shape == (128, 160)
+    notes = [m for m in said if "installed with StoneSeg" in m]
+    assert len(notes) == 1
+    # predicting does not make the installed model the project's own
+    assert controller.active_model() is None
+
+
+def test_the_first_train_can_start_from_the_installed_stone_model(
+    qtbot, make_window, project, installed
+):
+    window = make_window()
+    window.open_folder(project)
+    wait_loaded(qtbot, window)
+    panel = window.model_side.panel
+    assert panel.stone_start.isVisibleTo(panel)
+    panel.encoder.setCurrentText("tu-tf_efficientnet_lite0")
+    panel.stone_start.setChecked(True)
+    assert panel.config().weights == STONES
+    assert "fine-tunes the stone model installed with StoneSeg" in panel.next_run.text()
+    # another encoder: the stone model does not fit it, ImageNet it is
+    panel.encoder.setCurrentText("efficientnet-b0")
+    assert not panel.stone_start.isEnabled()
+    assert panel.config().weights == "imagenet"
+    assert "ImageNet" in panel.next_run.text()
+    panel.encoder.setCurrentText("tu-tf_efficientnet_lite0")
+    panel.set_running(True)
+    assert not panel.stone_start.isEnabled()
+    panel.set_running(False)
+    assert panel.stone_start.isEnabled() and panel.config().weights == STONES
+
+
+def test_without_an_installed_stone_model_the_choice_is_not_offered(
+    qtbot, make_window, project, monkeypatch
+):
+    monkeypatch.setattr(controller_module, "installed_stone_model", lambda: None)
+    monkeypatch.setattr(panel_module, "installed_stone_model", lambda: None)
+    window = make_window()
+    window.open_folder(project)
+    wait_loaded(qtbot, window)
+    panel = window.model_side.panel
+    assert not panel.stone_start.isVisibleTo(panel)
+    assert panel.config().weights == "imagenet"
+    assert window.model_side.controller.predicting_model() is None

@@ -21,6 +21,7 @@ output: ``--epochs-scale 0.4`` (6 StoneSeg / 10 notebook epochs), ``--only-folds
 
     python tests/benchmarks/bench_accuracy.py [--folds 5] [--only-folds 0,1]
         [--epochs-scale 1.0] [--methods stoneseg,notebook] [--set lr=0.001 ...]
+        [--train-fraction 0.5]
 
 The last line is one JSON object with the figures.
 """
@@ -120,7 +121,14 @@ def towards_reading(seg: Segmenter, config: InferenceConfig, pairs, stems: set[s
     return Segmenter(seg.model, info, config, seg.device)
 
 
-def run_stoneseg(pairs, held_out: list[str], cfg: TrainConfig, out: Path, protocol: str) -> dict:
+def run_stoneseg(
+    pairs,
+    held_out: list[str],
+    cfg: TrainConfig,
+    out: Path,
+    protocol: str,
+    train_fraction: float = 1.0,
+) -> dict:
     """Train on every photo but the held-out fold's, then score the held-out fold.
 
     protocol "user" (the honest default): the training validates on a split of its own
@@ -132,6 +140,9 @@ def run_stoneseg(pairs, held_out: list[str], cfg: TrainConfig, out: Path, protoc
     held = set(held_out)
     if protocol == "user":
         train_pairs = [p for p in pairs if p[0].stem not in held]
+        if train_fraction < 1:  # a seeded share of the fold's photos (--train-fraction)
+            keep = max(2, round(train_fraction * len(train_pairs)))
+            train_pairs = random.Random(cfg.seed).sample(train_pairs, keep)
         run_cfg = cfg
     else:
         train_pairs = pairs
@@ -153,7 +164,12 @@ def run_stoneseg(pairs, held_out: list[str], cfg: TrainConfig, out: Path, protoc
 
     result = run_training(train_pairs, out, run_cfg, on_event=on_event)
     wall = time.perf_counter() - t
-    row: dict = {"epochs": cfg.epochs, "protocol": protocol, "wall_s": r3(wall)}
+    row: dict = {
+        "epochs": cfg.epochs,
+        "protocol": protocol,
+        "train_photos": len(train_pairs),
+        "wall_s": r3(wall),
+    }
     row["train_loop_s"] = r3(sum(e.seconds for e in last))
     if protocol == "user":
         # the model's own threshold, chosen on its validation split
@@ -385,6 +401,13 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--train-fraction",
+        type=float,
+        default=1.0,
+        help="StoneSeg trains on this share of each fold's photos (seeded; e.g. 0.5 with "
+        "--set weights=stones: the installed stone model on half the photos)",
+    )
+    ap.add_argument(
         "--also-scale",
         default="",
         help="also score StoneSeg's models at this inference scale (e.g. stone-size), "
@@ -445,6 +468,7 @@ def main() -> None:
             "weights": cfg.weights,
             "lr": cfg.lr,
             "epochs": cfg.epochs,
+            "train_fraction": args.train_fraction,
             **overrides,
         },
         "notebook_weights": args.notebook_weights,
@@ -464,7 +488,7 @@ def main() -> None:
             log.info("fold %d: held out %s", k, held)
             if "stoneseg" in methods:
                 row["stoneseg"] = run_stoneseg(
-                    pairs, held, cfg, Path(tmp) / f"fold{k}", args.protocol
+                    pairs, held, cfg, Path(tmp) / f"fold{k}", args.protocol, args.train_fraction
                 )
                 log.info("fold %d stoneseg: %s", k, row["stoneseg"]["held_out"])
             if "notebook" in methods:

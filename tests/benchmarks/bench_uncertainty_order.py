@@ -2,7 +2,8 @@
 pixel IoU and stone F1 with fewer photos than labelling them in random order?
 
 conveyor-train's tiles with per-stone truth are split once: every third tile with stones is
-the **scorer** (never labelled, never ranked), the rest (with the empty belt) the **pool**.
+the **scorer** (never labelled, never ranked), the rest (with the empty belt; ``--pool
+stony``: without it) the **pool**.
 For each seed, ``--start`` pool tiles drawn at random are "labelled" and a model is trained on
 them; then ``--rounds`` times ``--add`` more tiles are labelled, chosen
 
@@ -47,11 +48,13 @@ from stoneseg_core.training.train import run_training
 ORDERS = ("random", "uncertainty")
 
 
-def split_scorer(items: list) -> tuple[list, list]:
-    """(scorer, pool): every third tile with stones scores; the rest is the pool."""
+def split_scorer(items: list, pool_of: str = "all") -> tuple[list, list]:
+    """(scorer, pool): every third tile with stones scores; the rest is the pool (``pool_of``
+    "stony": without the tiles of empty belt)."""
     stony = [t for t in items if read_mask(t[1]).any()]
     scorer = stony[::3]
-    return scorer, [t for t in items if t not in scorer]
+    pool = [t for t in (stony if pool_of == "stony" else items) if t not in scorer]
+    return scorer, pool
 
 
 def train(labelled: list, out: Path, args) -> Segmenter:
@@ -98,7 +101,8 @@ def run_seed(seed: int, pool: list, scorer: list, images: dict, keep: Path, args
     order = [pool[i] for i in rng.permutation(len(pool))]
     start = order[: args.start]
     seg = train(start, keep / f"s{seed}-start", args)
-    first = {"tiles": len(start), **evaluate(seg, scorer)}
+    empty = sum(1 for t in start if not read_mask(t[1]).any())
+    first = {"tiles": len(start), "empty": empty, **evaluate(seg, scorer)}
     curves = {}
     for name in ORDERS:
         labelled, model, curve = list(start), seg, [first]
@@ -109,7 +113,8 @@ def run_seed(seed: int, pool: list, scorer: list, images: dict, keep: Path, args
             else:
                 labelled += most_unsure(model, rest, images, args.add)
             model = train(labelled, keep / f"s{seed}-{name}-r{r + 1}", args)
-            curve.append({"tiles": len(labelled), **evaluate(model, scorer)})
+            empty = sum(1 for t in labelled if not read_mask(t[1]).any())
+            curve.append({"tiles": len(labelled), "empty": empty, **evaluate(model, scorer)})
             print(f"seed {seed} {name} round {r + 1}: {curve[-1]}", flush=True)
         curves[name] = curve
     return curves
@@ -142,6 +147,9 @@ def summarise(per_seed: dict[int, dict]) -> dict:
             for pts in points
         ]
     out = {"mean_curves": mean, "area": {}, "tiles_to_reach_random_final": {}}
+    out["empty_tiles_labelled_last"] = {
+        n: [per_seed[s][n][-1].get("empty") for s in per_seed] for n in ORDERS
+    }
     for key in ("iou", "f1"):
         target = mean["random"][-1][key]
         out["area"][key] = {n: r3(area(mean[n], key)) for n in ORDERS}
@@ -166,12 +174,13 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=8, help="crops a tile an epoch")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed-train", type=int, default=0, help="the training seed (all models)")
+    ap.add_argument("--pool", choices=("all", "stony"), default="all", help="stony: no empty belt")
     ap.add_argument("--keep", default=None, help="folder for the models (default: a temp one)")
     add_common_args(ap)
     args = ap.parse_args()
     setup(args)
     t0 = time.perf_counter()
-    scorer_items, pool = split_scorer(triples(SETS["conveyor"]))
+    scorer_items, pool = split_scorer(triples(SETS["conveyor"]), args.pool)
     scorer = [(read_image(t[0]), read_instance_labels(t[2])) for t in scorer_items]
     images = {t[0]: read_image(t[0]) for t in pool}
     keep = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-order-"))
@@ -183,6 +192,7 @@ def main() -> int:
             "set": "conveyor",
             "scorer_tiles": len(scorer),
             "pool_tiles": len(pool),
+            "pool": args.pool,
             "start": args.start,
             "add": args.add,
             "rounds": args.rounds,

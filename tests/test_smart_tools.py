@@ -226,6 +226,25 @@ def test_grabcut_starts_from_the_models_probability_where_it_has_no_stone_label(
     assert "probability" in tool.take_message()
 
 
+def test_a_second_box_on_a_stone_already_in_the_mask_redraws_it_with_grabcut():
+    photo, disc = disc_scene()
+    y, x = np.ogrid[: disc.shape[0], : disc.shape[1]]
+    model_disc = (y - 150) ** 2 + (x - 130) ** 2 <= 45**2  # the model's outline: off and small
+    probability = np.where(disc, 0.8, 0.2).astype(np.float32)
+    stones = LabelledStones(model_disc.astype(np.int32), probability)
+    doc = MaskDocument(shape=disc.shape)
+    tool = BoxStoneTool(SmartContext(ArrayPhoto(photo), stones))
+    box(tool, doc, 140 - 72, 160 - 75, 140 + 70, 160 + 68)
+    assert np.array_equal(doc.mask > 0, model_disc)  # first box: the model's stone
+    assert "model predicted" in tool.take_message()
+    box(tool, doc, 140 - 72, 160 - 75, 140 + 70, 160 + 68)  # again: GrabCut redraws it
+    assert iou(doc.mask > 0, disc) > 0.9 > iou(model_disc, disc)
+    assert doc.undo_steps == 2 and doc.undo_label == "Redraw boxed stone"
+    assert "GrabCut" in tool.take_message()
+    doc.undo()
+    assert np.array_equal(doc.mask > 0, model_disc)
+
+
 # ----------------------------------------------------------------------------- magic wand
 def colour_regions() -> np.ndarray:
     """Flat colours: ground, an L-shaped region A, region B close to A (Delta E ~ 9), and

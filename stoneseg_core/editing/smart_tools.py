@@ -11,7 +11,9 @@ button adds stone; Shift or the right button removes it.
   ``apply_pending`` once the window has predicted the photo. Removing takes the predicted
   stone under the pointer, or where there is none the mask's own piece there.
 - ``BoxStoneTool``: a box drawn round one stone gives the predicted stone in it, clipped
-  to the box, or where there is none GrabCut's (``smart_regions.grabcut_box``).
+  to the box, or where there is none GrabCut's (``smart_regions.grabcut_box``); a box round
+  a predicted stone that is in the mask already redraws it with GrabCut (a second box on
+  a stone refines its outline).
 - ``MagicWandTool``: the area of like colour round the pointer (``smart_regions.wand_fill``),
   outlined while hovering; the wheel changes the tolerance.
 """
@@ -248,6 +250,8 @@ class BoxStoneTool(Tool):
             self._message = "Drag a box round one stone."
             return
         box = box.clipped(doc.height, doc.width)
+        if not self._removing and self._refine(doc, box):
+            return
         pixels, how = self.stone_in(box)
         if pixels is None or not pixels.any():
             self._message = f"No stone found in the box ({how})."
@@ -274,6 +278,27 @@ class BoxStoneTool(Tool):
             int(np.ceil(max(ya, yb))),
             int(np.ceil(max(xa, xb))),
         )
+
+    def _refine(self, doc: MaskDocument, box: Region) -> bool:
+        """A box round a stone the model drew that is in the mask already: GrabCut redraws
+        it (the model's outline replaced by GrabCut's in the box, one undo step). False when
+        the model's stone there is not in the mask yet (the box adds it)."""
+        stones, photo = self.context.stones, self.context.photo
+        stone = stones.stone_in_box(box) if stones is not None else None
+        if stone is None or photo is None or not doc.mask[box.slices][stone.pixels].all():
+            return False
+        probability = stones.probability_in(grabcut_crop(box, photo.height, photo.width))
+        pixels = grabcut_box(photo, box, probability)
+        if pixels is None or not pixels.any():
+            self._message = "GrabCut found no stone in the box: the model's outline stays."
+            return True
+        label = "Redraw boxed stone"
+        doc.begin_stroke(label)
+        doc.paint_pixels(box, stone.pixels & ~pixels, BACKGROUND, label)
+        doc.paint_pixels(box, pixels, STONE, label)
+        doc.end_stroke()
+        self._message = "Redrew the stone GrabCut found, from the model's probability."
+        return True
 
     def stone_in(self, box: Region) -> tuple[np.ndarray | None, str]:
         """The stone's pixels in ``box`` (bool, the box's shape) and where they came from."""

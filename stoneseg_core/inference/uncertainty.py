@@ -72,7 +72,7 @@ class UncertaintyScore:
         """Why the photo is (or is not) worth labelling next, in a geologist's words."""
         by = f"The model {self.model}" if self.model else "The model"
         if self.unsure_px == 0:
-            return f"{by} was sure of every pixel of this photo: labelling it teaches it little."
+            return f"{by} was sure of every pixel of this photo."
         how = "contradicted itself (photo flipped)" if self.definition == "flips" else "was unsure"
         if self.little_stone:
             where = (
@@ -81,9 +81,7 @@ class UncertaintyScore:
             )
         else:
             where = f"on {_pct(self.score)} % of what it took for stone (or hesitated over) here"
-        return (
-            f"{by} {how} {where}. The photos it is least sure of teach it most when you label them."
-        )
+        return f"{by} {how} {where}. Where it is unsure, its prediction is likeliest to be wrong."
 
     def to_dict(self) -> dict:
         return {

@@ -443,9 +443,9 @@ class ModelController(QObject):
         self.prediction_ready.emit(path)
 
     def _record_uncertainty(self, path: Path, score: UncertaintyScore) -> None:
-        """Keep how unsure the active model was of ``path`` in the project's state (the list
-        orders the photos by it without predicting again) and say so."""
-        project, model = self.project, self.active_model()
+        """Keep how unsure the predicting model was of ``path`` in the project's state (the
+        list orders the photos by it without predicting again) and say so."""
+        project, model = self.project, self.predicting_model()
         if project is None:
             return
         score = replace(score, model=model.name if model is not None else "")

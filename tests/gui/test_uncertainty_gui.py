@@ -122,7 +122,7 @@ def test_the_list_puts_the_most_useful_first_and_n_opens_it(qtbot, window, tmp_p
     assert [p.name for p in lst.visible_paths()] == ["b.png", "c.png", "a.png", "e.png"]
     index = lst.proxy.index(0, 0)
     assert "60 %" in index.data(Qt.ItemDataRole.ToolTipRole)
-    assert "least sure of teach it most" in index.data(Qt.ItemDataRole.ToolTipRole)
+    assert "likeliest to be wrong" in index.data(Qt.ItemDataRole.ToolTipRole)
     assert lst.model.uncertainty_of(images / "d.png") is None
     assert lst.model.uncertainty_of(images / "e.png") is None
 
@@ -146,16 +146,21 @@ def test_the_list_puts_the_most_useful_first_and_n_opens_it(qtbot, window, tmp_p
 
 
 def test_n_without_scores_offers_to_predict_and_the_scores_outlive_the_window(
-    qtbot, make_window, dialogs, tmp_path, trained_model
+    qtbot, make_window, dialogs, tmp_path, trained_model, monkeypatch
 ):
+    import stoneseg_gui.model.controller as controller_module
+
     root = make_project(tmp_path / "proj", names=("a.png", "b.png", "c.png"), size=(160, 100))
     window = make_window()
     window.open_folder(root)
     wait_loaded(qtbot, window)
 
-    _press(qtbot, window, Qt.Key.Key_N)  # no model: says how to get there
+    # no model of the project's, none installed with StoneSeg: says how to get there
+    monkeypatch.setattr(controller_module, "installed_stone_model", lambda: None)
+    _press(qtbot, window, Qt.Key.Key_N)
     assert dialogs.infos[-1][0] == "No photo ranked yet"
     assert "train a model (Ctrl+T)" in dialogs.infos[-1][1]
+    assert not dialogs.questions
 
     _with_model(root, trained_model, window)
     dialogs.answers["No photo ranked yet"] = "Predict all unlabelled"

@@ -1,27 +1,27 @@
 """Label faster: actions a scripted user needs to correct a prediction, brush only against the
 smart tools (NoC@90, the measure of interactive segmentation).
 
-A held-out photo's prediction (the model's mask, split into stones the app's way) is what the
-user starts from. Each turn the user looks at what is still wrong (missed stone, invented
-stone, two stones fused) and takes the one action that brings the photo closest to right
-(first the fewest wrong pixels, then pixel IoU + stone F1 at IoU 0.5), until pixel IoU >= 0.90
-and stone F1 >= 0.90 or ``--max-actions``. Where the app's split of the true mask itself, with
-every seam between touching stones cut, stays under 0.90 F1 (a stone the split cuts in two),
-the F1 goal is that figure less 0.02: no user could do better through the mask. Stones are the mask's split as the app makes it (``grains.split_stones``
-of the binary mask), so both users separate touching stones the same way: a seam erased.
+A held-out photo's prediction (the model's 0/255 mask) is what the user starts from. Each
+turn the user looks at the largest wrong regions (missed stone, invented stone) and takes the
+one action that leaves the fewest wrong pixels, until pixel IoU >= 0.90 (NoC@90) or
+``--max-actions`` (a photo where no action helps counts the cap). Stone F1 at IoU 0.5 of the
+finished mask (split as the app splits it) is printed beside: separating stones is done
+afterwards in the Grains panel (a cut or a merge a stone, the same for both users), so it is
+not what the tools are compared on (measured: through the binary mask alone, a scripted user
+chasing F1 >= 0.90 goes round in circles, the app's split cutting and fusing what it paints).
 
 Actions (each one user action; the real ``editing`` tools on a ``MaskDocument``):
 
 - brush only: a **brush stroke** or an **eraser stroke** traced along the middle line of one
   of the largest wrong regions, at the brush's size (a quarter of the photo's median true
-  stone, at least 2 px) or a third of it, and a **seam stroke** (the eraser at 1 px) traced
-  along the border of two true stones that one piece of the mask fuses;
+  stone, at least 2 px), a third of it or 1.5 px (the brush's size changes are free);
 - smart: the same, plus **click a stone** (``ClickStoneTool``) inside a missed region,
   **Shift+click** on an invented one, **box a stone** (``BoxStoneTool``) round a missed true
-  stone, the **magic wand** (``MagicWandTool``, default tolerance) inside a missed region.
+  stone (a second box on a stone already there redraws it with GrabCut), the **magic wand**
+  (``MagicWandTool``, default tolerance) inside a missed region.
 
-Sets: ``conveyor`` (the installed stone model's held-out belt tiles, from its provenance, or
-``--tiles``), ``gravel`` (the held-out gravel tile), ``dev`` (stones-dev, binary masks only:
+Sets: ``conveyor`` (the installed stone model's held-out belt tiles with stones, from its
+provenance), ``gravel`` (the held-out gravel tile), ``dev`` (stones-dev, binary masks only:
 the true stones are the true mask's split; photos brought to ``--dev-size`` long side).
 
     python tests/benchmarks/bench_labelling.py --model resources/models/stones-lite0 \
@@ -80,7 +80,6 @@ class Photo:
     stones: np.ndarray  # int32 true stones
     prediction: object  # segmenter Prediction
     labels: np.ndarray  # the prediction split the app's way
-    f1_goal: float = GOAL  # stone F1 to reach: 0.90, or less where the split cannot (best_f1)
 
 
 def score(mask: np.ndarray, photo: Photo) -> tuple[float, float]:
@@ -89,19 +88,6 @@ def score(mask: np.ndarray, photo: Photo) -> tuple[float, float]:
     iou = np.count_nonzero(m & photo.truth) / union if union else 1.0
     f1 = match_instances(split_stones(m), photo.stones, 0.5).f1
     return float(iou), float(f1)
-
-
-def objective(s: tuple[float, float], photo: Photo) -> float:
-    return min(s[0], GOAL) + min(s[1], photo.f1_goal) + 0.01 * (s[0] + s[1])
-
-
-def best_f1(photo: Photo) -> float:
-    """Stone F1 of the true mask with every seam between touching true stones cut: the
-    most a mask can give through the app's split (the goal is this where it is under 0.90)."""
-    cut = photo.truth.copy()
-    for seam in seams(photo.truth.view(np.uint8) * 255, photo, every=True):
-        cut &= ~seam
-    return float(match_instances(split_stones(cut), photo.stones, 0.5).f1)
 
 
 def regions(err: np.ndarray) -> list[np.ndarray]:
@@ -126,24 +112,6 @@ def traced(piece: np.ndarray, radius: float) -> np.ndarray:
     r = max(1, round(radius))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r - 1, 2 * r - 1))
     return cv2.dilate(skeleton.view(np.uint8), disc) > 0
-
-
-def seams(mask: np.ndarray, photo: Photo, every: bool = False) -> list[np.ndarray]:
-    """Borders between two true stones that the mask holds as one piece (the largest
-    ``CANDIDATES``; ``every``: all of them, as one array)."""
-    st = photo.stones
-    m = mask > 0
-    out = []
-    for dy, dx in ((0, 1), (1, 0)):
-        a = st[: st.shape[0] - dy, : st.shape[1] - dx]
-        b = st[dy:, dx:]
-        both = (a != b) & (a > 0) & (b > 0) & m[: st.shape[0] - dy, : st.shape[1] - dx]
-        both &= m[dy:, dx:]
-        seam = np.zeros_like(m)
-        seam[: st.shape[0] - dy, : st.shape[1] - dx] |= both
-        out.append(seam)
-    border = out[0] | out[1]
-    return [border] if every else regions(border)
 
 
 def paint(doc: MaskDocument, covered: np.ndarray, value: int) -> None:
@@ -176,25 +144,32 @@ def candidate_actions(doc: MaskDocument, photo: Photo, smart: bool, radius: floa
             acts.append(("brush", lambda p=piece, r=r: paint(doc, traced(p, r), 255)))
         for piece in invented:
             acts.append(("eraser", lambda p=piece, r=r: paint(doc, traced(p, r), 0)))
-    for piece in seams(doc.mask, photo):  # the eraser at 1 px traced along the seam
-        acts.append(("seam", lambda p=piece: paint(doc, p, 0)))
     if not smart:
         return acts
     for piece in missed:
         pt = inside_point(piece)
         acts.append(("click", lambda pt=pt: click(tools["click"], doc, pt)))
         acts.append(("wand", lambda pt=pt: click(tools["wand"], doc, pt)))
-        ids = np.unique(photo.stones[piece])
-        ids = ids[ids > 0]
-        if ids.size:
-            k = ids[np.argmax([np.count_nonzero(piece & (photo.stones == i)) for i in ids])]
-            ys, xs = np.nonzero(photo.stones == k)
-            a, b = (xs.min() - 2.0, ys.min() - 2.0), (xs.max() + 3.0, ys.max() + 3.0)
-            acts.append(("box", lambda a=a, b=b: drag(tools["box"], doc, a, b)))
+        acts += box_round(piece, photo, doc, tools["box"])
     for piece in invented:
         pt = inside_point(piece)
         acts.append(("shift-click", lambda pt=pt: click(tools["click"], doc, pt, shift=True)))
+        # a stone drawn too big: a box round the true stone it spills from redraws it
+        spill = cv2.dilate(piece.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        acts += box_round(spill, photo, doc, tools["box"])
     return acts
+
+
+def box_round(piece: np.ndarray, photo: Photo, doc: MaskDocument, tool) -> list:
+    """Box a stone round the true stone ``piece`` overlaps most (none: no action)."""
+    ids, counts = np.unique(photo.stones[piece], return_counts=True)
+    counts = counts[ids > 0]
+    ids = ids[ids > 0]
+    if not ids.size:
+        return []
+    ys, xs = np.nonzero(photo.stones == ids[np.argmax(counts)])
+    a, b = (xs.min() - 2.0, ys.min() - 2.0), (xs.max() + 3.0, ys.max() + 3.0)
+    return [("box", lambda: drag(tool, doc, a, b))]
 
 
 def correct(photo: Photo, smart: bool, max_actions: int) -> dict:
@@ -211,58 +186,45 @@ def correct(photo: Photo, smart: bool, max_actions: int) -> dict:
         "box": BoxStoneTool(context),
         "wand": MagicWandTool(context),
     }
-    now = score(doc.mask, photo)
     used: dict[str, int] = {}
     actions = 0
-    while (now[0] < GOAL or now[1] < photo.f1_goal) and actions < max_actions:
-        best = pick(doc, photo, now, candidate_actions(doc, photo, smart, radius, tools))
+    while pixel_iou(doc.mask, photo) < GOAL and actions < max_actions:
+        best = pick(doc, photo, candidate_actions(doc, photo, smart, radius, tools))
         if best is None:
             actions = max_actions  # stuck: nothing helps; counted as the cap
             break
-        best[2]()
-        now = best[1]
+        best[1]()
         used[best[0]] = used.get(best[0], 0) + 1
         actions += 1
-    return {"actions": actions, "iou": round(now[0], 3), "f1": round(now[1], 3), "used": used}
+    iou, f1 = score(doc.mask, photo)
+    return {"actions": actions, "iou": round(iou, 3), "f1": round(f1, 3), "used": used}
+
+
+def pixel_iou(mask: np.ndarray, photo: Photo) -> float:
+    m = mask > 0
+    union = np.count_nonzero(m | photo.truth)
+    return np.count_nonzero(m & photo.truth) / union if union else 1.0
 
 
 def wrong_pixels(mask: np.ndarray, photo: Photo) -> int:
     return int(np.count_nonzero((mask > 0) != photo.truth))
 
 
-def pick(doc: MaskDocument, photo: Photo, now, acts):
-    """The action the user takes: (name, scores after it, apply). While the pixels are short of
-    the goal: the one that leaves the fewest wrong pixels (a user outlines first; the stones
-    are not split for each try, only for the one taken). Then: the one that brings the stones
-    closest to the goal, or failing that the one that leaves the fewest wrong pixels without
-    costing more than 0.05 of the scores."""
+def pick(doc: MaskDocument, photo: Photo, acts):
+    """The action the user takes: (name, apply), the one that leaves the fewest wrong pixels
+    (None when no action leaves fewer than now)."""
     wrong_now = wrong_pixels(doc.mask, photo)
-    outlining = now[0] < GOAL
-    tried = []
+    best = None
     for name, act in acts:
         state = doc.state_id
         act()
         if doc.state_id == state:
             continue  # the action changed nothing
-        s = None if outlining else score(doc.mask, photo)
-        tried.append((name, s, act, wrong_pixels(doc.mask, photo)))
+        wrong = wrong_pixels(doc.mask, photo)
         doc.undo()
-    fixes = [t for t in tried if t[3] < wrong_now]
-    if outlining:
-        if not fixes:
-            return None
-        name, _, act, _ = min(fixes, key=lambda t: t[3])
-        state = doc.state_id
-        act()
-        after = score(doc.mask, photo)
-        if doc.state_id != state:
-            doc.undo()
-        return name, after, act
-    better = [t for t in tried if objective(t[1], photo) > objective(now, photo)]
-    if better:
-        return max(better, key=lambda t: objective(t[1], photo))[:3]
-    fixes = [t for t in fixes if objective(t[1], photo) >= objective(now, photo) - 0.05]
-    return min(fixes, key=lambda t: t[3])[:3] if fixes else None
+        if wrong < wrong_now and (best is None or wrong < best[0]):
+            best = (wrong, name, act)
+    return None if best is None else best[1:]
 
 
 def held_out(model: Path, set_name: str) -> list[tuple[Path, Path, Path | None]]:
@@ -297,9 +259,7 @@ def load_photo(seg: Segmenter, paths, dev_size: int) -> Photo:
     labels = split_stones(
         pred.mask > 0, pred.probability, boundary=pred.boundary, min_stone_px=pred.min_stone_px
     )
-    photo = Photo(paths[0].stem, image, truth, stones.astype(np.int32), pred, labels)
-    photo.f1_goal = min(GOAL, best_f1(photo) - 0.02)
-    return photo
+    return Photo(paths[0].stem, image, truth, stones.astype(np.int32), pred, labels)
 
 
 def main() -> int:
@@ -325,7 +285,6 @@ def main() -> int:
             "photo": photo.name,
             "start_iou": round(start[0], 3),
             "start_f1": round(start[1], 3),
-            "f1_goal": round(photo.f1_goal, 3),
         }
         row["brush"] = correct(photo, False, args.max_actions)
         row["smart"] = correct(photo, True, args.max_actions)
@@ -339,7 +298,11 @@ def main() -> int:
             "set": args.set,
             "model": str(args.model),
             "photos": len(rows),
-            "goal": {"pixel_iou": GOAL, "stone_f1": GOAL},
+            "goal": {"pixel_iou": GOAL},
+            "stone_f1_at_goal": {
+                "brush": round(float(np.mean([r["brush"]["f1"] for r in rows])), 3),
+                "smart": round(float(np.mean([r["smart"]["f1"] for r in rows])), 3),
+            },
             "max_actions": args.max_actions,
             "noc_brush": round(brush, 2),
             "noc_smart": round(smart, 2),

@@ -71,15 +71,25 @@ def test_installed_stone_model_is_found_only_when_complete(tmp_path, trained_mod
     assert installed_stone_model(tmp_path) == folder
 
 
-def test_the_command_line_names_the_installed_model_stones(tmp_path):
-    assert resolve_model_arg(tmp_path) == Path(tmp_path)
+def test_the_installed_stone_model_ships_in_float16_with_its_provenance(tmp_path):
     installed = installed_stone_model()
-    if installed is None:
-        with pytest.raises(ModelFileError, match="no installed stone model"):
-            resolve_model_arg("stones")
-    else:
-        assert resolve_model_arg("stones") == installed
-        assert read_model_info(installed).provenance["datasets"]
+    assert installed is not None and installed.name == STONE_MODEL
+    assert resolve_model_arg("stones") == installed
+    assert resolve_model_arg(tmp_path) == Path(tmp_path)
+    info = read_model_info(installed)
+    assert info.target == "mask+boundary" and info.encoder == "tu-tf_efficientnet_lite0"
+    names = {d["name"] for d in info.provenance["datasets"]}
+    assert names == {"conveyor-train", "gravel-fh-train"}
+    # never the unlicensed dev photos, never the bundled sample's tiles (a new user's first
+    # Predict on them is of photos the model never saw)
+    sample = {p.stem for p in (Path(__file__).parents[1] / "resources/sample/images").iterdir()}
+    assert sample <= set(info.provenance["held_out"]["conveyor"])
+    assert not sample & set(info.lineage_train_images)
+    from safetensors.numpy import load_file
+
+    state = load_file(str(installed / WEIGHTS_FILE))
+    assert all(v.dtype == np.float16 for k, v in state.items() if v.ndim == 4)
+    assert (installed / WEIGHTS_FILE).stat().st_size < 12_000_000
 
 
 def test_training_starts_from_the_stone_model_only_when_asked_and_it_fits(tmp_path, trained_model):

@@ -54,7 +54,10 @@ class TrainPanel(QWidget):
         self._labelled, self._active_model, self._weights_source = 0, None, ""
         self._build_fields(cuda_available)
         self._build_run_choices(devices_text)
-        self.set_config(defaults or TrainConfig())
+        # a project's first Train fine-tunes the installed stone model where there is one
+        # (docs/stones.md, "The installed stone model": it beat ImageNet on held-out photos)
+        start = TrainConfig(weights=STONES) if self._stone_encoder else TrainConfig()
+        self.set_config(defaults or start)
         layout = QVBoxLayout(self)
         layout.addLayout(self._form())
         # the wrapped texts in the panel's own column: in the form's field column they were

@@ -33,6 +33,14 @@ def isolated_user_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert stop_all_workers(20_000), "a background worker did not stop"
 
 
+@pytest.fixture(autouse=True)
+def no_installed_stone_model(monkeypatch: pytest.MonkeyPatch):
+    """The window as it is without the stone model installed with StoneSeg: tests that
+    train or predict use their own tiny models (test_gui_stone_model.py puts one back)."""
+    monkeypatch.setattr("stoneseg_gui.model.controller.installed_stone_model", lambda: None)
+    monkeypatch.setattr("stoneseg_gui.model.train_panel.installed_stone_model", lambda: None)
+
+
 @pytest.fixture
 def dialogs() -> FakeDialogs:
     return FakeDialogs()

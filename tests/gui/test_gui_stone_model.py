@@ -63,9 +63,8 @@ def test_the_first_train_can_start_from_the_installed_stone_model(
     wait_loaded(qtbot, window)
     panel = window.model_side.panel
     assert panel.stone_start.isVisibleTo(panel)
-    panel.encoder.setCurrentText("tu-tf_efficientnet_lite0")
-    panel.stone_start.setChecked(True)
-    assert panel.config().weights == STONES
+    # by default: a project's first Train fine-tunes the installed stone model
+    assert panel.stone_start.isChecked() and panel.config().weights == STONES
     assert "fine-tunes the stone model installed with StoneSeg" in panel.next_run.text()
     # another encoder: the stone model does not fit it, ImageNet it is
     panel.encoder.setCurrentText("efficientnet-b0")

@@ -184,7 +184,10 @@ class TrainPanel(QWidget):
         self._show_next_run()
 
     def _starts_from_stones(self) -> bool:
-        return self.stone_start.isChecked() and self.stone_start.isEnabled()
+        # by the encoder, not by isEnabled(): the box is disabled while a run goes, and the
+        # settings remembered when it starts must keep the choice
+        fits = self._stone_encoder is not None and self.encoder.currentText() == self._stone_encoder
+        return self.stone_start.isChecked() and fits
 
     def set_next_run_context(self, labelled: int, active_model: str | None) -> None:
         """What the next Train starts from: the photos labelled, the active model (by name)."""

@@ -14,7 +14,6 @@ stones in one layer (``GeoPackageWriter``), their photo in the ``image`` attribu
 from __future__ import annotations
 
 import json
-import math
 import os
 import uuid
 import warnings
@@ -29,7 +28,7 @@ from stoneseg_core.errors import StonesegError
 from stoneseg_core.formats.geometry import label_geometries, photo_crs, to_map
 from stoneseg_core.formats.vector import LABELLED_KEY, PHOTOS_KEY, import_pyogrio
 from stoneseg_core.grains.analyse import GrainOptions, ImageGrains
-from stoneseg_core.grains.io import CSV_COLUMNS, csv_row, geojson_header
+from stoneseg_core.grains.io import CSV_COLUMNS, csv_row, geojson_header, json_value
 from stoneseg_core.grains.measure import measure_stones
 from stoneseg_core.io.geo import Georeference
 from stoneseg_core.io.images import describe_os_error
@@ -51,15 +50,6 @@ def stone_rows(
         geom = to_map(geometries[stone.label], georef)
         rows.append((geom, dict(zip(CSV_COLUMNS, csv_row(result, stone, options)))))
     return rows
-
-
-def json_value(value: Any) -> Any:
-    if isinstance(value, (bool, str)) or value is None:
-        return value
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def geojson_document(

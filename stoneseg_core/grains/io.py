@@ -234,7 +234,8 @@ def write_json(path: str | Path, data: dict[str, Any]) -> None:
     write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """A CSV cell as JSON takes it: ints as ints, non-finite floats as null."""
     if isinstance(value, (bool, str)) or value is None:
         return value
     if isinstance(value, (int, np.integer)):
@@ -299,7 +300,7 @@ def stone_feature(
         geometry = {"type": "Polygon", "coordinates": shapes[0]}
     else:
         geometry = {"type": "MultiPolygon", "coordinates": shapes}
-    properties = {k: _json_value(v) for k, v in zip(CSV_COLUMNS, csv_row(result, s, options))}
+    properties = {k: json_value(v) for k, v in zip(CSV_COLUMNS, csv_row(result, s, options))}
     return {"type": "Feature", "id": int(s.label), "geometry": geometry, "properties": properties}
 
 

@@ -245,6 +245,32 @@ def test_a_second_box_on_a_stone_already_in_the_mask_redraws_it_with_grabcut():
     assert np.array_equal(doc.mask > 0, model_disc)
 
 
+def test_a_redraw_on_a_bed_of_like_stones_refines_the_outline_rather_than_losing_it():
+    # touching stones of one colour: the margin round a box is mostly other stones, so
+    # GrabCut from the box alone finds nothing; started from the model's outline it refines it
+    h, w = 200, 320
+    photo = noisy_photo(h, w, seed=5)
+    y, x = np.ogrid[:h, :w]
+    truth = np.zeros((h, w), np.int32)
+    for k, cx in enumerate(range(40, 320, 56)):
+        disc = (y - 100) ** 2 + (x - cx) ** 2 <= 30**2
+        truth[disc & (truth == 0)] = k + 1
+    stone = truth > 0
+    rng = np.random.default_rng(6)
+    photo[stone] = rng.normal((200, 190, 175), 10, (stone.sum(), 3)).clip(0, 255)
+    target = truth == 3
+    model = np.zeros((h, w), np.int32)
+    model[(y - 100) ** 2 + (x - 152) ** 2 <= 25**2] = 1  # the model's outline, 5 px short
+    doc = MaskDocument(shape=(h, w))
+    tool = BoxStoneTool(SmartContext(ArrayPhoto(photo), LabelledStones(model)))
+    corners = (116, 64, 189, 137)
+    box(tool, doc, *corners)
+    before = iou(doc.mask > 0, target)
+    box(tool, doc, *corners)
+    assert "Redrew" in tool.take_message() and doc.undo_label == "Redraw boxed stone"
+    assert iou(doc.mask > 0, target) > max(0.9, before)
+
+
 # ----------------------------------------------------------------------------- magic wand
 def colour_regions() -> np.ndarray:
     """Flat colours: ground, an L-shaped region A, region B close to A (Delta E ~ 9), and

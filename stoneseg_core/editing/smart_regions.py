@@ -77,6 +77,7 @@ def grabcut_box(
     probability: np.ndarray | None = None,
     side: int = GRABCUT_SIDE,
     iterations: int = GRABCUT_ITERATIONS,
+    seed: np.ndarray | None = None,
 ) -> np.ndarray:
     """The stone inside ``box`` by OpenCV's GrabCut: a bool array of the box's shape.
 
@@ -84,7 +85,11 @@ def grabcut_box(
     pixels on its longer side. ``probability`` (the model's, of the same crop: see
     ``grabcut_crop``) starts it where it has stone in the box (probable stone above 0.5,
     probable background below: ``GC_INIT_WITH_MASK``); else it starts from the box alone
-    (``GC_INIT_WITH_RECT``). The answer is its largest piece, holes filled.
+    (``GC_INIT_WITH_RECT``). ``seed`` (bool, the box's shape: a stone drawn already, to
+    redraw) starts it instead: probable stone on the seed, sure stone on its middle, probable
+    background in the rest of the box, so that on a bed of like stones (whose margin tells
+    GrabCut little) it refines the outline rather than losing the stone. The answer is its
+    largest piece, holes filled.
     """
     box = box.clipped(photo.height, photo.width)
     if box.height < 2 or box.width < 2:
@@ -109,6 +114,9 @@ def grabcut_box(
         if inside.any():
             init[y0:y1, x0:x1] = np.where(inside, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
             mode = cv2.GC_INIT_WITH_MASK
+    if seed is not None and seed.shape == (box.height, box.width) and seed.any():
+        _seed_init(init, seed, (x0, y0, x1, y1))
+        mode = cv2.GC_INIT_WITH_MASK
     if not (init == cv2.GC_BGD).any():  # a box over the whole photo: its frame is background
         init[[0, -1], :] = init[:, [0, -1]] = cv2.GC_BGD
         mode = cv2.GC_INIT_WITH_MASK
@@ -126,6 +134,18 @@ def grabcut_box(
         found.astype(np.uint8) * 255, (crop.width, crop.height), interpolation=cv2.INTER_LINEAR
     )
     return up[inner.slices] > 127
+
+
+def _seed_init(init: np.ndarray, seed: np.ndarray, corners: tuple[int, int, int, int]) -> None:
+    """Mark ``init``'s box from a stone drawn already (see ``grabcut_box``)."""
+    x0, y0, x1, y1 = corners
+    small = cv2.resize(seed.view(np.uint8), (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+    inside = small > 0
+    if not inside.any():
+        return
+    depth = cv2.distanceTransform(np.pad(small, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    core = depth >= 0.5 * depth.max()
+    init[y0:y1, x0:x1] = np.where(core, cv2.GC_FGD, np.where(inside, cv2.GC_PR_FGD, cv2.GC_PR_BGD))
 
 
 def grabcut_crop(box: Region, height: int, width: int) -> Region:

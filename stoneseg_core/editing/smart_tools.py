@@ -288,7 +288,7 @@ class BoxStoneTool(Tool):
         if stone is None or photo is None or not doc.mask[box.slices][stone.pixels].all():
             return False
         probability = stones.probability_in(grabcut_crop(box, photo.height, photo.width))
-        pixels = grabcut_box(photo, box, probability)
+        pixels = grabcut_box(photo, box, probability, seed=stone.pixels)
         if pixels is None or not pixels.any():
             self._message = "GrabCut found no stone in the box: the model's outline stays."
             return True
@@ -297,7 +297,7 @@ class BoxStoneTool(Tool):
         doc.paint_pixels(box, stone.pixels & ~pixels, BACKGROUND, label)
         doc.paint_pixels(box, pixels, STONE, label)
         doc.end_stroke()
-        self._message = "Redrew the stone GrabCut found, from the model's probability."
+        self._message = "Redrew the stone's outline with GrabCut, starting from the model's."
         return True
 
     def stone_in(self, box: Region) -> tuple[np.ndarray | None, str]:

@@ -273,16 +273,26 @@ class ModelController(QObject):
             cmp = result.comparison
             if cmp is not None and not cmp.new_is_not_worse:
                 # a worse model never replaces the active one by itself
+                installed = project.active_model is None  # it was compared with the stone model
+                other = (
+                    "the stone model installed with StoneSeg, which Predict keeps using (and the "
+                    "next Train fine-tunes again: label more photos first)"
+                    if installed
+                    else f"the active model {cmp.other.name}, which stays active"
+                )
                 self.message.emit(
                     f"{head} On the same {len(cmp.images)} validation photo(s) ({', '.join(cmp.images)}) "
                     f"it scored IoU {100 * cmp.new.iou:.1f} % against {100 * cmp.other_scores.iou:.1f} % "
-                    f"for the active model {cmp.other.name}, which stays active. "
-                    f"Make {result.model_dir.name} active in Models to use it anyway."
+                    f"for {other}. Make {result.model_dir.name} active in Models to use it anyway."
                     + (f" {self._train_notes}" if self._train_notes else "")
                 )
                 self.notice.emit(
-                    f"{result.model_dir.name} is worse than {cmp.other.name} on the same photos: "
-                    f"{cmp.other.name} stays active."
+                    f"{result.model_dir.name} is worse than "
+                    + (
+                        "the installed stone model on the same photos: Predict keeps using it."
+                        if installed
+                        else f"{cmp.other.name} on the same photos: {cmp.other.name} stays active."
+                    )
                 )
             else:
                 project.set_active_model(result.model_dir)
@@ -382,7 +392,7 @@ class ModelController(QObject):
             )
         elif self.active_model() is None and not self._told_installed:
             self._told_installed = True
-            self.message.emit(
+            self.notice.emit(
                 "This project has no model of its own yet: predicting with the stone model "
                 "installed with StoneSeg (trained on belt and river-gravel tiles). Label a few "
                 "photos and Train to fine-tune it on yours."
@@ -436,8 +446,9 @@ class ModelController(QObject):
         self.prediction, self._prediction_path = prediction, path
         self.canvas.set_prediction(prediction.mask)
         fallback = "by the long side, this model has no stone size; " if self._scale_note else ""
+        by = " by the installed stone model" if self.active_model() is None else ""
         self.notice.emit(
-            f"Prediction shown in orange (predicted at {prediction_zoom(prediction.scale)} "
+            f"Prediction{by} shown in orange (predicted at {prediction_zoom(prediction.scale)} "
             f"zoom, {fallback}Ctrl+Return makes it the mask to correct)."
         )
         self.prediction_ready.emit(path)

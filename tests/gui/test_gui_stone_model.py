@@ -43,14 +43,16 @@ def test_predict_on_a_new_project_uses_the_installed_stone_model(
     assert controller.active_model() is None
     assert controller.predicting_model() == installed
     said = []
-    controller.message.connect(said.append)
+    controller.notice.connect(said.append)
     for _ in range(2):  # twice: the note is said once
         controller.prediction = None
         window.model_side.actions.predict.trigger()
         qtbot.waitUntil(lambda: controller.prediction is not None, timeout=120_000)
     assert controller.prediction.mask.shape == (128, 160)
     notes = [m for m in said if "installed with StoneSeg" in m]
-    assert len(notes) == 1
+    assert len(notes) == 1  # in the status bar, once
+    shown = [m for m in said if m.startswith("Prediction by the installed stone model shown")]
+    assert len(shown) == 2
     # predicting does not make the installed model the project's own
     assert controller.active_model() is None
 

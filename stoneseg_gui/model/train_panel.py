@@ -183,6 +183,10 @@ class TrainPanel(QWidget):
         self.stone_start.setEnabled(encoder == self._stone_encoder)
         self._show_next_run()
 
+    def train_button_enabled(self) -> bool:
+        """False while a run goes (the fields are disabled then)."""
+        return not hasattr(self, "train_button") or self.train_button.isEnabled()
+
     def _starts_from_stones(self) -> bool:
         # by the encoder, not by isEnabled(): the box is disabled while a run goes, and the
         # settings remembered when it starts must keep the choice
@@ -195,6 +199,10 @@ class TrainPanel(QWidget):
         self._show_next_run()
 
     def _show_next_run(self) -> None:
+        # the ImageNet box means nothing while the run starts from the stone model (whose
+        # encoder started from ImageNet already): greyed, never two starts ticked as if both
+        if self.train_button_enabled():
+            self.pretrained.setEnabled(not self._starts_from_stones())
         photos = f"{self._labelled} labelled photo{'s' if self._labelled != 1 else ''}"
         if self._active_model and not self.afresh.isChecked():
             text = f"Next Train fine-tunes {self._active_model} on {photos}."
@@ -265,6 +273,8 @@ class TrainPanel(QWidget):
             w.setEnabled(not running)
         fits = self.encoder.currentText() == self._stone_encoder
         self.stone_start.setEnabled(not running and fits)
+        if not running:
+            self.pretrained.setEnabled(not self._starts_from_stones())
         if running:
             self.progress.setFormat("%p %")
             self.progress.setValue(0)

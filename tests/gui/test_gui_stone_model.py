@@ -67,10 +67,11 @@ def test_the_first_train_can_start_from_the_installed_stone_model(
     assert panel.stone_start.isVisibleTo(panel)
     # by default: a project's first Train fine-tunes the installed stone model
     assert panel.stone_start.isChecked() and panel.config().weights == STONES
+    assert not panel.pretrained.isEnabled()  # ImageNet does not apply: greyed
     assert "fine-tunes the stone model installed with StoneSeg" in panel.next_run.text()
     # another encoder: the stone model does not fit it, ImageNet it is
     panel.encoder.setCurrentText("efficientnet-b0")
-    assert not panel.stone_start.isEnabled()
+    assert not panel.stone_start.isEnabled() and panel.pretrained.isEnabled()
     assert panel.config().weights == "imagenet"
     assert "ImageNet" in panel.next_run.text()
     panel.encoder.setCurrentText("tu-tf_efficientnet_lite0")

@@ -13,6 +13,7 @@ from synthetic import make_scene, write_rgb
 from stoneseg_core.model.stone_model import STONES
 from stoneseg_gui.model import controller as controller_module
 from stoneseg_gui.model import train_panel as panel_module
+from stoneseg_gui.settings import load_train_settings
 
 
 @pytest.fixture
@@ -93,3 +94,25 @@ def test_without_an_installed_stone_model_the_choice_is_not_offered(
     assert not panel.stone_start.isVisibleTo(panel)
     assert panel.config().weights == "imagenet"
     assert window.model_side.controller.predicting_model() is None
+
+
+# the choice survives a restart: the panel's settings are remembered as a run starts, while
+# its fields are disabled; they were remembered as ImageNet, so the next start had it unchecked
+def test_the_stone_model_choice_is_remembered_as_a_run_starts(
+    qtbot, make_window, project, installed
+):
+    window = make_window()
+    window.open_folder(project)
+    wait_loaded(qtbot, window)
+    side, panel = window.model_side, window.model_side.panel
+    assert panel.config().weights == STONES
+    # as a run starts: the controller says running (fields disabled), then started
+    panel.set_running(True)
+    assert panel.config().weights == STONES
+    side._remember_training_settings()
+    assert load_train_settings(window.settings)["weights"] == STONES
+    panel.set_running(False)
+    # another encoder still means ImageNet, running or not
+    panel.encoder.setCurrentText("efficientnet-b0")
+    panel.set_running(True)
+    assert panel.config().weights == "imagenet"

@@ -113,9 +113,7 @@ def test_a_mask_changed_on_disk_is_not_overwritten_silently(qtbot, window, tmp_p
     assert window.dialogs.questions == []  # its own last write is the version it knows
 
 
-def test_a_read_only_window_leaves_the_other_windows_recovery_copies(
-    qtbot, make_window, tmp_path
-):
+def test_a_read_only_window_leaves_the_other_windows_recovery_copies(qtbot, make_window, tmp_path):
     from stoneseg_core.editing.recovery import recovery_dir
 
     root = make_project(tmp_path / "proj", names=("a.png",))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from synthetic import make_scene
 
+from stoneseg_core.cli.common import model_arg
 from stoneseg_core.errors import ModelFileError
 from stoneseg_core.inference.segmenter import Segmenter
 from stoneseg_core.model.config import InferenceConfig
@@ -76,6 +77,8 @@ def test_the_installed_stone_model_ships_in_float16_with_its_provenance(tmp_path
     assert installed is not None and installed.name == STONE_MODEL
     assert resolve_model_arg("stones") == installed
     assert resolve_model_arg(tmp_path) == Path(tmp_path)
+    # the command line's MODEL_DIR and --from-model take it by that name
+    assert model_arg("stones") == installed
     info = read_model_info(installed)
     assert info.target == "mask+boundary" and info.encoder == "tu-tf_efficientnet_lite0"
     names = {d["name"] for d in info.provenance["datasets"]}
@@ -104,3 +107,13 @@ def test_training_starts_from_the_stone_model_only_when_asked_and_it_fits(tmp_pa
     # another encoder (the seed's b0): the stone model does not fit, ImageNet it is
     assert starting_model("stones", "efficientnet-b0", None, root) is None
     assert starting_model("stones", encoder, None, tmp_path / "none") is None
+
+
+def test_without_an_installed_stone_model_the_command_line_says_so(monkeypatch):
+    import argparse
+
+    from stoneseg_core.model import stone_model
+
+    monkeypatch.setattr(stone_model, "_default_root", lambda: Path("/nonexistent"))
+    with pytest.raises(argparse.ArgumentTypeError, match="no installed stone model"):
+        model_arg("stones")

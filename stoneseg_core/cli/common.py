@@ -13,6 +13,7 @@ import argparse
 import math
 import sys
 
+from stoneseg_core.errors import ModelFileError
 from stoneseg_core.jobs.shard import parse_shard
 from stoneseg_core.model.config import INFERENCE_SCALES, InferenceConfig
 
@@ -24,6 +25,19 @@ AMP_HELP = "mixed precision: auto (fp32 on CUDA and on CPUs without native bf16)
 
 
 # --------------------------------------------------------------------------- argument types
+
+
+MODEL_HELP = "a model folder, or stones: the stone model installed with StoneSeg"
+
+
+def model_arg(text: str):
+    """A model folder, or ``stones``: the stone model installed with StoneSeg."""
+    from stoneseg_core.model.stone_model import resolve_model_arg
+
+    try:
+        return resolve_model_arg(text)
+    except ModelFileError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def positive_int(text: str) -> int:

@@ -13,8 +13,10 @@ from stoneseg_core.cli.common import (
     DEVICES,
     EXIT_OK,
     EXIT_SOME_FAILED,
+    MODEL_HELP,
     add_scale_arguments,
     inference_config,
+    model_arg,
     positive_float,
     probability_threshold,
 )
@@ -27,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register ``evaluate`` on the ``stoneseg`` sub-command parser."""
     e = subparsers.add_parser("evaluate", help="score a model on the labelled photos of DATA_DIR")
     e.set_defaults(handler=run)
-    e.add_argument("model_dir", metavar="MODEL_DIR")
+    e.add_argument("model_dir", metavar="MODEL_DIR", type=model_arg, help=MODEL_HELP)
     e.add_argument("data_dir", metavar="DATA_DIR")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--threshold", type=probability_threshold, default=None)

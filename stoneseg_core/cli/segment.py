@@ -10,9 +10,11 @@ from stoneseg_core.cli.common import (
     DEVICES,
     EXIT_OK,
     EXIT_SOME_FAILED,
+    MODEL_HELP,
     add_scale_arguments,
     add_shard_argument,
     inference_config,
+    model_arg,
     probability_threshold,
     run_photo_loop,
 )
@@ -27,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="write a 0/255 mask for every photo in INPUT_DIR (PNG; GeoTIFF for a georeferenced GeoTIFF)",
     )
     s.set_defaults(handler=run)
-    s.add_argument("model_dir", metavar="MODEL_DIR")
+    s.add_argument("model_dir", metavar="MODEL_DIR", type=model_arg, help=MODEL_HELP)
     s.add_argument("input_dir", metavar="INPUT_DIR")
     s.add_argument("output_dir", metavar="OUTPUT_DIR")
     s.add_argument(

@@ -12,6 +12,7 @@ from stoneseg_core.cli.common import (
     DEVICES,
     EXIT_OK,
     fraction_arg,
+    model_arg,
     non_negative_float,
     positive_int,
     threshold_or_auto,
@@ -45,7 +46,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     _add_schedule_options(t, d)
     _add_device_options(t)
     _add_target_options(t, d)
-    t.add_argument("--from-model", default=None, metavar="MODEL_DIR", help="fine-tune this model")
+    t.add_argument(
+        "--from-model",
+        default=None,
+        metavar="MODEL_DIR",
+        type=model_arg,
+        help="fine-tune this model (stones: the stone model installed with StoneSeg)",
+    )
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     return t

@@ -137,6 +137,7 @@ class ModelController(QObject):
         self.next_run_changed.emit(labelled, active.name if active is not None else None)
 
     def _on_session_project_opened(self, project: Project) -> None:
+        self._told_installed = False  # each project hears once that the installed model predicts
         self._train_out = None
         self._last_run = None
         labelled = len(project.labelled_pairs())

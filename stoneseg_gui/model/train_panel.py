@@ -52,6 +52,7 @@ class TrainPanel(QWidget):
         self.setObjectName("train_panel")
         self.setWindowTitle("Training")
         self._labelled, self._active_model, self._weights_source = 0, None, ""
+        self._running = False
         self._build_fields(cuda_available)
         self._build_run_choices(devices_text)
         # a project's first Train fine-tunes the installed stone model where there is one
@@ -183,10 +184,6 @@ class TrainPanel(QWidget):
         self.stone_start.setEnabled(encoder == self._stone_encoder)
         self._show_next_run()
 
-    def train_button_enabled(self) -> bool:
-        """False while a run goes (the fields are disabled then)."""
-        return not hasattr(self, "train_button") or self.train_button.isEnabled()
-
     def _starts_from_stones(self) -> bool:
         # by the encoder, not by isEnabled(): the box is disabled while a run goes, and the
         # settings remembered when it starts must keep the choice
@@ -201,7 +198,7 @@ class TrainPanel(QWidget):
     def _show_next_run(self) -> None:
         # the ImageNet box means nothing while the run starts from the stone model (whose
         # encoder started from ImageNet already): greyed, never two starts ticked as if both
-        if self.train_button_enabled():
+        if not self._running:  # (a run disables every field; set_running restores them)
             self.pretrained.setEnabled(not self._starts_from_stones())
         photos = f"{self._labelled} labelled photo{'s' if self._labelled != 1 else ''}"
         if self._active_model and not self.afresh.isChecked():
@@ -254,6 +251,7 @@ class TrainPanel(QWidget):
 
     # ------------------------------------------------------------------ run state
     def set_running(self, running: bool) -> None:
+        self._running = running
         self.train_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
         for w in (

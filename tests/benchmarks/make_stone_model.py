@@ -34,6 +34,7 @@ from stoneseg_core.io.images import read_mask
 from stoneseg_core.model.config import TrainConfig
 from stoneseg_core.model.network import to_float16
 from stoneseg_core.model.stone_model import PROVENANCE
+from stoneseg_core.training.events import EpochSummary
 from stoneseg_core.training.train import run_training
 
 log = logging.getLogger("make_stone_model")
@@ -95,8 +96,15 @@ def main() -> int:
         t0 = time.perf_counter()
 
         def progress(ev) -> None:
-            if hasattr(ev, "val_iou") or type(ev).__name__ == "EpochSummary":
-                log.info("%s", ev)
+            if isinstance(ev, EpochSummary):
+                log.info(
+                    "epoch %d/%d: loss %.3f, validation IoU %.3f (%.0f s)",
+                    ev.epoch,
+                    ev.epochs,
+                    ev.train_loss,
+                    ev.val.iou,
+                    ev.seconds,
+                )
 
         result = run_training(pairs, args.out, cfg, on_event=progress)
     provenance = {**PROVENANCE, "held_out": held, "validation": val_stems}

@@ -116,3 +116,20 @@ def test_the_stone_model_choice_is_remembered_as_a_run_starts(
     panel.encoder.setCurrentText("efficientnet-b0")
     panel.set_running(True)
     assert panel.config().weights == "imagenet"
+
+
+def test_the_training_panel_with_the_stone_model_choice_fits_a_laptop_and_a_netbook(
+    qtbot, make_window, project, installed
+):
+    """The extra start choice never makes a panel scroll sideways (1366 x 768, 1024 x 600)."""
+    from test_gui_layout import _at, _sideways
+
+    window = make_window()
+    window.open_folder(project)
+    wait_loaded(qtbot, window)
+    assert window.model_side.panel.stone_start.isVisibleTo(window.model_side.panel)
+    for width, height in ((1366, 768), (1024, 600)):
+        _at(qtbot, window, width, height)
+        window.reset_layout()
+        qtbot.wait(100)
+        assert _sideways(window) == [], (width, height)

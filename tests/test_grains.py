@@ -148,6 +148,54 @@ def test_split_edge_cases():
         split_stones(one, min_separation_px=0)
 
 
+def test_a_big_mask_is_flooded_by_component_as_whole(monkeypatch):
+    """Over a megapixel the split floods each piece of the mask in its own box, on two
+    threads: the stones are those of one whole flood (ties may differ by a pixel or two)."""
+    from stoneseg_core.grains import split as split_module
+
+    rng = np.random.default_rng(5)
+    shapes = []
+    for row in range(40, 1060, 90):  # pairs touching at a neck, and lone discs
+        for col in range(40, 980, 130):
+            r = int(rng.integers(18, 30))
+            shapes.append(("disc", row, col, r))
+            if rng.random() < 0.6:
+                shapes.append(("disc", row + int(rng.integers(-6, 7)), col + 2 * r - 4, r - 3))
+    truth = paint((1100, 1000), shapes)
+    prob = np.where(truth > 0, 0.7 + 0.3 * rng.random(truth.shape), 0.0).astype(np.float32)
+    fg = truth > 0
+    assert fg.sum() < split_module._WHOLE_FLOOD_PX  # the default floods this mask whole
+    whole = split_stones(fg, prob)
+    monkeypatch.setattr(split_module, "_WHOLE_FLOOD_PX", 0)
+    by_piece = split_stones(fg, prob)
+    assert np.array_equal(by_piece > 0, fg)
+    assert by_piece.max() == whole.max() > 100
+    assert np.count_nonzero(by_piece != whole) <= 0.001 * fg.sum()
+    assert match_instances(by_piece, whole).f1 == 1.0
+    boundary = np.zeros_like(prob)
+    boundary[truth > 0] = 0.1
+    boundary[cv2.dilate((truth > 0).astype(np.uint8), np.ones((3, 3))) > (truth > 0)] = 0.9
+    cores = split_stones(fg, prob, boundary=boundary, boundary_split="cores")
+    monkeypatch.setattr(split_module, "_WHOLE_FLOOD_PX", 10**9)
+    assert match_instances(cores, split_stones(fg, prob, boundary=boundary, boundary_split="cores")).f1 == 1.0
+
+
+def test_distance_to_ground_is_scipys_bit_for_bit():
+    from scipy import ndimage as ndi
+
+    from stoneseg_core.grains.split import _distance_to_ground
+
+    rng = np.random.default_rng(2)
+    rows, cols = np.mgrid[:700, :900]
+    fg = np.zeros((700, 900), bool)
+    for _ in range(40):
+        r, c, radius = rng.integers(0, 700), rng.integers(0, 900), rng.integers(3, 160)
+        fg |= (rows - r) ** 2 + (cols - c) ** 2 < radius**2
+    for mask in (fg, np.ones((20, 30), bool), (rows - 350) ** 2 + (cols - 450) ** 2 < 340**2):
+        want = ndi.distance_transform_edt(mask).astype(np.float32)
+        assert np.array_equal(_distance_to_ground(mask), want)
+
+
 # ----------------------------------------------------------------------------- measuring
 
 

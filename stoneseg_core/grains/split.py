@@ -7,6 +7,7 @@ import heapq
 import math
 from typing import Literal
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -72,8 +73,11 @@ class _Merger:
     @classmethod
     def of_pieces(cls, pieces: np.ndarray, landscape: np.ndarray, n: int) -> _Merger:
         """The ``n`` pieces of a watershed, each with its peak height in ``landscape``."""
-        index = np.arange(1, n + 1)
-        piece_peaks = np.r_[0.0, ndi.maximum(landscape, pieces, index)]
+        # each piece's maximum in its own box: ndi.maximum sorts the whole image (1.2 s on 6 MP)
+        piece_peaks = np.zeros(n + 1)
+        for i, box in enumerate(ndi.find_objects(pieces, max_label=n), 1):
+            if box is not None:
+                piece_peaks[i] = landscape[box][pieces[box] == i].max()
         areas = np.bincount(pieces.ravel(), minlength=n + 1)
         return cls(n, piece_peaks, areas, _pair_stats(pieces, landscape))
 
@@ -182,6 +186,51 @@ def _seed_every_component(
     return markers
 
 
+# a mask under this many pixels is flooded whole: per-component work does not pay there
+_WHOLE_FLOOD_PX = 1_000_000
+
+
+def _flood_components(
+    height: np.ndarray, markers: np.ndarray, components: np.ndarray, n_components: int
+) -> np.ndarray:
+    """Watershed of ``height`` from ``markers`` (every component seeded) inside the
+    8-connected ``components``, as one ``watershed(height, markers, mask=components > 0,
+    connectivity=2)``: a seed never floods past its own component, so on a big mask each
+    component is flooded in its own box (a component with one seed is that stone, with no
+    flooding), the large ones on two threads (scikit-image's flood releases the GIL). 24 MP
+    with 2,000 stones: 12.7 s whole, this way 4-7 s; pixels equidistant from two seeds
+    may go to the other one (276 of 18 million on that photo), as any watershed may."""
+    # scikit-image's modules take ~0.3 s to import: loaded at the first split, not at import
+    from skimage.segmentation import watershed
+
+    fg = components > 0
+    if int(np.count_nonzero(fg)) < _WHOLE_FLOOD_PX:
+        return watershed(height, markers, mask=fg, connectivity=2).astype(np.int32)
+    out = np.zeros(markers.shape, np.int32)
+    seeds_in = np.bincount(components[markers > 0], minlength=n_components + 1)
+    first_seed = np.zeros(n_components + 1, np.int32)
+    at = markers > 0
+    first_seed[components[at]] = markers[at]
+    single = seeds_in == 1
+    single[0] = False
+    out[single[components]] = first_seed[components][single[components]]
+    boxes = ndi.find_objects(components)
+    many = [i for i in np.flatnonzero(seeds_in > 1) if boxes[i - 1] is not None]
+
+    def flood(i: int) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
+        box = boxes[i - 1]
+        inside = components[box] == i
+        seeds = np.where(inside, markers[box], 0)
+        return box, inside, watershed(height[box], seeds, mask=inside, connectivity=2)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for box, inside, pieces in pool.map(flood, many):
+            out[box][inside] = pieces[inside]
+    return out
+
+
 def _check_split_settings(min_separation_px: int, neck_ratio: float) -> None:
     """A clear error for a separation under 1 pixel or a neck ratio outside (0, 1]."""
     if min_separation_px < 1:
@@ -205,7 +254,7 @@ def _split_landscape(
     ``probability=None`` to split on the mask's shape alone. A ``boundary`` map
     (``boundary_split="seams"``) multiplies it by (1 - boundary) too.
     """
-    landscape = ndi.distance_transform_edt(fg).astype(np.float32)
+    landscape = _distance_to_ground(fg)
     weight = None
     if probability is not None:
         weight = _unit_map(probability, fg, "probability", nan=0.0)
@@ -229,7 +278,6 @@ def _watershed_from_peaks(
     """
     # scikit-image's modules take ~0.3 s to import: loaded at the first split, not at import
     from skimage.feature import peak_local_max
-    from skimage.segmentation import watershed
 
     components, n_components = ndi.label(fg, structure=np.ones((3, 3), bool))
     peaks = peak_local_max(
@@ -240,7 +288,7 @@ def _watershed_from_peaks(
     # a component without a seed (all its pixels had probability 0) is one stone
     markers = _seed_every_component(markers, components, n_components)
     # 8-connected like the components, so a diagonal-only neighbour is never left unlabelled
-    return watershed(-landscape, markers, mask=fg, connectivity=2).astype(np.int32)
+    return _flood_components(-landscape, markers, components, n_components)
 
 
 def _merge_pieces(
@@ -345,12 +393,42 @@ def drop_specks(labels: np.ndarray, min_stone_px: float) -> np.ndarray:
 
 
 def _reading_order(merged: np.ndarray, n: int) -> np.ndarray:
-    """Number the stones 1..N in reading order (by their first pixel), so a table row is easy to find."""
-    ids, first = np.unique(merged, return_index=True)
-    ids, first = ids[ids > 0], first[ids > 0]
-    relabel = np.zeros(n + 1, np.int32)
-    relabel[ids[np.argsort(first)]] = np.arange(1, ids.size + 1, dtype=np.int32)
+    """Number the stones 1..N in reading order (by their first pixel), so a table row is easy to find.
+
+    A stone's first pixel lies on the top row of its box, so only that row is searched
+    (``np.unique(return_index=True)`` sorted all 24 million pixels of a big photo: 1.4 s)."""
+    ids, first = [], []
+    width = merged.shape[1] if merged.ndim == 2 else 1
+    for i, box in enumerate(ndi.find_objects(merged), 1):
+        if box is None:
+            continue
+        rows, cols = box
+        top = merged[rows.start, cols]
+        ids.append(i)
+        first.append(rows.start * width + cols.start + int(np.argmax(top == i)))
+    relabel = np.zeros(max(n, int(merged.max(initial=0))) + 1, np.int32)
+    if ids:
+        order = np.asarray(ids)[np.argsort(first, kind="stable")]
+        relabel[order] = np.arange(1, order.size + 1, dtype=np.int32)
     return relabel[merged]
+
+
+def _distance_to_ground(fg: np.ndarray) -> np.ndarray:
+    """The Euclidean distance of each stone pixel to the nearest ground pixel (float32).
+
+    OpenCV's exact transform (``DIST_MASK_PRECISE``) is 9x faster than scipy's (0.2 s on
+    24 MP) but rounds its square roots in float32, a last bit that depends on where the pixel
+    lies, so one stone could split differently whole and in windows: its squared distances
+    (whole numbers) are recovered and rooted again, giving scipy's values bit for bit. Past
+    1,000 px (squares no longer exact) and on a mask with no ground at all (OpenCV leaves it
+    at its maximum) scipy answers."""
+    if fg.all():
+        return ndi.distance_transform_edt(fg).astype(np.float32)
+    d = cv2.distanceTransform(fg.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    if float(d.max()) > 1000.0:
+        return ndi.distance_transform_edt(fg).astype(np.float32)
+    d64 = d.astype(np.float64)
+    return np.sqrt(np.rint(d64 * d64)).astype(np.float32)
 
 
 def _split_on_boundary(
@@ -390,13 +468,11 @@ def _split_on_boundary(
     # a piece of the mask without a core (all boundary, or only speckle) is one stone
     components, n_components = ndi.label(fg, structure=eight)
     markers = _seed_every_component(cores.astype(np.int32), components, n_components)
-    from skimage.segmentation import watershed  # see _watershed_from_peaks
-
-    pieces = watershed(b, markers, mask=fg, connectivity=2).astype(np.int32)
+    pieces = _flood_components(b, markers, components, n_components)
     n = int(pieces.max())
     if n <= 1:
         return pieces
-    landscape = ndi.distance_transform_edt(fg).astype(np.float32)
+    landscape = _distance_to_ground(fg)
     merger = _Merger.of_pieces(pieces, landscape, n)
     merger.absorb_fragments(int(min_fragment_px))
     return _reading_order(merger.lookup()[pieces], n)

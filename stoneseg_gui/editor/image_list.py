@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -343,6 +344,7 @@ class ImageListDock(QDockWidget):
         self.setMinimumWidth(230)
 
         self._selecting = False
+        self._open: Path | None = None  # the photo open in the window (highlighted when shown)
         self._thumb_worker: Worker | None = None
         self.view.selectionModel().currentChanged.connect(self._on_view_current_changed)
         self.filter_combo.currentIndexChanged.connect(self._on_filter_combo_changed)
@@ -374,17 +376,21 @@ class ImageListDock(QDockWidget):
         return self._thumb_worker
 
     def set_status(self, path: Path, status: ImageStatus, reason: str = "") -> None:
-        self.model.set_status(path, status, reason)
+        with self._refiltering():
+            self.model.set_status(path, status, reason)
 
     def set_dirty(self, path: Path, dirty: bool) -> None:
-        self.model.set_dirty(path, dirty)
+        with self._refiltering():
+            self.model.set_dirty(path, dirty)
 
     def select_path(self, path: Path | None) -> None:
         """Highlight ``path`` without emitting ``image_activated``."""
+        self._open = path
         self._selecting = True
         try:
             if path is None:
                 self.view.clearSelection()
+                self.view.selectionModel().clearCurrentIndex()
                 return
             row = self.model.row_of(path)
             if row < 0:
@@ -392,6 +398,7 @@ class ImageListDock(QDockWidget):
             proxy_index = self.proxy.mapFromSource(self.model.index(row, 0))
             if not proxy_index.isValid():  # hidden by the filter
                 self.view.clearSelection()
+                self.view.selectionModel().clearCurrentIndex()
                 return
             self.view.setCurrentIndex(proxy_index)
             self.view.scrollTo(proxy_index)
@@ -400,11 +407,13 @@ class ImageListDock(QDockWidget):
 
     def set_uncertainties(self, scores: dict[Path, UncertaintyScore]) -> None:
         """Each photo's uncertainty (by path), from the project's state; replaces the last."""
-        self.model.set_uncertainties(scores)
+        with self._refiltering():
+            self.model.set_uncertainties(scores)
 
     def set_uncertainty(self, path: Path, score: UncertaintyScore | None) -> None:
         """A photo just predicted: how unsure the model was of it (None: no longer known)."""
-        self.model.set_uncertainty(path, score)
+        with self._refiltering():
+            self.model.set_uncertainty(path, score)
 
     def set_filter(self, status: ImageStatus | str | None) -> None:
         for i, (_text, s) in enumerate(FILTERS):
@@ -424,10 +433,25 @@ class ImageListDock(QDockWidget):
     def _on_view_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if self._selecting or not current.isValid():
             return
-        self.image_activated.emit(current.data(PathRole))
+        self._open = current.data(PathRole)
+        self.image_activated.emit(self._open)
 
     def _on_filter_combo_changed(self, i: int) -> None:
-        self.proxy.set_status(FILTERS[i][1])
+        with self._refiltering():
+            self.proxy.set_status(FILTERS[i][1])
+
+    @contextmanager
+    def _refiltering(self):
+        """Rows shown, hidden or moved by the filter or the sort move the view's current row
+        too; that is not the user picking a photo: the open one stays open, highlighted
+        where it is shown."""
+        selecting, self._selecting = self._selecting, True
+        try:
+            yield
+        finally:
+            self._selecting = selecting
+        if not selecting:
+            self.select_path(self._open)
 
     def _update_counts(self) -> None:
         counts = self.model.counts()

@@ -595,3 +595,43 @@ def test_continuous_editing_still_writes_a_recovery_copy(
     wait_loaded(qtbot, window)
     paint_line(qtbot, window)
     qtbot.waitUntil((recovery_dir(root) / "a.json").is_file, timeout=5000)
+
+
+def test_the_list_filter_never_changes_the_open_photo(qtbot, window, tmp_path) -> None:
+    """Choosing a filter, or saving a photo that the filter then hides, keeps it open."""
+    mask = np.zeros((60, 80), np.uint8)
+    mask[10:20, 10:20] = 255
+    root = make_project(tmp_path / "proj", masks={"a": mask})
+    window.open_folder(root)
+    wait_loaded(qtbot, window, root / "images" / "a.png")
+    opened = []
+    window.image_changed.connect(opened.append)
+    combo = window.image_list.filter_combo
+    unlabelled = next(i for i in range(combo.count()) if combo.itemText(i).startswith("Unlabelled"))
+    combo.setCurrentIndex(unlabelled)  # a.png (labelled) is hidden
+    qtbot.wait(50)
+    assert opened == [] and window.session.current_image_path() == root / "images" / "a.png"
+    assert not window.image_list.view.currentIndex().isValid()
+    combo.setCurrentIndex(0)  # All: a.png shown and highlighted again
+    assert (
+        window.image_list.view.currentIndex().data(Qt.ItemDataRole.DisplayRole).startswith("a.png")
+    )
+    combo.setCurrentIndex(unlabelled)
+    # the user picks c.png in the filtered list, labels it and saves: the filter hides it
+    view = window.image_list.view
+    row = next(
+        r for r in range(view.model().rowCount()) if "c.png" in view.model().index(r, 0).data()
+    )
+    qtbot.mouseClick(
+        view.viewport(),
+        Qt.MouseButton.LeftButton,
+        pos=view.visualRect(view.model().index(row, 0)).center(),
+    )
+    wait_loaded(qtbot, window, root / "images" / "c.png")
+    opened.clear()
+    paint_line(qtbot, window)
+    qtbot.keyClick(window.canvas, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
+    assert window.image_list.model.status_of(root / "images" / "c.png") == ImageStatus.LABELLED
+    assert "c.png" not in [p.name for p in window.image_list.visible_paths()]
+    qtbot.wait(50)
+    assert opened == [] and window.session.current_image_path() == root / "images" / "c.png"

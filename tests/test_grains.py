@@ -177,7 +177,10 @@ def test_a_big_mask_is_flooded_by_component_as_whole(monkeypatch):
     boundary[cv2.dilate((truth > 0).astype(np.uint8), np.ones((3, 3))) > (truth > 0)] = 0.9
     cores = split_stones(fg, prob, boundary=boundary, boundary_split="cores")
     monkeypatch.setattr(split_module, "_WHOLE_FLOOD_PX", 10**9)
-    assert match_instances(cores, split_stones(fg, prob, boundary=boundary, boundary_split="cores")).f1 == 1.0
+    assert (
+        match_instances(cores, split_stones(fg, prob, boundary=boundary, boundary_split="cores")).f1
+        == 1.0
+    )
 
 
 def test_distance_to_ground_is_scipys_bit_for_bit():

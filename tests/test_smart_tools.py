@@ -53,6 +53,7 @@ def test_click_adds_exactly_the_stone_under_the_pointer_and_undo_redo_is_one_ste
     click(tool, doc, 50.5, 30.5)  # inside stone 2, which touches 1 and 3
     assert np.array_equal(doc.mask > 0, labels == 2)
     assert doc.undo_steps == 1 and doc.undo_label == "Add stone"
+    assert tool.take_message().startswith("Added 1 stone ")  # the status bar says it worked
     click(tool, doc, 80.5, 85.5)  # stone 5, cut by stone 4's border
     assert np.array_equal(doc.mask > 0, (labels == 2) | (labels == 5))
     doc.undo()
@@ -310,6 +311,9 @@ def test_wand_fills_a_flat_region_exactly_and_respects_the_tolerance():
     tool.release(doc, ev(80.5, 50.5))
     assert np.array_equal(doc.mask > 0, region_a())
     assert doc.undo_steps == 1 and doc.undo_label == "Magic wand fill"
+    assert tool.take_message().startswith(f"Filled {int(region_a().sum()):,} pixels")
+    tool.press(doc, ev(80.5, 50.5))  # again: nothing changes, and it says so
+    assert doc.undo_steps == 1 and "already were stone" in tool.take_message()
     # the wheel raises the tolerance (the preview follows); B joins, C and the ground do not
     assert tool.wheel(4) and context.wand_tolerance == 11
     assert "tolerance 11" in tool.take_message()

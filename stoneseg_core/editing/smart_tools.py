@@ -88,6 +88,7 @@ class ClickStoneTool(Tool):
         self._recording = False  # the drag in progress is one of them
         self._seen: set[int] = set()
         self._changed = False
+        self._painted = 0
         self._message = ""
 
     @property
@@ -159,11 +160,18 @@ class ClickStoneTool(Tool):
     def _begin(self, doc: MaskDocument) -> None:
         self._seen = set()
         self._changed = False
+        self._painted = 0  # stones added or removed by this click or drag
         doc.begin_stroke("Remove stone" if self._removing else "Add stone")
 
     def _end(self, doc: MaskDocument) -> None:
         doc.end_stroke()
         if self._changed:
+            n = self._painted
+            self._message = (
+                f"{'Removed' if self._removing else 'Added'} {n} stone{'s' if n != 1 else ''} "
+                f"({'Shift+click removes one' if not self._removing else 'click adds one'}; "
+                "Ctrl+Z undoes)."
+            )
             return
         if self._removing:
             self._message = "No stone there to remove."
@@ -205,6 +213,7 @@ class ClickStoneTool(Tool):
         label = "Remove stone" if value == BACKGROUND else "Add stone"
         if doc.paint_pixels(stone.region, stone.pixels, value, label) is not None:
             self._changed = True
+            self._painted += 1
 
 
 class BoxStoneTool(Tool):
@@ -385,7 +394,15 @@ class MagicWandTool(Tool):
         removing = _removing(ev)
         value = BACKGROUND if removing else STONE
         label = "Magic wand erase" if removing else "Magic wand fill"
-        doc.paint_pixels(fill.region, fill.pixels, value, label)
+        changed = doc.paint_pixels(fill.region, fill.pixels, value, label) is not None
+        n = int(np.count_nonzero(fill.pixels))
+        if changed:
+            self._message = (
+                f"{'Erased' if removing else 'Filled'} {n:,} pixels of like colour "
+                f"(tolerance {self.tolerance:.0f}; the wheel changes it, Ctrl+Z undoes)."
+            )
+        else:
+            self._message = f"Those {n:,} pixels already were {'ground' if removing else 'stone'}."
         if fill.cut:
             self._message = (
                 f"The fill reached {MAX_WAND_WINDOW} pixels across and was cut there: lower "

@@ -3,9 +3,11 @@
 What the window does when a geologist has corrected two more photos and presses Train: the
 project's labelled photos (``iter_project_training``: its own choice of validation photos)
 fine-tune the active model, the new model is compared with it on validation photos neither
-trained on, and then the next photo is predicted with the kept model (``Segmenter.load`` as
-the window loads it: ONNX Runtime on the CPU, its export included). The turn-around is the
-wall time from Train to that prediction; the target is <= 60 s on the 2-core CPU with no
+trained on, and then the next photo is predicted (``Segmenter.load`` as the window loads a
+model: ONNX Runtime on the CPU). The turn-around is the wall time from Train to that
+prediction, made with the new model, its ONNX export included (the longer case: the window
+keeps the new model only if it is not worse on validation, and the active model's export is
+already there); the target is <= 60 s on the 2-core CPU with no
 loss of held-out pixel IoU against today's fine-tuning (15 epochs).
 
 Protocol (conveyor-train, CC BY 4.0):

@@ -80,6 +80,7 @@ def last_image(settings: QSettings, root: Path) -> str | None:
 
 
 TRAIN_SETTINGS_KEY = "training/settings"
+AGAIN_EPOCHS_KEY = "training/again_epochs"  # the Training panel's "Epochs, training again"
 
 
 def save_train_settings(settings: QSettings, values: dict) -> None:

@@ -15,7 +15,7 @@ from stoneseg_core.model.device import cuda_available
 
 from ..actions import make_action
 from ..host import WindowHost
-from ..settings import load_train_settings, save_train_settings
+from ..settings import AGAIN_EPOCHS_KEY, load_train_settings, save_train_settings
 from .batch_dialog import BatchDialog
 from .controller import ModelController
 from .history import ModelHistory, Run, list_runs
@@ -66,6 +66,12 @@ class ModelSide:
             cuda_available(),
             _remembered_config(window.settings),
         )
+        again = window.settings.value(AGAIN_EPOCHS_KEY)
+        if again is not None:
+            try:
+                self.panel.again_epochs.setValue(int(again))
+            except (TypeError, ValueError):
+                pass  # a value another version wrote: the default stays
         self.plot = LossPlot()
         self.metrics = MetricsPanel()
         self.history = ModelHistory()
@@ -237,6 +243,7 @@ class ModelSide:
     # ------------------------------------------------------------------ slots
     def _remember_training_settings(self) -> None:
         save_train_settings(self.window.settings, self.panel.config().to_dict())
+        self.window.settings.setValue(AGAIN_EPOCHS_KEY, self.panel.again_epochs.value())
 
     def _on_panel_train_requested(self, config: TrainConfig, afresh: bool) -> None:
         self.controller.start_training(config, afresh)
@@ -254,7 +261,7 @@ class ModelSide:
         self.panel.show_epoch(event)
 
     def _on_train_triggered(self) -> None:
-        self.controller.start_training(self.panel.config(), self.panel.afresh.isChecked())
+        self.controller.start_training(self.panel.run_config(), self.panel.afresh.isChecked())
 
     def _on_controller_notice(self, text: str) -> None:
         self.window.statusBar().showMessage(text, 8000)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -22,6 +24,10 @@ from stoneseg_core.model.config import ENCODERS, TrainConfig
 from stoneseg_core.model.info import read_model_info
 from stoneseg_core.model.stone_model import STONES, installed_stone_model
 from stoneseg_core.training.events import BatchProgress, EpochSummary
+
+# epochs when Train fine-tunes the project's own model again (bench_turnaround.py: 3 epochs
+# matched 15 on held-out belt tiles, 35 s against 183 s; docs/stones.md)
+AGAIN_EPOCHS = 3
 
 
 def format_seconds(seconds: float) -> str:
@@ -80,6 +86,15 @@ class TrainPanel(QWidget):
         self.encoder = QComboBox()
         self.encoder.addItems(ENCODERS)
         self.epochs = QSpinBox(minimum=1, maximum=1000)
+        self.epochs.setToolTip("Passes over the labelled photos when a run starts a model")
+        self.again_epochs = QSpinBox(minimum=1, maximum=1000)
+        self.again_epochs.setValue(AGAIN_EPOCHS)
+        self.again_epochs.setToolTip(
+            "Passes when Train fine-tunes this project's own model again (after you corrected "
+            f"a few more photos); at most Epochs. {AGAIN_EPOCHS} reached the held-out accuracy "
+            "of 15 in a fifth of the time (docs/stones.md, 'The loop's turn-around')."
+        )
+        self.again_epochs.valueChanged.connect(self._show_next_run)
         self.crop = QSpinBox(minimum=64, maximum=2048, singleStep=32)
         self.work_size = QSpinBox(minimum=128, maximum=8192, singleStep=64)
         self.work_size.setToolTip(
@@ -138,6 +153,7 @@ class TrainPanel(QWidget):
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         form.addRow("Encoder", self.encoder)
         form.addRow("Epochs", self.epochs)
+        form.addRow("Epochs, training again", self.again_epochs)
         form.addRow("Crop (px)", self.crop)
         form.addRow("Scale by", self.scale_policy)
         form.addRow("Working size (px)", self.work_size)
@@ -195,14 +211,32 @@ class TrainPanel(QWidget):
         self._labelled, self._active_model = labelled, active_model
         self._show_next_run()
 
+    def _fine_tunes_own_model(self) -> bool:
+        return bool(self._active_model) and not self.afresh.isChecked()
+
+    def run_epochs(self) -> int:
+        """The epochs of the next Train: 'Epochs, training again' (at most Epochs) when it
+        fine-tunes the project's own model, else Epochs."""
+        if self._fine_tunes_own_model():
+            return min(self.epochs.value(), self.again_epochs.value())
+        return self.epochs.value()
+
+    def run_config(self) -> TrainConfig:
+        """``config()`` with the next Train's epochs (``run_epochs``)."""
+        return replace(self.config(), epochs=self.run_epochs())
+
     def _show_next_run(self) -> None:
         # the ImageNet box means nothing while the run starts from the stone model (whose
         # encoder started from ImageNet already): greyed, never two starts ticked as if both
         if not self._running:  # (a run disables every field; set_running restores them)
             self.pretrained.setEnabled(not self._starts_from_stones())
         photos = f"{self._labelled} labelled photo{'s' if self._labelled != 1 else ''}"
-        if self._active_model and not self.afresh.isChecked():
-            text = f"Next Train fine-tunes {self._active_model} on {photos}."
+        if self._fine_tunes_own_model():
+            n = self.run_epochs()
+            text = (
+                f"Next Train fine-tunes {self._active_model} on {photos}, "
+                f"{n} epoch{'s' if n != 1 else ''}."
+            )
         elif self._starts_from_stones():
             text = f"Next Train fine-tunes the stone model installed with StoneSeg on {photos}."
         elif self.pretrained.isChecked():
@@ -247,7 +281,7 @@ class TrainPanel(QWidget):
         )
 
     def _on_train_button_clicked(self) -> None:
-        self.train_requested.emit(self.config(), self.afresh.isChecked())
+        self.train_requested.emit(self.run_config(), self.afresh.isChecked())
 
     # ------------------------------------------------------------------ run state
     def set_running(self, running: bool) -> None:
@@ -257,6 +291,7 @@ class TrainPanel(QWidget):
         for w in (
             self.encoder,
             self.epochs,
+            self.again_epochs,
             self.crop,
             self.work_size,
             self.scale_policy,

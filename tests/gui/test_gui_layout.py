@@ -80,6 +80,7 @@ def test_reopening_remembers_the_photo_and_training_settings_and_rescan_finds_ne
     panel.crop.setValue(64)
     panel.work_size.setValue(128)
     panel.lr.setValue(0.0007)
+    panel.again_epochs.setValue(2)
     panel.afresh.setChecked(True)
     qtbot.keyClick(window, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: not window.model_side.controller.is_training, timeout=120_000)
@@ -96,7 +97,7 @@ def test_reopening_remembers_the_photo_and_training_settings_and_rescan_finds_ne
     wait_loaded(qtbot, again, root / "images" / "c.png")  # the photo left on screen
     p2 = again.model_side.panel
     assert p2.epochs.value() == 1 and p2.crop.value() == 64 and p2.work_size.value() == 128
-    assert abs(p2.lr.value() - 0.0007) < 1e-9
+    assert abs(p2.lr.value() - 0.0007) < 1e-9 and p2.again_epochs.value() == 2
 
 
 def test_the_default_brush_fits_the_photo_until_the_user_picks_a_size(qtbot, window, tmp_path):

@@ -69,9 +69,13 @@ def test_train_then_fine_tune_again_with_an_honest_validation(qtbot, window, tmp
         write_photo(root / "images" / name, seed=7)
         mask = (np.arange(80)[None, :].repeat(60, 0) > 40).astype(np.uint8) * 255
         write_mask(root / "masks" / f"{Path(name).stem}.png", mask)
-    _tiny(window, epochs=1, afresh=False)
-    # the panel says what this Train does: it fine-tunes the active model
+    _tiny(window, epochs=4, afresh=False)
+    # the panel says what this Train does: it fine-tunes the active model, for 'Epochs,
+    # training again' (at most Epochs)
     assert side.panel.next_run.text().startswith(f"Next Train fine-tunes {first.name} on ")
+    assert side.panel.next_run.text().endswith(", 3 epochs.")
+    side.panel.again_epochs.setValue(1)
+    assert side.panel.next_run.text().endswith(", 1 epoch.")
     _train_with_ctrl_t(qtbot, window)
     # the first run's curves stay, faded, beside the second's
     assert side.plot.earlier_labels() == [first.name]
@@ -80,6 +84,7 @@ def test_train_then_fine_tune_again_with_an_honest_validation(qtbot, window, tmp
     assert len(runs) == 2
     b = read_model_info(runs[-1])
     assert b.parent is not None and Path(b.parent) == first
+    assert len(b.history) == 1  # one epoch, not the four of Epochs
     assert not set(b.val_images) & set(a.train_images)  # never a photo its parent learnt
     assert set(a.val_images) <= set(b.val_images)  # the same validation photos, and more
     assert b.trained_before == a.train_images

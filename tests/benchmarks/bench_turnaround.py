@@ -1,14 +1,14 @@
 """The loop's turn-around (#25): two more photos corrected, Train, and the next photo predicted.
 
 What the window does when a geologist has corrected two more photos and presses Train: the
-project's labelled photos (``iter_project_training``: its own choice of validation photos)
-fine-tune the active model, the new model is compared with it on validation photos neither
-trained on, and then the next photo is predicted (``Segmenter.load`` as the window loads a
-model: ONNX Runtime on the CPU). The turn-around is the wall time from Train to that
-prediction, made with the new model, its ONNX export included (the longer case: the window
-keeps the new model only if it is not worse on validation, and the active model's export is
-already there); the target is <= 60 s on the 2-core CPU with no
-loss of held-out pixel IoU against today's fine-tuning (15 epochs).
+project's labelled photos (``Project.training_pairs`` and ``run_training``, as the window's
+``iter_project_training``; validation photos of its own) fine-tune the active model, the new
+model is compared with it on validation photos neither trained on, and then the next photo
+is predicted (``Segmenter.load`` as the window loads a model: ONNX Runtime on the CPU). The
+turn-around is the wall time from Train to that prediction, made with the new model, its
+ONNX export included (the longer case: the window keeps the new model only if it is not
+worse on validation, and the active model's export is already there); the target is <= 60 s
+on the 2-core CPU with no loss of held-out pixel IoU against today's fine-tuning (15 epochs).
 
 Protocol (conveyor-train, CC BY 4.0):
 
@@ -50,7 +50,7 @@ from stoneseg_core.io.images import read_image, read_instance_labels, read_mask
 from stoneseg_core.io.project import Project
 from stoneseg_core.model.config import InferenceConfig, TrainConfig
 from stoneseg_core.model.stone_model import installed_stone_model
-from stoneseg_core.training.train import iter_project_training, run_training
+from stoneseg_core.training.train import run_training
 
 log = logging.getLogger("bench_turnaround")
 
@@ -127,15 +127,10 @@ def main() -> int:
         out = project.models_dir / f"run-{epochs}"
         load_before = load_average()
         t0 = time.perf_counter()
-        gen = iter_project_training(
-            project, out, TrainConfig(epochs=epochs, seed=args.seed), active, compare_with=active
-        )
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
+        # what iter_project_training does for the window: the project's pairs, then the run
+        # (compared with the model it fine-tunes)
+        pairs, _notes = project.training_pairs()
+        result = run_training(pairs, out, TrainConfig(epochs=epochs, seed=args.seed), active)
         t_train = time.perf_counter() - t0
         kept_new = result.comparison is None or result.comparison.new_is_not_worse
         # the next photo predicted with the new model (its ONNX export included), whichever

@@ -168,3 +168,22 @@ def test_trained_model_beats_chance_on_held_out_scene(trained_model, tmp_path):
     pred = Segmenter.load(trained_model).predict(img).mask
     s = confusion(pred, truth).scores()
     assert s.iou > 0.6, s
+
+
+def test_a_few_photos_still_get_enough_batches_an_epoch(dataset, tmp_path):
+    # the default: 8 crops a photo, raised so that an epoch has 9 batches of 8
+    assert [TrainConfig().crops_per_image(n) for n in (1, 4, 9, 40)] == [72, 18, 8, 8]
+    with pytest.raises(Exception, match="least batches"):
+        TrainConfig(min_batches_per_epoch=-1)
+    pairs = Project.open(dataset).labelled_pairs()
+    counted = {}
+    for least in (0, 5):
+        events = []
+        cfg = TINY.replace(epochs=1, min_batches_per_epoch=least)
+        result = run_training(pairs, tmp_path / f"m{least}", cfg, on_event=events.append)
+        batches = [e for e in events if isinstance(e, BatchProgress)]
+        n = len(result.train_images)
+        assert batches[-1].batches == len(batches)
+        assert len(batches) == n * cfg.crops_per_image(n) // 2  # batches of 2
+        counted[least] = len(batches)
+    assert counted[0] < 5 <= counted[5]

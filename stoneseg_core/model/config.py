@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -79,6 +80,12 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"  # "auto", "off", "bf16" or "fp16"
     samples_per_image: int = 8
+    # ... raised so that an epoch has at least this many batches: a project of a few photos
+    # otherwise trains a few dozen steps in all (4 photos x 8 crops x 15 epochs = 60 steps of
+    # 8). 9 leaves every set of 9 or more photos at 8 crops a batch of 8 (the dev photos'
+    # folds, the belt folds: unchanged) and gives 4 gravel tiles 18 crops each
+    # (docs/stones.md, "The training budget")
+    min_batches_per_epoch: int = 9
     bn_momentum: float = 0.1
     bn_recalibration_batches: int = 4
     threshold: float = 0.5  # the model's threshold when it is not chosen on validation
@@ -126,10 +133,24 @@ class TrainConfig:
             raise StonesegError(f"amp must be auto, off, bf16 or fp16, got {self.amp!r}.")
         if self.target not in TARGETS:
             raise StonesegError(f"Target must be one of {', '.join(TARGETS)}, got {self.target!r}.")
+        if self.samples_per_image < 1:
+            raise StonesegError(
+                f"Crops a photo an epoch must be at least 1, got {self.samples_per_image}."
+            )
+        if self.min_batches_per_epoch < 0:
+            raise StonesegError(
+                f"The least batches an epoch must be 0 or more, got {self.min_batches_per_epoch}."
+            )
         if not 1 <= self.boundary_px <= 16:
             raise StonesegError(f"Boundary width must be 1 to 16 pixels, got {self.boundary_px}.")
         if self.val_images is not None and not isinstance(self.val_images, tuple):
             object.__setattr__(self, "val_images", tuple(self.val_images))
+
+    def crops_per_image(self, photos: int) -> int:
+        """Random crops of each of ``photos`` training photos an epoch: ``samples_per_image``,
+        raised so that the epoch has ``min_batches_per_epoch`` batches of ``batch_size``."""
+        least = self.min_batches_per_epoch * self.batch_size
+        return max(self.samples_per_image, math.ceil(least / max(1, photos)))
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

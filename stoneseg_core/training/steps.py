@@ -246,7 +246,7 @@ def _loader(
     dataset = CropDataset(
         samples,
         cfg.crop,
-        cfg.samples_per_image,
+        cfg.crops_per_image(len(samples)),
         info.mean,
         info.std,
         seed=cfg.seed if run_dist is None else cfg.seed + run_dist.rank,

@@ -202,6 +202,7 @@ def main() -> int:
     ap.add_argument("--work-size", type=int, default=None)
     ap.add_argument("--boundary-px", type=int, default=None)
     ap.add_argument("--samples-per-image", type=int, default=None)
+    ap.add_argument("--min-batches-per-epoch", type=int, default=None, help="0: as before")
     ap.add_argument("--scale", default="auto", help="inference scale (see InferenceConfig)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
@@ -240,6 +241,7 @@ def main() -> int:
             "work_size": args.work_size,
             "boundary_px": args.boundary_px,
             "samples_per_image": args.samples_per_image,
+            "min_batches_per_epoch": args.min_batches_per_epoch,
         }.items()
         if v is not None
     }

@@ -147,6 +147,9 @@ class StoneHints(QObject):
         if self._splitting is not None and self._splitting[1] is prediction and self.is_splitting:
             return
         self._splitting = (path, prediction)
+        self.notice.emit(  # seconds on a big photo: say what the tools wait for
+            f"Finding the stones in the prediction of {path.name} (in the background)…"
+        )
         worker = start_worker(stone_layer_job, prediction)
         worker.succeeded.connect(
             lambda stones, p=path, pr=prediction: self._on_split(p, pr, stones)

@@ -96,10 +96,15 @@ def test_click_with_a_prediction_adds_the_stone_as_split_and_one_undo_step(qtbot
     prediction = Prediction((truth / 255).astype(np.float32), truth.copy())
     controller.prediction = prediction  # as if the model had predicted this photo
     controller.prediction_ready.emit(root / "images" / "a.png")
+    notices = []
+    window.stone_hints.notice.connect(notices.append)
     qtbot.keyClick(window.canvas, Qt.Key.Key_C)  # the tool wants stones: split on a worker
     qtbot.waitUntil(lambda: window.canvas.stone_layer is not None, timeout=20_000)
     assert isinstance(window.canvas.stone_layer, LabelledStones)
     assert window.canvas.stone_layer.count == 3
+    # the status bar said what the tool waited for, then that the stones are there
+    assert notices[0].startswith("Finding the stones in the prediction of a.png")
+    assert notices[-1] == "3 predicted stones ready to click or box."
     doc = window.current_document()
     click(qtbot, window.canvas, 120.5, 50.5)
     assert np.array_equal(doc.mask > 0, disc_at(truth, 120, 50))

@@ -464,6 +464,13 @@ class MaskCanvas(QGraphicsView):
 
     def _on_document_changed(self, change: MaskChange) -> None:
         self.mask_item.refresh(change.region, self._outline_margin())
+        # the first stone painted under a filled prediction: the prediction turns to
+        # outlines (filled orange over cyan reads as neither); only the changed box is read
+        item = self.prediction_item
+        if item.mask is not None and not item.outline and self._document is not None:
+            if self._document.mask[change.region.slices].any():
+                item.set_outline(True)
+                self.viewport().update()  # the legend says "outlines"
 
     def _update_cursor_item(self, pos: QPointF | None) -> None:
         item = self._cursor_item

@@ -10,6 +10,7 @@ from guihelpers import make_project, wait_loaded
 from PySide6.QtGui import QColor
 from skimage.draw import disk
 
+from stoneseg_core.editing.region import Region
 from stoneseg_gui.model.prediction_jobs import prediction_zoom
 from stoneseg_gui.widgets.theme import PREDICTION_COLOR, STONE_COLOR
 
@@ -58,5 +59,10 @@ def test_a_prediction_over_a_mask_is_drawn_as_outlines_with_a_legend(
     window.current_document().replace(np.zeros_like(mask), "test clear")
     canvas.set_prediction(side.controller.prediction.mask)
     assert not canvas.prediction_outlined() and "orange filled" in canvas.legend_text()
+    # the first stone painted (here a click of Click a stone would do the same): outlines
+    window.current_document().paint_pixels(
+        Region(40, 40, 60, 60), np.ones((20, 20), bool), 255, "test stone"
+    )
+    assert canvas.prediction_item.outline and "orange outlines" in canvas.legend_text()
     canvas.set_prediction(None)
     assert canvas.legend_text() == ""

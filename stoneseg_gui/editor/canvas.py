@@ -469,7 +469,7 @@ class MaskCanvas(QGraphicsView):
         item = self.prediction_item
         if item.mask is not None and not item.outline and self._document is not None:
             if self._document.mask[change.region.slices].any():
-                item.set_outline(True)
+                self._style_prediction()
                 self.viewport().update()  # the legend says "outlines"
 
     def _update_cursor_item(self, pos: QPointF | None) -> None:

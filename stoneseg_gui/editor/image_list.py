@@ -450,8 +450,9 @@ class ImageListDock(QDockWidget):
             yield
         finally:
             self._selecting = selecting
-        if not selecting:
-            self.select_path(self._open)
+        current = self.view.currentIndex()
+        if not selecting and (current.data(PathRole) if current.isValid() else None) != self._open:
+            self.select_path(self._open)  # only when moved: the list never jumps needlessly
 
     def _update_counts(self) -> None:
         counts = self.model.counts()

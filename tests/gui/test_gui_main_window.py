@@ -635,3 +635,24 @@ def test_the_list_filter_never_changes_the_open_photo(qtbot, window, tmp_path) -
     assert "c.png" not in [p.name for p in window.image_list.visible_paths()]
     qtbot.wait(50)
     assert opened == [] and window.session.current_image_path() == root / "images" / "c.png"
+
+
+def test_the_list_does_not_jump_back_to_the_open_photo_when_a_status_changes(qtbot) -> None:
+    from stoneseg_gui.editor.image_list import ImageListDock
+
+    dock = ImageListDock()
+    qtbot.addWidget(dock)
+    dock.resize(300, 300)
+    dock.show()
+    paths = [Path(f"/nowhere/{i:03d}.png") for i in range(60)]
+    dock.set_images([(p, ImageStatus.UNLABELLED) for p in paths])
+    dock.stop_thumbnails(wait=True)
+    dock.select_path(paths[0])
+    bar = dock.view.verticalScrollBar()
+    bar.setValue(bar.maximum())  # the user scrolled away to look
+    where = bar.value()
+    assert where > 0
+    dock.set_dirty(paths[0], True)  # painting on the open photo
+    dock.set_status(paths[5], ImageStatus.LABELLED)  # another photo saved
+    assert bar.value() == where
+    assert dock.view.currentIndex().data(Qt.ItemDataRole.DisplayRole).startswith("000.png")

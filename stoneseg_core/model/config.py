@@ -94,6 +94,9 @@ class TrainConfig:
     num_workers: int = 0
     target: str = "mask+boundary"  # or "mask" (see TARGETS)
     boundary_px: int = 2  # width of the boundary band, in working-scale pixels
+    # the stone channel's BCE weight of a stone smaller than its crop's median stone:
+    # sqrt(median / area), at most this (1: every pixel weighs 1; mask+boundary only)
+    small_stone_weight: float = 1.0
 
     @property
     def classes(self) -> int:
@@ -140,6 +143,10 @@ class TrainConfig:
         if self.min_batches_per_epoch < 0:
             raise StonesegError(
                 f"The least batches an epoch must be 0 or more, got {self.min_batches_per_epoch}."
+            )
+        if not 1.0 <= self.small_stone_weight <= 16.0:
+            raise StonesegError(
+                f"The small-stone weight must be 1 to 16, got {self.small_stone_weight}."
             )
         if not 1 <= self.boundary_px <= 16:
             raise StonesegError(f"Boundary width must be 1 to 16 pixels, got {self.boundary_px}.")

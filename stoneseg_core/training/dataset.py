@@ -76,6 +76,33 @@ def mask_components(mask: np.ndarray) -> np.ndarray:
     return labels
 
 
+def small_stone_weights(labels: np.ndarray, most: float) -> np.ndarray:
+    """Per-pixel BCE weights (float32 (H, W)) that lift small stones: each stone whose area
+    is under the median area of the crop's whole stones weighs sqrt(median / area), at most
+    ``most``; every other pixel (ground, larger stones, and stones cut by the crop's edge,
+    whose visible part says nothing of their size) weighs 1. With fewer than 3 whole
+    stones the median means nothing and every pixel weighs 1."""
+    labels = np.asarray(labels)
+    weights = np.ones(labels.shape, np.float32)
+    if most <= 1.0:
+        return weights
+    ids, areas = np.unique(labels[labels > 0], return_counts=True)
+    if ids.size == 0:
+        return weights
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    whole = ~np.isin(ids, edge)
+    if whole.sum() < 3:
+        return weights
+    median = float(np.median(areas[whole]))
+    w = np.clip(np.sqrt(median / areas), 1.0, most).astype(np.float32)
+    w[~whole] = 1.0
+    if not (w > 1.0).any():
+        return weights
+    lut = np.ones(int(labels.max()) + 1, np.float32)
+    lut[ids] = w
+    return lut[labels]
+
+
 def stone_and_boundary(
     mask: np.ndarray, instances: np.ndarray | None, width: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -267,6 +294,7 @@ class CropDataset(Dataset):
         seed: int | None = None,
         boundary_px: int = 0,
         zoom_octaves: float = 0.0,
+        small_stone_weight: float = 1.0,
     ):
         if not samples:
             raise MaskError("No training images.")
@@ -276,6 +304,7 @@ class CropDataset(Dataset):
         self.mean, self.std = mean, std
         self.boundary_px = int(boundary_px)
         self.zoom_octaves = float(zoom_octaves)
+        self.small_stone_weight = float(small_stone_weight)
         self.transform = (
             train_augmentation(crop, seed)
             if augment
@@ -323,7 +352,12 @@ class CropDataset(Dataset):
             out = self.transform(image=s.image, mask=s.mask)
         stone, band = stone_and_boundary(out["mask"], out.get("instances"), self.boundary_px)
         image = torch.from_numpy(normalize(out["image"], self.mean, self.std))
-        target = torch.from_numpy(np.stack([stone, band]).astype(np.float32))
+        planes = [stone, band]
+        if self.small_stone_weight > 1.0:
+            labels = out.get("instances")
+            labels = mask_components(stone) if labels is None else np.where(stone, labels, 0)
+            planes.append(small_stone_weights(labels, self.small_stone_weight))
+        target = torch.from_numpy(np.stack(planes).astype(np.float32))
         return image, target
 
 

@@ -18,9 +18,15 @@ class DiceBCELoss(nn.Module):
         self.dice = DiceLoss(mode="binary", from_logits=True)
         self.bce = nn.BCEWithLogitsLoss()
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         logits = logits.float()
-        return self.dice(logits, target) + self.bce(logits, target)
+        if weight is None:
+            return self.dice(logits, target) + self.bce(logits, target)
+        # BCE weighted per pixel, normalised by the weights so the loss keeps its scale
+        per_pixel = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        return self.dice(logits, target) + (per_pixel * weight).sum() / weight.sum()
 
 
 class StoneBoundaryLoss(nn.Module):
@@ -38,7 +44,9 @@ class StoneBoundaryLoss(nn.Module):
         self.boundary_weight = boundary_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        stone = self.stone(logits[:, :1], target[:, :1])
+        # a third target plane, where there is one, weighs the stone channel's BCE per pixel
+        weight = target[:, 2:3] if target.shape[1] > 2 else None
+        stone = self.stone(logits[:, :1], target[:, :1], weight)
         return stone + self.boundary_weight * self.boundary(logits[:, 1:2], target[:, 1:2])
 
 

@@ -201,6 +201,7 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--work-size", type=int, default=None)
     ap.add_argument("--boundary-px", type=int, default=None)
+    ap.add_argument("--small-stone-weight", type=float, default=None, help="1: off")
     ap.add_argument("--samples-per-image", type=int, default=None)
     ap.add_argument("--min-batches-per-epoch", type=int, default=None, help="0: as before")
     ap.add_argument("--scale", default="auto", help="inference scale (see InferenceConfig)")
@@ -240,6 +241,7 @@ def main() -> int:
             "lr": args.lr,
             "work_size": args.work_size,
             "boundary_px": args.boundary_px,
+            "small_stone_weight": args.small_stone_weight,
             "samples_per_image": args.samples_per_image,
             "min_batches_per_epoch": args.min_batches_per_epoch,
         }.items()

@@ -31,9 +31,11 @@ from stoneseg_core.training.dataset import (
     instances_to_work_scale,
     load_samples,
     mask_components,
+    small_stone_weights,
     stone_and_boundary,
     train_augmentation,
 )
+from stoneseg_core.training.losses import StoneBoundaryLoss
 from stoneseg_core.training.train import run_training
 
 # two stones side by side, on ground, in a 5 x 8 image
@@ -145,6 +147,52 @@ def test_augmentation_keeps_image_mask_and_instances_aligned():
     # without instances: only the edge to the ground, and the 1-channel default is unchanged
     plain = CropDataset([Sample("s", image, mask, None)], 64, 2, (0.5,) * 3, (0.25,) * 3)
     assert plain[0][1].shape == (1, 64, 64)
+
+
+def test_small_stone_weights_lift_whole_stones_under_the_median():
+    labels = np.zeros((40, 40), np.int32)
+    labels[2:12, 2:12] = 1  # 100 px
+    labels[2:12, 20:30] = 2  # 100 px
+    labels[20:30, 2:12] = 3  # 100 px: the median of the whole stones
+    labels[20:23, 20:23] = 4  # 9 px: sqrt(100 / 9) = 3.33
+    labels[24:25, 24:25] = 6  # 1 px: sqrt(100) = 10, capped at 4
+    labels[37:40, 35:38] = 5  # 9 px but cut by the crop's edge: its size is unknown
+    w = small_stone_weights(labels, 4.0)
+    assert w.dtype == np.float32 and w.shape == labels.shape
+    assert np.allclose(w[labels == 4], np.sqrt(100 / 9)) and np.all(w[labels == 6] == 4.0)
+    for plain in (0, 1, 2, 3, 5):  # ground, the median-sized stones, the cut stone
+        assert np.all(w[labels == plain] == 1.0)
+    assert np.all(small_stone_weights(labels, 1.0) == 1.0)  # the setting off
+    few = np.zeros((20, 20), np.int32)
+    few[2:10, 2:10], few[12:14, 12:14] = 1, 2  # two whole stones: no median to go by
+    assert np.all(small_stone_weights(few, 4.0) == 1.0)
+
+
+def test_the_weight_plane_reaches_the_loss():
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 2, 8, 8), torch.rand(2, 2, 8, 8).round()
+    loss = StoneBoundaryLoss()
+    ones = torch.cat([target, torch.ones(2, 1, 8, 8)], 1)
+    assert torch.isclose(loss(logits, target), loss(logits, ones))  # weight 1: the same loss
+    heavy = ones.clone()
+    wrong = (logits[:, :1] > 0) != (target[:, :1] > 0.5)  # pixels the logits get wrong
+    heavy[:, 2:3][wrong] = 4.0
+    assert loss(logits, heavy) > loss(logits, ones)  # their weight raises the loss
+    # the dataset adds the plane only when the setting is on, from the crop's stones
+    inst = np.zeros((64, 64), np.uint16)
+    for i, (r, c, rad) in enumerate([(12, 12, 8), (12, 40, 8), (40, 12, 8), (40, 40, 2)]):
+        rr, cc = disk((r, c), rad, shape=inst.shape)
+        inst[rr, cc] = i + 1
+    mask = np.where(inst > 0, 255, 0).astype(np.uint8)
+    image = np.where(inst[..., None] > 0, 200, 30).astype(np.uint8).repeat(3, 2)
+    sample = Sample("s", image, mask, None, inst)
+    args = ([sample], 64, 1, (0.5,) * 3, (0.25,) * 3)
+    plain = CropDataset(*args, augment=False, boundary_px=2)[0][1]
+    weighed = CropDataset(*args, augment=False, boundary_px=2, small_stone_weight=4.0)[0][1]
+    assert plain.shape == (2, 64, 64) and weighed.shape == (3, 64, 64)
+    assert torch.equal(plain, weighed[:2])
+    small = torch.from_numpy(inst == 4)
+    assert float(weighed[2][small].min()) > 3.0 and float(weighed[2][~small].max()) == 1.0
 
 
 # ------------------------------------------------------------------------------ model files
@@ -338,6 +386,8 @@ def test_target_setting_is_checked():
         TrainConfig(target="boundary")
     with pytest.raises(StonesegError, match="Boundary width"):
         TrainConfig(boundary_px=0)
+    with pytest.raises(StonesegError, match="small-stone weight"):
+        TrainConfig(small_stone_weight=0.5)
 
 
 # ---------------------------------------------------------------------------------- splitting

@@ -193,6 +193,15 @@ def test_the_weight_plane_reaches_the_loss():
     assert torch.equal(plain, weighed[:2])
     small = torch.from_numpy(inst == 4)
     assert float(weighed[2][small].min()) > 3.0 and float(weighed[2][~small].max()) == 1.0
+    # a photo without per-stone labels: its mask's pieces are the stones, as for the band
+    bare = CropDataset(
+        [Sample("s", image, mask, None)],
+        *args[1:],
+        augment=False,
+        boundary_px=2,
+        small_stone_weight=4.0,
+    )[0][1]
+    assert torch.equal(bare, weighed)  # these discs do not touch: pieces = stones
 
 
 # ------------------------------------------------------------------------------ model files
@@ -473,10 +482,11 @@ def test_cli_trains_the_boundary_target_and_grains_uses_it(tmp_path, capsys, mon
     model = tmp_path / "model"
     args = ["train", str(data), "--out", str(model), "--epochs", "1", "--crop", "64"]
     args += ["--work-size", "128", "--batch-size", "4", "--target", "mask+boundary"]
-    assert main(args + ["--boundary-px", "3"]) == 0
+    assert main(args + ["--boundary-px", "3", "--small-stone-weight", "4"]) == 0
     assert "3 of 4 photos have instance labels" in capsys.readouterr().err
     cfg = json.loads((model / "config.json").read_text())
     assert cfg["classes"] == 2 and cfg["train_config"]["boundary_px"] == 3
+    assert cfg["train_config"]["small_stone_weight"] == 4.0
 
     seen = []
     real = analyse.split_stones

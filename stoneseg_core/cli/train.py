@@ -169,6 +169,15 @@ def _add_target_options(t: argparse.ArgumentParser, d: TrainConfig) -> None:
         default=d.boundary_px,
         help=f"width of the boundary band at working scale (default {d.boundary_px})",
     )
+    t.add_argument(
+        "--small-stone-weight",
+        type=float,
+        default=d.small_stone_weight,
+        metavar="W",
+        help="weigh the stone loss of a stone smaller than its crop's median stone by "
+        "sqrt(median / area), at most W (1 to 16; 1: every pixel the same; default "
+        f"{d.small_stone_weight:g}; see docs/stones.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -238,6 +247,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         amp=args.amp,
         target=args.target,
         boundary_px=args.boundary_px,
+        small_stone_weight=args.small_stone_weight,
         choose_threshold=args.threshold == "auto",
         **({} if args.threshold == "auto" else {"threshold": args.threshold}),
     )

@@ -30,8 +30,10 @@ class DiceBCELoss(nn.Module):
 
 
 class StoneBoundaryLoss(nn.Module):
-    """For the "mask+boundary" target: Dice + BCE on the stone channel (exactly the loss of
-    a 1-channel model) plus ``boundary_weight`` x (Dice + BCE) on the boundary channel.
+    """For the "mask+boundary" target: Dice + BCE on the stone channel (the loss of a
+    1-channel model; its BCE weighted per pixel by a third target plane where the dataset
+    adds one, ``TrainConfig.small_stone_weight``) plus ``boundary_weight`` x (Dice + BCE) on
+    the boundary channel.
 
     Each channel gets its own Dice: SMP's binary Dice pools every channel of an image
     together, which would let the large stone channel drown the thin boundary band.

@@ -10,6 +10,9 @@ them; then ``--rounds`` times ``--add`` more tiles are labelled, chosen
 - ``random``: at random from the rest of the pool (the seed's own draw);
 - ``uncertainty``: the pool tiles the last model was least sure of, by the app's score
   (``Segmenter.measure_uncertainty``, ``inference.uncertainty``: the same code as the window),
+- ``mass`` (``--orders``): the pool tiles with the most unsure pixels for their size (unsure
+  pixels over the whole tile, the same map: how much there is to learn on it, not how wrong
+  its stone is),
 
 and a model is trained afresh on the labelled tiles (same seed, same tiny budget). Each model is
 scored on the scorer tiles as the app would split them (``bench_stones``: pixel IoU pooled,
@@ -45,7 +48,7 @@ from stoneseg_core.model.config import InferenceConfig, TrainConfig
 from stoneseg_core.model.scale import speck_floor
 from stoneseg_core.training.train import run_training
 
-ORDERS = ("random", "uncertainty")
+ORDERS = ("random", "uncertainty", "mass")
 
 
 def split_scorer(items: list, pool_of: str = "all") -> tuple[list, list]:
@@ -86,12 +89,19 @@ def evaluate(seg: Segmenter, scorer: list[tuple]) -> dict:
     return {"iou": result["pixel_iou"], "f1": result["f1"]}
 
 
-def most_unsure(seg: Segmenter, candidates: list, images: dict, n: int) -> list:
-    """The ``n`` candidates ``seg`` is least sure of (the app's score)."""
+def most_unsure(seg: Segmenter, candidates: list, images: dict, n: int, by: str) -> list:
+    """The ``n`` candidates ``seg`` is least sure of: by the app's score (``by``
+    "uncertainty") or by unsure pixels over the whole tile ("mass")."""
     scored = []
     for item in candidates:
         unc = seg.predict(images[item[0]]).uncertainty
-        scored.append((-(unc.score.score if unc is not None else 0.0), item[0].name, item))
+        if unc is None:
+            value = 0.0
+        elif by == "mass":
+            value = unc.score.unsure_px / max(unc.score.area_px, 1)
+        else:
+            value = unc.score.score
+        scored.append((-value, item[0].name, item))
     scored.sort(key=lambda s: (s[0], s[1]))
     return [s[2] for s in scored[:n]]
 
@@ -104,14 +114,14 @@ def run_seed(seed: int, pool: list, scorer: list, images: dict, keep: Path, args
     empty = sum(1 for t in start if not read_mask(t[1]).any())
     first = {"tiles": len(start), "empty": empty, **evaluate(seg, scorer)}
     curves = {}
-    for name in ORDERS:
+    for name in args.orders:
         labelled, model, curve = list(start), seg, [first]
         for r in range(args.rounds):
             rest = [t for t in order if t not in labelled]
             if name == "random":
                 labelled += rest[: args.add]
             else:
-                labelled += most_unsure(model, rest, images, args.add)
+                labelled += most_unsure(model, rest, images, args.add, name)
             model = train(labelled, keep / f"s{seed}-{name}-r{r + 1}", args)
             empty = sum(1 for t in labelled if not read_mask(t[1]).any())
             curve.append({"tiles": len(labelled), "empty": empty, **evaluate(model, scorer)})
@@ -134,9 +144,9 @@ def tiles_to_reach(curve: list[dict], key: str, target: float) -> int | None:
     return None
 
 
-def summarise(per_seed: dict[int, dict]) -> dict:
+def summarise(per_seed: dict[int, dict], orders: tuple[str, ...]) -> dict:
     mean = {}
-    for name in ORDERS:
+    for name in orders:
         points = list(zip(*(per_seed[s][name] for s in per_seed)))
         mean[name] = [
             {
@@ -148,16 +158,16 @@ def summarise(per_seed: dict[int, dict]) -> dict:
         ]
     out = {"mean_curves": mean, "area": {}, "tiles_to_reach_random_final": {}}
     out["empty_tiles_labelled_last"] = {
-        n: [per_seed[s][n][-1].get("empty") for s in per_seed] for n in ORDERS
+        n: [per_seed[s][n][-1].get("empty") for s in per_seed] for n in orders
     }
     for key in ("iou", "f1"):
         target = mean["random"][-1][key]
-        out["area"][key] = {n: r3(area(mean[n], key)) for n in ORDERS}
+        out["area"][key] = {n: r3(area(mean[n], key)) for n in orders}
         out["area"][f"{key}_per_seed"] = {
-            n: [r3(area(per_seed[s][n], key)) for s in per_seed] for n in ORDERS
+            n: [r3(area(per_seed[s][n], key)) for s in per_seed] for n in orders
         }
         out["tiles_to_reach_random_final"][key] = {
-            n: tiles_to_reach(mean[n], key, target) for n in ORDERS
+            n: tiles_to_reach(mean[n], key, target) for n in orders
         }
     return out
 
@@ -175,9 +185,13 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed-train", type=int, default=0, help="the training seed (all models)")
     ap.add_argument("--pool", choices=("all", "stony"), default="all", help="stony: no empty belt")
+    ap.add_argument("--orders", default="random,uncertainty", help=f"of {', '.join(ORDERS)}")
     ap.add_argument("--keep", default=None, help="folder for the models (default: a temp one)")
     add_common_args(ap)
     args = ap.parse_args()
+    args.orders = tuple(o.strip() for o in args.orders.split(",") if o.strip())
+    if "random" not in args.orders or not set(args.orders) <= set(ORDERS):
+        ap.error(f"--orders: random and any of {', '.join(ORDERS)}")
     setup(args)
     t0 = time.perf_counter()
     scorer_items, pool = split_scorer(triples(SETS["conveyor"]), args.pool)
@@ -204,7 +218,8 @@ def main() -> int:
                 "batch_size": args.batch_size,
             },
             "seeds": seeds,
-            **summarise(per_seed),
+            "orders": list(args.orders),
+            **summarise(per_seed, args.orders),
             "per_seed": {str(s): c for s, c in per_seed.items()},
             "seconds": round(time.perf_counter() - t0),
             "machine": machine(),

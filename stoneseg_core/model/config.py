@@ -97,7 +97,7 @@ class TrainConfig:
     # the stone channel's BCE weight of a stone smaller than its crop's median stone:
     # sqrt(median / area), at most this (1: every pixel weighs 1; mask+boundary only; the
     # stones are the per-stone labels where there are some, else the mask's pieces). 4 lifts
-    # held-out stone F1 on all 6 gravel folds and the belt fold, dev pixel IoU level
+    # held-out stone F1 on all 6 gravel folds; belt stone F1 and dev pixel IoU level
     # (docs/stones.md, "Small stones weigh more")
     small_stone_weight: float = 4.0
 

@@ -16,7 +16,7 @@ them; then ``--rounds`` times ``--add`` more tiles are labelled, chosen
 
 and a model is trained afresh on the labelled tiles (same seed, same tiny budget). Each model is
 scored on the scorer tiles as the app would split them (``bench_stones``: pixel IoU pooled,
-stone F1 at IoU 0.5 with the seams split of the boundary model). The two orders share the
+stone F1 at IoU 0.5 with the seams split of the boundary model). The orders share the
 first model. Printed: each curve (labelled tiles -> IoU, F1) per seed, the mean curves, the
 area under each (trapezoids over the labelled counts, divided by their span: a mean score),
 and for each order the labelled tiles it needed to reach the random order's last IoU and F1.

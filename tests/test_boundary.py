@@ -163,6 +163,8 @@ def test_small_stone_weights_lift_whole_stones_under_the_median():
     for plain in (0, 1, 2, 3, 5):  # ground, the median-sized stones, the cut stone
         assert np.all(w[labels == plain] == 1.0)
     assert np.all(small_stone_weights(labels, 1.0) == 1.0)  # the setting off
+    huge = np.where(labels > 0, labels + 2_000_000_000, 0).astype(np.int64)  # 32-bit-sized ids
+    np.testing.assert_array_equal(small_stone_weights(huge, 4.0), w)
     few = np.zeros((20, 20), np.int32)
     few[2:10, 2:10], few[12:14, 12:14] = 1, 2  # two whole stones: no median to go by
     assert np.all(small_stone_weights(few, 4.0) == 1.0)

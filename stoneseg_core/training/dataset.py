@@ -86,11 +86,10 @@ def small_stone_weights(labels: np.ndarray, most: float) -> np.ndarray:
     weights = np.ones(labels.shape, np.float32)
     if most <= 1.0:
         return weights
-    ids, areas = np.unique(labels[labels > 0], return_counts=True)
-    if ids.size == 0:
-        return weights
+    # every id of the crop with its pixel count (ids may be any size: no lookup table)
+    ids, inverse, areas = np.unique(labels, return_inverse=True, return_counts=True)
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    whole = ~np.isin(ids, edge)
+    whole = (ids > 0) & ~np.isin(ids, edge)
     if whole.sum() < 3:
         return weights
     median = float(np.median(areas[whole]))
@@ -98,9 +97,7 @@ def small_stone_weights(labels: np.ndarray, most: float) -> np.ndarray:
     w[~whole] = 1.0
     if not (w > 1.0).any():
         return weights
-    lut = np.ones(int(labels.max()) + 1, np.float32)
-    lut[ids] = w
-    return lut[labels]
+    return w[inverse.reshape(labels.shape)]
 
 
 def stone_and_boundary(

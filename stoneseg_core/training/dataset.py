@@ -347,13 +347,15 @@ class CropDataset(Dataset):
             out = self.transform(image=s.image, mask=s.mask, instances=s.instances)
         else:
             out = self.transform(image=s.image, mask=s.mask)
-        stone, band = stone_and_boundary(out["mask"], out.get("instances"), self.boundary_px)
+        labels = out.get("instances")
+        if labels is None:  # the mask's pieces, found once for the band and the weights
+            labels = mask_components(out["mask"] > 127)
+        stone, band = stone_and_boundary(out["mask"], labels, self.boundary_px)
         image = torch.from_numpy(normalize(out["image"], self.mean, self.std))
         planes = [stone, band]
         if self.small_stone_weight > 1.0:
-            labels = out.get("instances")
-            labels = mask_components(stone) if labels is None else np.where(stone, labels, 0)
-            planes.append(small_stone_weights(labels, self.small_stone_weight))
+            stones = np.where(stone, labels, 0)  # the stones as the stone channel sees them
+            planes.append(small_stone_weights(stones, self.small_stone_weight))
         target = torch.from_numpy(np.stack(planes).astype(np.float32))
         return image, target
 

@@ -198,6 +198,9 @@ def main() -> int:
     ap.add_argument("--n-folds", type=int, default=3, help="conveyor: number of folds")
     ap.add_argument("--train-tiles", type=int, default=40, help="conveyor: training tiles a fold")
     ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument(
+        "--encoder", default=None, help="e.g. tu-tf_efficientnet_lite2 (the lite extra)"
+    )
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--work-size", type=int, default=None)
     ap.add_argument("--boundary-px", type=int, default=None)
@@ -238,6 +241,7 @@ def main() -> int:
     changes = {
         k: v
         for k, v in {
+            "encoder": args.encoder,
             "lr": args.lr,
             "work_size": args.work_size,
             "boundary_px": args.boundary_px,

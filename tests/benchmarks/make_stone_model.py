@@ -85,13 +85,22 @@ def main() -> int:
     ap.add_argument("--gravel-copies", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fp32", action="store_true", help="keep the float32 weights")
+    ap.add_argument(
+        "--encoder",
+        default=TrainConfig.encoder,
+        help="e.g. tu-tf_efficientnet_lite2 (the lite extra); the app's default otherwise",
+    )
     add_common_args(ap)
     args = ap.parse_args()
     setup(args)
     with tempfile.TemporaryDirectory(prefix="stone-model-") as scratch:
         pairs, val_stems, held = split_sets(args.gravel_copies, Path(scratch))
         cfg = TrainConfig(
-            epochs=args.epochs, seed=args.seed, val_images=tuple(val_stems), device=args.device
+            epochs=args.epochs,
+            seed=args.seed,
+            val_images=tuple(val_stems),
+            device=args.device,
+            encoder=args.encoder,
         )
         t0 = time.perf_counter()
 

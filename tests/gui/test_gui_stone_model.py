@@ -85,6 +85,30 @@ def test_the_first_train_can_start_from_the_installed_stone_model(
     assert panel.stone_start.isEnabled() and panel.config().weights == STONES
 
 
+def test_the_first_train_takes_the_installed_stone_models_encoder(
+    qtbot, make_window, project, tmp_path, trained_model, monkeypatch
+):
+    """A stone model of another encoder than the core's default is still the first start:
+    the panel opens on its encoder, not on the default that would grey it out."""
+    import json
+
+    folder = tmp_path / "bundled2" / "stones-other"
+    shutil.copytree(trained_model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["encoder"] = other = "tu-tf_efficientnet_lite2"
+    (folder / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(controller_module, "installed_stone_model", lambda: folder)
+    monkeypatch.setattr(panel_module, "installed_stone_model", lambda: folder)
+    window = make_window()
+    window.open_folder(project)
+    wait_loaded(qtbot, window)
+    panel = window.model_side.panel
+    assert panel.encoder.currentText() == other
+    assert panel.stone_start.isEnabled() and panel.stone_start.isChecked()
+    assert panel.config().weights == STONES and panel.config().encoder == other
+    assert "tf_efficientnet_lite2" in panel.stone_start.toolTip()
+
+
 def test_without_an_installed_stone_model_the_choice_is_not_offered(
     qtbot, make_window, project, monkeypatch
 ):

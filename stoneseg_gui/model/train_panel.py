@@ -21,8 +21,7 @@ from PySide6.QtWidgets import (
 
 from stoneseg_core.model import pretrained
 from stoneseg_core.model.config import ENCODERS, TrainConfig
-from stoneseg_core.model.info import read_model_info
-from stoneseg_core.model.stone_model import STONES, installed_stone_model
+from stoneseg_core.model.stone_model import STONES, installed_stone_model, model_encoder
 from stoneseg_core.training.events import BatchProgress, EpochSummary
 
 # epochs when Train fine-tunes the project's own model again (bench_turnaround.py: 3 epochs
@@ -376,11 +375,6 @@ class TrainPanel(QWidget):
 
 
 def _installed_encoder() -> str | None:
-    """The encoder of the stone model installed with StoneSeg (None: none installed)."""
-    folder = installed_stone_model()
-    if folder is None:
-        return None
-    try:
-        return read_model_info(folder).encoder
-    except Exception:  # a damaged installation: the choice is simply not offered
-        return None
+    """The encoder of the stone model installed with StoneSeg (None: none installed, or a
+    damaged installation: the choice is simply not offered)."""
+    return model_encoder(installed_stone_model())

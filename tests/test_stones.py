@@ -201,8 +201,8 @@ def test_the_epoch_kept_is_the_one_with_the_best_stones(tmp_path):
         seed=0,
         val_images=("img3",),
         target="mask+boundary",
+        select_epoch_by="stones",
     )
-    assert cfg.select_epoch_by == "stones"  # the default
     summaries = []
     gen = iter_training(pairs, tmp_path / "m", cfg)
     try:
@@ -230,6 +230,15 @@ def test_the_epoch_kept_is_the_one_with_the_best_stones(tmp_path):
     assert by_iou.stones is not None  # still scored once, for the model kept
     with pytest.raises(StonesegError, match="epoch kept"):
         cfg.replace(select_epoch_by="loss")
+    # the command line's choice (the default stays pixel IoU: level over 9 folds)
+    from stoneseg_core.cli import build_parser
+    from stoneseg_core.cli.train import _train_config
+
+    def chosen(*options: str) -> str:
+        args = build_parser().parse_args(["train", str(root), "--out", "m", *options])
+        return _train_config(args).select_epoch_by
+
+    assert chosen() == "iou" and chosen("--select-epoch-by", "stones") == "stones"
 
 
 def test_predicted_masks_hold_no_speck_under_the_floor(trained_model):

@@ -18,7 +18,7 @@ from stoneseg_core.cli.common import (
     threshold_or_auto,
 )
 from stoneseg_core.errors import StonesegError
-from stoneseg_core.model.config import ENCODERS, TARGETS, TrainConfig
+from stoneseg_core.model.config import ENCODERS, SELECT_EPOCH_BY, TARGETS, TrainConfig
 from stoneseg_core.model.scale import SCALE_POLICIES
 from stoneseg_core.model.stone_model import STONES, installed_stone_model, model_encoder
 
@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "train",
         help="train a model on DATA_DIR/images + DATA_DIR/masks",
         description="Train a U-Net on DATA_DIR/images + DATA_DIR/masks and save the best model "
-        "by validation IoU in --out. On several GPUs (or CPU processes): torchrun "
+        "by validation IoU (or stone F1: --select-epoch-by) in --out. On several GPUs (or CPU processes): torchrun "
         "--nproc_per_node=N -m stoneseg_core train ... trains one model on N processes, each "
         "on its share of the crops with --batch-size crops a batch; rank 0 validates and saves.",
     )
@@ -183,6 +183,14 @@ def _add_target_options(t: argparse.ArgumentParser, d: TrainConfig) -> None:
         "sqrt(median / area), at most W (1 to 16; 1: every pixel the same; default "
         f"{d.small_stone_weight:g}; see docs/stones.md)",
     )
+    t.add_argument(
+        "--select-epoch-by",
+        default=d.select_epoch_by,
+        choices=list(SELECT_EPOCH_BY),
+        help="the epoch kept: 'iou' (default), the best pixel IoU on the validation photos; "
+        "'stones', the best stone F1 on those with per-stone labels (DATA_DIR/instances; "
+        "one more pass over them an epoch; see docs/stones.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -257,6 +265,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         target=args.target,
         boundary_px=args.boundary_px,
         small_stone_weight=args.small_stone_weight,
+        select_epoch_by=args.select_epoch_by,
         choose_threshold=args.threshold == "auto",
         **({} if args.threshold == "auto" else {"threshold": args.threshold}),
     )

@@ -6,8 +6,9 @@
 
 The split is made by source photo before any augmentation, so validation figures come only
 from photos the model never learned from. Augmentation happens on the fly; nothing is
-written to disk but the model folder. The best model by validation IoU, judged in eval mode
-after the BatchNorm statistics are recalibrated, is saved as soon as it is found, so a
+written to disk but the model folder. The best model by validation IoU (or by stone F1 on
+the validation photos with per-stone labels: ``TrainConfig.select_epoch_by``), judged in eval
+mode after the BatchNorm statistics are recalibrated, is saved as soon as it is found, so a
 cancelled run still leaves the best model so far.
 
 ``iter_training`` is a short loop over named steps: ``training_steps.prepare`` (model,

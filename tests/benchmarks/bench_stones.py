@@ -207,6 +207,9 @@ def main() -> int:
     ap.add_argument("--small-stone-weight", type=float, default=None, help="1: off")
     ap.add_argument("--samples-per-image", type=int, default=None)
     ap.add_argument("--min-batches-per-epoch", type=int, default=None, help="0: as before")
+    ap.add_argument(
+        "--select-epoch-by", default=None, choices=["iou", "stones"], help="the epoch kept"
+    )
     ap.add_argument("--scale", default="auto", help="inference scale (see InferenceConfig)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
@@ -248,6 +251,7 @@ def main() -> int:
             "small_stone_weight": args.small_stone_weight,
             "samples_per_image": args.samples_per_image,
             "min_batches_per_epoch": args.min_batches_per_epoch,
+            "select_epoch_by": args.select_epoch_by,
         }.items()
         if v is not None
     }

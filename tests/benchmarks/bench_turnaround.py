@@ -92,7 +92,7 @@ def main() -> int:
     setup(args)
     stone_model = installed_stone_model()
     if stone_model is None:
-        raise SystemExit("no installed stone model (resources/models/stones-lite0)")
+        raise SystemExit("no installed stone model (resources/models/stones-lite2)")
     items = triples(SETS["conveyor"])
     train, test = folds_of("conveyor", items, 3, 20)[0]
     pool = [t for t in items if t not in test]

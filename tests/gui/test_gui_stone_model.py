@@ -10,6 +10,7 @@ import pytest
 from guihelpers import wait_loaded
 from synthetic import make_scene, write_rgb
 
+from stoneseg_core.model.config import TrainConfig
 from stoneseg_core.model.stone_model import STONES
 from stoneseg_gui.model import controller as controller_module
 from stoneseg_gui.model import train_panel as panel_module
@@ -27,7 +28,7 @@ def project(tmp_path):
 @pytest.fixture
 def installed(monkeypatch, tmp_path, trained_model):
     """The tiny trained U-Net standing in for the installed stone model."""
-    folder = tmp_path / "bundled" / "stones-lite0"
+    folder = tmp_path / "bundled" / "stones-lite2"
     shutil.copytree(trained_model, folder)
     monkeypatch.setattr(controller_module, "installed_stone_model", lambda: folder)
     monkeypatch.setattr(panel_module, "installed_stone_model", lambda: folder)
@@ -107,6 +108,14 @@ def test_the_first_train_takes_the_installed_stone_models_encoder(
     assert panel.stone_start.isEnabled() and panel.stone_start.isChecked()
     assert panel.config().weights == STONES and panel.config().encoder == other
     assert "tf_efficientnet_lite2" in panel.stone_start.toolTip()
+    assert "installed stone model is a tf_efficientnet_lite2" in panel.encoder.toolTip()
+    # settings remembered with an earlier installed stone model (Lite0) keep the stone start
+    panel.set_config(TrainConfig(weights=STONES, encoder="tu-tf_efficientnet_lite0"))
+    assert panel.encoder.currentText() == other and panel.config().weights == STONES
+    # ImageNet settings keep their encoder
+    panel.set_config(TrainConfig(weights="imagenet", encoder="tu-tf_efficientnet_lite0"))
+    assert panel.encoder.currentText() == "tu-tf_efficientnet_lite0"
+    assert panel.config().weights == "imagenet"
 
 
 def test_without_an_installed_stone_model_the_choice_is_not_offered(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -239,6 +240,11 @@ def test_the_epoch_kept_is_the_one_with_the_best_stones(tmp_path):
         return _train_config(args).select_epoch_by
 
     assert chosen() == "iou" and chosen("--select-epoch-by", "stones") == "stones"
+    # each epoch's line on the command line shows its stone F1 when it decides
+    from stoneseg_core.cli.train import _epoch_line
+
+    assert f"stone F1 {summaries[0].stone_f1:.4f}" in _epoch_line(summaries[0])
+    assert "stone F1" not in _epoch_line(replace(summaries[0], stone_f1=None))
 
 
 def test_predicted_masks_hold_no_speck_under_the_floor(trained_model):

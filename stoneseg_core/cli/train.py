@@ -342,6 +342,7 @@ def _epoch_line(event) -> str:
     return (
         f"epoch {event.epoch:3d}/{event.epochs}  train loss {event.train_loss:.4f}  "
         f"val loss {event.val_loss:.4f}  val IoU {event.val.iou:.4f}  F1 {event.val.f1:.4f}"
+        + ("" if event.stone_f1 is None else f"  stone F1 {event.stone_f1:.4f}")
         + ("  *best" if event.is_best else "")
     )
 

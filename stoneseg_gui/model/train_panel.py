@@ -357,18 +357,10 @@ class TrainPanel(QWidget):
         )
 
     def show_epoch(self, s: EpochSummary) -> None:
-        if s.stone_f1 is None:
-            text = (
-                f"Epoch {s.epoch}/{s.epochs}: validation IoU {100 * s.val.iou:.1f} % "
-                f"(best {100 * s.best_iou:.1f} % at epoch {s.best_epoch})"
-            )
-        else:  # the epoch kept is the one with the best stones
-            text = (
-                f"Epoch {s.epoch}/{s.epochs}: validation IoU {100 * s.val.iou:.1f} %, "
-                f"stone F1 {s.stone_f1:.2f} (kept: epoch {s.best_epoch}, "
-                f"stone F1 {s.best_stone_f1:.2f})"
-            )
-        self.status.setText(text)
+        self.status.setText(
+            f"Epoch {s.epoch}/{s.epochs}: validation IoU {100 * s.val.iou:.1f} % "
+            f"(best {100 * s.best_iou:.1f} % at epoch {s.best_epoch})"
+        )
 
     def show_message(self, text: str) -> None:
         self.status.setText(text)

@@ -147,15 +147,15 @@ def test_a_split_of_truth_scores_itself_perfectly():
 # ------------------------------------------------------------------ stones at validation
 
 
-def test_training_scores_the_stones_of_validation_photos_with_per_stone_labels(tmp_path):
+def _labelled_stones(tmp_path, **changes):
+    """Four synthetic photos with per-stone labels, and a tiny boundary-model config that
+    validates on the last one (``changes`` on top)."""
     from synthetic import make_dataset
     from test_boundary import _with_instances
 
     from stoneseg_core.model.config import TrainConfig
-    from stoneseg_core.training.train import run_training
 
     root = make_dataset(tmp_path / "data", n=4, size=(96, 128), seed=5)
-    pairs = _with_instances(root)
     cfg = TrainConfig(
         epochs=1,
         crop=64,
@@ -166,6 +166,13 @@ def test_training_scores_the_stones_of_validation_photos_with_per_stone_labels(t
         val_images=("img3",),
         target="mask+boundary",
     )
+    return root, _with_instances(root), cfg.replace(**changes)
+
+
+def test_training_scores_the_stones_of_validation_photos_with_per_stone_labels(tmp_path):
+    from stoneseg_core.training.train import run_training
+
+    root, pairs, cfg = _labelled_stones(tmp_path)
     result = run_training(pairs, tmp_path / "m", cfg)
     stones = result.stones
     assert stones is not None and stones["n_images"] == 1 and stones["photos"] == ["img3"]
@@ -184,26 +191,10 @@ def test_training_scores_the_stones_of_validation_photos_with_per_stone_labels(t
 
 
 def test_the_epoch_kept_is_the_one_with_the_best_stones(tmp_path):
-    from synthetic import make_dataset
-    from test_boundary import _with_instances
-
-    from stoneseg_core.model.config import TrainConfig
     from stoneseg_core.training.events import EpochSummary
     from stoneseg_core.training.train import iter_training, run_training
 
-    root = make_dataset(tmp_path / "data", n=4, size=(96, 128), seed=5)
-    pairs = _with_instances(root)
-    cfg = TrainConfig(
-        epochs=4,
-        crop=64,
-        work_size=128,
-        batch_size=2,
-        samples_per_image=2,
-        seed=0,
-        val_images=("img3",),
-        target="mask+boundary",
-        select_epoch_by="stones",
-    )
+    root, pairs, cfg = _labelled_stones(tmp_path, epochs=4, select_epoch_by="stones")
     summaries = []
     gen = iter_training(pairs, tmp_path / "m", cfg)
     try:

@@ -120,6 +120,20 @@ def test_too_few_rows_is_an_error_naming_the_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_writer_that_already_took_its_last_tile_still_finishes(tmp_path):
+    """tifffile stops asking for tiles once it has the last one, so the writer thread can end
+    before close() says "all rows given": that is a finished file, not a stopped writer (it
+    failed CI once, on a loaded machine, in test_grains_tiled)."""
+    path = tmp_path / "exact.tif"
+    image = np.arange(128 * 64, dtype=np.uint16).reshape(128, 64)
+    writer = TiledTiffWriter(path, image.shape, np.uint16, tile=64)
+    writer.push(image)
+    writer._thread.join(timeout=30)  # the race's losing order, made certain
+    assert not writer._thread.is_alive()
+    writer.finish()
+    assert np.array_equal(tifffile.imread(path), image)
+
+
 def test_a_folder_that_cannot_be_made_is_named(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -190,6 +190,10 @@ class TiledTiffWriter:
             alive = self._thread.is_alive()  # before the error: set before the thread ends
             self._raise_error()
             if not alive:
+                if item is None:
+                    # tifffile stops asking for tiles once it has the last one, so the thread
+                    # may end (the file complete) before "all rows given" reaches it
+                    return
                 raise StonesegError(f"Cannot write {self.path}: the writer stopped.")
             try:
                 self._queue.put(item, timeout=0.1)

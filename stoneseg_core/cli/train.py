@@ -34,9 +34,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "train",
         help="train a model on DATA_DIR/images + DATA_DIR/masks",
         description="Train a U-Net on DATA_DIR/images + DATA_DIR/masks and save the best model "
-        "by validation IoU (or stone F1: --select-epoch-by) in --out. On several GPUs (or CPU processes): torchrun "
-        "--nproc_per_node=N -m stoneseg_core train ... trains one model on N processes, each "
-        "on its share of the crops with --batch-size crops a batch; rank 0 validates and saves.",
+        "by validation IoU (or stone F1: --select-epoch-by) in --out. On several GPUs (or CPU "
+        "processes): torchrun --nproc_per_node=N -m stoneseg_core train ... trains one model "
+        "on N processes, each on its share of the crops with --batch-size crops a batch; rank "
+        "0 validates and saves.",
     )
     t.set_defaults(handler=run)
     t.add_argument("data_dir", metavar="DATA_DIR")

@@ -161,7 +161,8 @@ class TrainConfig:
             )
         if self.select_epoch_by not in SELECT_EPOCH_BY:
             raise StonesegError(
-                f"The epoch kept is chosen by one of {', '.join(SELECT_EPOCH_BY)}, got {self.select_epoch_by!r}."
+                f"The epoch kept is chosen by one of {', '.join(SELECT_EPOCH_BY)}, "
+                f"got {self.select_epoch_by!r}."
             )
         if not 1 <= self.boundary_px <= 16:
             raise StonesegError(f"Boundary width must be 1 to 16 pixels, got {self.boundary_px}.")

@@ -50,10 +50,9 @@ class EpochSummary:
     is_best: bool
     seconds: float
     lr: float
-    # stone F1 of this epoch and of the epoch kept, on the validation photos with per-stone
-    # labels, when the epoch kept is chosen by its stones (TrainConfig.select_epoch_by); else None
+    # this epoch's stone F1 on the validation photos with per-stone labels, when the epoch
+    # kept is chosen by its stones (TrainConfig.select_epoch_by); else None
     stone_f1: float | None = None
-    best_stone_f1: float | None = None
 
 
 @dataclass(frozen=True)

@@ -304,7 +304,6 @@ def _end_epoch(
         seconds=seconds,
         lr=lr,
         stone_f1=None if stones is None else stones["f1"],
-        best_stone_f1=None if stones is None else run.best_key[0],
     )
 
 
@@ -385,13 +384,12 @@ def _epoch_stones(run: TrainingRun, threshold: float) -> dict | None:
 
 def _stone_validation(run: TrainingRun) -> dict | None:
     """The best model's stones on the validation photos that have per-stone labels, recorded
-    in its config.json (``metrics["stones"]``); None when none has them. Kept from the epoch
-    when the epoch was chosen by its stones; else the saved model is scored."""
+    in its config.json (``metrics["stones"]``); None when none has them. Those of the epoch
+    kept when it was chosen by its stones (saved with it); else the saved model is scored."""
     items = _stone_items(run)
     if not items or run.best_epoch == 0 or run.cancelled or not run.is_main:
         return None
     if run.stone_scores is not None:
-        save_history(run)
         return run.stone_scores
     try:
         seg = Segmenter.load(run.out_dir, InferenceConfig(amp="off", runtime="torch"))

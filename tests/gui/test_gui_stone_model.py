@@ -87,19 +87,15 @@ def test_the_first_train_can_start_from_the_installed_stone_model(
 
 
 def test_the_first_train_takes_the_installed_stone_models_encoder(
-    qtbot, make_window, project, tmp_path, trained_model, monkeypatch
+    qtbot, make_window, project, installed
 ):
     """A stone model of another encoder than the core's default is still the first start:
     the panel opens on its encoder, not on the default that would grey it out."""
     import json
 
-    folder = tmp_path / "bundled2" / "stones-other"
-    shutil.copytree(trained_model, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config["encoder"] = other = "tu-tf_efficientnet_lite2"
-    (folder / "config.json").write_text(json.dumps(config))
-    monkeypatch.setattr(controller_module, "installed_stone_model", lambda: folder)
-    monkeypatch.setattr(panel_module, "installed_stone_model", lambda: folder)
+    config = json.loads((installed / "config.json").read_text())
+    config["encoder"] = other = "tu-tf_efficientnet_lite2"  # the stand-in is a Lite0
+    (installed / "config.json").write_text(json.dumps(config))
     window = make_window()
     window.open_folder(project)
     wait_loaded(qtbot, window)

@@ -42,13 +42,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_common_args, emit, machine, r3, setup
 from bench_stones import SETS, Tally, split_way, triples
 
+from stoneseg_core.inference.label_order import appearance, useful_order
 from stoneseg_core.inference.segmenter import Segmenter
 from stoneseg_core.io.images import read_image, read_instance_labels, read_mask
 from stoneseg_core.model.config import InferenceConfig, TrainConfig
 from stoneseg_core.model.scale import speck_floor
 from stoneseg_core.training.train import run_training
 
-ORDERS = ("random", "uncertainty", "mass")
+ORDERS = ("random", "uncertainty", "mass", "diverse")
 
 
 def split_scorer(items: list, pool_of: str = "all") -> tuple[list, list]:
@@ -106,6 +107,20 @@ def most_unsure(seg: Segmenter, candidates: list, images: dict, n: int, by: str)
     return [s[2] for s in scored[:n]]
 
 
+def most_useful(seg: Segmenter, candidates: list, labelled: list, images: dict, n: int) -> list:
+    """The ``n`` candidates first in the window's order (``inference.label_order``): the
+    app's uncertainty score times how unlike the labelled tiles (and those picked before)
+    each tile looks."""
+    looks = {item[0]: appearance(images[item[0]]) for item in [*candidates, *labelled]}
+    rows = []
+    for item in candidates:
+        unc = seg.predict(images[item[0]]).uncertainty
+        rows.append((item[0], unc.score.score if unc is not None else 0.0, looks[item[0]]))
+    picked = useful_order(rows, [looks[t[0]] for t in labelled], n)
+    by_path = {item[0]: item for item in candidates}
+    return [by_path[p] for p in picked]
+
+
 def run_seed(seed: int, pool: list, scorer: list, images: dict, keep: Path, args) -> dict:
     rng = np.random.default_rng(seed)
     order = [pool[i] for i in rng.permutation(len(pool))]
@@ -120,6 +135,8 @@ def run_seed(seed: int, pool: list, scorer: list, images: dict, keep: Path, args
             rest = [t for t in order if t not in labelled]
             if name == "random":
                 labelled += rest[: args.add]
+            elif name == "diverse":
+                labelled += most_useful(model, rest, labelled, images, args.add)
             else:
                 labelled += most_unsure(model, rest, images, args.add, name)
             model = train(labelled, keep / f"s{seed}-{name}-r{r + 1}", args)

@@ -21,6 +21,8 @@ ReasonRole = Qt.ItemDataRole.UserRole + 3
 DirtyRole = Qt.ItemDataRole.UserRole + 4
 ThumbRole = Qt.ItemDataRole.UserRole + 5
 UncertaintyRole = Qt.ItemDataRole.UserRole + 6  # UncertaintyScore | None (not yet labelled)
+# int | None: the place in the order to label in (0 most useful; None: not labelled, no score)
+UsefulRankRole = Qt.ItemDataRole.UserRole + 7
 
 
 class ImageDelegate(QStyledItemDelegate):

@@ -1,5 +1,6 @@
 """Which photos the image list shows, in which order: all, those in one state, or those not
-labelled yet with the most useful to label first (the model least sure of them)."""
+labelled yet with the most useful to label first (the model unsure of them, spread over the
+kinds of photo: ``inference.label_order``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSortFilterProxyM
 
 from stoneseg_core.io.project import ImageStatus
 
-from .image_delegate import StatusRole, UncertaintyRole
+from .image_delegate import StatusRole, UsefulRankRole
 
 # the photos a person has not labelled yet: unlabelled, or predicted and not reviewed
 NOT_LABELLED = (ImageStatus.UNLABELLED, ImageStatus.PREDICTED)
@@ -16,7 +17,8 @@ MOST_USEFUL = "most-useful"  # the list's filter: not labelled yet, most useful 
 
 class StatusFilterModel(QSortFilterProxyModel):
     """Shows all photos or only those in one state; or (``MOST_USEFUL``) the photos not
-    labelled yet, the one the model is least sure of first, those without a score last."""
+    labelled yet, the most useful to label first (``ImageListModel.useful_order``), those
+    without a score last."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -35,6 +37,10 @@ class StatusFilterModel(QSortFilterProxyModel):
         else:
             self.sort(-1)  # the folder's order
 
+    def status(self) -> ImageStatus | str | None:
+        """The state shown (None: all photos; ``MOST_USEFUL``: not labelled, ordered)."""
+        return self._status
+
     def filterAcceptsRow(
         self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex
     ) -> bool:
@@ -50,9 +56,10 @@ class StatusFilterModel(QSortFilterProxyModel):
         left: QModelIndex | QPersistentModelIndex,
         right: QModelIndex | QPersistentModelIndex,
     ) -> bool:
-        a, b = left.data(UncertaintyRole), right.data(UncertaintyRole)
-        a_score = a.score if a is not None else -1.0
-        b_score = b.score if b is not None else -1.0
-        if a_score != b_score:
-            return a_score < b_score
-        return left.row() > right.row()  # ties in the folder's order (the order is descending)
+        # the order is descending: "less" is later in the order to label in
+        a, b = left.data(UsefulRankRole), right.data(UsefulRankRole)
+        a_rank = a if a is not None else float("inf")
+        b_rank = b if b is not None else float("inf")
+        if a_rank != b_rank:
+            return a_rank > b_rank
+        return left.row() > right.row()  # the photos without a score in the folder's order

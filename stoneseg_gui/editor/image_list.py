@@ -4,7 +4,10 @@ States come from the session (labelled, unlabelled, predicted and not reviewed,
 unreadable with the reason); thumbnails from a worker generator, which also finds
 unreadable photos before anyone opens them. Each row is drawn by ``image_delegate``.
 The model side gives each predicted photo's uncertainty (``set_uncertainty``): the list then
-shows the photos not labelled yet with the most useful to label first, and says why.
+shows the photos not labelled yet with the most useful to label first, and says why. Most
+useful: the model unsure of it, spread over the kinds of photo in the folder (each
+thumbnail's look, ``inference.label_order``), so that a young model unsure of every photo of
+one kind does not send the user to label that kind only.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from PySide6.QtCore import (
     QModelIndex,
     QPersistentModelIndex,
     Qt,
+    QTimer,
     Signal,
 )
 from PySide6.QtGui import QImage, QPixmap
@@ -37,6 +41,7 @@ from PySide6.QtWidgets import (
 
 from stoneseg_core.display.tiff_tiles import TiffTileSource, is_big_tiff_photo
 from stoneseg_core.errors import ImageReadError
+from stoneseg_core.inference.label_order import appearance, useful_order
 from stoneseg_core.inference.uncertainty import UncertaintyScore
 from stoneseg_core.io.images import read_image
 from stoneseg_core.io.project import ImageStatus
@@ -51,6 +56,7 @@ from .image_delegate import (
     StatusRole,
     ThumbRole,
     UncertaintyRole,
+    UsefulRankRole,
 )
 from .image_filter import MOST_USEFUL, NOT_LABELLED, StatusFilterModel
 
@@ -65,6 +71,7 @@ class Thumbnail:
     path: Path
     rgb: np.ndarray | None
     error: str | None
+    look: np.ndarray | None = None  # inference.label_order.appearance of the thumbnail
 
 
 def _jpeg_is_truncated(path: Path) -> bool:
@@ -122,7 +129,8 @@ def iter_thumbnails(paths: Sequence[Path], size: int = THUMB_SIZE) -> Iterator[T
     """Yield one ``Thumbnail`` per photo; an unreadable photo yields its error instead."""
     for path in paths:
         try:
-            yield Thumbnail(path, make_thumbnail(path, size), None)
+            rgb = make_thumbnail(path, size)
+            yield Thumbnail(path, rgb, None, appearance(rgb))
         except ImageReadError as exc:
             yield Thumbnail(path, None, str(exc))
         except Exception as exc:
@@ -148,6 +156,9 @@ class _Row:
 
 class ImageListModel(QAbstractListModel):
     counts_changed = Signal()
+    # the order to label in may have changed (a score, a look or a state did): the dock
+    # re-sorts once, a moment later (many thumbnails come in at a time)
+    order_stale = Signal()
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -155,12 +166,15 @@ class ImageListModel(QAbstractListModel):
         self._index: dict[Path, int] = {}
         # each photo's uncertainty, by path: kept when the rows are made again (a rescan)
         self._scores: dict[Path, UncertaintyScore] = {}
+        self._looks: dict[Path, np.ndarray] = {}  # each photo's look, from its thumbnail
+        self._ranks: dict[Path, int] | None = None  # the order to label in; None: stale
 
     def set_images(self, statuses: Sequence[tuple[Path, ImageStatus]]) -> None:
         self.beginResetModel()
         self._rows = [_Row(Path(p), s) for p, s in statuses]
         self._index = {row.path: i for i, row in enumerate(self._rows)}
         self.endResetModel()
+        self._order_changed()
         self.counts_changed.emit()
 
     def paths(self) -> list[Path]:
@@ -198,7 +212,10 @@ class ImageListModel(QAbstractListModel):
         row = self._rows[i]
         if row.status == status and row.reason == reason:
             return
+        labelled_before = row.status not in NOT_LABELLED
         row.status, row.reason = status, reason
+        if labelled_before != (status not in NOT_LABELLED):
+            self._order_changed()
         self._changed(i)
         self.counts_changed.emit()
 
@@ -214,9 +231,23 @@ class ImageListModel(QAbstractListModel):
             self._rows[i].thumb = pixmap
             self._changed(i)
 
+    def set_look(self, path: Path, look: np.ndarray | None) -> None:
+        """The photo's look (``label_order.appearance`` of its thumbnail; None: unknown)."""
+        path = Path(path)
+        if look is None:
+            self._looks.pop(path, None)
+        else:
+            self._looks[path] = np.asarray(look, np.float32)
+        self._order_changed()
+
+    def look_of(self, path: Path) -> np.ndarray | None:
+        """The photo's look (None until its thumbnail is made)."""
+        return self._looks.get(Path(path))
+
     def set_uncertainties(self, scores: dict[Path, UncertaintyScore]) -> None:
         """Every photo's uncertainty at once (a project opened): those not given have none."""
         self._scores = {Path(p): s for p, s in scores.items()}
+        self._order_changed()
         if self._rows:
             self.dataChanged.emit(self.index(0, 0), self.index(len(self._rows) - 1, 0))
 
@@ -226,6 +257,7 @@ class ImageListModel(QAbstractListModel):
             self._scores.pop(path, None)
         else:
             self._scores[path] = score
+        self._order_changed()
         i = self.row_of(path)
         if i >= 0:
             self._changed(i)
@@ -236,6 +268,46 @@ class ImageListModel(QAbstractListModel):
         if i < 0 or self._rows[i].status not in NOT_LABELLED:
             return None
         return self._scores.get(Path(path))
+
+    def useful_order(self) -> list[Path]:
+        """The photos not labelled yet that have a score, the most useful to label first:
+        ``label_order.useful_order`` of their scores and looks, against the looks of the
+        photos labelled. Until every such photo has its look (the thumbnails are being
+        made), by score alone."""
+        rows = [r for r in self._rows if r.status in NOT_LABELLED and r.path in self._scores]
+        if not rows:
+            return []
+        if any(r.path not in self._looks for r in rows):
+            ranked = sorted(
+                enumerate(rows), key=lambda ir: (-self._scores[ir[1].path].score, ir[0])
+            )
+            return [r.path for _i, r in ranked]
+        labelled = [
+            self._looks[r.path]
+            for r in self._rows
+            if r.status not in NOT_LABELLED
+            and r.status is not ImageStatus.UNREADABLE
+            and r.path in self._looks
+        ]
+        candidates = [(r.path, self._scores[r.path].score, self._looks[r.path]) for r in rows]
+        return list(useful_order(candidates, labelled))
+
+    def useful_rank(self, path: Path) -> int | None:
+        """The photo's place in ``useful_order`` (0: label it first), None when it is not in
+        it; made again only after a score, a look or a state changed."""
+        if self._ranks is None:
+            self._ranks = {p: i for i, p in enumerate(self.useful_order())}
+        return self._ranks.get(Path(path))
+
+    def refresh_order(self) -> None:
+        """Tell the views every row's place in the order may have moved (one re-sort)."""
+        if self._rows:
+            top, bottom = self.index(0, 0), self.index(len(self._rows) - 1, 0)
+            self.dataChanged.emit(top, bottom)  # all roles: the sorting proxy sorts again
+
+    def _order_changed(self) -> None:
+        self._ranks = None
+        self.order_stale.emit()
 
     def _changed(self, i: int) -> None:
         index = self.index(i, 0)
@@ -276,6 +348,8 @@ class ImageListModel(QAbstractListModel):
             return row.thumb
         if role == UncertaintyRole:
             return self.uncertainty_of(row.path)
+        if role == UsefulRankRole:
+            return self.useful_rank(row.path)
         return None
 
 
@@ -324,7 +398,8 @@ class ImageListDock(QDockWidget):
             self.filter_combo.addItem(text)
         self.filter_combo.setToolTip(
             "Show only the photos in one state; 'Most useful to label first': the photos not "
-            "labelled yet, those the model was least sure of (when predicted) first"
+            "labelled yet in the order to label them, those the model is unsure of (when "
+            "predicted) spread over the kinds of photo"
         )
         self.filter_combo.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
 
@@ -346,6 +421,12 @@ class ImageListDock(QDockWidget):
         self._selecting = False
         self._open: Path | None = None  # the photo open in the window (highlighted when shown)
         self._thumb_worker: Worker | None = None
+        # the order to label in, re-sorted once after a burst of changes (thumbnails' looks)
+        self._order_timer = QTimer(self)
+        self._order_timer.setSingleShot(True)
+        self._order_timer.setInterval(250)
+        self._order_timer.timeout.connect(self._on_order_timer_timeout)
+        self.model.order_stale.connect(self._order_timer.start)
         self.view.selectionModel().currentChanged.connect(self._on_view_current_changed)
         self.filter_combo.currentIndexChanged.connect(self._on_filter_combo_changed)
         self.model.counts_changed.connect(self._update_counts)
@@ -427,6 +508,7 @@ class ImageListDock(QDockWidget):
     def _on_thumbnail_worker_progressed(self, thumb: Thumbnail) -> None:
         if thumb.rgb is not None:
             self.model.set_thumbnail(thumb.path, _pixmap_from_rgb(thumb.rgb))
+            self.model.set_look(thumb.path, thumb.look)
         else:
             self.image_unreadable.emit(thumb.path, thumb.error or "Unreadable")
 
@@ -435,6 +517,11 @@ class ImageListDock(QDockWidget):
             return
         self._open = current.data(PathRole)
         self.image_activated.emit(self._open)
+
+    def _on_order_timer_timeout(self) -> None:
+        if self.proxy.status() == MOST_USEFUL:
+            with self._refiltering():
+                self.model.refresh_order()
 
     def _on_filter_combo_changed(self, i: int) -> None:
         with self._refiltering():

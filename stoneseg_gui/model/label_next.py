@@ -4,8 +4,9 @@ useful order, and Next most useful photo (N).
 Each prediction made in the window (one photo, or every unlabelled one) measures how unsure
 the model is (``inference.uncertainty``); the controller keeps the score in the project's
 state. This part shows the map of the photo predicted last over it, hands the scores to the
-photo list and opens the photo not labelled yet that the model was least sure of and that
-has not been opened since the project was.
+photo list and opens the photo first in the list's order to label in (the model unsure of
+it, spread over the kinds of photo: ``inference.label_order``) that has not been opened
+since the project was.
 """
 
 from __future__ import annotations
@@ -24,9 +25,6 @@ from ..actions import make_action
 from ..host import WindowHost
 from .controller import ModelController
 from .uncertainty_overlay import UNCERTAINTY_COLOR, UncertaintyItem, UncertaintyLegend
-
-# the photos a person has not labelled yet: unlabelled, or predicted and not reviewed
-NOT_LABELLED = (ImageStatus.UNLABELLED, ImageStatus.PREDICTED)
 
 
 @dataclass
@@ -59,7 +57,8 @@ class LabelNext(QObject):
                 "Next most useful &photo",
                 self.next_most_useful,
                 ("N",),
-                "Open the photo not labelled yet that the model was least sure of",
+                "Open the photo not labelled yet that is most useful to label: one the model "
+                "is unsure of, and unlike the photos labelled so far",
             ),
         )
         self.actions.show_uncertainty.setIcon(_icon(next_arrow=False))
@@ -129,21 +128,22 @@ class LabelNext(QObject):
 
     # ------------------------------------------------------------------ next most useful
     def ranked(self) -> list[tuple[Path, UncertaintyScore]]:
-        """The photos not labelled yet that have a score, the least sure first."""
-        project, session = self.window.project, self.window.session
-        if project is None:
+        """The photos not labelled yet that have a score, the most useful to label first
+        (the photo list's order, ``ImageListModel.useful_order``)."""
+        if self.window.project is None:
             return []
-        scores = stored_scores(project.state)
-        found = [
-            (p, scores[p.stem])
-            for p in session.images()
-            if p.stem in scores and session.image_status(p) in NOT_LABELLED
-        ]
-        return sorted(found, key=lambda item: -item[1].score)
+        model = self.window.image_list.model
+        ranked = []
+        for path in model.useful_order():
+            score = model.uncertainty_of(path)
+            if score is not None:
+                ranked.append((path, score))
+        return ranked
 
     def next_most_useful(self) -> Path | None:
-        """Open the photo not labelled yet, not opened since the project was, that the model
-        was least sure of; the path opened, or None (said why, or offered to predict)."""
+        """Open the photo not labelled yet, not opened since the project was, that comes first
+        in the order to label in; the path opened, or None (said why, or offered to
+        predict)."""
         if self.window.project is None:
             return None
         ranked = self.ranked()
@@ -152,7 +152,13 @@ class LabelNext(QObject):
         if todo:
             path, score = todo[0]
             if self.window.session.open_image(path):
-                self.window.statusBar().showMessage(f"{path.name}: {score.in_words()}", 10000)
+                why = score.in_words()
+                if any(s.score > score.score for _p, s in todo[1:]):
+                    why += (
+                        " It comes before photos the model is less sure of because fewer photos "
+                        "that look like it are labelled."
+                    )
+                self.window.statusBar().showMessage(f"{path.name}: {why}", 15000)
                 return path
             return None
         if ranked:
@@ -191,7 +197,7 @@ class LabelNext(QObject):
             title,
             f"No photo has an uncertainty score yet. Predict the {len(unlabelled)} unlabelled "
             "photos with the active model now? It runs in the background (Ctrl+. cancels); "
-            "then N opens the photo the model was least sure of.",
+            "then N opens the photo most useful to label.",
             ["Predict all unlabelled", "Not now"],
             default="Not now",
         )

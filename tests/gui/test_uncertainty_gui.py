@@ -195,3 +195,53 @@ def test_u_and_n_are_listed_in_f1_and_in_the_view_menu(qtbot, window):
     assert "Show uncertainty" in texts and "Next most useful photo" in texts
     toolbar = window.model_side.label_next.toolbar
     assert toolbar.parent() is window and len(toolbar.actions()) == 2
+
+
+def test_the_order_spreads_over_the_kinds_of_photo_once_the_thumbnails_are_made(
+    qtbot, window, tmp_path
+):
+    """Eight photos of bare belt the model is very unsure of and six of stones it is less
+    unsure of: by score alone the belt would take the first eight places; spread over the
+    kinds (each thumbnail's look), a stone photo comes second, and N opens it second."""
+    import cv2
+
+    root = tmp_path / "kinds"
+    images = root / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    scores = {}
+    for i in range(8):
+        belt = np.clip(rng.normal(55, 2, (90, 120, 3)), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(images / f"belt{i}.png"), belt)
+        scores[f"belt{i}"] = UncertaintyScore(0.90 + 0.01 * i, 90, 10, model="run-1")
+    for i in range(6):
+        stones = np.full((90, 120, 3), (110, 135, 150), np.uint8)
+        for _ in range(25):
+            centre = tuple(int(v) for v in rng.integers(0, 110, 2))
+            grey = int(rng.integers(170, 240))
+            cv2.circle(stones, centre, int(rng.integers(5, 14)), (grey, grey, grey), -1)
+        cv2.imwrite(str(images / f"stones{i}.png"), stones)
+        scores[f"stones{i}"] = UncertaintyScore(0.30 + 0.05 * i, 30, 70, model="run-1")
+    state = {STATE_KEY: {stem: s.to_dict() for stem, s in scores.items()}}
+    (root / STATE_FILE).write_text(json.dumps(state))
+
+    window.open_folder(root)
+    wait_loaded(qtbot, window)
+    lst = window.image_list
+    lst.set_filter(MOST_USEFUL)
+    paths = lst.model.paths()
+    qtbot.waitUntil(lambda: all(lst.model.look_of(p) is not None for p in paths), timeout=20_000)
+    # the list is sorted again once the looks are in (a moment after the last thumbnail)
+    qtbot.waitUntil(lambda: lst.visible_paths()[1].name == "stones5.png", timeout=5_000)
+    shown = [p.name for p in lst.visible_paths()]
+    assert shown[0] == "belt7.png"  # the larger kind's least sure photo
+    assert len(shown) == 14 and sum(n.startswith("belt") for n in shown[:4]) <= 2, shown
+
+    opened = window.current_image_path()
+    expected = [p for p in shown[:3] if images / p != opened][:2]
+    for name in expected:
+        _press(qtbot, window, Qt.Key.Key_N)
+        wait_loaded(qtbot, window, images / name)
+    # the stone photo came before belt photos the model is less sure of: the status says why
+    assert expected[-1].startswith("stones")
+    assert "fewer photos that look like it are labelled" in window.statusBar().currentMessage()

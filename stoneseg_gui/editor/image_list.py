@@ -173,6 +173,7 @@ class ImageListModel(QAbstractListModel):
         self.beginResetModel()
         self._rows = [_Row(Path(p), s) for p, s in statuses]
         self._index = {row.path: i for i, row in enumerate(self._rows)}
+        self._looks = {p: v for p, v in self._looks.items() if p in self._index}
         self.endResetModel()
         self._order_changed()
         self.counts_changed.emit()
@@ -285,9 +286,7 @@ class ImageListModel(QAbstractListModel):
         labelled = [
             self._looks[r.path]
             for r in self._rows
-            if r.status not in NOT_LABELLED
-            and r.status is not ImageStatus.UNREADABLE
-            and r.path in self._looks
+            if r.status is ImageStatus.LABELLED and r.path in self._looks
         ]
         candidates = [(r.path, self._scores[r.path].score, self._looks[r.path]) for r in rows]
         return list(useful_order(candidates, labelled))

@@ -13,6 +13,10 @@ them; then ``--rounds`` times ``--add`` more tiles are labelled, chosen
 - ``mass`` (``--orders``): the pool tiles with the most unsure pixels for their size (unsure
   pixels over the whole tile, the same map: how much there is to learn on it, not how wrong
   its stone is),
+- ``diverse`` (``--orders``): the window's order since session 16 (``inference.label_order``):
+  the app's score spread over the kinds of tile (k-means of each tile's look; the least
+  covered kind gives the tile the model is least sure of), against the looks of the tiles
+  labelled; the window measures the look on the 96-px thumbnail, this on the tile itself,
 
 and a model is trained afresh on the labelled tiles (same seed, same tiny budget). Each model is
 scored on the scorer tiles as the app would split them (``bench_stones``: pixel IoU pooled,

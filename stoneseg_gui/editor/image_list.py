@@ -1,4 +1,5 @@
-"""The image list: thumbnails made in the background, the state of each photo, counts.
+"""The image list: thumbnails made in the background (``thumbnails``), the state of each
+photo, counts.
 
 States come from the session (labelled, unlabelled, predicted and not reviewed,
 unreadable with the reason); thumbnails from a worker generator, which also finds
@@ -12,8 +13,7 @@ one kind does not send the user to label that kind only.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from PySide6.QtCore import (
     QTimer,
     Signal,
 )
-from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -39,11 +39,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from stoneseg_core.display.tiff_tiles import TiffTileSource, is_big_tiff_photo
-from stoneseg_core.errors import ImageReadError
-from stoneseg_core.inference.label_order import appearance, useful_order
+from stoneseg_core.inference.label_order import useful_order
 from stoneseg_core.inference.uncertainty import UncertaintyScore
-from stoneseg_core.io.images import read_image
 from stoneseg_core.io.project import ImageStatus
 
 from ..widgets.theme import STATUS_COLORS, STATUS_TEXT
@@ -59,89 +56,7 @@ from .image_delegate import (
     UsefulRankRole,
 )
 from .image_filter import MOST_USEFUL, NOT_LABELLED, StatusFilterModel
-
-log = logging.getLogger(__name__)
-
-THUMB_SIZE = 96  # stored; drawn at 56 logical pixels
-
-
-# ----------------------------------------------------------------------------- thumbnails
-@dataclass(frozen=True)
-class Thumbnail:
-    path: Path
-    rgb: np.ndarray | None
-    error: str | None
-    look: np.ndarray | None = None  # inference.label_order.appearance of the thumbnail
-
-
-def _jpeg_is_truncated(path: Path) -> bool:
-    """No end-of-image marker: the file broke off (the core says the same when opening it)."""
-    with open(path, "rb") as fh:
-        if fh.read(2) != b"\xff\xd8":
-            return False
-        fh.seek(0, 2)
-        size = fh.tell()
-        fh.seek(max(0, size - 4096))
-        tail = fh.read().rstrip(b"\x00")
-    return b"\xff\xd9" not in tail
-
-
-def make_thumbnail(path: Path, size: int = THUMB_SIZE) -> np.ndarray:
-    """A small RGB preview. JPEGs decode at reduced scale (fast on 12 MP photos).
-
-    Raises ImageReadError, with the core's message, when the photo cannot be read. A big
-    TIFF (an orthomosaic) is read by windows, from its smallest overview when it has one,
-    never whole.
-    """
-    from PIL import Image, ImageOps
-
-    if is_big_tiff_photo(path):
-        source = TiffTileSource(path)
-        try:
-            return source.thumbnail(size)
-        finally:
-            source.close()
-
-    try:
-        if _jpeg_is_truncated(path):
-            raise OSError("truncated")
-        with Image.open(path) as im:
-            if im.mode not in ("RGB", "RGBA", "L", "LA", "P", "CMYK", "YCbCr"):
-                raise OSError(f"mode {im.mode} needs the full reader")
-            im.draft("RGB", (size * 2, size * 2))
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            im.thumbnail((size, size), Image.Resampling.BILINEAR)
-            return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
-    except Exception:
-        rgb = read_image(path)
-    import cv2
-
-    h, w = rgb.shape[:2]
-    scale = size / max(h, w)
-    if scale < 1:
-        rgb = cv2.resize(
-            rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-        )
-    return np.ascontiguousarray(rgb)
-
-
-def iter_thumbnails(paths: Sequence[Path], size: int = THUMB_SIZE) -> Iterator[Thumbnail]:
-    """Yield one ``Thumbnail`` per photo; an unreadable photo yields its error instead."""
-    for path in paths:
-        try:
-            rgb = make_thumbnail(path, size)
-            yield Thumbnail(path, rgb, None, appearance(rgb))
-        except ImageReadError as exc:
-            yield Thumbnail(path, None, str(exc))
-        except Exception as exc:
-            log.warning("Thumbnail of %s failed: %s", path, exc)
-            yield Thumbnail(path, None, f"Cannot read image {path.name}: {exc}")
-
-
-def _pixmap_from_rgb(rgb: np.ndarray) -> QPixmap:
-    h, w = rgb.shape[:2]
-    image = QImage(rgb.data, w, h, rgb.strides[0], QImage.Format.Format_RGB888).copy()
-    return QPixmap.fromImage(image)
+from .thumbnails import Thumbnail, iter_thumbnails, pixmap_from_rgb
 
 
 # ----------------------------------------------------------------------------- model
@@ -506,7 +421,7 @@ class ImageListDock(QDockWidget):
     # ------------------------------------------------------------------ internals
     def _on_thumbnail_worker_progressed(self, thumb: Thumbnail) -> None:
         if thumb.rgb is not None:
-            self.model.set_thumbnail(thumb.path, _pixmap_from_rgb(thumb.rgb))
+            self.model.set_thumbnail(thumb.path, pixmap_from_rgb(thumb.rgb))
             self.model.set_look(thumb.path, thumb.look)
         else:
             self.image_unreadable.emit(thumb.path, thumb.error or "Unreadable")

@@ -119,5 +119,5 @@ def _kinds(looks: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
     z = (looks - looks.mean(0)) / spread
     with warnings.catch_warnings():  # a kind left empty is no error: it has no member
         warnings.simplefilter("ignore")
-        _, kind = kmeans2(z, k, minit="++", seed=np.random.default_rng(seed))
+        _, kind = kmeans2(z, k, minit="++", rng=np.random.default_rng(seed))
     return kind.astype(int), k

@@ -70,10 +70,11 @@ def useful_order(
     first ``n`` (all by default). ``labelled``: the looks of the photos labelled already.
 
     The looks of every photo (standardised feature by feature) are grouped into kinds
-    (k-means, seeded by ``seed``; ``KINDS`` at most, about ``PER_KIND`` photos to a kind). Then, one pick at a time, the kind with the smallest
-    share of its photos labelled or picked (on a tie the larger kind, then the kind whose
-    best candidate has the higher score) gives its candidate the model is least sure of;
-    candidates scoring under ``SURE_BELOW`` are left to the rest. After ``DIVERSE`` picks the rest follows by score
+    (k-means, seeded by ``seed``; ``KINDS`` at most, about ``PER_KIND`` photos to a kind).
+    Then, one pick at a time, the kind with the smallest share of its photos labelled or
+    picked (on a tie the larger kind, then the kind whose best candidate has the higher
+    score) gives its candidate the model is least sure of; candidates scoring under
+    ``SURE_BELOW`` are left to the rest. After ``DIVERSE`` picks the rest follows by score
     alone: the user labels a few and trains again before then. Equal scores keep the order
     given."""
     if not candidates:

@@ -152,13 +152,14 @@ class LabelNext(QObject):
         if todo:
             path, score = todo[0]
             if self.window.session.open_image(path):
-                why = score.in_words()
+                # short enough for the status bar of a 1366-px screen; the list's tooltip
+                # has the score in a sentence
                 if any(s.score > score.score for _p, s in todo[1:]):
-                    why += (
-                        " It comes before photos the model is less sure of because fewer photos "
-                        "that look like it are labelled."
-                    )
-                self.window.statusBar().showMessage(f"{path.name}: {why}", 15000)
+                    why = "first because fewer photos like it are labelled"
+                else:
+                    why = "where it is unsure, its prediction is likeliest to be wrong"
+                message = f"{path.name}: {score.short_words()}; {why}."
+                self.window.statusBar().showMessage(message, 15000)
                 return path
             return None
         if ranked:

@@ -91,15 +91,15 @@ def useful_order(
     for i in by_score:
         if scores[i] >= SURE_BELOW:
             members[int(kind[i])].append(i)
+
+    def turn(c: int) -> tuple:  # the least covered kind; the larger; the least sure photo
+        return (taken[c] / size[c], -size[c], -scores[members[c][0]], c)
+
     order: list[int] = []
     while len(order) < min(count, DIVERSE):
         open_kinds = [c for c in range(k) if members[c]]
         if not open_kinds:
             break
-
-        def turn(c: int) -> tuple:  # the least covered kind; the larger; the least sure photo
-            return (taken[c] / size[c], -size[c], -scores[members[c][0]], c)
-
         c = min(open_kinds, key=turn)
         order.append(members[c].pop(0))
         taken[c] += 1

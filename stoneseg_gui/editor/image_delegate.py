@@ -97,8 +97,8 @@ class ImageDelegate(QStyledItemDelegate):
         if index.data(DirtyRole):
             text += " · unsaved"
         score: UncertaintyScore | None = index.data(UncertaintyRole)
-        if score is not None:
-            text += " · " + score.short_words()
+        if score is not None:  # first: the dot's colour already tells the state
+            text = score.short_words() + " · " + text
         text_rect = state_rect.adjusted(15, 0, 0, 0)
         painter.drawText(
             text_rect,

@@ -82,7 +82,8 @@ class ImageListModel(QAbstractListModel):
         # each photo's uncertainty, by path: kept when the rows are made again (a rescan)
         self._scores: dict[Path, UncertaintyScore] = {}
         self._looks: dict[Path, np.ndarray] = {}  # each photo's look, from its thumbnail
-        self._ranks: dict[Path, int] | None = None  # the order to label in; None: stale
+        # the order to label in and each photo's place in it; None: stale, made when asked
+        self._order: tuple[list[Path], dict[Path, int]] | None = None
 
     def set_images(self, statuses: Sequence[tuple[Path, ImageStatus]]) -> None:
         self.beginResetModel()
@@ -147,13 +148,9 @@ class ImageListModel(QAbstractListModel):
             self._rows[i].thumb = pixmap
             self._changed(i)
 
-    def set_look(self, path: Path, look: np.ndarray | None) -> None:
-        """The photo's look (``label_order.appearance`` of its thumbnail; None: unknown)."""
-        path = Path(path)
-        if look is None:
-            self._looks.pop(path, None)
-        else:
-            self._looks[path] = np.asarray(look, np.float32)
+    def set_look(self, path: Path, look: np.ndarray) -> None:
+        """The photo's look (``label_order.appearance`` of its thumbnail)."""
+        self._looks[Path(path)] = np.asarray(look, np.float32)
         self._order_changed()
 
     def look_of(self, path: Path) -> np.ndarray | None:
@@ -189,15 +186,23 @@ class ImageListModel(QAbstractListModel):
         """The photos not labelled yet that have a score, the most useful to label first:
         ``label_order.useful_order`` of their scores and looks, against the looks of the
         photos labelled. Until every such photo has its look (the thumbnails are being
-        made), by score alone."""
+        made), by score alone. Made again only after a score, a look or a state changed."""
+        if self._order is None:
+            order = self._make_useful_order()
+            self._order = (order, {p: i for i, p in enumerate(order)})
+        return list(self._order[0])
+
+    def useful_rank(self, path: Path) -> int | None:
+        """The photo's place in ``useful_order`` (0: label it first), None when it is not in
+        it."""
+        if self._order is None:
+            self.useful_order()
+        return self._order[1].get(Path(path))
+
+    def _make_useful_order(self) -> list[Path]:
         rows = [r for r in self._rows if r.status in NOT_LABELLED and r.path in self._scores]
-        if not rows:
-            return []
-        if any(r.path not in self._looks for r in rows):
-            ranked = sorted(
-                enumerate(rows), key=lambda ir: (-self._scores[ir[1].path].score, ir[0])
-            )
-            return [r.path for _i, r in ranked]
+        if any(r.path not in self._looks for r in rows):  # stable: ties in the folder's order
+            return [r.path for r in sorted(rows, key=lambda r: -self._scores[r.path].score)]
         labelled = [
             self._looks[r.path]
             for r in self._rows
@@ -206,13 +211,6 @@ class ImageListModel(QAbstractListModel):
         candidates = [(r.path, self._scores[r.path].score, self._looks[r.path]) for r in rows]
         return list(useful_order(candidates, labelled))
 
-    def useful_rank(self, path: Path) -> int | None:
-        """The photo's place in ``useful_order`` (0: label it first), None when it is not in
-        it; made again only after a score, a look or a state changed."""
-        if self._ranks is None:
-            self._ranks = {p: i for i, p in enumerate(self.useful_order())}
-        return self._ranks.get(Path(path))
-
     def refresh_order(self) -> None:
         """Tell the views every row's place in the order may have moved (one re-sort)."""
         if self._rows:
@@ -220,7 +218,7 @@ class ImageListModel(QAbstractListModel):
             self.dataChanged.emit(top, bottom)  # all roles: the sorting proxy sorts again
 
     def _order_changed(self) -> None:
-        self._ranks = None
+        self._order = None
         self.order_stale.emit()
 
     def _changed(self, i: int) -> None:

@@ -133,12 +133,7 @@ class LabelNext(QObject):
         if self.window.project is None:
             return []
         model = self.window.image_list.model
-        ranked = []
-        for path in model.useful_order():
-            score = model.uncertainty_of(path)
-            if score is not None:
-                ranked.append((path, score))
-        return ranked
+        return [(path, model.uncertainty_of(path)) for path in model.useful_order()]
 
     def next_most_useful(self) -> Path | None:
         """Open the photo not labelled yet, not opened since the project was, that comes first

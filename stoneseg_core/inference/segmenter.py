@@ -281,6 +281,10 @@ class Segmenter:
         probs = self._probabilities_at(image, factor, should_stop)
         prob, boundary = probs[0], probs[1] if len(probs) > 1 else None
         del probs
+        if boundary is not None and self.info.target == "mask+distance":
+            # the distance to the edge (1 at a stone's centre) as an edge map, which the
+            # split follows the same way: its cores are the stones' centres
+            boundary = 1.0 - boundary
         if prob.shape != (h, w):
             prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
             if boundary is not None:

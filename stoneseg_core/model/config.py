@@ -29,8 +29,11 @@ ENCODERS = (
 # channel, the band of each stone within ``boundary_px`` pixels of another stone or of the
 # ground, which ``split_stones`` follows to cut touching stones (held-out stone F1 0.20 ->
 # 0.37 on river gravel, 0.21 -> 0.57 on belt tiles, and no loss of pixel IoU on the dev
-# photos: docs/stones.md); "mask" = the one stone channel of models before it.
-TARGETS = {"mask": 1, "mask+boundary": 2}
+# photos: docs/stones.md); "mask" = the one stone channel of models before it;
+# "mask+distance" = stone or not, and each stone's distance to its own edge divided by its
+# largest (1 at its centre, whatever its size: the deep watershed transform's energy),
+# measured against the boundary band in docs/stones.md ("A distance map").
+TARGETS = {"mask": 1, "mask+boundary": 2, "mask+distance": 2}
 
 # What runs the network at inference: "onnx" = ONNX Runtime on the CPU (stoneseg_core/inference/onnx_export.py,
 # float32; PyTorch when it is not installed or the export fails), "torch" = PyTorch always,
@@ -95,7 +98,7 @@ class TrainConfig:
     choose_threshold: bool = True  # pick the threshold with the best validation IoU ...
     threshold_min_val_images: int = 5  # ... when there are at least this many validation photos
     num_workers: int = 0
-    target: str = "mask+boundary"  # or "mask" (see TARGETS)
+    target: str = "mask+boundary"  # or "mask", "mask+distance" (see TARGETS)
     boundary_px: int = 2  # width of the boundary band, in working-scale pixels
     # the stone channel's BCE weight of a stone smaller than its crop's median stone:
     # sqrt(median / area), at most this (1: every pixel weighs 1; mask+boundary only; the

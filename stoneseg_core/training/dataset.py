@@ -109,6 +109,28 @@ def stone_and_boundary(
     return stone, boundary_band(labels, width) & stone
 
 
+def stone_distance(labels: np.ndarray) -> np.ndarray:
+    """The "mask+distance" target's second plane (float32 (H, W) in [0, 1]): each stone
+    pixel's distance to the nearest pixel of another label (the ground or another stone),
+    divided by its stone's largest, so every stone peaks at 1 at its centre whatever its
+    size and falls towards its edge; 0 on the ground. A stone 1-2 px across is 1 throughout.
+    The photo's edge is not an edge (as for ``boundary_band``)."""
+    labels = np.asarray(labels)
+    stones = labels > 0
+    if not stones.any():
+        return np.zeros(labels.shape, np.float32)
+    inner = stones & ~boundary_band(labels, 1)
+    # OpenCV counts the pixels beyond the image as far, so a crop's edge is not an edge
+    dist = cv2.distanceTransform(inner.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    dist += 1.0
+    dist[~stones] = 0.0
+    ids, inverse = np.unique(labels, return_inverse=True)
+    peak = np.zeros(len(ids), np.float32)
+    np.maximum.at(peak, inverse.ravel(), dist.ravel())
+    peak[peak == 0] = 1.0
+    return (dist / peak[inverse.reshape(labels.shape)]).astype(np.float32)
+
+
 @dataclass
 class Sample:
     """One labelled photo at working scale, plus its full-size mask for honest metrics."""
@@ -277,7 +299,8 @@ class CropDataset(Dataset):
 
     An item is ``(image (3, H, W), target (C, H, W))``: C = 1 (stone) by default; with
     ``boundary_px`` > 0, C = 2 (stone, boundary band ``boundary_px`` wide, computed on the
-    augmented crop so its width is the same at every scale jitter).
+    augmented crop so its width is the same at every scale jitter; with ``distance``, the
+    stones' distance to their edges instead of the band, ``stone_distance``).
     """
 
     def __init__(
@@ -292,6 +315,7 @@ class CropDataset(Dataset):
         boundary_px: int = 0,
         zoom_octaves: float = 0.0,
         small_stone_weight: float = 1.0,
+        distance: bool = False,
     ):
         if not samples:
             raise MaskError("No training images.")
@@ -302,6 +326,7 @@ class CropDataset(Dataset):
         self.boundary_px = int(boundary_px)
         self.zoom_octaves = float(zoom_octaves)
         self.small_stone_weight = float(small_stone_weight)
+        self.distance = bool(distance)
         self.transform = (
             train_augmentation(crop, seed)
             if augment
@@ -351,6 +376,8 @@ class CropDataset(Dataset):
         if labels is None:  # the mask's pieces, found once for the band and the weights
             labels = mask_components(out["mask"] > 127)
         stone, band = stone_and_boundary(out["mask"], labels, self.boundary_px)
+        if self.distance:  # the stones as the stone channel sees them
+            band = stone_distance(np.where(stone, labels, 0))
         image = torch.from_numpy(normalize(out["image"], self.mean, self.std))
         planes = [stone, band]
         if self.small_stone_weight > 1.0:

@@ -253,6 +253,7 @@ def _loader(
         seed=cfg.seed if run_dist is None else cfg.seed + run_dist.rank,
         boundary_px=cfg.boundary_px if cfg.classes > 1 else 0,
         small_stone_weight=cfg.small_stone_weight if cfg.classes > 1 else 1.0,
+        distance=cfg.target == "mask+distance",
         zoom_octaves=STONE_SIZE_ZOOM_OCTAVES if info.scale_policy.policy == "stone-size" else 0.0,
     )
     sampler = None

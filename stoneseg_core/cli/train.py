@@ -166,8 +166,9 @@ def _add_target_options(t: argparse.ArgumentParser, d: TrainConfig) -> None:
         choices=list(TARGETS),
         help="what the model learns: 'mask+boundary' (default): the stone mask and each "
         "stone's boundary band (from DATA_DIR/instances/<stem>.png, 16-bit ids, where there "
-        "is one; else from the mask's pieces), which splits touching stones; 'mask': the "
-        "stone mask alone, as models before it",
+        "is one; else from the mask's pieces), which splits touching stones; 'mask+distance': "
+        "the stone mask and each stone's distance to its edge (measured against the band in "
+        "docs/stones.md); 'mask': the stone mask alone, as models before it",
     )
     t.add_argument(
         "--boundary-px",

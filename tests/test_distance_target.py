@@ -11,10 +11,11 @@ import numpy as np
 from skimage.draw import disk
 from synthetic import make_dataset, make_scene
 
-from stoneseg_core.grains import match_instances, split_stones
+from stoneseg_core.grains import match_instances, split_stones, write_instance_png
 from stoneseg_core.inference.segmenter import Segmenter
 from stoneseg_core.io.project import Project
 from stoneseg_core.model.config import TrainConfig
+from stoneseg_core.scoring.stones import score_stones
 from stoneseg_core.training.dataset import CropDataset, Sample, stone_distance
 from stoneseg_core.training.train import run_training
 
@@ -108,3 +109,10 @@ def test_a_distance_model_trains_and_its_segmenter_gives_an_edge_map(tmp_path):
     np.testing.assert_allclose(p.boundary, 1.0 - raw[1], atol=1e-6)
     np.testing.assert_allclose(p.probability, raw[0], atol=1e-6)
     assert split_stones(p.mask > 0, p.probability, boundary=p.boundary).shape == (96, 128)
+    # evaluate --instances and the validation panel name the split it used
+    truth = np.zeros((96, 128), np.uint16)
+    truth[20:40, 20:40], truth[50:70, 60:90] = 1, 2
+    write_instance_png(tmp_path / "truth.png", truth)
+    cv2.imwrite(str(tmp_path / "photo.png"), image[..., ::-1])
+    scores = score_stones(seg, [(tmp_path / "photo.png", tmp_path / "truth.png")])
+    assert scores["split"] == "seams (distance map)" and scores["n_true"] == 2

@@ -279,7 +279,7 @@ def _print_label_notes(project, pairs: list, notes: list[str], cfg: TrainConfig,
     with_labels = sum(len(p) > 2 for p in pairs)
     if cfg.classes > 1 or with_labels:
         say(
-            ("Boundary target: " if cfg.classes > 1 else "")
+            (f"Target {cfg.target}: " if cfg.classes > 1 else "")
             + f"{with_labels} of {len(pairs)} photos have instance labels in "
             f"{project.instances_dir}; the others use the mask's pieces.",
             file=sys.stderr,

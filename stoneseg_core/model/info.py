@@ -73,7 +73,8 @@ class ModelInfo:
 
     @property
     def classes(self) -> int:
-        """Output channels: channel 0 is always the stone; channel 1 (if any) the boundary band."""
+        """Output channels: channel 0 is always the stone; channel 1 (if any) the boundary band
+        ("mask+boundary") or each stone's distance to its edge ("mask+distance")."""
         return TARGETS[self.target]
 
     def to_json(self) -> dict[str, Any]:

@@ -62,7 +62,13 @@ def score_stones(
         return None
     out = pool_instance_evaluations(evaluations)
     out["photos"] = names
-    out["split"] = "seams (boundary map)" if seg.info.classes > 1 else "distance transform"
+    out["split"] = (
+        "distance transform"
+        if seg.info.classes == 1
+        else "seams (distance map)"
+        if seg.info.target == "mask+distance"
+        else "seams (boundary map)"
+    )
     if skipped:
         out["skipped"] = skipped
     return out

@@ -13,7 +13,9 @@ and its prediction of each held-out tile is split into stones by every way that 
   ``stoneseg grains`` did before this benchmark);
 - ``floor``: the same, with the model's smallest stone (``grains.speck_floor``);
 - for a model with a boundary channel: ``seams`` (distance x probability x (1 - boundary)) and
-  ``cores`` (seeds from the predicted interiors, grown inside the mask), each with the floor.
+  ``cores`` (seeds from the predicted interiors, grown inside the mask), each with the floor;
+  a ``mask+distance`` model (each stone's distance to its edge over its largest) is split the
+  same ways, its edge map being 1 - distance (``Segmenter.predict``).
 
 Reference: ``truth_mask``, the true binary mask split by today's way (what a perfect pixel
 model would get). Printed per fold and pooled over folds: pixel IoU, stones found / true,
@@ -96,8 +98,8 @@ def folds_of(name: str, items: list, n_folds: int, train_tiles: int) -> list[tup
 
 
 def fold_model(args, keep: Path, f: int, target: str, train: list, changes: dict):
-    """(model folder, seconds) of one fold and one ``--targets`` entry: ``mask`` or
-    ``mask+boundary`` trained from ImageNet as the app does; ``from-stones``: the same
+    """(model folder, seconds) of one fold and one ``--targets`` entry: ``mask``,
+    ``mask+boundary`` or ``mask+distance`` trained from ImageNet as the app does; ``from-stones``: the same
     training started from ``--stone-model``; ``stones-as-is``: ``--stone-model`` untouched."""
     if target == "stones-as-is":
         return Path(args.stone_model), 0.0

@@ -116,3 +116,16 @@ def test_a_distance_model_trains_and_its_segmenter_gives_an_edge_map(tmp_path):
     cv2.imwrite(str(tmp_path / "photo.png"), image[..., ::-1])
     scores = score_stones(seg, [(tmp_path / "photo.png", tmp_path / "truth.png")])
     assert scores["split"] == "seams (distance map)" and scores["n_true"] == 2
+
+
+def test_fine_tuning_a_distance_model_keeps_its_target(tmp_path):
+    root = make_dataset(tmp_path / "data", n=3, size=(96, 128), seed=5)
+    pairs = Project.open(root).labelled_pairs()
+    cfg = TrainConfig(epochs=1, crop=64, work_size=128, batch_size=2, samples_per_image=1, seed=0)
+    run_training(pairs, tmp_path / "d", cfg.replace(target="mask+distance"))
+    # the window fine-tunes with its default target, the boundary band: the distance
+    # channel must not be retrained to mean a band under the same weights
+    run_training(pairs, tmp_path / "ft", cfg, from_model=tmp_path / "d")
+    saved = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert saved["train_config"]["target"] == "mask+distance" and saved["classes"] == 2
+    assert Segmenter.load(tmp_path / "ft").info.target == "mask+distance"

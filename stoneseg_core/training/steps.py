@@ -169,8 +169,10 @@ def _start_model(
         scale_policy=parent_scale.policy,
         stone_px=parent_scale.stone_px,
     )
-    if parent_info.classes > cfg.classes:
-        # a boundary model stays one (the default target "mask" would drop what it learnt)
+    if parent_info.classes > 1 and parent_info.target != cfg.target:
+        # a boundary (or distance) model stays one: the default target "mask" would drop
+        # what it learnt, and another two-channel target would retrain its second channel
+        # to mean something else under the same weights
         cfg = cfg.replace(target=parent_info.target)
     set_bn_momentum(model, cfg.bn_momentum)
     if parent_info.classes != cfg.classes:

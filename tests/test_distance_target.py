@@ -14,8 +14,8 @@ from synthetic import make_dataset, make_scene
 from stoneseg_core.grains import match_instances, split_stones, write_instance_png
 from stoneseg_core.inference.segmenter import Segmenter
 from stoneseg_core.io.project import Project
-from stoneseg_core.model.config import TrainConfig
-from stoneseg_core.scoring.stones import score_stones
+from stoneseg_core.model.config import TARGETS, TrainConfig
+from stoneseg_core.scoring.stones import SPLIT_NAMES, score_stones
 from stoneseg_core.training.dataset import CropDataset, Sample, stone_distance
 from stoneseg_core.training.train import run_training
 
@@ -116,6 +116,7 @@ def test_a_distance_model_trains_and_its_segmenter_gives_an_edge_map(tmp_path):
     cv2.imwrite(str(tmp_path / "photo.png"), image[..., ::-1])
     scores = score_stones(seg, [(tmp_path / "photo.png", tmp_path / "truth.png")])
     assert scores["split"] == "seams (distance map)" and scores["n_true"] == 2
+    assert set(SPLIT_NAMES) == set(TARGETS)  # every target's split has its name
 
 
 def test_fine_tuning_a_distance_model_keeps_its_target(tmp_path):

@@ -56,7 +56,8 @@ class Prediction:
     probability: np.ndarray  # float32 (H, W) in [0, 1] at the photo's own size: stone
     mask: np.ndarray  # uint8 0/255 (H, W)
     # float32 (H, W) in [0, 1]: the stone-boundary probability, for a model trained with
-    # the "mask+boundary" target; None for a 1-channel model
+    # the "mask+boundary" target; 1 - the predicted distance to the edge for a
+    # "mask+distance" model (the same kind of edge map); None for a 1-channel model
     boundary: np.ndarray | None = None
     scale: float = 1.0  # the working scale it was made at: working pixels per photo pixel
     # the speck floor in the photo's pixels (area): a piece of this mask smaller than that is

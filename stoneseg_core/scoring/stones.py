@@ -26,6 +26,14 @@ if TYPE_CHECKING:
     from stoneseg_core.inference.segmenter import Prediction, Segmenter
 
 
+# how ``stone_labels`` splits a model's prediction, by its target (model.config.TARGETS)
+SPLIT_NAMES = {
+    "mask": "distance transform",
+    "mask+boundary": "seams (boundary map)",
+    "mask+distance": "seams (distance map)",
+}
+
+
 def stone_labels(pred: Prediction) -> np.ndarray:
     """A prediction split into stones the way the app does it (``grains``, the Grains panel)."""
     return split_stones(
@@ -62,13 +70,7 @@ def score_stones(
         return None
     out = pool_instance_evaluations(evaluations)
     out["photos"] = names
-    out["split"] = (
-        "distance transform"
-        if seg.info.classes == 1
-        else "seams (distance map)"
-        if seg.info.target == "mask+distance"
-        else "seams (boundary map)"
-    )
+    out["split"] = SPLIT_NAMES[seg.info.target]
     if skipped:
         out["skipped"] = skipped
     return out

@@ -375,11 +375,13 @@ class CropDataset(Dataset):
         labels = out.get("instances")
         if labels is None:  # the mask's pieces, found once for the band and the weights
             labels = mask_components(out["mask"] > 127)
-        stone, band = stone_and_boundary(out["mask"], labels, self.boundary_px)
-        if self.distance:  # the stones as the stone channel sees them
-            band = stone_distance(np.where(stone, labels, 0))
+        if self.distance:  # of the stones as the stone channel sees them
+            stone = out["mask"] > 127
+            second = stone_distance(np.where(stone, labels, 0))
+        else:
+            stone, second = stone_and_boundary(out["mask"], labels, self.boundary_px)
         image = torch.from_numpy(normalize(out["image"], self.mean, self.std))
-        planes = [stone, band]
+        planes = [stone, second]
         if self.small_stone_weight > 1.0:
             stones = np.where(stone, labels, 0)  # the stones as the stone channel sees them
             planes.append(small_stone_weights(stones, self.small_stone_weight))
